@@ -1,0 +1,1 @@
+"""flowscope: passive flow and TCP session tracking."""
