@@ -1,0 +1,561 @@
+"""The flow engine: flow table, access order, TCP state machine, history and sweeps.
+
+Everything here is numba ``@njit`` code over numpy arrays; no I/O, no Python
+objects. The state of one tracker is a handful of arrays (see ``new_state`` in
+``flowscope.tracker``):
+
+``ctl``   int64[C_SIZE]          scalars: counters, list heads, configuration
+``table`` int32[2**k]            open-addressing hash index (slot + 1, 0 = empty)
+``fkey``  uint64[cap, 5]         the key of each flow slot (layout.KEY_WORDS)
+``fint``  int64[cap, F_SIZE]     per-flow integers (columns F_*)
+``fhist`` uint8[cap, 16]         per-flow history bytes
+``pkts``  PKT_DTYPE[n]           parsed packets in
+``ev``    EVENT_DTYPE[m]         events out
+
+Flow slots are linked in access order (least recently touched at ``C_HEAD``),
+which is both the eviction order and the order in which a sweep ends flows.
+A call processes packets until the input or the event buffer runs out; a sweep
+that fills the event buffer is resumed by the next call (``C_SWEEP_CUR``).
+"""
+
+import numpy as np
+from numba import njit
+
+# ---- ctl slots -------------------------------------------------------------
+C_HEAD = 0  # least recently touched slot, -1 when empty
+C_TAIL = 1  # most recently touched slot
+C_COUNT = 2  # open flows
+C_FREE_TOP = 3  # number of entries on the free-slot stack (fint[:, F_FREE])
+C_SERIAL = 4  # flows created so far (flow ids)
+C_CREATED = 5
+C_ENDED = 6
+C_EVICTED = 7
+C_UNMATCHED = 8
+C_MATCHED_PKTS = 9
+C_MATCHED_BYTES = 10
+C_MAX_FLOWS = 11
+C_EXTRACT = 12  # layout.EXTRACT_*
+C_INFER = 13  # infer_tcp_initiator
+C_MASK = 14  # event mask, bit (1 << kind)
+C_TO_TCP = 15  # idle timeouts, ns
+C_TO_UDP = 16
+C_TO_ICMP = 17
+C_TO_OTHER = 18
+C_SWEEP_CUR = 19  # next slot of a sweep in progress, -1 none, -2 finished
+C_SWEEP_NOW = 20
+C_SWEEP_REASON = 21
+C_SWEEP_INTERVAL = 22  # automatic sweep period in packet time, ns (0 = off)
+C_NEXT_SWEEP = 23  # packet time of the next automatic sweep
+C_PAUSE_NEW = 24  # return after each packet that created a flow
+C_NEW_SLOT = 25  # slot created by the last packet (-1 none)
+C_TABLE_MASK = 26
+C_ENDED_FIN = 27
+C_ENDED_RST = 28
+C_ENDED_IDLE = 29
+C_ENDED_SHUTDOWN = 30
+C_LAST_TS = 31  # latest packet timestamp seen
+C_SIZE = 32
+
+# ---- fint columns ----------------------------------------------------------
+F_STATE = 0
+F_INIT_REV = 1  # 1 when the initiator sends b -> a
+F_PKTS0 = 2  # initiator packets
+F_PKTS1 = 3
+F_BYTES0 = 4
+F_BYTES1 = 5
+F_PAY0 = 6
+F_PAY1 = 7
+F_STARTED = 8
+F_LAST = 9
+F_ID = 10
+F_HLEN = 11
+F_FLAGS0 = 12
+F_FLAGS1 = 13
+F_PROTO = 14  # L4 protocol number of the first packet
+F_TIMEOUT = 15  # idle timeout, ns
+F_PREV = 16  # access-order links
+F_NEXT = 17
+F_FIN_SIDE = 18  # side whose FIN moved Established -> FinWait, -1 none
+F_FREE = 19  # free-slot stack storage (indexed by stack position, not by slot)
+F_SIZE = 20
+
+# ---- codes (kept equal to flowscope.layout; literals so numba folds them) --
+EV_STARTED = 1
+EV_PACKET = 2
+EV_ESTABLISHED = 3
+EV_STATE_CHANGE = 4
+EV_ENDED = 5
+
+ST_ACTIVE = 0
+ST_SYN_SENT = 1
+ST_SYN_RECEIVED = 2
+ST_ESTABLISHED = 3
+ST_FIN_WAIT = 4
+ST_CLOSING_TCP = 5
+ST_CLOSED = 6
+ST_RESET = 7
+
+END_FIN = 0
+END_RST = 1
+END_IDLE = 2
+END_EVICTED = 3
+END_SHUTDOWN = 4
+
+TH_FIN = 0x01
+TH_SYN = 0x02
+TH_RST = 0x04
+TH_ACK = 0x10
+
+PF_PORTS = 0x01
+PF_TCP = 0x02
+PF_MAC = 0x08
+
+EXTRACT_FIVE_TUPLE = 0
+EXTRACT_FIVE_TUPLE_DIRECTIONAL = 1
+EXTRACT_IP_PAIR = 2
+EXTRACT_MAC_PAIR = 3
+
+HISTORY_MAX = 16
+MAX_EVENTS_PER_PACKET = 5
+
+# status returned by track_batch
+S_DONE = 0  # every packet consumed
+S_EV_FULL = 1  # the event buffer is full: drain it and call again
+S_PAUSED = 2  # paused after a packet that created a flow (C_PAUSE_NEW)
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLD = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mix(h, w):
+    h = (h ^ w) * _M1
+    h ^= h >> np.uint64(31)
+    return h
+
+
+@njit(cache=True, nogil=True)
+def key_hash(k0, k1, k2, k3, k4):
+    """64-bit hash of a 5-word key (uint64 each)."""
+    h = _GOLD
+    h = _mix(h, k0)
+    h = _mix(h, k1)
+    h = _mix(h, k2)
+    h = _mix(h, k3)
+    h = _mix(h, k4)
+    h = (h ^ (h >> np.uint64(27))) * _M2
+    return h ^ (h >> np.uint64(33))
+
+
+@njit(cache=True, nogil=True)
+def extract_key(pkts, i, kind):
+    """Key words and orientation of packet ``i``.
+
+    Returns ``(ok, k0, k1, k2, k3, k4, rev)``: ``ok`` is False for an
+    unmatched packet; ``rev`` is 1 when the packet travels b -> a.
+    """
+    p = pkts[i]
+    z = np.uint64(0)
+    l3 = np.int64(p.l3)
+    if kind == EXTRACT_MAC_PAIR:
+        if (p.pflags & PF_MAC) == 0:
+            return False, z, z, z, z, z, 0
+        s = np.uint64(p.smac)
+        d = np.uint64(p.dmac)
+        meta = np.uint64(EXTRACT_MAC_PAIR) << np.uint64(56)
+        if s <= d:
+            return True, z, s, z, d, meta, 0
+        return True, z, d, z, s, meta, 1
+    if l3 != 4 and l3 != 6:
+        return False, z, z, z, z, z, 0
+    sh = np.uint64(p.src_hi)
+    sl = np.uint64(p.src_lo)
+    dh = np.uint64(p.dst_hi)
+    dl = np.uint64(p.dst_lo)
+    if kind == EXTRACT_IP_PAIR:
+        meta = (np.uint64(EXTRACT_IP_PAIR) << np.uint64(56)) | (np.uint64(l3) << np.uint64(48))
+        if sh < dh or (sh == dh and sl <= dl):
+            return True, sh, sl, dh, dl, meta, 0
+        return True, dh, dl, sh, sl, meta, 1
+    sp = np.uint64(p.sport)
+    dp = np.uint64(p.dport)
+    if (p.pflags & PF_PORTS) == 0:
+        sp = z
+        dp = z
+    base = (np.uint64(l3) << np.uint64(48)) | (np.uint64(p.proto) << np.uint64(32))
+    if kind == EXTRACT_FIVE_TUPLE_DIRECTIONAL:
+        meta = (np.uint64(EXTRACT_FIVE_TUPLE_DIRECTIONAL) << np.uint64(56)) | base
+        return True, sh, sl, dh, dl, meta | (sp << np.uint64(16)) | dp, 0
+    if sh < dh or (sh == dh and (sl < dl or (sl == dl and sp <= dp))):
+        return True, sh, sl, dh, dl, base | (sp << np.uint64(16)) | dp, 0
+    return True, dh, dl, sh, sl, base | (dp << np.uint64(16)) | sp, 1
+
+
+@njit(cache=True, nogil=True)
+def tcp_transition(state, side, flags, fin_side):
+    """One TCP state-machine step (semantics.md rules 0-6).
+
+    ``side`` 0 = initiator, 1 = responder. Returns ``(state, fin_side)``.
+    """
+    if flags & TH_RST:
+        return ST_RESET, fin_side
+    if state == ST_ACTIVE:
+        if side == 0 and (flags & TH_SYN):
+            return ST_SYN_SENT, fin_side
+    elif state == ST_SYN_SENT:
+        if side == 1 and (flags & TH_SYN) and (flags & TH_ACK):
+            return ST_SYN_RECEIVED, fin_side
+    elif state == ST_SYN_RECEIVED:
+        if side == 0 and (flags & TH_ACK):
+            return ST_ESTABLISHED, fin_side
+    elif state == ST_ESTABLISHED:
+        if flags & TH_FIN:
+            return ST_FIN_WAIT, side
+    elif state == ST_FIN_WAIT:
+        if (flags & TH_FIN) and side != fin_side:
+            return ST_CLOSING_TCP, fin_side
+    elif state == ST_CLOSING_TCP:
+        if flags & TH_ACK:
+            return ST_CLOSED, fin_side
+    return state, fin_side
+
+
+@njit(cache=True, nogil=True)
+def history_append(fhist, slot, hlen, side, flags, payload_len):
+    """Append this packet's letters (S, F, R, D; lower case for the responder).
+
+    Returns the new history length (at most HISTORY_MAX).
+    """
+    lower = 32 if side == 1 else 0
+    if (flags & TH_SYN) and hlen < HISTORY_MAX:
+        fhist[slot, hlen] = 83 + lower  # 'S'
+        hlen += 1
+    if (flags & TH_FIN) and hlen < HISTORY_MAX:
+        fhist[slot, hlen] = 70 + lower  # 'F'
+        hlen += 1
+    if (flags & TH_RST) and hlen < HISTORY_MAX:
+        fhist[slot, hlen] = 82 + lower  # 'R'
+        hlen += 1
+    if payload_len > 0 and hlen < HISTORY_MAX:
+        fhist[slot, hlen] = 68 + lower  # 'D'
+        hlen += 1
+    return hlen
+
+
+# ---- table maintenance -----------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _find(table, fkey, mask, k0, k1, k2, k3, k4):
+    """Return (position, slot) of the key, or (insert position, -1)."""
+    pos = np.int64(key_hash(k0, k1, k2, k3, k4) & np.uint64(mask))
+    while True:
+        s = np.int64(table[pos]) - 1
+        if s < 0:
+            return pos, -1
+        if (
+            fkey[s, 4] == k4
+            and fkey[s, 1] == k1
+            and fkey[s, 3] == k3
+            and fkey[s, 0] == k0
+            and fkey[s, 2] == k2
+        ):
+            return pos, s
+        pos = (pos + 1) & mask
+
+
+@njit(cache=True, nogil=True)
+def _table_delete(table, fkey, mask, slot):
+    """Remove ``slot`` from the index (linear probing, backward-shift delete)."""
+    pos, s = _find(table, fkey, mask, fkey[slot, 0], fkey[slot, 1], fkey[slot, 2],
+                   fkey[slot, 3], fkey[slot, 4])
+    if s != slot:
+        return
+    hole = pos
+    j = (hole + 1) & mask
+    while True:
+        t = np.int64(table[j]) - 1
+        if t < 0:
+            break
+        home = np.int64(
+            key_hash(fkey[t, 0], fkey[t, 1], fkey[t, 2], fkey[t, 3], fkey[t, 4]) & np.uint64(mask)
+        )
+        # move t into the hole when its home is not cyclically in (hole, j]
+        if ((j - home) & mask) >= ((j - hole) & mask):
+            table[hole] = table[j]
+            hole = j
+        j = (j + 1) & mask
+    table[hole] = 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _unlink(ctl, fint, s):
+    p = fint[s, F_PREV]
+    n = fint[s, F_NEXT]
+    if p >= 0:
+        fint[p, F_NEXT] = n
+    else:
+        ctl[C_HEAD] = n
+    if n >= 0:
+        fint[n, F_PREV] = p
+    else:
+        ctl[C_TAIL] = p
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _append(ctl, fint, s):
+    t = ctl[C_TAIL]
+    fint[s, F_PREV] = t
+    fint[s, F_NEXT] = -1
+    if t >= 0:
+        fint[t, F_NEXT] = s
+    else:
+        ctl[C_HEAD] = s
+    ctl[C_TAIL] = s
+
+
+@njit(cache=True, nogil=True)
+def _emit_head(ev, e, kind, ts, fkey, fint, s):
+    r = ev[e]
+    r.kind = kind
+    r.ts = ts
+    for w in range(5):
+        r.key[w] = fkey[s, w]
+    r.flow_id = fint[s, F_ID]
+    r.init_rev = fint[s, F_INIT_REV]
+    return r
+
+
+@njit(cache=True, nogil=True)
+def _end_flow(ctl, table, fkey, fint, fhist, ev, e, s, reason, ts):
+    """Remove slot ``s`` and, if asked for, write its Ended event at ``ev[e]``.
+
+    Returns the next free event index.
+    """
+    if ctl[C_MASK] & (1 << EV_ENDED):
+        r = _emit_head(ev, e, EV_ENDED, ts, fkey, fint, s)
+        r.reason = reason
+        r.to_state = fint[s, F_STATE]
+        r.from_state = fint[s, F_STATE]
+        r.pkts[0] = fint[s, F_PKTS0]
+        r.pkts[1] = fint[s, F_PKTS1]
+        r.bytes[0] = fint[s, F_BYTES0]
+        r.bytes[1] = fint[s, F_BYTES1]
+        r.payload[0] = fint[s, F_PAY0]
+        r.payload[1] = fint[s, F_PAY1]
+        r.started = fint[s, F_STARTED]
+        r.last_seen = fint[s, F_LAST]
+        r.flags_or[0] = fint[s, F_FLAGS0]
+        r.flags_or[1] = fint[s, F_FLAGS1]
+        h = fint[s, F_HLEN]
+        r.hist_len = h
+        for j in range(HISTORY_MAX):
+            r.history[j] = fhist[s, j] if j < h else 0
+        r.side = 0
+        r.length = 0
+        e += 1
+    _table_delete(table, fkey, ctl[C_TABLE_MASK], s)
+    _unlink(ctl, fint, s)
+    fint[ctl[C_FREE_TOP], F_FREE] = s
+    ctl[C_FREE_TOP] += 1
+    ctl[C_COUNT] -= 1
+    ctl[C_ENDED] += 1
+    if reason == END_FIN:
+        ctl[C_ENDED_FIN] += 1
+    elif reason == END_RST:
+        ctl[C_ENDED_RST] += 1
+    elif reason == END_IDLE:
+        ctl[C_ENDED_IDLE] += 1
+    elif reason == END_EVICTED:
+        ctl[C_EVICTED] += 1
+    else:
+        ctl[C_ENDED_SHUTDOWN] += 1
+    return e
+
+
+@njit(cache=True, nogil=True)
+def _sweep_step(ctl, table, fkey, fint, fhist, ev, e, cap_ev):
+    """Continue the sweep in progress; returns (e, finished)."""
+    now = ctl[C_SWEEP_NOW]
+    reason = ctl[C_SWEEP_REASON]
+    s = ctl[C_SWEEP_CUR]
+    while s >= 0:
+        if e >= cap_ev:
+            ctl[C_SWEEP_CUR] = s
+            return e, False
+        nxt = fint[s, F_NEXT]
+        if reason == END_SHUTDOWN or now - fint[s, F_LAST] >= fint[s, F_TIMEOUT]:
+            e = _end_flow(ctl, table, fkey, fint, fhist, ev, e, s, reason, now)
+        s = nxt
+    ctl[C_SWEEP_CUR] = -1
+    return e, True
+
+
+@njit(cache=True, nogil=True)
+def sweep(ctl, table, fkey, fint, fhist, ev, e, now, reason):
+    """End every flow idle at ``now`` (``reason`` END_IDLE) or every flow.
+
+    (``reason`` END_SHUTDOWN). Starts a sweep unless one is in progress, then
+    runs it until done or the event buffer is full. Returns ``(e, finished)``.
+    """
+    if ctl[C_SWEEP_CUR] == -1:
+        ctl[C_SWEEP_CUR] = ctl[C_HEAD]
+        ctl[C_SWEEP_NOW] = now
+        ctl[C_SWEEP_REASON] = reason
+    return _sweep_step(ctl, table, fkey, fint, fhist, ev, e, ev.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _timeout_for(ctl, proto):
+    if proto == 6:
+        return ctl[C_TO_TCP]
+    if proto == 17:
+        return ctl[C_TO_UDP]
+    if proto == 1 or proto == 58:
+        return ctl[C_TO_ICMP]
+    return ctl[C_TO_OTHER]
+
+
+@njit(cache=True, nogil=True)
+def track_batch(pkts, start, ctl, table, fkey, fint, fhist, ev, e):
+    """Run packets ``pkts[start:]`` through the tracker.
+
+    pkts: PKT_DTYPE[n]; ev: EVENT_DTYPE[m] with events already at ``ev[:e]``.
+    Returns ``(next_packet, e, status)``; status is S_DONE, S_EV_FULL (drain
+    ``ev[:e]`` and call again from ``next_packet``) or S_PAUSED.
+    """
+    n = pkts.shape[0]
+    cap_ev = ev.shape[0]
+    mask = ctl[C_TABLE_MASK]
+    evmask = ctl[C_MASK]
+    kind = ctl[C_EXTRACT]
+    interval = ctl[C_SWEEP_INTERVAL]
+    ctl[C_NEW_SLOT] = -1
+    i = start
+    # a sweep left unfinished by a full event buffer comes first
+    if ctl[C_SWEEP_CUR] >= 0:
+        e, done = _sweep_step(ctl, table, fkey, fint, fhist, ev, e, cap_ev)
+        if not done:
+            return i, e, S_EV_FULL
+    while i < n:
+        if e + MAX_EVENTS_PER_PACKET > cap_ev:
+            return i, e, S_EV_FULL
+        p = pkts[i]
+        ts = p.ts
+        if interval > 0 and ts >= ctl[C_NEXT_SWEEP]:
+            if ctl[C_NEXT_SWEEP] == 0:
+                ctl[C_NEXT_SWEEP] = ts + interval
+            else:
+                ctl[C_NEXT_SWEEP] = ts + interval
+                ctl[C_SWEEP_CUR] = ctl[C_HEAD]
+                ctl[C_SWEEP_NOW] = ts
+                ctl[C_SWEEP_REASON] = END_IDLE
+                e, done = _sweep_step(ctl, table, fkey, fint, fhist, ev, e, cap_ev)
+                if not done or e + MAX_EVENTS_PER_PACKET > cap_ev:
+                    return i, e, S_EV_FULL
+        ok, k0, k1, k2, k3, k4, rev = extract_key(pkts, i, kind)
+        if not ok:
+            ctl[C_UNMATCHED] += 1
+            i += 1
+            continue
+        if ts > ctl[C_LAST_TS]:
+            ctl[C_LAST_TS] = ts
+        length = np.int64(p.caplen)
+        pos, s = _find(table, fkey, mask, k0, k1, k2, k3, k4)
+        flags = np.int64(p.tcp_flags)
+        has_tcp = (p.pflags & PF_TCP) != 0 and kind != EXTRACT_IP_PAIR and kind != EXTRACT_MAC_PAIR
+        created = False
+        if s < 0:
+            if ctl[C_COUNT] >= ctl[C_MAX_FLOWS]:
+                victim = ctl[C_HEAD]
+                e = _end_flow(ctl, table, fkey, fint, fhist, ev, e, victim, END_EVICTED, ts)
+                pos, s = _find(table, fkey, mask, k0, k1, k2, k3, k4)
+            ctl[C_FREE_TOP] -= 1
+            s = fint[ctl[C_FREE_TOP], F_FREE]
+            table[pos] = s + 1
+            fkey[s, 0] = k0
+            fkey[s, 1] = k1
+            fkey[s, 2] = k2
+            fkey[s, 3] = k3
+            fkey[s, 4] = k4
+            init_rev = rev
+            if (
+                ctl[C_INFER] != 0
+                and has_tcp
+                and (flags & TH_SYN) != 0
+                and (flags & TH_ACK) != 0
+            ):
+                init_rev = 1 - rev
+            fint[s, F_STATE] = ST_ACTIVE
+            fint[s, F_INIT_REV] = init_rev
+            fint[s, F_PKTS0] = 0
+            fint[s, F_PKTS1] = 0
+            fint[s, F_BYTES0] = 0
+            fint[s, F_BYTES1] = 0
+            fint[s, F_PAY0] = 0
+            fint[s, F_PAY1] = 0
+            fint[s, F_STARTED] = ts
+            fint[s, F_ID] = ctl[C_SERIAL]
+            fint[s, F_HLEN] = 0
+            fint[s, F_FLAGS0] = 0
+            fint[s, F_FLAGS1] = 0
+            fint[s, F_PROTO] = p.proto if p.l3 == 4 or p.l3 == 6 else 0
+            fint[s, F_TIMEOUT] = _timeout_for(ctl, fint[s, F_PROTO])
+            fint[s, F_FIN_SIDE] = -1
+            fint[s, F_PREV] = -1
+            fint[s, F_NEXT] = -1
+            _append(ctl, fint, s)
+            ctl[C_SERIAL] += 1
+            ctl[C_CREATED] += 1
+            ctl[C_COUNT] += 1
+            created = True
+            side = 0 if rev == init_rev else 1
+            if evmask & (1 << EV_STARTED):
+                r = _emit_head(ev, e, EV_STARTED, ts, fkey, fint, s)
+                r.side = side
+                e += 1
+        else:
+            _unlink(ctl, fint, s)
+            _append(ctl, fint, s)
+            side = 0 if rev == fint[s, F_INIT_REV] else 1
+        ctl[C_MATCHED_PKTS] += 1
+        ctl[C_MATCHED_BYTES] += length
+        fint[s, F_PKTS0 + side] += 1
+        fint[s, F_BYTES0 + side] += length
+        fint[s, F_PAY0 + side] += p.payload_len
+        fint[s, F_LAST] = ts
+        state = fint[s, F_STATE]
+        if has_tcp:
+            fint[s, F_FLAGS0 + side] |= flags
+            fint[s, F_HLEN] = history_append(
+                fhist, s, fint[s, F_HLEN], side, flags, np.int64(p.payload_len)
+            )
+            new_state, fin_side = tcp_transition(state, side, flags, fint[s, F_FIN_SIDE])
+            fint[s, F_FIN_SIDE] = fin_side
+            if new_state != state:
+                fint[s, F_STATE] = new_state
+                if new_state == ST_ESTABLISHED:
+                    if evmask & (1 << EV_ESTABLISHED):
+                        _emit_head(ev, e, EV_ESTABLISHED, ts, fkey, fint, s)
+                        e += 1
+                elif evmask & (1 << EV_STATE_CHANGE):
+                    r = _emit_head(ev, e, EV_STATE_CHANGE, ts, fkey, fint, s)
+                    r.from_state = state
+                    r.to_state = new_state
+                    e += 1
+                state = new_state
+        if evmask & (1 << EV_PACKET):
+            r = _emit_head(ev, e, EV_PACKET, ts, fkey, fint, s)
+            r.side = side
+            r.length = length
+            e += 1
+        if state == ST_CLOSED:
+            e = _end_flow(ctl, table, fkey, fint, fhist, ev, e, s, END_FIN, ts)
+        elif state == ST_RESET:
+            e = _end_flow(ctl, table, fkey, fint, fhist, ev, e, s, END_RST, ts)
+        i += 1
+        if created and ctl[C_PAUSE_NEW] != 0:
+            ctl[C_NEW_SLOT] = s if state != ST_CLOSED and state != ST_RESET else -1
+            return i, e, S_PAUSED
+    return i, e, S_DONE

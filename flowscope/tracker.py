@@ -1,0 +1,333 @@
+"""The public FlowTracker: validates input, runs the numba engine, builds events.
+
+Two ways in, one engine:
+
+* ``track(view)`` takes one ``PacketView`` (raw frame bytes + timestamp) and
+  returns that packet's events as objects, as the reference API does;
+* ``track_batch(pkts)`` / ``process(pkts)`` take a numpy array of parsed
+  packets (``layout.PKT_DTYPE``, as the capture reader and the live sensor
+  produce them) and create no Python object per packet: ``process`` yields the
+  raw event records (``layout.EVENT_DTYPE``) for writers, ``track_batch``
+  turns them into event objects.
+
+Both give identical event streams for the same packets.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+
+from . import layout
+from ._kernels import engine as K
+from .config import NS_PER_S, TrackerConfig
+from .events import (
+    EndReason,
+    Ended,
+    Established,
+    FlowEvent,
+    FlowSide,
+    FlowState,
+    FlowStats,
+    HistoryString,
+    L4Proto,
+    Packet,
+    Started,
+    StateChange,
+    Timestamp,
+)
+from .keys import Extractor, FiveTuple
+
+#: Event records per engine call; a call stops early when this fills up.
+DEFAULT_EVENT_CAPACITY = 1 << 16
+
+_EVENT_MASKS = {
+    "all": layout.EVMASK_ALL,
+    "lifecycle": layout.EVMASK_LIFECYCLE,
+    "ended": layout.EVMASK_ENDED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PacketView:
+    """One captured frame: its bytes, its time and its link type (pcap LINKTYPE_*)."""
+
+    frame: bytes
+    timestamp: Timestamp = Timestamp()
+    linktype: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerStats:
+    """Counters of a tracker; ``flows_created == flows_ended + open_flows`` always."""
+
+    flows_created: int
+    flows_ended: int
+    flows_evicted: int
+    packets_unmatched: int
+    open_flows: int
+    packets_matched: int
+    bytes_matched: int
+    ended_fin: int
+    ended_rst: int
+    ended_idle: int
+    ended_shutdown: int
+
+
+def event_mask(events: str | int) -> int:
+    """Event mask from ``"all" | "lifecycle" | "ended"`` or an int mask."""
+    if isinstance(events, int):
+        return events
+    try:
+        return _EVENT_MASKS[events]
+    except KeyError:
+        raise ValueError(f"events: expected one of all, lifecycle, ended; got {events!r}") from None
+
+
+def _table_size(max_flows: int) -> int:
+    size = 16
+    while size < 2 * max_flows:
+        size <<= 1
+    return size
+
+
+def _ts_ns(now: Timestamp | int | float) -> int:
+    if isinstance(now, Timestamp):
+        return now.to_ns()
+    if isinstance(now, float):
+        return int(round(now * NS_PER_S))
+    return int(now)
+
+
+class FlowTracker:
+    """Tracks flows and TCP sessions and reports them as events.
+
+    Parameters
+    ----------
+    extractor : Extractor, optional
+        What a flow is: ``FiveTuple()`` (default, bidirectional),
+        ``FiveTuple.directional()``, ``IpPair()`` or ``MacPair()``.
+    config : TrackerConfig, optional
+        Timeouts, ``max_flows``, ``infer_tcp_initiator``, sweep interval.
+    events : {"all", "lifecycle", "ended"} or int
+        Which events to produce. Leaving out Packet events is much cheaper.
+    event_capacity : int
+        Size of the engine's event buffer (records per engine call).
+    """
+
+    def __init__(
+        self,
+        extractor: Optional[Extractor] = None,
+        config: Optional[TrackerConfig] = None,
+        events: str | int = "all",
+        event_capacity: int = DEFAULT_EVENT_CAPACITY,
+    ) -> None:
+        self.extractor = extractor if extractor is not None else FiveTuple()
+        if not isinstance(self.extractor, Extractor):
+            raise TypeError("extractor: expected FiveTuple(), IpPair() or MacPair()")
+        self.config = config if config is not None else TrackerConfig()
+        cap = self.config.max_flows
+        self._ctl = np.zeros(K.C_SIZE, dtype=np.int64)
+        self._table = np.zeros(_table_size(cap), dtype=np.int32)
+        self._fkey = np.zeros((cap, layout.KEY_WORDS), dtype=np.uint64)
+        self._fint = np.zeros((cap, K.F_SIZE), dtype=np.int64)
+        self._fhist = np.zeros((cap, layout.HISTORY_MAX), dtype=np.uint8)
+        # the free-slot stack lives in column F_FREE: pop order 0, 1, 2, ...
+        self._fint[:, K.F_FREE] = np.arange(cap - 1, -1, -1)
+        ctl = self._ctl
+        ctl[K.C_HEAD] = ctl[K.C_TAIL] = -1
+        ctl[K.C_FREE_TOP] = cap
+        ctl[K.C_MAX_FLOWS] = cap
+        ctl[K.C_EXTRACT] = self.extractor.kind
+        ctl[K.C_INFER] = int(self.config.infer_tcp_initiator)
+        ctl[K.C_MASK] = event_mask(events)
+        ctl[K.C_TO_TCP] = self.config.timeout_ns("tcp")
+        ctl[K.C_TO_UDP] = self.config.timeout_ns("udp")
+        ctl[K.C_TO_ICMP] = self.config.timeout_ns("icmp")
+        ctl[K.C_TO_OTHER] = self.config.timeout_ns("other")
+        ctl[K.C_SWEEP_CUR] = -1
+        if self.config.sweep_interval is not None:
+            ctl[K.C_SWEEP_INTERVAL] = int(round(self.config.sweep_interval * NS_PER_S))
+        ctl[K.C_PAUSE_NEW] = int(self.config.timeout_fn is not None)
+        ctl[K.C_TABLE_MASK] = self._table.shape[0] - 1
+        self._ev = np.zeros(max(int(event_capacity), 64), dtype=layout.EVENT_DTYPE)
+        self._keys: dict[int, object] = {}  # flow_id -> decoded key, for open flows
+
+    # ---- raw (array) interface ------------------------------------------
+
+    def process(self, pkts: np.ndarray) -> Iterator[np.ndarray]:
+        """Run a batch of parsed packets; yield event records in order.
+
+        Each yielded array is a view of the engine's buffer, valid until the
+        next item is requested.
+        """
+        if pkts.dtype != layout.PKT_DTYPE:
+            raise TypeError("pkts: expected an array of flowscope.layout.PKT_DTYPE")
+        i = 0
+        args = (self._ctl, self._table, self._fkey, self._fint, self._fhist, self._ev)
+        while True:
+            i, e, status = K.track_batch(pkts, i, *args, 0)
+            if status == K.S_PAUSED:
+                self._apply_timeout_fn()
+            if e:
+                yield self._ev[:e]
+            if status == K.S_DONE:
+                return
+
+    def process_sweep(self, now_ns: int, reason: int = K.END_IDLE) -> Iterator[np.ndarray]:
+        """Sweep (``reason`` END_IDLE) or flush (END_SHUTDOWN); yield Ended records."""
+        args = (self._ctl, self._table, self._fkey, self._fint, self._fhist, self._ev)
+        while True:
+            e, finished = K.sweep(*args, 0, now_ns, reason)
+            if e:
+                yield self._ev[:e]
+            if finished:
+                return
+
+    def _apply_timeout_fn(self) -> None:
+        s = int(self._ctl[K.C_NEW_SLOT])
+        if s < 0:
+            return
+        seconds = self.config.timeout_fn(self.extractor.decode(self._fkey[s]))
+        if seconds is not None:
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+                raise ValueError(f"timeout_fn returned {seconds!r}; expected seconds > 0 or None")
+            self._fint[s, K.F_TIMEOUT] = int(round(seconds * NS_PER_S))
+
+    # ---- object interface -----------------------------------------------
+
+    def track(self, view: PacketView) -> list[FlowEvent]:
+        """Track one packet; return its events in order."""
+        from .pcap import parse_bytes
+
+        pkts = parse_bytes(view.frame, view.timestamp.to_ns(), view.linktype)
+        return self.track_batch(pkts)
+
+    def track_batch(self, pkts: np.ndarray) -> list[FlowEvent]:
+        """Track a batch of parsed packets; return all their events in order."""
+        out: list[FlowEvent] = []
+        for recs in self.process(pkts):
+            out.extend(self.events_from_records(recs))
+        return out
+
+    def sweep(self, now: Timestamp | int | float) -> list[FlowEvent]:
+        """End every flow idle for at least its timeout at ``now``."""
+        out: list[FlowEvent] = []
+        for recs in self.process_sweep(_ts_ns(now), K.END_IDLE):
+            out.extend(self.events_from_records(recs))
+        return out
+
+    def finish(self) -> list[FlowEvent]:
+        """End every open flow (reason ``Shutdown``), oldest activity first."""
+        out: list[FlowEvent] = []
+        for recs in self.process_sweep(int(self._ctl[K.C_LAST_TS]), K.END_SHUTDOWN):
+            out.extend(self.events_from_records(recs))
+        return out
+
+    @property
+    def stats(self) -> TrackerStats:
+        c = self._ctl
+        return TrackerStats(
+            flows_created=int(c[K.C_CREATED]),
+            flows_ended=int(c[K.C_ENDED]),
+            flows_evicted=int(c[K.C_EVICTED]),
+            packets_unmatched=int(c[K.C_UNMATCHED]),
+            open_flows=int(c[K.C_COUNT]),
+            packets_matched=int(c[K.C_MATCHED_PKTS]),
+            bytes_matched=int(c[K.C_MATCHED_BYTES]),
+            ended_fin=int(c[K.C_ENDED_FIN]),
+            ended_rst=int(c[K.C_ENDED_RST]),
+            ended_idle=int(c[K.C_ENDED_IDLE]),
+            ended_shutdown=int(c[K.C_ENDED_SHUTDOWN]),
+        )
+
+    def __len__(self) -> int:
+        return int(self._ctl[K.C_COUNT])
+
+    # ---- record -> object ------------------------------------------------
+
+    def _key(self, rec: np.void, drop: bool = False) -> object:
+        fid = int(rec["flow_id"])
+        key = self._keys.pop(fid, None) if drop else self._keys.get(fid)
+        if key is None:
+            key = self.extractor.decode(rec["key"])
+            if not drop:
+                self._keys[fid] = key
+        return key
+
+    def events_from_records(self, recs: np.ndarray) -> list[FlowEvent]:
+        """Turn engine event records into event objects."""
+        out: list[FlowEvent] = []
+        for rec in recs:
+            kind = int(rec["kind"])
+            ts = Timestamp.from_ns(int(rec["ts"]))
+            if kind == layout.EV_PACKET:
+                out.append(Packet(self._key(rec), FlowSide(int(rec["side"])), int(rec["length"]), ts))
+            elif kind == layout.EV_STARTED:
+                key = self._key(rec)
+                proto = (int(rec["key"][4]) >> 32) & 0xFF
+                if self.extractor.kind in (layout.EXTRACT_IP_PAIR, layout.EXTRACT_MAC_PAIR):
+                    proto = 0
+                out.append(Started(key, FlowSide(int(rec["side"])), ts, L4Proto(proto)))
+            elif kind == layout.EV_ESTABLISHED:
+                out.append(Established(self._key(rec), ts))
+            elif kind == layout.EV_STATE_CHANGE:
+                out.append(
+                    StateChange(
+                        self._key(rec),
+                        FlowState(int(rec["from_state"])),
+                        FlowState(int(rec["to_state"])),
+                        ts,
+                    )
+                )
+            elif kind == layout.EV_ENDED:
+                out.append(ended_from_record(rec, self._key(rec, drop=True)))
+        return out
+
+
+def ended_from_record(rec: np.void, key: object) -> Ended:
+    """Build an Ended event from an engine record."""
+    hl = int(rec["hist_len"])
+    stats = FlowStats(
+        initiator_packets=int(rec["pkts"][0]),
+        responder_packets=int(rec["pkts"][1]),
+        initiator_bytes=int(rec["bytes"][0]),
+        responder_bytes=int(rec["bytes"][1]),
+        started=Timestamp.from_ns(int(rec["started"])),
+        last_seen=Timestamp.from_ns(int(rec["last_seen"])),
+        initiator_payload_bytes=int(rec["payload"][0]),
+        responder_payload_bytes=int(rec["payload"][1]),
+        initiator_tcp_flags=int(rec["flags_or"][0]),
+        responder_tcp_flags=int(rec["flags_or"][1]),
+    )
+    return Ended(
+        key,
+        EndReason(int(rec["reason"])),
+        stats,
+        HistoryString(bytes(rec["history"][:hl]).decode("ascii")),
+        Timestamp.from_ns(int(rec["ts"])),
+        FlowState(int(rec["to_state"])),
+        int(rec["flow_id"]),
+    )
+
+
+def warmup() -> float:
+    """Compile (or load from cache) every numba kernel; return the seconds it took."""
+    t0 = time.perf_counter()
+    from .pcap import parse_bytes
+
+    tr = FlowTracker(config=TrackerConfig(max_flows=4, sweep_interval=1.0))
+    syn = bytes.fromhex(
+        "000000000002000000000001080045000028000100004006000000000a0000010a000002"
+        "04d20050000000010000000050022000000000000"
+    )
+    pkts = parse_bytes(syn, 1, 1)
+    tr.track_batch(pkts)
+    tr.sweep(10**12)
+    tr.finish()
+    from ._kernels import capture  # noqa: F401  (compiled on import of its users)
+
+    return time.perf_counter() - t0

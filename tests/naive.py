@@ -1,0 +1,209 @@
+"""Plain-Python twins of the numba kernels, written straight from semantics.md.
+
+They share no code with ``flowscope._kernels``: the tests run both on the same
+input and require identical results. Events are tuples so that they compare
+field by field:
+
+    ("started", key_words, side, ts)
+    ("packet", key_words, side, len, ts)
+    ("established", key_words, ts)
+    ("state_change", key_words, from, to, ts)
+    ("ended", key_words, reason, ts, state, pkts(2), bytes(2), history)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+(ACTIVE, SYN_SENT, SYN_RECEIVED, ESTABLISHED, FIN_WAIT, CLOSING, CLOSED, RESET) = range(8)
+R_FIN, R_RST, R_IDLE, R_EVICTED, R_SHUTDOWN = range(5)
+FIVE, FIVE_DIR, IP_PAIR, MAC_PAIR = range(4)
+
+
+def naive_key(p: dict, kind: int):
+    """(key tuple, reversed) or None; ``p`` holds PKT_DTYPE field values."""
+    if kind == MAC_PAIR:
+        if not p["pflags"] & 0x08:
+            return None
+        s, d = p["smac"], p["dmac"]
+        meta = MAC_PAIR << 56
+        return ((0, s, 0, d, meta), False) if s <= d else ((0, d, 0, s, meta), True)
+    if p["l3"] not in (4, 6):
+        return None
+    src = (p["src_hi"], p["src_lo"])
+    dst = (p["dst_hi"], p["dst_lo"])
+    if kind == IP_PAIR:
+        meta = IP_PAIR << 56 | p["l3"] << 48
+        return ((*src, *dst, meta), False) if src <= dst else ((*dst, *src, meta), True)
+    sp, dp = (p["sport"], p["dport"]) if p["pflags"] & 0x01 else (0, 0)
+    base = p["l3"] << 48 | p["proto"] << 32
+    if kind == FIVE_DIR:
+        return (*src, *dst, FIVE_DIR << 56 | base | sp << 16 | dp), False
+    if (*src, sp) <= (*dst, dp):
+        return (*src, *dst, base | sp << 16 | dp), False
+    return (*dst, *src, base | dp << 16 | sp), True
+
+
+def naive_transition(state: int, side: int, flags: int, fin_side: int):
+    """The transition table of semantics.md, first matching rule wins."""
+    rules = [
+        (lambda: flags & RST, RESET),
+        (lambda: state == ACTIVE and side == 0 and flags & SYN, SYN_SENT),
+        (lambda: state == SYN_SENT and side == 1 and flags & SYN and flags & ACK, SYN_RECEIVED),
+        (lambda: state == SYN_RECEIVED and side == 0 and flags & ACK, ESTABLISHED),
+        (lambda: state == ESTABLISHED and flags & FIN, FIN_WAIT),
+        (lambda: state == FIN_WAIT and flags & FIN and side != fin_side, CLOSING),
+        (lambda: state == CLOSING and flags & ACK, CLOSED),
+    ]
+    for cond, new in rules:
+        if cond():
+            if new == FIN_WAIT:
+                fin_side = side
+            return new, fin_side
+    return state, fin_side
+
+
+def naive_history(hist: str, side: int, flags: int, payload_len: int) -> str:
+    letters = ""
+    if flags & SYN:
+        letters += "S"
+    if flags & FIN:
+        letters += "F"
+    if flags & RST:
+        letters += "R"
+    if payload_len > 0:
+        letters += "D"
+    if side == 1:
+        letters = letters.lower()
+    return (hist + letters)[:16]
+
+
+class _Flow:
+    def __init__(self, init_rev, ts, proto, timeout):
+        self.init_rev = init_rev
+        self.state = ACTIVE
+        self.fin_side = -1
+        self.pkts = [0, 0]
+        self.bytes = [0, 0]
+        self.started = ts
+        self.last = ts
+        self.hist = ""
+        self.proto = proto
+        self.timeout = timeout
+
+
+class NaiveTracker:
+    """The reference tracker, one packet at a time, dicts and lists only."""
+
+    def __init__(self, kind=FIVE, max_flows=100_000, infer=False, timeouts=None,
+                 sweep_interval=0):
+        self.kind = kind
+        self.max_flows = max_flows
+        self.infer = infer
+        self.timeouts = timeouts or {"tcp": 300 * 10**9, "udp": 60 * 10**9,
+                                     "icmp": 30 * 10**9, "other": 30 * 10**9}
+        self.flows: OrderedDict = OrderedDict()  # first = least recently touched
+        self.sweep_interval = sweep_interval
+        self.next_sweep = 0
+        self.last_ts = 0
+        self.created = self.ended = self.evicted = self.unmatched = 0
+
+    def _timeout(self, proto):
+        return self.timeouts[{6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}.get(proto, "other")]
+
+    def _end(self, key, reason, ts, out):
+        f = self.flows.pop(key)
+        self.ended += 1
+        if reason == R_EVICTED:
+            self.evicted += 1
+        out.append(("ended", key, reason, ts, f.state, tuple(f.pkts), tuple(f.bytes), f.hist))
+
+    def track(self, p: dict) -> list:
+        out: list = []
+        ts = p["ts"]
+        if self.sweep_interval:
+            if self.next_sweep == 0:
+                self.next_sweep = ts + self.sweep_interval
+            elif ts >= self.next_sweep:
+                self.next_sweep = ts + self.sweep_interval
+                out += self.sweep(ts)
+        got = naive_key(p, self.kind)
+        if got is None:
+            self.unmatched += 1
+            return out
+        self.last_ts = max(self.last_ts, ts)
+        key, rev = got
+        tcp = bool(p["pflags"] & 0x02) and self.kind in (FIVE, FIVE_DIR)
+        flags = p["tcp_flags"]
+        f = self.flows.get(key)
+        if f is None:
+            if len(self.flows) >= self.max_flows:
+                self._end(next(iter(self.flows)), R_EVICTED, ts, out)
+            init_rev = rev
+            if self.infer and tcp and flags & SYN and flags & ACK:
+                init_rev = not rev
+            proto = p["proto"] if p["l3"] in (4, 6) else 0
+            f = _Flow(init_rev, ts, proto, self._timeout(proto))
+            self.flows[key] = f
+            self.created += 1
+            out.append(("started", key, 0 if rev == init_rev else 1, ts))
+        else:
+            self.flows.move_to_end(key)
+        side = 0 if rev == f.init_rev else 1
+        f.pkts[side] += 1
+        f.bytes[side] += p["caplen"]
+        f.last = ts
+        if tcp:
+            f.hist = naive_history(f.hist, side, flags, p["payload_len"])
+            new, f.fin_side = naive_transition(f.state, side, flags, f.fin_side)
+            if new != f.state:
+                if new == ESTABLISHED:
+                    out.append(("established", key, ts))
+                else:
+                    out.append(("state_change", key, f.state, new, ts))
+                f.state = new
+        out.append(("packet", key, side, p["caplen"], ts))
+        if f.state == CLOSED:
+            self._end(key, R_FIN, ts, out)
+        elif f.state == RESET:
+            self._end(key, R_RST, ts, out)
+        return out
+
+    def sweep(self, now: int) -> list:
+        out: list = []
+        for key in list(self.flows):
+            f = self.flows[key]
+            if now - f.last >= f.timeout:
+                self._end(key, R_IDLE, now, out)
+        return out
+
+    def finish(self) -> list:
+        out: list = []
+        for key in list(self.flows):
+            self._end(key, R_SHUTDOWN, self.last_ts, out)
+        return out
+
+
+def records_to_tuples(recs) -> list:
+    """Engine EVENT_DTYPE records as the tuples NaiveTracker produces."""
+    out = []
+    names = {1: "started", 2: "packet", 3: "established", 4: "state_change", 5: "ended"}
+    for r in recs:
+        kind = names[int(r["kind"])]
+        key = tuple(int(w) for w in r["key"])
+        ts = int(r["ts"])
+        if kind == "started":
+            out.append((kind, key, int(r["side"]), ts))
+        elif kind == "packet":
+            out.append((kind, key, int(r["side"]), int(r["length"]), ts))
+        elif kind == "established":
+            out.append((kind, key, ts))
+        elif kind == "state_change":
+            out.append((kind, key, int(r["from_state"]), int(r["to_state"]), ts))
+        else:
+            hist = bytes(r["history"][: int(r["hist_len"])]).decode()
+            out.append((kind, key, int(r["reason"]), ts, int(r["to_state"]),
+                        (int(r["pkts"][0]), int(r["pkts"][1])),
+                        (int(r["bytes"][0]), int(r["bytes"][1])), hist))
+    return out
