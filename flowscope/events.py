@@ -253,7 +253,11 @@ class StateChange(FlowEvent):
 
 @dataclass(frozen=True, slots=True)
 class Ended(FlowEvent):
-    """The flow is over; ``ts`` is the time it was ended (packet or sweep time)."""
+    """The flow is over; ``ts`` is the time it was ended (packet or sweep time).
+
+    ``initiator`` is the orientation of the initiator's packets relative to the
+    key (Forward: the initiator is endpoint a); ``state`` is the final state.
+    """
 
     flow_key: Any
     reason: EndReason
@@ -262,6 +266,7 @@ class Ended(FlowEvent):
     ts: Timestamp = field(default_factory=Timestamp)
     state: FlowState = FlowState.Active
     flow_id: int = 0
+    initiator: Orientation = Orientation.Forward
     kind: ClassVar[str] = "ended"
 
 

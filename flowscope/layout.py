@@ -32,7 +32,7 @@ PF_TCP = 0x02  # tcp_flags/seq/ack/window/payload_* are valid
 PF_FRAG = 0x04  # a non-first IP fragment (keyed with ports 0)
 PF_MAC = 0x08  # smac/dmac are valid
 PF_MORE_FRAGS = 0x10  # a first fragment with more fragments to follow
-PF_ICMP = 0x20  # icmp_type/icmp_code are valid (carried in sport/dport)
+PF_ICMP = 0x20  # icmp_type/icmp_code are valid (ICMP/ICMPv6 header captured)
 
 #: ``PKT_DTYPE.error`` values: why a frame is unmatched (0 = parsed).
 PERR_NONE = 0
@@ -54,10 +54,10 @@ PKT_DTYPE = np.dtype(
         ("dmac", np.uint64),
         ("seq", np.uint32),  # TCP, host order
         ("ack", np.uint32),  # TCP, host order
-        ("payload_len", np.uint32),  # TCP/UDP payload bytes by the IP lengths
+        ("payload_len", np.uint32),  # L4 payload bytes by the IP lengths (TCP/UDP: after their header)
         ("ip_len", np.uint32),  # IP total length (IPv6: 40 + payload length)
-        ("sport", np.uint16),  # ICMP: type
-        ("dport", np.uint16),  # ICMP: code
+        ("sport", np.uint16),  # valid with PF_PORTS (TCP, UDP, SCTP); 0 otherwise
+        ("dport", np.uint16),  # valid with PF_PORTS; ICMP keys use ports 0
         ("window", np.uint16),
         ("payload_off", np.uint16),  # offset of the L4 payload in the frame
         ("vlan", np.uint16),  # outermost VLAN id, 0 if untagged
@@ -67,7 +67,9 @@ PKT_DTYPE = np.dtype(
         ("tcp_flags", np.uint8),
         ("pflags", np.uint8),
         ("error", np.uint8),
-        ("_pad", np.uint8, (7,)),
+        ("icmp_type", np.uint8),  # valid with PF_ICMP
+        ("icmp_code", np.uint8),  # valid with PF_ICMP
+        ("_pad", np.uint8, (5,)),
     ],
     align=True,
 )

@@ -330,3 +330,10 @@ def test_event_objects_have_keys_and_kinds():
     assert {e.kind for e in evs} == {"started", "state_change", "packet", "established", "ended"}
     assert all(e.key() == evs[0].key() for e in evs)
     assert isinstance(evs[0], Started) and isinstance(evs[2], Packet)
+
+
+def test_warmup_compiles_every_kernel_and_reports_the_time():
+    from flowscope import warmup
+
+    secs = warmup()
+    assert isinstance(secs, float) and secs > 0

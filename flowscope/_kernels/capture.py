@@ -1,0 +1,302 @@
+"""Capture-file walkers: pcap records / pcapng blocks in a byte buffer -> parsed rows.
+
+The reader in ``flowscope.pcap`` owns the file and a buffer holding a window
+of it; these kernels walk the complete records in ``buf[pos:fill]`` and parse
+each frame straight into the output batch. They stop when the batch is full,
+when the next record is not wholly in the buffer, or at a corrupt header, and
+report which through the ``st`` state array so the caller can refill the
+buffer (carrying the partial record over), hand the batch on, or raise.
+
+``st`` (int64[ST_SIZE]) slots, in/out unless noted:
+
+* ``ST_POS``: offset in ``buf`` of the next record.
+* ``ST_FILL`` (in): end of the valid bytes in ``buf``.
+* ``ST_N``: rows of ``out`` already filled.
+* ``ST_STATUS`` (out): ``S_NEED_MORE``, ``S_FULL`` or ``S_CORRUPT`` (then
+  ``ST_POS`` is the offset of the bad record).
+* ``ST_NEED`` (out, with ``S_NEED_MORE``): bytes the record at ``ST_POS``
+  needs, when its header was readable (else the header size).
+* ``ST_FRAMES``: packet records read since the start of the file.
+* ``ST_BE``: 1 when the file (pcap) or the current section (pcapng) is
+  big-endian.
+* ``ST_NSRES`` (pcap, in): 1 for nanosecond timestamps.
+* ``ST_LINK`` (pcap, in): the file's link type.
+* ``ST_NIF``, ``ST_LAST_TS`` (pcapng): interfaces defined in the current
+  section; timestamp of the last timed packet (used for Simple Packet Blocks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .parse import parse_frame
+
+ST_POS = 0
+ST_FILL = 1
+ST_N = 2
+ST_STATUS = 3
+ST_NEED = 4
+ST_FRAMES = 5
+ST_BE = 6
+ST_NSRES = 7
+ST_LINK = 8
+ST_NIF = 9
+ST_LAST_TS = 10
+ST_SIZE = 16
+
+S_NEED_MORE = 0
+S_FULL = 1
+S_CORRUPT = 2
+
+#: Largest captured length accepted in a pcap record header (above any real
+#: snaplen: 262144 is the largest libpcap uses); bigger means a corrupt file.
+MAX_CAPLEN = 0x40000 + 0x10000
+#: Largest pcapng block accepted.
+MAX_BLOCK = 256 << 20
+#: pcapng interfaces remembered per section; packets of later ones are
+#: unmatched (PERR_LINKTYPE).
+MAX_IFACES = 4096
+#: Columns of the pcapng interface table ``ifs`` (int64[MAX_IFACES, IF_COLS]).
+IF_LINK = 0
+IF_SNAP = 1
+IF_TSRES = 2  # if_tsresol byte: 10^-v s, or 2^-(v & 0x7f) s when bit 7 is set
+IF_TSOFF = 3  # if_tsoffset in ns
+IF_COLS = 4
+
+BT_SHB = 0x0A0D0D0A
+BT_IDB = 1
+BT_PB = 2
+BT_SPB = 3
+BT_EPB = 6
+BOM = 0x1A2B3C4D
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rd16(buf, p, be):
+    if be:
+        return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
+    return (np.int64(buf[p + 1]) << 8) | np.int64(buf[p])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rd32(buf, p, be):
+    if be:
+        return ((np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16)
+                | (np.int64(buf[p + 2]) << 8) | np.int64(buf[p + 3]))
+    return ((np.int64(buf[p + 3]) << 24) | (np.int64(buf[p + 2]) << 16)
+            | (np.int64(buf[p + 1]) << 8) | np.int64(buf[p]))
+
+
+@njit(cache=True, nogil=True)
+def walk_pcap(buf, st, out):
+    """Walk classic pcap records of ``buf[st[ST_POS]:st[ST_FILL]]`` into ``out``.
+
+    ``buf``: uint8[:]; ``st``: int64[ST_SIZE] (see module docstring);
+    ``out``: PKT_DTYPE[batch].
+    """
+    pos = st[ST_POS]
+    fill = st[ST_FILL]
+    n = st[ST_N]
+    frames = st[ST_FRAMES]
+    be = st[ST_BE] != 0
+    mult = np.int64(1) if st[ST_NSRES] != 0 else np.int64(1000)
+    link = st[ST_LINK]
+    cap = out.shape[0]
+    status = S_NEED_MORE
+    need = np.int64(16)
+    while True:
+        if n >= cap:
+            status = S_FULL
+            break
+        if fill - pos < 16:
+            need = 16
+            status = S_NEED_MORE
+            break
+        incl = _rd32(buf, pos + 8, be)
+        if incl > MAX_CAPLEN:
+            status = S_CORRUPT
+            break
+        if fill - pos - 16 < incl:
+            need = 16 + incl
+            status = S_NEED_MORE
+            break
+        ts = _rd32(buf, pos, be) * 1_000_000_000 + _rd32(buf, pos + 4, be) * mult
+        parse_frame(buf, pos + 16, incl, _rd32(buf, pos + 12, be), link, ts, out, n)
+        n += 1
+        frames += 1
+        pos += 16 + incl
+    st[ST_POS] = pos
+    st[ST_N] = n
+    st[ST_FRAMES] = frames
+    st[ST_STATUS] = status
+    st[ST_NEED] = need
+
+
+@njit(cache=True, nogil=True)
+def _ts_ns(raw, res, off_ns):
+    """pcapng timestamp ``raw`` in units of ``res`` (if_tsresol) -> ns."""
+    if res & 0x80:
+        k = res & 0x7F
+        if k > 63:
+            k = 63
+        whole = (raw >> k) * 1_000_000_000
+        frac = raw & ((np.int64(1) << k) - 1) if k < 63 else raw & 0x7FFFFFFFFFFFFFFF
+        if k <= 30:
+            return whole + ((frac * 1_000_000_000) >> k) + off_ns
+        return whole + (((frac >> (k - 30)) * 1_000_000_000) >> 30) + off_ns
+    if res <= 9:
+        m = np.int64(1)
+        for _ in range(9 - res):
+            m *= 10
+        return raw * m + off_ns
+    if res - 9 > 18:
+        return off_ns
+    d = np.int64(1)
+    for _ in range(res - 9):
+        d *= 10
+    return raw // d + off_ns
+
+
+@njit(cache=True, nogil=True)
+def _idb(buf, pos, blen, be, ifs, st, seen):
+    """Record the Interface Description Block at ``pos`` in ``ifs``."""
+    link = _rd16(buf, pos + 8, be)
+    snap = _rd32(buf, pos + 12, be)
+    res = np.int64(6)
+    off_ns = np.int64(0)
+    q = pos + 16
+    end = pos + blen - 4
+    while q + 4 <= end:
+        code = _rd16(buf, q, be)
+        olen = _rd16(buf, q + 2, be)
+        v = q + 4
+        if code == 0 or v + olen > end:
+            break
+        if code == 9 and olen >= 1:
+            res = np.int64(buf[v])
+        elif code == 14 and olen >= 8:
+            hi = _rd32(buf, v, be)
+            lo = _rd32(buf, v + 4, be)
+            if not be:
+                hi, lo = lo, hi
+            off_ns = ((hi << 32) | lo) * 1_000_000_000
+        q = v + ((olen + 3) & ~3)
+    k = st[ST_NIF]
+    if k < MAX_IFACES:
+        ifs[k, IF_LINK] = link
+        ifs[k, IF_SNAP] = snap
+        ifs[k, IF_TSRES] = res
+        ifs[k, IF_TSOFF] = off_ns
+    st[ST_NIF] = k + 1
+    seen[link] = 1
+
+
+@njit(cache=True, nogil=True)
+def walk_pcapng(buf, st, out, ifs, seen):
+    """Walk pcapng blocks of ``buf[st[ST_POS]:st[ST_FILL]]`` into ``out``.
+
+    ``buf``: uint8[:]; ``st``: int64[ST_SIZE]; ``out``: PKT_DTYPE[batch];
+    ``ifs``: int64[MAX_IFACES, IF_COLS] interface table of the current
+    section; ``seen``: uint8[65536], set to 1 for each link type defined.
+    Packets of an undefined interface (or one past ``MAX_IFACES``) are
+    parsed with link type -1, i.e. unmatched with ``PERR_LINKTYPE``.
+    """
+    pos = st[ST_POS]
+    fill = st[ST_FILL]
+    n = st[ST_N]
+    frames = st[ST_FRAMES]
+    be = st[ST_BE] != 0
+    last_ts = st[ST_LAST_TS]
+    cap = out.shape[0]
+    status = S_NEED_MORE
+    need = np.int64(12)
+    while True:
+        if n >= cap:
+            status = S_FULL
+            break
+        if fill - pos < 12:
+            need = 12
+            status = S_NEED_MORE
+            break
+        btype = _rd32(buf, pos, be)
+        if btype == BT_SHB:
+            if _rd32(buf, pos + 8, True) == BOM:
+                be = True
+            elif _rd32(buf, pos + 8, False) == BOM:
+                be = False
+            else:
+                status = S_CORRUPT
+                break
+        blen = _rd32(buf, pos + 4, be)
+        if blen < 12 or (blen & 3) != 0 or blen > MAX_BLOCK:
+            status = S_CORRUPT
+            break
+        if fill - pos < blen:
+            need = blen
+            status = S_NEED_MORE
+            break
+        if _rd32(buf, pos + blen - 4, be) != blen:
+            status = S_CORRUPT
+            break
+        if btype == BT_SHB:
+            if blen < 28:
+                status = S_CORRUPT
+                break
+            st[ST_NIF] = 0
+        elif btype == BT_IDB:
+            if blen < 20:
+                status = S_CORRUPT
+                break
+            _idb(buf, pos, blen, be, ifs, st, seen)
+        elif btype == BT_EPB or btype == BT_PB or btype == BT_SPB:
+            raw = np.int64(0)
+            ts = last_ts
+            if btype == BT_SPB:
+                if blen < 16:
+                    status = S_CORRUPT
+                    break
+                iface = np.int64(0)
+                wirelen = _rd32(buf, pos + 8, be)
+                incl = min(wirelen, blen - 16)
+                data = pos + 12
+            else:
+                if blen < 32:
+                    status = S_CORRUPT
+                    break
+                if btype == BT_EPB:
+                    iface = _rd32(buf, pos + 8, be)
+                else:
+                    iface = _rd16(buf, pos + 8, be)
+                raw = (_rd32(buf, pos + 12, be) << 32) | _rd32(buf, pos + 16, be)
+                incl = _rd32(buf, pos + 20, be)
+                wirelen = _rd32(buf, pos + 24, be)
+                data = pos + 28
+                if incl > blen - 32:
+                    status = S_CORRUPT
+                    break
+            nif = min(st[ST_NIF], MAX_IFACES)
+            link = np.int64(-1)
+            if iface < nif:
+                link = ifs[iface, IF_LINK]
+                if btype == BT_SPB:
+                    snap = ifs[iface, IF_SNAP]
+                    if snap > 0 and incl > snap:
+                        incl = snap
+                else:
+                    ts = _ts_ns(raw, ifs[iface, IF_TSRES], ifs[iface, IF_TSOFF])
+            elif btype != BT_SPB:
+                ts = _ts_ns(raw, 6, 0)
+            last_ts = ts
+            parse_frame(buf, data, incl, wirelen, link, ts, out, n)
+            out[n].iface = iface
+            n += 1
+            frames += 1
+        pos += blen
+    st[ST_POS] = pos
+    st[ST_N] = n
+    st[ST_FRAMES] = frames
+    st[ST_STATUS] = status
+    st[ST_NEED] = need
+    st[ST_BE] = 1 if be else 0
+    st[ST_LAST_TS] = last_ts

@@ -1,0 +1,430 @@
+"""Frame parser: one captured frame -> one ``PKT_DTYPE`` row, inside numba.
+
+Logic of ``parse_frame``:
+
+1) Link layer by pcap LINKTYPE: Ethernet (MACs, then any number of 802.1Q /
+   802.1ad / 0x9100 tags, MPLS label stacks and PPPoE sessions, up to
+   ``MAX_L2_LAYERS`` layers), Linux cooked v1/v2, BSD null/loopback, raw IP.
+2) IPv4 (options skipped by IHL) or IPv6 (extension headers walked, at most
+   ``MAX_IPV6_EXT`` of them).
+3) L4: TCP (ports + TcpInfo), UDP and SCTP (ports), ICMP/ICMPv6 (type/code in
+   ``icmp_type``/``icmp_code``, ports 0); any other protocol is matched with
+   ports 0. Non-first fragments carry no L4 header: ports 0, ``PF_FRAG``.
+
+Rules that shape the code:
+
+* Only ``buf[off:off + caplen]`` is read (further clamped to ``len(buf)``);
+  every header is bounds-checked before it is read and no input raises.
+* Every field of the output row is written, so rows can be reused.
+* Lengths (``ip_len``, ``payload_len``) come from the IP header length fields,
+  never from ``caplen``: Ethernet padding and snaplen truncation do not change
+  them. A bogus IP length simply clamps ``payload_len`` at 0.
+* An unmatched frame has ``l3`` = ``L3_NONE`` (or ``L3_ETHER`` when the
+  Ethernet header was complete but no IP header was reached) and a nonzero
+  ``error``. The fields parsed before the failure are left in the row (they
+  help debugging); consumers look at ``l3``/``error``/``pflags`` only.
+  ``PF_MAC`` stays set whenever the 14-byte Ethernet header was captured, so
+  a MAC-pair key can use every such frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..layout import (
+    L3_ETHER,
+    L3_IPV4,
+    L3_IPV6,
+    L3_NONE,
+    PERR_BAD_HEADER,
+    PERR_LINKTYPE,
+    PERR_NONE,
+    PERR_NOT_IP,
+    PERR_TRUNCATED,
+    PF_FRAG,
+    PF_ICMP,
+    PF_MAC,
+    PF_MORE_FRAGS,
+    PF_PORTS,
+    PF_TCP,
+)
+
+#: Link types parse_frame understands (pcap LINKTYPE_* values).
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW_OLD12 = 12
+LINKTYPE_RAW_OLD14 = 14
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+SUPPORTED_LINKTYPES = frozenset((0, 1, 12, 14, 101, 108, 113, 228, 229, 276))
+
+#: Most VLAN tags + MPLS stacks + PPPoE headers looked through in one frame.
+MAX_L2_LAYERS = 8
+#: Most MPLS labels popped in one stack.
+MAX_MPLS_LABELS = 8
+#: Most IPv6 extension headers walked before giving up on finding L4.
+MAX_IPV6_EXT = 8
+
+ETH_P_IPV4 = 0x0800
+ETH_P_IPV6 = 0x86DD
+ETH_P_8021Q = 0x8100
+ETH_P_8021AD = 0x88A8
+ETH_P_QINQ_OLD = 0x9100
+ETH_P_MPLS_UC = 0x8847
+ETH_P_MPLS_MC = 0x8848
+ETH_P_PPPOE_SESS = 0x8864
+PPP_IPV4 = 0x0021
+PPP_IPV6 = 0x0057
+
+_NOT_IP = -1  # _link_layer result: no IP inside (error PERR_NOT_IP)
+_TRUNC = -2  # _link_layer result: captured bytes end inside an L2 header
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _be16(buf, p):
+    return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _be32(buf, p):
+    return ((np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16)
+            | (np.int64(buf[p + 2]) << 8) | np.int64(buf[p + 3]))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _be_u64(buf, p, n):
+    """``n`` bytes at ``p`` as a big-endian uint64."""
+    v = np.uint64(0)
+    for k in range(n):
+        v = (v << np.uint64(8)) | np.uint64(buf[p + k])
+    return v
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _clear(r):
+    r.ts = 0
+    r.caplen = 0
+    r.wirelen = 0
+    r.src_hi = 0
+    r.src_lo = 0
+    r.dst_hi = 0
+    r.dst_lo = 0
+    r.smac = 0
+    r.dmac = 0
+    r.seq = 0
+    r.ack = 0
+    r.payload_len = 0
+    r.ip_len = 0
+    r.sport = 0
+    r.dport = 0
+    r.window = 0
+    r.payload_off = 0
+    r.vlan = 0
+    r.iface = 0
+    r.l3 = 0
+    r.proto = 0
+    r.tcp_flags = 0
+    r.pflags = 0
+    r.error = 0
+    r.icmp_type = 0
+    r.icmp_code = 0
+    for k in range(5):
+        r._pad[k] = 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ethertype_walk(buf, p, end, et, r):
+    """Follow VLAN / MPLS / PPPoE layers from EtherType ``et`` at ``p``.
+
+    Returns ``(l3_start, version)`` with version 4 or 6, or
+    ``(p, _NOT_IP)`` / ``(p, _TRUNC)``. Sets ``r.vlan`` from the first tag.
+    """
+    first_tag = True
+    for _ in range(MAX_L2_LAYERS + 1):
+        if et == ETH_P_IPV4:
+            return p, 4
+        if et == ETH_P_IPV6:
+            return p, 6
+        if et == ETH_P_8021Q or et == ETH_P_8021AD or et == ETH_P_QINQ_OLD:
+            if p + 4 > end:
+                return p, _TRUNC
+            if first_tag:
+                r.vlan = _be16(buf, p) & 0xFFF
+                first_tag = False
+            et = _be16(buf, p + 2)
+            p += 4
+        elif et == ETH_P_MPLS_UC or et == ETH_P_MPLS_MC:
+            bottom = False
+            for _lbl in range(MAX_MPLS_LABELS):
+                if p + 4 > end:
+                    return p, _TRUNC
+                bottom = (buf[p + 2] & 1) != 0
+                p += 4
+                if bottom:
+                    break
+            if not bottom:
+                return p, _NOT_IP
+            if p + 1 > end:
+                return p, _TRUNC
+            v = buf[p] >> 4
+            if v == 4:
+                return p, 4
+            if v == 6:
+                return p, 6
+            return p, _NOT_IP
+        elif et == ETH_P_PPPOE_SESS:
+            if p + 8 > end:
+                return p, _TRUNC
+            ppp = _be16(buf, p + 6)
+            p += 8
+            if ppp == PPP_IPV4:
+                return p, 4
+            if ppp == PPP_IPV6:
+                return p, 6
+            return p, _NOT_IP
+        else:
+            return p, _NOT_IP
+    return p, _NOT_IP
+
+
+@njit(cache=True, nogil=True)
+def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
+    """Parse one frame into ``out[i]``.
+
+    Parameters
+    ----------
+    buf : uint8[:] (1-D, C-contiguous)
+        Bytes holding the frame at ``buf[off:off + caplen]``.
+    off, caplen, wirelen, linktype, ts : int
+        Frame offset in ``buf``, captured and on-the-wire lengths, pcap
+        LINKTYPE and timestamp (ns since the epoch).
+    out : PKT_DTYPE[:]
+        Output rows; every field of ``out[i]`` is written (``iface`` = 0).
+    i : int
+        Row to fill.
+    """
+    r = out[i]
+    _clear(r)
+    r.ts = ts
+    r.caplen = caplen
+    r.wirelen = wirelen
+    start = off
+    end = off + caplen
+    if end > buf.shape[0]:
+        end = buf.shape[0]
+    if start < 0 or end < start:
+        r.error = PERR_TRUNCATED
+        return
+
+    # ---- 1) link layer ---------------------------------------------------
+    p = start
+    ver = _NOT_IP
+    eth = False
+    if linktype == LINKTYPE_ETHERNET:
+        if end - p < 14:
+            r.error = PERR_TRUNCATED
+            return
+        r.dmac = _be_u64(buf, p, 6)
+        r.smac = _be_u64(buf, p + 6, 6)
+        r.pflags = PF_MAC
+        eth = True
+        p, ver = _ethertype_walk(buf, p + 14, end, _be16(buf, p + 12), r)
+    elif linktype == LINKTYPE_LINUX_SLL:
+        if end - p < 16:
+            r.error = PERR_TRUNCATED
+            return
+        p, ver = _ethertype_walk(buf, p + 16, end, _be16(buf, p + 14), r)
+    elif linktype == LINKTYPE_LINUX_SLL2:
+        if end - p < 20:
+            r.error = PERR_TRUNCATED
+            return
+        p, ver = _ethertype_walk(buf, p + 20, end, _be16(buf, p), r)
+    elif linktype == LINKTYPE_NULL or linktype == LINKTYPE_LOOP:
+        if end - p < 4:
+            r.error = PERR_TRUNCATED
+            return
+        fam_be = _be32(buf, p)
+        fam_le = ((np.int64(buf[p + 3]) << 24) | (np.int64(buf[p + 2]) << 16)
+                  | (np.int64(buf[p + 1]) << 8) | np.int64(buf[p]))
+        p += 4
+        if fam_be == 2 or fam_le == 2:
+            ver = 4
+        elif (fam_be == 24 or fam_be == 28 or fam_be == 30
+              or fam_le == 24 or fam_le == 28 or fam_le == 30):
+            ver = 6
+        else:
+            ver = _NOT_IP
+    elif (linktype == LINKTYPE_RAW or linktype == LINKTYPE_RAW_OLD12
+          or linktype == LINKTYPE_RAW_OLD14):
+        if end - p < 1:
+            r.error = PERR_TRUNCATED
+            return
+        v = buf[p] >> 4
+        if v == 4:
+            ver = 4
+        elif v == 6:
+            ver = 6
+        else:
+            r.error = PERR_BAD_HEADER
+            return
+    elif linktype == LINKTYPE_IPV4:
+        ver = 4
+    elif linktype == LINKTYPE_IPV6:
+        ver = 6
+    else:
+        r.error = PERR_LINKTYPE
+        return
+
+    if ver < 0:
+        if eth:
+            r.l3 = L3_ETHER
+        r.error = PERR_TRUNCATED if ver == _TRUNC else PERR_NOT_IP
+        return
+
+    # ---- 2) IP -----------------------------------------------------------
+    frag_later = False
+    if ver == 4:
+        if end - p < 20:
+            r.error = PERR_TRUNCATED
+            return
+        if (buf[p] >> 4) != 4:
+            r.error = PERR_BAD_HEADER
+            return
+        ihl = np.int64(buf[p] & 0xF) * 4
+        if ihl < 20:
+            r.error = PERR_BAD_HEADER
+            return
+        if end - p < ihl:
+            r.error = PERR_TRUNCATED
+            return
+        ip_len = _be16(buf, p + 2)
+        fragw = _be16(buf, p + 6)
+        proto = np.int64(buf[p + 9])
+        r.src_lo = _be_u64(buf, p + 12, 4)
+        r.dst_lo = _be_u64(buf, p + 16, 4)
+        l4 = p + ihl
+        if (fragw & 0x1FFF) != 0:
+            frag_later = True
+        elif (fragw & 0x2000) != 0:
+            r.pflags |= PF_MORE_FRAGS
+    else:
+        if end - p < 40:
+            r.error = PERR_TRUNCATED
+            return
+        if (buf[p] >> 4) != 6:
+            r.error = PERR_BAD_HEADER
+            return
+        ip_len = 40 + _be16(buf, p + 4)
+        proto = np.int64(buf[p + 6])
+        r.src_hi = _be_u64(buf, p + 8, 8)
+        r.src_lo = _be_u64(buf, p + 16, 8)
+        r.dst_hi = _be_u64(buf, p + 24, 8)
+        r.dst_lo = _be_u64(buf, p + 32, 8)
+        l4 = p + 40
+        for _ in range(MAX_IPV6_EXT):
+            if (proto == 0 or proto == 43 or proto == 60 or proto == 135
+                    or proto == 139 or proto == 140):
+                if end - l4 < 2:
+                    r.error = PERR_TRUNCATED
+                    return
+                nxt = np.int64(buf[l4])
+                l4 += (np.int64(buf[l4 + 1]) + 1) * 8
+                proto = nxt
+            elif proto == 51:
+                if end - l4 < 2:
+                    r.error = PERR_TRUNCATED
+                    return
+                nxt = np.int64(buf[l4])
+                l4 += (np.int64(buf[l4 + 1]) + 2) * 4
+                proto = nxt
+            elif proto == 44:
+                if end - l4 < 8:
+                    r.error = PERR_TRUNCATED
+                    return
+                nxt = np.int64(buf[l4])
+                fo = _be16(buf, l4 + 2)
+                l4 += 8
+                proto = nxt
+                if (fo >> 3) != 0:
+                    frag_later = True
+                    break
+                if (fo & 1) != 0:
+                    r.pflags |= PF_MORE_FRAGS
+            else:
+                break
+
+    r.l3 = L3_IPV4 if ver == 4 else L3_IPV6
+    r.proto = proto
+    r.ip_len = ip_len
+    # L4 bytes by the IP length fields (may be < 0 for a bogus length).
+    l4len = (p + ip_len) - l4
+    if l4len < 0:
+        l4len = 0
+    r.payload_len = l4len
+    pofs = l4 - start
+    r.payload_off = pofs if pofs < 0xFFFF else 0xFFFF
+    if frag_later:
+        r.pflags |= PF_FRAG
+        return
+
+    # ---- 3) L4 -----------------------------------------------------------
+    if proto == 6:
+        if end - l4 < 20:
+            r.l3 = L3_NONE
+            r.error = PERR_TRUNCATED
+            return
+        doff = np.int64(buf[l4 + 12] >> 4) * 4
+        if doff < 20:
+            r.l3 = L3_NONE
+            r.error = PERR_BAD_HEADER
+            return
+        r.sport = _be16(buf, l4)
+        r.dport = _be16(buf, l4 + 2)
+        r.seq = _be32(buf, l4 + 4)
+        r.ack = _be32(buf, l4 + 8)
+        r.tcp_flags = buf[l4 + 13]
+        r.window = _be16(buf, l4 + 14)
+        pl = l4len - doff
+        r.payload_len = pl if pl > 0 else 0
+        pofs = l4 + doff - start
+        r.payload_off = pofs if pofs < 0xFFFF else 0xFFFF
+        r.pflags |= PF_PORTS | PF_TCP
+    elif proto == 17:
+        if end - l4 < 8:
+            r.l3 = L3_NONE
+            r.error = PERR_TRUNCATED
+            return
+        r.sport = _be16(buf, l4)
+        r.dport = _be16(buf, l4 + 2)
+        pl = l4len - 8
+        r.payload_len = pl if pl > 0 else 0
+        pofs = l4 + 8 - start
+        r.payload_off = pofs if pofs < 0xFFFF else 0xFFFF
+        r.pflags |= PF_PORTS
+    elif proto == 132:
+        if end - l4 >= 4:
+            r.sport = _be16(buf, l4)
+            r.dport = _be16(buf, l4 + 2)
+            r.pflags |= PF_PORTS
+    elif proto == 1 or proto == 58:
+        if end - l4 >= 2:
+            r.icmp_type = buf[l4]
+            r.icmp_code = buf[l4 + 1]
+            r.pflags |= PF_ICMP
+    r.error = PERR_NONE
+
+
+@njit(cache=True, nogil=True)
+def parse_batch(buf, offs, caplens, wirelens, linktypes, tss, out):
+    """Parse ``len(offs)`` frames of ``buf`` into ``out[:len(offs)]``.
+
+    ``offs``, ``caplens``, ``wirelens``, ``linktypes``, ``tss``: int64[n];
+    ``buf``: uint8[:]; ``out``: PKT_DTYPE[>= n].
+    """
+    for k in range(offs.shape[0]):
+        parse_frame(buf, offs[k], caplens[k], wirelens[k], linktypes[k], tss[k], out, k)

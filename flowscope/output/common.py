@@ -1,0 +1,74 @@
+"""Shared formatting: keys to (proto, initiator, responder) strings, timestamps, slugs."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from .. import layout
+from ..events import EndReason, FlowState, L4Proto
+from ..keys import mac_str
+
+REASON_SLUGS = [r.slug for r in EndReason]
+STATE_SLUGS = [s.slug for s in FlowState]
+SIDE_SLUGS = ["initiator", "responder"]
+KIND_SLUGS = {layout.EV_STARTED: "started", layout.EV_PACKET: "packet",
+              layout.EV_ESTABLISHED: "established", layout.EV_STATE_CHANGE: "state_change",
+              layout.EV_ENDED: "ended"}
+_PROTO_SLUGS = {n: L4Proto(n).slug for n in range(256)}
+
+
+def ts_str(ns: int) -> str:
+    """Exact decimal seconds with nine digits: ``"{sec}.{nsec:09}"``."""
+    s, n = divmod(ns, 1_000_000_000)
+    return f"{s}.{n:09d}"
+
+
+class RecordFormatter:
+    """Turns packed keys into readable endpoints, oriented initiator -> responder.
+
+    Address strings are cached: a sensor sees the same hosts again and again.
+    """
+
+    def __init__(self) -> None:
+        self._addr: dict[tuple[int, int, int], str] = {}
+
+    def addr(self, l3: int, hi: int, lo: int) -> str:
+        k = (l3, hi, lo)
+        s = self._addr.get(k)
+        if s is None:
+            if l3 == layout.L3_IPV4:
+                s = str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+            elif l3 == layout.L3_IPV6:
+                s = str(ipaddress.IPv6Address((hi << 64) | lo))
+            else:
+                s = mac_str(lo)
+            if len(self._addr) > 1 << 20:
+                self._addr.clear()
+            self._addr[k] = s
+        return s
+
+    def endpoints(self, key, init_rev: int):
+        """``(extract_kind, proto, src, sport, dst, dport)``; src is the initiator.
+
+        ``proto`` is the L4 protocol number (0 for IpPair/MacPair keys); ports
+        are None where the key has none.
+        """
+        k0, k1, k2, k3, meta = key
+        kind = meta >> 56
+        l3 = (meta >> 48) & 0xFF
+        if kind == layout.EXTRACT_MAC_PAIR:
+            a, b = self.addr(0, 0, k1), self.addr(0, 0, k3)
+            proto, pa, pb = 0, None, None
+        else:
+            a, b = self.addr(l3, k0, k1), self.addr(l3, k2, k3)
+            if kind == layout.EXTRACT_IP_PAIR:
+                proto, pa, pb = 0, None, None
+            else:
+                proto, pa, pb = (meta >> 32) & 0xFF, (meta >> 16) & 0xFFFF, meta & 0xFFFF
+        if init_rev:
+            return kind, proto, b, pb, a, pa
+        return kind, proto, a, pa, b, pb
+
+
+def proto_slug(proto: int) -> str:
+    return _PROTO_SLUGS[proto]

@@ -1,0 +1,79 @@
+"""Terminal table: one line per ended flow (under 80 columns), a summary at the end."""
+
+from __future__ import annotations
+
+from typing import IO
+
+import numpy as np
+
+from .. import layout
+from .common import RecordFormatter, proto_slug
+
+_REASON_SHORT = ["fin", "rst", "idle", "evict", "end"]
+HEADER = f"{'PROTO':<5} {'INITIATOR':<21} {'RESPONDER':<21} {'PKTS':>6} {'BYTES':>7} {'END':<5} HIST"
+
+
+def _ep(addr: str, port) -> str:
+    if port is None:
+        s = addr
+    elif ":" in addr:
+        s = f"[{addr}]:{port}"
+    else:
+        s = f"{addr}:{port}"
+    if len(s) > 21:  # keep the port, shorten the middle of the address
+        s = s[:9] + "~" + s[-11:]
+    return s
+
+
+def human(n: int) -> str:
+    for unit in ("", "k", "M", "G", "T"):
+        if n < 10_000:
+            return f"{n}{unit}"
+        n //= 1000
+    return f"{n}P"
+
+
+class TableWriter:
+    """Readable output for terminals; only Ended events are listed."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.fmt = RecordFormatter()
+        self.lines = 0
+        self._header_done = False
+
+    def write_records(self, recs: np.ndarray) -> None:
+        ended = recs[recs["kind"] == layout.EV_ENDED]
+        if ended.shape[0] == 0:
+            return
+        if not self._header_done:
+            self.out.write(HEADER + "\n")
+            self._header_done = True
+        lines = []
+        for r in ended:
+            kind, proto, src, sport, dst, dport = self.fmt.endpoints(r["key"].tolist(),
+                                                                     int(r["init_rev"]))
+            pr = "-" if kind in (layout.EXTRACT_IP_PAIR, layout.EXTRACT_MAC_PAIR) else proto_slug(proto)
+            hist = r["history"][: r["hist_len"]].tobytes().decode("ascii")
+            pk = int(r["pkts"][0] + r["pkts"][1])
+            by = int(r["bytes"][0] + r["bytes"][1])
+            lines.append(
+                f"{pr:<5} {_ep(src, sport):<21} {_ep(dst, dport):<21} {human(pk):>6} "
+                f"{human(by):>7} {_REASON_SHORT[r['reason']]:<5} {hist[:10]}\n"
+            )
+        self.out.write("".join(lines))
+        self.lines += len(lines)
+
+    def close(self, summary: dict | None = None) -> None:
+        if summary:
+            self.out.write(format_summary(summary) + "\n")
+        self.out.flush()
+
+
+def format_summary(s: dict) -> str:
+    """One or two lines: what was read, what was tracked, how flows ended."""
+    return (
+        f"{s['packets']} packets ({s['unmatched']} unmatched) in {s['files']} file(s); "
+        f"{s['flows']} flows: {s['fin']} fin, {s['rst']} rst, {s['idle']} idle, "
+        f"{s['evicted']} evicted, {s['shutdown']} open at end"
+    )

@@ -1,0 +1,154 @@
+"""`flowscope pcap`: formats, event selection, config, and bad input handling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowscope.cli import main
+
+DATA = Path(__file__).parent / "data"
+HTTP = DATA / "zeek__http__get.pcap"
+WIKI = DATA / "zeek__wikipedia.pcap"
+CUT = DATA / "derived__zeek__http__get.cut-mid-record.pcap"
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def jsonl(text):
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_jsonl_ended_flows_have_the_documented_fields(capsys):
+    code, out, err = run(capsys, "pcap", "--format", "jsonl", HTTP)
+    assert code == 0 and err == ""
+    recs = jsonl(out)
+    assert recs and all(r["event"] == "ended" for r in recs)
+    tcp = [r for r in recs if r["proto"] == "tcp"]
+    assert len(tcp) == 1
+    r = tcp[0]
+    for field in ("ts", "flow_id", "ip_proto", "src_ip", "src_port", "dst_ip", "dst_port",
+                  "reason", "state", "history", "start", "end", "duration", "init_pkts",
+                  "init_bytes", "resp_pkts", "resp_bytes", "init_payload_bytes",
+                  "resp_payload_bytes", "init_tcp_flags", "resp_tcp_flags"):
+        assert field in r
+    assert r["dst_port"] == 80 and r["reason"] == "fin" and r["history"].startswith("Ss")
+    assert r["init_pkts"] + r["resp_pkts"] == 14
+
+
+def test_events_selection(capsys):
+    _, out_all, _ = run(capsys, "pcap", "--json", "--events", "all", WIKI)
+    _, out_life, _ = run(capsys, "pcap", "--json", "--events", "lifecycle", WIKI)
+    _, out_end, _ = run(capsys, "pcap", "--json", WIKI)
+    every = jsonl(out_all)
+    life = jsonl(out_life)
+    ended = jsonl(out_end)
+    assert [r for r in every if r["event"] != "packet"] == life
+    assert [r for r in life if r["event"] == "ended"] == ended
+    packets = [r for r in every if r["event"] == "packet"]
+    assert len(packets) == sum(r["init_pkts"] + r["resp_pkts"] for r in ended)
+    assert {r["event"] for r in life} >= {"started", "ended"}
+
+
+def test_table_lines_fit_80_columns_and_end_with_a_summary(capsys):
+    code, out, _ = run(capsys, "pcap", "--format", "table", WIKI)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("PROTO")
+    assert all(len(line) < 80 for line in lines[:-1])
+    assert "packets" in lines[-1] and "flows" in lines[-1]
+
+
+def test_output_file(tmp_path, capsys):
+    dest = tmp_path / "flows.jsonl"
+    code, out, _ = run(capsys, "pcap", "--json", "-o", dest, HTTP)
+    assert code == 0 and out == ""
+    assert jsonl(dest.read_text())
+
+
+def test_missing_file_is_one_line_and_exit_1(capsys, tmp_path):
+    code, out, err = run(capsys, "pcap", "--json", tmp_path / "nope.pcap", HTTP)
+    assert code == 1
+    assert err.count("\n") == 1 and "nope.pcap" in err and "Traceback" not in err
+    assert jsonl(out), "the readable file is still processed"
+
+
+def test_not_a_capture(capsys, tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello, this is not a capture file\n" * 10)
+    code, out, err = run(capsys, "pcap", "--json", bad)
+    assert code == 1 and err.count("\n") == 1 and "notes.txt" in err
+
+
+def test_file_cut_mid_record_flushes_what_was_read(capsys):
+    code, out, err = run(capsys, "pcap", "--json", CUT)
+    assert code == 1 and CUT.name in err and err.count("\n") == 1
+    recs = jsonl(out)
+    assert sum(r["init_pkts"] + r["resp_pkts"] for r in recs) == 7
+    assert all(r["reason"] == "shutdown" for r in recs)
+
+
+def test_several_files_are_one_trace(capsys):
+    _, one, _ = run(capsys, "pcap", "--json", WIKI)
+    _, two, _ = run(capsys, "pcap", "--json", WIKI, WIKI)
+    assert len(jsonl(two)) >= len(jsonl(one))
+    assert sum(r["init_pkts"] + r["resp_pkts"] for r in jsonl(two)) == 2 * sum(
+        r["init_pkts"] + r["resp_pkts"] for r in jsonl(one))
+
+
+def test_config_unknown_key_exits_2_naming_it(capsys, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("timeouts:\n  tcp: 10\n  tpc: 5\n")
+    code, out, err = run(capsys, "pcap", "--config", cfg, HTTP)
+    assert code == 2 and "timeouts.tpc" in err and err.count("\n") == 1 and out == ""
+
+
+def test_config_bad_value_exits_2_naming_it(capsys, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("max_flows: many\n")
+    code, _, err = run(capsys, "pcap", "--config", cfg, HTTP)
+    assert code == 2 and "max_flows" in err
+
+
+def test_config_file_is_applied_and_flags_win(capsys, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("max_flows: 1\ntimeouts: {udp: 5}\n")
+    _, out, _ = run(capsys, "pcap", "--json", "--config", cfg, WIKI)
+    assert any(r["reason"] == "evicted" for r in jsonl(out))
+    _, out, _ = run(capsys, "pcap", "--json", "--config", cfg, "--max-flows", "100000", WIKI)
+    assert not any(r["reason"] == "evicted" for r in jsonl(out))
+
+
+def test_bad_flag_value_exits_2(capsys):
+    code, _, err = run(capsys, "pcap", "--max-flows", "0", HTTP)
+    assert code == 2 and "max-flows" in err
+    code, _, err = run(capsys, "pcap", "--udp-timeout", "-1", HTTP)
+    assert code == 2 and "udp-timeout" in err
+
+
+def test_unwritable_output_exits_2(capsys, tmp_path):
+    code, _, err = run(capsys, "pcap", "-o", tmp_path / "no" / "such" / "dir.jsonl", HTTP)
+    assert code == 2 and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("extractor", ["directional", "ip-pair", "mac-pair"])
+def test_other_extractors(capsys, extractor):
+    code, out, _ = run(capsys, "pcap", "--json", "--extractor", extractor, WIKI)
+    recs = jsonl(out)
+    assert code == 0 and recs
+    if extractor == "mac-pair":
+        assert "src_mac" in recs[0]
+
+
+def test_no_traceback_from_the_installed_command(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "flowscope", "pcap", str(tmp_path / "x.pcap")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("flowscope: ") and "Traceback" not in proc.stderr
