@@ -62,8 +62,8 @@ def test_table_lines_fit_80_columns_and_end_with_a_summary(capsys):
     code, out, _ = run(capsys, "pcap", "--format", "table", WIKI)
     lines = out.splitlines()
     assert code == 0 and lines[0].startswith("PROTO")
-    assert all(len(line) < 80 for line in lines[:-1])
-    assert "packets" in lines[-1] and "flows" in lines[-1]
+    assert all(len(line) < 80 for line in lines)
+    assert "packets" in lines[-2] and "flows" in lines[-2] and lines[-1].startswith("ended:")
 
 
 def test_output_file(tmp_path, capsys):

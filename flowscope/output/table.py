@@ -71,9 +71,10 @@ class TableWriter:
 
 
 def format_summary(s: dict) -> str:
-    """One or two lines: what was read, what was tracked, how flows ended."""
+    """Two lines under 80 columns: what was read, then how the flows ended."""
     return (
-        f"{s['packets']} packets ({s['unmatched']} unmatched) in {s['files']} file(s); "
-        f"{s['flows']} flows: {s['fin']} fin, {s['rst']} rst, {s['idle']} idle, "
-        f"{s['evicted']} evicted, {s['shutdown']} open at end"
+        f"{s['packets']} packets ({s['unmatched']} unmatched) in {s['files']} file(s), "
+        f"{s['flows']} flows\n"
+        f"ended: {s['fin']} fin, {s['rst']} rst, {s['idle']} idle, {s['evicted']} evicted, "
+        f"{s['shutdown']} open at end of input"
     )
