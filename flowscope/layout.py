@@ -120,6 +120,14 @@ END_SHUTDOWN = 4
 
 HISTORY_MAX = 16
 
+#: Zeek-style per-flow state carried in Ended records (meaning: flowscope._kernels.zeek).
+ZEEK_WORDS = 8
+ZEEK_HISTORY_MAX = 32
+
+#: ``EVENT_DTYPE.icmp``: bit 16 set when the first packet was ICMP with a type/code,
+#: type in bits 8..15, code in bits 0..7.
+ICMP_VALID = 1 << 16
+
 EVENT_DTYPE = np.dtype(
     [
         ("ts", np.int64),  # ns since the epoch
@@ -140,7 +148,10 @@ EVENT_DTYPE = np.dtype(
         ("hist_len", np.uint8),
         ("flags_or", np.uint8, (2,)),  # Ended: TCP flags seen [initiator, responder]
         ("history", np.uint8, (HISTORY_MAX,)),
-        ("_pad", np.uint8, (5,)),
+        ("icmp", np.uint32),  # Ended: ICMP type/code of the first packet (ICMP_VALID)
+        ("zhist_len", np.uint8),  # Ended: length of zhist
+        ("zeek", np.int64, (ZEEK_WORDS,)),  # Ended: Zeek-style endpoint state (zeek.Z_*)
+        ("zhist", np.uint8, (ZEEK_HISTORY_MAX,)),  # Ended: Zeek-style history letters
     ],
     align=True,
 )

@@ -117,6 +117,9 @@ class FlowTracker:
         Which events to produce. Leaving out Packet events is much cheaper.
     event_capacity : int
         Size of the engine's event buffer (records per engine call).
+    zeek : bool
+        Also keep Zeek-style connection state per flow (history letters,
+        endpoint states, IP bytes) for the Zeek and EVE writers.
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class FlowTracker:
         config: Optional[TrackerConfig] = None,
         events: str | int = "all",
         event_capacity: int = DEFAULT_EVENT_CAPACITY,
+        zeek: bool = False,
     ) -> None:
         self.extractor = extractor if extractor is not None else FiveTuple()
         if not isinstance(self.extractor, Extractor):
@@ -136,6 +140,9 @@ class FlowTracker:
         self._fkey = np.zeros((cap, layout.KEY_WORDS), dtype=np.uint64)
         self._fint = np.zeros((cap, K.F_SIZE), dtype=np.int64)
         self._fhist = np.zeros((cap, layout.HISTORY_MAX), dtype=np.uint8)
+        zcap = cap if zeek else 1
+        self._fz = np.zeros((zcap, layout.ZEEK_WORDS), dtype=np.int64)
+        self._fzh = np.zeros((zcap, layout.ZEEK_HISTORY_MAX), dtype=np.uint8)
         # the free-slot stack lives in column F_FREE: pop order 0, 1, 2, ...
         self._fint[:, K.F_FREE] = np.arange(cap - 1, -1, -1)
         ctl = self._ctl
@@ -154,10 +161,14 @@ class FlowTracker:
             ctl[K.C_SWEEP_INTERVAL] = int(round(self.config.sweep_interval * NS_PER_S))
         ctl[K.C_PAUSE_NEW] = int(self.config.timeout_fn is not None)
         ctl[K.C_TABLE_MASK] = self._table.shape[0] - 1
+        ctl[K.C_ZEEK] = int(zeek)
         self._ev = np.zeros(max(int(event_capacity), 64), dtype=layout.EVENT_DTYPE)
         self._keys: dict[int, object] = {}  # flow_id -> decoded key, for open flows
 
     # ---- raw (array) interface ------------------------------------------
+
+    def _state(self) -> tuple:
+        return (self._ctl, self._table, self._fkey, self._fint, self._fhist, self._fz, self._fzh)
 
     def process(self, pkts: np.ndarray) -> Iterator[np.ndarray]:
         """Run a batch of parsed packets; yield event records in order.
@@ -168,7 +179,7 @@ class FlowTracker:
         if pkts.dtype != layout.PKT_DTYPE:
             raise TypeError("pkts: expected an array of flowscope.layout.PKT_DTYPE")
         i = 0
-        args = (self._ctl, self._table, self._fkey, self._fint, self._fhist, self._ev)
+        args = self._state() + (self._ev,)
         while True:
             i, e, status = K.track_batch(pkts, i, *args, 0)
             if status == K.S_PAUSED:
@@ -180,7 +191,7 @@ class FlowTracker:
 
     def process_sweep(self, now_ns: int, reason: int = K.END_IDLE) -> Iterator[np.ndarray]:
         """Sweep (``reason`` END_IDLE) or flush (END_SHUTDOWN); yield Ended records."""
-        args = (self._ctl, self._table, self._fkey, self._fint, self._fhist, self._ev)
+        args = self._state() + (self._ev,)
         while True:
             e, finished = K.sweep(*args, 0, now_ns, reason)
             if e:

@@ -337,3 +337,29 @@ def test_warmup_compiles_every_kernel_and_reports_the_time():
 
     secs = warmup()
     assert isinstance(secs, float) and secs > 0
+
+
+def test_icmp_type_and_code_of_the_first_packet_reach_ended_records():
+    from flowscope import layout
+
+    p = pkt(1, proto=1)
+    p["pflags"] |= layout.PF_ICMP
+    p["icmp_type"], p["icmp_code"] = 8, 0
+    tr = FlowTracker(events="ended")
+    tr.track_batch(to_array([p]))
+    (recs,) = list(tr.process_finish())
+    assert int(recs[0]["icmp"]) == layout.ICMP_VALID | 8 << 8
+
+
+def test_layout_codes_match_the_kernels():
+    from flowscope import layout
+    from flowscope._kernels import engine, zeek
+
+    assert (layout.ZEEK_WORDS, layout.ZEEK_HISTORY_MAX) == (zeek.ZEEK_WORDS, zeek.ZEEK_HISTORY_MAX)
+    for name in ("EV_STARTED", "EV_PACKET", "EV_ESTABLISHED", "EV_STATE_CHANGE", "EV_ENDED",
+                 "ST_ACTIVE", "ST_SYN_SENT", "ST_SYN_RECEIVED", "ST_ESTABLISHED", "ST_FIN_WAIT",
+                 "ST_CLOSING_TCP", "ST_CLOSED", "ST_RESET", "END_FIN", "END_RST", "END_IDLE",
+                 "END_EVICTED", "END_SHUTDOWN", "PF_PORTS", "PF_TCP", "PF_MAC", "PF_ICMP",
+                 "ICMP_VALID", "HISTORY_MAX", "EXTRACT_FIVE_TUPLE", "EXTRACT_IP_PAIR",
+                 "EXTRACT_MAC_PAIR", "EXTRACT_FIVE_TUPLE_DIRECTIONAL"):
+        assert getattr(engine, name) == getattr(layout, name), name

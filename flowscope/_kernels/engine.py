@@ -11,6 +11,7 @@ objects. The state of one tracker is a handful of arrays (see ``new_state`` in
 ``fhist`` uint8[cap, 16]         per-flow history bytes
 ``pkts``  PKT_DTYPE[n]           parsed packets in
 ``ev``    EVENT_DTYPE[m]         events out
+``fz``, ``fzh``                   Zeek-style state (see zeek.py), used when ctl[C_ZEEK]
 
 Flow slots are linked in access order (least recently touched at ``C_HEAD``),
 which is both the eviction order and the order in which a sweep ends flows.
@@ -20,6 +21,8 @@ that fills the event buffer is resumed by the next call (``C_SWEEP_CUR``).
 
 import numpy as np
 from numba import njit
+
+from .zeek import ZEEK_HISTORY_MAX, ZEEK_WORDS, Z_HLEN, zeek_packet, zeek_reset
 
 # ---- ctl slots -------------------------------------------------------------
 C_HEAD = 0  # least recently touched slot, -1 when empty
@@ -54,7 +57,8 @@ C_ENDED_RST = 28
 C_ENDED_IDLE = 29
 C_ENDED_SHUTDOWN = 30
 C_LAST_TS = 31  # latest packet timestamp seen
-C_SIZE = 32
+C_ZEEK = 32  # keep Zeek-style state (fz, fzh) per flow
+C_SIZE = 33
 
 # ---- fint columns ----------------------------------------------------------
 F_STATE = 0
@@ -77,7 +81,8 @@ F_PREV = 16  # access-order links
 F_NEXT = 17
 F_FIN_SIDE = 18  # side whose FIN moved Established -> FinWait, -1 none
 F_FREE = 19  # free-slot stack storage (indexed by stack position, not by slot)
-F_SIZE = 20
+F_ICMP = 20  # ICMP_VALID | type << 8 | code of the first packet, 0 if not ICMP
+F_SIZE = 21
 
 # ---- codes (kept equal to flowscope.layout; literals so numba folds them) --
 EV_STARTED = 1
@@ -109,6 +114,8 @@ TH_ACK = 0x10
 PF_PORTS = 0x01
 PF_TCP = 0x02
 PF_MAC = 0x08
+PF_ICMP = 0x20
+ICMP_VALID = 1 << 16
 
 EXTRACT_FIVE_TUPLE = 0
 EXTRACT_FIVE_TUPLE_DIRECTIONAL = 1
@@ -328,7 +335,7 @@ def _emit_head(ev, e, kind, ts, fkey, fint, s):
 
 
 @njit(cache=True, nogil=True)
-def _end_flow(ctl, table, fkey, fint, fhist, ev, e, s, reason, ts):
+def _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, s, reason, ts):
     """Remove slot ``s`` and, if asked for, write its Ended event at ``ev[e]``.
 
     Returns the next free event index.
@@ -354,6 +361,16 @@ def _end_flow(ctl, table, fkey, fint, fhist, ev, e, s, reason, ts):
             r.history[j] = fhist[s, j] if j < h else 0
         r.side = 0
         r.length = 0
+        r.icmp = fint[s, F_ICMP]
+        if ctl[C_ZEEK]:
+            for w in range(ZEEK_WORDS):
+                r.zeek[w] = fz[s, w]
+            zl = min(fz[s, Z_HLEN], ZEEK_HISTORY_MAX)
+            r.zhist_len = zl
+            for j in range(ZEEK_HISTORY_MAX):
+                r.zhist[j] = fzh[s, j] if j < zl else 0
+        else:
+            r.zhist_len = 0
         e += 1
     _table_delete(table, fkey, ctl[C_TABLE_MASK], s)
     _unlink(ctl, fint, s)
@@ -375,7 +392,7 @@ def _end_flow(ctl, table, fkey, fint, fhist, ev, e, s, reason, ts):
 
 
 @njit(cache=True, nogil=True)
-def _sweep_step(ctl, table, fkey, fint, fhist, ev, e, cap_ev):
+def _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, cap_ev):
     """Continue the sweep in progress; returns (e, finished)."""
     now = ctl[C_SWEEP_NOW]
     reason = ctl[C_SWEEP_REASON]
@@ -386,14 +403,14 @@ def _sweep_step(ctl, table, fkey, fint, fhist, ev, e, cap_ev):
             return e, False
         nxt = fint[s, F_NEXT]
         if reason == END_SHUTDOWN or now - fint[s, F_LAST] >= fint[s, F_TIMEOUT]:
-            e = _end_flow(ctl, table, fkey, fint, fhist, ev, e, s, reason, now)
+            e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, s, reason, now)
         s = nxt
     ctl[C_SWEEP_CUR] = -1
     return e, True
 
 
 @njit(cache=True, nogil=True)
-def sweep(ctl, table, fkey, fint, fhist, ev, e, now, reason):
+def sweep(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, now, reason):
     """End every flow idle at ``now`` (``reason`` END_IDLE) or every flow.
 
     (``reason`` END_SHUTDOWN). Starts a sweep unless one is in progress, then
@@ -403,7 +420,7 @@ def sweep(ctl, table, fkey, fint, fhist, ev, e, now, reason):
         ctl[C_SWEEP_CUR] = ctl[C_HEAD]
         ctl[C_SWEEP_NOW] = now
         ctl[C_SWEEP_REASON] = reason
-    return _sweep_step(ctl, table, fkey, fint, fhist, ev, e, ev.shape[0])
+    return _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, ev.shape[0])
 
 
 @njit(cache=True, nogil=True)
@@ -418,7 +435,7 @@ def _timeout_for(ctl, proto):
 
 
 @njit(cache=True, nogil=True)
-def track_batch(pkts, start, ctl, table, fkey, fint, fhist, ev, e):
+def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, ev, e):
     """Run packets ``pkts[start:]`` through the tracker.
 
     pkts: PKT_DTYPE[n]; ev: EVENT_DTYPE[m] with events already at ``ev[:e]``.
@@ -431,11 +448,12 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, ev, e):
     evmask = ctl[C_MASK]
     kind = ctl[C_EXTRACT]
     interval = ctl[C_SWEEP_INTERVAL]
+    zeek = ctl[C_ZEEK] != 0
     ctl[C_NEW_SLOT] = -1
     i = start
     # a sweep left unfinished by a full event buffer comes first
     if ctl[C_SWEEP_CUR] >= 0:
-        e, done = _sweep_step(ctl, table, fkey, fint, fhist, ev, e, cap_ev)
+        e, done = _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, cap_ev)
         if not done:
             return i, e, S_EV_FULL
     while i < n:
@@ -451,7 +469,7 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, ev, e):
                 ctl[C_SWEEP_CUR] = ctl[C_HEAD]
                 ctl[C_SWEEP_NOW] = ts
                 ctl[C_SWEEP_REASON] = END_IDLE
-                e, done = _sweep_step(ctl, table, fkey, fint, fhist, ev, e, cap_ev)
+                e, done = _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, cap_ev)
                 if not done or e + MAX_EVENTS_PER_PACKET > cap_ev:
                     return i, e, S_EV_FULL
         ok, k0, k1, k2, k3, k4, rev = extract_key(pkts, i, kind)
@@ -469,7 +487,8 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, ev, e):
         if s < 0:
             if ctl[C_COUNT] >= ctl[C_MAX_FLOWS]:
                 victim = ctl[C_HEAD]
-                e = _end_flow(ctl, table, fkey, fint, fhist, ev, e, victim, END_EVICTED, ts)
+                e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, victim, END_EVICTED,
+                              ts)
                 pos, s = _find(table, fkey, mask, k0, k1, k2, k3, k4)
             ctl[C_FREE_TOP] -= 1
             s = fint[ctl[C_FREE_TOP], F_FREE]
@@ -503,6 +522,11 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, ev, e):
             fint[s, F_PROTO] = p.proto if p.l3 == 4 or p.l3 == 6 else 0
             fint[s, F_TIMEOUT] = _timeout_for(ctl, fint[s, F_PROTO])
             fint[s, F_FIN_SIDE] = -1
+            fint[s, F_ICMP] = 0
+            if p.pflags & PF_ICMP:
+                fint[s, F_ICMP] = ICMP_VALID | (np.int64(p.icmp_type) << 8) | p.icmp_code
+            if zeek:
+                zeek_reset(fz, fzh, s)
             fint[s, F_PREV] = -1
             fint[s, F_NEXT] = -1
             _append(ctl, fint, s)
@@ -525,6 +549,8 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, ev, e):
         fint[s, F_BYTES0 + side] += length
         fint[s, F_PAY0 + side] += p.payload_len
         fint[s, F_LAST] = ts
+        if zeek:
+            zeek_packet(fz, fzh, s, side, pkts, i)
         state = fint[s, F_STATE]
         if has_tcp:
             fint[s, F_FLAGS0 + side] |= flags
@@ -551,9 +577,9 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, ev, e):
             r.length = length
             e += 1
         if state == ST_CLOSED:
-            e = _end_flow(ctl, table, fkey, fint, fhist, ev, e, s, END_FIN, ts)
+            e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, s, END_FIN, ts)
         elif state == ST_RESET:
-            e = _end_flow(ctl, table, fkey, fint, fhist, ev, e, s, END_RST, ts)
+            e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, s, END_RST, ts)
         i += 1
         if created and ctl[C_PAUSE_NEW] != 0:
             ctl[C_NEW_SLOT] = s if state != ST_CLOSED and state != ST_RESET else -1

@@ -1,0 +1,174 @@
+"""numpy dtypes and IntEnums mirroring ``bpf/fs_shared.h``, nothing else.
+
+``bpf/fs_shared.h`` is the one definition; ``tests/test_bpf_layout.py`` parses
+it and checks every name, offset, size and constant below against it, and the
+loader refuses to attach when the sizes BCC compiled differ from these dtypes.
+Every multi-byte field is in host order (little-endian on the supported
+machines); addresses use the ``(hi, lo)`` encoding of ``flowscope.layout``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, IntFlag
+
+import numpy as np
+
+FS_ABI_VERSION = 1
+FS_HISTORY_MAX = 16
+
+
+class L3(IntEnum):
+    """``fs_flow_key.l3`` (``enum fs_l3``)."""
+
+    IPV4 = 4
+    IPV6 = 6
+
+
+class Dir(IntEnum):
+    """Packet orientation relative to its key (``enum fs_dir``)."""
+
+    FWD = 0  # src -> dst equals the key's a -> b
+    REV = 1
+
+
+class Hook(IntEnum):
+    """Program that saw a packet (``enum fs_hook``)."""
+
+    XDP = 0
+    TC = 1
+
+
+class TcpFlag(IntFlag):
+    """TCP flag bits (``enum fs_tcp_flag``)."""
+
+    FIN = 0x01
+    SYN = 0x02
+    RST = 0x04
+    PSH = 0x08
+    ACK = 0x10
+    URG = 0x20
+    ECE = 0x40
+    CWR = 0x80
+
+
+class TcpState(IntEnum):
+    """Kernel mirror of the TCP state machine (``enum fs_tcp_state``)."""
+
+    ACTIVE = 0
+    SYN_SENT = 1
+    SYN_RECEIVED = 2
+    ESTABLISHED = 3
+    FIN_WAIT = 4
+    CLOSING_TCP = 5
+    CLOSED = 6
+    RESET = 7
+
+
+class PktFlag(IntFlag):
+    """``fs_event.pflags`` (``enum fs_pkt_flag``)."""
+
+    PORTS = 0x01
+    TCP = 0x02
+    FRAG = 0x04
+    ICMP = 0x20
+
+
+class EventReason(IntFlag):
+    """Why a packet was sent to userspace (``enum fs_event_reason``)."""
+
+    NEW = 0x01
+    CTRL = 0x02
+    DATA = 0x04
+    STATE = 0x08
+    SAMPLE = 0x10
+
+
+class Counter(IntEnum):
+    """Indices of the per-CPU ``fs_counters`` array (``enum fs_counter``)."""
+
+    PACKETS = 0
+    TRUNCATED = 1
+    NOT_IP = 2
+    BAD_HEADER = 3
+    MAP_FULL = 4
+    RING_FULL = 5
+    EVENTS = 6
+    FLOWS_NEW = 7
+    FLOWS_RESTART = 8
+    PULL_FAIL = 9
+    INSERT_RACE = 10
+
+
+FS_CNT_MAX = 11
+
+#: ``struct fs_flow_key`` (40 bytes).
+FLOW_KEY_DTYPE = np.dtype(
+    {
+        "names": ["a_hi", "a_lo", "b_hi", "b_lo", "port_a", "port_b", "l3", "proto", "_pad"],
+        "formats": ["<u8", "<u8", "<u8", "<u8", "<u2", "<u2", "u1", "u1", ("u1", (2,))],
+        "offsets": [0, 8, 16, 24, 32, 34, 36, 37, 38],
+        "itemsize": 40,
+    }
+)
+
+#: ``struct fs_flow`` (96 bytes), the flow map value.
+FLOW_DTYPE = np.dtype(
+    {
+        "names": ["first_ns", "last_ns", "pkts", "bytes", "payload", "events", "gen",
+                  "tcp_flags", "first_dir", "state", "hist_len", "fin_side", "_pad"],
+        "formats": ["<u8", "<u8", ("<u8", (2,)), ("<u8", (2,)), ("<u8", (2,)), "<u8", "<u4",
+                    ("u1", (2,)), "u1", "u1", "u1", "u1", ("u1", (14,))],
+        "offsets": [0, 8, 16, 32, 48, 64, 72, 76, 78, 79, 80, 81, 82],
+        "itemsize": 96,
+    }
+)
+
+#: ``struct fs_event`` (136 bytes), one ring buffer record.
+EVENT_DTYPE = np.dtype(
+    {
+        "names": ["key", "ts_ns", "pkts", "bytes", "payload", "seq", "ack", "frame_len",
+                  "payload_len", "gen", "ifindex", "window", "dir", "tcp_flags", "reason",
+                  "first_dir", "state", "hist_len", "hook", "pflags", "icmp_type", "icmp_code",
+                  "_pad"],
+        "formats": [FLOW_KEY_DTYPE, "<u8", ("<u8", (2,)), ("<u8", (2,)), ("<u8", (2,)), "<u4",
+                    "<u4", "<u4", "<u4", "<u4", "<u4", "<u2", "u1", "u1", "u1", "u1", "u1",
+                    "u1", "u1", "u1", "u1", "u1", ("u1", (4,))],
+        "offsets": [0, 40, 48, 64, 80, 96, 100, 104, 108, 112, 116, 120, 122, 123, 124, 125,
+                    126, 127, 128, 129, 130, 131, 132],
+        "itemsize": 136,
+    }
+)
+
+#: C struct name -> dtype, for the header and loader checks.
+STRUCTS = {
+    "fs_flow_key": FLOW_KEY_DTYPE,
+    "fs_flow": FLOW_DTYPE,
+    "fs_event": EVENT_DTYPE,
+}
+
+#: C enum name -> IntEnum, for the header check.
+ENUMS = {
+    "fs_l3": L3,
+    "fs_dir": Dir,
+    "fs_hook": Hook,
+    "fs_tcp_flag": TcpFlag,
+    "fs_tcp_state": TcpState,
+    "fs_pkt_flag": PktFlag,
+    "fs_event_reason": EventReason,
+    "fs_counter": Counter,
+}
+
+#: C enum name -> the prefix its members carry in fs_shared.h.
+ENUM_PREFIX = {
+    "fs_l3": "FS_L3_",
+    "fs_dir": "FS_DIR_",
+    "fs_hook": "FS_HOOK_",
+    "fs_tcp_flag": "FS_TH_",
+    "fs_tcp_state": "FS_ST_",
+    "fs_pkt_flag": "FS_PF_",
+    "fs_event_reason": "FS_EVR_",
+    "fs_counter": "FS_CNT_",
+}
+
+#: ``#define`` constants of fs_shared.h.
+DEFINES = {"FS_ABI_VERSION": FS_ABI_VERSION, "FS_HISTORY_MAX": FS_HISTORY_MAX}

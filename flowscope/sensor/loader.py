@@ -1,0 +1,293 @@
+"""Compile and load the sensor's BPF programs with BCC, refusing layout mismatches.
+
+The XDP (ingress) and TC (egress) programs are compiled as one BCC module so
+they share their maps. BCC only rewrites map calls (``fs_flows.lookup(...)``)
+in the main source text, so the local ``#include "fs_*.h"`` lines are inlined
+here before compiling; system headers come from ``BCC_KERNEL_SOURCE`` (see
+``scripts/make_kinclude.sh``) when the running kernel has no header package.
+
+Layout check: every field offset and struct size of ``flowscope.sensor.layout``
+is turned into a ``_Static_assert`` appended to the source, so a header that
+drifts from its Python mirror fails to compile, and the map key/value sizes BCC
+reports are compared with the dtypes after loading.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import layout
+
+REPO = Path(__file__).resolve().parents[2]
+BPF_DIR = REPO / "bpf"
+KINCLUDE_DIR = REPO / "build" / "kinclude"
+MAKE_KINCLUDE = REPO / "scripts" / "make_kinclude.sh"
+
+#: Keyword tunables accepted by :func:`load` -> the ``-D`` macro each sets.
+TUNABLES = {
+    "max_flows": "FS_MAX_FLOWS",
+    "ring_pages": "FS_RING_PAGES",
+    "packet_events": "FS_PACKET_EVENTS",
+    "precise_last_seen": "FS_PRECISE_LAST_SEEN",
+    "pull_bytes": "FS_PULL_BYTES",
+    "max_vlan": "FS_MAX_VLAN",
+    "max_ipv6_ext": "FS_MAX_IPV6_EXT",
+}
+
+_INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
+
+# bpf(2) on x86_64 / aarch64.
+_NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
+BPF_PROG_TEST_RUN = 10
+
+
+class LayoutMismatch(RuntimeError):
+    """The compiled structs differ from ``flowscope.sensor.layout``."""
+
+
+def inline_sources(names, bpf_dir: Path = BPF_DIR) -> str:
+    """Concatenate ``names`` with their local ``#include "..."`` files inlined once each."""
+    seen: set[str] = set()
+
+    def one(name: str) -> str:
+        if name in seen:
+            return ""
+        seen.add(name)
+        out = []
+        for line in (bpf_dir / name).read_text().splitlines(keepends=True):
+            m = _INCLUDE_RE.match(line)
+            out.append(one(m.group(1)) if m else line)
+        return "".join(out)
+
+    return "".join(one(n) for n in names)
+
+
+def layout_asserts() -> str:
+    """C ``_Static_assert`` lines pinning every offset and size of the Python mirror."""
+    lines = []
+    for cname, dt in layout.STRUCTS.items():
+        lines.append(
+            f"_Static_assert(sizeof(struct {cname}) == {dt.itemsize}, "
+            f'"struct {cname}: size differs from flowscope.sensor.layout");'
+        )
+        for name, (sub, off) in dt.fields.items():
+            lines.append(
+                f"_Static_assert(__builtin_offsetof(struct {cname}, {name}) == {off}, "
+                f'"struct {cname}.{name}: offset differs from flowscope.sensor.layout");'
+            )
+            lines.append(
+                f"_Static_assert(sizeof(((struct {cname} *)0)->{name}) == {sub.itemsize}, "
+                f'"struct {cname}.{name}: size differs from flowscope.sensor.layout");'
+            )
+    for ename, enum in layout.ENUMS.items():
+        prefix = layout.ENUM_PREFIX[ename]
+        for member in enum:
+            lines.append(
+                f"_Static_assert({prefix}{member.name} == {int(member.value)}, "
+                f'"{prefix}{member.name} differs from flowscope.sensor.layout");'
+            )
+    lines.append(f'_Static_assert(FS_CNT_MAX == {layout.FS_CNT_MAX}, "FS_CNT_MAX");')
+    for name, value in layout.DEFINES.items():
+        lines.append(f'_Static_assert({name} == {value}, "{name}");')
+    return "\n".join(lines) + "\n"
+
+
+def program_source() -> str:
+    """The full text BCC compiles: both entry points, their headers, the layout asserts."""
+    return inline_sources(["fs_xdp.c", "fs_tc.c"]) + "\n" + layout_asserts()
+
+
+def cflags_for(tunables: dict | None = None) -> list[str]:
+    """``-D`` flags for the keyword tunables (see ``TUNABLES``)."""
+    flags = []
+    for k, v in (tunables or {}).items():
+        if k not in TUNABLES:
+            raise ValueError(f"unknown BPF tunable {k!r}; known: {sorted(TUNABLES)}")
+        v = int(v)
+        if v < 0:
+            raise ValueError(f"BPF tunable {k} must be >= 0, got {v}")
+        if k == "ring_pages" and (v == 0 or v & (v - 1)):
+            raise ValueError(f"ring_pages must be a power of two, got {v}")
+        flags.append(f"-D{TUNABLES[k]}={v}")
+    return flags
+
+
+def kernel_source_dir() -> str | None:
+    """Directory for ``BCC_KERNEL_SOURCE``, building ``build/kinclude`` when needed.
+
+    Returns None when the running kernel's own headers are installed (BCC's
+    default) or the caller already set ``BCC_KERNEL_SOURCE``.
+    """
+    if os.environ.get("BCC_KERNEL_SOURCE"):
+        return os.environ["BCC_KERNEL_SOURCE"]
+    if Path(f"/lib/modules/{os.uname().release}/build/include").is_dir():
+        return None
+    if not (KINCLUDE_DIR / ".flowscope-kinclude").exists() or (
+        MAKE_KINCLUDE.stat().st_mtime > (KINCLUDE_DIR / ".flowscope-kinclude").stat().st_mtime
+    ):
+        subprocess.run([str(MAKE_KINCLUDE), str(KINCLUDE_DIR)], check=True)
+    return str(KINCLUDE_DIR)
+
+
+def import_bcc():
+    """Import BCC lazily (only the sensor needs it), with the kernel include dir set."""
+    ksrc = kernel_source_dir()
+    if ksrc:
+        os.environ["BCC_KERNEL_SOURCE"] = ksrc
+    import bcc  # noqa: PLC0415 - lazy by design
+
+    return bcc
+
+
+@dataclass
+class Loaded:
+    """A compiled module: the BCC object, program and map fds, and what built it."""
+
+    bpf: object
+    xdp_fd: int
+    tc_fd: int
+    flows_fd: int
+    events_fd: int
+    counters_fd: int
+    cflags: list[str]
+    source: str = field(repr=False)
+
+    def close(self) -> None:
+        """Release the programs and maps (detach first: links hold their own references)."""
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
+
+def _map_fd(b, name: str) -> int:
+    return b.get_table(name.encode()).get_fd()
+
+
+def check_map_sizes(b) -> None:
+    """Compare the key/value sizes BCC compiled with the dtypes; raise LayoutMismatch."""
+    want = {
+        "fs_flows": (layout.FLOW_KEY_DTYPE.itemsize, layout.FLOW_DTYPE.itemsize),
+        "fs_counters": (4, 8),
+    }
+    for name, (ks, vs) in want.items():
+        t = b.get_table(name.encode())
+        # Per-CPU tables expose Leaf as ncpu x value; sLeaf is the single value.
+        got = (ctypes.sizeof(t.Key), ctypes.sizeof(getattr(t, "sLeaf", t.Leaf)))
+        if got != (ks, vs):
+            raise LayoutMismatch(f"map {name}: compiled key/value sizes {got}, mirror {(ks, vs)}")
+
+
+def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
+         debug: int = 0) -> Loaded:
+    """Compile and load both programs.
+
+    Parameters
+    ----------
+    tunables : dict, optional
+        Keyword tunables (``TUNABLES``), e.g. ``{"max_flows": 4096}``.
+    extra_cflags : list of str, optional
+        Raw extra compiler flags.
+    debug : int
+        BCC debug flags (e.g. 0x4 prints the compiled program).
+
+    Raises
+    ------
+    LayoutMismatch
+        When fs_shared.h and ``flowscope.sensor.layout`` disagree.
+    """
+    bcc = import_bcc()
+    cflags = cflags_for(tunables) + list(extra_cflags or [])
+    src = program_source()
+    try:
+        b = bcc.BPF(text=src.encode(), cflags=cflags, debug=debug)
+    except Exception as exc:  # BCC raises a bare Exception on compile errors
+        raise LayoutMismatch(
+            f"BPF compile failed ({exc}); if the messages above name "
+            "flowscope.sensor.layout, fs_shared.h and its Python mirror disagree"
+        ) from exc
+    try:
+        check_map_sizes(b)
+        xdp = b.load_func(b"fs_xdp", bcc.BPF.XDP)
+        tc = b.load_func(b"fs_tc", bcc.BPF.SCHED_CLS)
+        return Loaded(
+            bpf=b,
+            xdp_fd=xdp.fd,
+            tc_fd=tc.fd,
+            flows_fd=_map_fd(b, "fs_flows"),
+            events_fd=_map_fd(b, "fs_events"),
+            counters_fd=_map_fd(b, "fs_counters"),
+            cflags=cflags,
+            source=src,
+        )
+    except BaseException:
+        b.cleanup()
+        raise
+
+
+# --- bpf(2) helpers ----------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _TestRunAttr(ctypes.Structure):
+    _fields_ = [
+        ("prog_fd", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("data_in", ctypes.c_uint64),
+        ("data_out", ctypes.c_uint64),
+        ("repeat", ctypes.c_uint32),
+        ("duration", ctypes.c_uint32),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_uint64),
+        ("ctx_out", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+def bpf_syscall(cmd: int, attr: ctypes.Structure) -> int:
+    """Raw ``bpf(cmd, &attr, sizeof attr)``; raises OSError on failure."""
+    r = _libc.syscall(_NR_BPF, ctypes.c_int(cmd), ctypes.byref(attr),
+                      ctypes.c_uint(ctypes.sizeof(attr)))
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"bpf({cmd}): {os.strerror(e)}")
+    return r
+
+
+def prog_test_run(prog_fd: int, frame: bytes, repeat: int = 1) -> tuple[int, int]:
+    """Run a program once (or ``repeat`` times) on ``frame`` with BPF_PROG_TEST_RUN.
+
+    Returns ``(retval, duration)``, duration being the kernel-reported mean ns per run.
+    Maps are updated as for a real packet. TC programs need frames >= 14 bytes.
+    """
+    buf = ctypes.create_string_buffer(bytes(frame), len(frame))
+    out = ctypes.create_string_buffer(len(frame) + 512)
+    a = _TestRunAttr()
+    a.prog_fd = prog_fd
+    a.data_size_in = len(frame)
+    a.data_in = ctypes.addressof(buf)
+    a.data_size_out = len(out)
+    a.data_out = ctypes.addressof(out)
+    a.repeat = repeat
+    bpf_syscall(BPF_PROG_TEST_RUN, a)
+    return a.retval, a.duration
+
+
+def frame_array(frame: bytes) -> np.ndarray:
+    """``frame`` as a uint8 array (convenience for comparing with the offline parser)."""
+    return np.frombuffer(bytes(frame), dtype=np.uint8)

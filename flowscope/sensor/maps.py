@@ -1,0 +1,147 @@
+"""Read the sensor's maps into numpy: counters, flow scans, idle sweeps, drains.
+
+Flow entries move in batches straight into ``FLOW_KEY_DTYPE`` / ``FLOW_DTYPE``
+arrays through libbcc's ``bpf_lookup_batch`` / ``bpf_lookup_and_delete_batch``
+(one syscall per few thousand entries; BCC's Python wrapper is ~10x slower and
+aliases its in/out batch tokens, so it is not used). Idle sweeps scan in
+batches, pick the idle keys in numpy and remove each with
+``BPF_MAP_LOOKUP_AND_DELETE_ELEM``, so the value returned is the final one
+even when a packet raced the sweep.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+
+import numpy as np
+
+from . import layout
+from .loader import bpf_syscall
+
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
+
+
+class _ElemAttr(ctypes.Structure):
+    _fields_ = [("map_fd", ctypes.c_uint32), ("_pad0", ctypes.c_uint32),
+                ("key", ctypes.c_uint64), ("value", ctypes.c_uint64),
+                ("flags", ctypes.c_uint64)]
+
+
+def possible_cpus() -> int:
+    """Number of possible CPUs (per-CPU map values hold one slot per possible CPU)."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        spec = f.read().strip()
+    n = 0
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        n = max(n, int(hi or lo) + 1)
+    return n
+
+
+def _libbcc():
+    from bcc import libbcc  # noqa: PLC0415 - lazy: only the sensor imports bcc
+
+    return libbcc.lib
+
+
+def read_counters(counters_fd: int) -> np.ndarray:
+    """``uint64[FS_CNT_MAX]``: the per-CPU counters summed over CPUs (index: ``Counter``)."""
+    ncpu = possible_cpus()
+    vals = np.zeros(ncpu, dtype=np.uint64)
+    key = ctypes.c_uint32(0)
+    out = np.zeros(layout.FS_CNT_MAX, dtype=np.uint64)
+    a = _ElemAttr(map_fd=counters_fd, key=ctypes.addressof(key),
+                  value=vals.ctypes.data)
+    for i in range(layout.FS_CNT_MAX):
+        key.value = i
+        bpf_syscall(BPF_MAP_LOOKUP_ELEM, a)
+        out[i] = vals.sum()
+    return out
+
+
+def counters_dict(counters_fd: int) -> dict[str, int]:
+    """Counters by lower-case name, e.g. ``{"packets": 10, "truncated": 1, ...}``."""
+    c = read_counters(counters_fd)
+    return {m.name.lower(): int(c[m]) for m in layout.Counter}
+
+
+def _batch(flows_fd: int, delete: bool, batch: int, max_entries: int):
+    lib = _libbcc()
+    fn = lib.bpf_lookup_and_delete_batch if delete else lib.bpf_lookup_batch
+    keys = np.zeros(max_entries, dtype=layout.FLOW_KEY_DTYPE)
+    vals = np.zeros(max_entries, dtype=layout.FLOW_DTYPE)
+    # Separate tokens: the kernel reads in_batch and writes out_batch in one call.
+    tok_in = ctypes.c_uint32(0)
+    tok_out = ctypes.c_uint32(0)
+    cnt = ctypes.c_uint32(0)
+    total = 0
+    first = True
+    # Bounded: each call either returns entries or ends the walk (ENOENT).
+    for _ in range(max_entries + 2):
+        want = min(batch, max_entries - total)
+        if want <= 0:
+            break
+        cnt.value = want
+        r = fn(flows_fd, None if first else ctypes.byref(tok_in), ctypes.byref(tok_out),
+               ctypes.c_void_p(keys.ctypes.data + total * keys.itemsize),
+               ctypes.c_void_p(vals.ctypes.data + total * vals.itemsize), ctypes.byref(cnt))
+        err = ctypes.get_errno() if r != 0 else 0
+        total += cnt.value
+        if r != 0:
+            if err == errno.ENOENT or -r == errno.ENOENT:
+                break
+            if (err == errno.ENOSPC or -r == errno.ENOSPC) and want < batch * 64:
+                batch *= 2  # a bucket holds more entries than one batch: grow and retry
+                continue
+            raise OSError(err or -r, f"map batch: {os.strerror(err or -r)}")
+        tok_in.value = tok_out.value
+        first = False
+    return keys[:total], vals[:total]
+
+
+def lookup_flows(flows_fd: int, max_entries: int, batch: int = 4096):
+    """Copy every flow entry: ``(keys FLOW_KEY_DTYPE[n], values FLOW_DTYPE[n])``."""
+    return _batch(flows_fd, False, batch, max_entries)
+
+
+def drain_flows(flows_fd: int, max_entries: int, batch: int = 4096):
+    """Remove every flow entry and return it (shutdown flush), as ``lookup_flows``."""
+    return _batch(flows_fd, True, batch, max_entries)
+
+
+def lookup_and_delete(flows_fd: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove ``keys`` one by one, returning the keys found and their final values."""
+    vals = np.zeros(len(keys), dtype=layout.FLOW_DTYPE)
+    found = np.zeros(len(keys), dtype=bool)
+    keys = np.ascontiguousarray(keys, dtype=layout.FLOW_KEY_DTYPE)
+    a = _ElemAttr(map_fd=flows_fd)
+    for i in range(len(keys)):
+        a.key = keys.ctypes.data + i * keys.itemsize
+        a.value = vals.ctypes.data + i * vals.itemsize
+        try:
+            bpf_syscall(BPF_MAP_LOOKUP_AND_DELETE_ELEM, a)
+            found[i] = True
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
+    return keys[found], vals[found]
+
+
+def sweep_idle(flows_fd: int, max_entries: int, now_ns: int, timeout_ns: dict[int, int],
+               default_timeout_ns: int):
+    """Remove flows idle for at least their timeout at monotonic time ``now_ns``.
+
+    ``timeout_ns`` maps IP protocol -> timeout; others use ``default_timeout_ns``.
+    Returns ``(keys, values)`` of the removed flows with their final counters.
+    """
+    keys, vals = lookup_flows(flows_fd, max_entries)
+    if len(keys) == 0:
+        return keys, vals
+    tmo = np.full(len(keys), default_timeout_ns, dtype=np.int64)
+    for proto, t in timeout_ns.items():
+        tmo[keys["proto"] == proto] = t
+    idle = (np.int64(now_ns) - vals["last_ns"].astype(np.int64)) >= tmo
+    return lookup_and_delete(flows_fd, keys[idle])
