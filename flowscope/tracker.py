@@ -88,11 +88,15 @@ def event_mask(events: str | int) -> int:
         raise ValueError(f"events: expected one of all, lifecycle, ended; got {events!r}") from None
 
 
-def _table_size(max_flows: int) -> int:
+def _pow2_at_least(n: int) -> int:
     size = 16
-    while size < 2 * max_flows:
+    while size < n:
         size <<= 1
     return size
+
+
+def _table_size(max_flows: int) -> int:
+    return _pow2_at_least(2 * max_flows)
 
 
 def _ts_ns(now: Timestamp | int | float) -> int:
@@ -140,13 +144,17 @@ class FlowTracker:
         self._fkey = np.zeros((cap, layout.KEY_WORDS), dtype=np.uint64)
         self._fint = np.zeros((cap, K.F_SIZE), dtype=np.int64)
         self._fhist = np.zeros((cap, layout.HISTORY_MAX), dtype=np.uint8)
+        self._fdl = np.empty((cap, 2), dtype=np.int64)
+        self._fdl[:, 0] = K.NO_FLOW
+        self._fdl[:, 1] = -1
+        self._lq = np.zeros((_pow2_at_least(4 * cap + 16), 2), dtype=np.int64)
+        self._sbuf = np.zeros((cap, 2), dtype=np.int64)
         zcap = cap if zeek else 1
         self._fz = np.zeros((zcap, layout.ZEEK_WORDS), dtype=np.int64)
         self._fzh = np.zeros((zcap, layout.ZEEK_HISTORY_MAX), dtype=np.uint8)
         # the free-slot stack lives in column F_FREE: pop order 0, 1, 2, ...
         self._fint[:, K.F_FREE] = np.arange(cap - 1, -1, -1)
         ctl = self._ctl
-        ctl[K.C_HEAD] = ctl[K.C_TAIL] = -1
         ctl[K.C_FREE_TOP] = cap
         ctl[K.C_MAX_FLOWS] = cap
         ctl[K.C_EXTRACT] = self.extractor.kind
@@ -156,7 +164,7 @@ class FlowTracker:
         ctl[K.C_TO_UDP] = self.config.timeout_ns("udp")
         ctl[K.C_TO_ICMP] = self.config.timeout_ns("icmp")
         ctl[K.C_TO_OTHER] = self.config.timeout_ns("other")
-        ctl[K.C_SWEEP_CUR] = -1
+        ctl[K.C_SWEEP_POS] = -1
         if self.config.sweep_interval is not None:
             ctl[K.C_SWEEP_INTERVAL] = int(round(self.config.sweep_interval * NS_PER_S))
         ctl[K.C_PAUSE_NEW] = int(self.config.timeout_fn is not None)
@@ -168,7 +176,8 @@ class FlowTracker:
     # ---- raw (array) interface ------------------------------------------
 
     def _state(self) -> tuple:
-        return (self._ctl, self._table, self._fkey, self._fint, self._fhist, self._fz, self._fzh)
+        return (self._ctl, self._table, self._fkey, self._fint, self._fhist, self._fz, self._fzh,
+                self._fdl, self._lq, self._sbuf)
 
     def process(self, pkts: np.ndarray) -> Iterator[np.ndarray]:
         """Run a batch of parsed packets; yield event records in order.
@@ -212,6 +221,7 @@ class FlowTracker:
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
                 raise ValueError(f"timeout_fn returned {seconds!r}; expected seconds > 0 or None")
             self._fint[s, K.F_TIMEOUT] = int(round(seconds * NS_PER_S))
+            self._fdl[s, 0] = self._fint[s, K.F_LAST] + self._fint[s, K.F_TIMEOUT]
 
     # ---- object interface -----------------------------------------------
 

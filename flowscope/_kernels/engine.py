@@ -4,29 +4,48 @@ Everything here is numba ``@njit`` code over numpy arrays; no I/O, no Python
 objects. The state of one tracker is a handful of arrays (see ``new_state`` in
 ``flowscope.tracker``):
 
-``ctl``   int64[C_SIZE]          scalars: counters, list heads, configuration
+``ctl``   int64[C_SIZE]          scalars: counters, queue positions, configuration
 ``table`` int32[2**k]            open-addressing hash index (slot + 1, 0 = empty)
 ``fkey``  uint64[cap, 5]         the key of each flow slot (layout.KEY_WORDS)
-``fint``  int64[cap, F_SIZE]     per-flow integers (columns F_*)
+``fint``  int64[cap, F_SIZE]     per-flow integers (columns F_*; the per-packet
+                                 ones share the first cache line of a row)
 ``fhist`` uint8[cap, 16]         per-flow history bytes
+``fz``, ``fzh``                   Zeek-style state (see zeek.py), used when ctl[C_ZEEK]
+``fdl``   int64[cap, 2]          (idle deadline = last_seen + timeout, touch serial);
+                                 (NO_FLOW, -1) when the slot is free. Kept apart
+                                 from fint so that sweeps and the access queue
+                                 scan 16 bytes per flow, not a whole row
+``lq``    int64[2**k, 2]         access queue: (slot, touch serial) per touch;
+                                 2**k >= 4 * cap + 16
+``sbuf``  int64[cap, 2]          (slot, serial) of the sweep in progress, in end order
 ``pkts``  PKT_DTYPE[n]           parsed packets in
 ``ev``    EVENT_DTYPE[m]         events out
-``fz``, ``fzh``                   Zeek-style state (see zeek.py), used when ctl[C_ZEEK]
 
-Flow slots are linked in access order (least recently touched at ``C_HEAD``),
-which is both the eviction order and the order in which a sweep ends flows.
-A call processes packets until the input or the event buffer runs out; a sweep
-that fills the event buffer is resumed by the next call (``C_SWEEP_CUR``).
+Access order: every touch gives the flow the next serial number (``fdl[s, 1]``)
+and appends (slot, serial) to the ring ``lq``. The least recently touched
+flow is the first queue entry whose serial is still its flow's serial; stale
+entries are skipped, and dropped by a compaction when the ring fills, so a
+touch costs one sequential store instead of relinking a list. A sweep scans
+the contiguous deadlines, and ends the expired flows in serial order, which is
+the access order. A call processes packets until the input or the event buffer
+runs out; a sweep that fills the event buffer is resumed by the next call.
 """
 
 import numpy as np
 from numba import njit
 
+# The per-packet kernels run without numba's reference counting (``_nrt=False``):
+# they only index arrays they are given and never allocate, and with NRT on,
+# every helper that contains a loop increfs and decrefs each array argument
+# with atomic calls on entry and exit (measured: ~50 ns of a ~60 ns packet).
+kernel = njit(cache=True, nogil=True, _nrt=False)
+inline_kernel = njit(cache=True, nogil=True, _nrt=False, inline="always")
+
 from .zeek import ZEEK_HISTORY_MAX, ZEEK_WORDS, Z_HLEN, zeek_packet, zeek_reset
 
 # ---- ctl slots -------------------------------------------------------------
-C_HEAD = 0  # least recently touched slot, -1 when empty
-C_TAIL = 1  # most recently touched slot
+C_LQ_HEAD = 0  # access queue: first live-or-stale entry (monotonic position)
+C_LQ_TAIL = 1  # access queue: next free position (monotonic)
 C_COUNT = 2  # open flows
 C_FREE_TOP = 3  # number of entries on the free-slot stack (fint[:, F_FREE])
 C_SERIAL = 4  # flows created so far (flow ids)
@@ -44,7 +63,7 @@ C_TO_TCP = 15  # idle timeouts, ns
 C_TO_UDP = 16
 C_TO_ICMP = 17
 C_TO_OTHER = 18
-C_SWEEP_CUR = 19  # next slot of a sweep in progress, -1 none, -2 finished
+C_SWEEP_POS = 19  # next index into sbuf of the sweep in progress, -1 none
 C_SWEEP_NOW = 20
 C_SWEEP_REASON = 21
 C_SWEEP_INTERVAL = 22  # automatic sweep period in packet time, ns (0 = off)
@@ -58,31 +77,38 @@ C_ENDED_IDLE = 29
 C_ENDED_SHUTDOWN = 30
 C_LAST_TS = 31  # latest packet timestamp seen
 C_ZEEK = 32  # keep Zeek-style state (fz, fzh) per flow
-C_SIZE = 33
+C_TOUCH = 33  # touch serial counter
+C_SWEEP_N = 34  # number of slots in sbuf
+C_HIGH = 35  # 1 + the highest slot ever used (slots below it may hold flows)
+C_SIZE = 36
 
 # ---- fint columns ----------------------------------------------------------
+# first cache line: what every packet touches
 F_STATE = 0
 F_INIT_REV = 1  # 1 when the initiator sends b -> a
 F_PKTS0 = 2  # initiator packets
 F_PKTS1 = 3
 F_BYTES0 = 4
 F_BYTES1 = 5
-F_PAY0 = 6
-F_PAY1 = 7
-F_STARTED = 8
-F_LAST = 9
-F_ID = 10
-F_HLEN = 11
-F_FLAGS0 = 12
-F_FLAGS1 = 13
-F_PROTO = 14  # L4 protocol number of the first packet
-F_TIMEOUT = 15  # idle timeout, ns
-F_PREV = 16  # access-order links
-F_NEXT = 17
-F_FIN_SIDE = 18  # side whose FIN moved Established -> FinWait, -1 none
+F_LAST = 6
+# column 7 is free
+# second line: TCP packets
+F_PAY0 = 8
+F_PAY1 = 9
+F_HLEN = 10
+F_FLAGS0 = 11
+F_FLAGS1 = 12
+F_FIN_SIDE = 13  # side whose FIN moved Established -> FinWait, -1 none
+F_TIMEOUT = 14  # idle timeout, ns
+F_ID = 15
+# third line: cold
+F_STARTED = 16
+F_PROTO = 17  # L4 protocol number of the first packet
+F_ICMP = 18  # ICMP_VALID | type << 8 | code of the first packet, 0 if not ICMP
 F_FREE = 19  # free-slot stack storage (indexed by stack position, not by slot)
-F_ICMP = 20  # ICMP_VALID | type << 8 | code of the first packet, 0 if not ICMP
-F_SIZE = 21
+F_SIZE = 24
+
+NO_FLOW = np.iinfo(np.int64).max
 
 # ---- codes (kept equal to flowscope.layout; literals so numba folds them) --
 EV_STARTED = 1
@@ -135,14 +161,14 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@inline_kernel
 def _mix(h, w):
     h = (h ^ w) * _M1
     h ^= h >> np.uint64(31)
     return h
 
 
-@njit(cache=True, nogil=True)
+@inline_kernel
 def key_hash(k0, k1, k2, k3, k4):
     """64-bit hash of a 5-word key (uint64 each)."""
     h = _GOLD
@@ -155,7 +181,7 @@ def key_hash(k0, k1, k2, k3, k4):
     return h ^ (h >> np.uint64(33))
 
 
-@njit(cache=True, nogil=True)
+@inline_kernel
 def extract_key(pkts, i, kind):
     """Key words and orientation of packet ``i``.
 
@@ -199,7 +225,7 @@ def extract_key(pkts, i, kind):
     return True, dh, dl, sh, sl, base | (dp << np.uint64(16)) | sp, 1
 
 
-@njit(cache=True, nogil=True)
+@inline_kernel
 def tcp_transition(state, side, flags, fin_side):
     """One TCP state-machine step (semantics.md rules 0-6).
 
@@ -228,7 +254,7 @@ def tcp_transition(state, side, flags, fin_side):
     return state, fin_side
 
 
-@njit(cache=True, nogil=True)
+@inline_kernel
 def history_append(fhist, slot, hlen, side, flags, payload_len):
     """Append this packet's letters (S, F, R, D; lower case for the responder).
 
@@ -253,7 +279,7 @@ def history_append(fhist, slot, hlen, side, flags, payload_len):
 # ---- table maintenance -----------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@inline_kernel
 def _find(table, fkey, mask, k0, k1, k2, k3, k4):
     """Return (position, slot) of the key, or (insert position, -1)."""
     pos = np.int64(key_hash(k0, k1, k2, k3, k4) & np.uint64(mask))
@@ -272,7 +298,7 @@ def _find(table, fkey, mask, k0, k1, k2, k3, k4):
         pos = (pos + 1) & mask
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _table_delete(table, fkey, mask, slot):
     """Remove ``slot`` from the index (linear probing, backward-shift delete)."""
     pos, s = _find(table, fkey, mask, fkey[slot, 0], fkey[slot, 1], fkey[slot, 2],
@@ -296,33 +322,49 @@ def _table_delete(table, fkey, mask, slot):
     table[hole] = 0
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _unlink(ctl, fint, s):
-    p = fint[s, F_PREV]
-    n = fint[s, F_NEXT]
-    if p >= 0:
-        fint[p, F_NEXT] = n
-    else:
-        ctl[C_HEAD] = n
-    if n >= 0:
-        fint[n, F_PREV] = p
-    else:
-        ctl[C_TAIL] = p
+@kernel
+def _lq_compact(ctl, fdl, lq):
+    """Drop stale access-queue entries, keeping the live ones in order."""
+    qm = lq.shape[0] - 1
+    w = ctl[C_LQ_HEAD]
+    for r in range(ctl[C_LQ_HEAD], ctl[C_LQ_TAIL]):
+        rs = lq[r & qm, 0]
+        if fdl[rs, 1] == lq[r & qm, 1]:
+            if w != r:
+                lq[w & qm, 0] = rs
+                lq[w & qm, 1] = lq[r & qm, 1]
+            w += 1
+    ctl[C_LQ_TAIL] = w
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _append(ctl, fint, s):
-    t = ctl[C_TAIL]
-    fint[s, F_PREV] = t
-    fint[s, F_NEXT] = -1
-    if t >= 0:
-        fint[t, F_NEXT] = s
-    else:
-        ctl[C_HEAD] = s
-    ctl[C_TAIL] = s
+@inline_kernel
+def _touch(ctl, fdl, lq, s):
+    """Make ``s`` the most recently touched flow."""
+    ser = ctl[C_TOUCH]
+    ctl[C_TOUCH] = ser + 1
+    fdl[s, 1] = ser
+    q = lq.shape[0]
+    if ctl[C_LQ_TAIL] - ctl[C_LQ_HEAD] >= q:
+        _lq_compact(ctl, fdl, lq)
+    t = ctl[C_LQ_TAIL] & (q - 1)
+    lq[t, 0] = s
+    lq[t, 1] = ser
+    ctl[C_LQ_TAIL] += 1
 
 
-@njit(cache=True, nogil=True)
+@kernel
+def _least_recent(ctl, fdl, lq):
+    """The least recently touched open flow (pops stale queue entries)."""
+    qm = lq.shape[0] - 1
+    while True:
+        h = ctl[C_LQ_HEAD] & qm
+        s = lq[h, 0]
+        if fdl[s, 1] == lq[h, 1]:
+            return s
+        ctl[C_LQ_HEAD] += 1
+
+
+@kernel
 def _emit_head(ev, e, kind, ts, fkey, fint, s):
     r = ev[e]
     r.kind = kind
@@ -334,8 +376,8 @@ def _emit_head(ev, e, kind, ts, fkey, fint, s):
     return r
 
 
-@njit(cache=True, nogil=True)
-def _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, s, reason, ts):
+@kernel
+def _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, reason, ts):
     """Remove slot ``s`` and, if asked for, write its Ended event at ``ev[e]``.
 
     Returns the next free event index.
@@ -373,7 +415,8 @@ def _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, s, reason, ts):
             r.zhist_len = 0
         e += 1
     _table_delete(table, fkey, ctl[C_TABLE_MASK], s)
-    _unlink(ctl, fint, s)
+    fdl[s, 0] = NO_FLOW
+    fdl[s, 1] = -1
     fint[ctl[C_FREE_TOP], F_FREE] = s
     ctl[C_FREE_TOP] += 1
     ctl[C_COUNT] -= 1
@@ -391,39 +434,86 @@ def _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, s, reason, ts):
     return e
 
 
-@njit(cache=True, nogil=True)
-def _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, cap_ev):
+@kernel
+def _sift_down(sbuf, root, end):
+    """Heap sift on rows of ``sbuf`` (slot, serial), ordered by serial."""
+    while True:
+        child = 2 * root + 1
+        if child >= end:
+            return
+        if child + 1 < end and sbuf[child + 1, 1] > sbuf[child, 1]:
+            child += 1
+        if sbuf[root, 1] >= sbuf[child, 1]:
+            return
+        for c in range(2):
+            t = sbuf[root, c]
+            sbuf[root, c] = sbuf[child, c]
+            sbuf[child, c] = t
+        root = child
+
+
+@kernel
+def _sort_by_serial(sbuf, n):
+    """In-place heapsort of ``sbuf[:n]`` by serial (no allocation)."""
+    for start in range(n // 2 - 1, -1, -1):
+        _sift_down(sbuf, start, n)
+    for end in range(n - 1, 0, -1):
+        for c in range(2):
+            t = sbuf[0, c]
+            sbuf[0, c] = sbuf[end, c]
+            sbuf[end, c] = t
+        _sift_down(sbuf, 0, end)
+
+
+@kernel
+def _sweep_collect(ctl, fint, fdl, sbuf, now, reason):
+    """Start a sweep: the expired (or, for END_SHUTDOWN, all) flows in access order."""
+    n = 0
+    shutdown = reason == END_SHUTDOWN
+    for s in range(ctl[C_HIGH]):
+        d = fdl[s, 0]
+        if d <= now or (shutdown and d != NO_FLOW):
+            sbuf[n, 0] = s
+            sbuf[n, 1] = fdl[s, 1]
+            n += 1
+    _sort_by_serial(sbuf, n)
+    ctl[C_SWEEP_POS] = 0
+    ctl[C_SWEEP_N] = n
+    ctl[C_SWEEP_NOW] = now
+    ctl[C_SWEEP_REASON] = reason
+
+
+@kernel
+def _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, cap_ev):
     """Continue the sweep in progress; returns (e, finished)."""
     now = ctl[C_SWEEP_NOW]
     reason = ctl[C_SWEEP_REASON]
-    s = ctl[C_SWEEP_CUR]
-    while s >= 0:
+    k = ctl[C_SWEEP_POS]
+    n = ctl[C_SWEEP_N]
+    while k < n:
         if e >= cap_ev:
-            ctl[C_SWEEP_CUR] = s
+            ctl[C_SWEEP_POS] = k
             return e, False
-        nxt = fint[s, F_NEXT]
-        if reason == END_SHUTDOWN or now - fint[s, F_LAST] >= fint[s, F_TIMEOUT]:
-            e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, s, reason, now)
-        s = nxt
-    ctl[C_SWEEP_CUR] = -1
+        e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, sbuf[k, 0], reason,
+                      now)
+        k += 1
+    ctl[C_SWEEP_POS] = -1
     return e, True
 
 
-@njit(cache=True, nogil=True)
-def sweep(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, now, reason):
+@kernel
+def sweep(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sbuf, ev, e, now, reason):
     """End every flow idle at ``now`` (``reason`` END_IDLE) or every flow.
 
     (``reason`` END_SHUTDOWN). Starts a sweep unless one is in progress, then
     runs it until done or the event buffer is full. Returns ``(e, finished)``.
     """
-    if ctl[C_SWEEP_CUR] == -1:
-        ctl[C_SWEEP_CUR] = ctl[C_HEAD]
-        ctl[C_SWEEP_NOW] = now
-        ctl[C_SWEEP_REASON] = reason
-    return _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, ev.shape[0])
+    if ctl[C_SWEEP_POS] == -1:
+        _sweep_collect(ctl, fint, fdl, sbuf, now, reason)
+    return _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, ev.shape[0])
 
 
-@njit(cache=True, nogil=True)
+@inline_kernel
 def _timeout_for(ctl, proto):
     if proto == 6:
         return ctl[C_TO_TCP]
@@ -434,8 +524,8 @@ def _timeout_for(ctl, proto):
     return ctl[C_TO_OTHER]
 
 
-@njit(cache=True, nogil=True)
-def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, ev, e):
+@kernel
+def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sbuf, ev, e):
     """Run packets ``pkts[start:]`` through the tracker.
 
     pkts: PKT_DTYPE[n]; ev: EVENT_DTYPE[m] with events already at ``ev[:e]``.
@@ -452,8 +542,8 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, ev, e):
     ctl[C_NEW_SLOT] = -1
     i = start
     # a sweep left unfinished by a full event buffer comes first
-    if ctl[C_SWEEP_CUR] >= 0:
-        e, done = _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, cap_ev)
+    if ctl[C_SWEEP_POS] >= 0:
+        e, done = _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, cap_ev)
         if not done:
             return i, e, S_EV_FULL
     while i < n:
@@ -466,10 +556,9 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, ev, e):
                 ctl[C_NEXT_SWEEP] = ts + interval
             else:
                 ctl[C_NEXT_SWEEP] = ts + interval
-                ctl[C_SWEEP_CUR] = ctl[C_HEAD]
-                ctl[C_SWEEP_NOW] = ts
-                ctl[C_SWEEP_REASON] = END_IDLE
-                e, done = _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, cap_ev)
+                _sweep_collect(ctl, fint, fdl, sbuf, ts, END_IDLE)
+                e, done = _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e,
+                                      cap_ev)
                 if not done or e + MAX_EVENTS_PER_PACKET > cap_ev:
                     return i, e, S_EV_FULL
         ok, k0, k1, k2, k3, k4, rev = extract_key(pkts, i, kind)
@@ -486,12 +575,14 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, ev, e):
         created = False
         if s < 0:
             if ctl[C_COUNT] >= ctl[C_MAX_FLOWS]:
-                victim = ctl[C_HEAD]
-                e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, victim, END_EVICTED,
-                              ts)
+                victim = _least_recent(ctl, fdl, lq)
+                e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, victim,
+                              END_EVICTED, ts)
                 pos, s = _find(table, fkey, mask, k0, k1, k2, k3, k4)
             ctl[C_FREE_TOP] -= 1
             s = fint[ctl[C_FREE_TOP], F_FREE]
+            if s >= ctl[C_HIGH]:
+                ctl[C_HIGH] = s + 1
             table[pos] = s + 1
             fkey[s, 0] = k0
             fkey[s, 1] = k1
@@ -527,9 +618,7 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, ev, e):
                 fint[s, F_ICMP] = ICMP_VALID | (np.int64(p.icmp_type) << 8) | p.icmp_code
             if zeek:
                 zeek_reset(fz, fzh, s)
-            fint[s, F_PREV] = -1
-            fint[s, F_NEXT] = -1
-            _append(ctl, fint, s)
+            _touch(ctl, fdl, lq, s)
             ctl[C_SERIAL] += 1
             ctl[C_CREATED] += 1
             ctl[C_COUNT] += 1
@@ -540,8 +629,7 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, ev, e):
                 r.side = side
                 e += 1
         else:
-            _unlink(ctl, fint, s)
-            _append(ctl, fint, s)
+            _touch(ctl, fdl, lq, s)
             side = 0 if rev == fint[s, F_INIT_REV] else 1
         ctl[C_MATCHED_PKTS] += 1
         ctl[C_MATCHED_BYTES] += length
@@ -549,6 +637,7 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, ev, e):
         fint[s, F_BYTES0 + side] += length
         fint[s, F_PAY0 + side] += p.payload_len
         fint[s, F_LAST] = ts
+        fdl[s, 0] = ts + fint[s, F_TIMEOUT]
         if zeek:
             zeek_packet(fz, fzh, s, side, pkts, i)
         state = fint[s, F_STATE]
@@ -577,9 +666,9 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, ev, e):
             r.length = length
             e += 1
         if state == ST_CLOSED:
-            e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, s, END_FIN, ts)
+            e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, END_FIN, ts)
         elif state == ST_RESET:
-            e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, ev, e, s, END_RST, ts)
+            e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, END_RST, ts)
         i += 1
         if created and ctl[C_PAUSE_NEW] != 0:
             ctl[C_NEW_SLOT] = s if state != ST_CLOSED and state != ST_RESET else -1
