@@ -52,13 +52,18 @@ def _tracker_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--extractor", choices=EXTRACTORS, default="five-tuple",
                    help="what a flow is (default five-tuple, bidirectional)")
     o = p.add_argument_group("output")
-    o.add_argument("--format", choices=("table", "jsonl"), default=None,
-                   help="table (default on a terminal) or jsonl (JSON Lines)")
+    from .output import FORMATS
+
+    o.add_argument("--format", choices=sorted(FORMATS), default=None,
+                   help="table (default on a terminal), jsonl (JSON Lines, default otherwise), "
+                        "eve (Suricata EVE flow records), ...; see docs/output.md")
     o.add_argument("--json", dest="format", action="store_const", const="jsonl",
                    help="same as --format jsonl")
     o.add_argument("--events", choices=("all", "lifecycle", "ended"), default="ended",
                    help="events to write: all, lifecycle (all but Packet) or ended (default)")
     o.add_argument("-o", "--output", metavar="FILE", help="write records to FILE instead of stdout")
+    o.add_argument("--ipfix", metavar="HOST:PORT",
+                   help="also export ended flows as IPFIX (RFC 7011, biflows) over UDP")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +142,42 @@ class Progress:
             sys.stderr.flush()
 
 
+def parse_hostport(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6ADDR]:PORT`` -> (host, port); UsageError otherwise."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--ipfix: expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def make_writer(args: argparse.Namespace, out: IO[str]):
+    """The writer for ``--format`` (plus an IPFIX exporter with ``--ipfix``) and its format."""
+    from .output import FORMATS, IpfixExporter, TeeWriter
+
+    fmt = args.format or ("table" if out.isatty() else "jsonl")
+    writer = FORMATS[fmt](out)
+    if args.ipfix:
+        host, port = parse_hostport(args.ipfix)
+        try:
+            exporter = IpfixExporter(host, port)
+        except OSError as exc:
+            raise UsageError(f"--ipfix {args.ipfix}: {exc.strerror or exc}") from None
+        writer = TeeWriter(writer, exporter)
+    return writer, fmt
+
+
+def event_mask_for(args: argparse.Namespace, fmt: str) -> int:
+    from . import layout
+    from .output import FORMATS
+
+    mask = {"all": layout.EVMASK_ALL, "lifecycle": layout.EVMASK_LIFECYCLE,
+            "ended": layout.EVMASK_ENDED}[args.events]
+    if getattr(FORMATS[fmt], "ENDED_ONLY", False):
+        mask = layout.EVMASK_ENDED
+    return mask | layout.EVMASK_ENDED
+
+
 def _open_output(path: Optional[str]) -> IO[str]:
     if not path or path == "-":
         return sys.stdout
@@ -147,20 +188,15 @@ def _open_output(path: Optional[str]) -> IO[str]:
 
 
 def run_pcap(args: argparse.Namespace) -> int:
-    from . import layout
     from .output import FORMATS
     from .pcap import CaptureError, CaptureReader
     from .tracker import FlowTracker
 
     config = config_from_args(args)
     out = _open_output(args.output)
-    fmt = args.format or ("table" if out.isatty() else "jsonl")
-    writer = FORMATS[fmt](out)
-    mask = {"all": layout.EVMASK_ALL, "lifecycle": layout.EVMASK_LIFECYCLE,
-            "ended": layout.EVMASK_ENDED}[args.events]
-    if fmt == "table":
-        mask |= layout.EVMASK_ENDED
-    tracker = FlowTracker(_extractor(args.extractor), config, events=mask)
+    writer, fmt = make_writer(args, out)
+    tracker = FlowTracker(_extractor(args.extractor), config, events=event_mask_for(args, fmt),
+                          zeek=getattr(FORMATS[fmt], "NEEDS_ZEEK", False))
     progress = Progress(not args.no_progress)
     complete = True
     files_read = 0

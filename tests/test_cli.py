@@ -152,3 +152,15 @@ def test_no_traceback_from_the_installed_command(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.startswith("flowscope: ") and "Traceback" not in proc.stderr
+
+
+def test_eve_format_writes_flow_records(capsys):
+    code, out, _ = run(capsys, "pcap", "--format", "eve", HTTP)
+    recs = jsonl(out)
+    assert code == 0 and recs and all(r["event_type"] == "flow" for r in recs)
+    assert all("community_id" in r for r in recs)
+
+
+def test_ipfix_export_with_a_bad_address_exits_2(capsys):
+    code, _, err = run(capsys, "pcap", "--ipfix", "nohost", HTTP)
+    assert code == 2 and "--ipfix" in err and err.count("\n") == 1

@@ -36,6 +36,8 @@ def human(n: int) -> str:
 class TableWriter:
     """Readable output for terminals; only Ended events are listed."""
 
+    ENDED_ONLY = True
+
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self.fmt = RecordFormatter()

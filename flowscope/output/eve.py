@@ -1,0 +1,230 @@
+"""Suricata EVE JSON writer: one ``event_type: "flow"`` record per ended flow.
+
+The records follow Suricata's ``flow`` event (``output-json-flow.c``) so that
+pipelines built for Suricata's ``eve.json`` (Logstash/Filebeat EVE modules,
+jq scripts, SIEM parsers) read them unchanged. The field mapping, and where
+flowscope's view of a flow differs from Suricata's, is documented in
+``docs/output-formats-eve-ipfix.md``. In short:
+
+* ``src_*`` is the flow's initiator (the sender of its first packet), as
+  Suricata's "to server" direction;
+* ``flow.state`` is Suricata's ``new`` / ``established`` / ``closed``;
+* ``flow.reason`` is Suricata's vocabulary: ``timeout`` for flows ended by
+  FIN, RST or idle timeout (Suricata removes closed TCP flows on its
+  closed-state timeout too), ``forced`` for flows evicted to make room,
+  ``shutdown`` for flows still open at the end of the input / sensor stop;
+* ``tcp.state`` uses Suricata's TCP state names where flowscope's state
+  machine has a counterpart, and is left out for mid-stream pickups.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import IO
+
+import numpy as np
+
+from .. import layout
+from ..community_id import community_id_for_record
+from .common import RecordFormatter
+
+#: Suricata's protocol names (its ``known_proto`` table); others print as the number.
+EVE_PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP", 132: "SCTP"}
+
+#: Protocols whose EVE records carry ``src_port`` / ``dest_port``.
+_PORT_PROTOS = frozenset((6, 17, 132))
+
+#: Suricata ``flow.reason`` per flowscope end reason (layout.END_*).
+EVE_REASONS = {
+    layout.END_FIN: "timeout",
+    layout.END_RST: "timeout",
+    layout.END_IDLE: "timeout",
+    layout.END_EVICTED: "forced",
+    layout.END_SHUTDOWN: "shutdown",
+}
+
+#: Suricata ``tcp.state`` per final flowscope state (None: left out).
+#: FinWait / ClosingTcp depend on which side closed first; see _tcp_state.
+EVE_TCP_STATES = {
+    layout.ST_ACTIVE: None,
+    layout.ST_SYN_SENT: "syn_sent",
+    layout.ST_SYN_RECEIVED: "syn_recv",
+    layout.ST_ESTABLISHED: "established",
+    layout.ST_FIN_WAIT: "fin_wait1",
+    layout.ST_CLOSING_TCP: "last_ack",
+    layout.ST_CLOSED: "closed",
+    layout.ST_RESET: "closed",
+    layout.ST_ABORTED: "closed",
+}
+
+_FIN, _SYN, _RST, _PSH, _ACK, _URG, _ECE, _CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+#: Suricata's EveTcpFlags order: only flags that were seen appear, as ``true``.
+_FLAG_NAMES = ((_SYN, "syn"), (_FIN, "fin"), (_RST, "rst"), (_PSH, "psh"), (_ACK, "ack"),
+               (_URG, "urg"), (_ECE, "ecn"), (_CWR, "cwr"))
+_FLAG_JSON = [",".join(f'"{n}":true' for bit, n in _FLAG_NAMES if f & bit) for f in range(256)]
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def eve_time(ns: int) -> str:
+    """Suricata's timestamp format in UTC: ``2024-01-02T03:04:05.123456+0000``."""
+    s, rem = divmod(int(ns), 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{rem // 1000:06d}+0000"
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser over a uint64 array (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def eve_flow_ids(keys: np.ndarray, started: np.ndarray) -> np.ndarray:
+    """Suricata-shaped flow ids for records with these keys and start times.
+
+    Suricata builds ``flow_id`` from the start time's seconds and microseconds
+    and the flow's hash, cut to 51 bits (the largest integer JSON consumers
+    keep exactly). Here the hash is a 32-bit hash of the packed key, so the id
+    depends only on the flow (its key and first packet time): the same flow
+    gets the same id offline and live, and in every output.
+
+    Parameters
+    ----------
+    keys : ndarray, shape (n, 5), uint64
+    started : ndarray, shape (n,), int64 (ns)
+    """
+    h = np.zeros(keys.shape[0], dtype=np.uint64)
+    for w in range(keys.shape[1]):
+        h = _mix64(h ^ keys[:, w].astype(np.uint64))
+    h32 = (h >> np.uint64(32)) & np.uint64(0xFFFFFFFF)
+    st = started.astype(np.int64)
+    secs = (st // 1_000_000_000).astype(np.uint64)
+    usecs = ((st % 1_000_000_000) // 1000).astype(np.uint64)
+    fid = ((secs & np.uint64(0xFFFF)) << np.uint64(48)) | (
+        (usecs & np.uint64(0xFFFF)) << np.uint64(32)) | h32
+    return fid & np.uint64(0x7FFFFFFFFFFFF)
+
+
+def eve_flow_state(proto: int, to_state: int, pkts_tc: int) -> str:
+    """Suricata's ``flow.state``: ``new``, ``established`` or ``closed``.
+
+    TCP follows the session: closed after RST or a completed FIN exchange,
+    established from the completed handshake through the FIN exchange (as
+    Suricata's stream engine does up to LAST_ACK), new before that. A TCP
+    flow picked up mid-stream (state Active) counts as established once both
+    sides have sent, as with Suricata's ``stream.midstream: true``. Other
+    protocols are established once the responder has sent a packet.
+    """
+    if proto == 6:
+        if to_state in (layout.ST_CLOSED, layout.ST_RESET, layout.ST_ABORTED):
+            return "closed"
+        if to_state in (layout.ST_ESTABLISHED, layout.ST_FIN_WAIT, layout.ST_CLOSING_TCP):
+            return "established"
+        if to_state == layout.ST_ACTIVE and pkts_tc > 0:
+            return "established"
+        return "new"
+    return "established" if pkts_tc > 0 else "new"
+
+
+def _tcp_state(to_state: int, flags_ts: int, flags_tc: int) -> str | None:
+    st = EVE_TCP_STATES.get(to_state)
+    if to_state == layout.ST_FIN_WAIT and (flags_ts & _FIN) and not (flags_tc & _FIN):
+        # Suricata names states from the server's side: a client FIN is CLOSE_WAIT
+        return "close_wait"
+    return st
+
+
+class EveWriter:
+    """Writes ended flows as Suricata EVE JSON ``flow`` records, one per line.
+
+    Parameters
+    ----------
+    out : text stream
+        Where the lines go (e.g. an ``eve.json`` opened for appending).
+    community_id_seed : int
+        Seed of the ``community_id`` field (Suricata's
+        ``community-id-seed``; 0 unless the sensors were configured otherwise).
+
+    Only ``EV_ENDED`` records are written; other event kinds are ignored, so
+    the tracker is best run with ``events="ended"``. Flows keyed by MAC pair
+    have no IP endpoints and are skipped (counted in ``skipped``).
+    """
+
+    ENDED_ONLY = True
+
+    def __init__(self, out: IO[str], community_id_seed: int = 0) -> None:
+        self.out = out
+        self.seed = int(community_id_seed)
+        self.fmt = RecordFormatter()
+        self.lines = 0
+        self.skipped = 0
+
+    def write_records(self, recs: np.ndarray) -> None:
+        if recs.shape[0] == 0:
+            return
+        ended = recs[recs["kind"] == layout.EV_ENDED]
+        if ended.shape[0] == 0:
+            return
+        fids = eve_flow_ids(ended["key"], ended["started"]).tolist()
+        keys = ended["key"].tolist()
+        revs = ended["init_rev"].tolist()
+        tss = ended["ts"].tolist()
+        pk = ended["pkts"].tolist()
+        by = ended["bytes"].tolist()
+        st = ended["started"].tolist()
+        ls = ended["last_seen"].tolist()
+        rs = ended["reason"].tolist()
+        sta = ended["to_state"].tolist()
+        fl = ended["flags_or"].tolist()
+        icmp = ended["icmp"].tolist()
+        lines = []
+        for i in range(ended.shape[0]):
+            kind, proto, src, sport, dst, dport = self.fmt.endpoints(keys[i], revs[i])
+            if kind == layout.EXTRACT_MAC_PAIR:
+                self.skipped += 1
+                continue
+            parts = [f'{{"timestamp":"{eve_time(tss[i])}","flow_id":{fids[i]},'
+                     f'"event_type":"flow","src_ip":"{src}"']
+            five = kind in (layout.EXTRACT_FIVE_TUPLE, layout.EXTRACT_FIVE_TUPLE_DIRECTIONAL)
+            if five and proto in _PORT_PROTOS:
+                parts.append(f',"src_port":{sport}')
+            parts.append(f',"dest_ip":"{dst}"')
+            if five and proto in _PORT_PROTOS:
+                parts.append(f',"dest_port":{dport}')
+            if five:
+                parts.append(f',"proto":"{EVE_PROTO_NAMES.get(proto, str(proto))}"')
+                if proto in (1, 58) and icmp[i] & layout.ICMP_VALID:
+                    parts.append(f',"icmp_type":{(icmp[i] >> 8) & 0xFF},'
+                                 f'"icmp_code":{icmp[i] & 0xFF}')
+            pts, ptc = pk[i]
+            bts, btc = by[i]
+            age = ls[i] // 1_000_000_000 - st[i] // 1_000_000_000
+            parts.append(
+                f',"flow":{{"pkts_toserver":{pts},"pkts_toclient":{ptc},'
+                f'"bytes_toserver":{bts},"bytes_toclient":{btc},'
+                f'"start":"{eve_time(st[i])}","end":"{eve_time(ls[i])}","age":{age},'
+                f'"state":"{eve_flow_state(proto if five else 0, sta[i], ptc)}",'
+                f'"reason":"{EVE_REASONS.get(rs[i], "unknown")}","alerted":false}}')
+            if five and proto == 6:
+                fts, ftc = fl[i]
+                both = fts | ftc
+                tcp = [f'"tcp_flags":"{both:02x}","tcp_flags_ts":"{fts:02x}",'
+                       f'"tcp_flags_tc":"{ftc:02x}"']
+                if both:
+                    tcp.append("," + _FLAG_JSON[both])
+                tstate = _tcp_state(sta[i], fts, ftc)
+                if tstate is not None:
+                    tcp.append(f',"state":"{tstate}"')
+                parts.append(',"tcp":{' + "".join(tcp) + "}")
+            if five:
+                cid = community_id_for_record(ended[i], self.seed)
+                if cid is not None:
+                    parts.append(f',"community_id":"{cid}"')
+            parts.append("}\n")
+            lines.append("".join(parts))
+        self.out.write("".join(lines))
+        self.lines += len(lines)
+
+    def close(self, summary: dict | None = None) -> None:
+        self.out.flush()
