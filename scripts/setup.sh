@@ -7,7 +7,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 
 APT_PACKAGES=(python3 python3-venv python3-dev python3-bpfcc libbpfcc bpftool iproute2 ethtool
-              tcpdump iputils-ping tshark softflowd nfdump argus-client)
+              linux-libc-dev tcpdump iputils-ping tshark softflowd nfdump argus-server argus-client)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -40,8 +40,11 @@ stamp=".venv/.flowscope-installed"
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
     echo "setup: installing flowscope and its dependencies into .venv" >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,live]"
     touch "$stamp"
 fi
+# BCC compiles against kernel headers; where the running kernel has none, a small uapi
+# include tree is built from linux-libc-dev into build/kinclude (cached).
+[[ -d /lib/modules/$(uname -r)/build/include ]] || bash scripts/make_kinclude.sh
 .venv/bin/python -c 'import flowscope, numba, numpy, yaml' 
 echo "setup: ready (.venv/bin/flowscope)" >&2

@@ -37,6 +37,7 @@ TUNABLES = {
     "ring_pages": "FS_RING_PAGES",
     "packet_events": "FS_PACKET_EVENTS",
     "precise_last_seen": "FS_PRECISE_LAST_SEEN",
+    "atomic_counters": "FS_ATOMIC_COUNTERS",
     "pull_bytes": "FS_PULL_BYTES",
     "max_vlan": "FS_MAX_VLAN",
     "max_ipv6_ext": "FS_MAX_IPV6_EXT",

@@ -1,0 +1,309 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fs_flow.h - the per-packet body shared by the XDP (ingress) and TC (egress) programs.
+ *
+ * Logic:
+ *  1) Parse the frame (fs_parse.h). Unparseable -> one unmatched counter, done.
+ *  2) Build the canonical key: (addr, port) a <= b, and the packet's orientation.
+ *  3) Look the flow up. Missing -> insert a fresh entry (map full -> FS_CNT_MAP_FULL, done).
+ *     An entry left in a terminal TCP state (Closed/Reset) restarts as a new flow, the way the
+ *     userspace tracker starts a new flow for a later packet with the same key.
+ *     Existing -> atomic adds of packets/bytes/payload for this orientation, OR of TCP flags.
+ *  4) TCP: count the history letters this packet adds (S, F, R, D; saturating at 16) and step
+ *     the mirrored state machine (semantics.md rules 0-6).
+ *  5) Send a control event to the ring buffer when userspace needs this packet to reproduce
+ *     the offline events exactly; the rule (any one suffices):
+ *       NEW   the packet created (or restarted) the flow entry;
+ *       CTRL  a TCP packet with SYN, FIN or RST;
+ *       DATA  a TCP packet with payload while the flow's history held < 16 letters before it;
+ *       STATE the mirror changed state: besides SYN/FIN/RST packets this only happens for
+ *             the initiator ACK of SynReceived->Established and any ACK of ClosingTcp->Closed;
+ *       SAMPLE with -DFS_PACKET_EVENTS=N, every Nth packet of a flow (N=1: every packet).
+ *     Every other packet only updates the map. Events carry the flow counters after this
+ *     packet, so userspace stats stay exact between events.
+ * The caller always passes the packet on.
+ */
+#ifndef FS_FLOW_H
+#define FS_FLOW_H
+
+#include "fs_shared.h"
+#include "fs_parse.h"
+#include "fs_maps.h"
+
+#ifndef FS_PACKET_EVENTS
+#define FS_PACKET_EVENTS 0 /* 0: control events only; N > 0: also every Nth packet of a flow */
+#endif
+#ifndef FS_ATOMIC_COUNTERS
+/* 1: per-flow packet/byte counters use atomic adds (exact when two CPUs hit the same flow
+ * direction at once). 0: plain adds, ~15 ns cheaper per packet; a flow direction is normally
+ * handled by one CPU at a time (one RX queue per flow), so losses need a true race. */
+#define FS_ATOMIC_COUNTERS 1
+#endif
+#if FS_ATOMIC_COUNTERS
+#define fs_add(p, v) __sync_fetch_and_add((p), (v))
+#else
+#define fs_add(p, v) (*(p) += (v))
+#endif
+#ifndef FS_PRECISE_LAST_SEEN
+/* 0: packets that produce no event stamp last_ns with bpf_ktime_get_coarse_ns() (~3 ns, at
+ * most one tick behind) instead of bpf_ktime_get_ns() (~23 ns, a third of the per-packet cost).
+ * last_ns only drives idle timeouts; event timestamps are always precise. */
+#define FS_PRECISE_LAST_SEEN 0
+#endif
+
+static __always_inline void fs_count(__u32 idx, __u64 n)
+{
+	__u64 *v = fs_counters.lookup(&idx);
+	if (v)
+		*v += n; /* per-CPU slot: no atomic needed */
+}
+
+static __always_inline int fs_perr_counter(int err)
+{
+	if (err == FS_PERR_TRUNCATED)
+		return FS_CNT_TRUNCATED;
+	if (err == FS_PERR_NOT_IP)
+		return FS_CNT_NOT_IP;
+	return FS_CNT_BAD_HEADER;
+}
+
+/* History letters this TCP packet appends: S, F, R and D each count one. */
+static __always_inline __u32 fs_letters(__u8 fl, __u32 payload_len)
+{
+	return !!(fl & FS_TH_SYN) + !!(fl & FS_TH_FIN) + !!(fl & FS_TH_RST) + (payload_len > 0);
+}
+
+/* One step of the TCP state machine; side 0 = initiator. Mirrors tcp_transition() in
+ * flowscope/_kernels/engine.py; fin_side is updated on entry into FinWait. */
+static __always_inline __u8 fs_tcp_step(__u8 st, __u8 side, __u8 fl, __u8 *fin_side)
+{
+	if (fl & FS_TH_RST)
+		return FS_ST_RESET;
+	switch (st) {
+	case FS_ST_ACTIVE:
+		if (side == 0 && (fl & FS_TH_SYN))
+			return FS_ST_SYN_SENT;
+		break;
+	case FS_ST_SYN_SENT:
+		if (side == 1 && (fl & FS_TH_SYN) && (fl & FS_TH_ACK))
+			return FS_ST_SYN_RECEIVED;
+		break;
+	case FS_ST_SYN_RECEIVED:
+		if (side == 0 && (fl & FS_TH_ACK))
+			return FS_ST_ESTABLISHED;
+		break;
+	case FS_ST_ESTABLISHED:
+		if (fl & FS_TH_FIN) {
+			*fin_side = side;
+			return FS_ST_FIN_WAIT;
+		}
+		break;
+	case FS_ST_FIN_WAIT:
+		if ((fl & FS_TH_FIN) && side != *fin_side)
+			return FS_ST_CLOSING_TCP;
+		break;
+	case FS_ST_CLOSING_TCP:
+		if (fl & FS_TH_ACK)
+			return FS_ST_CLOSED;
+		break;
+	}
+	return st;
+}
+
+static __always_inline void fs_emit(const struct fs_flow_key *k, const struct fs_flow *f,
+				    const struct fs_pkt *p, __u64 now, __u32 frame_len,
+				    __u32 ifindex, __u8 hook, __u8 dir, __u8 reason)
+{
+	struct fs_event *e = fs_events.ringbuf_reserve(sizeof(struct fs_event));
+	if (!e) {
+		fs_count(FS_CNT_RING_FULL, 1);
+		return;
+	}
+	e->key = *k;
+	e->ts_ns = now;
+	e->pkts[0] = f->pkts[0];
+	e->pkts[1] = f->pkts[1];
+	e->bytes[0] = f->bytes[0];
+	e->bytes[1] = f->bytes[1];
+	e->payload[0] = f->payload[0];
+	e->payload[1] = f->payload[1];
+	e->seq = p->seq;
+	e->ack = p->ack;
+	e->frame_len = frame_len;
+	e->payload_len = p->payload_len;
+	e->gen = f->gen;
+	e->ifindex = ifindex;
+	e->window = p->window;
+	e->dir = dir;
+	e->tcp_flags = p->tcp_flags;
+	e->reason = reason;
+	e->first_dir = f->first_dir;
+	e->state = f->state;
+	e->hist_len = f->hist_len;
+	e->hook = hook;
+	e->pflags = p->pflags;
+	e->icmp_type = p->icmp_type;
+	e->icmp_code = p->icmp_code;
+	/* Ring memory is not zeroed: clear the padding so records are deterministic. */
+	*(__u32 *)e->_pad = 0;
+	fs_events.ringbuf_submit(e, 0);
+	fs_count(FS_CNT_EVENTS, 1);
+}
+
+/* (Re)initialise an entry for a flow whose first packet is p. Constant indices only: with a
+ * variable index into a stack copy, LLVM turns "base + dir * 8" into "base | dir * 8" (it
+ * knows the stack slot's alignment) and the verifier rejects bitwise ops on pointers. */
+static __always_inline void fs_flow_init(struct fs_flow *f, const struct fs_pkt *p, __u64 now,
+					 __u32 frame_len, __u8 dir)
+{
+	__u32 gen = f->gen;
+	__builtin_memset(f, 0, sizeof(*f));
+	f->gen = gen;
+	f->first_ns = now;
+	f->last_ns = now;
+	if (dir) {
+		f->pkts[1] = 1;
+		f->bytes[1] = frame_len;
+		f->payload[1] = p->payload_len;
+		f->tcp_flags[1] = p->tcp_flags;
+		f->first_dir = 1;
+	} else {
+		f->pkts[0] = 1;
+		f->bytes[0] = frame_len;
+		f->payload[0] = p->payload_len;
+		f->tcp_flags[0] = p->tcp_flags;
+	}
+}
+
+static __always_inline void fs_process(void *data, void *data_end, __u32 frame_len,
+				       __u32 ifindex, __u8 hook)
+{
+	struct fs_pkt p = {};
+	struct fs_flow_key k = {};
+	struct fs_flow nf = {};
+	struct fs_flow *f;
+	__u8 dir, reason = 0;
+	__u64 now = 0;
+
+	fs_count(FS_CNT_PACKETS, 1);
+	int err = parse_frame(data, data_end, &p);
+	if (err < 0) {
+		fs_count(fs_perr_counter(err), 1);
+		return;
+	}
+
+	/* 2) canonical key */
+	if (p.src_hi < p.dst_hi ||
+	    (p.src_hi == p.dst_hi &&
+	     (p.src_lo < p.dst_lo || (p.src_lo == p.dst_lo && p.sport <= p.dport)))) {
+		dir = FS_DIR_FWD;
+		k.a_hi = p.src_hi;
+		k.a_lo = p.src_lo;
+		k.b_hi = p.dst_hi;
+		k.b_lo = p.dst_lo;
+		k.port_a = p.sport;
+		k.port_b = p.dport;
+	} else {
+		dir = FS_DIR_REV;
+		k.a_hi = p.dst_hi;
+		k.a_lo = p.dst_lo;
+		k.b_hi = p.src_hi;
+		k.b_lo = p.src_lo;
+		k.port_a = p.dport;
+		k.port_b = p.sport;
+	}
+	k.l3 = p.l3;
+	k.proto = p.proto;
+	dir &= 1; /* keeps the verifier's range of dir at [0, 1] for the [2] arrays */
+
+	/* 3) find or create the entry */
+	f = fs_flows.lookup(&k);
+	if (!f) {
+		now = bpf_ktime_get_ns();
+		fs_flow_init(&nf, &p, now, frame_len, dir);
+		int rc = fs_flows.insert(&k, &nf);
+		if (rc == 0) {
+			fs_count(FS_CNT_FLOWS_NEW, 1);
+			f = fs_flows.lookup(&k);
+			if (!f) /* deleted by a concurrent sweep in between: count as lost */
+				return;
+			reason = FS_EVR_NEW;
+		} else {
+			f = fs_flows.lookup(&k);
+			if (!f) {
+				/* -E2BIG: the map is full; anything else is just as final here. */
+				fs_count(FS_CNT_MAP_FULL, 1);
+				return;
+			}
+			/* Another CPU inserted the same flow first: count on its entry. */
+			fs_count(FS_CNT_INSERT_RACE, 1);
+			goto existing;
+		}
+	} else if (f->state >= FS_ST_CLOSED) {
+		/* The flow ended (FIN handshake done or RST): userspace closed it, so this packet
+		 * starts a new one with the same key. Plain stores: the old flow is finished. */
+		now = bpf_ktime_get_ns();
+		fs_flow_init(f, &p, now, frame_len, dir);
+		f->gen += 1;
+		fs_count(FS_CNT_FLOWS_RESTART, 1);
+		reason = FS_EVR_NEW;
+	} else {
+existing:
+		fs_add(&f->pkts[dir], 1);
+		fs_add(&f->bytes[dir], frame_len);
+		if (p.payload_len)
+			fs_add(&f->payload[dir], p.payload_len);
+		/* Store only when a new flag shows up: keeps the cache line clean on the hot path. */
+		if ((f->tcp_flags[dir] & p.tcp_flags) != p.tcp_flags)
+			f->tcp_flags[dir] |= p.tcp_flags;
+	}
+
+	/* 4) TCP history length and state mirror */
+	if (p.pflags & FS_PF_TCP) {
+		__u8 fl = p.tcp_flags;
+		__u8 st = f->state;
+		__u8 hl = f->hist_len;
+		if (fl & (FS_TH_SYN | FS_TH_FIN | FS_TH_RST))
+			reason |= FS_EVR_CTRL;
+		if (p.payload_len && hl < FS_HISTORY_MAX)
+			reason |= FS_EVR_DATA;
+		/* Fast path: a pure ACK / data packet outside the two ACK-sensitive states can
+		 * neither add a letter nor change the state. */
+		if (reason || st == FS_ST_SYN_RECEIVED || st == FS_ST_CLOSING_TCP) {
+			__u32 nl = hl + fs_letters(fl, p.payload_len);
+			if (nl > FS_HISTORY_MAX)
+				nl = FS_HISTORY_MAX;
+			if (nl != hl)
+				f->hist_len = nl;
+			__u8 side = dir != f->first_dir;
+			__u8 fs = f->fin_side;
+			__u8 ns = fs_tcp_step(st, side, fl, &fs);
+			if (ns != st) {
+				f->state = ns;
+				f->fin_side = fs;
+				reason |= FS_EVR_STATE;
+			}
+		}
+	}
+#if FS_PACKET_EVENTS > 0
+	if (((f->pkts[0] + f->pkts[1]) % FS_PACKET_EVENTS) == 0)
+		reason |= FS_EVR_SAMPLE;
+#endif
+
+	/* 5) time stamp and event */
+	if (reason) {
+		if (!now)
+			now = bpf_ktime_get_ns();
+		f->last_ns = now;
+		f->events += 1;
+		fs_emit(&k, f, &p, now, frame_len, ifindex, hook, dir, reason);
+	} else {
+#if FS_PRECISE_LAST_SEEN
+		f->last_ns = bpf_ktime_get_ns();
+#else
+		f->last_ns = bpf_ktime_get_coarse_ns();
+#endif
+	}
+}
+
+#endif /* FS_FLOW_H */

@@ -1,0 +1,273 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fs_parse.h - cursor-style header parsers for the live sensor.
+ *
+ * Each parse_<hdr>(cur, data_end, ...) bounds-checks its header against data_end, advances
+ * the cursor past it and returns the next protocol, or a negative FS_PERR_* code. The rules
+ * follow the offline parser (flowscope/_kernels/parse.py) so that one frame gives the same key,
+ * flags and lengths on both paths:
+ *   Ethernet, then up to FS_MAX_VLAN tags of 802.1Q (0x8100), 802.1ad (0x88a8) or 0x9100;
+ *   IPv4 with options skipped by IHL, IPv6 with up to FS_MAX_IPV6_EXT extension headers;
+ *   TCP (ports, flags, seq, ack, window), UDP and SCTP (ports), ICMP/ICMPv6 (type, code).
+ * Lengths come from the IP length fields, never from the frame length, so Ethernet padding and
+ * capture truncation do not change them. Not parsed here (offline only): MPLS, PPPoE.
+ */
+#ifndef FS_PARSE_H
+#define FS_PARSE_H
+
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
+#include "fs_shared.h"
+
+#ifndef FS_MAX_VLAN
+#define FS_MAX_VLAN 4 /* VLAN tags looked through; unrolled, so keep it small */
+#endif
+#ifndef FS_MAX_IPV6_EXT
+#define FS_MAX_IPV6_EXT 8 /* same bound as the offline parser's MAX_IPV6_EXT */
+#endif
+
+/* <linux/if_vlan.h> and <linux/icmp.h> pull in libc headers; define what we read ourselves. */
+struct fs_vlanhdr {
+	__be16 tci;
+	__be16 proto;
+};
+
+#define FS_ETH_P_8021Q 0x8100
+#define FS_ETH_P_8021AD 0x88A8
+#define FS_ETH_P_QINQ_OLD 0x9100
+
+#define fs_htons(x) ((__be16)__builtin_bswap16(x))
+#define fs_ntohs(x) ((__u16)__builtin_bswap16(x))
+#define fs_ntohl(x) ((__u32)__builtin_bswap32(x))
+
+/* Negative parser results; each maps to one unmatched counter. */
+enum fs_perr {
+	FS_PERR_TRUNCATED = -1,
+	FS_PERR_NOT_IP = -2,
+	FS_PERR_BAD_HEADER = -3,
+};
+
+struct fs_cursor {
+	void *pos;
+};
+
+/* What the parsers extract from one frame (kernel-internal; not part of the contract). */
+struct fs_pkt {
+	__u64 src_hi, src_lo, dst_hi, dst_lo; /* same encoding as fs_flow_key */
+	__u32 seq, ack;
+	__u32 payload_len;
+	__u16 sport, dport; /* host order; 0 without FS_PF_PORTS */
+	__u16 window;
+	__u8 l3, proto, tcp_flags, pflags, icmp_type, icmp_code;
+};
+
+/* Ethernet + VLAN tags. Returns the inner EtherType (network order as __u16 host value). */
+static __always_inline int parse_ethhdr(struct fs_cursor *c, void *data_end)
+{
+	struct ethhdr *eth = c->pos;
+	if ((void *)(eth + 1) > data_end)
+		return FS_PERR_TRUNCATED;
+	__u16 et = fs_ntohs(eth->h_proto);
+	c->pos = eth + 1;
+	/* Unrolled: the verifier then sees a fixed number of bounds-checked steps. */
+#pragma unroll
+	for (int i = 0; i < FS_MAX_VLAN; i++) {
+		if (et != FS_ETH_P_8021Q && et != FS_ETH_P_8021AD && et != FS_ETH_P_QINQ_OLD)
+			break;
+		struct fs_vlanhdr *vh = c->pos;
+		if ((void *)(vh + 1) > data_end)
+			return FS_PERR_TRUNCATED;
+		et = fs_ntohs(vh->proto);
+		c->pos = vh + 1;
+	}
+	return et;
+}
+
+/*
+ * IPv4. Sets addresses, proto and *l4len (IP total length minus header, may be clamped to 0);
+ * returns the protocol, or FS_PF_FRAG in *frag for a non-first fragment.
+ */
+static __always_inline int parse_iphdr(struct fs_cursor *c, void *data_end, struct fs_pkt *p,
+				       __s32 *l4len, int *frag)
+{
+	struct iphdr *iph = c->pos;
+	if ((void *)(iph + 1) > data_end)
+		return FS_PERR_TRUNCATED;
+	if (iph->version != 4)
+		return FS_PERR_BAD_HEADER;
+	__u32 ihl = iph->ihl * 4;
+	if (ihl < sizeof(*iph))
+		return FS_PERR_BAD_HEADER;
+	/* Options must be captured, as offline; ihl <= 60 keeps the verifier's range small. */
+	if (c->pos + ihl > data_end)
+		return FS_PERR_TRUNCATED;
+	p->src_hi = 0;
+	p->src_lo = fs_ntohl(iph->saddr);
+	p->dst_hi = 0;
+	p->dst_lo = fs_ntohl(iph->daddr);
+	*l4len = (__s32)fs_ntohs(iph->tot_len) - (__s32)ihl;
+	__u16 fw = fs_ntohs(iph->frag_off);
+	*frag = (fw & 0x1FFF) != 0;
+	c->pos += ihl;
+	return iph->protocol;
+}
+
+static __always_inline __u64 fs_addr_word(__be32 w0, __be32 w1)
+{
+	return ((__u64)fs_ntohl(w0) << 32) | fs_ntohl(w1);
+}
+
+/* IPv6 and its extension headers. Same outputs as parse_iphdr. */
+static __always_inline int parse_ip6hdr(struct fs_cursor *c, void *data_end, struct fs_pkt *p,
+					__s32 *l4len, int *frag)
+{
+	struct ipv6hdr *ip6 = c->pos;
+	if ((void *)(ip6 + 1) > data_end)
+		return FS_PERR_TRUNCATED;
+	if (ip6->version != 6)
+		return FS_PERR_BAD_HEADER;
+	p->src_hi = fs_addr_word(ip6->saddr.in6_u.u6_addr32[0], ip6->saddr.in6_u.u6_addr32[1]);
+	p->src_lo = fs_addr_word(ip6->saddr.in6_u.u6_addr32[2], ip6->saddr.in6_u.u6_addr32[3]);
+	p->dst_hi = fs_addr_word(ip6->daddr.in6_u.u6_addr32[0], ip6->daddr.in6_u.u6_addr32[1]);
+	p->dst_lo = fs_addr_word(ip6->daddr.in6_u.u6_addr32[2], ip6->daddr.in6_u.u6_addr32[3]);
+	/* Counted from the end of the fixed header; each extension header subtracts itself. */
+	__s32 left = fs_ntohs(ip6->payload_len);
+	int proto = ip6->nexthdr;
+	c->pos = ip6 + 1;
+	*frag = 0;
+#pragma unroll
+	for (int i = 0; i < FS_MAX_IPV6_EXT; i++) {
+		__u8 *h = c->pos;
+		__u32 hlen;
+		if (proto == IPPROTO_HOPOPTS || proto == IPPROTO_ROUTING || proto == IPPROTO_DSTOPTS ||
+		    proto == 135 /* mobility */ || proto == 139 /* HIP */ || proto == 140 /* shim6 */) {
+			if ((void *)(h + 2) > data_end)
+				return FS_PERR_TRUNCATED;
+			hlen = ((__u32)h[1] + 1) * 8;
+		} else if (proto == IPPROTO_AH) {
+			if ((void *)(h + 2) > data_end)
+				return FS_PERR_TRUNCATED;
+			hlen = ((__u32)h[1] + 2) * 4;
+		} else if (proto == IPPROTO_FRAGMENT) {
+			if ((void *)(h + 8) > data_end)
+				return FS_PERR_TRUNCATED;
+			__u16 fo = ((__u16)h[2] << 8) | h[3];
+			proto = h[0];
+			c->pos = h + 8;
+			left -= 8;
+			if (fo >> 3) {
+				*frag = 1;
+				break;
+			}
+			continue;
+		} else {
+			break;
+		}
+		proto = h[0];
+		/* The next header may lie beyond the frame: the next bounds check catches it. */
+		c->pos = h + hlen;
+		left -= hlen;
+	}
+	*l4len = left;
+	return proto;
+}
+
+/* TCP: ports, flags, seq/ack/window; *l4len becomes the payload length. */
+static __always_inline int parse_tcphdr(struct fs_cursor *c, void *data_end, struct fs_pkt *p,
+					__s32 *l4len)
+{
+	struct tcphdr *th = c->pos;
+	if ((void *)(th + 1) > data_end)
+		return FS_PERR_TRUNCATED;
+	__u32 doff = th->doff * 4;
+	if (doff < sizeof(*th))
+		return FS_PERR_BAD_HEADER;
+	p->sport = fs_ntohs(th->source);
+	p->dport = fs_ntohs(th->dest);
+	p->seq = fs_ntohl(th->seq);
+	p->ack = fs_ntohl(th->ack_seq);
+	p->window = fs_ntohs(th->window);
+	p->tcp_flags = ((__u8 *)th)[13];
+	*l4len -= doff;
+	p->pflags |= FS_PF_PORTS | FS_PF_TCP;
+	return 0;
+}
+
+static __always_inline int parse_udphdr(struct fs_cursor *c, void *data_end, struct fs_pkt *p,
+					__s32 *l4len)
+{
+	struct udphdr *uh = c->pos;
+	if ((void *)(uh + 1) > data_end)
+		return FS_PERR_TRUNCATED;
+	p->sport = fs_ntohs(uh->source);
+	p->dport = fs_ntohs(uh->dest);
+	*l4len -= sizeof(*uh);
+	p->pflags |= FS_PF_PORTS;
+	return 0;
+}
+
+/*
+ * The whole frame: fills *p and returns 0, or a FS_PERR_* code (p is then partly filled).
+ * p must be zeroed by the caller (ports stay 0 for protocols without them).
+ */
+static __always_inline int parse_frame(void *data, void *data_end, struct fs_pkt *p)
+{
+	struct fs_cursor c = {.pos = data};
+	__s32 l4len = 0;
+	int frag = 0;
+	int proto;
+	int et = parse_ethhdr(&c, data_end);
+	if (et < 0)
+		return et;
+	if (et == ETH_P_IP) {
+		p->l3 = FS_L3_IPV4;
+		proto = parse_iphdr(&c, data_end, p, &l4len, &frag);
+	} else if (et == ETH_P_IPV6) {
+		p->l3 = FS_L3_IPV6;
+		proto = parse_ip6hdr(&c, data_end, p, &l4len, &frag);
+	} else {
+		return FS_PERR_NOT_IP;
+	}
+	if (proto < 0)
+		return proto;
+	p->proto = proto;
+	if (l4len < 0)
+		l4len = 0;
+	if (frag) {
+		p->pflags |= FS_PF_FRAG;
+		p->payload_len = l4len;
+		return 0;
+	}
+	int r = 0;
+	if (proto == IPPROTO_TCP) {
+		r = parse_tcphdr(&c, data_end, p, &l4len);
+	} else if (proto == IPPROTO_UDP) {
+		r = parse_udphdr(&c, data_end, p, &l4len);
+	} else if (proto == IPPROTO_SCTP) {
+		__be16 *ports = c.pos;
+		if ((void *)(ports + 2) <= data_end) {
+			p->sport = fs_ntohs(ports[0]);
+			p->dport = fs_ntohs(ports[1]);
+			p->pflags |= FS_PF_PORTS;
+		}
+	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
+		__u8 *ic = c.pos;
+		if ((void *)(ic + 2) <= data_end) {
+			p->icmp_type = ic[0];
+			p->icmp_code = ic[1];
+			p->pflags |= FS_PF_ICMP;
+		}
+	}
+	if (r < 0)
+		return r;
+	if (l4len < 0)
+		l4len = 0;
+	p->payload_len = l4len;
+	return 0;
+}
+
+#endif /* FS_PARSE_H */

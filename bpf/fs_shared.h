@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fs_shared.h - the kernel <-> userspace contract of flowscope's live sensor.
+ *
+ * Every struct and constant that crosses the boundary lives here and nowhere else; the Python
+ * mirror is flowscope/sensor/layout.py and tests/test_bpf_layout.py parses this file to check
+ * it. Rules: fixed-width types only, every padding byte spelled out (no implicit holes, so C
+ * and numpy agree without relying on either side's alignment rules), no maps, no code.
+ *
+ * Byte order: every multi-byte field is in HOST order (little-endian on the machines we run
+ * on). Addresses are converted once in the kernel: bytes 0..7 of the address read as a
+ * big-endian integer go to *_hi, bytes 8..15 to *_lo, exactly as flowscope/layout.py stores
+ * addresses; an IPv4 address has hi = 0 and lo = the 32-bit address (so 10.0.0.1 is
+ * lo = 0x0a000001). Integer comparison of (hi, lo) therefore orders address bytes.
+ */
+#ifndef FS_SHARED_H
+#define FS_SHARED_H
+
+/* Size checks in the loader compare these with what the compiler produced. */
+#define FS_ABI_VERSION 1
+
+/* fs_flow_key.l3 */
+enum fs_l3 {
+	FS_L3_IPV4 = 4,
+	FS_L3_IPV6 = 6,
+};
+
+/* Orientation of a packet relative to its key: FWD when src->dst is the key's a->b. Arrays
+ * indexed by orientation ([2]) use these indices. */
+enum fs_dir {
+	FS_DIR_FWD = 0,
+	FS_DIR_REV = 1,
+};
+
+/* Hook that saw a packet (fs_event.hook). */
+enum fs_hook {
+	FS_HOOK_XDP = 0, /* ingress */
+	FS_HOOK_TC = 1,  /* egress */
+};
+
+/* TCP flag bits as on the wire (byte 13 of the TCP header). */
+enum fs_tcp_flag {
+	FS_TH_FIN = 0x01,
+	FS_TH_SYN = 0x02,
+	FS_TH_RST = 0x04,
+	FS_TH_PSH = 0x08,
+	FS_TH_ACK = 0x10,
+	FS_TH_URG = 0x20,
+	FS_TH_ECE = 0x40,
+	FS_TH_CWR = 0x80,
+};
+
+/* Kernel mirror of the TCP state machine (spec/semantics.md); same codes as ST_* in
+ * flowscope/layout.py. Only used to decide which pure ACKs userspace must see. */
+enum fs_tcp_state {
+	FS_ST_ACTIVE = 0,
+	FS_ST_SYN_SENT = 1,
+	FS_ST_SYN_RECEIVED = 2,
+	FS_ST_ESTABLISHED = 3,
+	FS_ST_FIN_WAIT = 4,
+	FS_ST_CLOSING_TCP = 5,
+	FS_ST_CLOSED = 6,
+	FS_ST_RESET = 7,
+};
+
+/* History letters a flow can hold (semantics.md "History"). */
+#define FS_HISTORY_MAX 16
+
+/* fs_event.pflags: what the parser found in this packet. */
+enum fs_pkt_flag {
+	FS_PF_PORTS = 0x01, /* ports come from a TCP/UDP/SCTP header */
+	FS_PF_TCP = 0x02,   /* tcp_flags/seq/ack/window are valid */
+	FS_PF_FRAG = 0x04,  /* non-first IP fragment: keyed with ports 0 */
+	FS_PF_ICMP = 0x20,  /* icmp_type/icmp_code are valid */
+};
+
+/* fs_event.reason: why this packet was sent to userspace (bits; several may be set). */
+enum fs_event_reason {
+	FS_EVR_NEW = 0x01,      /* first packet of the flow (entry created, or a terminal flow
+				 * restarted: fs_event.gen then differs from the previous one) */
+	FS_EVR_CTRL = 0x02,     /* TCP SYN, FIN or RST */
+	FS_EVR_DATA = 0x04,     /* TCP payload while the history had room for its 'D' */
+	FS_EVR_STATE = 0x08,    /* the kernel's state mirror changed state (covers the pure ACKs
+				 * of SynReceived->Established and ClosingTcp->Closed) */
+	FS_EVR_SAMPLE = 0x10,   /* FS_PACKET_EVENTS: every Nth packet */
+};
+
+/* Indices of the per-CPU counters array (fs_counters). Userspace sums over CPUs. */
+enum fs_counter {
+	FS_CNT_PACKETS = 0,     /* every packet either program saw (matched = PACKETS - TRUNCATED
+				 * - NOT_IP - BAD_HEADER - MAP_FULL; not counted per packet to keep
+				 * the hot path at one counter) */
+	FS_CNT_TRUNCATED = 1,   /* frame ends inside a header (unmatched) */
+	FS_CNT_NOT_IP = 2,      /* no IPv4/IPv6 inside (ARP, LLDP, MPLS, PPPoE, ...) (unmatched) */
+	FS_CNT_BAD_HEADER = 3,  /* impossible header field: IP version mismatch, IHL < 5, TCP data
+				 * offset < 5 (unmatched) */
+	FS_CNT_MAP_FULL = 4,    /* new flow not inserted: flow map full (packet not counted) */
+	FS_CNT_RING_FULL = 5,   /* event lost: ring buffer reserve failed */
+	FS_CNT_EVENTS = 6,      /* events submitted */
+	FS_CNT_FLOWS_NEW = 7,   /* flow entries created */
+	FS_CNT_FLOWS_RESTART = 8, /* terminal (Closed/Reset) entries restarted as a new flow */
+	FS_CNT_PULL_FAIL = 9,   /* TC: bpf_skb_pull_data failed (parsed what was linear) */
+	FS_CNT_INSERT_RACE = 10, /* insert lost to another CPU; the packet used its entry */
+	FS_CNT_MAX = 11,
+};
+
+/*
+ * Flow key: canonical bidirectional 5-tuple, 40 bytes. (a_hi, a_lo, port_a) <= (b_hi, b_lo,
+ * port_b) compared as integers in that order, so both directions of a conversation share one
+ * key. Non-first IP fragments and every protocol without ports (ICMP, ICMPv6, ...) use ports
+ * 0. Same words as the userspace key: meta = l3 << 48 | proto << 32 | port_a << 16 | port_b.
+ */
+struct fs_flow_key {
+	__u64 a_hi;   /*  0: address a, bytes 0..7 as big-endian integer (host order) */
+	__u64 a_lo;   /*  8: address a, bytes 8..15 (IPv4: the address) */
+	__u64 b_hi;   /* 16: address b */
+	__u64 b_lo;   /* 24 */
+	__u16 port_a; /* 32: host order */
+	__u16 port_b; /* 34: host order */
+	__u8 l3;      /* 36: enum fs_l3 */
+	__u8 proto;   /* 37: IP protocol (IPv6: after extension headers) */
+	__u8 _pad[2]; /* 38: zero (hashed with the key) */
+};
+
+/*
+ * Flow map value, 96 bytes. Counters are indexed by orientation (enum fs_dir), not by side:
+ * the initiator is the orientation first_dir. Counters are updated with atomic adds; the
+ * remaining fields are written without locks (a race between two CPUs on one flow can at worst
+ * mis-order two state steps, which the counters in every event let userspace notice).
+ */
+struct fs_flow {
+	__u64 first_ns;    /*  0: bpf_ktime_get_ns() of the first packet (CLOCK_MONOTONIC) */
+	__u64 last_ns;     /*  8: time of the latest packet; see FS_PRECISE_LAST_SEEN */
+	__u64 pkts[2];     /* 16: packets per orientation */
+	__u64 bytes[2];    /* 32: frame bytes per orientation (whole L2 frame) */
+	__u64 payload[2];  /* 48: L4 payload bytes per orientation (by the IP length fields) */
+	__u64 events;      /* 64: events submitted for this flow */
+	__u32 gen;         /* 72: generation: +1 each time a terminal entry restarts */
+	__u8 tcp_flags[2]; /* 76: OR of TCP flags per orientation */
+	__u8 first_dir;    /* 78: orientation of the first packet = the initiator */
+	__u8 state;        /* 79: enum fs_tcp_state (kernel mirror) */
+	__u8 hist_len;     /* 80: history letters so far, saturates at FS_HISTORY_MAX */
+	__u8 fin_side;     /* 81: side (0 initiator, 1 responder) of the FIN that entered FinWait */
+	__u8 _pad[14];     /* 82 */
+};
+
+/*
+ * Ring buffer record, 136 bytes: one control event (see FS_EVR_*). Counters are the flow's
+ * values right after this packet was counted, so userspace keeps exact per-flow statistics
+ * without per-packet records.
+ */
+struct fs_event {
+	struct fs_flow_key key; /*   0 */
+	__u64 ts_ns;         /*  40: bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u64 pkts[2];       /*  48: flow packets per orientation, this packet included */
+	__u64 bytes[2];      /*  64: flow frame bytes per orientation */
+	__u64 payload[2];    /*  80: flow L4 payload bytes per orientation */
+	__u32 seq;           /*  96: TCP, host order */
+	__u32 ack;           /* 100: TCP, host order */
+	__u32 frame_len;     /* 104: this frame (XDP: data_end - data, TC: skb->len) */
+	__u32 payload_len;   /* 108: this packet's L4 payload bytes */
+	__u32 gen;           /* 112: fs_flow.gen of the flow */
+	__u32 ifindex;       /* 116: interface the packet was seen on */
+	__u16 window;        /* 120: TCP, host order */
+	__u8 dir;            /* 122: enum fs_dir of this packet */
+	__u8 tcp_flags;      /* 123: this packet's TCP flags */
+	__u8 reason;         /* 124: FS_EVR_* bits */
+	__u8 first_dir;      /* 125: initiator orientation */
+	__u8 state;          /* 126: kernel mirror state after this packet */
+	__u8 hist_len;       /* 127: history letters after this packet */
+	__u8 hook;           /* 128: enum fs_hook */
+	__u8 pflags;         /* 129: FS_PF_* */
+	__u8 icmp_type;      /* 130: valid with FS_PF_ICMP */
+	__u8 icmp_code;      /* 131 */
+	__u8 _pad[4];        /* 132: zero */
+};
+
+#endif /* FS_SHARED_H */

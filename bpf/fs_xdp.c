@@ -1,0 +1,15 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fs_xdp.c - XDP entry point (ingress): counts the frame into its flow and always passes it.
+ * The frame length is data_end - data: the whole L2 frame, as the offline path counts it.
+ */
+#include "fs_flow.h"
+
+int fs_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	fs_process(data, data_end, (__u32)(data_end - data), ctx->ingress_ifindex, FS_HOOK_XDP);
+	return XDP_PASS;
+}

@@ -1,0 +1,725 @@
+"""The sensor's BPF programs in the kernel: parsing, flow map, ring events, counters, attach.
+
+Needs root and BPF (see tests/bpf_helpers.py). Functional checks run the real programs on
+crafted frames with BPF_PROG_TEST_RUN (repeat=1); the live checks attach to a veth pair inside
+a network namespace the test creates and removes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import struct
+
+import numpy as np
+import pytest
+
+from bpf_helpers import require_bpf
+from flowscope import layout as plo
+from flowscope.sensor import layout as L
+
+# ---------------------------------------------------------------------------
+# frame builders
+
+MAC_A = bytes.fromhex("020000000001")
+MAC_B = bytes.fromhex("020000000002")
+
+
+def _csum(b: bytes) -> int:
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def eth(payload: bytes, et: int = 0x0800, tags=(), dst=MAC_B, src=MAC_A) -> bytes:
+    """Ethernet frame; ``tags`` = [(tpid, vid), ...] outermost first."""
+    hdr = dst + src
+    for tpid, vid in tags:
+        hdr += struct.pack("!HH", tpid, vid)
+    return hdr + struct.pack("!H", et) + payload
+
+
+def ipv4(src, dst, proto, payload: bytes, options: bytes = b"", frag: int = 0, mf=False,
+         tot_len=None, version=4, ihl=None) -> bytes:
+    assert len(options) % 4 == 0
+    ihl = ihl if ihl is not None else 5 + len(options) // 4
+    tl = tot_len if tot_len is not None else 20 + len(options) + len(payload)
+    fw = (0x2000 if mf else 0) | (frag & 0x1FFF)
+    h = struct.pack("!BBHHHBBH4s4s", (version << 4) | ihl, 0, tl, 1, fw, 64, proto, 0,
+                    ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+    h += options
+    h = h[:10] + struct.pack("!H", _csum(h)) + h[12:]
+    return h + payload
+
+
+def ipv6(src, dst, nh, payload: bytes, plen=None) -> bytes:
+    pl = plen if plen is not None else len(payload)
+    return struct.pack("!IHBB16s16s", 6 << 28, pl, nh, 64, ipaddress.IPv6Address(src).packed,
+                       ipaddress.IPv6Address(dst).packed) + payload
+
+
+def ext6(nh: int, body_len8: int = 0) -> bytes:
+    """A generic IPv6 extension header (hop-by-hop/routing/dest options): 8*(n+1) bytes."""
+    return struct.pack("!BB", nh, body_len8) + b"\x01\x04\0\0\0\0" + b"\0" * (8 * body_len8)
+
+
+def frag6(nh: int, offset8: int, more: bool) -> bytes:
+    return struct.pack("!BBHI", nh, 0, (offset8 << 3) | int(more), 0x1234)
+
+
+def tcp(sport, dport, flags, seq=1000, ack=0, win=8192, payload=b"", options=b"") -> bytes:
+    doff = 5 + len(options) // 4
+    return struct.pack("!HHIIBBHHH", sport, dport, seq, ack, doff << 4, flags, win, 0,
+                       0) + options + payload
+
+
+def udp(sport, dport, payload=b"") -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def icmp(t=8, c=0, payload=b"abcd") -> bytes:
+    return struct.pack("!BBHHH", t, c, 0, 1, 1) + payload
+
+
+SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
+
+
+def tcp4(src="10.0.0.1", sport=1234, dst="10.0.0.2", dport=80, flags=SYN, payload=b"",
+         **kw) -> bytes:
+    return eth(ipv4(src, dst, 6, tcp(sport, dport, flags, payload=payload, **kw)))
+
+
+# ---------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def mod():
+    require_bpf()
+    from flowscope.sensor import loader
+
+    m = loader.load()
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def ring(mod):
+    from flowscope.sensor.ring import RingReader
+
+    r = RingReader(mod.events_fd)
+    yield r
+    r.close()
+
+
+class Harness:
+    """Runs frames through a loaded module and reads back map entries, events, counters."""
+
+    def __init__(self, mod, ring):
+        from flowscope.sensor import loader, maps
+
+        self.mod, self.ring, self.loader, self.maps = mod, ring, loader, maps
+        self.reset()
+
+    def reset(self):
+        self.mod.bpf[b"fs_flows"].clear()
+        self.ring.drain_all()
+        self.c0 = self.maps.read_counters(self.mod.counters_fd)
+
+    def run(self, frame: bytes, hook="xdp", may_refuse=False) -> bool:
+        """Run one frame; False when the kernel refused it (``may_refuse`` only).
+
+        BPF_PROG_TEST_RUN itself rejects frames under 14 bytes and, for TC, IPv4/IPv6
+        frames too short for the IP header (the skb set-up pulls it).
+        """
+        fd = self.mod.xdp_fd if hook == "xdp" else self.mod.tc_fd
+        try:
+            rv, _ = self.loader.prog_test_run(fd, frame)
+        except OSError as e:
+            if may_refuse and e.errno == 22:
+                return False
+            raise
+        assert rv == (2 if hook == "xdp" else 0)  # XDP_PASS / TC_ACT_OK, always
+        return True
+
+    def counters(self) -> dict:
+        c = self.maps.read_counters(self.mod.counters_fd) - self.c0
+        return {m.name.lower(): int(c[m]) for m in L.Counter}
+
+    def flows(self):
+        return self.maps.lookup_flows(self.mod.flows_fd, 1 << 17)
+
+    def events(self):
+        return self.ring.drain_all()
+
+
+@pytest.fixture
+def h(mod, ring):
+    return Harness(mod, ring)
+
+
+def key_of(src, sport, dst, dport, proto, l3=4):
+    """Canonical key tuple (a_hi, a_lo, b_hi, b_lo, port_a, port_b, l3, proto), and dir."""
+    s, d = int(ipaddress.ip_address(src)), int(ipaddress.ip_address(dst))
+    sa = (s >> 64, s & (2**64 - 1), sport)
+    da = (d >> 64, d & (2**64 - 1), dport)
+    if sa <= da:
+        return (sa[0], sa[1], da[0], da[1], sport, dport, l3, proto), 0
+    return (da[0], da[1], sa[0], sa[1], dport, sport, l3, proto), 1
+
+
+def ktuple(k):
+    return tuple(int(k[n]) for n in ("a_hi", "a_lo", "b_hi", "b_lo", "port_a", "port_b", "l3",
+                                     "proto"))
+
+
+# ---------------------------------------------------------------------------
+# parsing and keys
+
+
+def test_ipv4_tcp_syn_creates_flow_and_event(h):
+    f = tcp4(flags=SYN, seq=0x11223344, win=4321)
+    h.run(f)
+    keys, vals = h.flows()
+    assert len(keys) == 1
+    want, d = key_of("10.0.0.1", 1234, "10.0.0.2", 80, 6)
+    assert ktuple(keys[0]) == want and d == 0
+    v = vals[0]
+    assert v["pkts"].tolist() == [1, 0] and v["bytes"].tolist() == [len(f), 0]
+    assert v["tcp_flags"].tolist() == [SYN, 0]
+    assert int(v["state"]) == L.TcpState.SYN_SENT and int(v["hist_len"]) == 1
+    ev = h.events()
+    assert len(ev) == 1
+    e = ev[0]
+    assert ktuple(e["key"]) == want
+    assert int(e["reason"]) == L.EventReason.NEW | L.EventReason.CTRL | L.EventReason.STATE
+    assert (int(e["seq"]), int(e["window"]), int(e["frame_len"])) == (0x11223344, 4321, len(f))
+    assert int(e["tcp_flags"]) == SYN and int(e["dir"]) == 0 and int(e["hook"]) == L.Hook.XDP
+    assert int(e["pflags"]) == L.PktFlag.PORTS | L.PktFlag.TCP
+    assert e["pkts"].tolist() == [1, 0] and int(e["ts_ns"]) > 0
+    c = h.counters()
+    assert c["packets"] == 1 and c["flows_new"] == 1 and c["events"] == 1
+
+
+def test_both_directions_share_one_key(h):
+    h.run(tcp4(flags=SYN))
+    h.run(tcp4(src="10.0.0.2", sport=80, dst="10.0.0.1", dport=1234, flags=SYN | ACK), "tc")
+    keys, vals = h.flows()
+    assert len(keys) == 1
+    v = vals[0]
+    assert v["pkts"].tolist() == [1, 1]
+    assert v["tcp_flags"].tolist() == [SYN, SYN | ACK]
+    assert int(v["first_dir"]) == 0 and int(v["state"]) == L.TcpState.SYN_RECEIVED
+    ev = h.events()
+    assert [int(e["dir"]) for e in ev] == [0, 1]
+    assert [int(e["hook"]) for e in ev] == [L.Hook.XDP, L.Hook.TC]
+
+
+def test_reverse_first_packet_keys_by_address_order(h):
+    h.run(tcp4(src="10.0.0.9", sport=80, dst="10.0.0.2", dport=5555, flags=SYN))
+    keys, vals = h.flows()
+    want, d = key_of("10.0.0.9", 80, "10.0.0.2", 5555, 6)
+    assert ktuple(keys[0]) == want and d == 1
+    assert vals[0]["pkts"].tolist() == [0, 1] and int(vals[0]["first_dir"]) == 1
+
+
+def test_same_address_orders_by_port(h):
+    h.run(tcp4(src="127.0.0.1", sport=9000, dst="127.0.0.1", dport=80, flags=SYN))
+    keys, _ = h.flows()
+    assert (int(keys[0]["port_a"]), int(keys[0]["port_b"])) == (80, 9000)
+
+
+@pytest.mark.parametrize("tags", [[(0x8100, 10)], [(0x88A8, 100), (0x8100, 10)],
+                                  [(0x9100, 5), (0x8100, 6)]], ids=["vlan", "qinq", "q9100"])
+def test_vlan_tags_are_seen_through(h, tags):
+    f = eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(53, 4000, b"x" * 7)), tags=tags)
+    h.run(f)
+    keys, vals = h.flows()
+    want, _ = key_of("10.0.0.1", 53, "10.0.0.2", 4000, 17)
+    assert ktuple(keys[0]) == want
+    assert vals[0]["bytes"].tolist() == [len(f), 0]  # the whole frame, tags included
+    assert vals[0]["payload"].tolist() == [7, 0]
+
+
+def test_ipv4_options_are_skipped(h):
+    opts = b"\x94\x04\x00\x00" + b"\x01\x01\x01\x00"  # router alert, NOPs, EOL
+    f = eth(ipv4("10.0.0.1", "10.0.0.2", 6, tcp(1, 2, PSH | ACK, payload=b"hello"),
+                 options=opts))
+    h.run(f)
+    ev = h.events()
+    assert ktuple(ev[0]["key"]) == key_of("10.0.0.1", 1, "10.0.0.2", 2, 6)[0]
+    assert int(ev[0]["payload_len"]) == 5 and int(ev[0]["tcp_flags"]) == PSH | ACK
+
+
+def test_ipv6_extension_headers_are_walked(h):
+    body = tcp(443, 50000, SYN | ACK, payload=b"")
+    pl = ext6(60, 1) + ext6(6, 0) + body  # hop-by-hop (16 B) -> dest opts (8 B) -> TCP
+    f = eth(ipv6("2001:db8::1", "2001:db8::2", 0, pl), et=0x86DD)
+    h.run(f)
+    keys, _ = h.flows()
+    want, _ = key_of("2001:db8::1", 443, "2001:db8::2", 50000, 6, l3=6)
+    assert ktuple(keys[0]) == want
+    ev = h.events()
+    assert int(ev[0]["tcp_flags"]) == SYN | ACK and int(ev[0]["payload_len"]) == 0
+
+
+def test_ipv4_fragments(h):
+    first = eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(7, 9, b"a" * 16), mf=True))
+    later = eth(ipv4("10.0.0.1", "10.0.0.2", 17, b"b" * 24, frag=3))
+    h.run(first)
+    h.run(later)
+    keys, vals = h.flows()
+    got = sorted(ktuple(k) for k in keys)
+    assert got == sorted([key_of("10.0.0.1", 7, "10.0.0.2", 9, 17)[0],
+                          key_of("10.0.0.1", 0, "10.0.0.2", 0, 17)[0]])
+    ev = h.events()
+    fr = [e for e in ev if int(e["pflags"]) & L.PktFlag.FRAG]
+    assert len(fr) == 1 and int(fr[0]["payload_len"]) == 24
+
+
+def test_ipv6_non_first_fragment_has_no_ports(h):
+    f = eth(ipv6("2001:db8::1", "2001:db8::2", 44, frag6(17, 10, False) + b"z" * 32),
+            et=0x86DD)
+    h.run(f)
+    keys, _ = h.flows()
+    assert ktuple(keys[0]) == key_of("2001:db8::1", 0, "2001:db8::2", 0, 17, l3=6)[0]
+    assert int(h.events()[0]["payload_len"]) == 32
+
+
+def test_icmp_has_ports_zero(h):
+    h.run(eth(ipv4("10.0.0.2", "10.0.0.1", 1, icmp(8, 0))))
+    ev = h.events()
+    e = ev[0]
+    assert ktuple(e["key"]) == key_of("10.0.0.2", 0, "10.0.0.1", 0, 1)[0]
+    assert int(e["pflags"]) == L.PktFlag.ICMP
+    assert (int(e["icmp_type"]), int(e["icmp_code"])) == (8, 0)
+    assert int(e["reason"]) == L.EventReason.NEW
+
+
+@pytest.mark.parametrize(
+    "frame,counter",
+    [
+        (eth(b"\x00\x01\x08\x00\x06\x04\x00\x01" + b"\0" * 20, et=0x0806), "not_ip"),
+        (tcp4()[:14 + 20 + 10], "truncated"),  # ends inside the TCP header
+        (tcp4()[:14 + 12], "truncated"),  # ends inside the IPv4 header
+        (eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2), version=5)), "bad_header"),
+        (eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2), ihl=4)), "bad_header"),
+        (eth(ipv6("::1", "::2", 6, tcp(1, 2, SYN))[:50], et=0x86DD), "truncated"),
+        (eth(ipv4("10.0.0.1", "10.0.0.2", 6, tcp(1, 2, SYN)[:12] + b"\x30" + b"\0" * 7)),
+         "bad_header"),  # TCP data offset 3
+        (eth(ipv6("::1", "::2", 0, b"\x06"), et=0x86DD), "truncated"),  # cut ext header
+    ],
+    ids=["arp", "trunc-tcp", "trunc-ip", "ip-version", "ihl", "trunc-ip6", "tcp-doff",
+         "trunc-ext6"],
+)
+def test_unparseable_frames_are_counted(h, frame, counter):
+    ran = sum(h.run(frame, hook, may_refuse=True) for hook in ("xdp", "tc"))
+    assert ran >= 1
+    c = h.counters()
+    assert c[counter] == ran and c["packets"] == ran
+    assert len(h.flows()[0]) == 0 and len(h.events()) == 0
+
+
+def test_ethernet_header_only(h):
+    h.run(eth(b"", et=0x0800))
+    h.run(eth(b"", et=0x8100))  # a VLAN tag announced but missing
+    assert h.counters()["truncated"] == 2
+
+
+def test_random_garbage_never_breaks(h):
+    rng = random.Random(1234)
+    base = [tcp4(flags=SYN, payload=b"x" * 20),
+            eth(ipv6("2001:db8::1", "2001:db8::2", 0, ext6(44, 0) + frag6(6, 0, True)
+                     + tcp(1, 2, SYN)), et=0x86DD),
+            eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2, b"q" * 9)), tags=[(0x8100, 1)])]
+    n = 0
+    for _ in range(300):
+        f = bytearray(rng.choice(base))
+        for _ in range(rng.randint(1, 6)):
+            f[rng.randrange(len(f))] = rng.randrange(256)
+        f = bytes(f[: rng.randint(14, len(f))])
+        n += h.run(f, rng.choice(["xdp", "tc"]), may_refuse=True)
+    c = h.counters()
+    assert c["packets"] == n
+    assert n > 200
+    unmatched = c["truncated"] + c["not_ip"] + c["bad_header"] + c["map_full"]
+    matched = sum(int(v["pkts"].sum()) for v in h.flows()[1])
+    if c["flows_restart"] == 0:  # a restart resets an entry's counters
+        assert matched + unmatched == n
+    assert unmatched < n
+
+
+def _offline_row(frame: bytes):
+    parse = pytest.importorskip("flowscope._kernels.parse")
+    out = np.zeros(1, dtype=plo.PKT_DTYPE)
+    buf = np.frombuffer(frame, dtype=np.uint8).copy()
+    parse.parse_frame(buf, 0, len(frame), len(frame), 1, 0, out, 0)
+    return out[0]
+
+
+OFFLINE_FRAMES = [
+    tcp4(flags=SYN),
+    tcp4(src="10.9.9.9", sport=80, dst="10.0.0.1", dport=1, flags=PSH | ACK, payload=b"x" * 33),
+    eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(53, 4000, b"x" * 7)), tags=[(0x8100, 10)]),
+    eth(ipv4("10.0.0.1", "10.0.0.2", 6, tcp(5, 6, FIN | ACK, payload=b"abc")),
+        tags=[(0x88A8, 1), (0x8100, 2)]),
+    eth(ipv4("10.0.0.1", "10.0.0.2", 6, tcp(1, 2, ACK, payload=b"hello"),
+             options=b"\x01\x01\x01\x00")),
+    eth(ipv6("2001:db8::1", "2001:db8::2", 0, ext6(60, 1) + ext6(6, 0)
+             + tcp(443, 50000, SYN | ACK, payload=b"12")), et=0x86DD),
+    eth(ipv6("2001:db8::2", "2001:db8::1", 44, frag6(17, 10, False) + b"z" * 32), et=0x86DD),
+    eth(ipv6("2001:db8::2", "2001:db8::1", 44, frag6(17, 0, True) + udp(9, 10, b"q" * 8)),
+        et=0x86DD),
+    eth(ipv4("10.0.0.1", "10.0.0.2", 17, b"b" * 24, frag=3)),
+    eth(ipv4("10.0.0.2", "10.0.0.1", 1, icmp(0, 0))),
+    eth(ipv6("2001:db8::2", "2001:db8::1", 58, icmp(128, 0)), et=0x86DD),
+    eth(ipv4("10.0.0.1", "10.0.0.2", 132, b"\x00\x07\x00\x09" + b"\0" * 8)),
+    eth(ipv4("10.0.0.1", "10.0.0.2", 47, b"\0" * 20)),  # GRE: no ports
+    eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2, b"p" * 10), tot_len=20 + 8 + 4)
+        + b"\0" * 6),  # IP length shorter than the frame (padding)
+]
+
+
+@pytest.mark.parametrize("i", range(len(OFFLINE_FRAMES)))
+def test_kernel_matches_offline_parser(h, i):
+    frame = OFFLINE_FRAMES[i]
+    row = _offline_row(frame)
+    assert int(row["error"]) == 0
+    h.run(frame)
+    ev = h.events()
+    assert len(ev) == 1
+    e = ev[0]
+    sp = int(row["sport"]) if int(row["pflags"]) & plo.PF_PORTS else 0
+    dp = int(row["dport"]) if int(row["pflags"]) & plo.PF_PORTS else 0
+    s = (int(row["src_hi"]), int(row["src_lo"]), sp)
+    d = (int(row["dst_hi"]), int(row["dst_lo"]), dp)
+    a, b = (s, d) if s <= d else (d, s)
+    assert ktuple(e["key"]) == (a[0], a[1], b[0], b[1], a[2], b[2], int(row["l3"]),
+                                int(row["proto"]))
+    assert int(e["dir"]) == (0 if s <= d else 1)
+    assert int(e["frame_len"]) == int(row["caplen"])
+    assert int(e["payload_len"]) == int(row["payload_len"])
+    assert int(e["tcp_flags"]) == int(row["tcp_flags"])
+    pf = int(row["pflags"])
+    assert bool(int(e["pflags"]) & L.PktFlag.TCP) == bool(pf & plo.PF_TCP)
+    assert bool(int(e["pflags"]) & L.PktFlag.FRAG) == bool(pf & plo.PF_FRAG)
+    assert bool(int(e["pflags"]) & L.PktFlag.PORTS) == bool(pf & plo.PF_PORTS)
+    if pf & plo.PF_TCP:
+        assert (int(e["seq"]), int(e["ack"]), int(e["window"])) == (
+            int(row["seq"]), int(row["ack"]), int(row["window"]))
+    if pf & plo.PF_ICMP:
+        assert (int(e["icmp_type"]), int(e["icmp_code"])) == (
+            int(row["icmp_type"]), int(row["icmp_code"]))
+
+
+# ---------------------------------------------------------------------------
+# which packets become events
+
+
+def _session(h):
+    """Reference trace of semantics.md with extra pure ACKs and data; returns events."""
+    c = dict(src="10.0.0.1", sport=1234, dst="10.0.0.2", dport=80)
+    s = dict(src="10.0.0.2", sport=80, dst="10.0.0.1", dport=1234)
+    plan = [
+        (c, SYN, b""), (s, SYN | ACK, b""), (c, ACK, b""),  # handshake
+        (c, ACK, b""), (s, ACK, b""),  # pure ACKs while Established: no event
+        (c, PSH | ACK, b"req"), (s, PSH | ACK, b"resp"), (c, ACK, b""),
+        (c, FIN | ACK, b""), (c, FIN | ACK, b""),  # retransmitted FIN: event, no state change
+        (s, ACK, b""),  # ACK in FinWait: nothing
+        (s, FIN | ACK, b""), (c, ACK, b""),  # -> ClosingTcp -> Closed
+    ]
+    for who, fl, pl in plan:
+        h.run(tcp4(flags=fl, payload=pl, **who))
+    return h.events(), len(plan)
+
+
+def test_event_rule_on_a_tcp_session(h):
+    ev, n = _session(h)
+    R = L.EventReason
+    got = [(int(e["tcp_flags"]), int(e["reason"]), int(e["state"]), int(e["hist_len"]))
+           for e in ev]
+    S = L.TcpState
+    assert got == [
+        (SYN, R.NEW | R.CTRL | R.STATE, S.SYN_SENT, 1),
+        (SYN | ACK, R.CTRL | R.STATE, S.SYN_RECEIVED, 2),
+        (ACK, R.STATE, S.ESTABLISHED, 2),
+        (PSH | ACK, R.DATA, S.ESTABLISHED, 3),
+        (PSH | ACK, R.DATA, S.ESTABLISHED, 4),
+        (FIN | ACK, R.CTRL | R.STATE, S.FIN_WAIT, 5),
+        (FIN | ACK, R.CTRL, S.FIN_WAIT, 6),
+        (FIN | ACK, R.CTRL | R.STATE, S.CLOSING_TCP, 7),
+        (ACK, R.STATE, S.CLOSED, 7),
+    ]
+    last = ev[-1]
+    assert int(last["pkts"].sum()) == n  # counters cover the packets that sent no event
+    assert int(last["pkts"][0]) == 8 and int(last["pkts"][1]) == 5
+    assert last["payload"].tolist() == [3, 4]
+    assert h.counters()["events"] == len(ev)
+
+
+def test_terminal_flow_restarts_with_new_generation(h):
+    _session(h)
+    h.run(tcp4(flags=ACK))  # late ACK after Closed: a new flow, as offline
+    ev = h.events()
+    assert len(ev) == 1
+    assert int(ev[0]["reason"]) == L.EventReason.NEW and int(ev[0]["gen"]) == 1
+    assert ev[0]["pkts"].tolist() == [1, 0]
+    assert h.counters()["flows_restart"] == 1
+
+
+def test_rst_on_new_flow(h):
+    h.run(tcp4(flags=RST))
+    ev = h.events()
+    assert int(ev[0]["state"]) == L.TcpState.RESET
+    assert int(ev[0]["reason"]) == L.EventReason.NEW | L.EventReason.CTRL | L.EventReason.STATE
+
+
+def test_data_events_stop_when_history_is_full(h):
+    h.run(tcp4(flags=SYN))
+    for i in range(20):  # each data packet adds one 'D'
+        h.run(tcp4(flags=PSH | ACK, payload=b"d", seq=i))
+    ev = h.events()
+    assert len(ev) == 1 + 15  # S + 15 D fill the 16 letters; later data is counted only
+    assert int(ev[-1]["hist_len"]) == 16
+    _, vals = h.flows()
+    assert int(vals[0]["pkts"][0]) == 21 and int(vals[0]["hist_len"]) == 16
+    h.run(tcp4(flags=FIN | ACK))  # control packets still go out after the history is full
+    assert len(h.events()) == 1
+
+
+def test_mid_stream_pickup_stays_quiet(h):
+    h.run(tcp4(flags=ACK, payload=b"x"))
+    for _ in range(5):
+        h.run(tcp4(flags=ACK))
+    ev = h.events()
+    assert len(ev) == 1 and int(ev[0]["state"]) == L.TcpState.ACTIVE
+    assert int(ev[0]["reason"]) == L.EventReason.NEW | L.EventReason.DATA
+
+
+def test_udp_flow_sends_only_its_first_packet(h):
+    for _ in range(10):
+        h.run(eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(5000, 53, b"x"))))
+    assert len(h.events()) == 1
+    assert h.flows()[1][0]["pkts"].tolist() == [10, 0]
+
+
+def test_sweep_idle_returns_final_values(h):
+    from flowscope.sensor import maps
+
+    h.run(tcp4(flags=SYN))
+    h.run(eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(5000, 53, b"x"))))
+    _, vals = h.flows()
+    now = int(vals["last_ns"].max()) + 1
+    k, v = maps.sweep_idle(h.mod.flows_fd, 1 << 17, now, {6: 10**12}, 0)
+    assert len(k) == 1 and int(k[0]["proto"]) == 17 and v[0]["pkts"].tolist() == [1, 0]
+    k2, v2 = maps.drain_flows(h.mod.flows_fd, 1 << 17)
+    assert len(k2) == 1 and int(k2[0]["proto"]) == 6
+    assert len(h.flows()[0]) == 0
+
+
+# ---------------------------------------------------------------------------
+# failure counters and tunables (a second, small build)
+
+
+@pytest.fixture(scope="module")
+def small():
+    require_bpf()
+    from flowscope.sensor import loader
+    from flowscope.sensor.ring import RingReader
+
+    m = loader.load({"max_flows": 8, "ring_pages": 1, "packet_events": 1})
+    r = RingReader(m.events_fd)
+    yield Harness(m, r)
+    r.close()
+    m.close()
+
+
+def test_map_full_is_counted(small):
+    small.reset()
+    for i in range(20):
+        small.run(eth(ipv4("10.0.0.1", f"10.0.1.{i}", 17, udp(1, 2))))
+    c = small.counters()
+    assert c["map_full"] >= 12 and c["flows_new"] <= 8  # hash maps may refuse a bit early
+    assert c["flows_new"] + c["map_full"] == 20
+
+
+def test_packet_events_and_ring_full(small):
+    small.reset()
+    for _ in range(4):
+        small.run(eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2))))
+    ev = small.events()
+    assert len(ev) == 4  # FS_PACKET_EVENTS=1: every packet
+    assert [int(e["pkts"][0]) for e in ev] == [1, 2, 3, 4]
+    assert all(int(e["reason"]) & L.EventReason.SAMPLE for e in ev)
+    for _ in range(100):  # 4 KiB ring = 28 records of 144 bytes: the rest must be counted
+        small.run(eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2))))
+    c = small.counters()
+    assert c["ring_full"] > 0 and c["events"] + c["ring_full"] == 104
+    assert len(small.events()) == c["events"] - 4
+
+
+def test_layout_mismatch_refuses_to_load(monkeypatch):
+    require_bpf()
+    from flowscope.sensor import layout as lay
+    from flowscope.sensor import loader
+
+    bad = np.dtype({"names": ["a_hi"], "formats": ["<u8"], "offsets": [0], "itemsize": 48})
+    monkeypatch.setitem(lay.STRUCTS, "fs_flow_key", bad)
+    with pytest.raises(loader.LayoutMismatch):
+        loader.load()
+
+
+# ---------------------------------------------------------------------------
+# live: a veth pair into a network namespace the test creates
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+import time  # noqa: E402
+
+
+def _sh(*args, check=True, **kw):
+    return subprocess.run(list(args), check=check, capture_output=True, text=True, timeout=20,
+                          **kw)
+
+
+@pytest.fixture
+def veth():
+    """(ifname in our namespace, peer address) of a veth whose peer lives in a fresh netns."""
+    require_bpf("ip")
+    tag = f"{os.getpid() % 100000}"
+    ns, a, b = f"fsns{tag}", f"fsa{tag}", f"fsb{tag}"
+    net = f"10.251.{os.getpid() % 200 + 20}"
+    _sh("ip", "netns", "del", ns, check=False)
+    _sh("ip", "link", "del", a, check=False)
+    try:
+        _sh("ip", "netns", "add", ns)
+        _sh("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)
+        _sh("ip", "addr", "add", f"{net}.1/30", "dev", a)
+        _sh("ip", "link", "set", a, "up")
+        _sh("ip", "-n", ns, "addr", "add", f"{net}.2/30", "dev", b)
+        _sh("ip", "-n", ns, "link", "set", b, "up")
+        _sh("ip", "-n", ns, "link", "set", "lo", "up")
+        yield a, f"{net}.2", ns
+    finally:
+        _sh("ip", "link", "del", a, check=False)
+        _sh("ip", "netns", "del", ns, check=False)
+
+
+SERVER = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket(); s.settimeout(10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[1], 8080)); s.listen(1)
+    print("ready", flush=True)
+    c, _ = s.accept(); c.settimeout(10)
+    c.recv(100); c.sendall(b"world")
+    while c.recv(100):
+        pass
+    c.close(); s.close()
+""")
+
+
+def _flow_events(ev, proto):
+    return ev[ev["key"]["proto"] == proto]
+
+
+def test_veth_ping_and_tcp_session(veth):
+    from flowscope.sensor import attach, loader, maps
+    from flowscope.sensor.ring import RingReader
+
+    ifname, peer, ns = veth
+    m = loader.load()
+    try:
+        with attach.attach(m, ifname) as at, RingReader(m.events_fd) as ring:
+            assert at.how == ["xdp link (generic)", "tcx egress link"]
+            p = _sh("ping", "-c", "3", "-i", "0.2", "-w", "8", peer, check=False)
+            assert p.returncode == 0, p.stdout + p.stderr
+            srv = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER,
+                                    peer], stdout=subprocess.PIPE, text=True)
+            try:
+                assert srv.stdout.readline().strip() == "ready"
+                with socket.create_connection((peer, 8080), timeout=5) as c:
+                    c.sendall(b"hello")
+                    assert c.recv(100) == b"world"
+                srv.wait(timeout=10)
+            finally:
+                if srv.poll() is None:
+                    srv.kill()
+                    srv.wait(timeout=5)
+            ev = []
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # the last ACK may still be in flight
+                ring.wait(0.1)
+                ev.append(ring.drain_all())
+                tcp_ev = _flow_events(np.concatenate(ev), 6)
+                if len(tcp_ev) and int(tcp_ev[-1]["state"]) == L.TcpState.CLOSED:
+                    break
+            ev = np.concatenate(ev)
+        counters = maps.counters_dict(m.counters_fd)
+        keys, vals = maps.lookup_flows(m.flows_fd, 1 << 17)
+    finally:
+        m.close()
+
+    ic = _flow_events(ev, 1)
+    assert len(ic) == 1 and int(ic[0]["hook"]) == L.Hook.TC  # echo request leaves via TC
+    ik = keys["proto"] == 1
+    assert vals[ik][0]["pkts"].sum() == 6  # 3 requests (TC) + 3 replies (XDP)
+    tcp_ev = _flow_events(ev, 6)
+    states = [int(e["state"]) for e in tcp_ev]
+    S = L.TcpState
+    assert states[:3] == [S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED]
+    assert states[-1] == S.CLOSED and S.CLOSING_TCP in states
+    assert {int(e["hook"]) for e in tcp_ev} == {L.Hook.XDP, L.Hook.TC}
+    last = tcp_ev[-1]
+    tk = keys["proto"] == 6
+    assert last["pkts"].tolist() == vals[tk][0]["pkts"].tolist()
+    assert sorted(last["payload"].tolist()) == [5, 5]
+    assert counters["ring_full"] == 0 and counters["map_full"] == 0
+    assert counters["events"] == len(ev)
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[2])
+    from flowscope.sensor import attach, loader, ring
+    m = loader.load()
+    a = attach.attach(m, sys.argv[1])
+    print(ring.map_info(m.xdp_fd)["id"], ring.map_info(m.tc_fd)["id"], flush=True)
+    time.sleep(60)
+""")
+
+
+def test_sigkill_leaves_nothing_attached(veth):
+    import re
+
+    require_bpf("bpftool")
+    ifname, _, _ = veth
+    repo = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    child = subprocess.Popen([sys.executable, "-c", CHILD, ifname, repo],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        ids = [int(x) for x in line.split()]
+        assert len(ids) == 2, line
+        assert "xdp" in _sh("ip", "link", "show", "dev", ifname).stdout
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while True:  # programs are freed after an RCU grace period
+        link = _sh("ip", "link", "show", "dev", ifname).stdout
+        progs = _sh("bpftool", "prog", "show", check=False).stdout
+        links = _sh("bpftool", "link", "show", check=False).stdout
+        alive = [i for i in ids if re.search(rf"^{i}:", progs, re.M)
+                 or re.search(rf"\bprog {i}\b", links)]
+        if "xdp" not in link and not alive:
+            break
+        assert time.monotonic() < deadline, (link, alive)
+        time.sleep(0.1)
