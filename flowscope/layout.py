@@ -121,7 +121,7 @@ END_SHUTDOWN = 4
 HISTORY_MAX = 16
 
 #: Zeek-style per-flow state carried in Ended records (meaning: flowscope._kernels.zeek).
-ZEEK_WORDS = 8
+ZEEK_WORDS = 16
 ZEEK_HISTORY_MAX = 32
 
 #: ``EVENT_DTYPE.icmp``: bit 16 set when the first packet was ICMP with a type/code,

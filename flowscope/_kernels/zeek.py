@@ -1,22 +1,126 @@
 """Zeek-style connection facts, kept per flow beside the reference state.
 
-Enabled per tracker (``ctl[C_ZEEK]``); the engine calls ``zeek_packet`` for
-every matched packet of a flow and copies the flow's ``fz`` row and ``fzh``
-history into its Ended record (``EVENT_DTYPE.zeek`` / ``zhist``).
+Enabled per tracker (``ctl[C_ZEEK]``); the engine calls ``zeek_reset`` when a
+slot gets a new flow, ``zeek_packet`` for every matched packet of a flow and
+copies the flow's ``fz`` row and ``fzh`` history into its Ended record
+(``EVENT_DTYPE.zeek`` / ``zhist``).
 
 ``fz``  int64[cap, ZEEK_WORDS]       words Z_* below
 ``fzh`` uint8[cap, ZEEK_HISTORY_MAX] Zeek history letters, in order
+
+What is modelled (Zeek's TCP analyzer, ``TCPSessionAdapter::Process`` and the
+``Update*State`` functions, plus ``IPBasedAnalyzer::NewConn``):
+
+1) The originator. Zeek's originator is the sender of the first packet, except
+   that a connection starting without a SYN, or with a SYN+ACK, is flipped
+   when its source port is a likely server port (``LIKELY_TCP``) and its
+   destination port is not (both likely: flip non-SYN packets towards the
+   lower port); UDP flips the same way on ports alone. Flipping is skipped
+   towards 255.255.255.255. A SYN answering an originator that sent a
+   SYN+ACK flips the roles again (Zeek's SYN/SYN-ACK reversal). A flip writes
+   ``^`` into the history. ``Z_CTL`` bit 0 gives the flowscope side that is
+   Zeek's originator at the end.
+2) Per-endpoint TCP states (TCP_INACTIVE .. TCP_RESET, Zeek's numbering) with
+   the previous state, the start/last/ack sequence numbers Zeek uses for
+   relative sequence numbers and endpoint sizes, and the FIN count.
+3) History letters with Zeek's rules: S/H/F/R again only when their relative
+   sequence number moved, I, Q, D, A once per direction, T (retransmission:
+   payload not beyond the highest sequence seen) and W (zero window) at the
+   1st, 10th, 100th, ... occurrence per endpoint, ``^`` on a flip; UDP ``D``/
+   ``d`` once per direction. Not produced: ``C``/``c`` (bad checksum: the
+   parser does not verify checksums, as Zeek run with ``-C``), ``G``/``g``
+   (content gap: needs Zeek's stream reassembly) and ``X``/``x`` (tunnel
+   decapsulation events).
+4) Per-side IP bytes (IP total length, as Zeek's conn-size analyzer counts)
+   and, for UDP/ICMP/other, payload bytes (UDP: after the UDP header; ICMP:
+   the message after its 8-byte header, as Zeek's ICMP analyzer counts).
+   TCP payload bytes follow from the sequence words (``tcp_endpoint_size``
+   in the Zeek writer), as Zeek's ``TCP_Endpoint::Size``.
+
+Sequence numbers are 32-bit; a connection moving more than 4 GiB in one
+direction (sequence wrap) is not tracked across the wrap (Zeek keeps a wrap
+count). Words indexed 0/1 are per *flowscope* side (0 = initiator); the Zeek
+orientation is applied by the writer from ``Z_CTL`` bit 0.
 """
 
 import numpy as np
 from numba import njit
 
-ZEEK_WORDS = 8
+ZEEK_WORDS = 16
 ZEEK_HISTORY_MAX = 32
 
-Z_IP_BYTES0 = 0  # IP-level bytes (IPv4 total length / IPv6 40 + payload), initiator
-Z_IP_BYTES1 = 1  # ... responder
+Z_IP_BYTES0 = 0  # IP-level bytes (IPv4 total length / IPv6 40 + payload), flowscope side 0
+Z_IP_BYTES1 = 1  # ... side 1
 Z_HLEN = 2  # letters in fzh
+Z_CTL = 3  # bit 0: Zeek originator side; bit 1: first packet seen; HS_* history-seen bits
+Z_EP0 = 4  # endpoint word of side 0: EP_* fields below
+Z_EP1 = 5
+Z_SEQ0 = 6  # start_seq | last_seq << 32 (uint32 each), side 0
+Z_SEQ1 = 7
+Z_ACK0 = 8  # ack_seq | hist_last_RST << 32, side 0
+Z_ACK1 = 9
+Z_HSEQ0 = 10  # hist_last_SYN | hist_last_FIN << 32, side 0
+Z_HSEQ1 = 11
+Z_PAY0 = 12  # UDP / ICMP / other payload bytes as Zeek sizes them, side 0
+Z_PAY1 = 13
+Z_LAST = 14  # Zeek's last_time (ns): packets after both TCP endpoints closed do not move it
+
+# Z_CTL bits
+CTL_ORIG1 = 1  # Zeek's originator is flowscope side 1
+CTL_STARTED = 2
+CTL_HS_SHIFT_ORIG = 8  # history-seen bits of the Zeek originator (HIST_* below)
+CTL_HS_SHIFT_RESP = 24  # ... of the responder
+
+# history-seen bits (as Zeek's HIST_* masks, one set per direction)
+HIST_SYN = 0x1
+HIST_FIN = 0x2
+HIST_RST = 0x4
+HIST_FIN_RST = 0x8
+HIST_DATA = 0x10
+HIST_ACK = 0x20
+HIST_MULTI = 0x40
+
+# endpoint word fields
+EP_STATE_MASK = 0xF  # bits 0..3: state
+EP_PREV_SHIFT = 4  # bits 4..7: previous state
+EP_FIN = 1 << 8  # a FIN was seen from this endpoint
+EP_DID_CLOSE = 1 << 9  # this endpoint's own packet closed or reset it (Zeek's did_close)
+EP_RXMIT_SHIFT = 16  # bits 16..35: retransmission count
+EP_WIN0_SHIFT = 36  # bits 36..55: zero-window count
+EP_CNT_MASK = (1 << 20) - 1
+
+# Zeek's endpoint states (TCP_ENDPOINT_*; script constants TCP_INACTIVE ...)
+TCP_INACTIVE = 0
+TCP_SYN_SENT = 1
+TCP_SYN_ACK_SENT = 2
+TCP_PARTIAL = 3
+TCP_ESTABLISHED = 4
+TCP_CLOSED = 5
+TCP_RESET = 6
+
+TH_FIN = 0x01
+TH_SYN = 0x02
+TH_RST = 0x04
+TH_ACK = 0x10
+
+PF_PORTS = 0x01
+PF_TCP = 0x02
+
+TOO_LARGE_SEQ_DELTA = 1048576
+_U32 = 0xFFFFFFFF
+
+# Likely server ports of Zeek's default scripts (``likely_server_ports``, filled by
+# the protocol analyzers' ``register_for_ports``), TCP and UDP.
+LIKELY_TCP = np.zeros(65536, dtype=np.bool_)
+LIKELY_UDP = np.zeros(65536, dtype=np.bool_)
+for _p in (21, 22, 23, 25, 53, 80, 81, 88, 110, 135, 139, 143, 389, 443, 445, 502, 563, 585,
+           587, 614, 631, 636, 989, 990, 992, 993, 995, 1080, 1433, 1883, 2811, 3128, 3268,
+           3306, 3389, 5222, 5223, 5269, 5432, 5900, 5901, 5902, 5903, 5904, 5905, 5906,
+           5907, 6666, 6667, 6668, 6669, 8000, 8080, 8888, 20000):
+    LIKELY_TCP[_p] = True
+for _p in (53, 67, 88, 123, 137, 161, 162, 443, 514, 1812, 2152, 2123, 3544, 4789, 5060,
+           5072, 5353, 5355, 6081, 20000):
+    LIKELY_UDP[_p] = True
 
 
 @njit(cache=True, nogil=True)
@@ -26,8 +130,272 @@ def zeek_reset(fz, fzh, s):
         fz[s, w] = 0
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _add(fz, fzh, s, code):
+    n = fz[s, Z_HLEN]
+    if n < ZEEK_HISTORY_MAX:
+        fzh[s, n] = code
+        fz[s, Z_HLEN] = n + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _letter(code, is_orig):
+    return code if is_orig else code + 32
+
+
+@njit(cache=True, nogil=True)
+def _check(fz, fzh, s, is_orig, mask, code):
+    """Zeek's Connection::CheckHistory: add ``code`` the first time; True if seen before."""
+    shift = CTL_HS_SHIFT_ORIG if is_orig else CTL_HS_SHIFT_RESP
+    bit = np.int64(mask) << shift
+    ctl = fz[s, Z_CTL]
+    if ctl & bit:
+        return True
+    fz[s, Z_CTL] = ctl | bit
+    _add(fz, fzh, s, _letter(code, is_orig))
+    return False
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _is_scaled(n):
+    return n == 1 or n == 10 or n == 100 or n == 1000 or n == 10000 or n == 100000
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _set_state(fz, s, side, new):
+    ep = fz[s, Z_EP0 + side]
+    old = ep & EP_STATE_MASK
+    if new != old:
+        ep = (ep & ~np.int64(0xFF)) | (old << EP_PREV_SHIFT) | new
+        fz[s, Z_EP0 + side] = ep
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sd(a, b):
+    """Zeek's seq_delta: (a - b) as a signed 32-bit number."""
+    d = (a - b) & _U32
+    return d - (1 << 32) if d >= (1 << 31) else d
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _set_seqs(fz, s, side, start, ack, last):
+    fz[s, Z_SEQ0 + side] = (start & _U32) | ((last & _U32) << 32)
+    fz[s, Z_ACK0 + side] = (fz[s, Z_ACK0 + side] & ~np.int64(_U32)) | (ack & _U32)
+
+
+@njit(cache=True, nogil=True)
+def _tcp_packet(fz, fzh, s, side, p):
+    peer = 1 - side
+    ctl = fz[s, Z_CTL]
+    is_orig = side == (ctl & CTL_ORIG1)
+    flags = np.int64(p.tcp_flags)
+    syn = (flags & TH_SYN) != 0
+    fin = (flags & TH_FIN) != 0
+    rst = (flags & TH_RST) != 0
+    ackf = (flags & TH_ACK) != 0
+    seq = np.int64(p.seq)
+    ackv = np.int64(p.ack)
+    ln = np.int64(p.payload_len)
+
+    seg_len = ln + (1 if syn else 0) + (1 if fin else 0)
+    if rst:
+        seg_len -= ln
+    seq_end = (seq + seg_len) & _U32
+
+    ep = fz[s, Z_EP0 + side]
+    state = ep & EP_STATE_MASK
+    prev = (ep >> EP_PREV_SHIFT) & 0xF
+    pstate = fz[s, Z_EP0 + peer] & EP_STATE_MASK
+
+    # init_endpoint
+    if state == TCP_INACTIVE:
+        if syn:
+            _set_seqs(fz, s, side, seq, seq, seq_end)
+        else:
+            _set_seqs(fz, s, side, seq - 1, seq - 1, seq)
+    elif syn and (((state == TCP_SYN_SENT or state == TCP_SYN_ACK_SENT)
+                   and seq != (fz[s, Z_SEQ0 + side] & _U32))
+                  or state == TCP_ESTABLISHED or state == TCP_PARTIAL
+                  or (state == TCP_RESET and prev == TCP_INACTIVE)):
+        _set_seqs(fz, s, side, seq, seq, seq_end)
+    start = fz[s, Z_SEQ0 + side] & _U32
+    rel = (seq - start) & _U32
+
+    # update_history
+    nbits = (1 if syn else 0) + (1 if fin else 0) + (1 if rst else 0)
+    if nbits > 1:
+        if fin and rst:
+            _check(fz, fzh, s, is_orig, HIST_FIN_RST, 73)  # 'I'
+        else:
+            _check(fz, fzh, s, is_orig, HIST_MULTI, 81)  # 'Q'
+    elif nbits == 1:
+        hs = fz[s, Z_HSEQ0 + side]
+        if syn:
+            code = 72 if ackf else 83  # 'H' / 'S'
+            if _check(fz, fzh, s, is_orig, HIST_SYN, code) and rel != (hs & _U32):
+                _add(fz, fzh, s, _letter(code, is_orig))
+            fz[s, Z_HSEQ0 + side] = (hs & ~np.int64(_U32)) | rel
+        elif fin:
+            fseq = (rel + ln) & _U32
+            if _check(fz, fzh, s, is_orig, HIST_FIN, 70) and fseq != ((hs >> 32) & _U32):  # 'F'
+                _add(fz, fzh, s, _letter(70, is_orig))
+            fz[s, Z_HSEQ0 + side] = (hs & _U32) | (fseq << 32)
+        else:
+            ha = fz[s, Z_ACK0 + side]
+            if _check(fz, fzh, s, is_orig, HIST_RST, 82) and rel != ((ha >> 32) & _U32):  # 'R'
+                _add(fz, fzh, s, _letter(82, is_orig))
+            fz[s, Z_ACK0 + side] = (ha & _U32) | (rel << 32)
+    else:
+        if ln:
+            _check(fz, fzh, s, is_orig, HIST_DATA, 68)  # 'D'
+        elif ackf:
+            _check(fz, fzh, s, is_orig, HIST_ACK, 65)  # 'A'
+
+    # update_window: zero windows
+    if p.window == 0 and not rst and pstate != TCP_CLOSED and state != TCP_RESET:
+        ep = fz[s, Z_EP0 + side]
+        n = (ep >> EP_WIN0_SHIFT) & EP_CNT_MASK
+        if n < EP_CNT_MASK:
+            n += 1
+            fz[s, Z_EP0 + side] = (ep & ~(EP_CNT_MASK << EP_WIN0_SHIFT)) | (n << EP_WIN0_SHIFT)
+            if _is_scaled(n):
+                _add(fz, fzh, s, _letter(87, is_orig))  # 'W'
+
+    if fin:
+        fz[s, Z_EP0 + side] |= EP_FIN
+
+    # acks: initialise a silent peer's numbering, else advance its acked sequence
+    if ackf:
+        if pstate == TCP_INACTIVE:
+            _set_seqs(fz, s, peer, ackv - 1, ackv - 1, ackv - 1)
+        elif not rst:
+            pstart = fz[s, Z_SEQ0 + peer] & _U32
+            if _sd(ackv, pstart) >= 0:
+                pa = fz[s, Z_ACK0 + peer]
+                d = _sd(ackv, pa & _U32)
+                if not (ackv == 0 and d > TOO_LARGE_SEQ_DELTA) and d > 0:
+                    fz[s, Z_ACK0 + peer] = (pa & ~np.int64(_U32)) | ackv
+
+    # update_last_seq (retransmissions)
+    sq = fz[s, Z_SEQ0 + side]
+    last = (sq >> 32) & _U32
+    delta_last = _sd(seq_end, last)
+    if (syn or rst) and (delta_last > TOO_LARGE_SEQ_DELTA or delta_last < -TOO_LARGE_SEQ_DELTA):
+        pass
+    elif fin and last == ((sq + 1) & _U32):
+        fz[s, Z_SEQ0 + side] = (sq & _U32) | (seq_end << 32)
+    elif state == TCP_RESET:
+        pass
+    elif delta_last > 0:
+        fz[s, Z_SEQ0 + side] = (sq & _U32) | (seq_end << 32)
+    elif ln > 0:
+        ep = fz[s, Z_EP0 + side]
+        n = (ep >> EP_RXMIT_SHIFT) & EP_CNT_MASK
+        if n < EP_CNT_MASK:
+            n += 1
+            fz[s, Z_EP0 + side] = (ep & ~(EP_CNT_MASK << EP_RXMIT_SHIFT)) | (n << EP_RXMIT_SHIFT)
+            if _is_scaled(n):
+                _add(fz, fzh, s, _letter(84, is_orig))  # 'T'
+
+    if (fz[s, Z_EP0] & fz[s, Z_EP1] & EP_DID_CLOSE) == 0:
+        fz[s, Z_LAST] = p.ts
+
+    # UpdateStateMachine
+    if state == TCP_INACTIVE:
+        if syn:
+            if is_orig:
+                _set_state(fz, s, side, TCP_SYN_ACK_SENT if ackf else TCP_SYN_SENT)
+            else:
+                if (not ackf and pstate == TCP_SYN_ACK_SENT
+                        and seq == (fz[s, Z_SEQ0 + side] & _U32)):
+                    # SYN/SYN-ACK reversal: flip the roles and establish
+                    fz[s, Z_CTL] ^= CTL_ORIG1
+                    _add(fz, fzh, s, 94)  # '^'
+                    _set_state(fz, s, peer, TCP_ESTABLISHED)
+                    pstate = TCP_ESTABLISHED
+                if pstate == TCP_SYN_SENT:
+                    _set_state(fz, s, peer, TCP_ESTABLISHED)
+                    pstate = TCP_ESTABLISHED
+                _set_state(fz, s, side, TCP_ESTABLISHED)
+        if fin:
+            _set_state(fz, s, side, TCP_CLOSED)
+        if rst:
+            _set_state(fz, s, side, TCP_RESET)
+        if (fz[s, Z_EP0 + side] & EP_STATE_MASK) == TCP_INACTIVE:
+            ostate = fz[s, Z_EP0 + (ctl & CTL_ORIG1)] & EP_STATE_MASK
+            if (not is_orig) and ln == 0 and ostate == TCP_SYN_SENT:
+                pass
+            elif ackf and pstate == TCP_ESTABLISHED:
+                _set_state(fz, s, side, TCP_ESTABLISHED)
+            else:
+                _set_state(fz, s, side, TCP_PARTIAL)
+    elif state == TCP_SYN_SENT or state == TCP_SYN_ACK_SENT:
+        if fin:
+            _set_state(fz, s, side, TCP_CLOSED)
+        if rst:
+            _set_state(fz, s, side, TCP_RESET)
+    elif state == TCP_ESTABLISHED or state == TCP_PARTIAL:
+        if syn and state == TCP_PARTIAL and pstate == TCP_INACTIVE and not ackf:
+            _set_state(fz, s, side, TCP_SYN_SENT)
+        if fin and not rst:
+            _set_state(fz, s, side, TCP_CLOSED)
+            pw = fz[s, Z_EP0 + peer]
+            if (pw & EP_STATE_MASK) == TCP_RESET and ((pw >> EP_PREV_SHIFT) & 0xF) == TCP_CLOSED:
+                _set_state(fz, s, peer, TCP_CLOSED)
+        if rst:
+            _set_state(fz, s, side, TCP_RESET)
+    elif state == TCP_CLOSED:
+        if rst and pstate != TCP_CLOSED:
+            _set_state(fz, s, side, TCP_RESET)
+    now = fz[s, Z_EP0 + side] & EP_STATE_MASK
+    if now != state and (now == TCP_CLOSED or now == TCP_RESET):
+        fz[s, Z_EP0 + side] |= EP_DID_CLOSE
+
+
+@njit(cache=True, nogil=True)
+def _choose_originator(fz, fzh, s, side, p):
+    """First packet of a flow: Zeek's originator (NewConn / WantConnection)."""
+    orig = side
+    flip = False
+    if p.proto == 6 and (p.pflags & PF_TCP) != 0:
+        fl = p.tcp_flags
+        if (fl & TH_SYN) == 0 or (fl & TH_ACK) != 0:
+            if LIKELY_TCP[p.sport]:
+                if LIKELY_TCP[p.dport]:
+                    flip = (fl & TH_SYN) == 0 and p.sport < p.dport
+                else:
+                    flip = True
+    elif p.proto == 17 and (p.pflags & PF_PORTS) != 0:
+        flip = LIKELY_UDP[p.sport] and not LIKELY_UDP[p.dport]
+    if flip and not (p.l3 == 4 and p.dst_lo == 0xFFFFFFFF):
+        orig = 1 - side
+        _add(fz, fzh, s, 94)  # '^'
+    fz[s, Z_CTL] |= CTL_STARTED | orig
+
+
 @njit(cache=True, nogil=True)
 def zeek_packet(fz, fzh, s, side, pkts, i):
-    """Account packet ``pkts[i]`` (side 0 initiator / 1 responder) to slot ``s``."""
+    """Account packet ``pkts[i]`` (side 0 initiator / 1 responder) to slot ``s``.
+
+    fz: int64[cap, ZEEK_WORDS]; fzh: uint8[cap, ZEEK_HISTORY_MAX]; pkts: PKT_DTYPE[n].
+    """
     p = pkts[i]
     fz[s, Z_IP_BYTES0 + side] += np.int64(p.ip_len)
+    if (fz[s, Z_CTL] & CTL_STARTED) == 0:
+        _choose_originator(fz, fzh, s, side, p)
+        fz[s, Z_LAST] = p.ts
+    proto = p.proto
+    if proto == 6 and (p.pflags & PF_TCP) != 0:
+        _tcp_packet(fz, fzh, s, side, p)
+        return
+    fz[s, Z_LAST] = p.ts
+    if proto == 17:
+        fz[s, Z_PAY0 + side] += np.int64(p.payload_len)
+        is_orig = side == (fz[s, Z_CTL] & CTL_ORIG1)
+        _check(fz, fzh, s, is_orig, HIST_DATA, 68)  # 'D'
+    elif proto == 1 or proto == 58:
+        n = np.int64(p.payload_len) - 8
+        if n > 0:
+            fz[s, Z_PAY0 + side] += n
+    else:
+        fz[s, Z_PAY0 + side] += np.int64(p.payload_len)

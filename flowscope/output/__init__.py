@@ -13,9 +13,11 @@ from .eve import EveWriter
 from .ipfix import IpfixExporter
 from .jsonl import JsonlWriter
 from .table import TableWriter
+from .zeek import ZeekJsonWriter, ZeekTsvWriter
 
 #: ``--format`` name -> writer class (constructed with the output text stream).
-FORMATS = {"jsonl": JsonlWriter, "table": TableWriter, "eve": EveWriter}
+FORMATS = {"jsonl": JsonlWriter, "table": TableWriter, "eve": EveWriter,
+           "zeek": ZeekTsvWriter, "zeek-json": ZeekJsonWriter}
 
 
 class TeeWriter:
@@ -34,4 +36,4 @@ class TeeWriter:
 
 
 __all__ = ["FORMATS", "EveWriter", "IpfixExporter", "JsonlWriter", "RecordFormatter",
-           "TableWriter", "TeeWriter"]
+           "TableWriter", "TeeWriter", "ZeekJsonWriter", "ZeekTsvWriter"]

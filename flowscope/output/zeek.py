@@ -206,6 +206,9 @@ def _zeek_time(t: float) -> str:
 class ZeekTsvWriter:
     """Writes Ended records as a Zeek conn.log in Zeek's TSV format (zeek-cut, zat)."""
 
+    ENDED_ONLY = True
+    NEEDS_ZEEK = True
+
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self.lines = 0
@@ -247,6 +250,9 @@ class ZeekTsvWriter:
 
 class ZeekJsonWriter:
     """Writes Ended records as Zeek's JSON conn.log: one object per line, unset fields left out."""
+
+    ENDED_ONLY = True
+    NEEDS_ZEEK = True
 
     def __init__(self, out: IO[str]) -> None:
         self.out = out
