@@ -1,0 +1,335 @@
+"""JSON Lines formatting of event records, in numba: bytes out, no Python object per event.
+
+``format_jsonl(recs, buf)`` writes one JSON object per record of
+``layout.EVENT_DTYPE`` into the uint8 buffer ``buf`` and returns
+``(records_done, bytes_written)``; it stops before a record that might not
+fit (``MAX_LINE`` bytes), so the caller flushes and calls again. The schema
+is the one in docs/output.md; the plain-Python twin in tests/naive_jsonl.py
+produces the same bytes.
+"""
+
+import numpy as np
+from numba import njit
+
+kernel = njit(cache=True, nogil=True, _nrt=False)
+
+#: Upper bound of one formatted line (an Ended record of an IPv6 flow is ~560 bytes).
+MAX_LINE = 1024
+
+
+def _table(words):
+    """Strings as a (n, width) uint8 table plus their lengths (numba global constants)."""
+    width = max(len(w) for w in words)
+    tab = np.zeros((len(words), width), dtype=np.uint8)
+    lens = np.zeros(len(words), dtype=np.int64)
+    for i, w in enumerate(words):
+        b = w.encode("ascii")
+        tab[i, : len(b)] = np.frombuffer(b, dtype=np.uint8)
+        lens[i] = len(b)
+    return tab, lens
+
+
+# event kinds 1..5 (index 0 unused)
+KINDS, KIND_LENS = _table(["", "started", "packet", "established", "state_change", "ended"])
+STATES, STATE_LENS = _table(["active", "syn_sent", "syn_received", "established", "fin_wait",
+                             "closing", "closed", "reset", "aborted"])
+REASONS, REASON_LENS = _table(["fin", "rst", "idle_timeout", "evicted", "shutdown"])
+SIDES, SIDE_LENS = _table(["initiator", "responder"])
+_proto_names = ["other"] * 256
+for _n, _s in ((6, "tcp"), (17, "udp"), (1, "icmp"), (58, "icmp6"), (132, "sctp")):
+    _proto_names[_n] = _s
+PROTOS, PROTO_LENS = _table(_proto_names)
+# literal fragments, in the order they are used
+LITS, LIT_LENS = _table([
+    '{"event":"',  # 0
+    '","ts":',  # 1
+    ',"flow_id":',  # 2
+    '"proto":"',  # 3
+    '","ip_proto":',  # 4
+    ',"src_ip":"',  # 5
+    '","src_port":',  # 6
+    ',"dst_ip":"',  # 7
+    '","dst_port":',  # 8
+    '"src_mac":"',  # 9
+    '","dst_mac":"',  # 10
+    '"',  # 11
+    ',"side":"',  # 12
+    '","len":',  # 13
+    ',"from":"',  # 14
+    '","to":"',  # 15
+    ',"reason":"',  # 16
+    '","state":"',  # 17
+    '","history":"',  # 18
+    '","start":',  # 19
+    ',"end":',  # 20
+    ',"duration":',  # 21
+    ',"init_pkts":',  # 22
+    ',"init_bytes":',  # 23
+    ',"resp_pkts":',  # 24
+    ',"resp_bytes":',  # 25
+    ',"init_payload_bytes":',  # 26
+    ',"resp_payload_bytes":',  # 27
+    ',"init_tcp_flags":',  # 28
+    ',"resp_tcp_flags":',  # 29
+    '}\n',  # 30
+    '"src_ip":"',  # 31
+    '","dst_ip":"',  # 32
+    '"}\n',  # 33
+])
+HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
+
+EV_STARTED, EV_PACKET, EV_ESTABLISHED, EV_STATE_CHANGE, EV_ENDED = 1, 2, 3, 4, 5
+EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR = 2, 3
+
+
+@kernel
+def _row(buf, pos, tab, lens, i):
+    n = lens[i]
+    for k in range(n):
+        buf[pos + k] = tab[i, k]
+    return pos + n
+
+
+@kernel
+def _lit(buf, pos, i):
+    return _row(buf, pos, LITS, LIT_LENS, i)
+
+
+@kernel
+def _uint(buf, pos, v):
+    """Decimal digits of ``v`` (>= 0, < 2**63)."""
+    if v == 0:
+        buf[pos] = 48
+        return pos + 1
+    n = 0
+    t = v
+    while t > 0:
+        t //= 10
+        n += 1
+    end = pos + n
+    k = end - 1
+    while v > 0:
+        buf[k] = 48 + v % 10
+        v //= 10
+        k -= 1
+    return end
+
+
+@kernel
+def _int(buf, pos, v):
+    if v < 0:
+        buf[pos] = 45  # '-'
+        return _uint(buf, pos + 1, -v)
+    return _uint(buf, pos, v)
+
+
+@kernel
+def _ns(buf, pos, ns):
+    """Exact seconds with nine decimals from ns (may be negative)."""
+    if ns < 0:
+        buf[pos] = 45
+        pos += 1
+        ns = -ns
+    pos = _uint(buf, pos, ns // 1_000_000_000)
+    buf[pos] = 46  # '.'
+    frac = ns % 1_000_000_000
+    for k in range(9):
+        buf[pos + 9 - k] = 48 + frac % 10
+        frac //= 10
+    return pos + 10
+
+
+@kernel
+def _ipv4(buf, pos, a):
+    for k in range(4):
+        pos = _uint(buf, pos, (a >> (24 - 8 * k)) & 0xFF)
+        if k < 3:
+            buf[pos] = 46
+            pos += 1
+    return pos
+
+
+@kernel
+def _hex16(buf, pos, v):
+    started = False
+    for sh in range(12, -4, -4):
+        d = (v >> sh) & 0xF
+        if d != 0 or started or sh == 0:
+            buf[pos] = HEX[d]
+            pos += 1
+            started = True
+    return pos
+
+
+@kernel
+def _group(hi, lo, k):
+    """16-bit group ``k`` (0..7) of an IPv6 address held as two words."""
+    w = hi if k < 4 else lo
+    return np.int64((w >> np.uint64(48 - 16 * (k % 4))) & np.uint64(0xFFFF))
+
+
+@kernel
+def _ipv6(buf, pos, hi, lo):
+    """RFC 5952 text: lower-case hex, the longest run (>= 2) of zero groups as '::'."""
+    best_s = -1
+    best_n = 1
+    k = 0
+    while k < 8:
+        if _group(hi, lo, k) == 0:
+            j = k
+            while j < 8 and _group(hi, lo, j) == 0:
+                j += 1
+            if j - k > best_n:
+                best_s = k
+                best_n = j - k
+            k = j
+        else:
+            k += 1
+    k = 0
+    sep = False
+    while k < 8:
+        if k == best_s:
+            buf[pos] = 58
+            buf[pos + 1] = 58
+            pos += 2
+            k += best_n
+            sep = False
+            continue
+        if sep:
+            buf[pos] = 58
+            pos += 1
+        pos = _hex16(buf, pos, _group(hi, lo, k))
+        sep = True
+        k += 1
+    return pos
+
+
+@kernel
+def _ip(buf, pos, l3, hi, lo):
+    if l3 == 4:
+        return _ipv4(buf, pos, np.int64(lo & np.uint64(0xFFFFFFFF)))
+    return _ipv6(buf, pos, hi, lo)
+
+
+@kernel
+def _mac(buf, pos, v):
+    for k in range(6):
+        b = np.int64((v >> np.uint64(40 - 8 * k)) & np.uint64(0xFF))
+        buf[pos] = HEX[b >> 4]
+        buf[pos + 1] = HEX[b & 0xF]
+        pos += 2
+        if k < 5:
+            buf[pos] = 58
+            pos += 1
+    return pos
+
+
+@kernel
+def _flow(buf, pos, r):
+    """The endpoint fields, initiator first."""
+    meta = r.key[4]
+    kind = np.int64(meta >> np.uint64(56))
+    l3 = np.int64((meta >> np.uint64(48)) & np.uint64(0xFF))
+    ia, ib = 0, 2
+    if r.init_rev:
+        ia, ib = 2, 0
+    if kind == EXTRACT_MAC_PAIR:
+        pos = _lit(buf, pos, 9)
+        pos = _mac(buf, pos, r.key[ia + 1])
+        pos = _lit(buf, pos, 10)
+        pos = _mac(buf, pos, r.key[ib + 1])
+        return _lit(buf, pos, 11)
+    if kind == EXTRACT_IP_PAIR:
+        pos = _lit(buf, pos, 31)
+        pos = _ip(buf, pos, l3, r.key[ia], r.key[ia + 1])
+        pos = _lit(buf, pos, 32)
+        pos = _ip(buf, pos, l3, r.key[ib], r.key[ib + 1])
+        return _lit(buf, pos, 11)
+    proto = np.int64((meta >> np.uint64(32)) & np.uint64(0xFF))
+    pa = np.int64((meta >> np.uint64(16)) & np.uint64(0xFFFF))
+    pb = np.int64(meta & np.uint64(0xFFFF))
+    if r.init_rev:
+        pa, pb = pb, pa
+    pos = _lit(buf, pos, 3)
+    pos = _row(buf, pos, PROTOS, PROTO_LENS, proto)
+    pos = _lit(buf, pos, 4)
+    pos = _uint(buf, pos, proto)
+    pos = _lit(buf, pos, 5)
+    pos = _ip(buf, pos, l3, r.key[ia], r.key[ia + 1])
+    pos = _lit(buf, pos, 6)
+    pos = _uint(buf, pos, pa)
+    pos = _lit(buf, pos, 7)
+    pos = _ip(buf, pos, l3, r.key[ib], r.key[ib + 1])
+    pos = _lit(buf, pos, 8)
+    return _uint(buf, pos, pb)
+
+
+@kernel
+def format_jsonl(recs, buf):
+    """Format ``recs`` (EVENT_DTYPE[n]) into ``buf`` (uint8[m]); returns (done, nbytes)."""
+    pos = 0
+    cap = buf.shape[0]
+    for i in range(recs.shape[0]):
+        if pos + MAX_LINE > cap:
+            return i, pos
+        r = recs[i]
+        kind = np.int64(r.kind)
+        pos = _lit(buf, pos, 0)
+        pos = _row(buf, pos, KINDS, KIND_LENS, kind)
+        pos = _lit(buf, pos, 1)
+        pos = _ns(buf, pos, r.ts)
+        pos = _lit(buf, pos, 2)
+        pos = _uint(buf, pos, np.int64(r.flow_id))
+        buf[pos] = 44  # ','
+        pos = _flow(buf, pos + 1, r)
+        if kind == EV_ENDED:
+            pos = _lit(buf, pos, 16)
+            pos = _row(buf, pos, REASONS, REASON_LENS, np.int64(r.reason))
+            pos = _lit(buf, pos, 17)
+            pos = _row(buf, pos, STATES, STATE_LENS, np.int64(r.to_state))
+            pos = _lit(buf, pos, 18)
+            for k in range(r.hist_len):
+                buf[pos + k] = r.history[k]
+            pos += np.int64(r.hist_len)
+            pos = _lit(buf, pos, 19)
+            pos = _ns(buf, pos, r.started)
+            pos = _lit(buf, pos, 20)
+            pos = _ns(buf, pos, r.last_seen)
+            pos = _lit(buf, pos, 21)
+            pos = _ns(buf, pos, r.last_seen - r.started)
+            pos = _lit(buf, pos, 22)
+            pos = _uint(buf, pos, np.int64(r.pkts[0]))
+            pos = _lit(buf, pos, 23)
+            pos = _uint(buf, pos, np.int64(r.bytes[0]))
+            pos = _lit(buf, pos, 24)
+            pos = _uint(buf, pos, np.int64(r.pkts[1]))
+            pos = _lit(buf, pos, 25)
+            pos = _uint(buf, pos, np.int64(r.bytes[1]))
+            pos = _lit(buf, pos, 26)
+            pos = _uint(buf, pos, np.int64(r.payload[0]))
+            pos = _lit(buf, pos, 27)
+            pos = _uint(buf, pos, np.int64(r.payload[1]))
+            pos = _lit(buf, pos, 28)
+            pos = _uint(buf, pos, np.int64(r.flags_or[0]))
+            pos = _lit(buf, pos, 29)
+            pos = _uint(buf, pos, np.int64(r.flags_or[1]))
+            pos = _lit(buf, pos, 30)
+        elif kind == EV_PACKET:
+            pos = _lit(buf, pos, 12)
+            pos = _row(buf, pos, SIDES, SIDE_LENS, np.int64(r.side))
+            pos = _lit(buf, pos, 13)
+            pos = _uint(buf, pos, np.int64(r.length))
+            pos = _lit(buf, pos, 30)
+        elif kind == EV_STARTED:
+            pos = _lit(buf, pos, 12)
+            pos = _row(buf, pos, SIDES, SIDE_LENS, np.int64(r.side))
+            pos = _lit(buf, pos, 33)
+        elif kind == EV_STATE_CHANGE:
+            pos = _lit(buf, pos, 14)
+            pos = _row(buf, pos, STATES, STATE_LENS, np.int64(r.from_state))
+            pos = _lit(buf, pos, 15)
+            pos = _row(buf, pos, STATES, STATE_LENS, np.int64(r.to_state))
+            pos = _lit(buf, pos, 33)
+        else:
+            pos = _lit(buf, pos, 30)
+    return recs.shape[0], pos
