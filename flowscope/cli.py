@@ -205,9 +205,9 @@ def run_pcap(args: argparse.Namespace) -> int:
         for path in args.files:
             reader = None
             try:
-                reader = CaptureReader(path)
+                reader = CaptureReader(path, batch_size=16384, chunk_bytes=4 << 20)
                 files_read += 1
-                for batch in reader:
+                for batch in reader.prefetched():
                     for recs in tracker.process(batch):
                         writer.write_records(recs)
                     progress.update(path, reader.bytes_read, reader.file_size,

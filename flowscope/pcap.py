@@ -32,6 +32,8 @@ the error is raised by the iterator after that last good batch.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -190,6 +192,51 @@ class CaptureReader:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self._batches()
+
+    def prefetched(self, depth: int = 2) -> Iterator[np.ndarray]:
+        """Iterate with reading and parsing in a background thread.
+
+        The file reads and the numba walkers release the GIL, so on a machine
+        with two cores reading/parsing the next batches overlaps with whatever
+        the caller does with the current one. Yields copies (each stays valid);
+        at most ``depth`` batches wait in between. Errors (``CaptureError``)
+        are raised here, in order, after every batch read before them.
+        """
+        q: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
+        stop = threading.Event()
+        done = object()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for batch in self._batches():
+                    if not put(batch.copy()):
+                        return
+                put(done)
+            except BaseException as exc:  # handed to the consumer, raised there
+                put(exc)
+
+        worker = threading.Thread(target=produce, name=f"flowscope-read:{self.path}", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            worker.join()
 
     def _batches(self) -> Iterator[np.ndarray]:
         name = self.path

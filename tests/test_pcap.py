@@ -438,3 +438,21 @@ def test_values_agree_with_tshark(data_dir):
             assert int(row["sport"]) == int(tsp) and int(row["payload_len"]) == int(tlen)
         elif usp:
             assert int(row["sport"]) == int(usp) and int(row["payload_len"]) == int(ulen) - 8
+
+
+def test_prefetched_iteration_gives_the_same_batches_and_errors(data_dir):
+    from flowscope.pcap import CaptureError, CaptureReader
+
+    path = data_dir / "zeek__wikipedia.pcap"
+    plain = np.concatenate([b.copy() for b in CaptureReader(path, batch_size=7)])
+    pre = np.concatenate(list(CaptureReader(path, batch_size=7).prefetched()))
+    assert np.array_equal(plain, pre)
+    cut = data_dir / "derived__zeek__http__get.cut-mid-record.pcap"
+    got = []
+    with pytest.raises(CaptureError, match="middle of a packet record"):
+        for b in CaptureReader(cut, batch_size=2).prefetched():
+            got.append(b)
+    assert sum(len(b) for b in got) == 7
+    it = CaptureReader(path, batch_size=3).prefetched(depth=1)
+    next(it)
+    it.close()  # stopping early ends the reading thread
