@@ -72,14 +72,14 @@ BT_EPB = 6
 BOM = 0x1A2B3C4D
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _rd16(buf, p, be):
     if be:
         return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
     return (np.int64(buf[p + 1]) << 8) | np.int64(buf[p])
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _rd32(buf, p, be):
     if be:
         return ((np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16)
@@ -88,7 +88,7 @@ def _rd32(buf, p, be):
             | (np.int64(buf[p + 1]) << 8) | np.int64(buf[p]))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def walk_pcap(buf, st, out):
     """Walk classic pcap records of ``buf[st[ST_POS]:st[ST_FILL]]`` into ``out``.
 
@@ -133,7 +133,7 @@ def walk_pcap(buf, st, out):
     st[ST_NEED] = need
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _ts_ns(raw, res, off_ns):
     """pcapng timestamp ``raw`` in units of ``res`` (if_tsresol) -> ns."""
     if res & 0x80:
@@ -158,7 +158,7 @@ def _ts_ns(raw, res, off_ns):
     return raw // d + off_ns
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _idb(buf, pos, blen, be, ifs, st, seen):
     """Record the Interface Description Block at ``pos`` in ``ifs``."""
     link = _rd16(buf, pos + 8, be)
@@ -192,7 +192,7 @@ def _idb(buf, pos, blen, be, ifs, st, seen):
     seen[link] = 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def walk_pcapng(buf, st, out, ifs, seen):
     """Walk pcapng blocks of ``buf[st[ST_POS]:st[ST_FILL]]`` into ``out``.
 
