@@ -1,4 +1,5 @@
-"""The ``flowscope`` command line: ``flowscope pcap FILE...`` and ``flowscope warmup``.
+"""The ``flowscope`` command line: ``flowscope pcap FILE...``, ``flowscope live -i IFACE``
+and ``flowscope warmup``.
 
 User errors (bad arguments, bad config, unreadable or corrupt captures) are
 reported as one line on stderr, never as a traceback. Exit status: 0 = all
@@ -25,6 +26,8 @@ EXAMPLES = """examples:
   flowscope pcap --events all --format jsonl trace.pcap | jq .
   flowscope pcap --config sensor.yaml --max-flows 500000 big.pcap
   flowscope warmup                           # compile the engine, print the time
+  sudo flowscope live -i eth0                # live: XDP ingress + TC egress, Ctrl-C to end
+  sudo flowscope live -i eth0 -i eth1 --json --events lifecycle
 """
 
 EXTRACTORS = ("five-tuple", "directional", "ip-pair", "mac-pair")
@@ -81,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("files", nargs="+", metavar="FILE", help="pcap or pcapng capture file")
     _tracker_args(pp)
     pp.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    lp = sub.add_parser("live", help="track flows on network interfaces (root, BPF)",
+                        description="Track flows live with XDP (ingress) and TC (egress) "
+                                    "programs on each named interface; Ctrl-C (or SIGTERM) "
+                                    "ends every open flow and exits. See docs/live.md.",
+                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lp.add_argument("-i", "--interface", action="append", required=True, metavar="IFACE",
+                    dest="interfaces", help="interface to attach to (repeat for several)")
+    _tracker_args(lp)
+    lp.add_argument("--xdp-mode", choices=("generic", "native"), default=None,
+                    help="XDP attach mode (default generic; sensor.xdp_mode in the config)")
+    lp.add_argument("--duration", type=float, metavar="SEC",
+                    help="stop after SEC seconds as if interrupted")
+    lp.add_argument("--print-bpf", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("warmup", help="compile the numba engine and report the time it took")
     return parser
 
@@ -244,6 +260,128 @@ def run_pcap(args: argparse.Namespace) -> int:
     return EXIT_OK if complete else EXIT_INCOMPLETE
 
 
+CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF = 12, 21, 39
+
+
+def _effective_caps() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def _live_checks(ifnames: Sequence[str]) -> None:
+    """Up-front checks of ``flowscope live``; UsageError with one line each."""
+    import socket
+
+    caps = _effective_caps()
+    if os.geteuid() != 0 and not (
+            caps & (1 << CAP_NET_ADMIN) and caps & ((1 << CAP_BPF) | (1 << CAP_SYS_ADMIN))):
+        raise UsageError("live: needs root (or CAP_BPF and CAP_NET_ADMIN)")
+    for name in ifnames:
+        try:
+            socket.if_nametoindex(name)
+        except OSError:
+            raise UsageError(f"live: no interface named {name!r}") from None
+    if not (os.path.exists("/proc/sys/net/core/bpf_jit_enable")
+            or os.path.exists("/sys/fs/bpf")):
+        raise UsageError("live: this kernel has no BPF support")
+    try:
+        from .sensor.loader import import_bcc
+
+        import_bcc()
+    except ImportError:
+        raise UsageError("live: BCC is not installed (Debian: apt install python3-bpfcc)") \
+            from None
+    except (OSError, RuntimeError) as exc:  # kernel include dir could not be prepared
+        raise UsageError(f"live: cannot prepare BPF compilation: {exc}") from None
+
+
+def live_settings(args: argparse.Namespace):
+    """(TrackerConfig without automatic sweeps, SensorConfig) from the config and the flags."""
+    from .sensor.live import SensorConfigError, sensor_config_from_mapping
+
+    config = config_from_args(args)
+    try:
+        sensor = sensor_config_from_mapping(config.extra.get("sensor"))
+    except SensorConfigError as exc:
+        where = f"{args.config}: " if args.config else ""
+        raise ConfigError(f"{where}{exc}") from None
+    changes = {}
+    if args.sweep_interval is not None:
+        changes["sweep_interval"] = args.sweep_interval
+    elif "sweep_interval" not in (config.extra.get("sensor") or {}):
+        changes["sweep_interval"] = config.sweep_interval or 1.0
+    if args.xdp_mode:
+        changes["xdp_mode"] = args.xdp_mode
+    if changes:
+        sensor = sensor_config_from_mapping(changes, sensor)
+    if args.extractor != "five-tuple":
+        raise UsageError("live: only --extractor five-tuple (the kernel keys flows that way)")
+    if config.infer_tcp_initiator:
+        raise UsageError("live: --infer-tcp-initiator is not supported (the kernel's TCP "
+                         "mirror takes the first packet's sender as the initiator)")
+    return config.replace(sweep_interval=None), sensor
+
+
+def run_live(args: argparse.Namespace) -> int:
+    import signal
+
+    from .output import FORMATS
+    from .sensor.live import Sensor
+    from .tracker import FlowTracker
+
+    config, sconf = live_settings(args)
+    if args.print_bpf:
+        from .sensor.loader import cflags_for, program_source
+
+        tun = {"max_flows": sconf.map_size or config.max_flows,
+               "ring_pages": max(1, sconf.ring_size // 4096)}
+        print(program_source())
+        print("// cflags: " + " ".join(cflags_for(tun)))
+        return EXIT_OK
+    if args.duration is not None and not args.duration > 0:
+        raise UsageError("--duration: must be a positive number of seconds")
+    _live_checks(args.interfaces)
+    out = _open_output(args.output)
+    writer, fmt = make_writer(args, out)
+    tracker = FlowTracker(_extractor(args.extractor), config, events=event_mask_for(args, fmt),
+                          zeek=getattr(FORMATS[fmt], "NEEDS_ZEEK", False))
+    sensor = Sensor(args.interfaces, tracker, writer, sconf)
+    stop = []
+
+    def _on_signal(signum, frame):
+        stop.append(signum)
+
+    old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    status = EXIT_OK
+    try:
+        try:
+            sensor.start()
+        except OSError as exc:
+            raise UsageError(f"live: cannot attach: {exc.strerror or exc}") from None
+        print(f"Tracking flows on {', '.join(args.interfaces)}... Ctrl-C to end.",
+              file=sys.stderr, flush=True)
+        sensor.run(lambda: bool(stop), args.duration)
+    finally:
+        try:
+            sensor.close()
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+            c = sensor.counters()
+            if c:
+                print(sensor.counters_line(c), file=sys.stderr, flush=True)
+            writer.close(None)
+            if out is not sys.stdout:
+                out.close()
+    return status
+
+
 def run_warmup(args: argparse.Namespace) -> int:
     from .tracker import warmup
 
@@ -261,6 +399,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "pcap":
             return run_pcap(args)
+        if args.command == "live":
+            return run_live(args)
         return run_warmup(args)
     except (ConfigError, UsageError) as exc:
         _err(str(exc))

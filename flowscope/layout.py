@@ -33,6 +33,12 @@ PF_FRAG = 0x04  # a non-first IP fragment (keyed with ports 0)
 PF_MAC = 0x08  # smac/dmac are valid
 PF_MORE_FRAGS = 0x10  # a first fragment with more fragments to follow
 PF_ICMP = 0x20  # icmp_type/icmp_code are valid (ICMP/ICMPv6 header captured)
+#: Live sensor rows (never set by the capture parsers). The kernel aggregates most packets
+#: of a flow in its map, so a row carries the flow's absolute counters ``cnt_*`` (indexed by
+#: key orientation: 0 = a -> b, 1 = b -> a) instead of being one more packet to add.
+PF_ABS = 0x40  # a packet whose cnt_* are the flow's totals with it: set, do not add
+PF_SYNC = 0x80  # not a packet: set the counters and last_seen (= ts) only; no history,
+#                 state or Packet event. Creates the flow (started = first_ts) if missing.
 
 #: ``PKT_DTYPE.error`` values: why a frame is unmatched (0 = parsed).
 PERR_NONE = 0
@@ -70,6 +76,14 @@ PKT_DTYPE = np.dtype(
         ("icmp_type", np.uint8),  # valid with PF_ICMP
         ("icmp_code", np.uint8),  # valid with PF_ICMP
         ("_pad", np.uint8, (5,)),
+        # live sensor rows only (PF_ABS / PF_SYNC); zero from the capture parsers
+        ("first_ts", np.int64),  # PF_SYNC: the flow's first packet, ns since the epoch
+        ("cnt_pkts0", np.uint64),  # flow packets a -> b, this row included
+        ("cnt_pkts1", np.uint64),  # flow packets b -> a
+        ("cnt_bytes0", np.uint64),  # flow frame bytes a -> b
+        ("cnt_bytes1", np.uint64),
+        ("cnt_pay0", np.uint64),  # flow L4 payload bytes a -> b
+        ("cnt_pay1", np.uint64),
     ],
     align=True,
 )

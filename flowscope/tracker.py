@@ -43,7 +43,7 @@ from .events import (
 from .keys import Extractor, FiveTuple
 
 #: Event records per engine call; a call stops early when this fills up.
-DEFAULT_EVENT_CAPACITY = 1 << 16
+DEFAULT_EVENT_CAPACITY = 1 << 13
 
 _EVENT_MASKS = {
     "all": layout.EVMASK_ALL,
@@ -144,18 +144,14 @@ class FlowTracker:
         self._fkey = np.zeros((cap, layout.KEY_WORDS), dtype=np.uint64)
         self._fint = np.zeros((cap, K.F_SIZE), dtype=np.int64)
         self._fhist = np.zeros((cap, layout.HISTORY_MAX), dtype=np.uint8)
+        # rows at and above C_HIGH are never read: no need to touch their pages
         self._fdl = np.empty((cap, 2), dtype=np.int64)
-        self._fdl[:, 0] = K.NO_FLOW
-        self._fdl[:, 1] = -1
         self._lq = np.zeros((_pow2_at_least(4 * cap + 16), 2), dtype=np.int64)
         self._sbuf = np.zeros((cap, 2), dtype=np.int64)
         zcap = cap if zeek else 1
         self._fz = np.zeros((zcap, layout.ZEEK_WORDS), dtype=np.int64)
         self._fzh = np.zeros((zcap, layout.ZEEK_HISTORY_MAX), dtype=np.uint8)
-        # the free-slot stack lives in column F_FREE: pop order 0, 1, 2, ...
-        self._fint[:, K.F_FREE] = np.arange(cap - 1, -1, -1)
         ctl = self._ctl
-        ctl[K.C_FREE_TOP] = cap
         ctl[K.C_MAX_FLOWS] = cap
         ctl[K.C_EXTRACT] = self.extractor.kind
         ctl[K.C_INFER] = int(self.config.infer_tcp_initiator)

@@ -108,6 +108,7 @@ class NaiveTracker:
         self.next_sweep = 0
         self.last_ts = 0
         self.created = self.ended = self.evicted = self.unmatched = 0
+        self.matched_pkts = self.matched_bytes = 0
 
     def _timeout(self, proto):
         return self.timeouts[{6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}.get(proto, "other")]
@@ -134,7 +135,10 @@ class NaiveTracker:
             return out
         self.last_ts = max(self.last_ts, ts)
         key, rev = got
-        tcp = bool(p["pflags"] & 0x02) and self.kind in (FIVE, FIVE_DIR)
+        # live sensor rows: 0x40 = absolute counters, 0x80 = sync row (not a packet)
+        sync = bool(p["pflags"] & 0x80)
+        absolute = sync or bool(p["pflags"] & 0x40)
+        tcp = bool(p["pflags"] & 0x02) and not sync and self.kind in (FIVE, FIVE_DIR)
         flags = p["tcp_flags"]
         f = self.flows.get(key)
         if f is None:
@@ -144,16 +148,31 @@ class NaiveTracker:
             if self.infer and tcp and flags & SYN and flags & ACK:
                 init_rev = not rev
             proto = p["proto"] if p["l3"] in (4, 6) else 0
-            f = _Flow(init_rev, ts, proto, self._timeout(proto))
+            started = p["first_ts"] if sync else ts
+            f = _Flow(init_rev, started, proto, self._timeout(proto))
             self.flows[key] = f
             self.created += 1
-            out.append(("started", key, 0 if rev == init_rev else 1, ts))
-        else:
+            out.append(("started", key, 0 if rev == init_rev else 1, started))
+        elif not sync:
             self.flows.move_to_end(key)
         side = 0 if rev == f.init_rev else 1
-        f.pkts[side] += 1
-        f.bytes[side] += p["caplen"]
+        if absolute:
+            # counters by key orientation; the initiator's orientation is init_rev
+            o = int(bool(f.init_rev))
+            pk = (p["cnt_pkts0"], p["cnt_pkts1"])
+            by = (p["cnt_bytes0"], p["cnt_bytes1"])
+            self.matched_pkts += pk[o] + pk[1 - o] - sum(f.pkts)
+            self.matched_bytes += by[o] + by[1 - o] - sum(f.bytes)
+            f.pkts = [pk[o], pk[1 - o]]
+            f.bytes = [by[o], by[1 - o]]
+        else:
+            f.pkts[side] += 1
+            f.bytes[side] += p["caplen"]
+            self.matched_pkts += 1
+            self.matched_bytes += p["caplen"]
         f.last = ts
+        if sync:
+            return out
         if tcp:
             f.hist = naive_history(f.hist, side, flags, p["payload_len"])
             new, f.fin_side = naive_transition(f.state, side, flags, f.fin_side)

@@ -47,7 +47,7 @@ from .zeek import ZEEK_HISTORY_MAX, ZEEK_WORDS, Z_HLEN, zeek_packet, zeek_reset
 C_LQ_HEAD = 0  # access queue: first live-or-stale entry (monotonic position)
 C_LQ_TAIL = 1  # access queue: next free position (monotonic)
 C_COUNT = 2  # open flows
-C_FREE_TOP = 3  # number of entries on the free-slot stack (fint[:, F_FREE])
+C_FREE_TOP = 3  # entries on the stack of freed slots (fint[:, F_FREE])
 C_SERIAL = 4  # flows created so far (flow ids)
 C_CREATED = 5
 C_ENDED = 6
@@ -79,7 +79,7 @@ C_LAST_TS = 31  # latest packet timestamp seen
 C_ZEEK = 32  # keep Zeek-style state (fz, fzh) per flow
 C_TOUCH = 33  # touch serial counter
 C_SWEEP_N = 34  # number of slots in sbuf
-C_HIGH = 35  # 1 + the highest slot ever used (slots below it may hold flows)
+C_HIGH = 35  # slots ever used; new slots come from the free stack, else from here
 C_SIZE = 36
 
 # ---- fint columns ----------------------------------------------------------
@@ -141,6 +141,8 @@ PF_PORTS = 0x01
 PF_TCP = 0x02
 PF_MAC = 0x08
 PF_ICMP = 0x20
+PF_ABS = 0x40
+PF_SYNC = 0x80
 ICMP_VALID = 1 << 16
 
 EXTRACT_FIVE_TUPLE = 0
@@ -531,6 +533,14 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
     pkts: PKT_DTYPE[n]; ev: EVENT_DTYPE[m] with events already at ``ev[:e]``.
     Returns ``(next_packet, e, status)``; status is S_DONE, S_EV_FULL (drain
     ``ev[:e]`` and call again from ``next_packet``) or S_PAUSED.
+
+    Live sensor rows (``pflags`` PF_ABS / PF_SYNC) carry the flow's absolute
+    counters per key orientation (``cnt_*0`` a -> b, ``cnt_*1`` b -> a): they
+    replace the flow's per-side counters instead of adding one packet, and the
+    matched packet/byte totals grow by the difference. A PF_SYNC row is no
+    packet: it sets the counters and last_seen (= its ts) and nothing else (no
+    touch, history, state or Packet event); it creates the flow, started at
+    ``first_ts`` and initiated in the row's orientation, when it is missing.
     """
     n = pkts.shape[0]
     cap_ev = ev.shape[0]
@@ -571,7 +581,11 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
         length = np.int64(p.caplen)
         pos, s = _find(table, fkey, mask, k0, k1, k2, k3, k4)
         flags = np.int64(p.tcp_flags)
-        has_tcp = (p.pflags & PF_TCP) != 0 and kind != EXTRACT_IP_PAIR and kind != EXTRACT_MAC_PAIR
+        pf = np.int64(p.pflags)
+        sync = (pf & PF_SYNC) != 0
+        absolute = sync or (pf & PF_ABS) != 0
+        has_tcp = ((pf & PF_TCP) != 0 and not sync and kind != EXTRACT_IP_PAIR
+                   and kind != EXTRACT_MAC_PAIR)
         created = False
         if s < 0:
             if ctl[C_COUNT] >= ctl[C_MAX_FLOWS]:
@@ -579,9 +593,11 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
                 e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, victim,
                               END_EVICTED, ts)
                 pos, s = _find(table, fkey, mask, k0, k1, k2, k3, k4)
-            ctl[C_FREE_TOP] -= 1
-            s = fint[ctl[C_FREE_TOP], F_FREE]
-            if s >= ctl[C_HIGH]:
+            if ctl[C_FREE_TOP] > 0:
+                ctl[C_FREE_TOP] -= 1
+                s = fint[ctl[C_FREE_TOP], F_FREE]
+            else:  # never-used rows are touched only now: memory grows with the flows
+                s = ctl[C_HIGH]
                 ctl[C_HIGH] = s + 1
             table[pos] = s + 1
             fkey[s, 0] = k0
@@ -605,7 +621,7 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
             fint[s, F_BYTES1] = 0
             fint[s, F_PAY0] = 0
             fint[s, F_PAY1] = 0
-            fint[s, F_STARTED] = ts
+            fint[s, F_STARTED] = p.first_ts if sync else ts
             fint[s, F_ID] = ctl[C_SERIAL]
             fint[s, F_HLEN] = 0
             fint[s, F_FLAGS0] = 0
@@ -625,19 +641,47 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
             created = True
             side = 0 if rev == init_rev else 1
             if evmask & (1 << EV_STARTED):
-                r = _emit_head(ev, e, EV_STARTED, ts, fkey, fint, s)
+                r = _emit_head(ev, e, EV_STARTED, fint[s, F_STARTED], fkey, fint, s)
                 r.side = side
                 e += 1
         else:
-            _touch(ctl, fdl, lq, s)
+            if not sync:
+                _touch(ctl, fdl, lq, s)
             side = 0 if rev == fint[s, F_INIT_REV] else 1
-        ctl[C_MATCHED_PKTS] += 1
-        ctl[C_MATCHED_BYTES] += length
-        fint[s, F_PKTS0 + side] += 1
-        fint[s, F_BYTES0 + side] += length
-        fint[s, F_PAY0 + side] += p.payload_len
+        if absolute:
+            # orientation of the initiator = init_rev: its counters are cnt_*[init_rev]
+            old_p = fint[s, F_PKTS0] + fint[s, F_PKTS1]
+            old_b = fint[s, F_BYTES0] + fint[s, F_BYTES1]
+            if fint[s, F_INIT_REV] == 0:
+                fint[s, F_PKTS0] = np.int64(p.cnt_pkts0)
+                fint[s, F_PKTS1] = np.int64(p.cnt_pkts1)
+                fint[s, F_BYTES0] = np.int64(p.cnt_bytes0)
+                fint[s, F_BYTES1] = np.int64(p.cnt_bytes1)
+                fint[s, F_PAY0] = np.int64(p.cnt_pay0)
+                fint[s, F_PAY1] = np.int64(p.cnt_pay1)
+            else:
+                fint[s, F_PKTS0] = np.int64(p.cnt_pkts1)
+                fint[s, F_PKTS1] = np.int64(p.cnt_pkts0)
+                fint[s, F_BYTES0] = np.int64(p.cnt_bytes1)
+                fint[s, F_BYTES1] = np.int64(p.cnt_bytes0)
+                fint[s, F_PAY0] = np.int64(p.cnt_pay1)
+                fint[s, F_PAY1] = np.int64(p.cnt_pay0)
+            ctl[C_MATCHED_PKTS] += fint[s, F_PKTS0] + fint[s, F_PKTS1] - old_p
+            ctl[C_MATCHED_BYTES] += fint[s, F_BYTES0] + fint[s, F_BYTES1] - old_b
+        else:
+            ctl[C_MATCHED_PKTS] += 1
+            ctl[C_MATCHED_BYTES] += length
+            fint[s, F_PKTS0 + side] += 1
+            fint[s, F_BYTES0 + side] += length
+            fint[s, F_PAY0 + side] += p.payload_len
         fint[s, F_LAST] = ts
         fdl[s, 0] = ts + fint[s, F_TIMEOUT]
+        if sync:
+            i += 1
+            if created and ctl[C_PAUSE_NEW] != 0:
+                ctl[C_NEW_SLOT] = s
+                return i, e, S_PAUSED
+            continue
         if zeek:
             zeek_packet(fz, fzh, s, side, pkts, i)
         state = fint[s, F_STATE]

@@ -85,18 +85,18 @@ _NOT_IP = -1  # _link_layer result: no IP inside (error PERR_NOT_IP)
 _TRUNC = -2  # _link_layer result: captured bytes end inside an L2 header
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _be16(buf, p):
     return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _be32(buf, p):
     return ((np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16)
             | (np.int64(buf[p + 2]) << 8) | np.int64(buf[p + 3]))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _be_u64(buf, p, n):
     """``n`` bytes at ``p`` as a big-endian uint64."""
     v = np.uint64(0)
@@ -105,7 +105,7 @@ def _be_u64(buf, p, n):
     return v
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _clear(r):
     r.ts = 0
     r.caplen = 0
@@ -135,9 +135,16 @@ def _clear(r):
     r.icmp_code = 0
     for k in range(5):
         r._pad[k] = 0
+    r.first_ts = 0
+    r.cnt_pkts0 = 0
+    r.cnt_pkts1 = 0
+    r.cnt_bytes0 = 0
+    r.cnt_bytes1 = 0
+    r.cnt_pay0 = 0
+    r.cnt_pay1 = 0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _ethertype_walk(buf, p, end, et, r):
     """Follow VLAN / MPLS / PPPoE layers from EtherType ``et`` at ``p``.
 
@@ -192,7 +199,7 @@ def _ethertype_walk(buf, p, end, et, r):
     return p, _NOT_IP
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
     """Parse one frame into ``out[i]``.
 
@@ -419,7 +426,7 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
     r.error = PERR_NONE
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def parse_batch(buf, offs, caplens, wirelens, linktypes, tss, out):
     """Parse ``len(offs)`` frames of ``buf`` into ``out[:len(offs)]``.
 

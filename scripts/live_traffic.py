@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""A short, bounded mix of real traffic between two test hosts (demo and live tests).
+
+    live_traffic.py serve ADDR4 ADDR6            # in the peer's netns: TCP/UDP responders
+    live_traffic.py drive ADDR4 ADDR6 IFACE      # on the sensor's side: clients + raw frames
+
+``drive`` runs: a TCP connection with data and a clean close, a refused
+connection (RST), a half-open SYN (raw, from an address nobody answers for), a
+UDP request/response, an ICMP echo (ping), the same TCP/UDP over IPv6, and
+VLAN-tagged frames written to IFACE with an AF_PACKET socket (``serve`` also
+writes one back). Every wait has a timeout; the whole mix takes ~2 s.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+TCP_PORT, REFUSED_PORT, UDP_PORT, VLAN_PORT = 8080, 8081, 9090, 7777
+DEADLINE_S = 15
+
+
+def _csum(b: bytes) -> int:
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _mac(ifname: str) -> bytes:
+    with open(f"/sys/class/net/{ifname}/address") as f:
+        return bytes.fromhex(f.read().strip().replace(":", ""))
+
+
+def _ipv4(src: str, dst: str, proto: int, l4: bytes) -> bytes:
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, 64, proto, 0, s, d)
+    hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+    if proto in (6, 17):  # L4 checksum over the pseudo header
+        pseudo = s + d + struct.pack("!BBH", 0, proto, len(l4))
+        off = 16 if proto == 6 else 6
+        l4 = l4[:off] + struct.pack("!H", _csum(pseudo + l4)) + l4[off + 2:]
+    return hdr + l4
+
+
+def _udp(sport: int, dport: int, payload: bytes) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def _tcp_syn(sport: int, dport: int) -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, dport, 1000, 0, 5 << 4, 0x02, 8192, 0, 0)
+
+
+def vlan_frame(dst_mac: bytes, src_mac: bytes, vid: int, ip: bytes) -> bytes:
+    return dst_mac + src_mac + struct.pack("!HHH", 0x8100, vid, 0x0800) + ip
+
+
+def _raw_send(ifname: str, frames) -> None:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    try:
+        s.bind((ifname, 0))
+        for f in frames:
+            s.send(f)
+    finally:
+        s.close()
+
+
+def _peer_iface(addr: str) -> str:
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
+                         timeout=5).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if parts[3].split("/")[0] == addr:
+            return parts[1]
+    raise SystemExit(f"no interface holds {addr}")
+
+
+def serve(a4: str, a6: str) -> None:
+    """Answer the clients of ``drive`` until they are done or DEADLINE_S passes."""
+    socks = []
+    for fam, addr in ((socket.AF_INET, a4), (socket.AF_INET6, a6)):
+        t = socket.socket(fam, socket.SOCK_STREAM)
+        t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        t.bind((addr, TCP_PORT))
+        t.listen(4)
+        u = socket.socket(fam, socket.SOCK_DGRAM)
+        u.bind((addr, UDP_PORT))
+        socks += [t, u]
+    print("ready", flush=True)
+    end = time.monotonic() + DEADLINE_S
+    tcp_done = udp_done = 0
+    while time.monotonic() < end and (tcp_done < 2 or udp_done < 2):
+        r, _, _ = select.select(socks, [], [], 0.2)
+        for s in r:
+            if s.type == socket.SOCK_STREAM:
+                c, _ = s.accept()
+                c.settimeout(5)
+                c.recv(100)
+                c.sendall(b"world")
+                while c.recv(100):  # until the client's FIN
+                    pass
+                c.close()
+                tcp_done += 1
+            else:
+                data, peer = s.recvfrom(100)
+                s.sendto(b"pong:" + data, peer)
+                udp_done += 1
+    # one VLAN-tagged frame back towards the sensor's side (seen there on ingress)
+    ifname = _peer_iface(a4)
+    peer4 = str(ipaddress.ip_address(a4) - 1)
+    _raw_send(ifname, [vlan_frame(b"\xff" * 6, _mac(ifname), 100,
+                                  _ipv4(a4, peer4, 17, _udp(VLAN_PORT, VLAN_PORT, b"vlan-back")))])
+    for s in socks:
+        s.close()
+
+
+def drive(a4: str, a6: str, ifname: str) -> None:
+    """The client side; ``a4``/``a6`` are the peer's addresses."""
+    local4 = str(ipaddress.ip_address(a4) - 1)
+    for fam, addr in ((socket.AF_INET, a4), (socket.AF_INET6, a6)):
+        with socket.socket(fam, socket.SOCK_STREAM) as c:  # data + clean close
+            c.settimeout(5)
+            c.connect((addr, TCP_PORT))
+            c.sendall(b"hello")
+            assert c.recv(100) == b"world"
+            c.shutdown(socket.SHUT_WR)
+            c.recv(100)
+        with socket.socket(fam, socket.SOCK_DGRAM) as u:  # request / response
+            u.settimeout(5)
+            u.sendto(b"ping", (addr, UDP_PORT))
+            u.recvfrom(100)
+    with socket.socket() as c:  # refused: SYN, then RST+ACK
+        c.settimeout(5)
+        try:
+            c.connect((a4, REFUSED_PORT))
+        except ConnectionRefusedError:
+            pass
+    subprocess.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", a4], check=True,
+                   capture_output=True, timeout=10)
+    # raw frames: a half-open SYN from an address nobody answers ARP for (the SYN+ACK is
+    # never sent), and two VLAN-tagged frames (UDP and a TCP SYN) the peer ignores
+    ghost = str(ipaddress.ip_address(a4) + 50)
+    dst, src = b"\xff" * 6, _mac(ifname)
+    _raw_send(ifname, [
+        dst + src + b"\x08\x00" + _ipv4(ghost, a4, 6, _tcp_syn(40000, TCP_PORT)),
+        vlan_frame(dst, src, 100, _ipv4(local4, a4, 17, _udp(VLAN_PORT, VLAN_PORT, b"vlan"))),
+        vlan_frame(dst, src, 200, _ipv4(local4, a4, 6, _tcp_syn(40001, VLAN_PORT))),
+    ])
+    time.sleep(0.3)  # let the last ACKs and replies land
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 4 and sys.argv[1] == "serve":
+        serve(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) >= 5 and sys.argv[1] == "drive":
+        drive(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        raise SystemExit(__doc__)

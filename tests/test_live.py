@@ -1,0 +1,335 @@
+"""The live sensor end to end: real traffic through a veth pair into a test namespace.
+
+Root + BPF tests (skipped without them, failed under FLOWSCOPE_REQUIRE_BPF=1):
+live equals offline on the same packets, nothing left attached after SIGINT, SIGTERM or
+SIGKILL, and an overloaded sensor that stays up and accounts for what it dropped.
+The CLI error tests at the end need neither.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bpf_helpers import require_bpf
+
+REPO = Path(__file__).resolve().parents[1]
+TRAFFIC = REPO / "scripts" / "live_traffic.py"
+FLOWSCOPE = [sys.executable, "-m", "flowscope"]
+
+
+def _sh(*args, check=True, timeout=20):
+    return subprocess.run(list(args), check=check, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+_seq = [0]
+
+
+@pytest.fixture
+def topo():
+    """A netns joined by a veth pair: (our ifname, peer v4, peer v6, netns name)."""
+    require_bpf("ip", "ethtool", "tcpdump", "bpftool", "ping")
+    _seq[0] += 1
+    tag = f"{os.getpid() % 10000}{_seq[0]}"
+    ns, a, b = f"fslv{tag}", f"fslv{tag}a", f"fslv{tag}b"
+    n = (os.getpid() + _seq[0]) % 200 + 20
+    v4, v6 = f"10.204.{n}", f"fd00:204:{n:x}::"
+    _sh("ip", "netns", "del", ns, check=False)
+    _sh("ip", "link", "del", a, check=False)
+    try:
+        _sh("ip", "netns", "add", ns)
+        _sh("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)
+        _sh("ip", "addr", "add", f"{v4}.1/24", "dev", a)
+        _sh("ip", "addr", "add", f"{v6}1/64", "dev", a, "nodad")
+        _sh("ip", "link", "set", a, "up")
+        _sh("ip", "-n", ns, "addr", "add", f"{v4}.2/24", "dev", b)
+        _sh("ip", "-n", ns, "addr", "add", f"{v6}2/64", "dev", b, "nodad")
+        _sh("ip", "-n", ns, "link", "set", b, "up")
+        _sh("ip", "-n", ns, "link", "set", "lo", "up")
+        _sh("ethtool", "-K", a, "gso", "off", "tso", "off", "gro", "off", check=False)
+        _sh("ip", "netns", "exec", ns, "ethtool", "-K", b, "gso", "off", "tso", "off", "gro",
+            "off", check=False)
+        yield a, f"{v4}.2", f"{v6}2", ns
+    finally:
+        _sh("ip", "link", "del", a, check=False)
+        _sh("ip", "netns", "del", ns, check=False)
+
+
+def _wait_for(path: Path, text: str, proc, limit=60.0):
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode}: {path.read_text(errors='replace')}")
+        time.sleep(0.1)
+    raise AssertionError(f"no {text!r} in {path} after {limit} s")
+
+
+def _start_live(ifname, tmp, *extra):
+    err = tmp / "live.err"
+    proc = subprocess.Popen(FLOWSCOPE + ["live", "-i", ifname, "--format", "jsonl", "-o",
+                                         str(tmp / "live.jsonl"), "--duration", "90", *extra],
+                            stdout=subprocess.DEVNULL, stderr=open(err, "w"), cwd=REPO)
+    try:
+        _wait_for(err, "Tracking flows on", proc)
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
+    return proc, err
+
+
+def _stop(proc, sig=signal.SIGINT, limit=30):
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(limit)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        raise
+
+
+def _drive(ifname, v4, v6, ns):
+    srv = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(TRAFFIC), "serve",
+                            v4, v6], stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        _sh(sys.executable, str(TRAFFIC), "drive", v4, v6, ifname, timeout=30)
+        srv.wait(timeout=20)
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait(5)
+
+
+COMPARED = ("proto", "src_ip", "src_port", "dst_ip", "dst_port", "reason", "state", "history",
+            "init_pkts", "resp_pkts", "init_bytes", "resp_bytes", "init_payload_bytes",
+            "resp_payload_bytes")
+
+
+def _ended(path: Path, prefixes) -> list[tuple]:
+    out = []
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if r["event"] != "ended" or r["proto"] == "icmp6":  # ND timing is not ours
+            continue
+        if not any(r["src_ip"].startswith(p) for p in prefixes):
+            continue
+        out.append(tuple(r[k] for k in COMPARED))
+    return sorted(out)
+
+
+def test_live_equals_offline(topo, tmp_path):
+    ifname, v4, v6, ns = topo
+    pcap = tmp_path / "cap.pcap"
+    tcpd_err = tmp_path / "tcpdump.err"
+    tcpd = subprocess.Popen(["tcpdump", "-i", ifname, "--immediate-mode", "-U", "-s", "0",
+                             "-w", str(pcap)],
+                            stdout=subprocess.DEVNULL, stderr=open(tcpd_err, "w"))
+    try:
+        _wait_for(tcpd_err, "listening on", tcpd, 20)
+        live, err = _start_live(ifname, tmp_path)
+        try:
+            _drive(ifname, v4, v6, ns)
+            time.sleep(0.3)
+        finally:
+            assert _stop(live) == 0, err.read_text()
+        time.sleep(0.5)  # let tcpdump write what it has received
+    finally:
+        _stop(tcpd, signal.SIGINT, 10)
+    off = _sh(*FLOWSCOPE, "pcap", "--format", "jsonl", "-o", str(tmp_path / "off.jsonl"),
+              str(pcap), timeout=120)
+    assert off.returncode == 0, off.stderr
+    prefixes = (v4.rsplit(".", 1)[0] + ".", v6[:-1])
+    got = _ended(tmp_path / "live.jsonl", prefixes)
+    want = _ended(tmp_path / "off.jsonl", prefixes)
+    assert got == want
+    kinds = {(r[0], r[5]) for r in want}
+    # the scripted mix really happened: clean closes, a refused connect, open flows at the end
+    assert {("tcp", "fin"), ("tcp", "rst"), ("udp", "shutdown"), ("icmp", "shutdown"),
+            ("tcp", "shutdown")} <= kinds
+    assert any(r[1].startswith(v6[:-1]) and r[0] == "tcp" for r in want)  # IPv6 TCP
+    assert sum(1 for r in want if r[4] == 7777) == 2  # the VLAN-tagged frames
+    text = err.read_text()
+    assert "ring_full 0" in text and "map_full 0" in text
+
+
+def _links() -> dict[int, object]:
+    """BPF link id -> type (bpftool 7.1 prints tcx links as type 11 with no interface)."""
+    out = _sh("bpftool", "-j", "link", "show", check=False).stdout or "[]"
+    return {int(x["id"]): x["type"] for x in json.loads(out)}
+
+
+def _xdp_on(ifname: str) -> bool:
+    return "xdp" in _sh("ip", "link", "show", "dev", ifname).stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_no_leftovers_after_signal(topo, tmp_path, sig):
+    ifname = topo[0]
+    before = _links()
+    live, err = _start_live(ifname, tmp_path)
+    try:
+        ours = {i: t for i, t in _links().items() if i not in before}
+        assert _xdp_on(ifname)
+        assert sorted(map(str, ours.values())) == ["11", "xdp"] or "tcx" in ours.values(), ours
+    finally:
+        rc = _stop(live, sig)
+    if sig != signal.SIGKILL:
+        assert rc == 0, err.read_text()
+        assert "flowscope: kernel: packets" in err.read_text()
+    deadline = time.monotonic() + 10
+    while _xdp_on(ifname) or set(ours) & set(_links()):  # freed after an RCU grace period
+        assert time.monotonic() < deadline, (_xdp_on(ifname), set(ours) & set(_links()))
+        time.sleep(0.1)
+
+
+class _Collect:
+    def __init__(self):
+        self.recs = []
+
+    def write_records(self, recs):
+        self.recs.append(recs.copy())
+
+    def all(self):
+        from flowscope import layout
+
+        return np.concatenate(self.recs) if self.recs else np.zeros(0, layout.EVENT_DTYPE)
+
+
+def test_overload_stays_up_and_accounts_for_drops(topo):
+    import resource
+    import socket
+
+    from flowscope import FlowTracker, TrackerConfig, layout
+    from flowscope.sensor.live import Sensor, SensorConfig
+
+    ifname, v4, _, _ = topo
+    tracker = FlowTracker(config=TrackerConfig(max_flows=64, sweep_interval=None),
+                          events="ended")
+    out = _Collect()
+    # 32 map entries, a one-page ring (~28 events): 60 new UDP flows overflow both
+    sensor = Sensor([ifname], tracker, out,
+                    SensorConfig(map_size=32, ring_size=4096, sweep_interval=0.2,
+                                 report_interval=0, batch=64))
+    lines = []
+    sensor.report = lines.append
+    sensor.start()
+    try:
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            for port in range(20000, 20060):  # bounded: 60 packets, nothing drained meanwhile
+                u.sendto(b"x" * 16, (v4, port))
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            sensor.poll(0.05)
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 64 * 1024  # KiB
+    finally:
+        sensor.close()
+    c = sensor.counters()
+    assert c["map_full"] >= 60 - 32
+    assert c["ring_full"] > 0
+    # every matched packet the kernel counted reaches the tracker (through events or syncs),
+    # every entry it created becomes a flow, and what it could not track is counted
+    assert c["tracked_packets"] == c["matched"] == c["packets"] - c["unparseable"] - c["map_full"]
+    assert c["flows_created"] == c["flows_new"] + c["flows_restart"]
+    assert c["flows_created"] == c["flows_ended"] and c["open_flows"] == 0
+    ended = out.all()
+    assert len(ended) == c["flows_created"]
+    assert int(ended["pkts"].sum()) == c["tracked_packets"]
+    assert "ring_full" in sensor.counters_line(c)
+
+
+# --- CLI errors (no root needed) ---------------------------------------------------------
+
+
+def _cli(*args):
+    return subprocess.run(FLOWSCOPE + list(args), capture_output=True, text=True, timeout=60,
+                          cwd=REPO)
+
+
+def test_live_missing_interface_is_one_line_exit_2():
+    r = _cli("live", "-i", "fsnosuch0")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "fsnosuch0" in lines[0], r.stderr
+
+
+def test_live_unknown_sensor_key_exit_2(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sensor:\n  ring_size: 65536\n  turbo: true\n")
+    r = _cli("live", "-i", "lo", "--config", str(cfg))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "sensor.turbo" in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("body, key", [
+    ("sensor:\n  ring_size: 5000\n", "sensor.ring_size"),
+    ("sensor:\n  hooks: [ingress, sideways]\n", "sensor.hooks"),
+    ("sensor:\n  xdp_mode: turbo\n", "sensor.xdp_mode"),
+    ("sensor:\n  sweep_interval: 0\n", "sensor.sweep_interval"),
+    ("sensor:\n  map_size: -1\n", "sensor.map_size"),
+    ("sensor:\n  report_interval: fast\n", "sensor.report_interval"),
+])
+def test_live_bad_sensor_values_exit_2(tmp_path, body, key):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(body)
+    r = _cli("live", "-i", "lo", "--config", str(cfg))
+    assert r.returncode == 2 and key in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_print_bpf_shows_program_and_cflags(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sensor:\n  map_size: 4096\n  ring_size: 65536\n")
+    r = _cli("live", "-i", "lo", "--config", str(cfg), "--print-bpf")
+    assert r.returncode == 0
+    assert "fs_xdp" in r.stdout and "-DFS_MAX_FLOWS=4096 -DFS_RING_PAGES=16" in r.stdout
+
+
+def test_idle_flows_are_synced_and_ended_then_restart(topo):
+    import socket
+
+    from flowscope import FlowTracker, TrackerConfig, layout
+    from flowscope.sensor.live import Sensor, SensorConfig
+
+    ifname, v4, _, _ = topo
+    tracker = FlowTracker(config=TrackerConfig(udp_timeout=0.5, sweep_interval=None),
+                          events="ended")
+    out = _Collect()
+    sensor = Sensor([ifname], tracker, out,
+                    SensorConfig(sweep_interval=0.1, report_interval=0, hooks=("egress",)))
+    sensor.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("0.0.0.0", 0))
+            for _ in range(3):  # one event, two packets aggregated in the kernel
+                u.sendto(b"abc", (v4, 5555))
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end and not out.recs:
+                sensor.poll(0.05)
+            assert out.recs, "the idle flow was not ended"
+            first = out.all()
+            u.sendto(b"abcd", (v4, 5555))  # same key, after the timeout: a new flow
+            for _ in range(4):
+                sensor.poll(0.02)
+    finally:
+        sensor.close()
+    ended = out.all()
+    udp = ended[(ended["key"][:, 4] >> 32 & 0xFF) == 17]
+    assert [int(r) for r in udp["reason"]] == [layout.END_IDLE, layout.END_SHUTDOWN]
+    assert udp["pkts"][:, 0].tolist() == [3, 1] and udp["payload"][:, 0].tolist() == [9, 4]
+    assert len(first) >= 1 and sensor.stats.idle_removed >= 1
