@@ -89,13 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
                                     "programs on each named interface; Ctrl-C (or SIGTERM) "
                                     "ends every open flow and exits. See docs/live.md.",
                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    lp.add_argument("-i", "--interface", action="append", required=True, metavar="IFACE",
-                    dest="interfaces", help="interface to attach to (repeat for several)")
+    lp.add_argument("-i", "--interface", action="append", metavar="IFACE", dest="interfaces",
+                    help="interface to attach to (repeat for several; default: "
+                         "sensor.interfaces in the config)")
     _tracker_args(lp)
     lp.add_argument("--xdp-mode", choices=("generic", "native"), default=None,
                     help="XDP attach mode (default generic; sensor.xdp_mode in the config)")
     lp.add_argument("--duration", type=float, metavar="SEC",
                     help="stop after SEC seconds as if interrupted")
+    lp.add_argument("--metrics", metavar="HOST:PORT",
+                    help="serve Prometheus metrics there (needs prometheus-client)")
     lp.add_argument("--print-bpf", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("warmup", help="compile the numba engine and report the time it took")
     return parser
@@ -209,8 +212,7 @@ def run_pcap(args: argparse.Namespace) -> int:
     from .tracker import FlowTracker
 
     config = config_from_args(args)
-    out = _open_output(args.output)
-    writer, fmt = make_writer(args, out)
+    out, writer, fmt = open_writer(args, _output_settings(args, config))
     tracker = FlowTracker(_extractor(args.extractor), config, events=event_mask_for(args, fmt),
                           zeek=getattr(FORMATS[fmt], "NEEDS_ZEEK", False))
     progress = Progress(not args.no_progress)
@@ -346,12 +348,27 @@ def run_live(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.duration is not None and not args.duration > 0:
         raise UsageError("--duration: must be a positive number of seconds")
-    _live_checks(args.interfaces)
-    out = _open_output(args.output)
-    writer, fmt = make_writer(args, out)
+    interfaces = args.interfaces or list(sconf.interfaces)
+    if not interfaces:
+        raise UsageError("live: name at least one interface (-i IFACE or sensor.interfaces)")
+    settings = _output_settings(args, config)
+    _live_checks(interfaces)
+    out, writer, fmt = open_writer(args, settings)
     tracker = FlowTracker(_extractor(args.extractor), config, events=event_mask_for(args, fmt),
                           zeek=getattr(FORMATS[fmt], "NEEDS_ZEEK", False))
-    sensor = Sensor(args.interfaces, tracker, writer, sconf)
+    sensor = Sensor(interfaces, tracker, writer, sconf)
+    sensor.writer_stream = out
+    metrics_at = _parse_address(args.metrics, "--metrics") if args.metrics else settings.metrics
+    if metrics_at:
+        from .metrics import MetricsServer, MetricsUnavailable
+
+        try:
+            sensor.metrics = MetricsServer(*metrics_at)
+        except MetricsUnavailable as exc:
+            raise UsageError(str(exc)) from None
+        except OSError as exc:
+            raise UsageError(f"metrics {metrics_at[0]}:{metrics_at[1]}: "
+                             f"{exc.strerror or exc}") from None
     stop = []
 
     def _on_signal(signum, frame):
@@ -364,7 +381,7 @@ def run_live(args: argparse.Namespace) -> int:
             sensor.start()
         except OSError as exc:
             raise UsageError(f"live: cannot attach: {exc.strerror or exc}") from None
-        print(f"Tracking flows on {', '.join(args.interfaces)}... Ctrl-C to end.",
+        print(f"Tracking flows on {', '.join(interfaces)}... Ctrl-C to end.",
               file=sys.stderr, flush=True)
         sensor.run(lambda: bool(stop), args.duration)
     finally:
@@ -379,7 +396,48 @@ def run_live(args: argparse.Namespace) -> int:
             writer.close(None)
             if out is not sys.stdout:
                 out.close()
+            if sensor.metrics is not None:
+                sensor.metrics.close()
     return status
+
+
+def open_writer(args: argparse.Namespace, settings):
+    """(stream, writer, format): flags first, then the ``output:`` section of the config."""
+    if not args.format and settings.format:
+        args.format = settings.format
+    if not args.ipfix and settings.ipfix:
+        args.ipfix = "%s:%d" % settings.ipfix
+    out = _open_output(args.output) if args.output or not settings.path else _rotating(settings)
+    writer, fmt = make_writer(args, out)
+    return out, writer, fmt
+
+
+def _output_settings(args: argparse.Namespace, config: TrackerConfig):
+    """The ``output:`` section of the config (errors name the file and the key)."""
+    from .output.config import output_settings
+
+    try:
+        return output_settings(config.extra.get("output"))
+    except ConfigError as exc:
+        where = f"{args.config}: " if args.config else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def _parse_address(value: str, key: str):
+    from .output.config import parse_address
+
+    return parse_address(value, key)
+
+
+def _rotating(settings):
+    """The output file of the ``output:`` section, rotated by size and/or time."""
+    from .output.rotate import RotatingFile
+
+    try:
+        return RotatingFile(settings.path, max_bytes=settings.rotate_bytes,
+                            interval_s=settings.rotate_seconds, keep=settings.keep)
+    except OSError as exc:
+        raise UsageError(f"{settings.path}: cannot write output: {exc.strerror or exc}") from None
 
 
 def run_warmup(args: argparse.Namespace) -> int:

@@ -333,3 +333,48 @@ def test_idle_flows_are_synced_and_ended_then_restart(topo):
     assert [int(r) for r in udp["reason"]] == [layout.END_IDLE, layout.END_SHUTDOWN]
     assert udp["pkts"][:, 0].tolist() == [3, 1] and udp["payload"][:, 0].tolist() == [9, 4]
     assert len(first) >= 1 and sensor.stats.idle_removed >= 1
+
+
+def _free_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_are_served_and_interfaces_come_from_the_config(topo, tmp_path):
+    """Interfaces from sensor.interfaces, output from the output: section, metrics scraped."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ifname, v4, v6, ns = topo
+    port = _free_tcp_port()
+    out = tmp_path / "flows.jsonl"
+    cfg = tmp_path / "flowscope.yaml"
+    cfg.write_text(f"sensor:\n  interfaces: [{ifname}]\n  sweep_interval: 0.5\n"
+                   f"output:\n  format: jsonl\n  path: {out}\n  metrics: 127.0.0.1:{port}\n")
+    err = tmp_path / "live.err"
+    proc = subprocess.Popen(FLOWSCOPE + ["live", "--config", str(cfg), "--duration", "60"],
+                            stdout=subprocess.DEVNULL, stderr=open(err, "w"), cwd=REPO)
+    try:
+        _wait_for(err, f"Tracking flows on {ifname}", proc)
+        _sh("ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "1",
+            v4.rsplit(".", 1)[0] + ".1", check=False)
+        families = {}
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+            families = {f.name: f for f in text_string_to_metric_families(text.decode())}
+            pk = families.get("flowscope_packets")
+            if pk and pk.samples and pk.samples[0].value >= 6:
+                break
+            time.sleep(0.3)
+        assert families["flowscope_packets"].samples[0].value >= 6  # 3 echo requests + replies
+        assert families["flowscope_flows_created"].samples[0].value >= 1
+        counters = {s.labels["counter"] for s in families["flowscope_kernel_counter"].samples}
+        assert {"map_full", "ring_full"} <= counters
+    finally:
+        assert _stop(proc) == 0, err.read_text()
+    assert any(json.loads(line)["proto"] == "icmp" for line in out.read_text().splitlines())

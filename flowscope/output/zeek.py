@@ -213,6 +213,11 @@ class ZeekTsvWriter:
         self.out = out
         self.lines = 0
         self._header = False
+        # a RotatingFile: every file it opens gets its own header, and #close when it closes
+        self._rotating = hasattr(out, "on_open")
+        if self._rotating:
+            out.on_open = lambda stream: self._write_header()
+            out.on_close = lambda stream: stream.write(f"#close\t{_zeek_time(time.time())}\n")
 
     def _write_header(self) -> None:
         self.out.write("#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n"
@@ -244,7 +249,8 @@ class ZeekTsvWriter:
     def close(self, summary=None) -> None:
         if not self._header:
             self._write_header()
-        self.out.write(f"#close\t{_zeek_time(time.time())}\n")
+        if not self._rotating:  # a RotatingFile writes #close itself when it is closed
+            self.out.write(f"#close\t{_zeek_time(time.time())}\n")
         self.out.flush()
 
 

@@ -78,6 +78,8 @@ class SensorConfig:
         Seconds between counter reports on stderr; 0 = only at exit.
     batch : int
         Ring events per drain (bounds the memory of one step).
+    interfaces : tuple of str
+        Interfaces to attach to when ``-i`` is not given on the command line.
     """
 
     map_size: Optional[int] = None
@@ -87,6 +89,7 @@ class SensorConfig:
     sweep_interval: float = 1.0
     report_interval: float = 10.0
     batch: int = 4096
+    interfaces: tuple = ()
 
 
 def _pos_int(key, v, minimum=1):
@@ -110,7 +113,7 @@ def sensor_config_from_mapping(data, base: SensorConfig | None = None) -> Sensor
     if not isinstance(data, dict):
         raise SensorConfigError(f"sensor: expected a mapping of keys, got {type(data).__name__}")
     known = ("map_size", "ring_size", "hooks", "xdp_mode", "sweep_interval", "report_interval",
-             "batch")
+             "batch", "interfaces")
     ch = {}
     for key, v in data.items():
         if key not in known:
@@ -132,6 +135,13 @@ def sensor_config_from_mapping(data, base: SensorConfig | None = None) -> Sensor
                 raise SensorConfigError(
                     f"sensor.hooks: expected a list of ingress and/or egress, got {v!r}")
             ch[key] = tuple(h for h in HOOKS if h in hooks)
+        elif key == "interfaces":
+            names = [v] if isinstance(v, str) else v
+            if (not isinstance(names, list) or not names
+                    or any(not isinstance(n, str) or not n or len(n) > 15 for n in names)):
+                raise SensorConfigError(
+                    f"sensor.interfaces: expected a list of interface names, got {v!r}")
+            ch[key] = tuple(names)
         elif key == "xdp_mode":
             if v not in XDP_MODES:
                 raise SensorConfigError(f"sensor.xdp_mode: expected generic or native, got {v!r}")
@@ -292,6 +302,9 @@ class Sensor:
         self._next_sweep = 0.0
         self._next_report = 0.0
         self._closed = False
+        self.metrics = None  # a flowscope.metrics.MetricsServer, updated about once a second
+        self._next_metrics = 0.0
+        self._lag = 0.0
 
     # ---- set-up ------------------------------------------------------------------------
 
@@ -357,6 +370,9 @@ class Sensor:
     def _drain_once(self) -> np.ndarray:
         n = self.ring.drain(self._evbuf)
         self.stats.events += n
+        if n:  # how far behind the kernel the newest event is when it reaches the engine
+            newest = int(self._evbuf["ts_ns"][:n].max())
+            self._lag = max(0.0, (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - newest) / 1e9)
         return self._evbuf[:n]
 
     def drain(self, max_batches: int = 64) -> int:
@@ -380,8 +396,17 @@ class Sensor:
     def poll(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for events, drain, and run the timers when due."""
         self.ring.wait(timeout)
-        self.drain()
+        drained = self.drain()
         now = time.monotonic()
+        if self.metrics is not None and now >= self._next_metrics:
+            from . import maps
+
+            self._next_metrics = now + 1.0
+            self.metrics.update(self.tracker.stats, maps.counters_dict(self.loaded.counters_fd),
+                                self.stats.events, self._lag if drained else 0.0)
+            flush = getattr(self.writer, "flush", None)
+            if flush is not None:
+                flush()
         if now >= self._next_sweep:
             self._refresh_clock()
             self.sync_idle()
