@@ -245,13 +245,7 @@ def run_pcap(args: argparse.Namespace) -> int:
         progress.clear()
         for recs in tracker.process_finish():
             writer.write_records(recs)
-        s = tracker.stats
-        summary = {
-            "files": files_read, "packets": s.packets_matched + s.packets_unmatched,
-            "unmatched": s.packets_unmatched, "flows": s.flows_created, "fin": s.ended_fin,
-            "rst": s.ended_rst, "idle": s.ended_idle, "evicted": s.flows_evicted,
-            "shutdown": s.ended_shutdown,
-        }
+        summary = summary_of(tracker, files=files_read)
         writer.close(summary if fmt == "table" else None)
         if out is not sys.stdout:
             out.close()
@@ -393,7 +387,7 @@ def run_live(args: argparse.Namespace) -> int:
             c = sensor.counters()
             if c:
                 print(sensor.counters_line(c), file=sys.stderr, flush=True)
-            writer.close(None)
+            writer.close(summary_of(tracker) if fmt == "table" else None)
             if out is not sys.stdout:
                 out.close()
             if sensor.metrics is not None:
@@ -438,6 +432,17 @@ def _rotating(settings):
                             interval_s=settings.rotate_seconds, keep=settings.keep)
     except OSError as exc:
         raise UsageError(f"{settings.path}: cannot write output: {exc.strerror or exc}") from None
+
+
+def summary_of(tracker, files: int = 0) -> dict:
+    """The figures of the table's closing lines."""
+    s = tracker.stats
+    return {
+        "files": files, "packets": s.packets_matched + s.packets_unmatched,
+        "unmatched": s.packets_unmatched, "flows": s.flows_created, "fin": s.ended_fin,
+        "rst": s.ended_rst, "idle": s.ended_idle, "evicted": s.flows_evicted,
+        "shutdown": s.ended_shutdown,
+    }
 
 
 def run_warmup(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@
 # (10.203.0.1/24 + fd00:203::1/64 here, .2 / ::2 in the namespace), run `flowscope live` on our
 # end, drive a short mix of real traffic (TCP with data and a clean close, a refused connection,
 # a half-open SYN, UDP request/response, ICMP echo, TCP and UDP over IPv6, VLAN-tagged frames),
-# stop the sensor with SIGINT and print its events as a table. Everything it creates is removed
+# stop the sensor with SIGINT and print its ended flows as flowscope's table. Everything it creates is removed
 # on exit. Takes ~10 s after set-up.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,7 +44,7 @@ ethtool -K "$veth" gso off tso off gro off >/dev/null 2>&1 || true
 ip netns exec "$ns" ethtool -K "$peer" gso off tso off gro off >/dev/null 2>&1 || true
 
 echo "demo: flowscope live -i $veth" >&2
-.venv/bin/flowscope live -i "$veth" --format jsonl --events ended -o "$work/flows.jsonl" \
+.venv/bin/flowscope live -i "$veth" --format table -o "$work/flows.txt" \
     2> >(tee "$work/sensor.err" >&2) &
 sensor_pid=$!
 for _ in $(seq 100); do  # compile + load + attach: a few seconds at most
@@ -66,15 +66,4 @@ kill -INT "$sensor_pid"
 wait "$sensor_pid" || true
 sensor_pid=""
 echo >&2
-.venv/bin/python - "$work/flows.jsonl" <<'EOF'
-import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-fmt = "{:<5} {:>26} {:>26} {:<8} {:<7} {:>9} {:>9}"
-print(fmt.format("proto", "initiator", "responder", "ended", "history", "pkts i/r", "bytes i/r"))
-for r in rows:
-    ep = lambda ip, port: (f"[{ip}]" if ":" in ip else ip) + (f":{port}" if port else "")
-    print(fmt.format(r["proto"], ep(r["src_ip"], r["src_port"]), ep(r["dst_ip"], r["dst_port"]),
-                     r["reason"], r["history"] or "-", f"{r['init_pkts']}/{r['resp_pkts']}",
-                     f"{r['init_bytes']}/{r['resp_bytes']}"))
-print(f"{len(rows)} flows")
-EOF
+cat "$work/flows.txt"

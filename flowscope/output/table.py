@@ -10,6 +10,7 @@ from .. import layout
 from .common import RecordFormatter, proto_slug
 
 _REASON_SHORT = ["fin", "rst", "idle", "evict", "end"]
+_PORT_PROTOS = (6, 17, 132)
 HEADER = f"{'PROTO':<5} {'INITIATOR':<21} {'RESPONDER':<21} {'PKTS':>6} {'BYTES':>7} {'END':<5} HIST"
 
 
@@ -56,6 +57,8 @@ class TableWriter:
             kind, proto, src, sport, dst, dport = self.fmt.endpoints(r["key"].tolist(),
                                                                      int(r["init_rev"]))
             pr = "-" if kind in (layout.EXTRACT_IP_PAIR, layout.EXTRACT_MAC_PAIR) else proto_slug(proto)
+            if proto not in _PORT_PROTOS:  # ICMP and others: no ports to show
+                sport = dport = None
             hist = r["history"][: r["hist_len"]].tobytes().decode("ascii")
             pk = int(r["pkts"][0] + r["pkts"][1])
             by = int(r["bytes"][0] + r["bytes"][1])
@@ -74,9 +77,9 @@ class TableWriter:
 
 def format_summary(s: dict) -> str:
     """Two lines under 80 columns: what was read, then how the flows ended."""
+    source = f" in {s['files']} file(s)" if s.get("files") else ""
     return (
-        f"{s['packets']} packets ({s['unmatched']} unmatched) in {s['files']} file(s), "
-        f"{s['flows']} flows\n"
+        f"{s['packets']} packets ({s['unmatched']} unmatched){source}, {s['flows']} flows\n"
         f"ended: {s['fin']} fin, {s['rst']} rst, {s['idle']} idle, {s['evicted']} evicted, "
-        f"{s['shutdown']} open at end of input"
+        f"{s['shutdown']} still open at the end"
     )
