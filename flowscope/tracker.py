@@ -146,7 +146,7 @@ class FlowTracker:
         self._fhist = np.zeros((cap, layout.HISTORY_MAX), dtype=np.uint8)
         # rows at and above C_HIGH are never read: no need to touch their pages
         self._fdl = np.empty((cap, 2), dtype=np.int64)
-        self._lq = np.zeros((_pow2_at_least(4 * cap + 16), 2), dtype=np.int64)
+        self._lq = np.zeros((_pow2_at_least(2 * cap + 16), 2), dtype=np.int64)
         self._sbuf = np.zeros((cap, 2), dtype=np.int64)
         zcap = cap if zeek else 1
         self._fz = np.zeros((zcap, layout.ZEEK_WORDS), dtype=np.int64)

@@ -16,7 +16,7 @@ objects. The state of one tracker is a handful of arrays (see ``new_state`` in
                                  from fint so that sweeps and the access queue
                                  scan 16 bytes per flow, not a whole row
 ``lq``    int64[2**k, 2]         access queue: (slot, touch serial) per touch;
-                                 2**k >= 4 * cap + 16
+                                 2**k >= 2 * cap + 16
 ``sbuf``  int64[cap, 2]          (slot, serial) of the sweep in progress, in end order
 ``pkts``  PKT_DTYPE[n]           parsed packets in
 ``ev``    EVENT_DTYPE[m]         events out
