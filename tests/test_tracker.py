@@ -363,3 +363,26 @@ def test_layout_codes_match_the_kernels():
                  "ICMP_VALID", "HISTORY_MAX", "EXTRACT_FIVE_TUPLE", "EXTRACT_IP_PAIR",
                  "EXTRACT_MAC_PAIR", "EXTRACT_FIVE_TUPLE_DIRECTIONAL"):
         assert getattr(engine, name) == getattr(layout, name), name
+
+
+@pytest.mark.parametrize("name", ["zeek__wikipedia.pcap", "zeek__ftp__ipv6.pcap",
+                                  "zeek__tcp__fin_retransmission.pcap"])
+def test_track_packet_views_equals_batch_path_on_real_frames(name):
+    """track(PacketView) frame by frame == track_batch over the reader's batches."""
+    from pathlib import Path
+
+    from flowscope import PacketView, Timestamp
+    from flowscope.pcap import CaptureReader
+    from test_pcap import naive_pcap_records
+
+    path = Path(__file__).parent / "data" / name
+    one = FlowTracker(config=TrackerConfig(max_flows=8))
+    many = FlowTracker(config=TrackerConfig(max_flows=8))
+    singles = []
+    recs, link = naive_pcap_records(path.read_bytes())
+    for ts_ns, _, frame in recs:
+        singles += one.track(PacketView(frame, Timestamp.from_ns(ts_ns), link))
+    batch = []
+    for b in CaptureReader(path):
+        batch += many.track_batch(b)
+    assert singles and singles + one.finish() == batch + many.finish()
