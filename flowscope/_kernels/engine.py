@@ -41,6 +41,13 @@ from numba import njit
 kernel = njit(cache=True, nogil=True, _nrt=False)
 inline_kernel = njit(cache=True, nogil=True, _nrt=False, inline="always")
 
+from ..layout import (  # module-level ints: numba folds them into the machine code
+    END_EVICTED, END_FIN, END_IDLE, END_RST, END_SHUTDOWN, EV_ENDED, EV_ESTABLISHED, EV_PACKET,
+    EV_STARTED, EV_STATE_CHANGE, EXTRACT_FIVE_TUPLE, EXTRACT_FIVE_TUPLE_DIRECTIONAL,
+    EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, PF_ABS, PF_ICMP, PF_MAC,
+    PF_PORTS, PF_SYNC, PF_TCP, ST_ACTIVE, ST_CLOSED, ST_CLOSING_TCP, ST_ESTABLISHED,
+    ST_FIN_WAIT, ST_RESET, ST_SYN_RECEIVED, ST_SYN_SENT,
+)
 from .zeek import ZEEK_HISTORY_MAX, ZEEK_WORDS, Z_HLEN, zeek_packet, zeek_reset
 
 # ---- ctl slots -------------------------------------------------------------
@@ -110,47 +117,11 @@ F_SIZE = 24
 
 NO_FLOW = np.iinfo(np.int64).max
 
-# ---- codes (kept equal to flowscope.layout; literals so numba folds them) --
-EV_STARTED = 1
-EV_PACKET = 2
-EV_ESTABLISHED = 3
-EV_STATE_CHANGE = 4
-EV_ENDED = 5
-
-ST_ACTIVE = 0
-ST_SYN_SENT = 1
-ST_SYN_RECEIVED = 2
-ST_ESTABLISHED = 3
-ST_FIN_WAIT = 4
-ST_CLOSING_TCP = 5
-ST_CLOSED = 6
-ST_RESET = 7
-
-END_FIN = 0
-END_RST = 1
-END_IDLE = 2
-END_EVICTED = 3
-END_SHUTDOWN = 4
-
 TH_FIN = 0x01
 TH_SYN = 0x02
 TH_RST = 0x04
 TH_ACK = 0x10
 
-PF_PORTS = 0x01
-PF_TCP = 0x02
-PF_MAC = 0x08
-PF_ICMP = 0x20
-PF_ABS = 0x40
-PF_SYNC = 0x80
-ICMP_VALID = 1 << 16
-
-EXTRACT_FIVE_TUPLE = 0
-EXTRACT_FIVE_TUPLE_DIRECTIONAL = 1
-EXTRACT_IP_PAIR = 2
-EXTRACT_MAC_PAIR = 3
-
-HISTORY_MAX = 16
 MAX_EVENTS_PER_PACKET = 5
 
 # status returned by track_batch
