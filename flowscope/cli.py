@@ -16,7 +16,7 @@ import time
 from typing import IO, Optional, Sequence
 
 from . import __version__
-from .config import ConfigError, TrackerConfig, config_from_mapping, load_config
+from .config import ConfigError, TrackerConfig, load_config
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2
 

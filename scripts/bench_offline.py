@@ -156,7 +156,7 @@ def main() -> int:
     ap.add_argument("--skip-peers", action="store_true", help="only the in-process figures")
     args = ap.parse_args()
 
-    from flowscope import FlowTracker, TrackerConfig, layout, warmup
+    from flowscope import FlowTracker, TrackerConfig, warmup
     from flowscope.pcap import CaptureReader
 
     build_capture(args.pcap, args.copies)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -214,7 +213,7 @@ def test_overload_stays_up_and_accounts_for_drops(topo):
     import resource
     import socket
 
-    from flowscope import FlowTracker, TrackerConfig, layout
+    from flowscope import FlowTracker, TrackerConfig
     from flowscope.sensor.live import Sensor, SensorConfig
 
     ifname, v4, _, _ = topo
