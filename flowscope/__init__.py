@@ -36,13 +36,13 @@ from .events import (
     TcpInfo,
     Timestamp,
 )
-from .keys import FiveTuple, FiveTupleKey, IpPair, IpPairKey, MacPair, MacPairKey
+from .keys import Extracted, FiveTuple, FiveTupleKey, IpPair, IpPairKey, MacPair, MacPairKey
 from .tracker import FlowTracker, PacketView, TrackerStats, warmup
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigError", "EndReason", "Ended", "Established", "FiveTuple", "FiveTupleKey",
+    "ConfigError", "EndReason", "Ended", "Established", "Extracted", "FiveTuple", "FiveTupleKey",
     "FlowEvent", "FlowSide", "FlowState", "FlowStats", "FlowTracker", "HistoryString",
     "IpPair", "IpPairKey", "L4Proto", "MacPair", "MacPairKey", "Orientation", "Packet",
     "PacketView", "Started", "StateChange", "TcpInfo", "Timestamp", "TrackerConfig",

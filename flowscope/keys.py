@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from . import layout
-from .events import L4Proto, Orientation
+from .events import L4Proto, Orientation, TcpInfo
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -71,6 +71,16 @@ def mac_str(v: int) -> str:
     return ":".join(f"{(v >> s) & 0xFF:02x}" for s in range(40, -8, -8))
 
 
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    """What an extractor takes from one packet."""
+
+    key: Any
+    orientation: Orientation
+    l4: L4Proto
+    tcp: Optional[TcpInfo]
+
+
 class Extractor:
     """Base class: ``kind`` selects the engine's key rule."""
 
@@ -79,6 +89,29 @@ class Extractor:
 
     def decode(self, words: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def extract(self, view) -> Optional[Extracted]:
+        """Key, orientation, L4 protocol and TCP facts of one ``PacketView``.
+
+        Returns None for a packet this extractor does not match (the tracker
+        counts those as unmatched). Uses the same parser and key rule as the
+        engine.
+        """
+        from ._kernels.engine import extract_key
+        from .pcap import parse_bytes
+
+        pkts = parse_bytes(view.frame, view.timestamp.to_ns(), view.linktype)
+        ok, k0, k1, k2, k3, k4, rev = extract_key(pkts, 0, self.kind)
+        if not ok:
+            return None
+        p = pkts[0]
+        tcp = None
+        if p["pflags"] & layout.PF_TCP and self.kind in (
+                layout.EXTRACT_FIVE_TUPLE, layout.EXTRACT_FIVE_TUPLE_DIRECTIONAL):
+            tcp = TcpInfo(int(p["tcp_flags"]), int(p["seq"]), int(p["ack"]),
+                          int(p["payload_off"]), int(p["payload_len"]), int(p["window"]))
+        proto = int(p["proto"]) if p["l3"] in (layout.L3_IPV4, layout.L3_IPV6) else 0
+        return Extracted(self.decode((k0, k1, k2, k3, k4)), orientation(rev), L4Proto(proto), tcp)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"

@@ -379,3 +379,22 @@ def test_track_packet_views_equals_batch_path_on_real_frames(name):
     for b in CaptureReader(path):
         batch += many.track_batch(b)
     assert singles and singles + one.finish() == batch + many.finish()
+
+
+def test_extractors_extract_key_orientation_and_tcp_info():
+    from flowscope import Orientation, PacketView, Timestamp
+
+    syn = bytes.fromhex(
+        "0000000000020000000000010800"
+        "450000280001000040060000" "0a0000020a000001"
+        "0050162e00000064000000005012200000000000")  # 10.0.0.2:80 -> 10.0.0.1:5678 SYN+ACK
+    view = PacketView(syn, Timestamp(1, 0))
+    got = FiveTuple().extract(view)
+    assert str(got.key) == "tcp 10.0.0.1:5678 <-> 10.0.0.2:80"
+    assert got.orientation == Orientation.Reverse and got.l4 == L4Proto.Tcp
+    assert got.tcp.flags == 0x12 and got.tcp.seq == 100 and got.tcp.payload_len == 0
+    assert got.tcp.payload_offset == 54
+    assert FiveTuple.directional().extract(view).orientation == Orientation.Forward
+    assert IpPair().extract(view).tcp is None
+    assert MacPair().extract(view).key.a == "00:00:00:00:00:01"
+    assert FiveTuple().extract(PacketView(b"\x00" * 10)) is None
