@@ -223,7 +223,7 @@ def run_pcap(args: argparse.Namespace) -> int:
         for path in args.files:
             reader = None
             try:
-                reader = CaptureReader(path, batch_size=16384, chunk_bytes=4 << 20)
+                reader = CaptureReader(path, batch_size=8192, chunk_bytes=4 << 20)
                 files_read += 1
                 for batch in reader.prefetched():
                     for recs in tracker.process(batch):
