@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("pcap", help="track flows in pcap/pcapng files",
                         description="Track flows in pcap/pcapng files, in order, as one trace.",
                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pp.add_argument("files", nargs="+", metavar="FILE", help="pcap or pcapng capture file")
+    pp.add_argument("files", nargs="+", metavar="FILE",
+                    help="pcap or pcapng capture file; - (or a pipe) reads a stream, e.g. "
+                         "tcpdump -w - | flowscope pcap -")
     _tracker_args(pp)
     pp.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     lp = sub.add_parser("live", help="track flows on network interfaces (root, BPF)",

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import os
 import queue
+import stat
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -93,6 +95,18 @@ def parse_bytes(frame: bytes, ts_ns: int, linktype: int = 1) -> np.ndarray:
     return out
 
 
+def _read_exactly(f, n: int) -> bytes:
+    """Up to ``n`` bytes from a stream (fewer only at its end)."""
+    parts = []
+    while n > 0:
+        b = f.read(n)
+        if not b:
+            break
+        parts.append(b)
+        n -= len(b)
+    return b"".join(parts)
+
+
 def _os_error(path: str, exc: OSError) -> CaptureError:
     return CaptureError(f"{path}: {exc.strerror or exc}")
 
@@ -149,10 +163,28 @@ class CaptureReader:
         self.frames = 0
         self.bytes_read = 0
         self.linktypes: set[int] = set()
+        self._stream = None  # a pipe (or "-" = standard input): read once, in order
+        self._head = None
         try:
-            with open(self.path, "rb") as f:
-                self.file_size = os.fstat(f.fileno()).st_size
-                head = f.read(24)
+            if self.path == "-":
+                self._stream = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+                self.path = "<stdin>"
+            else:
+                f = open(self.path, "rb", buffering=0)
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode) and not stat.S_ISBLK(
+                        os.fstat(f.fileno()).st_mode):
+                    if stat.S_ISDIR(os.fstat(f.fileno()).st_mode):
+                        f.close()
+                        raise IsADirectoryError(21, "Is a directory")
+                    self._stream = f
+                else:
+                    with f:
+                        self.file_size = os.fstat(f.fileno()).st_size
+                        head = f.read(24)
+            if self._stream is not None:
+                self.file_size = 0
+                head = _read_exactly(self._stream, 24)
+                self._head = head
         except OSError as exc:
             raise _os_error(self.path, exc) from None
         if not head:
@@ -243,10 +275,16 @@ class CaptureReader:
         self.frames = 0
         self.bytes_read = 0
         pcapng = self.format == "pcapng"
-        try:
-            f = open(self.path, "rb", buffering=0)
-        except OSError as exc:
-            raise _os_error(self.path, exc) from None
+        if self._stream is not None:
+            if self._head is None:
+                raise CaptureError(f"{name}: a stream can be read only once")
+            f, head, self._head = self._stream, self._head, None
+        else:
+            try:
+                f = open(self.path, "rb", buffering=0)
+            except OSError as exc:
+                raise _os_error(self.path, exc) from None
+            head = None
         with f:
             buf = np.empty(self.chunk_bytes, dtype=np.uint8)
             out = np.empty(self.batch_size, dtype=PKT_DTYPE)
@@ -259,10 +297,15 @@ class CaptureReader:
                 st[K.ST_NSRES] = int(self.format == "pcap-ns")
                 st[K.ST_LINK] = self.linktype
                 self.linktypes.add(self.linktype)
-            f.seek(self._header_len)
-            self.bytes_read = self._header_len
             base = self._header_len  # file offset of buf[0]
             fill = 0
+            if head is None:
+                f.seek(self._header_len)
+            else:  # a stream: the bytes read at open after the file header come first
+                rest = head[self._header_len:]
+                buf[:len(rest)] = np.frombuffer(rest, dtype=np.uint8)
+                fill = len(rest)
+            self.bytes_read = self._header_len + fill
             eof = False
             while True:
                 # Refill: keep buf[pos:fill], then read until the buffer is full or EOF.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,37 @@ def test_eve_format_writes_flow_records(capsys):
 def test_ipfix_export_with_a_bad_address_exits_2(capsys):
     code, _, err = run(capsys, "pcap", "--ipfix", "nohost", HTTP)
     assert code == 2 and "--ipfix" in err and err.count("\n") == 1
+
+
+def _flowscope(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "flowscope", *map(str, args)], stdin=stdin,
+                          capture_output=True, timeout=120)
+
+
+def test_standard_input_and_pipes_read_as_streams(tmp_path):
+    direct = _flowscope("pcap", "--json", WIKI)
+    with open(WIKI, "rb") as f:
+        piped = _flowscope("pcap", "--json", "-", stdin=f)
+    assert piped.returncode == 0 and piped.stdout == direct.stdout and piped.stdout
+    ng = DATA / "zeek__pcapng-multi-interface.pcapng"
+    with open(ng, "rb") as f:
+        assert _flowscope("pcap", "--json", "-", stdin=f).stdout == _flowscope(
+            "pcap", "--json", ng).stdout
+    fifo = tmp_path / "capture.fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"cat '{HTTP}' > '{fifo}'"])
+    try:
+        via_fifo = _flowscope("pcap", "--json", fifo)
+    finally:
+        writer.wait(30)
+    assert via_fifo.returncode == 0 and via_fifo.stdout == _flowscope("pcap", "--json",
+                                                                      HTTP).stdout
+
+
+def test_a_cut_stream_flushes_what_was_read():
+    with open(CUT, "rb") as f:
+        proc = _flowscope("pcap", "--json", "-", stdin=f)
+    assert proc.returncode == 1 and proc.stderr.decode().count("\n") == 1
+    assert "<stdin>" in proc.stderr.decode()
+    recs = jsonl(proc.stdout.decode())
+    assert sum(r["init_pkts"] + r["resp_pkts"] for r in recs) == 7
