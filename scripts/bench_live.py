@@ -12,7 +12,6 @@ Part 1 - ring buffer drain, sustained, producer and consumer on different CPUs.
         SensorConfig().batch records, up to 64 batches per wake-up, as Sensor.poll does;
     (b) BCC's Python callback: open_ring_buffer + ring_buffer_poll, the callback only counts
         and returns -1 after one batch (libbpf's loop does not return under load otherwise);
-    (r) reference: the same mmap loop as (a), copying records as 8-byte words.
   Also shown: each consumer draining a full ring on one CPU with no producer running.
   Baseline: (b).
 
@@ -40,7 +39,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import mmap
 import os
 import re
 import select
@@ -314,103 +312,6 @@ class FlowscopeConsumer:
         self.ring.close()
 
 
-_word_copy = None
-
-
-def _word_copy_kernel():
-    global _word_copy
-    if _word_copy is None:
-        import numpy as np
-        from numba import njit
-
-        busy, discard = np.int64(1 << 31), np.int64(1 << 30)
-
-        @njit(nogil=True)
-        def word_copy(cons, prod, data32, data64, mask, out64):
-            cpos = cons[0]
-            ppos = prod[0]
-            w = out64.shape[1]
-            n = 0
-            while cpos < ppos and n < out64.shape[0]:
-                off = cpos & mask
-                hdr = np.int64(data32[off >> 2])
-                if hdr & busy:
-                    break
-                ln = hdr & ~(busy | discard)
-                if not (hdr & discard):
-                    base = (off + 8) >> 3  # records are 8-byte aligned
-                    for j in range(w):
-                        out64[n, j] = data64[base + j]
-                    n += 1
-                cpos += (ln + 8 + 7) & ~np.int64(7)
-            cons[0] = cpos
-            return n
-
-        _word_copy = word_copy
-    return _word_copy
-
-
-class WordCopyConsumer:
-    """(r) the same mmap loop, copying 8-byte words instead of bytes (reference)."""
-
-    label = "(r) mmap loop, 8-byte copy"
-
-    def __init__(self, rb: RingBench):
-        import numpy as np
-
-        from flowscope.sensor import layout as SL
-
-        size = rb.ring_size
-        page = mmap.PAGESIZE
-        self._cons_mm = mmap.mmap(rb.events_fd, page, mmap.MAP_SHARED,
-                                  mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._prod_mm = mmap.mmap(rb.events_fd, page + 2 * size, mmap.MAP_SHARED,
-                                  mmap.PROT_READ, offset=page)
-        self.cons = np.frombuffer(self._cons_mm, dtype=np.int64, count=1)
-        allp = np.frombuffer(self._prod_mm, dtype=np.uint8)
-        self.prod = allp[:8].view(np.int64)
-        self.data32 = allp[page:].view(np.uint32)
-        self.data64 = allp[page:].view(np.uint64)
-        self.mask = np.int64(size - 1)
-        assert SL.EVENT_DTYPE.itemsize % 8 == 0
-        self.buf = np.zeros(max(16, rb.batch), dtype=SL.EVENT_DTYPE)
-        self.out64 = self.buf.view(np.uint64).reshape(len(self.buf), -1)
-        self.kernel = _word_copy_kernel()
-        self.ep = select.epoll()
-        self.ep.register(rb.events_fd, select.EPOLLIN)
-        self.kernel(self.cons, self.prod, self.data32, self.data64, self.mask, self.out64[:1])
-
-    def _drain(self) -> int:
-        return int(self.kernel(self.cons, self.prod, self.data32, self.data64, self.mask,
-                               self.out64))
-
-    def step(self) -> int:
-        if self.prod[0] == self.cons[0]:
-            self.ep.poll(0.1, 1)
-        total = 0
-        for _ in range(64):
-            n = self._drain()
-            total += n
-            if n < len(self.buf):
-                break
-        return total
-
-    def flush(self) -> int:
-        total = 0
-        for _ in range(4096):
-            n = self._drain()
-            total += n
-            if n == 0:
-                break
-        return total
-
-    def close(self) -> None:
-        self.ep.close()
-        self.cons = self.prod = self.data32 = self.data64 = None
-        self._cons_mm.close()
-        self._prod_mm.close()
-
-
 class BccConsumer:
     """(b) BCC's Python callback consumer, bounded to one batch per poll."""
 
@@ -507,7 +408,7 @@ def part1(args) -> dict:
     rb = RingBench()
     res = {"ring_size": rb.ring_size, "batch": rb.batch, "rows": []}
     try:
-        for kind in (FlowscopeConsumer, WordCopyConsumer, BccConsumer):
+        for kind in (FlowscopeConsumer, BccConsumer):
             cons = kind(rb)
             try:
                 row = {"label": kind.label,
@@ -887,7 +788,7 @@ def report(args, r1: dict | None, r2: dict | None) -> int:
                f"{'dropped':>12}{'drop %':>8}{'vs (b)':>8}")
         print(hdr)
         print("-" * len(hdr))
-        for key in ("(a)", "(b)", "(r)"):
+        for key in ("(a)", "(b)"):
             row = rows[key]
             for mode, name in (("sat", "saturating"), ("paced", f"{args.rate / 1e6:g} M/s")):
                 s = row[mode]
@@ -895,7 +796,7 @@ def report(args, r1: dict | None, r2: dict | None) -> int:
                 print(f"{row['label']:<28}{name:<14}{_m(s['offered']):>12}{_m(s['consumed']):>13}"
                       f"{s['dropped']:>12}{pct:>7.1f}%{s['consumed'] / b[mode]['consumed']:>7.2f}x")
         print(f"{'one CPU, full ring, no producer':<42}{'':>12}"
-              + "".join(f"  {k} {_m(rows[k]['full'])}" for k in ("(a)", "(b)", "(r)"))
+              + "".join(f"  {k} {_m(rows[k]['full'])}" for k in ("(a)", "(b)"))
               + " M/s")
         for row in r1["rows"]:
             for mode in ("sat", "paced"):
