@@ -163,27 +163,19 @@ class Progress:
             sys.stderr.flush()
 
 
-def parse_hostport(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6ADDR]:PORT`` -> (host, port); UsageError otherwise."""
-    host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--ipfix: expected HOST:PORT, got {value!r}")
-    return host, int(port)
-
-
-def make_writer(args: argparse.Namespace, out: IO[str]):
-    """The writer for ``--format`` (plus an IPFIX exporter with ``--ipfix``) and its format."""
+def make_writer(args: argparse.Namespace, out: IO[str], ipfix=None):
+    """The writer for ``--format`` (plus an IPFIX exporter to ``ipfix`` = (host, port))
+    and its format."""
     from .output import FORMATS, IpfixExporter, TeeWriter
 
     fmt = args.format or ("table" if out.isatty() else "jsonl")
     writer = FORMATS[fmt](out)
-    if args.ipfix:
-        host, port = parse_hostport(args.ipfix)
+    if ipfix:
+        host, port = ipfix
         try:
             exporter = IpfixExporter(host, port)
         except OSError as exc:
-            raise UsageError(f"--ipfix {args.ipfix}: {exc.strerror or exc}") from None
+            raise UsageError(f"--ipfix {host}:{port}: {exc.strerror or exc}") from None
         writer = TeeWriter(writer, exporter)
     return writer, fmt
 
@@ -354,7 +346,9 @@ def run_live(args: argparse.Namespace) -> int:
                           zeek=getattr(FORMATS[fmt], "NEEDS_ZEEK", False))
     sensor = Sensor(interfaces, tracker, writer, sconf)
     sensor.writer_stream = out
-    metrics_at = _parse_address(args.metrics, "--metrics") if args.metrics else settings.metrics
+    from .output.config import parse_address
+
+    metrics_at = parse_address(args.metrics, "--metrics") if args.metrics else settings.metrics
     if metrics_at:
         from .metrics import MetricsServer, MetricsUnavailable
 
@@ -399,12 +393,13 @@ def run_live(args: argparse.Namespace) -> int:
 
 def open_writer(args: argparse.Namespace, settings):
     """(stream, writer, format): flags first, then the ``output:`` section of the config."""
+    from .output.config import parse_address
+
     if not args.format and settings.format:
         args.format = settings.format
-    if not args.ipfix and settings.ipfix:
-        args.ipfix = "%s:%d" % settings.ipfix
+    ipfix = parse_address(args.ipfix, "--ipfix") if args.ipfix else settings.ipfix
     out = _open_output(args.output) if args.output or not settings.path else _rotating(settings)
-    writer, fmt = make_writer(args, out)
+    writer, fmt = make_writer(args, out, ipfix)
     return out, writer, fmt
 
 
@@ -417,12 +412,6 @@ def _output_settings(args: argparse.Namespace, config: TrackerConfig):
     except ConfigError as exc:
         where = f"{args.config}: " if args.config else ""
         raise ConfigError(f"{where}{exc}") from None
-
-
-def _parse_address(value: str, key: str):
-    from .output.config import parse_address
-
-    return parse_address(value, key)
 
 
 def _rotating(settings):

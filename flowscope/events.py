@@ -275,5 +275,3 @@ FlowEvent.Packet = Packet  # type: ignore[attr-defined]
 FlowEvent.Established = Established  # type: ignore[attr-defined]
 FlowEvent.StateChange = StateChange  # type: ignore[attr-defined]
 FlowEvent.Ended = Ended  # type: ignore[attr-defined]
-
-EVENT_KINDS = ("started", "packet", "established", "state_change", "ended")

@@ -171,16 +171,16 @@ class CaptureReader:
                 self.path = "<stdin>"
             else:
                 f = open(self.path, "rb", buffering=0)
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode) and not stat.S_ISBLK(
-                        os.fstat(f.fileno()).st_mode):
-                    if stat.S_ISDIR(os.fstat(f.fileno()).st_mode):
-                        f.close()
-                        raise IsADirectoryError(21, "Is a directory")
-                    self._stream = f
-                else:
+                info = os.fstat(f.fileno())
+                if stat.S_ISDIR(info.st_mode):
+                    f.close()
+                    raise IsADirectoryError(21, "Is a directory")
+                if stat.S_ISREG(info.st_mode) or stat.S_ISBLK(info.st_mode):
                     with f:
-                        self.file_size = os.fstat(f.fileno()).st_size
+                        self.file_size = info.st_size
                         head = f.read(24)
+                else:
+                    self._stream = f
             if self._stream is not None:
                 self.file_size = 0
                 head = _read_exactly(self._stream, 24)

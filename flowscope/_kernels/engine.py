@@ -34,13 +34,6 @@ runs out; a sweep that fills the event buffer is resumed by the next call.
 import numpy as np
 from numba import njit
 
-# The per-packet kernels run without numba's reference counting (``_nrt=False``):
-# they only index arrays they are given and never allocate, and with NRT on,
-# every helper that contains a loop increfs and decrefs each array argument
-# with atomic calls on entry and exit (measured: ~50 ns of a ~60 ns packet).
-kernel = njit(cache=True, nogil=True, _nrt=False)
-inline_kernel = njit(cache=True, nogil=True, _nrt=False, inline="always")
-
 from ..layout import (  # module-level ints: numba folds them into the machine code
     END_EVICTED, END_FIN, END_IDLE, END_RST, END_SHUTDOWN, EV_ENDED, EV_ESTABLISHED, EV_PACKET,
     EV_STARTED, EV_STATE_CHANGE, EXTRACT_FIVE_TUPLE_DIRECTIONAL,
@@ -49,6 +42,13 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
     ST_FIN_WAIT, ST_RESET, ST_SYN_RECEIVED, ST_SYN_SENT,
 )
 from .zeek import ZEEK_HISTORY_MAX, ZEEK_WORDS, Z_HLEN, zeek_packet, zeek_reset
+
+# The per-packet kernels run without numba's reference counting (``_nrt=False``):
+# they only index arrays they are given and never allocate, and with NRT on,
+# every helper that contains a loop increfs and decrefs each array argument
+# with atomic calls on entry and exit (measured: ~50 ns of a ~60 ns packet).
+kernel = njit(cache=True, nogil=True, _nrt=False)
+inline_kernel = njit(cache=True, nogil=True, _nrt=False, inline="always")
 
 # ---- ctl slots -------------------------------------------------------------
 C_LQ_HEAD = 0  # access queue: first live-or-stale entry (monotonic position)

@@ -17,12 +17,6 @@ KIND_SLUGS = {layout.EV_STARTED: "started", layout.EV_PACKET: "packet",
 _PROTO_SLUGS = {n: L4Proto(n).slug for n in range(256)}
 
 
-def ts_str(ns: int) -> str:
-    """Exact decimal seconds with nine digits: ``"{sec}.{nsec:09}"``."""
-    s, n = divmod(ns, 1_000_000_000)
-    return f"{s}.{n:09d}"
-
-
 class RecordFormatter:
     """Turns packed keys into readable endpoints, oriented initiator -> responder.
 
