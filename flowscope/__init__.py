@@ -37,7 +37,8 @@ from .events import (
     Timestamp,
 )
 from .keys import Extracted, FiveTuple, FiveTupleKey, IpPair, IpPairKey, MacPair, MacPairKey
-from .tracker import FlowTracker, PacketView, TrackerStats, warmup
+from .tracker import FlowTracker, PacketView, TrackerStats
+from .warmup import warmup
 
 __version__ = "0.1.0"
 

@@ -26,14 +26,8 @@ from . import layout
 
 __all__ = ["community_id_v1", "community_id_for_record", "icmp_port_equivalents"]
 
-PROTO_ICMP = 1
-PROTO_TCP = 6
-PROTO_UDP = 17
-PROTO_ICMP6 = 58
-PROTO_SCTP = 132
-
 #: Protocols whose hash input carries ports (ICMP/ICMPv6: the type/code mapping).
-PORT_PROTOS = frozenset((PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMP6, PROTO_SCTP))
+HASHED_PORT_PROTOS = frozenset(layout.PORT_PROTOS + layout.ICMP_PROTOS)
 
 _ICMP_PAIRS = {
     8: 0, 0: 8,  # echo request / reply
@@ -59,7 +53,7 @@ def icmp_port_equivalents(proto: int, icmp_type: int, icmp_code: int) -> tuple[i
     A paired type maps to ``(type, counterpart)``; any other type to
     ``(type, code)`` with ``one_way`` True (its endpoints are not reordered).
     """
-    table = _ICMP6_PAIRS if proto == PROTO_ICMP6 else _ICMP_PAIRS
+    table = _ICMP6_PAIRS if proto == layout.IPPROTO_ICMPV6 else _ICMP_PAIRS
     other = table.get(icmp_type)
     if other is None:
         return icmp_type, icmp_code, True
@@ -90,9 +84,9 @@ def community_id_v1(proto: int, saddr: bytes, daddr: bytes, sport: int, dport: i
     """
     if len(saddr) != len(daddr) or len(saddr) not in (4, 16):
         raise ValueError("addresses must both be 4 or both be 16 bytes")
-    has_ports = proto in PORT_PROTOS
+    has_ports = proto in HASHED_PORT_PROTOS
     one_way = False
-    if proto == PROTO_ICMP or proto == PROTO_ICMP6:
+    if proto in layout.ICMP_PROTOS:
         sport, dport, one_way = icmp_port_equivalents(proto, sport, dport)
     if not one_way:
         if saddr > daddr or (saddr == daddr and has_ports and sport > dport):
@@ -118,18 +112,13 @@ def community_id_for_record(rec, seed: int = 0) -> str | None:
     Returns None for keys that are not IP five-tuples (IpPair, MacPair).
     """
     a_hi, a_lo, b_hi, b_lo, meta = (int(w) for w in rec["key"])
-    kind = meta >> 56
-    if kind not in (layout.EXTRACT_FIVE_TUPLE, layout.EXTRACT_FIVE_TUPLE_DIRECTIONAL):
+    kind, l3, proto, sport, dport = layout.unpack_meta(meta)
+    if kind not in layout.FIVE_TUPLE_KINDS or l3 not in (layout.L3_IPV4, layout.L3_IPV6):
         return None
-    l3 = (meta >> 48) & 0xFF
-    if l3 not in (layout.L3_IPV4, layout.L3_IPV6):
-        return None
-    proto = (meta >> 32) & 0xFF
-    sport, dport = (meta >> 16) & 0xFFFF, meta & 0xFFFF
     saddr, daddr = _addr_bytes(l3, a_hi, a_lo), _addr_bytes(l3, b_hi, b_lo)
     if int(rec["init_rev"]):
         saddr, daddr, sport, dport = daddr, saddr, dport, sport
-    if proto == PROTO_ICMP or proto == PROTO_ICMP6:
+    if proto in layout.ICMP_PROTOS:
         icmp = int(rec["icmp"])
         if icmp & layout.ICMP_VALID:
             sport, dport = (icmp >> 8) & 0xFF, icmp & 0xFF

@@ -1,23 +1,172 @@
-"""The one configuration type: tracker defaults, validation and YAML loading.
+"""The one configuration schema: every key of every section, one validator, one error style.
 
-``TrackerConfig`` holds everything the engine needs; ``load_config`` reads the
-same settings from a YAML file (see ``docs/config.md``). A wrong key or value
-raises ``ConfigError`` whose message names the key, so the CLI can print one
-line and exit 2.
+Three frozen types hold the settings: ``TrackerConfig`` (the engine: timeouts,
+``max_flows``, ...; the library's configuration type), ``SensorConfig`` (the
+``sensor:`` section, read by ``flowscope live``) and ``OutputSettings`` (the
+``output:`` section: format, file, rotation, IPFIX, metrics). ``SCHEMA`` lists
+every key once with the function that checks and converts its value; the YAML
+loader, the dataclasses' own ``__post_init__`` checks and the command-line
+flags all go through it, so a wrong key or value raises ``ConfigError`` with
+the same message wherever it came from: the key first (``timeouts.tpc: ...``,
+``sensor.ring_size: ...``, ``output.keep: ...``), so the CLI prints one line and
+exits 2. Sizes take ``K``, ``M``, ``G``, ``T`` suffixes (powers of 1024, an
+optional trailing ``B`` or ``iB``); durations take ``s``, ``m``, ``h``, ``d``,
+``w`` and may be combined (``1h30m``); plain numbers are bytes and seconds.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+import re
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-NS_PER_S = 1_000_000_000
+import numpy as np
+
+from .layout import NS_PER_S, TIMEOUT_CLASSES
 
 
 class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names the key."""
+
+
+class UsageError(ConfigError):
+    """A command-line argument, interface or output path cannot be used (exit status 2)."""
+
+
+# --- value checkers: (key, value) -> converted value, or ConfigError naming the key ---------
+
+Check = Callable[[str, Any], Any]
+
+
+def _fail(key: str, what: str, value: Any) -> ConfigError:
+    return ConfigError(f"{key}: {what}, got {value!r}")
+
+
+def seconds(key: str, value: Any, allow_zero: bool = False, maximum: float = math.inf) -> float:
+    """A positive (or, with ``allow_zero``, non-negative) finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(key, "expected a number of seconds", value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero) or value > maximum:
+        raise _fail(key, "must be a positive number of seconds", value)
+    return value
+
+
+def integer(minimum: int, maximum: int) -> Check:
+    """An integer in ``[minimum, maximum]``."""
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(key, "expected an integer", value)
+        if not minimum <= value <= maximum:
+            raise _fail(key, f"must be between {minimum} and {maximum}", value)
+        return value
+    return check
+
+
+def boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, "expected true or false", value)
+    return value
+
+
+def choice(*options: str) -> Check:
+    def check(key: str, value: Any) -> str:
+        if value not in options:
+            raise _fail(key, f"expected one of {', '.join(options)}", value)
+        return value
+    return check
+
+
+def names(what: str, allowed: tuple[str, ...] = (), max_len: int = 1 << 30) -> Check:
+    """A non-empty list of distinct strings (a single string is a one-item list)."""
+    def check(key: str, value: Any) -> tuple[str, ...]:
+        items = [value] if isinstance(value, str) else value
+        if (not isinstance(items, (list, tuple)) or not items
+                or any(not isinstance(n, str) or not n or len(n) > max_len for n in items)
+                or (allowed and any(n not in allowed for n in items))
+                or len(set(items)) != len(items)):
+            raise _fail(key, f"expected a list of {what}", value)
+        return tuple(n for n in allowed if n in items) if allowed else tuple(items)
+    return check
+
+
+def callable_or_none(key: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise ConfigError(f"{key}: must be callable")
+    return value
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?\s*[smhdw]\s*)+", re.IGNORECASE)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_size(value: Any, key: str) -> int:
+    """Bytes from an integer or a string like ``"100M"``, ``"1.5G"``, ``"512KiB"``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str) and (m := _SIZE.fullmatch(value.strip())):
+        n = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    else:
+        raise ConfigError(f"{key}: expected a size like 100M, 1G or a number of bytes, "
+                          f"got {value!r}")
+    if n < 1:
+        raise ConfigError(f"{key}: must be at least 1 byte, got {value!r}")
+    return n
+
+
+def parse_duration(value: Any, key: str) -> float:
+    """Seconds from a number or a string like ``"30s"``, ``"15m"``, ``"1h30m"``, ``"1d"``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        secs = float(value)
+    elif isinstance(value, str) and _DURATION.fullmatch(value.strip()):
+        parts = _DURATION_PART.finditer(value)
+        secs = sum(float(p.group(1)) * _DURATION_UNITS[p.group(2).lower()] for p in parts)
+    else:
+        raise ConfigError(f"{key}: expected a duration like 30s, 15m, 1h or 1d, got {value!r}")
+    if not math.isfinite(secs) or secs <= 0:
+        raise ConfigError(f"{key}: must be a positive duration, got {value!r}")
+    return secs
+
+
+def parse_address(value: Any, key: str, example: str = "127.0.0.1:9464") -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6ADDR]:PORT`` -> ``(host, port)``."""
+    if isinstance(value, str):
+        host, sep, port = value.strip().rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if sep and host and port.isdigit() and 0 < int(port) < 65536:
+            return host, int(port)
+    raise ConfigError(f"{key}: expected HOST:PORT (e.g. {example}), got {value!r}")
+
+
+def _output_format(key: str, value: Any) -> str:
+    from .output import FORMATS
+
+    if value not in FORMATS:
+        raise _fail(key, f"expected one of {', '.join(sorted(FORMATS))}", value)
+    return value
+
+
+def _path(key: str, value: Any) -> Optional[str]:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(key, "expected a file name", value)
+    return None if value == "-" else value
+
+
+def _ring_size(key: str, value: Any) -> int:
+    if (isinstance(value, bool) or not isinstance(value, int) or value < 4096
+            or value & (value - 1)):
+        raise _fail(key, "expected a power of two >= 4096 bytes", value)
+    return value
+
+
+# --- the three settings types ---------------------------------------------------------------
+
+MAX_FLOWS_LIMIT = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -54,75 +203,289 @@ class TrackerConfig:
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("tcp_timeout", "udp_timeout", "icmp_timeout", "other_timeout"):
-            _positive_seconds(name, getattr(self, name))
-        if self.sweep_interval is not None:
-            _positive_seconds("sweep_interval", self.sweep_interval)
-        if isinstance(self.max_flows, bool) or not isinstance(self.max_flows, int):
-            raise ConfigError(f"max_flows: expected an integer, got {self.max_flows!r}")
-        if not 1 <= self.max_flows <= 1 << 28:
-            raise ConfigError(f"max_flows: must be between 1 and {1 << 28}, got {self.max_flows}")
-        if not isinstance(self.infer_tcp_initiator, bool):
-            raise ConfigError(
-                f"infer_tcp_initiator: expected true or false, got {self.infer_tcp_initiator!r}"
-            )
-        if self.timeout_fn is not None and not callable(self.timeout_fn):
-            raise ConfigError("timeout_fn: must be callable")
+        _check_fields(self, "")
 
     def timeout_ns(self, name: str) -> int:
+        """Idle timeout of a timeout class (``tcp``, ``udp``, ``icmp``, ``other``) in ns."""
         return int(round(getattr(self, f"{name}_timeout") * NS_PER_S))
+
+    def timeout_table(self) -> np.ndarray:
+        """``int64[256]``: the idle timeout (ns) of each IP protocol number."""
+        table = np.full(256, self.timeout_ns("other"), dtype=np.int64)
+        for name, protos in TIMEOUT_CLASSES:
+            for proto in protos:
+                table[proto] = self.timeout_ns(name)
+        return table
 
     def replace(self, **changes: Any) -> "TrackerConfig":
         return replace(self, **changes)
 
 
-def _positive_seconds(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name}: expected a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}: must be a positive number of seconds, got {value!r}")
+HOOKS = ("ingress", "egress")
+XDP_MODES = ("generic", "native")
 
 
-# YAML layout: top-level keys, with the timeouts grouped.
-_TIMEOUT_KEYS = {"tcp", "udp", "icmp", "other"}
-_TOP_KEYS = {"max_flows", "infer_tcp_initiator", "sweep_interval", "timeouts"}
-#: Top-level sections owned by other front ends (validated there).
-EXTRA_SECTIONS: set[str] = {"sensor", "output"}
+@dataclass(frozen=True)
+class SensorConfig:
+    """Settings of the live sensor (the ``sensor:`` section).
+
+    Attributes
+    ----------
+    map_size : int or None
+        Flow map entries (``FS_MAX_FLOWS``); None = the tracker's ``max_flows``.
+    ring_size : int
+        Ring buffer bytes, a power of two and a multiple of the page size.
+    hooks : tuple of str
+        ``ingress`` (XDP) and/or ``egress`` (TC, tcx link).
+    xdp_mode : str
+        ``generic`` (works everywhere) or ``native`` (driver support needed).
+    sweep_interval : float
+        Seconds between idle syncs of the flow map.
+    report_interval : float
+        Seconds between counter reports on stderr; 0 = only at exit.
+    batch : int
+        Ring events per drain (bounds the memory of one step).
+    interfaces : tuple of str
+        Interfaces to attach to when ``-i`` is not given on the command line.
+    """
+
+    map_size: Optional[int] = None
+    ring_size: int = 4 << 20
+    hooks: tuple = HOOKS
+    xdp_mode: str = "generic"
+    sweep_interval: float = 1.0
+    report_interval: float = 10.0
+    batch: int = 4096
+    interfaces: tuple = ()
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "sensor")
+
+    def replace(self, **changes: Any) -> "SensorConfig":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """Validated ``output:`` settings; every field is optional.
+
+    Attributes
+    ----------
+    format : str or None
+        A ``--format`` name (``jsonl``, ``eve``, ``zeek``, ...); None = the CLI default.
+    path : str or None
+        File the records go to; None = standard output.
+    rotate_bytes : int or None
+        Rotate the file before it would grow beyond this many bytes.
+    rotate_seconds : float or None
+        Rotate the file every this many seconds (aligned to the clock).
+    keep : int or None
+        Rotated files to keep; None keeps them all.
+    ipfix : (str, int) or None
+        IPFIX collector to export ended flows to.
+    metrics : (str, int) or None
+        Address of the Prometheus exporter (``flowscope live``).
+    """
+
+    format: Optional[str] = None
+    path: Optional[str] = None
+    rotate_bytes: Optional[int] = None
+    rotate_seconds: Optional[float] = None
+    keep: Optional[int] = None
+    ipfix: Optional[tuple[str, int]] = None
+    metrics: Optional[tuple[str, int]] = None
+
+    @property
+    def rotates(self) -> bool:
+        return self.rotate_bytes is not None or self.rotate_seconds is not None
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: where it lives in YAML, the field it sets, its check."""
+
+    path: str  # dotted YAML path: "max_flows", "timeouts.tcp", "sensor.ring_size"
+    field: str  # the field of the section's settings type
+    check: Check
+    flag: Optional[str] = None  # the command-line flag that sets it, if any
+    yaml: bool = True  # False: set only through the library (a Python callable)
+
+
+def _timeout_key(name: str) -> Key:
+    return Key(f"timeouts.{name}", f"{name}_timeout", seconds, f"--{name}-timeout")
+
+
+#: Every key of every section ("" = the top level, the tracker's keys).
+SCHEMA: dict[str, tuple[Key, ...]] = {
+    "": (
+        Key("max_flows", "max_flows", integer(1, MAX_FLOWS_LIMIT), "--max-flows"),
+        Key("infer_tcp_initiator", "infer_tcp_initiator", boolean, "--infer-tcp-initiator"),
+        Key("sweep_interval", "sweep_interval", seconds, "--sweep-interval"),
+        *(_timeout_key(name) for name, _protos in TIMEOUT_CLASSES),
+        Key("timeout_fn", "timeout_fn", callable_or_none, yaml=False),
+    ),
+    "sensor": (
+        Key("sensor.map_size", "map_size", integer(1, MAX_FLOWS_LIMIT)),
+        Key("sensor.ring_size", "ring_size", _ring_size),
+        Key("sensor.hooks", "hooks", names("ingress and/or egress", HOOKS)),
+        Key("sensor.xdp_mode", "xdp_mode", choice(*XDP_MODES), "--xdp-mode"),
+        Key("sensor.sweep_interval", "sweep_interval",
+            lambda k, v: float(seconds(k, v, maximum=1e6)), "--sweep-interval"),
+        Key("sensor.report_interval", "report_interval",
+            lambda k, v: float(seconds(k, v, allow_zero=True, maximum=1e6))),
+        Key("sensor.batch", "batch", integer(16, 1 << 20)),
+        Key("sensor.interfaces", "interfaces", names("interface names", max_len=15), "-i"),
+    ),
+    "output": (
+        Key("output.format", "format", _output_format, "--format"),
+        Key("output.path", "path", _path, "-o"),
+        Key("output.rotate_size", "rotate_bytes", lambda k, v: parse_size(v, k)),
+        Key("output.rotate_interval", "rotate_seconds", lambda k, v: parse_duration(v, k)),
+        Key("output.keep", "keep", lambda k, v: _keep(k, v)),
+        Key("output.ipfix", "ipfix", lambda k, v: parse_address(v, k, "127.0.0.1:4739"),
+            "--ipfix"),
+        Key("output.metrics", "metrics", lambda k, v: parse_address(v, k), "--metrics"),
+    ),
+}
+
+_TYPES = {"": TrackerConfig, "sensor": SensorConfig, "output": OutputSettings}
+#: Fields a type may hold unchecked (not configuration keys).
+_UNCHECKED = {"extra"}
+
+
+def _keep(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(key, "expected a number of files (1 or more)", value)
+    return value
+
+
+def _key_for_field(section: str, name: str) -> Key:
+    for k in SCHEMA[section]:
+        if k.field == name:
+            return k
+    raise KeyError(name)
+
+
+def _check_fields(obj: Any, section: str) -> None:
+    """Run every set field of a settings object through its key's check (``__post_init__``).
+
+    Errors name the key as the object's users spell it: the YAML path for the
+    sections, the field name for ``TrackerConfig`` (``tcp_timeout``, ``max_flows``).
+    """
+    for f in fields(obj):
+        if f.name in _UNCHECKED:
+            continue
+        value = getattr(obj, f.name)
+        if value is None or value == f.default:
+            continue
+        key = _key_for_field(section, f.name)
+        checked = key.check(key.path if section else key.field, value)
+        if checked != value or type(checked) is not type(value):
+            object.__setattr__(obj, f.name, checked)
+
+
+def section_from_mapping(section: str, data: Any, base: Any = None) -> Any:
+    """Validate one section of a parsed YAML document into its settings type.
+
+    ``base`` supplies the values the mapping leaves out. ``None`` values leave a
+    key unset. Unknown keys and bad values raise ConfigError naming the key.
+    """
+    cls = _TYPES[section]
+    base = base if base is not None else cls()
+    if data is None:
+        return base
+    label = section or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: expected a mapping of keys, got {type(data).__name__}")
+    keys = {k.path: k for k in SCHEMA[section] if k.yaml}
+    changes: dict[str, Any] = {}
+    for name, value in _flatten(section, data).items():
+        key = keys.get(name)
+        if key is None:
+            raise ConfigError(f"{name}: unknown key (known: {', '.join(_known(section, name))})")
+        if value is None:
+            if section:
+                changes[key.field] = None
+            continue
+        changes[key.field] = key.check(name, value)
+    out = replace(base, **changes)
+    _cross_checks(section, out, data)
+    return out
+
+
+def _flatten(section: str, data: dict) -> dict[str, Any]:
+    prefix = f"{section}." if section else ""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        name = f"{prefix}{k}"
+        if not section and k == "timeouts":
+            if not isinstance(v, dict):
+                raise ConfigError("timeouts: expected a mapping like {tcp: 300, udp: 60}")
+            for proto, secs in v.items():
+                out[f"timeouts.{proto}"] = secs
+        else:
+            out[name] = v
+    return out
+
+
+def _known(section: str, name: str) -> list[str]:
+    """The keys a message about the unknown key ``name`` lists."""
+    paths = [k.path for k in SCHEMA[section] if k.yaml]
+    if name.startswith("timeouts."):
+        return sorted(p.split(".", 1)[1] for p in paths if p.startswith("timeouts."))
+    if section:
+        return sorted(p.split(".", 1)[1] for p in paths)
+    return sorted({p.split(".")[0] for p in paths} | set(SECTIONS))
+
+
+def _cross_checks(section: str, out: Any, data: dict) -> None:
+    if section == "output":
+        for key in ("rotate_size", "rotate_interval"):
+            if data.get(key) is not None and out.path is None:
+                raise ConfigError(f"output.{key}: needs output.path (standard output cannot be "
+                                  "rotated)")
+        if out.keep is not None and not out.rotates:
+            raise ConfigError("output.keep: needs output.rotate_size or output.rotate_interval")
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole configuration: the tracker's, the sensor's and the output's settings."""
+
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    sensor: SensorConfig = field(default_factory=SensorConfig)
+    output: OutputSettings = field(default_factory=OutputSettings)
+
+
+#: Top-level sections besides the tracker's keys.
+SECTIONS = ("sensor", "output")
 
 
 def config_from_mapping(data: Any, base: TrackerConfig | None = None) -> TrackerConfig:
-    """Build a config from a parsed YAML mapping, naming any bad key."""
+    """The tracker's settings from a parsed YAML document (other sections kept in ``extra``)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping of keys, got {type(data).__name__}")
-    changes: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in EXTRA_SECTIONS:
-            extra[key] = value
-            continue
-        if key not in _TOP_KEYS:
-            known = ", ".join(sorted(_TOP_KEYS | EXTRA_SECTIONS))
-            raise ConfigError(f"{key}: unknown key (known: {known})")
-        if key == "timeouts":
-            if not isinstance(value, dict):
-                raise ConfigError("timeouts: expected a mapping like {tcp: 300, udp: 60}")
-            for proto, seconds in value.items():
-                if proto not in _TIMEOUT_KEYS:
-                    raise ConfigError(
-                        f"timeouts.{proto}: unknown key (known: {', '.join(sorted(_TIMEOUT_KEYS))})"
-                    )
-                _positive_seconds(f"timeouts.{proto}", seconds)
-                changes[f"{proto}_timeout"] = seconds
-        else:
-            changes[key] = value
     base = base or TrackerConfig()
-    return replace(base, extra={**base.extra, **extra}, **changes)
+    extra = {k: v for k, v in data.items() if k in SECTIONS}
+    top = {k: v for k, v in data.items() if k not in SECTIONS}
+    cfg = section_from_mapping("", top, base)
+    return replace(cfg, extra={**base.extra, **extra})
 
 
-def load_config(path: str | Path, base: TrackerConfig | None = None) -> TrackerConfig:
-    """Read a YAML config file; errors name the file and the key."""
+def config_from_document(data: Any, base: TrackerConfig | None = None) -> Config:
+    """Every section of a parsed YAML document, validated."""
+    tracker = config_from_mapping(data, base)
+    return Config(tracker=tracker,
+                  sensor=section_from_mapping("sensor", tracker.extra.get("sensor")),
+                  output=section_from_mapping("output", tracker.extra.get("output")))
+
+
+def _read_yaml(path: str | Path) -> Any:
     import yaml
 
     p = Path(path)
@@ -131,12 +494,44 @@ def load_config(path: str | Path, base: TrackerConfig | None = None) -> TrackerC
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError(f"{p}: not valid YAML{where}") from None
+
+
+def load_config(path: str | Path, base: TrackerConfig | None = None) -> TrackerConfig:
+    """Read a YAML config file's tracker settings (every section is validated); errors name
+    the file and the key. The ``sensor:`` and ``output:`` sections stay in ``extra``."""
+    return load(path, base).tracker
+
+
+def load(path: str | Path, base: TrackerConfig | None = None) -> Config:
+    """Read and validate a whole YAML config file; errors name the file and the key."""
     try:
-        return config_from_mapping(data, base)
+        return config_from_document(_read_yaml(path), base)
     except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
+        if str(exc).startswith(f"{Path(path)}: "):
+            raise
+        raise ConfigError(f"{Path(path)}: {exc}") from None
+
+
+def output_settings(mapping: Any) -> OutputSettings:
+    """Validate an ``output:`` section (``load_config(path).extra.get("output")``)."""
+    return section_from_mapping("output", mapping)
+
+
+def sensor_settings(mapping: Any, base: SensorConfig | None = None) -> SensorConfig:
+    """Validate a ``sensor:`` section, over ``base``."""
+    return section_from_mapping("sensor", mapping, base)
+
+
+def flag_error(exc: ConfigError, section: str = "") -> ConfigError:
+    """A ConfigError about a key set by a command-line flag, naming the flag instead."""
+    msg = str(exc)
+    key_path, _, rest = msg.partition(": ")
+    for k in SCHEMA[section]:
+        if k.flag and key_path in (k.path, k.field):
+            return ConfigError(f"{k.flag}: {rest}")
+    return exc

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import layout
-
-NS_PER_S = 1_000_000_000
+from .layout import NS_PER_S
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -69,16 +68,13 @@ class L4Proto:
 
     number: int
 
-    _SLUGS: ClassVar[dict[int, str]] = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 132: "sctp"}
-    _NAMES: ClassVar[dict[int, str]] = {6: "Tcp", 17: "Udp", 1: "Icmp", 58: "IcmpV6", 132: "Sctp"}
-
     @property
     def slug(self) -> str:
-        return self._SLUGS.get(self.number, "other")
+        return layout.proto_slug(self.number)
 
     @property
     def name(self) -> str:
-        return self._NAMES.get(self.number, f"Other({self.number})")
+        return layout.PROTO_NAMES.get(self.number, f"Other({self.number})")
 
     @staticmethod
     def Other(number: int) -> "L4Proto":  # noqa: N802 - mirrors the reference's variant name
@@ -88,11 +84,8 @@ class L4Proto:
         return f"L4Proto.{self.name}"
 
 
-L4Proto.Tcp = L4Proto(6)  # type: ignore[attr-defined]
-L4Proto.Udp = L4Proto(17)  # type: ignore[attr-defined]
-L4Proto.Icmp = L4Proto(1)  # type: ignore[attr-defined]
-L4Proto.IcmpV6 = L4Proto(58)  # type: ignore[attr-defined]
-L4Proto.Sctp = L4Proto(132)  # type: ignore[attr-defined]
+for _number, _name in layout.PROTO_NAMES.items():
+    setattr(L4Proto, _name, L4Proto(_number))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,20 +99,14 @@ class TcpInfo:
     payload_len: int
     window: int
 
-    FIN: ClassVar[int] = 0x01
-    SYN: ClassVar[int] = 0x02
-    RST: ClassVar[int] = 0x04
-    PSH: ClassVar[int] = 0x08
-    ACK: ClassVar[int] = 0x10
-    URG: ClassVar[int] = 0x20
-    ECE: ClassVar[int] = 0x40
-    CWR: ClassVar[int] = 0x80
-
-
-_STATE_SLUGS = (
-    "active", "syn_sent", "syn_received", "established", "fin_wait", "closing", "closed",
-    "reset", "aborted",
-)
+    FIN: ClassVar[int] = layout.TH_FIN
+    SYN: ClassVar[int] = layout.TH_SYN
+    RST: ClassVar[int] = layout.TH_RST
+    PSH: ClassVar[int] = layout.TH_PSH
+    ACK: ClassVar[int] = layout.TH_ACK
+    URG: ClassVar[int] = layout.TH_URG
+    ECE: ClassVar[int] = layout.TH_ECE
+    CWR: ClassVar[int] = layout.TH_CWR
 
 
 class FlowState(enum.IntEnum):
@@ -137,14 +124,11 @@ class FlowState(enum.IntEnum):
 
     @property
     def slug(self) -> str:
-        return _STATE_SLUGS[self.value]
+        return layout.STATE_SLUGS[self.value]
 
     @property
     def is_terminal(self) -> bool:
         return self in (FlowState.Closed, FlowState.Reset, FlowState.Aborted)
-
-
-_REASON_SLUGS = ("fin", "rst", "idle_timeout", "evicted", "shutdown")
 
 
 class EndReason(enum.IntEnum):
@@ -158,7 +142,7 @@ class EndReason(enum.IntEnum):
 
     @property
     def slug(self) -> str:
-        return _REASON_SLUGS[self.value]
+        return layout.REASON_SLUGS[self.value]
 
 
 class HistoryString(str):

@@ -139,14 +139,13 @@ class FiveTuple(Extractor):
         return self.kind == layout.EXTRACT_FIVE_TUPLE_DIRECTIONAL
 
     def decode(self, words: Any) -> FiveTupleKey:
-        meta = int(words[4])
-        l3 = (meta >> 48) & 0xFF
+        _kind, l3, proto, port_a, port_b = layout.unpack_meta(words[4])
         return FiveTupleKey(
-            (meta >> 32) & 0xFF,
+            proto,
             words_to_ip(l3, int(words[0]), int(words[1])),
-            (meta >> 16) & 0xFFFF,
+            port_a,
             words_to_ip(l3, int(words[2]), int(words[3])),
-            meta & 0xFFFF,
+            port_b,
         )
 
 
@@ -157,7 +156,7 @@ class IpPair(Extractor):
     name = "ip-pair"
 
     def decode(self, words: Any) -> IpPairKey:
-        l3 = (int(words[4]) >> 48) & 0xFF
+        l3 = layout.unpack_meta(words[4])[1]
         return IpPairKey(
             words_to_ip(l3, int(words[0]), int(words[1])),
             words_to_ip(l3, int(words[2]), int(words[3])),

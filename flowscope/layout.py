@@ -1,11 +1,17 @@
-"""Record layouts shared by the parsers, the numba engine and the writers.
+"""Facts shared by every part of flowscope: record layouts, codes, bits and names.
 
 Packets travel through flowscope as numpy structured arrays of ``PKT_DTYPE``
 (one row per parsed frame) and the engine reports what happened as rows of
-``EVENT_DTYPE``. Nothing else lives here: numpy dtypes and the integer codes
-used inside them. The kernel <-> userspace records of the live sensor are
-defined once in ``bpf/fs_shared.h``; their mirror lives in
-``flowscope.sensor.layout``.
+``EVENT_DTYPE``. This module is the one home of those dtypes and of every
+integer code, bit and name that more than one module uses: protocol numbers,
+TCP flag bits, flow states, end reasons, event kinds, the packed key's
+metadata word (with the helpers that pack and unpack it), the words of the
+Zeek-style state carried in Ended records, and the stable names (slugs) every
+output format prints. Everything else imports them from here; numba folds the
+module-level ints into machine code. The kernel <-> userspace records of the
+live sensor are defined once in ``bpf/fs_shared.h``; ``flowscope.sensor.layout``
+mirrors them, reusing the codes below where the C header shares them (a test
+checks both sides).
 
 Addresses are stored as two unsigned 64-bit words holding the address bytes
 in network order read as a big-endian integer (``hi`` = bytes 0..7, ``lo`` =
@@ -17,6 +23,50 @@ Comparing ``(hi, lo)`` therefore compares address bytes. MAC addresses are the
 from __future__ import annotations
 
 import numpy as np
+
+NS_PER_S = 1_000_000_000
+
+# --- protocols ------------------------------------------------------------
+
+#: IP protocol numbers flowscope treats specially.
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
+IPPROTO_SCTP = 132
+#: Protocols whose keys carry ports.
+PORT_PROTOS = (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP)
+#: Protocols whose first packet's type/code is kept (ports 0 in the key).
+ICMP_PROTOS = (IPPROTO_ICMP, IPPROTO_ICMPV6)
+#: Protocol slugs (``L4Proto.slug``, JSON ``proto``); every other number is "other".
+PROTO_SLUGS = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp",
+               IPPROTO_ICMPV6: "icmp6", IPPROTO_SCTP: "sctp"}
+#: Reference names of the protocols (``L4Proto.name``).
+PROTO_NAMES = {IPPROTO_TCP: "Tcp", IPPROTO_UDP: "Udp", IPPROTO_ICMP: "Icmp",
+               IPPROTO_ICMPV6: "IcmpV6", IPPROTO_SCTP: "Sctp"}
+
+
+def proto_slug(proto: int) -> str:
+    """The slug of an IP protocol number (``"other"`` when it has none)."""
+    return PROTO_SLUGS.get(int(proto), "other")
+
+
+#: Timeout class of a protocol: the idle timeout it takes from the config.
+TIMEOUT_CLASSES = (("tcp", (IPPROTO_TCP,)), ("udp", (IPPROTO_UDP,)),
+                   ("icmp", ICMP_PROTOS), ("other", ()))
+
+# --- TCP flag bits (as on the wire, byte 13 of the TCP header) -------------
+
+TH_FIN = 0x01
+TH_SYN = 0x02
+TH_RST = 0x04
+TH_PSH = 0x08
+TH_ACK = 0x10
+TH_URG = 0x20
+TH_ECE = 0x40
+TH_CWR = 0x80
+TCP_FLAG_NAMES = (("FIN", TH_FIN), ("SYN", TH_SYN), ("RST", TH_RST), ("PSH", TH_PSH),
+                  ("ACK", TH_ACK), ("URG", TH_URG), ("ECE", TH_ECE), ("CWR", TH_CWR))
 
 # --- parsed packets -------------------------------------------------------
 
@@ -92,12 +142,38 @@ PKT_DTYPE = np.dtype(
 # A key is KEY_WORDS uint64 words: a_hi, a_lo, b_hi, b_lo, meta with
 # meta = kind << 56 | l3 << 48 | proto << 32 | port_a << 16 | port_b.
 KEY_WORDS = 5
+META_KIND_SHIFT = 56
+META_L3_SHIFT = 48
+META_PROTO_SHIFT = 32
+META_PORT_A_SHIFT = 16
 
 #: Extractor kinds (``meta >> 56``).
 EXTRACT_FIVE_TUPLE = 0
 EXTRACT_FIVE_TUPLE_DIRECTIONAL = 1
 EXTRACT_IP_PAIR = 2
 EXTRACT_MAC_PAIR = 3
+#: Kinds whose keys hold addresses, protocol and ports.
+FIVE_TUPLE_KINDS = (EXTRACT_FIVE_TUPLE, EXTRACT_FIVE_TUPLE_DIRECTIONAL)
+
+
+def unpack_meta(meta):
+    """``(kind, l3, proto, port_a, port_b)`` of a key's metadata word.
+
+    Works on a Python int (returns ints) and on a uint64 numpy array
+    (returns arrays); the numba kernels use ``flowscope._kernels.common``'s
+    twin of this function.
+    """
+    if isinstance(meta, np.ndarray):
+        m = meta.astype(np.uint64, copy=False)
+        return ((m >> np.uint64(META_KIND_SHIFT)).astype(np.int64),
+                ((m >> np.uint64(META_L3_SHIFT)) & np.uint64(0xFF)).astype(np.int64),
+                ((m >> np.uint64(META_PROTO_SHIFT)) & np.uint64(0xFF)).astype(np.int64),
+                ((m >> np.uint64(META_PORT_A_SHIFT)) & np.uint64(0xFFFF)).astype(np.int64),
+                (m & np.uint64(0xFFFF)).astype(np.int64))
+    m = int(meta)
+    return (m >> META_KIND_SHIFT, (m >> META_L3_SHIFT) & 0xFF, (m >> META_PROTO_SHIFT) & 0xFF,
+            (m >> META_PORT_A_SHIFT) & 0xFFFF, m & 0xFFFF)
+
 
 # --- events ---------------------------------------------------------------
 
@@ -106,6 +182,9 @@ EV_PACKET = 2
 EV_ESTABLISHED = 3
 EV_STATE_CHANGE = 4
 EV_ENDED = 5
+#: Event kind -> slug (JSON ``event``).
+KIND_SLUGS = {EV_STARTED: "started", EV_PACKET: "packet", EV_ESTABLISHED: "established",
+              EV_STATE_CHANGE: "state_change", EV_ENDED: "ended"}
 
 #: Bits of the event mask passed to the engine (1 << kind).
 EVMASK_ALL = (1 << EV_STARTED) | (1 << EV_PACKET) | (1 << EV_ESTABLISHED) | (
@@ -113,8 +192,13 @@ EVMASK_ALL = (1 << EV_STARTED) | (1 << EV_PACKET) | (1 << EV_ESTABLISHED) | (
 ) | (1 << EV_ENDED)
 EVMASK_LIFECYCLE = EVMASK_ALL & ~(1 << EV_PACKET)
 EVMASK_ENDED = 1 << EV_ENDED
+#: ``--events`` / ``events=`` names -> masks.
+EVENT_MASKS = {"all": EVMASK_ALL, "lifecycle": EVMASK_LIFECYCLE, "ended": EVMASK_ENDED}
 
-# FlowState codes (same order as flowscope.events.FlowState).
+#: Flow sides (0 initiator, 1 responder) -> slug.
+SIDE_SLUGS = ("initiator", "responder")
+
+# TCP states (``flowscope.events.FlowState``; the kernel mirror uses the first eight).
 ST_ACTIVE = 0
 ST_SYN_SENT = 1
 ST_SYN_RECEIVED = 2
@@ -124,23 +208,69 @@ ST_CLOSING_TCP = 5
 ST_CLOSED = 6
 ST_RESET = 7
 ST_ABORTED = 8
+#: State code -> slug (``FlowState.slug``, JSON ``state`` / ``from`` / ``to``).
+STATE_SLUGS = ("active", "syn_sent", "syn_received", "established", "fin_wait", "closing",
+               "closed", "reset", "aborted")
 
-# EndReason codes (same order as flowscope.events.EndReason).
+# End reasons (``flowscope.events.EndReason``).
 END_FIN = 0
 END_RST = 1
 END_IDLE = 2
 END_EVICTED = 3
 END_SHUTDOWN = 4
+#: End reason code -> slug (``EndReason.slug``, JSON ``reason``).
+REASON_SLUGS = ("fin", "rst", "idle_timeout", "evicted", "shutdown")
 
 HISTORY_MAX = 16
-
-#: Zeek-style per-flow state carried in Ended records (meaning: flowscope._kernels.zeek).
-ZEEK_WORDS = 16
-ZEEK_HISTORY_MAX = 32
 
 #: ``EVENT_DTYPE.icmp``: bit 16 set when the first packet was ICMP with a type/code,
 #: type in bits 8..15, code in bits 0..7.
 ICMP_VALID = 1 << 16
+
+# --- Zeek-style state carried in Ended records (EVENT_DTYPE.zeek / zhist) ---
+# Kept by flowscope._kernels.zeek, read by flowscope.output.zeek. Words indexed
+# 0/1 are per flowscope side (0 = initiator).
+ZEEK_WORDS = 16
+ZEEK_HISTORY_MAX = 32
+Z_IP_BYTES0 = 0  # IP-level bytes (IPv4 total length / IPv6 40 + payload), side 0
+Z_IP_BYTES1 = 1  # ... side 1
+Z_HLEN = 2  # letters in zhist
+Z_CTL = 3  # bit 0: Zeek originator side; bit 1: first packet seen; HS_* history-seen bits
+Z_EP0 = 4  # endpoint word of side 0: EP_* fields below
+Z_EP1 = 5
+Z_SEQ0 = 6  # start_seq | last_seq << 32 (uint32 each), side 0
+Z_SEQ1 = 7
+Z_ACK0 = 8  # ack_seq | hist_last_RST << 32, side 0
+Z_ACK1 = 9
+Z_HSEQ0 = 10  # hist_last_SYN | hist_last_FIN << 32, side 0
+Z_HSEQ1 = 11
+Z_PAY0 = 12  # UDP / ICMP / other payload bytes as Zeek sizes them, side 0
+Z_PAY1 = 13
+Z_LAST = 14  # Zeek's last_time (ns): packets after both TCP endpoints closed do not move it
+
+# Z_CTL bits
+CTL_ORIG1 = 1  # Zeek's originator is flowscope side 1
+CTL_STARTED = 2
+CTL_HS_SHIFT_ORIG = 8  # history-seen bits of the Zeek originator (HIST_* in the kernel)
+CTL_HS_SHIFT_RESP = 24  # ... of the responder
+
+# endpoint word fields
+EP_STATE_MASK = 0xF  # bits 0..3: state
+EP_PREV_SHIFT = 4  # bits 4..7: previous state
+EP_FIN = 1 << 8  # a FIN was seen from this endpoint
+EP_DID_CLOSE = 1 << 9  # this endpoint's own packet closed or reset it (Zeek's did_close)
+EP_RXMIT_SHIFT = 16  # bits 16..35: retransmission count
+EP_WIN0_SHIFT = 36  # bits 36..55: zero-window count
+EP_CNT_MASK = (1 << 20) - 1
+
+# Zeek's endpoint states (TCP_ENDPOINT_*; script constants TCP_INACTIVE ...)
+TCP_INACTIVE = 0
+TCP_SYN_SENT = 1
+TCP_SYN_ACK_SENT = 2
+TCP_PARTIAL = 3
+TCP_ESTABLISHED = 4
+TCP_CLOSED = 5
+TCP_RESET = 6
 
 EVENT_DTYPE = np.dtype(
     [
@@ -164,7 +294,7 @@ EVENT_DTYPE = np.dtype(
         ("history", np.uint8, (HISTORY_MAX,)),
         ("icmp", np.uint32),  # Ended: ICMP type/code of the first packet (ICMP_VALID)
         ("zhist_len", np.uint8),  # Ended: length of zhist
-        ("zeek", np.int64, (ZEEK_WORDS,)),  # Ended: Zeek-style endpoint state (zeek.Z_*)
+        ("zeek", np.int64, (ZEEK_WORDS,)),  # Ended: Zeek-style endpoint state (Z_*)
         ("zhist", np.uint8, (ZEEK_HISTORY_MAX,)),  # Ended: Zeek-style history letters
     ],
     align=True,

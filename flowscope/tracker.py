@@ -15,7 +15,6 @@ Both give identical event streams for the same packets.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from . import layout
 from ._kernels import engine as K
-from .config import NS_PER_S, TrackerConfig
+from .config import TrackerConfig
 from .events import (
     EndReason,
     Ended,
@@ -41,16 +40,10 @@ from .events import (
     Timestamp,
 )
 from .keys import Extractor, FiveTuple
+from .layout import NS_PER_S
 
 #: Event records per engine call; a call stops early when this fills up.
 DEFAULT_EVENT_CAPACITY = 1 << 13
-
-_EVENT_MASKS = {
-    "all": layout.EVMASK_ALL,
-    "lifecycle": layout.EVMASK_LIFECYCLE,
-    "ended": layout.EVMASK_ENDED,
-}
-
 
 @dataclass(frozen=True, slots=True)
 class PacketView:
@@ -83,7 +76,7 @@ def event_mask(events: str | int) -> int:
     if isinstance(events, int):
         return events
     try:
-        return _EVENT_MASKS[events]
+        return layout.EVENT_MASKS[events]
     except KeyError:
         raise ValueError(f"events: expected one of all, lifecycle, ended; got {events!r}") from None
 
@@ -156,10 +149,7 @@ class FlowTracker:
         ctl[K.C_EXTRACT] = self.extractor.kind
         ctl[K.C_INFER] = int(self.config.infer_tcp_initiator)
         ctl[K.C_MASK] = event_mask(events)
-        ctl[K.C_TO_TCP] = self.config.timeout_ns("tcp")
-        ctl[K.C_TO_UDP] = self.config.timeout_ns("udp")
-        ctl[K.C_TO_ICMP] = self.config.timeout_ns("icmp")
-        ctl[K.C_TO_OTHER] = self.config.timeout_ns("other")
+        ctl[K.C_TMO:K.C_TMO + 256] = self.config.timeout_table()
         ctl[K.C_SWEEP_POS] = -1
         if self.config.sweep_interval is not None:
             ctl[K.C_SWEEP_INTERVAL] = int(round(self.config.sweep_interval * NS_PER_S))
@@ -290,8 +280,8 @@ class FlowTracker:
                 out.append(Packet(self._key(rec), FlowSide(int(rec["side"])), int(rec["length"]), ts))
             elif kind == layout.EV_STARTED:
                 key = self._key(rec)
-                proto = (int(rec["key"][4]) >> 32) & 0xFF
-                if self.extractor.kind in (layout.EXTRACT_IP_PAIR, layout.EXTRACT_MAC_PAIR):
+                kind, _l3, proto, _pa, _pb = layout.unpack_meta(rec["key"][4])
+                if kind not in layout.FIVE_TUPLE_KINDS:
                     proto = 0
                 out.append(Started(key, FlowSide(int(rec["side"])), ts, L4Proto(proto)))
             elif kind == layout.EV_ESTABLISHED:
@@ -335,45 +325,3 @@ def ended_from_record(rec: np.void, key: object) -> Ended:
         int(rec["flow_id"]),
         Orientation(int(rec["init_rev"])),
     )
-
-
-def warmup() -> float:
-    """Compile (or load from numba's cache) every kernel; return the seconds it took.
-
-    Runs the engine, the frame parser and both capture walkers on tiny inputs,
-    so that the first real packet pays no compile time (a live sensor calls
-    this before attaching).
-    """
-    import os
-    import tempfile
-
-    from .pcap import CaptureReader
-
-    t0 = time.perf_counter()
-    tcp_syn = bytes.fromhex(
-        "0000000000020000000000010800"  # Ethernet
-        "450000280001000040060000"  # IPv4, TCP
-        "0a0000010a000002"
-        "04d2005000000001000000005002200000000000"  # TCP SYN
-    )
-    pcap = (bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000")
-            + (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
-            + len(tcp_syn).to_bytes(4, "little") * 2 + tcp_syn)
-    shb = bytes.fromhex("0a0d0d0a1c0000004d3c2b1a01000000ffffffffffffffff1c000000")
-    idb = bytes.fromhex("01000000140000000100000000000000" "14000000")
-    body = tcp_syn + b"\0" * (-len(tcp_syn) % 4)
-    epb_len = 32 + len(body)
-    epb = (bytes.fromhex("06000000") + epb_len.to_bytes(4, "little") + bytes(4) + bytes(8)
-           + len(tcp_syn).to_bytes(4, "little") * 2 + body + epb_len.to_bytes(4, "little"))
-    tr = FlowTracker(config=TrackerConfig(max_flows=4, sweep_interval=1.0))
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, data in (("w.pcap", pcap), ("w.pcapng", shb + idb + epb)):
-            path = os.path.join(tmp, name)
-            with open(path, "wb") as f:
-                f.write(data)
-            for batch in CaptureReader(path):
-                tr.track_batch(batch)
-    tr.track(PacketView(tcp_syn, Timestamp(2, 0)))
-    tr.sweep(10**12)
-    tr.finish()
-    return time.perf_counter() - t0

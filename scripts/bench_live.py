@@ -205,7 +205,7 @@ class RingBench:
 
     def __init__(self):
         from flowscope.sensor import loader
-        from flowscope.sensor.live import SensorConfig
+        from flowscope.config import SensorConfig
 
         self.loader = loader
         bcc = loader.import_bcc()
@@ -639,9 +639,9 @@ def alternating(v: Veth, args) -> dict:
     seconds, so adjacent slices share most of it). flowscope's programs are the ones the
     Sensor attaches (same build, default sizes); no userspace reads them here.
     """
-    from flowscope import TrackerConfig
+    from flowscope.config import SensorConfig, TrackerConfig
     from flowscope.sensor import loader
-    from flowscope.sensor.live import SensorConfig
+    from flowscope.sensor.settings import tunables
 
     bcc = loader.import_bcc()
     eb = bcc.BPF(text=EMPTY_PROGS.encode())
@@ -650,8 +650,7 @@ def alternating(v: Veth, args) -> dict:
     try:
         hooks["empty"] = Hooks(v, eb.load_func(b"empty_xdp", bcc.BPF.XDP).fd,
                                eb.load_func(b"empty_tc", bcc.BPF.SCHED_CLS).fd)
-        fs = loader.load({"max_flows": SensorConfig().map_size or TrackerConfig().max_flows,
-                          "ring_pages": max(1, SensorConfig().ring_size // 4096)})
+        fs = loader.load(tunables(SensorConfig(), TrackerConfig()))
         hooks["flowscope"] = Hooks(v, fs.xdp_fd, fs.tc_fd)
         order = ("none", "empty", "none", "flowscope")
         slices: list[tuple[str, float]] = []

@@ -7,7 +7,8 @@ from typing import IO
 import numpy as np
 
 from flowscope import layout
-from flowscope.output.common import KIND_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS, RecordFormatter, proto_slug
+from flowscope.layout import KIND_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS, proto_slug
+from flowscope.output.common import RecordFormatter
 
 
 def _num_ts(ns: int) -> str:

@@ -513,7 +513,9 @@ def test_sweep_idle_returns_final_values(h):
     h.run(eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(5000, 53, b"x"))))
     _, vals = h.flows()
     now = int(vals["last_ns"].max()) + 1
-    k, v = maps.sweep_idle(h.mod.flows_fd, 1 << 17, now, {6: 10**12}, 0)
+    table = np.zeros(256, dtype=np.int64)
+    table[6] = 10**12
+    k, v = maps.sweep_idle(h.mod.flows_fd, 1 << 17, now, table)
     assert len(k) == 1 and int(k[0]["proto"]) == 17 and v[0]["pkts"].tolist() == [1, 0]
     k2, v2 = maps.drain_flows(h.mod.flows_fd, 1 << 17)
     assert len(k2) == 1 and int(k2[0]["proto"]) == 6

@@ -122,6 +122,29 @@ def test_enum_matches(header, ename):
     assert c == py
 
 
+def test_every_header_enum_has_a_mirror(header):
+    _, enums, _ = header
+    assert set(enums) == set(layout.ENUMS)
+
+
+def test_shared_codes_come_from_the_engine_layout(header):
+    """Codes the header shares with the engine have the engine's values on both sides."""
+    from flowscope import layout as E
+    from flowscope.events import FlowState
+
+    _, enums, defines = header
+    assert {k: v for k, v in enums["fs_tcp_flag"].items()} == {
+        f"FS_TH_{n}": bit for n, bit in E.TCP_FLAG_NAMES}
+    assert enums["fs_l3"] == {"FS_L3_IPV4": E.L3_IPV4, "FS_L3_IPV6": E.L3_IPV6}
+    assert enums["fs_pkt_flag"] == {"FS_PF_PORTS": E.PF_PORTS, "FS_PF_TCP": E.PF_TCP,
+                                    "FS_PF_FRAG": E.PF_FRAG, "FS_PF_ICMP": E.PF_ICMP}
+    states = {v: k for k, v in enums["fs_tcp_state"].items()}
+    assert len(states) == E.ST_RESET + 1
+    for code, cname in states.items():
+        assert cname.replace("_", "") == "FS" + "ST" + FlowState(code).name.upper()
+    assert defines["FS_HISTORY_MAX"] == E.HISTORY_MAX
+
+
 def test_counter_max_and_defines(header):
     _, enums, defines = header
     assert enums["fs_counter"]["FS_CNT_MAX"] == layout.FS_CNT_MAX == len(layout.Counter)
@@ -210,8 +233,10 @@ def test_key_words_match_engine_meta():
     k = np.zeros(1, dtype=layout.FLOW_KEY_DTYPE)[0]
     k["a_lo"], k["b_lo"], k["port_a"], k["port_b"], k["l3"], k["proto"] = (
         0x0A000001, 0x0A000002, 1234, 80, 4, 6)
-    meta = (int(k["l3"]) << 48) | (int(k["proto"]) << 32) | (int(k["port_a"]) << 16) | int(
-        k["port_b"])
-    assert meta == (4 << 48) | (6 << 32) | (1234 << 16) | 80
+    from flowscope import layout as E
+
+    meta = (int(k["l3"]) << E.META_L3_SHIFT) | (int(k["proto"]) << E.META_PROTO_SHIFT) | (
+        int(k["port_a"]) << E.META_PORT_A_SHIFT) | int(k["port_b"])
+    assert E.unpack_meta(meta) == (E.EXTRACT_FIVE_TUPLE, 4, 6, 1234, 80)
     assert struct.unpack_from("<QQQQHHBB", bytes(np.array(k).tobytes()))[:8] == (
         0, 0x0A000001, 0, 0x0A000002, 1234, 80, 4, 6)

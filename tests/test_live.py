@@ -214,7 +214,8 @@ def test_overload_stays_up_and_accounts_for_drops(topo):
     import socket
 
     from flowscope import FlowTracker, TrackerConfig
-    from flowscope.sensor.live import Sensor, SensorConfig
+    from flowscope.config import SensorConfig
+    from flowscope.sensor.live import Sensor
 
     ifname, v4, _, _ = topo
     tracker = FlowTracker(config=TrackerConfig(max_flows=64, sweep_interval=None),
@@ -303,7 +304,8 @@ def test_idle_flows_are_synced_and_ended_then_restart(topo):
     import socket
 
     from flowscope import FlowTracker, TrackerConfig, layout
-    from flowscope.sensor.live import Sensor, SensorConfig
+    from flowscope.config import SensorConfig
+    from flowscope.sensor.live import Sensor
 
     ifname, v4, _, _ = topo
     tracker = FlowTracker(config=TrackerConfig(udp_timeout=0.5, sweep_interval=None),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from flowscope.config import ConfigError, load_config
-from flowscope.output.config import (OutputSettings, output_settings, parse_duration,
-                                     parse_size)
+from flowscope.config import (OutputSettings, output_settings, parse_duration, parse_size,
+                              sensor_settings)
 
 
 def test_empty_section_is_all_defaults():
@@ -110,8 +110,5 @@ def test_example_config_is_valid():
     out = output_settings(cfg.extra["output"])
     assert out.format == "jsonl" and out.rotate_bytes == 100 << 20 and out.keep == 48
     assert out.metrics == ("127.0.0.1", 9464)
-    sensor = dict(cfg.extra["sensor"])
-    assert sensor.pop("interfaces") == ["eth0"]
-    live = pytest.importorskip("flowscope.sensor.live")
-    if hasattr(live, "sensor_config_from_mapping"):
-        live.sensor_config_from_mapping(sensor)
+    sensor = sensor_settings(cfg.extra["sensor"])
+    assert sensor.interfaces == ("eth0",)

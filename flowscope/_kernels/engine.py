@@ -32,23 +32,17 @@ runs out; a sweep that fills the event buffer is resumed by the next call.
 """
 
 import numpy as np
-from numba import njit
 
 from ..layout import (  # module-level ints: numba folds them into the machine code
     END_EVICTED, END_FIN, END_IDLE, END_RST, END_SHUTDOWN, EV_ENDED, EV_ESTABLISHED, EV_PACKET,
-    EV_STARTED, EV_STATE_CHANGE, EXTRACT_FIVE_TUPLE_DIRECTIONAL,
-    EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, PF_ABS, PF_ICMP, PF_MAC,
-    PF_PORTS, PF_SYNC, PF_TCP, ST_ACTIVE, ST_CLOSED, ST_CLOSING_TCP, ST_ESTABLISHED,
-    ST_FIN_WAIT, ST_RESET, ST_SYN_RECEIVED, ST_SYN_SENT,
+    EV_STARTED, EV_STATE_CHANGE, EXTRACT_FIVE_TUPLE_DIRECTIONAL, EXTRACT_IP_PAIR,
+    EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, PF_ABS, PF_ICMP, PF_MAC, PF_PORTS, PF_SYNC,
+    PF_TCP, ST_ACTIVE, ST_CLOSED, ST_CLOSING_TCP, ST_ESTABLISHED, ST_FIN_WAIT, ST_RESET,
+    ST_SYN_RECEIVED, ST_SYN_SENT, TH_ACK, TH_FIN, TH_RST, TH_SYN, Z_HLEN, ZEEK_HISTORY_MAX,
+    ZEEK_WORDS,
 )
-from .zeek import ZEEK_HISTORY_MAX, ZEEK_WORDS, Z_HLEN, zeek_packet, zeek_reset
-
-# The per-packet kernels run without numba's reference counting (``_nrt=False``):
-# they only index arrays they are given and never allocate, and with NRT on,
-# every helper that contains a loop increfs and decrefs each array argument
-# with atomic calls on entry and exit (measured: ~50 ns of a ~60 ns packet).
-kernel = njit(cache=True, nogil=True, _nrt=False)
-inline_kernel = njit(cache=True, nogil=True, _nrt=False, inline="always")
+from .common import inline_kernel, kernel, pack_meta
+from .zeek import zeek_packet, zeek_reset
 
 # ---- ctl slots -------------------------------------------------------------
 C_LQ_HEAD = 0  # access queue: first live-or-stale entry (monotonic position)
@@ -66,10 +60,6 @@ C_MAX_FLOWS = 11
 C_EXTRACT = 12  # layout.EXTRACT_*
 C_INFER = 13  # infer_tcp_initiator
 C_MASK = 14  # event mask, bit (1 << kind)
-C_TO_TCP = 15  # idle timeouts, ns
-C_TO_UDP = 16
-C_TO_ICMP = 17
-C_TO_OTHER = 18
 C_SWEEP_POS = 19  # next index into sbuf of the sweep in progress, -1 none
 C_SWEEP_NOW = 20
 C_SWEEP_REASON = 21
@@ -87,7 +77,8 @@ C_ZEEK = 32  # keep Zeek-style state (fz, fzh) per flow
 C_TOUCH = 33  # touch serial counter
 C_SWEEP_N = 34  # number of slots in sbuf
 C_HIGH = 35  # slots ever used; new slots come from the free stack, else from here
-C_SIZE = 36
+C_TMO = 36  # ctl[C_TMO + proto]: idle timeout (ns) of each IP protocol (TrackerConfig.timeout_table)
+C_SIZE = C_TMO + 256
 
 # ---- fint columns ----------------------------------------------------------
 # first cache line: what every packet touches
@@ -115,12 +106,8 @@ F_ICMP = 18  # ICMP_VALID | type << 8 | code of the first packet, 0 if not ICMP
 F_FREE = 19  # free-slot stack storage (indexed by stack position, not by slot)
 F_SIZE = 24
 
-NO_FLOW = np.iinfo(np.int64).max
-
-TH_FIN = 0x01
-TH_SYN = 0x02
-TH_RST = 0x04
-TH_ACK = 0x10
+NO_FLOW = np.iinfo(np.int64).max  # deadline of a free slot (its serial is -1: FREE_SERIAL)
+FREE_SERIAL = -1
 
 MAX_EVENTS_PER_PACKET = 5
 
@@ -169,7 +156,7 @@ def extract_key(pkts, i, kind):
             return False, z, z, z, z, z, 0
         s = np.uint64(p.smac)
         d = np.uint64(p.dmac)
-        meta = np.uint64(EXTRACT_MAC_PAIR) << np.uint64(56)
+        meta = pack_meta(np.uint64(EXTRACT_MAC_PAIR), z, z, z, z)
         if s <= d:
             return True, z, s, z, d, meta, 0
         return True, z, d, z, s, meta, 1
@@ -180,7 +167,7 @@ def extract_key(pkts, i, kind):
     dh = np.uint64(p.dst_hi)
     dl = np.uint64(p.dst_lo)
     if kind == EXTRACT_IP_PAIR:
-        meta = (np.uint64(EXTRACT_IP_PAIR) << np.uint64(56)) | (np.uint64(l3) << np.uint64(48))
+        meta = pack_meta(np.uint64(EXTRACT_IP_PAIR), np.uint64(l3), z, z, z)
         if sh < dh or (sh == dh and sl <= dl):
             return True, sh, sl, dh, dl, meta, 0
         return True, dh, dl, sh, sl, meta, 1
@@ -189,13 +176,13 @@ def extract_key(pkts, i, kind):
     if (p.pflags & PF_PORTS) == 0:
         sp = z
         dp = z
-    base = (np.uint64(l3) << np.uint64(48)) | (np.uint64(p.proto) << np.uint64(32))
+    proto = np.uint64(p.proto)
     if kind == EXTRACT_FIVE_TUPLE_DIRECTIONAL:
-        meta = (np.uint64(EXTRACT_FIVE_TUPLE_DIRECTIONAL) << np.uint64(56)) | base
-        return True, sh, sl, dh, dl, meta | (sp << np.uint64(16)) | dp, 0
+        meta = pack_meta(np.uint64(EXTRACT_FIVE_TUPLE_DIRECTIONAL), np.uint64(l3), proto, sp, dp)
+        return True, sh, sl, dh, dl, meta, 0
     if sh < dh or (sh == dh and (sl < dl or (sl == dl and sp <= dp))):
-        return True, sh, sl, dh, dl, base | (sp << np.uint64(16)) | dp, 0
-    return True, dh, dl, sh, sl, base | (dp << np.uint64(16)) | sp, 1
+        return True, sh, sl, dh, dl, pack_meta(z, np.uint64(l3), proto, sp, dp), 0
+    return True, dh, dl, sh, sl, pack_meta(z, np.uint64(l3), proto, dp, sp), 1
 
 
 @inline_kernel
@@ -389,7 +376,7 @@ def _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, reason, ts)
         e += 1
     _table_delete(table, fkey, ctl[C_TABLE_MASK], s)
     fdl[s, 0] = NO_FLOW
-    fdl[s, 1] = -1
+    fdl[s, 1] = FREE_SERIAL
     fint[ctl[C_FREE_TOP], F_FREE] = s
     ctl[C_FREE_TOP] += 1
     ctl[C_COUNT] -= 1
@@ -440,12 +427,17 @@ def _sort_by_serial(sbuf, n):
 
 @kernel
 def _sweep_collect(ctl, fint, fdl, sbuf, now, reason):
-    """Start a sweep: the expired (or, for END_SHUTDOWN, all) flows in access order."""
+    """Start a sweep: the expired (or, for END_SHUTDOWN, all) flows in access order.
+
+    Free slots are told by their serial (FREE_SERIAL), never by their deadline,
+    so no packet time (INT64_MAX included) can make a sweep end a free slot.
+    """
     n = 0
     shutdown = reason == END_SHUTDOWN
     for s in range(ctl[C_HIGH]):
-        d = fdl[s, 0]
-        if d <= now or (shutdown and d != NO_FLOW):
+        if fdl[s, 1] == FREE_SERIAL:
+            continue
+        if shutdown or fdl[s, 0] <= now:
             sbuf[n, 0] = s
             sbuf[n, 1] = fdl[s, 1]
             n += 1
@@ -486,15 +478,148 @@ def sweep(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sbuf, ev, e, now, rea
     return _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, ev.shape[0])
 
 
+# ---- the steps of one packet -------------------------------------------------
+
+
 @inline_kernel
-def _timeout_for(ctl, proto):
-    if proto == 6:
-        return ctl[C_TO_TCP]
-    if proto == 17:
-        return ctl[C_TO_UDP]
-    if proto == 1 or proto == 58:
-        return ctl[C_TO_ICMP]
-    return ctl[C_TO_OTHER]
+def sat_add(a, b):
+    """``a + b`` for b >= 0, saturating at INT64_MAX (deadlines of far-future packets)."""
+    r = a + b
+    return r if r >= a else NO_FLOW
+
+
+@inline_kernel
+def _auto_sweep(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, cap_ev, ts):
+    """The automatic sweep by packet time (``sweep_interval``), when due at ``ts``.
+
+    Returns ``(e, ok)``; ``ok`` is False when the event buffer filled up (the
+    caller returns S_EV_FULL and the sweep resumes on the next call).
+    """
+    first = ctl[C_NEXT_SWEEP] == 0
+    ctl[C_NEXT_SWEEP] = sat_add(ts, ctl[C_SWEEP_INTERVAL])
+    if first:
+        return e, True
+    _sweep_collect(ctl, fint, fdl, sbuf, ts, END_IDLE)
+    e, done = _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, cap_ev)
+    return e, done and e + MAX_EVENTS_PER_PACKET <= cap_ev
+
+
+@inline_kernel
+def _new_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, ev, e, pkts, i, pos,
+              k0, k1, k2, k3, k4, rev, has_tcp):
+    """Create the flow of packet ``i`` (evicting the least recently touched flow when
+    the table is full) and emit its Started event. Returns ``(e, slot, side)``."""
+    p = pkts[i]
+    if ctl[C_COUNT] >= ctl[C_MAX_FLOWS]:
+        victim = _least_recent(ctl, fdl, lq)
+        e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, victim,
+                      END_EVICTED, p.ts)
+        pos, _gone = _find(table, fkey, ctl[C_TABLE_MASK], k0, k1, k2, k3, k4)
+    if ctl[C_FREE_TOP] > 0:
+        ctl[C_FREE_TOP] -= 1
+        s = fint[ctl[C_FREE_TOP], F_FREE]
+    else:  # never-used rows are touched only now: memory grows with the flows
+        s = ctl[C_HIGH]
+        ctl[C_HIGH] = s + 1
+    table[pos] = s + 1
+    fkey[s, 0] = k0
+    fkey[s, 1] = k1
+    fkey[s, 2] = k2
+    fkey[s, 3] = k3
+    fkey[s, 4] = k4
+    flags = np.int64(p.tcp_flags)
+    init_rev = rev
+    if ctl[C_INFER] != 0 and has_tcp and (flags & TH_SYN) != 0 and (flags & TH_ACK) != 0:
+        init_rev = 1 - rev
+    proto = np.int64(p.proto) if p.l3 == 4 or p.l3 == 6 else 0
+    fint[s, F_STATE] = ST_ACTIVE
+    fint[s, F_INIT_REV] = init_rev
+    fint[s, F_PKTS0] = 0
+    fint[s, F_PKTS1] = 0
+    fint[s, F_BYTES0] = 0
+    fint[s, F_BYTES1] = 0
+    fint[s, F_PAY0] = 0
+    fint[s, F_PAY1] = 0
+    fint[s, F_STARTED] = p.first_ts if (p.pflags & PF_SYNC) != 0 else p.ts
+    fint[s, F_ID] = ctl[C_SERIAL]
+    fint[s, F_HLEN] = 0
+    fint[s, F_FLAGS0] = 0
+    fint[s, F_FLAGS1] = 0
+    fint[s, F_PROTO] = proto
+    fint[s, F_TIMEOUT] = ctl[C_TMO + proto]
+    fint[s, F_FIN_SIDE] = -1
+    fint[s, F_ICMP] = 0
+    if p.pflags & PF_ICMP:
+        fint[s, F_ICMP] = ICMP_VALID | (np.int64(p.icmp_type) << 8) | p.icmp_code
+    if ctl[C_ZEEK] != 0:
+        zeek_reset(fz, fzh, s)
+    _touch(ctl, fdl, lq, s)
+    ctl[C_SERIAL] += 1
+    ctl[C_CREATED] += 1
+    ctl[C_COUNT] += 1
+    side = 0 if rev == init_rev else 1
+    if ctl[C_MASK] & (1 << EV_STARTED):
+        r = _emit_head(ev, e, EV_STARTED, fint[s, F_STARTED], fkey, fint, s)
+        r.side = side
+        e += 1
+    return e, s, side
+
+
+@inline_kernel
+def _add_packet(ctl, fint, s, side, length, payload_len):
+    """Count one packet (``length`` frame bytes) to ``side`` of flow ``s``."""
+    ctl[C_MATCHED_PKTS] += 1
+    ctl[C_MATCHED_BYTES] += length
+    fint[s, F_PKTS0 + side] += 1
+    fint[s, F_BYTES0 + side] += length
+    fint[s, F_PAY0 + side] += payload_len
+
+
+@inline_kernel
+def _set_kernel_counters(ctl, fint, s, p):
+    """Live sensor rows only (PF_ABS / PF_SYNC): the kernel aggregates most packets
+    of a flow, so the row carries the flow's absolute counters per key orientation
+    (``cnt_*0`` a -> b, ``cnt_*1`` b -> a): they replace the flow's per-side
+    counters, and the matched totals grow by the difference."""
+    old_p = fint[s, F_PKTS0] + fint[s, F_PKTS1]
+    old_b = fint[s, F_BYTES0] + fint[s, F_BYTES1]
+    fwd = fint[s, F_INIT_REV]  # the side that sends a -> b (the initiator when init_rev = 0)
+    rev = 1 - fwd
+    fint[s, F_PKTS0 + fwd] = np.int64(p.cnt_pkts0)
+    fint[s, F_PKTS0 + rev] = np.int64(p.cnt_pkts1)
+    fint[s, F_BYTES0 + fwd] = np.int64(p.cnt_bytes0)
+    fint[s, F_BYTES0 + rev] = np.int64(p.cnt_bytes1)
+    fint[s, F_PAY0 + fwd] = np.int64(p.cnt_pay0)
+    fint[s, F_PAY0 + rev] = np.int64(p.cnt_pay1)
+    ctl[C_MATCHED_PKTS] += fint[s, F_PKTS0] + fint[s, F_PKTS1] - old_p
+    ctl[C_MATCHED_BYTES] += fint[s, F_BYTES0] + fint[s, F_BYTES1] - old_b
+
+
+@inline_kernel
+def _tcp_step(ctl, fkey, fint, fhist, ev, e, s, side, flags, payload_len, ts):
+    """History letters, one state transition and its Established / StateChange event.
+
+    Returns ``(e, state)`` with the flow's state after the packet.
+    """
+    fint[s, F_FLAGS0 + side] |= flags
+    fint[s, F_HLEN] = history_append(fhist, s, fint[s, F_HLEN], side, flags, payload_len)
+    state = fint[s, F_STATE]
+    new_state, fin_side = tcp_transition(state, side, flags, fint[s, F_FIN_SIDE])
+    fint[s, F_FIN_SIDE] = fin_side
+    if new_state == state:
+        return e, state
+    fint[s, F_STATE] = new_state
+    evmask = ctl[C_MASK]
+    if new_state == ST_ESTABLISHED:
+        if evmask & (1 << EV_ESTABLISHED):
+            _emit_head(ev, e, EV_ESTABLISHED, ts, fkey, fint, s)
+            e += 1
+    elif evmask & (1 << EV_STATE_CHANGE):
+        r = _emit_head(ev, e, EV_STATE_CHANGE, ts, fkey, fint, s)
+        r.from_state = state
+        r.to_state = new_state
+        e += 1
+    return e, new_state
 
 
 @kernel
@@ -505,21 +630,23 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
     Returns ``(next_packet, e, status)``; status is S_DONE, S_EV_FULL (drain
     ``ev[:e]`` and call again from ``next_packet``) or S_PAUSED.
 
-    Live sensor rows (``pflags`` PF_ABS / PF_SYNC) carry the flow's absolute
-    counters per key orientation (``cnt_*0`` a -> b, ``cnt_*1`` b -> a): they
-    replace the flow's per-side counters instead of adding one packet, and the
-    matched packet/byte totals grow by the difference. A PF_SYNC row is no
-    packet: it sets the counters and last_seen (= its ts) and nothing else (no
-    touch, history, state or Packet event); it creates the flow, started at
-    ``first_ts`` and initiated in the row's orientation, when it is missing.
+    Per packet (semantics.md "Tracker, per packet"): the automatic sweep when
+    due, extract the key, find or create the flow (``_new_flow``), count the
+    packet (``_add_packet``; live rows: ``_set_kernel_counters``), Zeek-style
+    state, TCP history and transition (``_tcp_step``), the Packet event, and
+    the end of a Closed/Reset flow. A live PF_SYNC row is no packet: it sets
+    the counters and last_seen (= its ts) of its flow, creating the flow
+    (started at ``first_ts``, initiated in the row's orientation) when it is
+    missing, and does nothing else (no touch, history, state or event but
+    Started).
     """
     n = pkts.shape[0]
     cap_ev = ev.shape[0]
     mask = ctl[C_TABLE_MASK]
     evmask = ctl[C_MASK]
     kind = ctl[C_EXTRACT]
-    interval = ctl[C_SWEEP_INTERVAL]
     zeek = ctl[C_ZEEK] != 0
+    pause_new = ctl[C_PAUSE_NEW] != 0
     ctl[C_NEW_SLOT] = -1
     i = start
     # a sweep left unfinished by a full event buffer comes first
@@ -532,160 +659,54 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
             return i, e, S_EV_FULL
         p = pkts[i]
         ts = p.ts
-        if interval > 0 and ts >= ctl[C_NEXT_SWEEP]:
-            if ctl[C_NEXT_SWEEP] == 0:
-                ctl[C_NEXT_SWEEP] = ts + interval
-            else:
-                ctl[C_NEXT_SWEEP] = ts + interval
-                _sweep_collect(ctl, fint, fdl, sbuf, ts, END_IDLE)
-                e, done = _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e,
-                                      cap_ev)
-                if not done or e + MAX_EVENTS_PER_PACKET > cap_ev:
-                    return i, e, S_EV_FULL
+        if ctl[C_SWEEP_INTERVAL] > 0 and ts >= ctl[C_NEXT_SWEEP]:
+            e, ok = _auto_sweep(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e,
+                                cap_ev, ts)
+            if not ok:
+                return i, e, S_EV_FULL
         ok, k0, k1, k2, k3, k4, rev = extract_key(pkts, i, kind)
+        i += 1
         if not ok:
             ctl[C_UNMATCHED] += 1
-            i += 1
             continue
         if ts > ctl[C_LAST_TS]:
             ctl[C_LAST_TS] = ts
-        length = np.int64(p.caplen)
-        pos, s = _find(table, fkey, mask, k0, k1, k2, k3, k4)
-        flags = np.int64(p.tcp_flags)
         pf = np.int64(p.pflags)
         sync = (pf & PF_SYNC) != 0
-        absolute = sync or (pf & PF_ABS) != 0
         has_tcp = ((pf & PF_TCP) != 0 and not sync and kind != EXTRACT_IP_PAIR
                    and kind != EXTRACT_MAC_PAIR)
-        created = False
-        if s < 0:
-            if ctl[C_COUNT] >= ctl[C_MAX_FLOWS]:
-                victim = _least_recent(ctl, fdl, lq)
-                e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, victim,
-                              END_EVICTED, ts)
-                pos, s = _find(table, fkey, mask, k0, k1, k2, k3, k4)
-            if ctl[C_FREE_TOP] > 0:
-                ctl[C_FREE_TOP] -= 1
-                s = fint[ctl[C_FREE_TOP], F_FREE]
-            else:  # never-used rows are touched only now: memory grows with the flows
-                s = ctl[C_HIGH]
-                ctl[C_HIGH] = s + 1
-            table[pos] = s + 1
-            fkey[s, 0] = k0
-            fkey[s, 1] = k1
-            fkey[s, 2] = k2
-            fkey[s, 3] = k3
-            fkey[s, 4] = k4
-            init_rev = rev
-            if (
-                ctl[C_INFER] != 0
-                and has_tcp
-                and (flags & TH_SYN) != 0
-                and (flags & TH_ACK) != 0
-            ):
-                init_rev = 1 - rev
-            fint[s, F_STATE] = ST_ACTIVE
-            fint[s, F_INIT_REV] = init_rev
-            fint[s, F_PKTS0] = 0
-            fint[s, F_PKTS1] = 0
-            fint[s, F_BYTES0] = 0
-            fint[s, F_BYTES1] = 0
-            fint[s, F_PAY0] = 0
-            fint[s, F_PAY1] = 0
-            fint[s, F_STARTED] = p.first_ts if sync else ts
-            fint[s, F_ID] = ctl[C_SERIAL]
-            fint[s, F_HLEN] = 0
-            fint[s, F_FLAGS0] = 0
-            fint[s, F_FLAGS1] = 0
-            fint[s, F_PROTO] = p.proto if p.l3 == 4 or p.l3 == 6 else 0
-            fint[s, F_TIMEOUT] = _timeout_for(ctl, fint[s, F_PROTO])
-            fint[s, F_FIN_SIDE] = -1
-            fint[s, F_ICMP] = 0
-            if p.pflags & PF_ICMP:
-                fint[s, F_ICMP] = ICMP_VALID | (np.int64(p.icmp_type) << 8) | p.icmp_code
-            if zeek:
-                zeek_reset(fz, fzh, s)
-            _touch(ctl, fdl, lq, s)
-            ctl[C_SERIAL] += 1
-            ctl[C_CREATED] += 1
-            ctl[C_COUNT] += 1
-            created = True
-            side = 0 if rev == init_rev else 1
-            if evmask & (1 << EV_STARTED):
-                r = _emit_head(ev, e, EV_STARTED, fint[s, F_STARTED], fkey, fint, s)
-                r.side = side
-                e += 1
+        pos, s = _find(table, fkey, mask, k0, k1, k2, k3, k4)
+        created = s < 0
+        if created:
+            e, s, side = _new_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, ev, e, pkts,
+                                   i - 1, pos, k0, k1, k2, k3, k4, rev, has_tcp)
         else:
             if not sync:
                 _touch(ctl, fdl, lq, s)
             side = 0 if rev == fint[s, F_INIT_REV] else 1
-        if absolute:
-            # orientation of the initiator = init_rev: its counters are cnt_*[init_rev]
-            old_p = fint[s, F_PKTS0] + fint[s, F_PKTS1]
-            old_b = fint[s, F_BYTES0] + fint[s, F_BYTES1]
-            if fint[s, F_INIT_REV] == 0:
-                fint[s, F_PKTS0] = np.int64(p.cnt_pkts0)
-                fint[s, F_PKTS1] = np.int64(p.cnt_pkts1)
-                fint[s, F_BYTES0] = np.int64(p.cnt_bytes0)
-                fint[s, F_BYTES1] = np.int64(p.cnt_bytes1)
-                fint[s, F_PAY0] = np.int64(p.cnt_pay0)
-                fint[s, F_PAY1] = np.int64(p.cnt_pay1)
-            else:
-                fint[s, F_PKTS0] = np.int64(p.cnt_pkts1)
-                fint[s, F_PKTS1] = np.int64(p.cnt_pkts0)
-                fint[s, F_BYTES0] = np.int64(p.cnt_bytes1)
-                fint[s, F_BYTES1] = np.int64(p.cnt_bytes0)
-                fint[s, F_PAY0] = np.int64(p.cnt_pay1)
-                fint[s, F_PAY1] = np.int64(p.cnt_pay0)
-            ctl[C_MATCHED_PKTS] += fint[s, F_PKTS0] + fint[s, F_PKTS1] - old_p
-            ctl[C_MATCHED_BYTES] += fint[s, F_BYTES0] + fint[s, F_BYTES1] - old_b
+        if (pf & (PF_ABS | PF_SYNC)) != 0:
+            _set_kernel_counters(ctl, fint, s, p)
         else:
-            ctl[C_MATCHED_PKTS] += 1
-            ctl[C_MATCHED_BYTES] += length
-            fint[s, F_PKTS0 + side] += 1
-            fint[s, F_BYTES0 + side] += length
-            fint[s, F_PAY0 + side] += p.payload_len
+            _add_packet(ctl, fint, s, side, np.int64(p.caplen), np.int64(p.payload_len))
         fint[s, F_LAST] = ts
-        fdl[s, 0] = ts + fint[s, F_TIMEOUT]
-        if sync:
-            i += 1
-            if created and ctl[C_PAUSE_NEW] != 0:
-                ctl[C_NEW_SLOT] = s
-                return i, e, S_PAUSED
-            continue
-        if zeek:
-            zeek_packet(fz, fzh, s, side, pkts, i)
+        fdl[s, 0] = sat_add(ts, fint[s, F_TIMEOUT])
         state = fint[s, F_STATE]
-        if has_tcp:
-            fint[s, F_FLAGS0 + side] |= flags
-            fint[s, F_HLEN] = history_append(
-                fhist, s, fint[s, F_HLEN], side, flags, np.int64(p.payload_len)
-            )
-            new_state, fin_side = tcp_transition(state, side, flags, fint[s, F_FIN_SIDE])
-            fint[s, F_FIN_SIDE] = fin_side
-            if new_state != state:
-                fint[s, F_STATE] = new_state
-                if new_state == ST_ESTABLISHED:
-                    if evmask & (1 << EV_ESTABLISHED):
-                        _emit_head(ev, e, EV_ESTABLISHED, ts, fkey, fint, s)
-                        e += 1
-                elif evmask & (1 << EV_STATE_CHANGE):
-                    r = _emit_head(ev, e, EV_STATE_CHANGE, ts, fkey, fint, s)
-                    r.from_state = state
-                    r.to_state = new_state
-                    e += 1
-                state = new_state
-        if evmask & (1 << EV_PACKET):
-            r = _emit_head(ev, e, EV_PACKET, ts, fkey, fint, s)
-            r.side = side
-            r.length = length
-            e += 1
-        if state == ST_CLOSED:
-            e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, END_FIN, ts)
-        elif state == ST_RESET:
-            e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, END_RST, ts)
-        i += 1
-        if created and ctl[C_PAUSE_NEW] != 0:
+        if not sync:
+            if zeek:
+                zeek_packet(fz, fzh, s, side, pkts, i - 1)
+            if has_tcp:
+                e, state = _tcp_step(ctl, fkey, fint, fhist, ev, e, s, side,
+                                     np.int64(p.tcp_flags), np.int64(p.payload_len), ts)
+            if evmask & (1 << EV_PACKET):
+                r = _emit_head(ev, e, EV_PACKET, ts, fkey, fint, s)
+                r.side = side
+                r.length = p.caplen
+                e += 1
+            if state == ST_CLOSED:
+                e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, END_FIN, ts)
+            elif state == ST_RESET:
+                e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, END_RST, ts)
+        if created and pause_new:
             ctl[C_NEW_SLOT] = s if state != ST_CLOSED and state != ST_RESET else -1
             return i, e, S_PAUSED
     return i, e, S_DONE

@@ -9,9 +9,12 @@ produces the same bytes.
 """
 
 import numpy as np
-from numba import njit
 
-kernel = njit(cache=True, nogil=True, _nrt=False)
+from ..layout import (
+    EV_ENDED, EV_PACKET, EV_STARTED, EV_STATE_CHANGE, EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR,
+    KIND_SLUGS, PROTO_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS,
+)
+from .common import kernel, unpack_meta
 
 #: Upper bound of one formatted line (an Ended record of an IPv6 flow is ~560 bytes).
 MAX_LINE = 1024
@@ -30,15 +33,11 @@ def _table(words):
 
 
 # event kinds 1..5 (index 0 unused)
-KINDS, KIND_LENS = _table(["", "started", "packet", "established", "state_change", "ended"])
-STATES, STATE_LENS = _table(["active", "syn_sent", "syn_received", "established", "fin_wait",
-                             "closing", "closed", "reset", "aborted"])
-REASONS, REASON_LENS = _table(["fin", "rst", "idle_timeout", "evicted", "shutdown"])
-SIDES, SIDE_LENS = _table(["initiator", "responder"])
-_proto_names = ["other"] * 256
-for _n, _s in ((6, "tcp"), (17, "udp"), (1, "icmp"), (58, "icmp6"), (132, "sctp")):
-    _proto_names[_n] = _s
-PROTOS, PROTO_LENS = _table(_proto_names)
+KINDS, KIND_LENS = _table([KIND_SLUGS.get(k, "") for k in range(max(KIND_SLUGS) + 1)])
+STATES, STATE_LENS = _table(STATE_SLUGS)
+REASONS, REASON_LENS = _table(REASON_SLUGS)
+SIDES, SIDE_LENS = _table(SIDE_SLUGS)
+PROTOS, PROTO_LENS = _table([PROTO_SLUGS.get(n, "other") for n in range(256)])
 # literal fragments, in the order they are used
 LITS, LIT_LENS = _table([
     '{"event":"',  # 0
@@ -77,10 +76,6 @@ LITS, LIT_LENS = _table([
     '"}\n',  # 33
 ])
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
-
-EV_STARTED, EV_PACKET, EV_ESTABLISHED, EV_STATE_CHANGE, EV_ENDED = 1, 2, 3, 4, 5
-EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR = 2, 3
-
 
 @kernel
 def _row(buf, pos, tab, lens, i):
@@ -227,9 +222,7 @@ def _mac(buf, pos, v):
 @kernel
 def _flow(buf, pos, r):
     """The endpoint fields, initiator first."""
-    meta = r.key[4]
-    kind = np.int64(meta >> np.uint64(56))
-    l3 = np.int64((meta >> np.uint64(48)) & np.uint64(0xFF))
+    kind, l3, proto, pa, pb = unpack_meta(r.key[4])
     ia, ib = 0, 2
     if r.init_rev:
         ia, ib = 2, 0
@@ -245,9 +238,6 @@ def _flow(buf, pos, r):
         pos = _lit(buf, pos, 32)
         pos = _ip(buf, pos, l3, r.key[ib], r.key[ib + 1])
         return _lit(buf, pos, 11)
-    proto = np.int64((meta >> np.uint64(32)) & np.uint64(0xFF))
-    pa = np.int64((meta >> np.uint64(16)) & np.uint64(0xFFFF))
-    pb = np.int64(meta & np.uint64(0xFFFF))
     if r.init_rev:
         pa, pb = pb, pa
     pos = _lit(buf, pos, 3)

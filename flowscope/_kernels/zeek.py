@@ -44,34 +44,18 @@ orientation is applied by the writer from ``Z_CTL`` bit 0.
 """
 
 import numpy as np
-from numba import njit
 
-ZEEK_WORDS = 16
-ZEEK_HISTORY_MAX = 32
+from ..layout import (  # the words' layout is shared with the Zeek writer
+    CTL_HS_SHIFT_ORIG, CTL_HS_SHIFT_RESP, CTL_ORIG1, CTL_STARTED, EP_CNT_MASK, EP_DID_CLOSE,
+    EP_FIN, EP_PREV_SHIFT, EP_RXMIT_SHIFT, EP_STATE_MASK, EP_WIN0_SHIFT, IPPROTO_ICMP,
+    IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PF_PORTS, PF_TCP, TCP_CLOSED, TCP_ESTABLISHED,
+    TCP_INACTIVE, TCP_PARTIAL, TCP_RESET, TCP_SYN_ACK_SENT, TCP_SYN_SENT, TH_ACK, TH_FIN, TH_RST,
+    TH_SYN, Z_ACK0, Z_CTL, Z_EP0, Z_EP1, Z_HLEN, Z_HSEQ0, Z_IP_BYTES0, Z_LAST, Z_PAY0, Z_SEQ0,
+    ZEEK_HISTORY_MAX, ZEEK_WORDS,
+)
+from .common import inline_kernel, kernel
 
-Z_IP_BYTES0 = 0  # IP-level bytes (IPv4 total length / IPv6 40 + payload), flowscope side 0
-Z_IP_BYTES1 = 1  # ... side 1
-Z_HLEN = 2  # letters in fzh
-Z_CTL = 3  # bit 0: Zeek originator side; bit 1: first packet seen; HS_* history-seen bits
-Z_EP0 = 4  # endpoint word of side 0: EP_* fields below
-Z_EP1 = 5
-Z_SEQ0 = 6  # start_seq | last_seq << 32 (uint32 each), side 0
-Z_SEQ1 = 7
-Z_ACK0 = 8  # ack_seq | hist_last_RST << 32, side 0
-Z_ACK1 = 9
-Z_HSEQ0 = 10  # hist_last_SYN | hist_last_FIN << 32, side 0
-Z_HSEQ1 = 11
-Z_PAY0 = 12  # UDP / ICMP / other payload bytes as Zeek sizes them, side 0
-Z_PAY1 = 13
-Z_LAST = 14  # Zeek's last_time (ns): packets after both TCP endpoints closed do not move it
-
-# Z_CTL bits
-CTL_ORIG1 = 1  # Zeek's originator is flowscope side 1
-CTL_STARTED = 2
-CTL_HS_SHIFT_ORIG = 8  # history-seen bits of the Zeek originator (HIST_* below)
-CTL_HS_SHIFT_RESP = 24  # ... of the responder
-
-# history-seen bits (as Zeek's HIST_* masks, one set per direction)
+# history-seen bits (as Zeek's HIST_* masks, one set per direction, shifted into Z_CTL)
 HIST_SYN = 0x1
 HIST_FIN = 0x2
 HIST_RST = 0x4
@@ -79,32 +63,6 @@ HIST_FIN_RST = 0x8
 HIST_DATA = 0x10
 HIST_ACK = 0x20
 HIST_MULTI = 0x40
-
-# endpoint word fields
-EP_STATE_MASK = 0xF  # bits 0..3: state
-EP_PREV_SHIFT = 4  # bits 4..7: previous state
-EP_FIN = 1 << 8  # a FIN was seen from this endpoint
-EP_DID_CLOSE = 1 << 9  # this endpoint's own packet closed or reset it (Zeek's did_close)
-EP_RXMIT_SHIFT = 16  # bits 16..35: retransmission count
-EP_WIN0_SHIFT = 36  # bits 36..55: zero-window count
-EP_CNT_MASK = (1 << 20) - 1
-
-# Zeek's endpoint states (TCP_ENDPOINT_*; script constants TCP_INACTIVE ...)
-TCP_INACTIVE = 0
-TCP_SYN_SENT = 1
-TCP_SYN_ACK_SENT = 2
-TCP_PARTIAL = 3
-TCP_ESTABLISHED = 4
-TCP_CLOSED = 5
-TCP_RESET = 6
-
-TH_FIN = 0x01
-TH_SYN = 0x02
-TH_RST = 0x04
-TH_ACK = 0x10
-
-PF_PORTS = 0x01
-PF_TCP = 0x02
 
 TOO_LARGE_SEQ_DELTA = 1048576
 _U32 = 0xFFFFFFFF
@@ -123,14 +81,14 @@ for _p in (53, 67, 88, 123, 137, 161, 162, 443, 514, 1812, 2152, 2123, 3544, 478
     LIKELY_UDP[_p] = True
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def zeek_reset(fz, fzh, s):
     """Clear the Zeek state of slot ``s`` for a new flow."""
     for w in range(ZEEK_WORDS):
         fz[s, w] = 0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@inline_kernel
 def _add(fz, fzh, s, code):
     n = fz[s, Z_HLEN]
     if n < ZEEK_HISTORY_MAX:
@@ -138,12 +96,12 @@ def _add(fz, fzh, s, code):
         fz[s, Z_HLEN] = n + 1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@inline_kernel
 def _letter(code, is_orig):
     return code if is_orig else code + 32
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _check(fz, fzh, s, is_orig, mask, code):
     """Zeek's Connection::CheckHistory: add ``code`` the first time; True if seen before."""
     shift = CTL_HS_SHIFT_ORIG if is_orig else CTL_HS_SHIFT_RESP
@@ -156,12 +114,12 @@ def _check(fz, fzh, s, is_orig, mask, code):
     return False
 
 
-@njit(cache=True, nogil=True, inline="always")
+@inline_kernel
 def _is_scaled(n):
     return n == 1 or n == 10 or n == 100 or n == 1000 or n == 10000 or n == 100000
 
 
-@njit(cache=True, nogil=True, inline="always")
+@inline_kernel
 def _set_state(fz, s, side, new):
     ep = fz[s, Z_EP0 + side]
     old = ep & EP_STATE_MASK
@@ -170,20 +128,20 @@ def _set_state(fz, s, side, new):
         fz[s, Z_EP0 + side] = ep
 
 
-@njit(cache=True, nogil=True, inline="always")
+@inline_kernel
 def _sd(a, b):
     """Zeek's seq_delta: (a - b) as a signed 32-bit number."""
     d = (a - b) & _U32
     return d - (1 << 32) if d >= (1 << 31) else d
 
 
-@njit(cache=True, nogil=True, inline="always")
+@inline_kernel
 def _set_seqs(fz, s, side, start, ack, last):
     fz[s, Z_SEQ0 + side] = (start & _U32) | ((last & _U32) << 32)
     fz[s, Z_ACK0 + side] = (fz[s, Z_ACK0 + side] & ~np.int64(_U32)) | (ack & _U32)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _tcp_packet(fz, fzh, s, side, p):
     peer = 1 - side
     ctl = fz[s, Z_CTL]
@@ -352,12 +310,12 @@ def _tcp_packet(fz, fzh, s, side, p):
         fz[s, Z_EP0 + side] |= EP_DID_CLOSE
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _choose_originator(fz, fzh, s, side, p):
     """First packet of a flow: Zeek's originator (NewConn / WantConnection)."""
     orig = side
     flip = False
-    if p.proto == 6 and (p.pflags & PF_TCP) != 0:
+    if p.proto == IPPROTO_TCP and (p.pflags & PF_TCP) != 0:
         fl = p.tcp_flags
         if (fl & TH_SYN) == 0 or (fl & TH_ACK) != 0:
             if LIKELY_TCP[p.sport]:
@@ -365,7 +323,7 @@ def _choose_originator(fz, fzh, s, side, p):
                     flip = (fl & TH_SYN) == 0 and p.sport < p.dport
                 else:
                     flip = True
-    elif p.proto == 17 and (p.pflags & PF_PORTS) != 0:
+    elif p.proto == IPPROTO_UDP and (p.pflags & PF_PORTS) != 0:
         flip = LIKELY_UDP[p.sport] and not LIKELY_UDP[p.dport]
     if flip and not (p.l3 == 4 and p.dst_lo == 0xFFFFFFFF):
         orig = 1 - side
@@ -373,7 +331,7 @@ def _choose_originator(fz, fzh, s, side, p):
     fz[s, Z_CTL] |= CTL_STARTED | orig
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def zeek_packet(fz, fzh, s, side, pkts, i):
     """Account packet ``pkts[i]`` (side 0 initiator / 1 responder) to slot ``s``.
 
@@ -385,15 +343,15 @@ def zeek_packet(fz, fzh, s, side, pkts, i):
         _choose_originator(fz, fzh, s, side, p)
         fz[s, Z_LAST] = p.ts
     proto = p.proto
-    if proto == 6 and (p.pflags & PF_TCP) != 0:
+    if proto == IPPROTO_TCP and (p.pflags & PF_TCP) != 0:
         _tcp_packet(fz, fzh, s, side, p)
         return
     fz[s, Z_LAST] = p.ts
-    if proto == 17:
+    if proto == IPPROTO_UDP:
         fz[s, Z_PAY0 + side] += np.int64(p.payload_len)
         is_orig = side == (fz[s, Z_CTL] & CTL_ORIG1)
         _check(fz, fzh, s, is_orig, HIST_DATA, 68)  # 'D'
-    elif proto == 1 or proto == 58:
+    elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
         n = np.int64(p.payload_len) - 8
         if n > 0:
             fz[s, Z_PAY0 + side] += n

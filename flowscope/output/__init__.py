@@ -8,6 +8,11 @@ batch, with no event objects in between. Every writer has
 is true needs a tracker made with ``zeek=True``.
 """
 
+import sys
+from typing import IO, Optional
+
+from .. import layout
+from ..config import OutputSettings, UsageError
 from .common import RecordFormatter
 from .eve import EveWriter
 from .ipfix import IpfixExporter
@@ -35,5 +40,64 @@ class TeeWriter:
             w.close(summary)
 
 
+def event_mask(fmt: str, events: str) -> int:
+    """The engine's event mask for ``--events`` with format ``fmt`` (Ended always included)."""
+    mask = layout.EVENT_MASKS[events]
+    if getattr(FORMATS[fmt], "ENDED_ONLY", False):
+        mask = layout.EVMASK_ENDED
+    return mask | layout.EVMASK_ENDED
+
+
+def needs_zeek(fmt: str) -> bool:
+    """True when the format needs a tracker keeping Zeek-style state."""
+    return getattr(FORMATS[fmt], "NEEDS_ZEEK", False)
+
+
+def _open_file(path: str) -> IO[str]:
+    try:
+        return open(path, "w", buffering=1 << 20)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write output: {exc.strerror or exc}") from None
+
+
+def _rotating(settings: OutputSettings):
+    from .rotate import RotatingFile
+
+    try:
+        return RotatingFile(settings.path, max_bytes=settings.rotate_bytes,
+                            interval_s=settings.rotate_seconds, keep=settings.keep)
+    except OSError as exc:
+        raise UsageError(f"{settings.path}: cannot write output: {exc.strerror or exc}") from None
+
+
+def open_output(settings: OutputSettings, path: Optional[str] = None):
+    """``(stream, writer, format)`` for the ``output:`` settings.
+
+    ``path`` (``-o``) wins over ``output.path`` and is never rotated; without
+    either the records go to standard output. The format defaults to ``table``
+    on a terminal and ``jsonl`` otherwise. With ``output.ipfix`` the ended
+    flows are also exported (a ``TeeWriter``).
+    """
+    if path and path != "-":
+        out = _open_file(path)
+    elif path == "-" or not settings.path:
+        out = sys.stdout
+    else:
+        out = _rotating(settings)
+    fmt = settings.format or ("table" if out.isatty() else "jsonl")
+    writer = FORMATS[fmt](out)
+    if settings.ipfix:
+        host, port = settings.ipfix
+        try:
+            exporter = IpfixExporter(host, port)
+        except OSError as exc:
+            if out is not sys.stdout:
+                out.close()
+            raise UsageError(f"--ipfix {host}:{port}: {exc.strerror or exc}") from None
+        writer = TeeWriter(writer, exporter)
+    return out, writer, fmt
+
+
 __all__ = ["FORMATS", "EveWriter", "IpfixExporter", "JsonlWriter", "RecordFormatter",
-           "TableWriter", "TeeWriter", "ZeekJsonWriter", "ZeekTsvWriter"]
+           "TableWriter", "TeeWriter", "ZeekJsonWriter", "ZeekTsvWriter", "event_mask",
+           "needs_zeek", "open_output"]

@@ -1,20 +1,11 @@
-"""Shared formatting: keys to (proto, initiator, responder) strings, timestamps, slugs."""
+"""Shared formatting: packed keys to readable (proto, initiator, responder) endpoints."""
 
 from __future__ import annotations
 
 import ipaddress
 
 from .. import layout
-from ..events import EndReason, FlowState, L4Proto
 from ..keys import mac_str
-
-REASON_SLUGS = [r.slug for r in EndReason]
-STATE_SLUGS = [s.slug for s in FlowState]
-SIDE_SLUGS = ["initiator", "responder"]
-KIND_SLUGS = {layout.EV_STARTED: "started", layout.EV_PACKET: "packet",
-              layout.EV_ESTABLISHED: "established", layout.EV_STATE_CHANGE: "state_change",
-              layout.EV_ENDED: "ended"}
-_PROTO_SLUGS = {n: L4Proto(n).slug for n in range(256)}
 
 
 class RecordFormatter:
@@ -48,8 +39,7 @@ class RecordFormatter:
         are None where the key has none.
         """
         k0, k1, k2, k3, meta = key
-        kind = meta >> 56
-        l3 = (meta >> 48) & 0xFF
+        kind, l3, proto, pa, pb = layout.unpack_meta(meta)
         if kind == layout.EXTRACT_MAC_PAIR:
             a, b = self.addr(0, 0, k1), self.addr(0, 0, k3)
             proto, pa, pb = 0, None, None
@@ -57,12 +47,7 @@ class RecordFormatter:
             a, b = self.addr(l3, k0, k1), self.addr(l3, k2, k3)
             if kind == layout.EXTRACT_IP_PAIR:
                 proto, pa, pb = 0, None, None
-            else:
-                proto, pa, pb = (meta >> 32) & 0xFF, (meta >> 16) & 0xFFFF, meta & 0xFFFF
         if init_rev:
             return kind, proto, b, pb, a, pa
         return kind, proto, a, pa, b, pb
 
-
-def proto_slug(proto: int) -> str:
-    return _PROTO_SLUGS[proto]

@@ -29,10 +29,9 @@ from ..community_id import community_id_for_record
 from .common import RecordFormatter
 
 #: Suricata's protocol names (its ``known_proto`` table); others print as the number.
-EVE_PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP", 132: "SCTP"}
-
-#: Protocols whose EVE records carry ``src_port`` / ``dest_port``.
-_PORT_PROTOS = frozenset((6, 17, 132))
+EVE_PROTO_NAMES = {layout.IPPROTO_ICMP: "ICMP", layout.IPPROTO_TCP: "TCP",
+                   layout.IPPROTO_UDP: "UDP", layout.IPPROTO_ICMPV6: "IPv6-ICMP",
+                   layout.IPPROTO_SCTP: "SCTP"}
 
 #: Suricata ``flow.reason`` per flowscope end reason (layout.END_*).
 EVE_REASONS = {
@@ -57,10 +56,10 @@ EVE_TCP_STATES = {
     layout.ST_ABORTED: "closed",
 }
 
-_FIN, _SYN, _RST, _PSH, _ACK, _URG, _ECE, _CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 #: Suricata's EveTcpFlags order: only flags that were seen appear, as ``true``.
-_FLAG_NAMES = ((_SYN, "syn"), (_FIN, "fin"), (_RST, "rst"), (_PSH, "psh"), (_ACK, "ack"),
-               (_URG, "urg"), (_ECE, "ecn"), (_CWR, "cwr"))
+_FLAG_NAMES = ((layout.TH_SYN, "syn"), (layout.TH_FIN, "fin"), (layout.TH_RST, "rst"),
+               (layout.TH_PSH, "psh"), (layout.TH_ACK, "ack"), (layout.TH_URG, "urg"),
+               (layout.TH_ECE, "ecn"), (layout.TH_CWR, "cwr"))
 _FLAG_JSON = [",".join(f'"{n}":true' for bit, n in _FLAG_NAMES if f & bit) for f in range(256)]
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -116,7 +115,7 @@ def eve_flow_state(proto: int, to_state: int, pkts_tc: int) -> str:
     sides have sent, as with Suricata's ``stream.midstream: true``. Other
     protocols are established once the responder has sent a packet.
     """
-    if proto == 6:
+    if proto == layout.IPPROTO_TCP:
         if to_state in (layout.ST_CLOSED, layout.ST_RESET, layout.ST_ABORTED):
             return "closed"
         if to_state in (layout.ST_ESTABLISHED, layout.ST_FIN_WAIT, layout.ST_CLOSING_TCP):
@@ -129,7 +128,7 @@ def eve_flow_state(proto: int, to_state: int, pkts_tc: int) -> str:
 
 def _tcp_state(to_state: int, flags_ts: int, flags_tc: int) -> str | None:
     st = EVE_TCP_STATES.get(to_state)
-    if to_state == layout.ST_FIN_WAIT and (flags_ts & _FIN) and not (flags_tc & _FIN):
+    if to_state == layout.ST_FIN_WAIT and (flags_ts & layout.TH_FIN) and not (flags_tc & layout.TH_FIN):
         # Suricata names states from the server's side: a client FIN is CLOSE_WAIT
         return "close_wait"
     return st
@@ -186,15 +185,15 @@ class EveWriter:
                 continue
             parts = [f'{{"timestamp":"{eve_time(tss[i])}","flow_id":{fids[i]},'
                      f'"event_type":"flow","src_ip":"{src}"']
-            five = kind in (layout.EXTRACT_FIVE_TUPLE, layout.EXTRACT_FIVE_TUPLE_DIRECTIONAL)
-            if five and proto in _PORT_PROTOS:
+            five = kind in layout.FIVE_TUPLE_KINDS
+            if five and proto in layout.PORT_PROTOS:
                 parts.append(f',"src_port":{sport}')
             parts.append(f',"dest_ip":"{dst}"')
-            if five and proto in _PORT_PROTOS:
+            if five and proto in layout.PORT_PROTOS:
                 parts.append(f',"dest_port":{dport}')
             if five:
                 parts.append(f',"proto":"{EVE_PROTO_NAMES.get(proto, str(proto))}"')
-                if proto in (1, 58) and icmp[i] & layout.ICMP_VALID:
+                if proto in layout.ICMP_PROTOS and icmp[i] & layout.ICMP_VALID:
                     parts.append(f',"icmp_type":{(icmp[i] >> 8) & 0xFF},'
                                  f'"icmp_code":{icmp[i] & 0xFF}')
             pts, ptc = pk[i]
@@ -206,7 +205,7 @@ class EveWriter:
                 f'"start":"{eve_time(st[i])}","end":"{eve_time(ls[i])}","age":{age},'
                 f'"state":"{eve_flow_state(proto if five else 0, sta[i], ptc)}",'
                 f'"reason":"{EVE_REASONS.get(rs[i], "unknown")}","alerted":false}}')
-            if five and proto == 6:
+            if five and proto == layout.IPPROTO_TCP:
                 fts, ftc = fl[i]
                 both = fts | ftc
                 tcp = [f'"tcp_flags":"{both:02x}","tcp_flags_ts":"{fts:02x}",'

@@ -116,14 +116,12 @@ def pack_records(ended: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         body of a data set.
     """
     key = ended["key"]
-    meta = key[:, 4]
-    kind = meta >> np.uint64(56)
-    l3 = (meta >> np.uint64(48)) & np.uint64(0xFF)
+    kind, l3, proto, port_a, port_b = layout.unpack_meta(key[:, 4])
     ip = kind != layout.EXTRACT_MAC_PAIR
     rev = ended["init_rev"] != 0
-    proto = ((meta >> np.uint64(32)) & np.uint64(0xFF)).astype(np.uint8)
-    port_a = ((meta >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.uint16)
-    port_b = (meta & np.uint64(0xFFFF)).astype(np.uint16)
+    proto = proto.astype(np.uint8)
+    port_a = port_a.astype(np.uint16)
+    port_b = port_b.astype(np.uint16)
     icmp = ended["icmp"]
     icmp_tc = np.where((icmp & layout.ICMP_VALID) != 0, icmp & 0xFFFF, 0).astype(np.uint16)
     out = []

@@ -7,10 +7,10 @@ from typing import IO
 import numpy as np
 
 from .. import layout
-from .common import RecordFormatter, proto_slug
+from ..layout import PORT_PROTOS, proto_slug
+from .common import RecordFormatter
 
 _REASON_SHORT = ["fin", "rst", "idle", "evict", "end"]
-_PORT_PROTOS = (6, 17, 132)
 HEADER = f"{'PROTO':<5} {'INITIATOR':<21} {'RESPONDER':<21} {'PKTS':>6} {'BYTES':>7} {'END':<5} HIST"
 
 
@@ -57,7 +57,7 @@ class TableWriter:
             kind, proto, src, sport, dst, dport = self.fmt.endpoints(r["key"].tolist(),
                                                                      int(r["init_rev"]))
             pr = "-" if kind in (layout.EXTRACT_IP_PAIR, layout.EXTRACT_MAC_PAIR) else proto_slug(proto)
-            if proto not in _PORT_PROTOS:  # ICMP and others: no ports to show
+            if proto not in PORT_PROTOS:  # ICMP and others: no ports to show
                 sport = dport = None
             hist = r["history"][: r["hist_len"]].tobytes().decode("ascii")
             pk = int(r["pkts"][0] + r["pkts"][1])
@@ -73,6 +73,16 @@ class TableWriter:
         if summary:
             self.out.write(format_summary(summary) + "\n")
         self.out.flush()
+
+
+def summary_of(stats, files: int = 0) -> dict:
+    """The figures of the table's closing lines, from a ``TrackerStats``."""
+    return {
+        "files": files, "packets": stats.packets_matched + stats.packets_unmatched,
+        "unmatched": stats.packets_unmatched, "flows": stats.flows_created,
+        "fin": stats.ended_fin, "rst": stats.ended_rst, "idle": stats.ended_idle,
+        "evicted": stats.flows_evicted, "shutdown": stats.ended_shutdown,
+    }
 
 
 def format_summary(s: dict) -> str:

@@ -23,7 +23,7 @@ from typing import IO, Optional
 import numpy as np
 
 from .. import layout
-from .._kernels import zeek as Z
+from .. import layout as Z  # Z_*, EP_*, TCP_*: the Zeek-style words of Ended records
 from ..community_id import community_id_v1, icmp_port_equivalents
 
 FIELDS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service",
@@ -34,7 +34,8 @@ TYPES = ("time", "string", "addr", "port", "addr", "port", "enum", "string", "in
          "count", "count", "string", "bool", "bool", "count", "string", "count", "count",
          "count", "count", "set[string]", "string")
 
-_PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}
+_PROTO_NAMES = {layout.IPPROTO_TCP: "tcp", layout.IPPROTO_UDP: "udp",
+                layout.IPPROTO_ICMP: "icmp", layout.IPPROTO_ICMPV6: "icmp"}
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _U32 = 0xFFFFFFFF
 _RSTOS0_EXCLUDED = set("HAFGIQ")
@@ -72,7 +73,7 @@ def tcp_endpoint_size(zw, side: int) -> int:
 def conn_state(proto: int, os_: int, rs: int, orig_size: int, resp_size: int, history: str,
                orig_pkts: int, resp_pkts: int) -> str:
     """Zeek's ``Conn::conn_state`` (base/protocols/conn/main.zeek)."""
-    if proto == 6:
+    if proto == layout.IPPROTO_TCP:
         o_inactive = os_ in (Z.TCP_INACTIVE, Z.TCP_PARTIAL)
         r_inactive = rs in (Z.TCP_INACTIVE, Z.TCP_PARTIAL)
         if rs == Z.TCP_RESET:
@@ -95,7 +96,7 @@ def conn_state(proto: int, os_: int, rs: int, orig_size: int, resp_size: int, hi
         if os_ == Z.TCP_ESTABLISHED and rs == Z.TCP_ESTABLISHED:
             return "S1"
         return "OTH"
-    if proto == 17:
+    if proto == layout.IPPROTO_UDP:
         if orig_pkts:
             return "SF" if resp_pkts else "S0"
         return "SHR" if resp_pkts else "OTH"
@@ -130,13 +131,9 @@ def conn_record(rec) -> Optional[dict]:
     Unset fields are None. ``ts`` and ``duration`` are floats in seconds.
     """
     a_hi, a_lo, b_hi, b_lo, meta = (int(w) for w in rec["key"])
-    kind = meta >> 56
-    l3 = (meta >> 48) & 0xFF
-    if kind not in (layout.EXTRACT_FIVE_TUPLE, layout.EXTRACT_FIVE_TUPLE_DIRECTIONAL) or l3 not in (
-            layout.L3_IPV4, layout.L3_IPV6):
+    kind, l3, proto, pa, pb = layout.unpack_meta(meta)
+    if kind not in layout.FIVE_TUPLE_KINDS or l3 not in (layout.L3_IPV4, layout.L3_IPV6):
         return None
-    proto = (meta >> 32) & 0xFF
-    pa, pb = (meta >> 16) & 0xFFFF, meta & 0xFFFF
     ha, hb = _addr(l3, a_hi, a_lo), _addr(l3, b_hi, b_lo)
     # flowscope initiator / responder
     ends = [(ha, pa), (hb, pb)]
@@ -151,7 +148,7 @@ def conn_record(rec) -> Optional[dict]:
     ipb = [int(zw[Z.Z_IP_BYTES0]), int(zw[Z.Z_IP_BYTES1])]
     hist = bytes(rec["zhist"][: int(rec["zhist_len"])]).decode("ascii")
     icmp = int(rec["icmp"])
-    if proto in (1, 58):
+    if proto in layout.ICMP_PROTOS:
         # Zeek's ICMP id: orig_p = type, resp_p = the paired type or the code
         itype, icode = ((icmp >> 8) & 0xFF, icmp & 0xFF) if icmp & layout.ICMP_VALID else (0, 0)
         sp, dp, _ = icmp_port_equivalents(proto, itype, icode)
@@ -159,7 +156,7 @@ def conn_record(rec) -> Optional[dict]:
         op, rp = sp, dp
     else:
         cid = community_id_v1(proto, oh[1], rh[1], op, rp)
-    if proto == 6:
+    if proto == layout.IPPROTO_TCP:
         sizes = [tcp_endpoint_size(zw, 0), tcp_endpoint_size(zw, 1)]
         os_ = int(zw[Z.Z_EP0 + o]) & Z.EP_STATE_MASK
         rs = int(zw[Z.Z_EP0 + r]) & Z.EP_STATE_MASK

@@ -9,19 +9,34 @@ machines); addresses use the ``(hi, lo)`` encoding of ``flowscope.layout``.
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum, IntFlag
 
 import numpy as np
 
+from .. import layout as L
+from ..events import FlowState
+
 FS_ABI_VERSION = 1
-FS_HISTORY_MAX = 16
+FS_HISTORY_MAX = L.HISTORY_MAX
 
 
-class L3(IntEnum):
-    """``fs_flow_key.l3`` (``enum fs_l3``)."""
+def _c_name(name: str) -> str:
+    """``SynSent`` -> ``SYN_SENT``: the C spelling of a reference name."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
 
-    IPV4 = 4
-    IPV6 = 6
+
+# Enums the C header shares with the engine: built from flowscope.layout's codes, never retyped.
+L3 = IntEnum("L3", {"IPV4": L.L3_IPV4, "IPV6": L.L3_IPV6})
+L3.__doc__ = "``fs_flow_key.l3`` (``enum fs_l3``)."
+TcpFlag = IntFlag("TcpFlag", dict(L.TCP_FLAG_NAMES))
+TcpFlag.__doc__ = "TCP flag bits (``enum fs_tcp_flag``)."
+TcpState = IntEnum("TcpState", {_c_name(st.name): st.value for st in FlowState
+                                if st.value <= L.ST_RESET})
+TcpState.__doc__ = "Kernel mirror of the TCP state machine (``enum fs_tcp_state``)."
+PktFlag = IntFlag("PktFlag", {"PORTS": L.PF_PORTS, "TCP": L.PF_TCP, "FRAG": L.PF_FRAG,
+                              "ICMP": L.PF_ICMP})
+PktFlag.__doc__ = "``fs_event.pflags`` (``enum fs_pkt_flag``): the kernel's subset of PF_*."
 
 
 class Dir(IntEnum):
@@ -36,41 +51,6 @@ class Hook(IntEnum):
 
     XDP = 0
     TC = 1
-
-
-class TcpFlag(IntFlag):
-    """TCP flag bits (``enum fs_tcp_flag``)."""
-
-    FIN = 0x01
-    SYN = 0x02
-    RST = 0x04
-    PSH = 0x08
-    ACK = 0x10
-    URG = 0x20
-    ECE = 0x40
-    CWR = 0x80
-
-
-class TcpState(IntEnum):
-    """Kernel mirror of the TCP state machine (``enum fs_tcp_state``)."""
-
-    ACTIVE = 0
-    SYN_SENT = 1
-    SYN_RECEIVED = 2
-    ESTABLISHED = 3
-    FIN_WAIT = 4
-    CLOSING_TCP = 5
-    CLOSED = 6
-    RESET = 7
-
-
-class PktFlag(IntFlag):
-    """``fs_event.pflags`` (``enum fs_pkt_flag``)."""
-
-    PORTS = 0x01
-    TCP = 0x02
-    FRAG = 0x04
-    ICMP = 0x20
 
 
 class EventReason(IntFlag):

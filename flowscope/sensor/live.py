@@ -1,4 +1,4 @@
-"""The live sensor: kernel events and map syncs in, the same flow events as offline out.
+"""The live sensor loop: kernel events and map syncs in, the same flow events as offline out.
 
 The BPF programs (XDP on ingress, TC on egress) keep every flow's counters in
 the ``fs_flows`` map and send a ring buffer event only for the packets that
@@ -6,8 +6,8 @@ can change what the tracker reports: the first packet of a flow, SYN/FIN/RST,
 data while the history has room, and ACKs that move the TCP state (see
 ``bpf/fs_flow.h``). Each event carries the flow's counters after that packet.
 The :class:`Sensor` turns events into ``PKT_DTYPE`` rows flagged ``PF_ABS``
-(absolute counters: set, do not add) and runs them through the same engine as
-the offline path, so history, state and end reasons come out as offline.
+(``flowscope.sensor.rows``) and runs them through the same engine as the
+offline path, so history, state and end reasons come out as offline.
 
 Idle flows, on a timer (``sweep_interval``):
 
@@ -35,7 +35,6 @@ unparseable frames, ...) are reported on the way and at exit.
 
 from __future__ import annotations
 
-import errno
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,199 +43,12 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .. import layout as L
+from ..config import SensorConfig
 from . import layout as SL
+from .rows import key_bytes, rows_from_events, sync_rows
+from .settings import tunables
 
 CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
-BPF_MAP_UPDATE_ELEM = 2
-BPF_NOEXIST = 1
-
-HOOKS = ("ingress", "egress")
-XDP_MODES = ("generic", "native")
-
-
-class SensorConfigError(ValueError):
-    """A bad ``sensor:`` key or value; the message names the key."""
-
-
-@dataclass(frozen=True)
-class SensorConfig:
-    """Settings of the live sensor (the ``sensor:`` section of the YAML config).
-
-    Attributes
-    ----------
-    map_size : int or None
-        Flow map entries (``FS_MAX_FLOWS``); None = the tracker's ``max_flows``.
-    ring_size : int
-        Ring buffer bytes, a power of two and a multiple of the page size.
-    hooks : tuple of str
-        ``ingress`` (XDP) and/or ``egress`` (TC, tcx link).
-    xdp_mode : str
-        ``generic`` (works everywhere) or ``native`` (driver support needed).
-    sweep_interval : float
-        Seconds between idle syncs of the flow map.
-    report_interval : float
-        Seconds between counter reports on stderr; 0 = only at exit.
-    batch : int
-        Ring events per drain (bounds the memory of one step).
-    interfaces : tuple of str
-        Interfaces to attach to when ``-i`` is not given on the command line.
-    """
-
-    map_size: Optional[int] = None
-    ring_size: int = 4 << 20
-    hooks: tuple = HOOKS
-    xdp_mode: str = "generic"
-    sweep_interval: float = 1.0
-    report_interval: float = 10.0
-    batch: int = 4096
-    interfaces: tuple = ()
-
-
-def _pos_int(key, v, minimum=1):
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise SensorConfigError(f"sensor.{key}: expected an integer >= {minimum}, got {v!r}")
-    return v
-
-
-def _pos_seconds(key, v, allow_zero=False):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0 or (
-            v == 0 and not allow_zero) or v > 1e6:
-        raise SensorConfigError(f"sensor.{key}: expected a positive number of seconds, got {v!r}")
-    return float(v)
-
-
-def sensor_config_from_mapping(data, base: SensorConfig | None = None) -> SensorConfig:
-    """Validate a ``sensor:`` mapping; SensorConfigError names the first bad key."""
-    base = base or SensorConfig()
-    if data is None:
-        return base
-    if not isinstance(data, dict):
-        raise SensorConfigError(f"sensor: expected a mapping of keys, got {type(data).__name__}")
-    known = ("map_size", "ring_size", "hooks", "xdp_mode", "sweep_interval", "report_interval",
-             "batch", "interfaces")
-    ch = {}
-    for key, v in data.items():
-        if key not in known:
-            raise SensorConfigError(f"sensor.{key}: unknown key (known: {', '.join(known)})")
-        if key == "map_size":
-            ch[key] = _pos_int(key, v)
-        elif key == "batch":
-            ch[key] = _pos_int(key, v, 16)
-        elif key == "ring_size":
-            _pos_int(key, v, 4096)
-            if v & (v - 1) or v % 4096:
-                raise SensorConfigError(
-                    f"sensor.ring_size: expected a power of two >= 4096 bytes, got {v!r}")
-            ch[key] = v
-        elif key == "hooks":
-            hooks = [v] if isinstance(v, str) else v
-            if (not isinstance(hooks, list) or not hooks
-                    or any(h not in HOOKS for h in hooks) or len(set(hooks)) != len(hooks)):
-                raise SensorConfigError(
-                    f"sensor.hooks: expected a list of ingress and/or egress, got {v!r}")
-            ch[key] = tuple(h for h in HOOKS if h in hooks)
-        elif key == "interfaces":
-            names = [v] if isinstance(v, str) else v
-            if (not isinstance(names, list) or not names
-                    or any(not isinstance(n, str) or not n or len(n) > 15 for n in names)):
-                raise SensorConfigError(
-                    f"sensor.interfaces: expected a list of interface names, got {v!r}")
-            ch[key] = tuple(names)
-        elif key == "xdp_mode":
-            if v not in XDP_MODES:
-                raise SensorConfigError(f"sensor.xdp_mode: expected generic or native, got {v!r}")
-            ch[key] = v
-        elif key == "sweep_interval":
-            ch[key] = _pos_seconds(key, v)
-        else:
-            ch[key] = _pos_seconds(key, v, allow_zero=True)
-    return SensorConfig(**{**base.__dict__, **ch})
-
-
-# --- kernel records -> engine rows ---------------------------------------------------------
-
-
-def rows_from_events(ev: np.ndarray, offset_ns: int, slots: dict[int, int]) -> np.ndarray:
-    """Ring events (``sensor.layout.EVENT_DTYPE``) -> ``PKT_DTYPE`` rows with PF_ABS.
-
-    ``offset_ns`` turns CLOCK_MONOTONIC into wall time; ``slots`` maps ifindex
-    -> the ``iface`` value (position of the interface on the command line).
-    """
-    n = len(ev)
-    rows = np.zeros(n, dtype=L.PKT_DTYPE)
-    if n == 0:
-        return rows
-    k = ev["key"]
-    rev = ev["dir"] == SL.Dir.REV
-    rows["ts"] = ev["ts_ns"].astype(np.int64) + offset_ns
-    rows["caplen"] = ev["frame_len"]
-    rows["wirelen"] = ev["frame_len"]
-    for s, d in (("src", "a"), ("dst", "b")):
-        o = "b" if d == "a" else "a"
-        rows[f"{s}_hi"] = np.where(rev, k[f"{o}_hi"], k[f"{d}_hi"])
-        rows[f"{s}_lo"] = np.where(rev, k[f"{o}_lo"], k[f"{d}_lo"])
-    rows["sport"] = np.where(rev, k["port_b"], k["port_a"])
-    rows["dport"] = np.where(rev, k["port_a"], k["port_b"])
-    for f in ("seq", "ack", "payload_len", "window", "tcp_flags", "icmp_type", "icmp_code"):
-        rows[f] = ev[f]
-    rows["l3"] = k["l3"]
-    rows["proto"] = k["proto"]
-    # the kernel's FS_PF_* bits have the values of layout.PF_*
-    rows["pflags"] = ev["pflags"] | L.PF_ABS
-    # IP length is not carried: frame length less an untagged Ethernet header
-    rows["ip_len"] = np.maximum(ev["frame_len"].astype(np.int64) - 14, 0)
-    if slots:
-        idx = ev["ifindex"]
-        iface = np.zeros(n, dtype=np.uint16)
-        for ifindex, slot in slots.items():
-            iface[idx == ifindex] = slot
-        rows["iface"] = iface
-    _counters(rows, ev["pkts"], ev["bytes"], ev["payload"])
-    return rows
-
-
-def _counters(rows, pkts, byts, pay):
-    rows["cnt_pkts0"] = pkts[:, 0]
-    rows["cnt_pkts1"] = pkts[:, 1]
-    rows["cnt_bytes0"] = byts[:, 0]
-    rows["cnt_bytes1"] = byts[:, 1]
-    rows["cnt_pay0"] = pay[:, 0]
-    rows["cnt_pay1"] = pay[:, 1]
-
-
-def sync_rows(keys: np.ndarray, vals: np.ndarray, offset_ns: int,
-              last_ns: np.ndarray | None = None) -> np.ndarray:
-    """Map entries (``FLOW_KEY_DTYPE``, ``FLOW_DTYPE``) -> PF_SYNC rows.
-
-    Each row is oriented like the flow's first packet (so a flow the engine
-    does not hold is created with the kernel's initiator); ``last_ns``
-    overrides the entries' last-seen times (monotonic ns).
-    """
-    n = len(keys)
-    rows = np.zeros(n, dtype=L.PKT_DTYPE)
-    if n == 0:
-        return rows
-    rev = vals["first_dir"] == SL.Dir.REV
-    last = vals["last_ns"].astype(np.int64) if last_ns is None else last_ns
-    rows["ts"] = last + offset_ns
-    rows["first_ts"] = vals["first_ns"].astype(np.int64) + offset_ns
-    for s, d in (("src", "a"), ("dst", "b")):
-        o = "b" if d == "a" else "a"
-        rows[f"{s}_hi"] = np.where(rev, keys[f"{o}_hi"], keys[f"{d}_hi"])
-        rows[f"{s}_lo"] = np.where(rev, keys[f"{o}_lo"], keys[f"{d}_lo"])
-    rows["sport"] = np.where(rev, keys["port_b"], keys["port_a"])
-    rows["dport"] = np.where(rev, keys["port_a"], keys["port_b"])
-    rows["l3"] = keys["l3"]
-    rows["proto"] = keys["proto"]
-    # ports as keyed by the kernel (0 for ICMP and fragments) give the same engine key
-    rows["pflags"] = L.PF_SYNC | L.PF_PORTS
-    _counters(rows, vals["pkts"], vals["bytes"], vals["payload"])
-    return rows
-
-
-def _key_bytes(keys: np.ndarray) -> list[bytes]:
-    raw = np.ascontiguousarray(keys).view(np.uint8).reshape(len(keys), SL.FLOW_KEY_DTYPE.itemsize)
-    return [bytes(r) for r in raw]
 
 
 # --- the sensor ----------------------------------------------------------------------------
@@ -279,7 +91,7 @@ class Sensor:
         if tracker.config.infer_tcp_initiator:
             raise ValueError("infer_tcp_initiator is not supported by the live sensor "
                              "(the kernel's TCP mirror takes the first packet's sender)")
-        if int(tracker._ctl[_K().C_SWEEP_INTERVAL]):
+        if tracker.config.sweep_interval is not None:
             raise ValueError("the tracker must not sweep by itself (sweep_interval=None)")
         self.ifnames = list(ifnames)
         self.tracker = tracker
@@ -294,11 +106,7 @@ class Sensor:
         self.stats = SensorStats()
         self._evbuf = np.zeros(max(16, config.batch), dtype=SL.EVENT_DTYPE)
         self._slots: dict[int, int] = {}
-        self._timeouts = {6: tracker.config.timeout_ns("tcp"),
-                          17: tracker.config.timeout_ns("udp"),
-                          1: tracker.config.timeout_ns("icmp"),
-                          58: tracker.config.timeout_ns("icmp")}
-        self._default_timeout = tracker.config.timeout_ns("other")
+        self._timeouts = tracker.config.timeout_table()  # ns, indexed by IP protocol
         self._next_sweep = 0.0
         self._next_report = 0.0
         self._closed = False
@@ -309,12 +117,11 @@ class Sensor:
     # ---- set-up ------------------------------------------------------------------------
 
     def tunables(self) -> dict:
-        return {"max_flows": self.map_size,
-                "ring_pages": max(1, self.config.ring_size // 4096)}
+        return tunables(self.config, self.tracker.config)
 
     def start(self) -> float:
         """Compile the engine, load and attach the programs; returns the warm-up seconds."""
-        from ..tracker import warmup
+        from ..warmup import warmup
         from . import attach, loader
         from .clock import MonoToWall
         from .ring import RingReader
@@ -435,12 +242,6 @@ class Sensor:
         if abs(new - old) <= max(2 * self.clock.uncertainty_ns, 2000):
             self.clock.offset_ns = old
 
-    def _timeout_of(self, protos: np.ndarray) -> np.ndarray:
-        tmo = np.full(len(protos), self._default_timeout, dtype=np.int64)
-        for proto, t in self._timeouts.items():
-            tmo[protos == proto] = t
-        return tmo
-
     def sync_idle(self) -> None:
         """Remove idle entries from the map and end them in the engine (steps 1-5 above)."""
         from . import maps
@@ -450,8 +251,7 @@ class Sensor:
         off = self.clock.offset_ns
         now_mono = time.clock_gettime_ns(CLOCK_MONOTONIC)
         keys, vals = maps.lookup_flows(self.loaded.flows_fd, self.map_size)  # 2
-        tmo = self._timeout_of(keys["proto"])
-        idle = (now_mono - vals["last_ns"].astype(np.int64)) >= tmo
+        idle = maps.idle_mask(keys, vals, now_mono, self._timeouts)
         gone_k, gone_v = maps.lookup_and_delete(self.loaded.flows_fd, keys[idle])
         if len(gone_k):
             gone_k, gone_v = self._put_back_raced(gone_k, gone_v, now_mono)
@@ -472,7 +272,7 @@ class Sensor:
         last = all_v["last_ns"].astype(np.int64)
         # a removed flow ends as idle even when a racing packet made it look busy
         n_live = len(live_k)
-        tmo_all = self._timeout_of(all_k["proto"])
+        tmo_all = self._timeouts[all_k["proto"]]
         last[n_live:] = np.minimum(last[n_live:], now_mono - tmo_all[n_live:])
         rows = sync_rows(all_k[open_], all_v[open_], off, last[open_])
         self.stats.synced += len(rows)
@@ -484,38 +284,26 @@ class Sensor:
 
     def _put_back_raced(self, keys, vals, now_mono):
         """Reinsert removed entries that a packet made busy again; return the really removed."""
-        tmo = self._timeout_of(keys["proto"])
-        busy = (now_mono - vals["last_ns"].astype(np.int64)) < tmo
+        from . import maps
+
+        busy = ~maps.idle_mask(keys, vals, now_mono, self._timeouts)
         if not busy.any():
             return keys, vals
-        from .loader import bpf_syscall
-        from .maps import _ElemAttr
-
+        back = maps.insert_new(self.loaded.flows_fd, keys[busy], vals[busy])
+        self.stats.put_back += int(back.sum())
+        self.stats.sweep_races += int((~back).sum())
         removed = np.ones(len(keys), dtype=bool)
-        kc = np.ascontiguousarray(keys)
-        vc = np.ascontiguousarray(vals)
-        a = _ElemAttr(map_fd=self.loaded.flows_fd, flags=BPF_NOEXIST)
-        for i in np.flatnonzero(busy):
-            a.key = kc.ctypes.data + int(i) * kc.itemsize
-            a.value = vc.ctypes.data + int(i) * vc.itemsize
-            try:
-                bpf_syscall(BPF_MAP_UPDATE_ELEM, a)
-                removed[i] = False
-                self.stats.put_back += 1
-            except OSError as e:
-                if e.errno not in (errno.EEXIST, errno.E2BIG):
-                    raise
-                self.stats.sweep_races += 1
+        removed[np.flatnonzero(busy)[back]] = False
         return keys[removed], vals[removed]
 
     def _drop_stale(self, ev: np.ndarray, gone_keys: np.ndarray) -> np.ndarray:
-        gone = set(_key_bytes(gone_keys))
+        gone = set(key_bytes(gone_keys))
         cand = np.flatnonzero(np.isin(ev["key"]["a_lo"], gone_keys["a_lo"])
                               & np.isin(ev["key"]["b_lo"], gone_keys["b_lo"]))
         if len(cand) == 0:
             return ev
         keep = np.ones(len(ev), dtype=bool)
-        kb = _key_bytes(ev["key"][cand])
+        kb = key_bytes(ev["key"][cand])
         restarted: set[bytes] = set()
         for j, b in zip(cand, kb):
             if b not in gone or b in restarted:
@@ -600,11 +388,4 @@ class Sensor:
                 "ended {flows_ended}".format(**c))
 
 
-def _K():
-    from .._kernels import engine
-
-    return engine
-
-
-__all__ = ["Sensor", "SensorConfig", "SensorConfigError", "sensor_config_from_mapping",
-           "rows_from_events", "sync_rows", "HOOKS", "XDP_MODES"]
+__all__ = ["Sensor", "SensorStats"]

@@ -4,9 +4,10 @@ Flow entries move in batches straight into ``FLOW_KEY_DTYPE`` / ``FLOW_DTYPE``
 arrays through libbcc's ``bpf_lookup_batch`` / ``bpf_lookup_and_delete_batch``
 (one syscall per few thousand entries; BCC's Python wrapper is ~10x slower and
 aliases its in/out batch tokens, so it is not used). Idle sweeps scan in
-batches, pick the idle keys in numpy and remove each with
+batches (the sensor picks the idle keys in numpy) and remove each with
 ``BPF_MAP_LOOKUP_AND_DELETE_ELEM``, so the value returned is the final one
-even when a packet raced the sweep.
+even when a packet raced the sweep; ``insert_new`` puts back an entry that a
+packet made busy again.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from . import layout
 from .loader import bpf_syscall
 
 BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
+BPF_NOEXIST = 1
 
 
 class _ElemAttr(ctypes.Structure):
@@ -112,36 +115,54 @@ def drain_flows(flows_fd: int, max_entries: int, batch: int = 4096):
     return _batch(flows_fd, True, batch, max_entries)
 
 
-def lookup_and_delete(flows_fd: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Remove ``keys`` one by one, returning the keys found and their final values."""
-    vals = np.zeros(len(keys), dtype=layout.FLOW_DTYPE)
-    found = np.zeros(len(keys), dtype=bool)
-    keys = np.ascontiguousarray(keys, dtype=layout.FLOW_KEY_DTYPE)
-    a = _ElemAttr(map_fd=flows_fd)
+def _each(cmd: int, flows_fd: int, keys: np.ndarray, vals: np.ndarray, flags: int,
+          tolerated: tuple[int, ...]) -> np.ndarray:
+    """``bpf(cmd)`` on every (key, value) pair; True where it succeeded, False where it
+    failed with a ``tolerated`` errno (others raise)."""
+    done = np.zeros(len(keys), dtype=bool)
+    a = _ElemAttr(map_fd=flows_fd, flags=flags)
     for i in range(len(keys)):
         a.key = keys.ctypes.data + i * keys.itemsize
         a.value = vals.ctypes.data + i * vals.itemsize
         try:
-            bpf_syscall(BPF_MAP_LOOKUP_AND_DELETE_ELEM, a)
-            found[i] = True
+            bpf_syscall(cmd, a)
+            done[i] = True
         except OSError as e:
-            if e.errno != errno.ENOENT:
+            if e.errno not in tolerated:
                 raise
+    return done
+
+
+def lookup_and_delete(flows_fd: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove ``keys`` one by one, returning the keys found and their final values."""
+    keys = np.ascontiguousarray(keys, dtype=layout.FLOW_KEY_DTYPE)
+    vals = np.zeros(len(keys), dtype=layout.FLOW_DTYPE)
+    found = _each(BPF_MAP_LOOKUP_AND_DELETE_ELEM, flows_fd, keys, vals, 0, (errno.ENOENT,))
     return keys[found], vals[found]
 
 
-def sweep_idle(flows_fd: int, max_entries: int, now_ns: int, timeout_ns: dict[int, int],
-               default_timeout_ns: int):
-    """Remove flows idle for at least their timeout at monotonic time ``now_ns``.
+def insert_new(flows_fd: int, keys: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """Insert entries that must not exist yet (``BPF_NOEXIST``), one by one.
 
-    ``timeout_ns`` maps IP protocol -> timeout; others use ``default_timeout_ns``.
-    Returns ``(keys, values)`` of the removed flows with their final counters.
+    Returns a bool array: True where the entry was inserted, False where the
+    key exists again (a newer flow) or the map is full.
     """
+    keys = np.ascontiguousarray(keys, dtype=layout.FLOW_KEY_DTYPE)
+    vals = np.ascontiguousarray(vals, dtype=layout.FLOW_DTYPE)
+    return _each(BPF_MAP_UPDATE_ELEM, flows_fd, keys, vals, BPF_NOEXIST,
+                 (errno.EEXIST, errno.E2BIG))
+
+
+def idle_mask(keys: np.ndarray, vals: np.ndarray, now_ns: int,
+              timeout_table: np.ndarray) -> np.ndarray:
+    """Entries idle for at least their protocol's timeout at monotonic time ``now_ns``.
+
+    ``timeout_table``: int64[256], ns by IP protocol (``TrackerConfig.timeout_table()``).
+    """
+    return (np.int64(now_ns) - vals["last_ns"].astype(np.int64)) >= timeout_table[keys["proto"]]
+
+
+def sweep_idle(flows_fd: int, max_entries: int, now_ns: int, timeout_table: np.ndarray):
+    """Remove the flows idle at ``now_ns``; returns their ``(keys, values)``, final counters."""
     keys, vals = lookup_flows(flows_fd, max_entries)
-    if len(keys) == 0:
-        return keys, vals
-    tmo = np.full(len(keys), default_timeout_ns, dtype=np.int64)
-    for proto, t in timeout_ns.items():
-        tmo[keys["proto"] == proto] = t
-    idle = (np.int64(now_ns) - vals["last_ns"].astype(np.int64)) >= tmo
-    return lookup_and_delete(flows_fd, keys[idle])
+    return lookup_and_delete(flows_fd, keys[idle_mask(keys, vals, now_ns, timeout_table)])

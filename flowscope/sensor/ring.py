@@ -3,8 +3,8 @@
 The ring map is mmap'ed (consumer page read-write at offset 0; producer page
 plus the data area, mapped twice by the kernel so wrapped records read
 linearly, read-only at offset PAGE_SIZE) and an ``@njit`` loop copies records
-into a caller-owned ``EVENT_DTYPE`` array, storing the consumer position once
-per batch. No Python object is created per record and no libbpf callback loop
+into a caller-owned ``EVENT_DTYPE`` array (``flowscope._kernels.ring``), storing
+the consumer position once per batch. No Python object is created per record and no libbpf callback loop
 is involved, so a busy producer cannot keep the consumer from returning: each
 call handles at most ``len(out)`` records. Wake-ups come from epoll on the map
 fd (the kernel signals it when a record is submitted to an empty-looking ring).
@@ -17,15 +17,13 @@ import mmap
 import select
 
 import numpy as np
-from numba import njit
 
+from .._kernels.ring import drain_records
 from . import layout
 from .loader import bpf_syscall
 
 PAGE_SIZE = mmap.PAGESIZE
 BPF_OBJ_GET_INFO_BY_FD = 15
-_BUSY = np.int64(1 << 31)
-_DISCARD = np.int64(1 << 30)
 
 
 class _InfoAttr(ctypes.Structure):
@@ -40,44 +38,6 @@ def map_info(fd: int) -> dict:
     bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, a)
     return {"type": buf[0], "id": buf[1], "key_size": buf[2], "value_size": buf[3],
             "max_entries": buf[4], "map_flags": buf[5]}
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def drain_records(cons, prod, data32, data64, mask, out64):
-    """Copy ready records into ``out64``; return how many.
-
-    ``cons``: int64[:] over the consumer page (``cons[0]`` = consumer position,
-    written once at the end). ``prod``: int64[:] over the producer page.
-    ``data32``/``data64``: the doubly mapped data area as uint32/uint64 (2 x size).
-    ``mask``: ring size - 1. ``out64``: uint64[n, record size / 8], rows filled in order.
-    Records start 8-byte aligned (8-byte header, lengths rounded up to 8), so
-    they are copied a word at a time. Stops at the first record still being
-    written (BUSY), at the producer position, or after ``out64.shape[0]``
-    records. Discarded records are skipped.
-    """
-    cpos = cons[0]
-    ppos = prod[0]
-    words = out64.shape[1]
-    n = 0
-    while cpos < ppos and n < out64.shape[0]:
-        off = cpos & mask
-        hdr = np.int64(data32[off >> 2])
-        if hdr & _BUSY:
-            break
-        ln = hdr & ~(_BUSY | _DISCARD)
-        if not (hdr & _DISCARD):
-            m = (ln + 7) >> 3
-            if m > words:
-                m = words
-            base = (off + 8) >> 3
-            for j in range(m):
-                out64[n, j] = data64[base + j]
-            for j in range(m, words):
-                out64[n, j] = 0
-            n += 1
-        cpos += (ln + 8 + 7) & ~np.int64(7)
-    cons[0] = cpos
-    return n
 
 
 class RingReader:

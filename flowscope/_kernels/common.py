@@ -1,0 +1,41 @@
+"""The one njit spelling of flowscope's kernels, and small helpers they share.
+
+Every kernel runs without numba's reference counting (``_nrt=False``): the
+kernels only index arrays they are given and never allocate, and with NRT on,
+every helper that contains a loop increfs and decrefs each array argument with
+atomic calls on entry and exit (measured: ~50 ns of a ~60 ns packet).
+``kernel`` is for functions called from Python or other kernels;
+``inline_kernel`` for small helpers that are inlined into their callers.
+"""
+
+import numpy as np
+from numba import njit
+
+from ..layout import META_KIND_SHIFT, META_L3_SHIFT, META_PORT_A_SHIFT, META_PROTO_SHIFT
+
+kernel = njit(cache=True, nogil=True, _nrt=False)
+inline_kernel = njit(cache=True, nogil=True, _nrt=False, inline="always")
+
+_KIND = np.uint64(META_KIND_SHIFT)
+_L3 = np.uint64(META_L3_SHIFT)
+_PROTO = np.uint64(META_PROTO_SHIFT)
+_PORT_A = np.uint64(META_PORT_A_SHIFT)
+_B8 = np.uint64(0xFF)
+_B16 = np.uint64(0xFFFF)
+
+
+@inline_kernel
+def pack_meta(kind, l3, proto, port_a, port_b):
+    """The key's metadata word (``layout`` "flow keys"); every argument a uint64."""
+    return (kind << _KIND) | (l3 << _L3) | (proto << _PROTO) | (port_a << _PORT_A) | port_b
+
+
+@inline_kernel
+def unpack_meta(meta):
+    """``(kind, l3, proto, port_a, port_b)`` as int64 from a uint64 metadata word.
+
+    The kernel twin of ``flowscope.layout.unpack_meta``.
+    """
+    return (np.int64(meta >> _KIND), np.int64((meta >> _L3) & _B8),
+            np.int64((meta >> _PROTO) & _B8), np.int64((meta >> _PORT_A) & _B16),
+            np.int64(meta & _B16))

@@ -1,0 +1,97 @@
+"""Kernel records -> engine rows: ring events and map entries as ``PKT_DTYPE`` rows.
+
+Ring events become rows flagged ``PF_ABS`` (packets whose ``cnt_*`` are the
+flow's absolute counters after them); map entries become ``PF_SYNC`` rows (no
+packet: the flow's counters and last-seen time). The engine handles both in
+one place (``flowscope._kernels.engine._set_kernel_counters``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import layout as L
+from . import layout as SL
+
+
+def rows_from_events(ev: np.ndarray, offset_ns: int, slots: dict[int, int]) -> np.ndarray:
+    """Ring events (``sensor.layout.EVENT_DTYPE``) -> ``PKT_DTYPE`` rows with PF_ABS.
+
+    ``offset_ns`` turns CLOCK_MONOTONIC into wall time; ``slots`` maps ifindex
+    -> the ``iface`` value (position of the interface on the command line).
+    """
+    n = len(ev)
+    rows = np.zeros(n, dtype=L.PKT_DTYPE)
+    if n == 0:
+        return rows
+    k = ev["key"]
+    rev = ev["dir"] == SL.Dir.REV
+    rows["ts"] = ev["ts_ns"].astype(np.int64) + offset_ns
+    rows["caplen"] = ev["frame_len"]
+    rows["wirelen"] = ev["frame_len"]
+    _endpoints(rows, k, rev)
+    for f in ("seq", "ack", "payload_len", "window", "tcp_flags", "icmp_type", "icmp_code"):
+        rows[f] = ev[f]
+    # the kernel's FS_PF_* bits have the values of layout.PF_*
+    rows["pflags"] = ev["pflags"] | L.PF_ABS
+    # IP length is not carried: frame length less an untagged Ethernet header
+    rows["ip_len"] = np.maximum(ev["frame_len"].astype(np.int64) - 14, 0)
+    if slots:
+        idx = ev["ifindex"]
+        iface = np.zeros(n, dtype=np.uint16)
+        for ifindex, slot in slots.items():
+            iface[idx == ifindex] = slot
+        rows["iface"] = iface
+    _counters(rows, ev["pkts"], ev["bytes"], ev["payload"])
+    return rows
+
+
+def _endpoints(rows, keys, rev):
+    """Addresses, ports, l3 and protocol of canonical keys, oriented src -> dst (``rev``:
+    the row travels b -> a)."""
+    for s, d in (("src", "a"), ("dst", "b")):
+        o = "b" if d == "a" else "a"
+        rows[f"{s}_hi"] = np.where(rev, keys[f"{o}_hi"], keys[f"{d}_hi"])
+        rows[f"{s}_lo"] = np.where(rev, keys[f"{o}_lo"], keys[f"{d}_lo"])
+    rows["sport"] = np.where(rev, keys["port_b"], keys["port_a"])
+    rows["dport"] = np.where(rev, keys["port_a"], keys["port_b"])
+    rows["l3"] = keys["l3"]
+    rows["proto"] = keys["proto"]
+
+
+def _counters(rows, pkts, byts, pay):
+    rows["cnt_pkts0"] = pkts[:, 0]
+    rows["cnt_pkts1"] = pkts[:, 1]
+    rows["cnt_bytes0"] = byts[:, 0]
+    rows["cnt_bytes1"] = byts[:, 1]
+    rows["cnt_pay0"] = pay[:, 0]
+    rows["cnt_pay1"] = pay[:, 1]
+
+
+def sync_rows(keys: np.ndarray, vals: np.ndarray, offset_ns: int,
+              last_ns: np.ndarray | None = None) -> np.ndarray:
+    """Map entries (``FLOW_KEY_DTYPE``, ``FLOW_DTYPE``) -> PF_SYNC rows.
+
+    Each row is oriented like the flow's first packet (so a flow the engine
+    does not hold is created with the kernel's initiator); ``last_ns``
+    overrides the entries' last-seen times (monotonic ns).
+    """
+    n = len(keys)
+    rows = np.zeros(n, dtype=L.PKT_DTYPE)
+    if n == 0:
+        return rows
+    rev = vals["first_dir"] == SL.Dir.REV
+    last = vals["last_ns"].astype(np.int64) if last_ns is None else last_ns
+    rows["ts"] = last + offset_ns
+    rows["first_ts"] = vals["first_ns"].astype(np.int64) + offset_ns
+    _endpoints(rows, keys, rev)
+    # ports as keyed by the kernel (0 for ICMP and fragments) give the same engine key
+    rows["pflags"] = L.PF_SYNC | L.PF_PORTS
+    _counters(rows, vals["pkts"], vals["bytes"], vals["payload"])
+    return rows
+
+
+def key_bytes(keys: np.ndarray) -> list[bytes]:
+    """Each ``FLOW_KEY_DTYPE`` key as bytes (hashable, for sets of keys)."""
+    raw = np.ascontiguousarray(keys).view(np.uint8).reshape(len(keys), SL.FLOW_KEY_DTYPE.itemsize)
+    return [bytes(r) for r in raw]

@@ -1,0 +1,102 @@
+"""``flowscope live``: attach, track until SIGINT/SIGTERM (or ``--duration``), flush, report.
+
+The settings come as one ``Config`` (file and flags merged by the CLI);
+``flowscope.sensor.settings`` derives what the sensor runs with. Up-front
+checks fail with one line and exit status 2; on the way out everything is
+detached, every open flow is ended and written (reason ``shutdown``) and the
+kernel's counters are reported on stderr.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Optional, Sequence
+
+from ..config import Config, UsageError
+from ..output import event_mask, needs_zeek, open_output
+from ..output.table import summary_of
+from .settings import live_settings, tunables
+
+EXIT_OK = 0
+
+
+def print_bpf(config: Config) -> int:
+    """Print the program text and cflags the sensor would compile (``--print-bpf``)."""
+    from .loader import cflags_for, program_source
+
+    tracker, sensor = live_settings(config)
+    print(program_source())
+    print("// cflags: " + " ".join(cflags_for(tunables(sensor, tracker))))
+    return EXIT_OK
+
+
+def _checks(interfaces: Sequence[str]) -> None:
+    """Capabilities, interfaces, BPF and BCC, before anything is opened."""
+    from .preflight import PreflightError, preflight
+
+    try:
+        preflight(interfaces)
+    except PreflightError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
+             extractor: str = "five-tuple", sweep_interval_flag: Optional[float] = None,
+             output_file: Optional[str] = None, duration: Optional[float] = None) -> int:
+    """Run the sensor on ``interfaces`` (default ``sensor.interfaces``); returns the exit status."""
+    from ..keys import FiveTuple
+    from ..tracker import FlowTracker
+    from .live import Sensor
+
+    tracker_cfg, sconf = live_settings(config, sweep_interval_flag, extractor)
+    if duration is not None and not duration > 0:
+        raise UsageError("--duration: must be a positive number of seconds")
+    interfaces = list(interfaces or sconf.interfaces)
+    if not interfaces:
+        raise UsageError("live: name at least one interface (-i IFACE or sensor.interfaces)")
+    _checks(interfaces)
+    out, writer, fmt = open_output(config.output, output_file)
+    tracker = FlowTracker(FiveTuple(), tracker_cfg, events=event_mask(fmt, events),
+                          zeek=needs_zeek(fmt))
+    sensor = Sensor(interfaces, tracker, writer, sconf)
+    metrics_at = config.output.metrics
+    if metrics_at:
+        from ..metrics import MetricsServer, MetricsUnavailable
+
+        try:
+            sensor.metrics = MetricsServer(*metrics_at)
+        except MetricsUnavailable as exc:
+            raise UsageError(str(exc)) from None
+        except OSError as exc:
+            raise UsageError(f"metrics {metrics_at[0]}:{metrics_at[1]}: "
+                             f"{exc.strerror or exc}") from None
+    stop = []
+
+    def _on_signal(signum, frame):
+        stop.append(signum)
+
+    old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            sensor.start()
+        except OSError as exc:
+            raise UsageError(f"live: cannot attach: {exc.strerror or exc}") from None
+        print(f"Tracking flows on {', '.join(interfaces)}... Ctrl-C to end.",
+              file=sys.stderr, flush=True)
+        sensor.run(lambda: bool(stop), duration)
+    finally:
+        try:
+            sensor.close()
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+            c = sensor.counters()
+            if c:
+                print(sensor.counters_line(c), file=sys.stderr, flush=True)
+            writer.close(summary_of(tracker.stats) if fmt == "table" else None)
+            if out is not sys.stdout:
+                out.close()
+            if sensor.metrics is not None:
+                sensor.metrics.close()
+    return EXIT_OK

@@ -1,0 +1,44 @@
+"""What the live sensor runs with: the tracker and sensor settings it derives from a config.
+
+``live_settings`` turns a whole ``Config`` (file and flags already merged) into
+the tracker settings the sensor needs (no automatic sweeps: the sensor sweeps
+on its own timer, every ``sensor.sweep_interval``) and refuses what the kernel
+side cannot do; ``tunables`` gives the ``-D`` tunables the BPF programs are
+compiled with (``--print-bpf`` and ``Sensor.start`` use the same ones).
+"""
+
+from __future__ import annotations
+
+from ..config import Config, ConfigError, SensorConfig, TrackerConfig
+
+PAGE_SIZE = 4096
+
+
+def tunables(sensor: SensorConfig, tracker: TrackerConfig) -> dict:
+    """The BPF compile-time tunables (``flowscope.sensor.loader.TUNABLES`` keys)."""
+    return {"max_flows": sensor.map_size or tracker.max_flows,
+            "ring_pages": max(1, sensor.ring_size // PAGE_SIZE)}
+
+
+def live_settings(config: Config, sweep_interval_flag: float | None = None,
+                  extractor: str = "five-tuple") -> tuple[TrackerConfig, SensorConfig]:
+    """``(tracker settings, sensor settings)`` for ``flowscope live``.
+
+    The sensor's sweep interval is ``--sweep-interval`` when given, else
+    ``sensor.sweep_interval`` when the file sets it, else the tracker's
+    ``sweep_interval`` (1 s by default). Raises ConfigError for what the kernel
+    side cannot do: other extractors than the bidirectional five-tuple, and
+    ``infer_tcp_initiator``.
+    """
+    sensor = config.sensor
+    tracker = config.tracker
+    if sweep_interval_flag is not None:
+        sensor = sensor.replace(sweep_interval=float(sweep_interval_flag))
+    elif "sweep_interval" not in (tracker.extra.get("sensor") or {}):
+        sensor = sensor.replace(sweep_interval=float(tracker.sweep_interval or 1.0))
+    if extractor != "five-tuple":
+        raise ConfigError("live: only --extractor five-tuple (the kernel keys flows that way)")
+    if tracker.infer_tcp_initiator:
+        raise ConfigError("live: --infer-tcp-initiator is not supported (the kernel's TCP "
+                          "mirror takes the first packet's sender as the initiator)")
+    return tracker.replace(sweep_interval=None), sensor
