@@ -36,6 +36,8 @@ from flowscope.config import TrackerConfig
 from flowscope.output.ipfix import IpfixExporter, pack_records
 from flowscope.pcap import CaptureReader
 
+from conftest import shared_pcaps_dir
+
 DATA = Path(__file__).parent / "data"
 CAPTURES = ["zeek__wikipedia.pcap", "zeek__http__get.pcap", "zeek__ftp__ipv6.pcap",
             "zeek__icmp__5-pings.pcap"]
@@ -210,6 +212,27 @@ def test_times_flags_and_end_reasons():
         assert d[(136, 0)] == want
 
 
+def test_reverse_flags_precede_forward_flags_in_template():
+    """nfdump 1.7 stores a reverse tcpControlBits as the forward one (the last
+    wins), so the template carries the reverse element first."""
+    _exp, _recs, dgrams = export_to_sink("zeek__http__get.pcap")
+    body = dgrams[0][16 + 4:]
+    for tid in (256, 257):
+        tid_got, count = struct.unpack_from("!HH", body, 0)
+        assert tid_got == tid
+        p, fields = 4, []
+        for _ in range(count):
+            ie, _len = struct.unpack_from("!HH", body, p)
+            p += 4
+            pen = 0
+            if ie & 0x8000:
+                (pen,) = struct.unpack_from("!I", body, p)
+                p += 4
+            fields.append((ie & 0x7FFF, pen))
+        assert fields.index((6, PEN_REVERSE)) < fields.index((6, 0))
+        body = body[p:]
+
+
 def test_flow_end_reason_mapping():
     recs = np.zeros(5, dtype=layout.EVENT_DTYPE)
     recs["kind"] = layout.EV_ENDED
@@ -325,16 +348,14 @@ def _nfdump_rows(flowdir: Path) -> list[dict]:
     return rows
 
 
-@pytest.mark.skipif(not (shutil.which("nfcapd") and shutil.which("nfdump")),
-                    reason="nfcapd/nfdump not installed (scripts/setup.sh installs them)")
-@pytest.mark.parametrize("name", CAPTURES)
-def test_nfcapd_collects_same_flows(tmp_path, name):
+def run_nfcapd(flowdir: Path, path: Path, **kwargs) -> tuple[IpfixExporter, np.ndarray]:
+    """Export a capture to an nfcapd on 127.0.0.1 writing into ``flowdir``."""
     port = _free_udp_port()
-    proc = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(tmp_path)],
+    proc = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(flowdir)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert _wait_bound(port), "nfcapd did not bind"
-        exp, recs = export(DATA / name, port)
+        exp, recs = export(path, port, **kwargs)
         time.sleep(0.3)  # let nfcapd drain its socket
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -345,6 +366,75 @@ def test_nfcapd_collects_same_flows(tmp_path, name):
             log = proc.communicate()[0].decode(errors="replace")
     assert exp.send_errors == 0
     assert "Sequence Errors: 0" in log and "Bad Packets: 0" in log, log
+    return exp, recs
+
+
+def _nfdump(flowdir: Path, *args: str) -> str:
+    """``nfdump -q -N -6 ARGS -r FILE`` over nfcapd's files, in file order."""
+    files = sorted(p for p in flowdir.iterdir() if p.name.startswith("nfcapd.") and
+                   "current" not in p.name)
+    assert files, f"nfcapd wrote no file in {flowdir}: {os.listdir(flowdir)}"
+    return "".join(subprocess.run(["nfdump", "-q", "-N", "-6", *args, "-r", str(f)],
+                                  capture_output=True, text=True, timeout=30,
+                                  check=True).stdout for f in files)
+
+
+def nfdump_flags(text: str) -> int:
+    """The TCP flags byte of nfdump's flag string (``...AP.S.`` = 0x1a)."""
+    assert len(text) == 8, text
+    return sum(1 << (7 - i) for i, c in enumerate(text) if c != ".")
+
+
+#: nfdump's per-record fields for the flag tests; '|' separates, addresses in full (-6)
+NFDUMP_FMT = "fmt:%sa|%sp|%da|%dp|%pr|%flg|%ipkt|%opkt|%bfd|%end"
+
+
+def nfdump_records(flowdir: Path) -> list[tuple]:
+    """(src, sport, dst, dport, proto, flags, ipkt, opkt, biflowDirection, end reason) per record.
+
+    With ``-N`` nfdump prints the protocol as a number. The destination port
+    of protocols other than TCP and UDP stays a string (ICMP's is ``type.code``).
+    """
+    out = []
+    for line in _nfdump(flowdir, "-o", NFDUMP_FMT).splitlines():
+        f = [x.strip() for x in line.split("|")]
+        proto = int(f[4])
+        dport = int(f[3]) if proto in (6, 17) else f[3]
+        out.append((str(ipaddress.ip_address(f[0])), int(f[1]), str(ipaddress.ip_address(f[2])),
+                    dport, proto, nfdump_flags(f[5]), int(f[6]), int(f[7]), int(f[8]),
+                    int(f[9])))
+    return out
+
+
+def tcp_flows(recs: np.ndarray) -> list[tuple]:
+    """(src, sport, dst, dport, initiator flags, responder flags, pkts, rpkts) of each TCP flow."""
+    return [(t[0], t[1], t[2], t[3], int(r["flags_or"][0]), int(r["flags_or"][1]), t[5], t[7])
+            for r, t in zip(recs, engine_tuples(recs)) if t[4] == 6]
+
+
+#: captures whose TCP flows have initiator and responder flags that differ
+FLAG_CAPTURES = ["zeek__http__get.pcap", "zeek__smtp.pcap", "zeek__ftp__ipv6.pcap",
+                 "zeek__workshop_2011_browse.pcap", "shared:ndpi__fins.pcap"]
+
+
+def capture_path(name: str) -> Path:
+    if name.startswith("shared:"):
+        path = shared_pcaps_dir() / name.split(":", 1)[1]
+        if not path.is_file():
+            pytest.skip(f"{path} not present")
+        return path
+    return DATA / name
+
+
+needs_nfdump = pytest.mark.skipif(
+    not (shutil.which("nfcapd") and shutil.which("nfdump")),
+    reason="nfcapd/nfdump not installed (scripts/setup.sh installs them)")
+
+
+@needs_nfdump
+@pytest.mark.parametrize("name", CAPTURES)
+def test_nfcapd_collects_same_flows(tmp_path, name):
+    exp, recs = run_nfcapd(tmp_path, DATA / name)
     rows = _nfdump_rows(tmp_path)
     got = []
     for r in rows:
@@ -358,6 +448,23 @@ def test_nfcapd_collects_same_flows(tmp_path, name):
             (t[0], 0, t[2], 0, t[4], *t[5:]) for t in engine_tuples(recs)]
     assert len(rows) == recs.shape[0] == exp.records
     assert sorted(got) == sorted(want)
+
+
+@needs_nfdump
+@pytest.mark.parametrize("name", FLAG_CAPTURES)
+def test_nfcapd_biflow_keeps_initiator_flags(tmp_path, name):
+    """nfdump shows the initiator's flags of every TCP biflow, not the responder's.
+
+    nfdump 1.7 files a reverse tcpControlBits under its forward flags field;
+    the template sends it before the forward one, so the forward value is
+    the one left. nfdump keeps no reverse flags of a biflow record.
+    """
+    _exp, recs = run_nfcapd(tmp_path, capture_path(name))
+    flows = tcp_flows(recs)
+    got = sorted((r[0], r[1], r[2], r[3], r[5], r[6], r[7])
+                 for r in nfdump_records(tmp_path) if r[4] == 6)
+    assert got == sorted((f[0], f[1], f[2], f[3], f[4], f[6], f[7]) for f in flows)
+    assert "revtcp" not in _nfdump(tmp_path, "-o", "raw")
 
 
 def _write_udp_pcap(path: Path, dgrams: list[bytes], dport: int) -> None:
@@ -412,6 +519,61 @@ def test_tshark_decodes_export(tmp_path, name):
     assert nflows == recs.shape[0] == exp.records
     assert pkts == [int(recs["pkts"][:, 0].sum()), int(recs["pkts"][:, 1].sum())]
     assert octs == [int(recs["bytes"][:, 0].sum()), int(recs["bytes"][:, 1].sum())]
+
+
+def tshark_records(pcap: Path, port: int) -> list[dict]:
+    """tshark's decode of each data record: {field: value}, reverse elements as ``rev.<field>``.
+
+    tshark names a reverse element like its forward one (``cflow.tcpflags``)
+    and marks it "(Reverse Type ...)" in the display name.
+    """
+    import xml.etree.ElementTree as ET
+
+    pdml = subprocess.run(["tshark", "-n", "-r", str(pcap), "-d", f"udp.port=={port},cflow",
+                           "-T", "pdml"], capture_output=True, text=True, timeout=60,
+                          check=True).stdout
+    out = []
+    for flow in ET.fromstring(pdml).iter("field"):
+        if not flow.get("show", "").startswith("Flow ") or flow.get("name"):
+            continue
+        rec = {}
+        for f in flow:
+            name = f.get("name", "").removeprefix("cflow.")
+            if "(Reverse Type" in f.get("showname", ""):
+                name = "rev." + name
+            rec[name] = f.get("show")
+        out.append(rec)
+    return out
+
+
+@pytest.mark.skipif(not shutil.which("tshark"), reason="tshark not installed")
+@pytest.mark.parametrize("name", FLAG_CAPTURES)
+def test_tshark_tcp_flags_per_flow(tmp_path, name):
+    """tshark reads every TCP flow's initiator flags in the forward
+    tcpControlBits and the responder's in the reverse one."""
+    path = capture_path(name)
+    sink = UdpSink()
+    try:
+        exp, recs = export(path, sink.port)
+        dgrams = sink.take(exp.messages)
+    finally:
+        sink.close()
+    assert len(dgrams) == exp.messages
+    pcap = tmp_path / "export.pcap"
+    _write_udp_pcap(pcap, dgrams, 4739)
+    bad = subprocess.run(["tshark", "-n", "-r", str(pcap), "-d", "udp.port==4739,cflow", "-Y",
+                          "_ws.malformed || _ws.expert.severity >= warning"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 0 and bad.stdout.strip() == "", bad.stdout + bad.stderr
+    got = []
+    for r in tshark_records(pcap, 4739):
+        if r["protocol"] != "6":
+            continue
+        src = r.get("srcaddr", r.get("srcaddrv6"))
+        dst = r.get("dstaddr", r.get("dstaddrv6"))
+        got.append((src, int(r["srcport"]), dst, int(r["dstport"]), int(r["tcpflags"], 16),
+                    int(r["rev.tcpflags"], 16), int(r["packets"]), int(r["rev.packets"])))
+    assert sorted(got) == sorted(tcp_flows(recs))
 
 
 def test_ipv6_collector_address():

@@ -51,14 +51,21 @@ _COMMON_HEAD = [
     ("dport", 11, 0, ">u2"),  # destinationTransportPort
     ("proto", 4, 0, "u1"),  # protocolIdentifier
 ]
+# The reverse tcpControlBits comes BEFORE the forward one. nfdump (1.7.x) maps
+# only the reverse counters (ids 1, 2, 85, 86 under PEN 29305) to its "out"
+# fields; any other reverse element is stored as its forward element, and a
+# later element of a record overwrites an earlier one. Sent after the forward
+# flags, the responder's flags would replace the initiator's in nfdump; sent
+# first, they are overwritten by the initiator's. RFC 5103 decoders (tshark,
+# IPFIX libraries) read elements by id and are indifferent to the order.
 _COMMON_TAIL = [
+    ("rev_tcp_flags", 6, REVERSE_PEN, ">u2"),  # reverse tcpControlBits (first: see above)
     ("tcp_flags", 6, 0, ">u2"),  # tcpControlBits (RFC 7125: 2 octets)
     ("pkts", 2, 0, ">u8"),  # packetDeltaCount
     ("octets", 1, 0, ">u8"),  # octetDeltaCount
     ("start_ms", 152, 0, ">u8"),  # flowStartMilliseconds
     ("end_ms", 153, 0, ">u8"),  # flowEndMilliseconds
     ("end_reason", 136, 0, "u1"),  # flowEndReason
-    ("rev_tcp_flags", 6, REVERSE_PEN, ">u2"),  # reverse tcpControlBits
     ("rev_pkts", 2, REVERSE_PEN, ">u8"),  # reverse packetDeltaCount
     ("rev_octets", 1, REVERSE_PEN, ">u8"),  # reverse octetDeltaCount
 ]
