@@ -33,7 +33,7 @@ import pytest
 
 from flowscope import FlowTracker, layout
 from flowscope.config import TrackerConfig
-from flowscope.output.ipfix import IpfixExporter, pack_records
+from flowscope.output.ipfix import IpfixExporter, pack_records, to_uniflow
 from flowscope.pcap import CaptureReader
 
 from conftest import shared_pcaps_dir
@@ -233,6 +233,56 @@ def test_reverse_flags_precede_forward_flags_in_template():
         body = body[p:]
 
 
+def test_uniflow_records_match_engine():
+    """records="uniflow": the initiator's record, then the responder's when it
+    sent packets, told apart by biflowDirection (239)."""
+    for name in CAPTURES + ["zeek__smtp.pcap"]:
+        exp, recs, dgrams = export_to_sink(name, records="uniflow")
+        _h, tmpl, records = decode_ipfix(dgrams)
+        assert tmpl[0] == [258, 259]
+        assert all((ie, pen) != (6, PEN_REVERSE) for r in records for ie, pen in r)
+        got, i = [], 0
+        while i < len(records):
+            init = records[i]
+            assert init[(239, 0)] == 1
+            t = record_tuple({**init, (2, PEN_REVERSE): 0, (1, PEN_REVERSE): 0})
+            rflags = 0
+            if i + 1 < len(records) and records[i + 1][(239, 0)] == 2:
+                resp = records[i + 1]
+                rt = record_tuple({**resp, (2, PEN_REVERSE): 0, (1, PEN_REVERSE): 0})
+                assert (rt[0], rt[1], rt[2], rt[3], rt[4]) == (t[2], t[3], t[0], t[1], t[4])
+                for ie in (152, 153, 136):
+                    assert resp[(ie, 0)] == init[(ie, 0)]
+                t = t[:7] + (rt[5], rt[6])
+                rflags = resp[(6, 0)]
+                i += 1
+            got.append(t + (init[(6, 0)], rflags))
+            i += 1
+        want = [t + (int(r["flags_or"][0]), int(r["flags_or"][1]))
+                for r, t in zip(recs, engine_tuples(recs))]
+        assert sorted(got) == sorted(want), name
+        assert exp.records == len(records) == recs.shape[0] + int((recs["pkts"][:, 1] > 0).sum())
+
+
+def test_to_uniflow_drops_silent_responders():
+    recs = np.zeros(2, dtype=layout.EVENT_DTYPE)
+    recs["kind"] = layout.EV_ENDED
+    recs["key"][:, 1] = 0x0A000001
+    recs["key"][:, 3] = 0x0A000002
+    recs["key"][:, 4] = (layout.L3_IPV4 << 48) | (6 << 32) | (1000 << 16) | 80
+    recs["init_rev"] = [0, 1]
+    recs["pkts"] = [[3, 2], [1, 0]]
+    recs["flags_or"] = [[0x1b, 0x12], [0x02, 0]]
+    v4, _v6 = pack_records(recs)
+    u = to_uniflow(v4)
+    assert u["direction"].tolist() == [1, 2, 1]
+    assert u["src"].tolist() == [0x0A000001, 0x0A000002, 0x0A000002]
+    assert u["sport"].tolist() == [1000, 80, 80]
+    assert u["dport"].tolist() == [80, 1000, 1000]
+    assert u["tcp_flags"].tolist() == [0x1b, 0x12, 0x02]
+    assert u["pkts"].tolist() == [3, 2, 1]
+
+
 def test_flow_end_reason_mapping():
     recs = np.zeros(5, dtype=layout.EVENT_DTYPE)
     recs["kind"] = layout.EV_ENDED
@@ -304,6 +354,8 @@ def test_bad_arguments():
         IpfixExporter("127.0.0.1", 0)
     with pytest.raises(ValueError):
         IpfixExporter("127.0.0.1", 4739, mtu=100)
+    with pytest.raises(ValueError):
+        IpfixExporter("127.0.0.1", 4739, records="both")
 
 
 # ---- real collectors -------------------------------------------------------
@@ -467,6 +519,58 @@ def test_nfcapd_biflow_keeps_initiator_flags(tmp_path, name):
     assert "revtcp" not in _nfdump(tmp_path, "-o", "raw")
 
 
+@needs_nfdump
+@pytest.mark.parametrize("name", FLAG_CAPTURES)
+def test_nfcapd_uniflow_shows_both_flag_sets(tmp_path, name):
+    """records="uniflow": nfdump lists each TCP flow as the initiator's record
+    (biflowDirection 1) followed by the responder's (2, when it sent
+    packets), each with that side's flags; ``nfdump -b`` pairs them and
+    shows the responder's as "revtcp flags"."""
+    exp, recs = run_nfcapd(tmp_path, capture_path(name), records="uniflow")
+    rows = nfdump_records(tmp_path)
+    assert len(rows) == exp.records == recs.shape[0] + int((recs["pkts"][:, 1] > 0).sum())
+    got, i = [], 0
+    while i < len(rows):
+        init = rows[i]
+        assert init[8] == 1, init
+        resp = rows[i + 1] if i + 1 < len(rows) and rows[i + 1][8] == 2 else None
+        i += 2 if resp else 1
+        if init[4] != 6:
+            continue
+        rflags, rpkts = 0, 0
+        if resp:
+            assert (resp[0], resp[1], resp[2], resp[3]) == (init[2], init[3], init[0], init[1])
+            assert resp[9] == init[9]
+            rflags, rpkts = resp[5], resp[6]
+        got.append((init[0], init[1], init[2], init[3], init[5], rflags, init[6], rpkts))
+    flows = tcp_flows(recs)
+    assert sorted(got) == sorted(flows)
+    # nfdump -b: one row per flow, the responder's flags as "revtcp flags" (printed when
+    # not 0). It pairs records by address and port, so only flows whose pair is unique
+    # in the capture can be compared.
+    pairs = [frozenset([(f[0], f[1]), (f[2], f[3])]) for f in flows]
+    unique = {p for p in pairs if pairs.count(p) == 1}
+    paired = {}
+    for block in _nfdump(tmp_path, "-b", "-o", "raw").split("Flow Record:")[1:]:
+        fields = {}
+        for line in block.splitlines():
+            if "=" in line:
+                k, v = line.split("=", 1)
+                fields[k.strip()] = v.split()
+        if fields["proto"][0] != "6":
+            continue
+        src = (str(ipaddress.ip_address(fields["src addr"][0])), int(fields["src port"][0]))
+        dst = (str(ipaddress.ip_address(fields["dst addr"][0])), int(fields["dst port"][0]))
+        paired[(src, dst)] = (int(fields["tcp flags"][0], 16),
+                              int(fields.get("revtcp flags", ["0"])[0], 16))
+    checked = 0
+    for f, p in zip(flows, pairs):
+        if p in unique:
+            assert paired[((f[0], f[1]), (f[2], f[3]))] == (f[4], f[5]), f
+            checked += 1
+    assert checked >= 1
+
+
 def _write_udp_pcap(path: Path, dgrams: list[bytes], dport: int) -> None:
     """A pcap of the datagrams with made-up Ethernet/IPv4/UDP headers (127.0.0.1)."""
     lo = socket.inet_aton("127.0.0.1")
@@ -547,14 +651,16 @@ def tshark_records(pcap: Path, port: int) -> list[dict]:
 
 
 @pytest.mark.skipif(not shutil.which("tshark"), reason="tshark not installed")
+@pytest.mark.parametrize("records", ["biflow", "uniflow"])
 @pytest.mark.parametrize("name", FLAG_CAPTURES)
-def test_tshark_tcp_flags_per_flow(tmp_path, name):
-    """tshark reads every TCP flow's initiator flags in the forward
-    tcpControlBits and the responder's in the reverse one."""
+def test_tshark_tcp_flags_per_flow(tmp_path, name, records):
+    """tshark reads every TCP flow's initiator and responder flags where they were put:
+    biflow: forward and reverse tcpControlBits of one record; uniflow: the
+    tcpControlBits of the records with biflowDirection 1 and 2."""
     path = capture_path(name)
     sink = UdpSink()
     try:
-        exp, recs = export(path, sink.port)
+        exp, recs = export(path, sink.port, records=records)
         dgrams = sink.take(exp.messages)
     finally:
         sink.close()
@@ -571,9 +677,19 @@ def test_tshark_tcp_flags_per_flow(tmp_path, name):
             continue
         src = r.get("srcaddr", r.get("srcaddrv6"))
         dst = r.get("dstaddr", r.get("dstaddrv6"))
-        got.append((src, int(r["srcport"]), dst, int(r["dstport"]), int(r["tcpflags"], 16),
-                    int(r["rev.tcpflags"], 16), int(r["packets"]), int(r["rev.packets"])))
-    assert sorted(got) == sorted(tcp_flows(recs))
+        ends = (src, int(r["srcport"]), dst, int(r["dstport"]))
+        flags = int(r["tcpflags"], 16)
+        if records == "biflow":
+            got.append((*ends, flags, int(r["rev.tcpflags"], 16), int(r["packets"]),
+                        int(r["rev.packets"])))
+        elif r["biflow_direction"] == "1":
+            got.append([*ends, flags, 0, int(r["packets"]), 0])
+        else:
+            assert r["biflow_direction"] == "2"
+            init = got[-1]
+            assert tuple(init[:4]) == (ends[2], ends[3], ends[0], ends[1])
+            init[5], init[7] = flags, int(r["packets"])
+    assert sorted(map(tuple, got)) == sorted(tcp_flows(recs))
 
 
 def test_ipv6_collector_address():
