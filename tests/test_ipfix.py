@@ -33,8 +33,10 @@ import pytest
 
 from flowscope import FlowTracker, layout
 from flowscope.config import TrackerConfig
-from flowscope.output.ipfix import IpfixExporter, pack_records
+from flowscope.output.ipfix import IpfixExporter, pack_records, to_uniflow
 from flowscope.pcap import CaptureReader
+
+from conftest import shared_pcaps_dir
 
 DATA = Path(__file__).parent / "data"
 CAPTURES = ["zeek__wikipedia.pcap", "zeek__http__get.pcap", "zeek__ftp__ipv6.pcap",
@@ -210,6 +212,77 @@ def test_times_flags_and_end_reasons():
         assert d[(136, 0)] == want
 
 
+def test_reverse_flags_precede_forward_flags_in_template():
+    """nfdump 1.7 stores a reverse tcpControlBits as the forward one (the last
+    wins), so the template carries the reverse element first."""
+    _exp, _recs, dgrams = export_to_sink("zeek__http__get.pcap")
+    body = dgrams[0][16 + 4:]
+    for tid in (256, 257):
+        tid_got, count = struct.unpack_from("!HH", body, 0)
+        assert tid_got == tid
+        p, fields = 4, []
+        for _ in range(count):
+            ie, _len = struct.unpack_from("!HH", body, p)
+            p += 4
+            pen = 0
+            if ie & 0x8000:
+                (pen,) = struct.unpack_from("!I", body, p)
+                p += 4
+            fields.append((ie & 0x7FFF, pen))
+        assert fields.index((6, PEN_REVERSE)) < fields.index((6, 0))
+        body = body[p:]
+
+
+def test_uniflow_records_match_engine():
+    """records="uniflow": the initiator's record, then the responder's when it
+    sent packets, told apart by biflowDirection (239)."""
+    for name in CAPTURES + ["zeek__smtp.pcap"]:
+        exp, recs, dgrams = export_to_sink(name, records="uniflow")
+        _h, tmpl, records = decode_ipfix(dgrams)
+        assert tmpl[0] == [258, 259]
+        assert all((ie, pen) != (6, PEN_REVERSE) for r in records for ie, pen in r)
+        got, i = [], 0
+        while i < len(records):
+            init = records[i]
+            assert init[(239, 0)] == 1
+            t = record_tuple({**init, (2, PEN_REVERSE): 0, (1, PEN_REVERSE): 0})
+            rflags = 0
+            if i + 1 < len(records) and records[i + 1][(239, 0)] == 2:
+                resp = records[i + 1]
+                rt = record_tuple({**resp, (2, PEN_REVERSE): 0, (1, PEN_REVERSE): 0})
+                assert (rt[0], rt[1], rt[2], rt[3], rt[4]) == (t[2], t[3], t[0], t[1], t[4])
+                for ie in (152, 153, 136):
+                    assert resp[(ie, 0)] == init[(ie, 0)]
+                t = t[:7] + (rt[5], rt[6])
+                rflags = resp[(6, 0)]
+                i += 1
+            got.append(t + (init[(6, 0)], rflags))
+            i += 1
+        want = [t + (int(r["flags_or"][0]), int(r["flags_or"][1]))
+                for r, t in zip(recs, engine_tuples(recs))]
+        assert sorted(got) == sorted(want), name
+        assert exp.records == len(records) == recs.shape[0] + int((recs["pkts"][:, 1] > 0).sum())
+
+
+def test_to_uniflow_drops_silent_responders():
+    recs = np.zeros(2, dtype=layout.EVENT_DTYPE)
+    recs["kind"] = layout.EV_ENDED
+    recs["key"][:, 1] = 0x0A000001
+    recs["key"][:, 3] = 0x0A000002
+    recs["key"][:, 4] = (layout.L3_IPV4 << 48) | (6 << 32) | (1000 << 16) | 80
+    recs["init_rev"] = [0, 1]
+    recs["pkts"] = [[3, 2], [1, 0]]
+    recs["flags_or"] = [[0x1b, 0x12], [0x02, 0]]
+    v4, _v6 = pack_records(recs)
+    u = to_uniflow(v4)
+    assert u["direction"].tolist() == [1, 2, 1]
+    assert u["src"].tolist() == [0x0A000001, 0x0A000002, 0x0A000002]
+    assert u["sport"].tolist() == [1000, 80, 80]
+    assert u["dport"].tolist() == [80, 1000, 1000]
+    assert u["tcp_flags"].tolist() == [0x1b, 0x12, 0x02]
+    assert u["pkts"].tolist() == [3, 2, 1]
+
+
 def test_flow_end_reason_mapping():
     recs = np.zeros(5, dtype=layout.EVENT_DTYPE)
     recs["kind"] = layout.EV_ENDED
@@ -281,6 +354,8 @@ def test_bad_arguments():
         IpfixExporter("127.0.0.1", 0)
     with pytest.raises(ValueError):
         IpfixExporter("127.0.0.1", 4739, mtu=100)
+    with pytest.raises(ValueError):
+        IpfixExporter("127.0.0.1", 4739, records="both")
 
 
 # ---- real collectors -------------------------------------------------------
@@ -325,16 +400,14 @@ def _nfdump_rows(flowdir: Path) -> list[dict]:
     return rows
 
 
-@pytest.mark.skipif(not (shutil.which("nfcapd") and shutil.which("nfdump")),
-                    reason="nfcapd/nfdump not installed (scripts/setup.sh installs them)")
-@pytest.mark.parametrize("name", CAPTURES)
-def test_nfcapd_collects_same_flows(tmp_path, name):
+def run_nfcapd(flowdir: Path, path: Path, **kwargs) -> tuple[IpfixExporter, np.ndarray]:
+    """Export a capture to an nfcapd on 127.0.0.1 writing into ``flowdir``."""
     port = _free_udp_port()
-    proc = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(tmp_path)],
+    proc = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(flowdir)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert _wait_bound(port), "nfcapd did not bind"
-        exp, recs = export(DATA / name, port)
+        exp, recs = export(path, port, **kwargs)
         time.sleep(0.3)  # let nfcapd drain its socket
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -345,6 +418,75 @@ def test_nfcapd_collects_same_flows(tmp_path, name):
             log = proc.communicate()[0].decode(errors="replace")
     assert exp.send_errors == 0
     assert "Sequence Errors: 0" in log and "Bad Packets: 0" in log, log
+    return exp, recs
+
+
+def _nfdump(flowdir: Path, *args: str) -> str:
+    """``nfdump -q -N -6 ARGS -r FILE`` over nfcapd's files, in file order."""
+    files = sorted(p for p in flowdir.iterdir() if p.name.startswith("nfcapd.") and
+                   "current" not in p.name)
+    assert files, f"nfcapd wrote no file in {flowdir}: {os.listdir(flowdir)}"
+    return "".join(subprocess.run(["nfdump", "-q", "-N", "-6", *args, "-r", str(f)],
+                                  capture_output=True, text=True, timeout=30,
+                                  check=True).stdout for f in files)
+
+
+def nfdump_flags(text: str) -> int:
+    """The TCP flags byte of nfdump's flag string (``...AP.S.`` = 0x1a)."""
+    assert len(text) == 8, text
+    return sum(1 << (7 - i) for i, c in enumerate(text) if c != ".")
+
+
+#: nfdump's per-record fields for the flag tests; '|' separates, addresses in full (-6)
+NFDUMP_FMT = "fmt:%sa|%sp|%da|%dp|%pr|%flg|%ipkt|%opkt|%bfd|%end"
+
+
+def nfdump_records(flowdir: Path) -> list[tuple]:
+    """(src, sport, dst, dport, proto, flags, ipkt, opkt, biflowDirection, end reason) per record.
+
+    With ``-N`` nfdump prints the protocol as a number. The destination port
+    of protocols other than TCP and UDP stays a string (ICMP's is ``type.code``).
+    """
+    out = []
+    for line in _nfdump(flowdir, "-o", NFDUMP_FMT).splitlines():
+        f = [x.strip() for x in line.split("|")]
+        proto = int(f[4])
+        dport = int(f[3]) if proto in (6, 17) else f[3]
+        out.append((str(ipaddress.ip_address(f[0])), int(f[1]), str(ipaddress.ip_address(f[2])),
+                    dport, proto, nfdump_flags(f[5]), int(f[6]), int(f[7]), int(f[8]),
+                    int(f[9])))
+    return out
+
+
+def tcp_flows(recs: np.ndarray) -> list[tuple]:
+    """(src, sport, dst, dport, initiator flags, responder flags, pkts, rpkts) of each TCP flow."""
+    return [(t[0], t[1], t[2], t[3], int(r["flags_or"][0]), int(r["flags_or"][1]), t[5], t[7])
+            for r, t in zip(recs, engine_tuples(recs)) if t[4] == 6]
+
+
+#: captures whose TCP flows have initiator and responder flags that differ
+FLAG_CAPTURES = ["zeek__http__get.pcap", "zeek__smtp.pcap", "zeek__ftp__ipv6.pcap",
+                 "zeek__workshop_2011_browse.pcap", "shared:ndpi__fins.pcap"]
+
+
+def capture_path(name: str) -> Path:
+    if name.startswith("shared:"):
+        path = shared_pcaps_dir() / name.split(":", 1)[1]
+        if not path.is_file():
+            pytest.skip(f"{path} not present")
+        return path
+    return DATA / name
+
+
+needs_nfdump = pytest.mark.skipif(
+    not (shutil.which("nfcapd") and shutil.which("nfdump")),
+    reason="nfcapd/nfdump not installed (scripts/setup.sh installs them)")
+
+
+@needs_nfdump
+@pytest.mark.parametrize("name", CAPTURES)
+def test_nfcapd_collects_same_flows(tmp_path, name):
+    exp, recs = run_nfcapd(tmp_path, DATA / name)
     rows = _nfdump_rows(tmp_path)
     got = []
     for r in rows:
@@ -358,6 +500,75 @@ def test_nfcapd_collects_same_flows(tmp_path, name):
             (t[0], 0, t[2], 0, t[4], *t[5:]) for t in engine_tuples(recs)]
     assert len(rows) == recs.shape[0] == exp.records
     assert sorted(got) == sorted(want)
+
+
+@needs_nfdump
+@pytest.mark.parametrize("name", FLAG_CAPTURES)
+def test_nfcapd_biflow_keeps_initiator_flags(tmp_path, name):
+    """nfdump shows the initiator's flags of every TCP biflow, not the responder's.
+
+    nfdump 1.7 files a reverse tcpControlBits under its forward flags field;
+    the template sends it before the forward one, so the forward value is
+    the one left. nfdump keeps no reverse flags of a biflow record.
+    """
+    _exp, recs = run_nfcapd(tmp_path, capture_path(name))
+    flows = tcp_flows(recs)
+    got = sorted((r[0], r[1], r[2], r[3], r[5], r[6], r[7])
+                 for r in nfdump_records(tmp_path) if r[4] == 6)
+    assert got == sorted((f[0], f[1], f[2], f[3], f[4], f[6], f[7]) for f in flows)
+    assert "revtcp" not in _nfdump(tmp_path, "-o", "raw")
+
+
+@needs_nfdump
+@pytest.mark.parametrize("name", FLAG_CAPTURES)
+def test_nfcapd_uniflow_shows_both_flag_sets(tmp_path, name):
+    """records="uniflow": nfdump lists each TCP flow as the initiator's record
+    (biflowDirection 1) followed by the responder's (2, when it sent
+    packets), each with that side's flags; ``nfdump -b`` pairs them and
+    shows the responder's as "revtcp flags"."""
+    exp, recs = run_nfcapd(tmp_path, capture_path(name), records="uniflow")
+    rows = nfdump_records(tmp_path)
+    assert len(rows) == exp.records == recs.shape[0] + int((recs["pkts"][:, 1] > 0).sum())
+    got, i = [], 0
+    while i < len(rows):
+        init = rows[i]
+        assert init[8] == 1, init
+        resp = rows[i + 1] if i + 1 < len(rows) and rows[i + 1][8] == 2 else None
+        i += 2 if resp else 1
+        if init[4] != 6:
+            continue
+        rflags, rpkts = 0, 0
+        if resp:
+            assert (resp[0], resp[1], resp[2], resp[3]) == (init[2], init[3], init[0], init[1])
+            assert resp[9] == init[9]
+            rflags, rpkts = resp[5], resp[6]
+        got.append((init[0], init[1], init[2], init[3], init[5], rflags, init[6], rpkts))
+    flows = tcp_flows(recs)
+    assert sorted(got) == sorted(flows)
+    # nfdump -b: one row per flow, the responder's flags as "revtcp flags" (printed when
+    # not 0). It pairs records by address and port, so only flows whose pair is unique
+    # in the capture can be compared.
+    pairs = [frozenset([(f[0], f[1]), (f[2], f[3])]) for f in flows]
+    unique = {p for p in pairs if pairs.count(p) == 1}
+    paired = {}
+    for block in _nfdump(tmp_path, "-b", "-o", "raw").split("Flow Record:")[1:]:
+        fields = {}
+        for line in block.splitlines():
+            if "=" in line:
+                k, v = line.split("=", 1)
+                fields[k.strip()] = v.split()
+        if fields["proto"][0] != "6":
+            continue
+        src = (str(ipaddress.ip_address(fields["src addr"][0])), int(fields["src port"][0]))
+        dst = (str(ipaddress.ip_address(fields["dst addr"][0])), int(fields["dst port"][0]))
+        paired[(src, dst)] = (int(fields["tcp flags"][0], 16),
+                              int(fields.get("revtcp flags", ["0"])[0], 16))
+    checked = 0
+    for f, p in zip(flows, pairs):
+        if p in unique:
+            assert paired[((f[0], f[1]), (f[2], f[3]))] == (f[4], f[5]), f
+            checked += 1
+    assert checked >= 1
 
 
 def _write_udp_pcap(path: Path, dgrams: list[bytes], dport: int) -> None:
@@ -412,6 +623,73 @@ def test_tshark_decodes_export(tmp_path, name):
     assert nflows == recs.shape[0] == exp.records
     assert pkts == [int(recs["pkts"][:, 0].sum()), int(recs["pkts"][:, 1].sum())]
     assert octs == [int(recs["bytes"][:, 0].sum()), int(recs["bytes"][:, 1].sum())]
+
+
+def tshark_records(pcap: Path, port: int) -> list[dict]:
+    """tshark's decode of each data record: {field: value}, reverse elements as ``rev.<field>``.
+
+    tshark names a reverse element like its forward one (``cflow.tcpflags``)
+    and marks it "(Reverse Type ...)" in the display name.
+    """
+    import xml.etree.ElementTree as ET
+
+    pdml = subprocess.run(["tshark", "-n", "-r", str(pcap), "-d", f"udp.port=={port},cflow",
+                           "-T", "pdml"], capture_output=True, text=True, timeout=60,
+                          check=True).stdout
+    out = []
+    for flow in ET.fromstring(pdml).iter("field"):
+        if not flow.get("show", "").startswith("Flow ") or flow.get("name"):
+            continue
+        rec = {}
+        for f in flow:
+            name = f.get("name", "").removeprefix("cflow.")
+            if "(Reverse Type" in f.get("showname", ""):
+                name = "rev." + name
+            rec[name] = f.get("show")
+        out.append(rec)
+    return out
+
+
+@pytest.mark.skipif(not shutil.which("tshark"), reason="tshark not installed")
+@pytest.mark.parametrize("records", ["biflow", "uniflow"])
+@pytest.mark.parametrize("name", FLAG_CAPTURES)
+def test_tshark_tcp_flags_per_flow(tmp_path, name, records):
+    """tshark reads every TCP flow's initiator and responder flags where they were put:
+    biflow: forward and reverse tcpControlBits of one record; uniflow: the
+    tcpControlBits of the records with biflowDirection 1 and 2."""
+    path = capture_path(name)
+    sink = UdpSink()
+    try:
+        exp, recs = export(path, sink.port, records=records)
+        dgrams = sink.take(exp.messages)
+    finally:
+        sink.close()
+    assert len(dgrams) == exp.messages
+    pcap = tmp_path / "export.pcap"
+    _write_udp_pcap(pcap, dgrams, 4739)
+    bad = subprocess.run(["tshark", "-n", "-r", str(pcap), "-d", "udp.port==4739,cflow", "-Y",
+                          "_ws.malformed || _ws.expert.severity >= warning"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 0 and bad.stdout.strip() == "", bad.stdout + bad.stderr
+    got = []
+    for r in tshark_records(pcap, 4739):
+        if r["protocol"] != "6":
+            continue
+        src = r.get("srcaddr", r.get("srcaddrv6"))
+        dst = r.get("dstaddr", r.get("dstaddrv6"))
+        ends = (src, int(r["srcport"]), dst, int(r["dstport"]))
+        flags = int(r["tcpflags"], 16)
+        if records == "biflow":
+            got.append((*ends, flags, int(r["rev.tcpflags"], 16), int(r["packets"]),
+                        int(r["rev.packets"])))
+        elif r["biflow_direction"] == "1":
+            got.append([*ends, flags, 0, int(r["packets"]), 0])
+        else:
+            assert r["biflow_direction"] == "2"
+            init = got[-1]
+            assert tuple(init[:4]) == (ends[2], ends[3], ends[0], ends[1])
+            init[5], init[7] = flags, int(r["packets"])
+    assert sorted(map(tuple, got)) == sorted(tcp_flows(recs))
 
 
 def test_ipv6_collector_address():

@@ -4,7 +4,9 @@ Each ended flow becomes one data record of a bidirectional flow (RFC 5103):
 the forward direction is the initiator's (source = initiator), and the
 responder's packets, octets and TCP flags go in reverse information elements
 (the same element ids under Private Enterprise Number 29305). IPv4 and IPv6
-flows use two templates (ids 256 and 257). Messages stay under ``mtu`` bytes
+flows use two templates (ids 256 and 257). With ``records="uniflow"`` each
+direction of a flow is a record of its own instead (templates 258 and 259),
+for collectors that drop reverse TCP flags. Messages stay under ``mtu`` bytes
 (1400 by default, so an IP+UDP datagram fits a 1500-byte link); over UDP the
 templates are re-sent every ``template_refresh_s`` seconds or every
 ``template_refresh_msgs`` messages, whichever comes first (RFC 7011 8.4).
@@ -51,21 +53,44 @@ _COMMON_HEAD = [
     ("dport", 11, 0, ">u2"),  # destinationTransportPort
     ("proto", 4, 0, "u1"),  # protocolIdentifier
 ]
+# The reverse tcpControlBits comes BEFORE the forward one. nfdump (1.7.x) maps
+# only the reverse counters (ids 1, 2, 85, 86 under PEN 29305) to its "out"
+# fields; any other reverse element is stored as its forward element, and a
+# later element of a record overwrites an earlier one. Sent after the forward
+# flags, the responder's flags would replace the initiator's in nfdump; sent
+# first, they are overwritten by the initiator's. RFC 5103 decoders (tshark,
+# IPFIX libraries) read elements by id and are indifferent to the order.
 _COMMON_TAIL = [
+    ("rev_tcp_flags", 6, REVERSE_PEN, ">u2"),  # reverse tcpControlBits (first: see above)
     ("tcp_flags", 6, 0, ">u2"),  # tcpControlBits (RFC 7125: 2 octets)
     ("pkts", 2, 0, ">u8"),  # packetDeltaCount
     ("octets", 1, 0, ">u8"),  # octetDeltaCount
     ("start_ms", 152, 0, ">u8"),  # flowStartMilliseconds
     ("end_ms", 153, 0, ">u8"),  # flowEndMilliseconds
     ("end_reason", 136, 0, "u1"),  # flowEndReason
-    ("rev_tcp_flags", 6, REVERSE_PEN, ">u2"),  # reverse tcpControlBits
     ("rev_pkts", 2, REVERSE_PEN, ">u8"),  # reverse packetDeltaCount
     ("rev_octets", 1, REVERSE_PEN, ">u8"),  # reverse octetDeltaCount
 ]
-TEMPLATE_V4 = ([("src", 8, 0, ">u4"), ("dst", 12, 0, ">u4")] + _COMMON_HEAD  # source/destinationIPv4Address
-               + [("icmp", 32, 0, ">u2")] + _COMMON_TAIL)  # icmpTypeCodeIPv4
-TEMPLATE_V6 = ([("src", 27, 0, "V16"), ("dst", 28, 0, "V16")] + _COMMON_HEAD  # source/destinationIPv6Address
-               + [("icmp", 139, 0, ">u2")] + _COMMON_TAIL)  # icmpTypeCodeIPv6
+_V4_HEAD = [("src", 8, 0, ">u4"), ("dst", 12, 0, ">u4")]  # source/destinationIPv4Address
+_V6_HEAD = [("src", 27, 0, "V16"), ("dst", 28, 0, "V16")]  # source/destinationIPv6Address
+_ICMP_V4 = [("icmp", 32, 0, ">u2")]  # icmpTypeCodeIPv4
+_ICMP_V6 = [("icmp", 139, 0, ">u2")]  # icmpTypeCodeIPv6
+TEMPLATE_V4 = _V4_HEAD + _COMMON_HEAD + _ICMP_V4 + _COMMON_TAIL
+TEMPLATE_V6 = _V6_HEAD + _COMMON_HEAD + _ICMP_V6 + _COMMON_TAIL
+
+# Uniflow records (``records="uniflow"``): one record per direction that sent
+# packets, source = the sender of that direction. biflowDirection (RFC 5103
+# 6.3) tells the two apart: 1 initiator (source is the initiator), 2
+# reverseInitiator (destination is the initiator).
+TEMPLATE_ID_UNI_V4 = 258
+TEMPLATE_ID_UNI_V6 = 259
+BIFLOW_DIR_INITIATOR = 1
+BIFLOW_DIR_REVERSE_INITIATOR = 2
+_UNI_TAIL = [f for f in _COMMON_TAIL if f[2] != REVERSE_PEN] + [
+    ("direction", 239, 0, "u1"),  # biflowDirection
+]
+TEMPLATE_UNI_V4 = _V4_HEAD + _COMMON_HEAD + _ICMP_V4 + _UNI_TAIL
+TEMPLATE_UNI_V6 = _V6_HEAD + _COMMON_HEAD + _ICMP_V6 + _UNI_TAIL
 
 
 def _dtype(fields) -> np.dtype:
@@ -74,6 +99,14 @@ def _dtype(fields) -> np.dtype:
 
 REC_V4 = _dtype(TEMPLATE_V4)
 REC_V6 = _dtype(TEMPLATE_V6)
+REC_UNI_V4 = _dtype(TEMPLATE_UNI_V4)
+REC_UNI_V6 = _dtype(TEMPLATE_UNI_V6)
+
+#: records mode -> ((template id, fields) for IPv4, same for IPv6)
+TEMPLATES = {
+    "biflow": ((TEMPLATE_ID_V4, TEMPLATE_V4), (TEMPLATE_ID_V6, TEMPLATE_V6)),
+    "uniflow": ((TEMPLATE_ID_UNI_V4, TEMPLATE_UNI_V4), (TEMPLATE_ID_UNI_V6, TEMPLATE_UNI_V6)),
+}
 
 
 def template_record(template_id: int, fields) -> bytes:
@@ -88,13 +121,13 @@ def template_record(template_id: int, fields) -> bytes:
     return b"".join(out)
 
 
-def template_set() -> bytes:
-    """A template set holding the IPv4 and the IPv6 template."""
-    body = template_record(TEMPLATE_ID_V4, TEMPLATE_V4) + template_record(TEMPLATE_ID_V6, TEMPLATE_V6)
+def template_set(records: str = "biflow") -> bytes:
+    """A template set holding the IPv4 and the IPv6 template of a records mode."""
+    body = b"".join(template_record(tid, fields) for tid, fields in TEMPLATES[records])
     return SET_HEADER.pack(SET_ID_TEMPLATE, SET_HEADER.size + len(body)) + body
 
 
-_TEMPLATE_SET = template_set()
+_TEMPLATE_SETS = {records: template_set(records) for records in TEMPLATES}
 _REASON_LUT = np.zeros(256, dtype=np.uint8)
 for _r, _v in FLOW_END_REASONS.items():
     _REASON_LUT[_r] = _v
@@ -165,6 +198,35 @@ def pack_records(ended: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
+def to_uniflow(bi: np.ndarray) -> np.ndarray:
+    """Split biflow records (``REC_V4`` or ``REC_V6``) into uniflow records.
+
+    Each flow gives its initiator's record, then its responder's if the
+    responder sent packets (``REC_UNI_V4`` / ``REC_UNI_V6``). The responder's
+    record has source and destination swapped, the flow's start and end
+    times, and icmpTypeCode 0 (only the first packet's type is known).
+    """
+    n = bi.shape[0]
+    dt = REC_UNI_V4 if bi.dtype == REC_V4 else REC_UNI_V6
+    u = np.zeros(2 * n, dtype=dt)
+    init, resp = u[0::2], u[1::2]
+    for name in ("proto", "start_ms", "end_ms", "end_reason"):
+        init[name] = bi[name]
+        resp[name] = bi[name]
+    for fwd, rev in (("src", "dst"), ("sport", "dport")):
+        init[fwd], init[rev] = bi[fwd], bi[rev]
+        resp[fwd], resp[rev] = bi[rev], bi[fwd]
+    init["icmp"] = bi["icmp"]
+    for name in ("tcp_flags", "pkts", "octets"):
+        init[name] = bi[name]
+        resp[name] = bi["rev_" + name]
+    init["direction"] = BIFLOW_DIR_INITIATOR
+    resp["direction"] = BIFLOW_DIR_REVERSE_INITIATOR
+    keep = np.ones(2 * n, dtype=bool)
+    keep[1::2] = bi["rev_pkts"] != 0
+    return u[keep]
+
+
 class IpfixExporter:
     """Sends ended flows to an IPFIX collector over UDP (RFC 7011, biflows per RFC 5103).
 
@@ -185,6 +247,13 @@ class IpfixExporter:
         ... or after this many messages, whichever comes first.
     clock : callable
         Returns the current time in seconds (export time, refresh timer).
+    records : {"biflow", "uniflow"}
+        ``"biflow"``: one RFC 5103 record per flow, the responder's counters
+        and TCP flags in reverse elements. ``"uniflow"``: one record per
+        direction (initiator's, then responder's if it sent packets), marked
+        by biflowDirection; for collectors that keep no reverse TCP flags
+        (nfdump 1.7 keeps only reverse packets and octets of a biflow;
+        ``nfdump -b`` pairs uniflow records and shows the responder's flags).
 
     The templates go out in a message of their own when the exporter is
     created, then at the head of the next message whenever a refresh is due.
@@ -200,13 +269,15 @@ class IpfixExporter:
 
     def __init__(self, host: str, port: int, observation_domain: int = 0, mtu: int = 1400,
                  template_refresh_s: float = 60.0, template_refresh_msgs: int = 100,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, records: str = "biflow") -> None:
         if int(mtu) < 512:
             raise ValueError("mtu must be >= 512")
         if not 0 < int(port) < 65536:
             raise ValueError("port must be 1..65535")
         if template_refresh_s <= 0 or int(template_refresh_msgs) < 1:
             raise ValueError("template refresh interval must be positive")
+        if records not in TEMPLATES:
+            raise ValueError(f"records must be one of {sorted(TEMPLATES)}, not {records!r}")
         info = socket.getaddrinfo(host, int(port), 0, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
         family, _type, _proto, _name, addr = info[0]
         self.addr = addr
@@ -216,6 +287,9 @@ class IpfixExporter:
         self.refresh_s = float(template_refresh_s)
         self.refresh_msgs = int(template_refresh_msgs)
         self.clock = clock
+        self.uniflow = records == "uniflow"
+        self._tid_v4, self._tid_v6 = (tid for tid, _fields in TEMPLATES[records])
+        self._template_set = _TEMPLATE_SETS[records]
         self.messages = 0
         self.records = 0
         self.bytes_sent = 0
@@ -236,7 +310,7 @@ class IpfixExporter:
     def _send(self, sets: list[bytes], nrec: int, with_tmpl: bool) -> None:
         now = self.clock()
         if with_tmpl:
-            sets = [_TEMPLATE_SET] + sets
+            sets = [self._template_set] + sets
         body = b"".join(sets)
         length = MSG_HEADER.size + len(body)
         head = MSG_HEADER.pack(IPFIX_VERSION, length, int(now) & 0xFFFFFFFF,
@@ -263,7 +337,7 @@ class IpfixExporter:
             with_tmpl = self._template_due()
             room = self.mtu - MSG_HEADER.size - SET_HEADER.size
             if with_tmpl:
-                room -= len(_TEMPLATE_SET)
+                room -= len(self._template_set)
             take = min(n - i, room // size)
             chunk = recs[i:i + take].tobytes()
             self._send([SET_HEADER.pack(template_id, SET_HEADER.size + len(chunk)) + chunk], take,
@@ -281,8 +355,10 @@ class IpfixExporter:
             return
         v4, v6 = pack_records(ended)
         self.skipped += ended.shape[0] - v4.shape[0] - v6.shape[0]
-        self._send_family(v4, TEMPLATE_ID_V4)
-        self._send_family(v6, TEMPLATE_ID_V6)
+        if self.uniflow:
+            v4, v6 = to_uniflow(v4), to_uniflow(v6)
+        self._send_family(v4, self._tid_v4)
+        self._send_family(v6, self._tid_v6)
 
     def close(self, summary: dict | None = None) -> None:
         if not self._closed:
