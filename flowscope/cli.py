@@ -56,7 +56,10 @@ def _tracker_args(p: argparse.ArgumentParser) -> None:
                    help="events to write: all, lifecycle (all but Packet) or ended (default)")
     o.add_argument("-o", "--output", metavar="FILE", help="write records to FILE instead of stdout")
     o.add_argument("--ipfix", metavar="HOST:PORT",
-                   help="also export ended flows as IPFIX (RFC 7011, biflows) over UDP")
+                   help="also export ended flows as IPFIX (RFC 7011) over UDP")
+    o.add_argument("--ipfix-records", choices=("biflow", "uniflow"), default=None,
+                   help="one RFC 5103 biflow record per flow (default) or one record per "
+                        "direction (nfdump shows both directions' TCP flags)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +126,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         out["format"] = args.format
     if args.ipfix:
         out["ipfix"] = args.ipfix
+    if args.ipfix_records:
+        out["ipfix_records"] = args.ipfix_records
     if getattr(args, "metrics", None):
         out["metrics"] = args.metrics
     sensor = {}

@@ -283,6 +283,9 @@ class OutputSettings:
         Rotated files to keep; None keeps them all.
     ipfix : (str, int) or None
         IPFIX collector to export ended flows to.
+    ipfix_records : str
+        ``biflow`` (one RFC 5103 record per flow) or ``uniflow`` (one per direction,
+        for collectors such as nfdump that show no reverse TCP flags of a biflow).
     metrics : (str, int) or None
         Address of the Prometheus exporter (``flowscope live``).
     """
@@ -293,6 +296,7 @@ class OutputSettings:
     rotate_seconds: Optional[float] = None
     keep: Optional[int] = None
     ipfix: Optional[tuple[str, int]] = None
+    ipfix_records: str = "biflow"
     metrics: Optional[tuple[str, int]] = None
 
     @property
@@ -344,6 +348,8 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("output.keep", "keep", lambda k, v: _keep(k, v)),
         Key("output.ipfix", "ipfix", lambda k, v: parse_address(v, k, "127.0.0.1:4739"),
             "--ipfix"),
+        Key("output.ipfix_records", "ipfix_records", choice("biflow", "uniflow"),
+            "--ipfix-records"),
         Key("output.metrics", "metrics", lambda k, v: parse_address(v, k), "--metrics"),
     ),
 }

@@ -706,3 +706,36 @@ def test_ipv6_collector_address():
     finally:
         sink.close()
     assert struct.unpack_from("!H", head, 0)[0] == 10 and exp.messages == 1
+
+
+@pytest.mark.parametrize("flag, config, template_ids", [
+    ([], "", {256}),
+    (["--ipfix-records", "uniflow"], "", {258}),
+    ([], "output:\n  ipfix_records: uniflow\n", {258}),
+])
+def test_cli_ipfix_records_mode(tmp_path, flag, config, template_ids):
+    """--ipfix-records and output.ipfix_records pick the template the data sets use."""
+    from flowscope.cli import main
+
+    args = ["pcap", "--format", "jsonl", "-o", str(tmp_path / "o.jsonl")]
+    if config:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(config)
+        args += ["--config", str(cfg)]
+    sink = UdpSink()
+    try:
+        code = main(args + ["--ipfix", f"127.0.0.1:{sink.port}"] + flag
+                    + [str(DATA / "zeek__http__get.pcap")])
+        dgrams = sink.take(8, timeout=2.0)
+    finally:
+        sink.close()
+    assert code == 0 and dgrams
+    data_sets = set()
+    for d in dgrams:
+        pos = 16
+        while pos + 4 <= len(d):
+            set_id, length = struct.unpack_from("!HH", d, pos)
+            if set_id >= 256:
+                data_sets.add(set_id)
+            pos += max(length, 4)
+    assert data_sets == template_ids

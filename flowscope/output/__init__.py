@@ -89,7 +89,7 @@ def open_output(settings: OutputSettings, path: Optional[str] = None):
     if settings.ipfix:
         host, port = settings.ipfix
         try:
-            exporter = IpfixExporter(host, port)
+            exporter = IpfixExporter(host, port, records=settings.ipfix_records)
         except OSError as exc:
             if out is not sys.stdout:
                 out.close()
