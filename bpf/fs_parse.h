@@ -60,6 +60,7 @@ struct fs_pkt {
 	__u64 src_hi, src_lo, dst_hi, dst_lo; /* same encoding as fs_flow_key */
 	__u32 seq, ack;
 	__u32 payload_len;
+	__u32 ip_len;       /* IP total length (IPv6: 40 + payload length) */
 	__u16 sport, dport; /* host order; 0 without FS_PF_PORTS */
 	__u16 window;
 	__u8 l3, proto, tcp_flags, pflags, icmp_type, icmp_code;
@@ -109,7 +110,8 @@ static __always_inline int parse_iphdr(struct fs_cursor *c, void *data_end, stru
 	p->src_lo = fs_ntohl(iph->saddr);
 	p->dst_hi = 0;
 	p->dst_lo = fs_ntohl(iph->daddr);
-	*l4len = (__s32)fs_ntohs(iph->tot_len) - (__s32)ihl;
+	p->ip_len = fs_ntohs(iph->tot_len);
+	*l4len = (__s32)p->ip_len - (__s32)ihl;
 	__u16 fw = fs_ntohs(iph->frag_off);
 	*frag = (fw & 0x1FFF) != 0;
 	c->pos += ihl;
@@ -136,6 +138,7 @@ static __always_inline int parse_ip6hdr(struct fs_cursor *c, void *data_end, str
 	p->dst_lo = fs_addr_word(ip6->daddr.in6_u.u6_addr32[2], ip6->daddr.in6_u.u6_addr32[3]);
 	/* Counted from the end of the fixed header; each extension header subtracts itself. */
 	__s32 left = fs_ntohs(ip6->payload_len);
+	p->ip_len = 40 + left;
 	int proto = ip6->nexthdr;
 	c->pos = ip6 + 1;
 	*frag = 0;
@@ -261,6 +264,7 @@ static __always_inline int parse_frame(void *data, void *data_end, struct fs_pkt
 			p->icmp_code = ic[1];
 			p->pflags |= FS_PF_ICMP;
 		}
+		l4len -= 8; /* the message after the 8-byte ICMP header, as Zeek sizes it */
 	}
 	if (r < 0)
 		return r;

@@ -442,21 +442,25 @@ def test_event_rule_on_a_tcp_session(h):
     got = [(int(e["tcp_flags"]), int(e["reason"]), int(e["state"]), int(e["hist_len"]))
            for e in ev]
     S = L.TcpState
+    Z = R.ZEEK  # first packet / pure ACK / data of a direction, anything after both closed
     assert got == [
         (SYN, R.NEW | R.CTRL | R.STATE, S.SYN_SENT, 1),
-        (SYN | ACK, R.CTRL | R.STATE, S.SYN_RECEIVED, 2),
-        (ACK, R.STATE, S.ESTABLISHED, 2),
-        (PSH | ACK, R.DATA, S.ESTABLISHED, 3),
-        (PSH | ACK, R.DATA, S.ESTABLISHED, 4),
-        (FIN | ACK, R.CTRL | R.STATE, S.FIN_WAIT, 5),
+        (SYN | ACK, R.CTRL | R.STATE | Z, S.SYN_RECEIVED, 2),  # the responder's first packet
+        (ACK, R.STATE | Z, S.ESTABLISHED, 2),  # the initiator's first pure ACK
+        (ACK, Z, S.ESTABLISHED, 2),  # the responder's first pure ACK (the initiator's 2nd: none)
+        (PSH | ACK, R.DATA | Z, S.ESTABLISHED, 3),
+        (PSH | ACK, R.DATA | Z, S.ESTABLISHED, 4),
+        (FIN | ACK, R.CTRL | R.STATE | Z, S.FIN_WAIT, 5),
         (FIN | ACK, R.CTRL, S.FIN_WAIT, 6),
-        (FIN | ACK, R.CTRL | R.STATE, S.CLOSING_TCP, 7),
-        (ACK, R.STATE, S.CLOSED, 7),
+        (FIN | ACK, R.CTRL | R.STATE | Z, S.CLOSING_TCP, 7),
+        (ACK, R.STATE | Z, S.CLOSED, 7),  # after both FINs every packet is sent
     ]
     last = ev[-1]
     assert int(last["pkts"].sum()) == n  # counters cover the packets that sent no event
     assert int(last["pkts"][0]) == 8 and int(last["pkts"][1]) == 5
     assert last["payload"].tolist() == [3, 4]
+    assert last["ip_bytes"].tolist() == [8 * 40 + 3, 5 * 40 + 4]  # IPv4 + TCP headers + data
+    assert last["flags_or"].tolist() == [SYN | ACK | PSH | FIN, SYN | ACK | PSH | FIN]
     assert h.counters()["events"] == len(ev)
 
 
@@ -495,8 +499,10 @@ def test_mid_stream_pickup_stays_quiet(h):
     for _ in range(5):
         h.run(tcp4(flags=ACK))
     ev = h.events()
-    assert len(ev) == 1 and int(ev[0]["state"]) == L.TcpState.ACTIVE
+    # the first packet, then the direction's first pure ACK (Zeek's 'A'); then nothing
+    assert len(ev) == 2 and {int(e["state"]) for e in ev} == {L.TcpState.ACTIVE}
     assert int(ev[0]["reason"]) == L.EventReason.NEW | L.EventReason.DATA
+    assert int(ev[1]["reason"]) == L.EventReason.ZEEK and int(ev[1]["pkts"][0]) == 2
 
 
 def test_udp_flow_sends_only_its_first_packet(h):
@@ -670,7 +676,10 @@ def test_veth_ping_and_tcp_session(veth):
         m.close()
 
     ic = _flow_events(ev, 1)
-    assert len(ic) == 1 and int(ic[0]["hook"]) == L.Hook.TC  # echo request leaves via TC
+    # the first echo request leaves via TC, the first reply (the other direction's first
+    # packet) comes in via XDP; the other two pings send nothing
+    assert [int(e["hook"]) for e in ic] == [L.Hook.TC, L.Hook.XDP]
+    assert int(ic[1]["reason"]) == L.EventReason.ZEEK
     ik = keys["proto"] == 1
     assert vals[ik][0]["pkts"].sum() == 6  # 3 requests (TC) + 3 replies (XDP)
     tcp_ev = _flow_events(ev, 6)
