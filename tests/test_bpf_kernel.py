@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from bpf_helpers import require_bpf
 from flowscope import layout as plo
+from flowscope._kernels import parse as offline_parse
 from flowscope.sensor import layout as L
 
 # ---------------------------------------------------------------------------
@@ -355,10 +356,9 @@ def test_random_garbage_never_breaks(h):
 
 
 def _offline_row(frame: bytes):
-    parse = pytest.importorskip("flowscope._kernels.parse")
     out = np.zeros(1, dtype=plo.PKT_DTYPE)
     buf = np.frombuffer(frame, dtype=np.uint8).copy()
-    parse.parse_frame(buf, 0, len(frame), len(frame), 1, 0, out, 0)
+    offline_parse.parse_frame(buf, 0, len(frame), len(frame), 1, 0, out, 0)
     return out[0]
 
 
@@ -428,8 +428,8 @@ def test_kernel_matches_offline_parser(h, i):
 _PERR_COUNTER = {plo.PERR_TRUNCATED: "truncated", plo.PERR_NOT_IP: "not_ip",
                  plo.PERR_BAD_HEADER: "bad_header"}
 TPIDS = (0x8100, 0x88A8, 0x9100)
-MAX_L2_LAYERS = 8  # flowscope._kernels.parse.MAX_L2_LAYERS (imported lazily: numba)
-MAX_MPLS_LABELS = 8
+MAX_L2_LAYERS = offline_parse.MAX_L2_LAYERS
+MAX_MPLS_LABELS = offline_parse.MAX_MPLS_LABELS
 
 
 def check_parity(h, frame: bytes, hooks=("xdp", "tc")) -> int:
@@ -554,15 +554,20 @@ L2_FRAMES = l2_frames()
 
 def test_l2_frames_cover_every_outcome():
     """The frame list reaches each offline outcome, so the parity test below means something."""
-    pytest.importorskip("flowscope._kernels.parse")
     errs = {int(_offline_row(f)["error"]) for _, f in L2_FRAMES}
     assert errs == {plo.PERR_NONE, plo.PERR_TRUNCATED, plo.PERR_NOT_IP, plo.PERR_BAD_HEADER}
 
 
-def test_offline_l2_bounds_are_the_kernel_defaults():
-    from flowscope._kernels import parse
+def test_kernel_l2_bounds_are_the_offline_bounds():
+    import re
+    from pathlib import Path
 
-    assert (parse.MAX_L2_LAYERS, parse.MAX_MPLS_LABELS) == (MAX_L2_LAYERS, MAX_MPLS_LABELS)
+    text = (Path(__file__).resolve().parents[1] / "bpf" / "fs_parse.h").read_text()
+    for name, want in (("FS_MAX_L2_LAYERS", MAX_L2_LAYERS),
+                       ("FS_MAX_MPLS_LABELS", MAX_MPLS_LABELS),
+                       ("FS_MAX_IPV6_EXT", offline_parse.MAX_IPV6_EXT)):
+        m = re.search(rf"^#define {name} (\d+)", text, re.M)
+        assert m and int(m.group(1)) == want, name
 
 
 def test_kernel_l2_walk_matches_offline_parser(h):
