@@ -32,8 +32,10 @@
 #ifndef FS_MAX_MPLS_LABELS
 #define FS_MAX_MPLS_LABELS 8 /* same bound as the offline parser's MAX_MPLS_LABELS */
 #endif
-/* Deepest L3 start the walk can return: Ethernet, FS_MAX_L2_LAYERS tags, a full MPLS stack. */
-#define FS_L2_MAX_BYTES (14 + 4 * FS_MAX_L2_LAYERS + 4 * FS_MAX_MPLS_LABELS)
+/* Deepest L3 start the walk can return: Ethernet, FS_MAX_L2_LAYERS tags, then a full MPLS
+ * stack or a PPPoE header (8 bytes), whichever is longer. */
+#define FS_L2_MAX_BYTES                                                                        \
+	(14 + 4 * FS_MAX_L2_LAYERS + (FS_MAX_MPLS_LABELS > 2 ? 4 * FS_MAX_MPLS_LABELS : 8))
 #ifndef FS_MAX_IPV6_EXT
 #define FS_MAX_IPV6_EXT 8 /* same bound as the offline parser's MAX_IPV6_EXT */
 #endif
