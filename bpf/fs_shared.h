@@ -103,7 +103,7 @@ enum fs_counter {
 				 * - NOT_IP - BAD_HEADER - MAP_FULL; not counted per packet to keep
 				 * the hot path at one counter) */
 	FS_CNT_TRUNCATED = 1,   /* frame ends inside a header (unmatched) */
-	FS_CNT_NOT_IP = 2,      /* no IPv4/IPv6 inside (ARP, LLDP, MPLS, PPPoE, ...) (unmatched) */
+	FS_CNT_NOT_IP = 2,      /* no IPv4/IPv6 inside (ARP, LLDP, ...) (unmatched) */
 	FS_CNT_BAD_HEADER = 3,  /* impossible header field: IP version mismatch, IHL < 5, TCP data
 				 * offset < 5 (unmatched) */
 	FS_CNT_MAP_FULL = 4,    /* new flow not inserted: flow map full (packet not counted) */
