@@ -13,10 +13,9 @@ count, so relative sequence numbers are modulo 2**32), checksums are not verifie
 stream reassembly (no ``G``, no deferred close while data is pending), at most
 ``ZEEK_HISTORY_MAX`` letters are kept, and a TCP row without a TCP header counts as "other".
 
-One Zeek rule the kernel does not model is kept behind a switch: ``TCP_Endpoint::CheckHistory``
-flips a connection whose whole history is ``H`` (it began with an unflipped SYN+ACK) as soon as
-an ``A`` or ``D`` letter is due, and rewrites the history to ``^h``. ``ZeekConn(h_flip=True)``
-does what Zeek does; ``h_flip=False`` what the kernel does today.
+``TCP_Endpoint::CheckHistory`` flips a connection whose whole history is ``H`` (it began with
+an unflipped SYN+ACK) as soon as an ``A`` or ``D`` letter is due, and rewrites the history to
+``^h``; the twin does it where Zeek does.
 """
 
 from __future__ import annotations
@@ -70,8 +69,7 @@ class Endpoint:
 class ZeekConn:
     """Zeek's view of one flow; ``packet(p, side)`` with flowscope sides (0 = initiator)."""
 
-    def __init__(self, h_flip: bool = True):
-        self.h_flip = h_flip
+    def __init__(self):
         self.ep = [Endpoint(), Endpoint()]
         self.orig = 0  # flowscope side that is Zeek's originator
         self.started = False
@@ -86,7 +84,7 @@ class ZeekConn:
 
     def check_history(self, side: int, kind: str, code: str) -> bool:
         """Add ``code`` the first time ``kind`` is seen in this direction; True if seen before."""
-        if self.h_flip and code in "AD" and self.history == "H":
+        if code in "AD" and self.history == "H":
             # a connection that began with a SYN+ACK, now showing real traffic: flip it
             self.flip_roles()
             self.history = "^h"
@@ -124,13 +122,10 @@ class ZeekConn:
             return
         self.last_time = p["ts"]
         ep = self.ep[side]
+        # ICMP rows carry the message after the 8-byte ICMP header as their payload already
+        ep.payload += p["payload_len"]
         if proto == 17:
-            ep.payload += p["payload_len"]
             self.check_history(side, "data", "D")
-        elif proto in (1, 58):
-            ep.payload += max(p["payload_len"] - 8, 0)  # after the 8-byte ICMP header
-        else:
-            ep.payload += p["payload_len"]
 
     def new_conn(self, p: dict, side: int) -> None:
         """IPBasedAnalyzer::NewConn: the sender is the originator unless ports say otherwise."""
@@ -322,9 +317,9 @@ def _i64(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-def naive_zeek(rows, h_flip: bool = True) -> tuple[list[int], bytes]:
+def naive_zeek(rows) -> tuple[list[int], bytes]:
     """Run ``(row, side)`` pairs (rows as PKT_DTYPE dicts) through one ZeekConn; its packed row."""
-    c = ZeekConn(h_flip=h_flip)
+    c = ZeekConn()
     for p, side in rows:
         c.packet(p, side)
     return c.pack()

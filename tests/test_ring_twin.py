@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowscope.sensor.ring import drain_records
+from flowscope._kernels.ring import drain_records
 from naive_ring import BUSY, DISCARD, naive_drain, record_span, write_ring
 
 SENTINEL = np.uint64(0xDEADBEEFDEADBEEF)

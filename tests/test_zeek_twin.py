@@ -83,7 +83,7 @@ def _diff(kw, tw) -> str:
 
 
 def _compare(arr: np.ndarray, sides: list[int]) -> None:
-    twin = ZeekConn(h_flip=False)  # the kernel does not model Zeek's "H" flip (see below)
+    twin = ZeekConn()
     for i, (kw, kh) in enumerate(_kernel_rows(arr, sides)):
         twin.packet(_as_dict(arr[i]), sides[i])
         tw, th = twin.pack()
@@ -222,9 +222,9 @@ def test_kernel_equals_twin_on_a_history_longer_than_the_cap():
 # ---- the twin against Zeek's known answers ---------------------------------------------
 
 
-def _twin_history(*pkts, h_flip=True, **ports):
+def _twin_history(*pkts, **ports):
     arr, sides = _tcp_flow(*pkts, **ports)
-    return naive_zeek([(_as_dict(r), s) for r, s in zip(arr, sides)], h_flip=h_flip)[1].decode()
+    return naive_zeek([(_as_dict(r), s) for r, s in zip(arr, sides)])[1].decode()
 
 
 def test_twin_handshake_data_close_is_shadadff():
@@ -244,10 +244,8 @@ def test_syn_ack_then_ack_flips_in_the_twin():
     # Zeek's TCP_Endpoint::CheckHistory: history "H" and an A or D due: flip, history "^h"
     pk = [(0, SYN | ACK, 500, 101, 0), (1, ACK, 101, 501, 0), (1, PSH | ACK, 101, 501, 5)]
     assert _twin_history(*pk, a_port=888, b_port=40000) == "^hAD"
-    assert _twin_history(*pk, a_port=888, b_port=40000, h_flip=False) == "Had"
 
 
-@pytest.mark.xfail(strict=True, reason="kernel does not flip an 'H' history on A/D as Zeek does")
 def test_kernel_flips_syn_ack_first_connection_on_ack_like_zeek():
     arr, sides = _tcp_flow((0, SYN | ACK, 500, 101, 0), (1, ACK, 101, 501, 0),
                            a_port=888, b_port=40000)
@@ -298,7 +296,7 @@ CAPTURES = sorted(p.name for p in (Path(__file__).parent / "data").iterdir()
 def test_golden_capture_kernel_equals_twin(name, data_dir):
     flows = _flows_of_capture(data_dir / name)
     for fid, (pkts, rec) in flows.items():
-        words, hist = naive_zeek(pkts, h_flip=False)
+        words, hist = naive_zeek(pkts)
         kw = [int(w) for w in rec["zeek"]]
         kh = bytes(rec["zhist"][: int(rec["zhist_len"])])
         assert (kw, kh) == (words, hist), f"flow {fid}: {_diff(kw, words)}; {kh} vs {hist}"

@@ -103,7 +103,18 @@ def _letter(code, is_orig):
 
 @kernel
 def _check(fz, fzh, s, is_orig, mask, code):
-    """Zeek's Connection::CheckHistory: add ``code`` the first time; True if seen before."""
+    """Zeek's Connection::CheckHistory: add ``code`` the first time; True if seen before.
+
+    As TCP_Endpoint::CheckHistory does, a connection whose whole history is ``H`` (it
+    began with a SYN+ACK it was not flipped for) is flipped when an ``A`` or ``D`` is due,
+    its history becoming ``^h``; ``is_orig`` is the packet's role before that flip.
+    """
+    if (code == 65 or code == 68) and fz[s, Z_HLEN] == 1 and fzh[s, 0] == 72:
+        fz[s, Z_CTL] ^= CTL_ORIG1
+        fzh[s, 0] = 94  # '^'
+        fzh[s, 1] = 104  # 'h'
+        fz[s, Z_HLEN] = 2
+        is_orig = not is_orig
     shift = CTL_HS_SHIFT_ORIG if is_orig else CTL_HS_SHIFT_RESP
     bit = np.int64(mask) << shift
     ctl = fz[s, Z_CTL]
@@ -208,6 +219,7 @@ def _tcp_packet(fz, fzh, s, side, p):
             _check(fz, fzh, s, is_orig, HIST_DATA, 68)  # 'D'
         elif ackf:
             _check(fz, fzh, s, is_orig, HIST_ACK, 65)  # 'A'
+        is_orig = side == (fz[s, Z_CTL] & CTL_ORIG1)  # the check may have flipped the roles
 
     # update_window: zero windows
     if p.window == 0 and not rst and pstate != TCP_CLOSED and state != TCP_RESET:
