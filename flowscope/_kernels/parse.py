@@ -119,8 +119,11 @@ PPP_MPLS_MC = 0x0283
 #: SNAP OUIs whose protocol field is an EtherType (RFC 1042; 802.1H bridge tunnel).
 OUI_ENCAP_ETHER = 0x000000
 OUI_BRIDGE_TUNNEL = 0x0000F8
-#: IEEE 802.11 frame control: type data, and the flag bits of its second byte.
+#: IEEE 802.11 frame control: type data, subtype bits of its first byte, flag
+#: bits of its second byte.
 WLAN_TYPE_DATA = 2
+WLAN_SUBTYPE_NODATA = 0x40  # null function / CF subtypes without a body
+WLAN_SUBTYPE_QOS = 0x80
 WLAN_FLAG_PROTECTED = 0x40
 WLAN_FLAG_ORDER = 0x80
 #: NFLOG: header family bytes, and the TLV type holding the packet.
@@ -321,7 +324,7 @@ def _wlan(buf, p, end, r):
         return p, _TRUNC
     fc = buf[p]
     flags = buf[p + 1]
-    if ((fc >> 2) & 3) != WLAN_TYPE_DATA or (fc & 0x40) != 0:
+    if ((fc >> 2) & 3) != WLAN_TYPE_DATA or (fc & WLAN_SUBTYPE_NODATA) != 0:
         return p, _ET_NONE
     ds = flags & 3
     hdr = 30 if ds == 3 else 24
@@ -341,7 +344,7 @@ def _wlan(buf, p, end, r):
     if (flags & WLAN_FLAG_PROTECTED) != 0:
         return p, _ET_NONE
     amsdu = False
-    if (fc & 0x80) != 0:  # QoS data
+    if (fc & WLAN_SUBTYPE_QOS) != 0:
         if end - p < hdr + 2:
             return p, _TRUNC
         amsdu = (buf[p + hdr] & 0x80) != 0
