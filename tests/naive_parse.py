@@ -219,10 +219,13 @@ def _ethertype(f, p, et, row):
             if f[p] >> 4 in (4, 6):
                 return p, f[p] >> 4
             fail(L.PERR_NOT_IP)
-        elif et == 0x8864:  # PPPoE session: 6-byte header + PPP protocol
+        elif et == 0x8864:  # PPPoE session: 6-byte header + PPP protocol (IPv4/IPv6 only)
             need(8)
-            et = PPP_PROTOCOLS.get(struct.unpack_from("!H", f, p + 6)[0])
+            ppp = struct.unpack_from("!H", f, p + 6)[0]
             p += 8
+            if ppp in (0x0021, 0x0057):
+                return p, 4 if ppp == 0x0021 else 6
+            fail(L.PERR_NOT_IP)
         elif et in (0x88E7, 0x8903):  # PBB I-TAG / FabricPath FTag+TTL, then inner Ethernet
             p += 4 if et == 0x88E7 else 2
             need(14)

@@ -251,11 +251,17 @@ def _ethertype_walk(buf, p, end, et, r):
                 return p, 6
             return p, _NOT_IP
         elif et == ETH_P_PPPOE_SESS:
-            # version/type, code, session id, length; then the PPP protocol
+            # version/type, code, session id, length; then the PPP protocol:
+            # IPv4 or IPv6 only (Zeek's PPPoE analyzer forwards nothing else)
             if p + 8 > end:
                 return p, _TRUNC
-            et = _ppp_ethertype(_be16(buf, p + 6))
+            ppp = _be16(buf, p + 6)
             p += 8
+            if ppp == PPP_IPV4:
+                return p, 4
+            if ppp == PPP_IPV6:
+                return p, 6
+            return p, _NOT_IP
         elif et == ETH_P_PBB or et == ETH_P_FABRICPATH:
             skip = 4 if et == ETH_P_PBB else 2
             if p + skip + 14 > end:
