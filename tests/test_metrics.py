@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 import signal
@@ -295,32 +294,7 @@ def test_pcap_is_not_affected(tmp_path):
 # --- a live sensor, scraped (root + BPF) ------------------------------------------------------
 
 
-def _sh(*args, check=True):
-    return subprocess.run(list(args), check=check, capture_output=True, text=True, timeout=20)
-
-
-@pytest.fixture
-def veth():
-    """Our end of a veth pair whose peer sits in a new netns: (ifname, our v4, netns)."""
-    from bpf_helpers import require_bpf
-
-    require_bpf("ip")
-    tag = f"{os.getpid() % 100000}"
-    ns, a, b = f"fsmx{tag}", f"fsmx{tag}a", f"fsmx{tag}b"
-    n = os.getpid() % 200 + 20
-    _sh("ip", "netns", "del", ns, check=False)
-    _sh("ip", "link", "del", a, check=False)
-    try:
-        _sh("ip", "netns", "add", ns)
-        _sh("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)
-        _sh("ip", "addr", "add", f"10.205.{n}.1/24", "dev", a)
-        _sh("ip", "link", "set", a, "up")
-        _sh("ip", "-n", ns, "addr", "add", f"10.205.{n}.2/24", "dev", b)
-        _sh("ip", "-n", ns, "link", "set", b, "up")
-        yield a, f"10.205.{n}.1", ns
-    finally:
-        _sh("ip", "link", "del", a, check=False)
-        _sh("ip", "netns", "del", ns, check=False)
+from test_live import topo  # noqa: E402, F401 - the veth pair into a new netns
 
 
 def _tcp_exchange(ours: str, ns: str) -> None:
@@ -350,10 +324,11 @@ def _tcp_exchange(ours: str, ns: str) -> None:
                 client.wait(5)
 
 
-def test_a_live_sensor_exports_every_family(veth, tmp_path):
+def test_a_live_sensor_exports_every_family(topo, tmp_path):
     """Scrape ``flowscope live``: every family, the naming rules, build info, interface and
     direction labels of the drained events, and totals that agree with each other."""
-    ifname, ours, ns = veth
+    ifname, peer, _, ns = topo
+    ours = peer.rsplit(".", 1)[0] + ".1"
     port = _free_port()
     err = tmp_path / "live.err"
     proc = subprocess.Popen([sys.executable, "-m", "flowscope", "live", "-i", ifname, "--json",
