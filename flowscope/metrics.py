@@ -34,6 +34,7 @@ Exposed (metric names as scraped):
 ``flowscope_flows_active``                                    gauge    flows held now
 ``flowscope_flows_created_total``                             counter  by the tracker
 ``flowscope_flows_ended_total{reason}``                       counter  fin, rst, idle_timeout, ...
+``flowscope_flows_ended_from_map_total``                      counter  FIN/RST event lost
 ``flowscope_kernel_flows_started_total{kind}``                counter  new, restart
 ``flowscope_kernel_insert_races_total``                       counter  insert lost to another CPU
 ``flowscope_sweep_races_total``                               counter  swept entry not put back
@@ -93,6 +94,8 @@ FAMILIES = (
            "Flows created by the tracker."),
     Family("flowscope_flows_ended", "counter", "flows", ("reason",),
            "Flows ended by the tracker, by end reason."),
+    Family("flowscope_flows_ended_from_map", "counter", "flows", (),
+           "Flows whose FIN/RST event was lost (ring full), ended from the kernel map."),
     Family("flowscope_kernel_flows_started", "counter", "flows", ("kind",),
            "Flow map entries started by the kernel: new entries and Closed/Reset entries "
            "restarted."),
@@ -173,7 +176,8 @@ def snapshot(tracker_stats: Any, kernel_counters: Optional[Mapping[str, int]],
             out.append((where[0], () if where[1] is None else (where[1],), int(n)))
     if sensor_stats is not None:
         s, names = sensor_stats, interfaces or {}
-        out += [("flowscope_sweep_races", (), int(s.sweep_races)),
+        out += [("flowscope_flows_ended_from_map", (), int(s.lost_ends)),
+                ("flowscope_sweep_races", (), int(s.sweep_races)),
                 ("flowscope_ring_events_stale", (), int(s.stale_events))]
         out += [("flowscope_ring_events_drained", (names.get(i, str(i)), DIRECTIONS[h]), int(n))
                 for (i, h), n in sorted(s.events_by_hook.items())]
@@ -263,7 +267,7 @@ class MetricsServer:
             ``sensor.maps.counters_dict(fd)``: every kernel counter by lower-case name.
         sensor_stats : SensorStats, optional
             The sensor's own totals: ``events_by_hook`` (``{(ifindex, hook): events
-            drained}``), ``stale_events``, ``sweep_races``.
+            drained}``), ``stale_events``, ``lost_ends``, ``sweep_races``.
         interfaces : dict of int to str, optional
             Interface name by ifindex. Names once given are kept, so an interface the
             sensor no longer watches keeps its label.

@@ -45,7 +45,7 @@ def kernel(k: int = 1) -> dict[str, int]:
 def sensor(k: int = 1) -> SensorStats:
     return SensorStats(events=13 * k, events_by_hook={(3, Hook.XDP): 5 * k, (3, Hook.TC): 7 * k,
                                                       (9, Hook.XDP): 1 * k},
-                       stale_events=2 * k, sweep_races=1 * k)
+                       stale_events=2 * k, lost_ends=4 * k, sweep_races=1 * k)
 
 
 IFACES = {3: "eth0", 9: "eth1"}
@@ -130,6 +130,7 @@ def test_values_types_and_labels(server):
         (("reason", "fin"),): 40, (("reason", "rst"),): 20, (("reason", "idle_timeout"),): 15,
         (("reason", "evicted"),): 5, (("reason", "shutdown"),): 10}
     assert sum(m["flowscope_flows_ended_total"].values()) == stats().flows_ended
+    assert m["flowscope_flows_ended_from_map_total"] == {(): 4}
     assert m["flowscope_kernel_flows_started_total"] == {
         (("kind", "new"),): k[Counter.FLOWS_NEW], (("kind", "restart"),): k[Counter.FLOWS_RESTART]}
     assert m["flowscope_kernel_insert_races_total"] == {(): k[Counter.INSERT_RACE]}
