@@ -42,7 +42,7 @@ def live_settings(config: Config, sweep_interval_flag: float | None = None,
     if extractor != "five-tuple":
         raise ConfigError("live: only --extractor five-tuple (the kernel keys flows that way)")
     if tracker.infer_tcp_initiator:
-        raise ConfigError("live: --infer-tcp-initiator is not supported (the kernel's TCP "
+        raise ConfigError("live: infer_tcp_initiator is not supported (the kernel's TCP "
                           "mirror takes the first packet's sender as the initiator)")
     sensor = sensor.replace(map_size=sensor.map_size or tracker.max_flows)
     return tracker.replace(sweep_interval=None, max_flows=tracker_capacity(sensor)), sensor
