@@ -129,7 +129,7 @@ def _readable(root: Path) -> None:
             os.chmod(os.path.join(d, f), 0o644)
 
 
-def build(out: Path, usr_include: Path = USR_INCLUDE) -> Path:
+def build(out: Path, usr_include: Path | None = None) -> Path:
     """Build (or keep, when current) the include tree at ``out``; return ``out``.
 
     The tree is written beside ``out`` and renamed into place, so a concurrent
@@ -140,6 +140,7 @@ def build(out: Path, usr_include: Path = USR_INCLUDE) -> Path:
     KincludeError
         When the uapi headers are missing or ``out`` cannot be written.
     """
+    usr_include = usr_include or USR_INCLUDE
     arch, asm = _sources(usr_include)
     key = _key(usr_include)
     try:
@@ -184,8 +185,9 @@ def build(out: Path, usr_include: Path = USR_INCLUDE) -> Path:
 _private: list[Path] = []
 
 
-def prepare(usr_include: Path = USR_INCLUDE) -> Path:
+def prepare(usr_include: Path | None = None) -> Path:
     """The include tree in the first writable cache directory (see module docstring)."""
+    usr_include = usr_include or USR_INCLUDE
     _sources(usr_include)  # a missing header package is reported as such, not as "unwritable"
     for root in cache_roots():
         if writable_dir(root):
