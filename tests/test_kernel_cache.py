@@ -20,6 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 MESSAGE = "flowscope: compiling the packet engine"
 PROBE = ("import numpy as np, flowscope._kernels as k\n"
+         "k.ANNOUNCE = True  # as in the flowscope command\n"
          "from flowscope._kernels.capture import _ts_ns\n"
          "assert _ts_ns(np.int64(5), np.int64(6), np.int64(0)) == 5000\n"
          "print(k.CACHE_DIR)\n")
@@ -104,6 +105,13 @@ def test_any_kernel_source_change_drops_the_cache(tmp_path):
         assert len(err) == 1 and MESSAGE in err[0], name
         _, err = _run(env, pkg)
         assert err == [], name
+
+
+def test_library_callers_get_no_message(tmp_path):
+    env = dict(_env(NUMBA_CACHE_DIR=str(tmp_path)), PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-c", PROBE.replace("k.ANNOUNCE = True", "pass")],
+                       env=env, capture_output=True, text=True, timeout=180, cwd="/")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
 def test_unwritable_cache_dir_falls_back_to_the_package(tmp_path):

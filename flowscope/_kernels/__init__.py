@@ -19,7 +19,8 @@ kernels, and drops that cache when it could be stale:
   every cached flowscope kernel is deleted before any is loaded.
 
 When a kernel really has to be compiled (numba's ``numba:compile`` event, which
-a cache hit does not raise), one line on stderr says so, once per process.
+a cache hit does not raise) in the ``flowscope`` command, one line on stderr says
+so, once per process; a library caller gets no output (``ANNOUNCE`` overrides).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ _KERNEL_RE = re.compile(rb"^\s*@(?:numba\.)?(?:njit|jit|cfunc|vectorize)\b", re.
 
 #: Where the kernels are cached: "pycache", a directory path, or "memory". Set on import.
 CACHE_DIR: str = ""
+#: Print the compile line: True, False, or None = only in the ``flowscope`` command.
+ANNOUNCE: bool | None = None
 
 
 def kernel_sources() -> list[str]:
@@ -185,6 +188,13 @@ def _compile_in_memory() -> None:
     Dispatcher.enable_caching = enable_caching
 
 
+def _in_command() -> bool:
+    """Whether this process is the ``flowscope`` command (console script or ``-m flowscope``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return (getattr(spec, "name", "") == "flowscope.__main__"
+            or os.path.basename(sys.argv[0] if sys.argv else "") == "flowscope")
+
+
 def _announce_compiles(where: str) -> None:
     """Print one line on stderr at the first compile of a flowscope kernel."""
     from numba.core import event
@@ -205,7 +215,8 @@ def _announce_compiles(where: str) -> None:
             disp = (ev.data or {}).get("dispatcher")
             if getattr(getattr(disp, "py_func", None), "__module__", "").startswith("flowscope."):
                 type(self).done = True
-                print(msg, file=sys.stderr, flush=True)
+                if ANNOUNCE or (ANNOUNCE is None and _in_command()):
+                    print(msg, file=sys.stderr, flush=True)
 
         def on_end(self, ev):
             pass
