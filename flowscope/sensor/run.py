@@ -37,8 +37,8 @@ def _checks(interfaces: Sequence[str]) -> None:
 
     try:
         preflight(interfaces)
-    except PreflightError as exc:
-        raise UsageError(str(exc)) from None
+    except PreflightError as exc:  # one "live: ..." line per problem
+        raise UsageError("\nflowscope: ".join(exc.problems)) from None
 
 
 def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
