@@ -16,10 +16,11 @@ from ..layout import META_KIND_SHIFT, META_L3_SHIFT, META_PORT_A_SHIFT, META_PRO
 kernel = njit(cache=True, nogil=True, _nrt=False)
 inline_kernel = njit(cache=True, nogil=True, _nrt=False, inline="always")
 
-_KIND = np.uint64(META_KIND_SHIFT)
-_L3 = np.uint64(META_L3_SHIFT)
-_PROTO = np.uint64(META_PROTO_SHIFT)
-_PORT_A = np.uint64(META_PORT_A_SHIFT)
+# the key's metadata word (layout "flow keys"): shifts as uint64, so numba keeps words unsigned
+KIND_SHIFT = np.uint64(META_KIND_SHIFT)
+L3_SHIFT = np.uint64(META_L3_SHIFT)
+PROTO_SHIFT = np.uint64(META_PROTO_SHIFT)
+PORT_A_SHIFT = np.uint64(META_PORT_A_SHIFT)
 _B8 = np.uint64(0xFF)
 _B16 = np.uint64(0xFFFF)
 
@@ -30,6 +31,6 @@ def unpack_meta(meta):
 
     The kernel twin of ``flowscope.layout.unpack_meta``.
     """
-    return (np.int64(meta >> _KIND), np.int64((meta >> _L3) & _B8),
-            np.int64((meta >> _PROTO) & _B8), np.int64((meta >> _PORT_A) & _B16),
+    return (np.int64(meta >> KIND_SHIFT), np.int64((meta >> L3_SHIFT) & _B8),
+            np.int64((meta >> PROTO_SHIFT) & _B8), np.int64((meta >> PORT_A_SHIFT) & _B16),
             np.int64(meta & _B16))

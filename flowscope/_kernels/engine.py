@@ -39,9 +39,9 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
     EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, PF_ABS, PF_ICMP, PF_MAC, PF_PORTS, PF_SYNC,
     PF_TCP, ST_ACTIVE, ST_CLOSED, ST_CLOSING_TCP, ST_ESTABLISHED, ST_FIN_WAIT, ST_RESET,
     ST_SYN_RECEIVED, ST_SYN_SENT, TH_ACK, TH_FIN, TH_RST, TH_SYN, Z_HLEN, ZEEK_HISTORY_MAX,
-    ZEEK_WORDS, META_KIND_SHIFT, META_L3_SHIFT, META_PORT_A_SHIFT, META_PROTO_SHIFT,
+    ZEEK_WORDS,
 )
-from .common import inline_kernel, kernel
+from .common import KIND_SHIFT, L3_SHIFT, PORT_A_SHIFT, PROTO_SHIFT, inline_kernel, kernel
 from .zeek import zeek_kernel_counters, zeek_packet, zeek_reset
 
 # ---- ctl slots -------------------------------------------------------------
@@ -117,12 +117,6 @@ S_DONE = 0  # every packet consumed
 S_EV_FULL = 1  # the event buffer is full: drain it and call again
 S_PAUSED = 2  # paused after a packet that created a flow (C_PAUSE_NEW)
 
-# the key's metadata word (layout "flow keys"), shifts as uint64 so numba keeps it unsigned
-_KIND = np.uint64(META_KIND_SHIFT)
-_L3 = np.uint64(META_L3_SHIFT)
-_PROTO = np.uint64(META_PROTO_SHIFT)
-_PORT_A = np.uint64(META_PORT_A_SHIFT)
-
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
@@ -163,7 +157,7 @@ def extract_key(pkts, i, kind):
             return False, z, z, z, z, z, 0
         s = np.uint64(p.smac)
         d = np.uint64(p.dmac)
-        meta = np.uint64(EXTRACT_MAC_PAIR) << _KIND
+        meta = np.uint64(EXTRACT_MAC_PAIR) << KIND_SHIFT
         if s <= d:
             return True, z, s, z, d, meta, 0
         return True, z, d, z, s, meta, 1
@@ -174,7 +168,7 @@ def extract_key(pkts, i, kind):
     dh = np.uint64(p.dst_hi)
     dl = np.uint64(p.dst_lo)
     if kind == EXTRACT_IP_PAIR:
-        meta = (np.uint64(EXTRACT_IP_PAIR) << _KIND) | (np.uint64(l3) << _L3)
+        meta = (np.uint64(EXTRACT_IP_PAIR) << KIND_SHIFT) | (np.uint64(l3) << L3_SHIFT)
         if sh < dh or (sh == dh and sl <= dl):
             return True, sh, sl, dh, dl, meta, 0
         return True, dh, dl, sh, sl, meta, 1
@@ -183,13 +177,13 @@ def extract_key(pkts, i, kind):
     if (p.pflags & PF_PORTS) == 0:
         sp = z
         dp = z
-    base = (np.uint64(l3) << _L3) | (np.uint64(p.proto) << _PROTO)
+    base = (np.uint64(l3) << L3_SHIFT) | (np.uint64(p.proto) << PROTO_SHIFT)
     if kind == EXTRACT_FIVE_TUPLE_DIRECTIONAL:
-        meta = (np.uint64(EXTRACT_FIVE_TUPLE_DIRECTIONAL) << _KIND) | base
-        return True, sh, sl, dh, dl, meta | (sp << _PORT_A) | dp, 0
+        meta = (np.uint64(EXTRACT_FIVE_TUPLE_DIRECTIONAL) << KIND_SHIFT) | base
+        return True, sh, sl, dh, dl, meta | (sp << PORT_A_SHIFT) | dp, 0
     if sh < dh or (sh == dh and (sl < dl or (sl == dl and sp <= dp))):
-        return True, sh, sl, dh, dl, base | (sp << _PORT_A) | dp, 0
-    return True, dh, dl, sh, sl, base | (dp << _PORT_A) | sp, 1
+        return True, sh, sl, dh, dl, base | (sp << PORT_A_SHIFT) | dp, 0
+    return True, dh, dl, sh, sl, base | (dp << PORT_A_SHIFT) | sp, 1
 
 
 @inline_kernel
