@@ -160,9 +160,9 @@ def split_units(data: bytes):
     return "raw", "<", b"", [data]
 
 
-def load_seeds(max_records: int = 48) -> list[tuple[str, bytes]]:
+def load_seeds(dirs=SEED_DIRS, max_records: int = 48) -> list[tuple[str, bytes]]:
     seeds = []
-    for d in SEED_DIRS:
+    for d in map(Path, dirs):
         if not d.is_dir():
             continue
         for p in sorted(d.iterdir()):
@@ -346,7 +346,9 @@ class Mutator:
                     _put(u, len(u) - 4, o + "I", v)
             elif m == 1:  # block type
                 _put(u, 0, o + "I", self.pick([1, 2, 3, 4, 5, 6, 0x0A0D0D0A, 0xBAD, 0x80000001]))
-            elif m == 2 or (m == 3 and btype != 1):  # interface: options
+            elif m == 2 and btype == 1 and len(u) >= 16:  # an interface's options, same link type
+                u = bytearray(self.idb(o, struct.unpack_from(o + "H", u, 8)[0]))
+            elif m == 2 or (m == 3 and btype != 1):  # a new interface
                 idb = self.idb(o)
                 units.insert(k, idb)
                 continue
@@ -396,7 +398,7 @@ class Mutator:
             units[k] = bytes(u)
         return b"".join(units)
 
-    def idb(self, o) -> bytes:
+    def idb(self, o, link=None) -> bytes:
         r = self.r
         opts = b""
         if r.random() < 0.8:
@@ -406,15 +408,41 @@ class Mutator:
         if r.random() < 0.6:
             opts += struct.pack(o + "HH", 14, 8) + struct.pack(o + "Q", self.pick(I64))
         opts += struct.pack(o + "HH", 0, 0)
-        body = struct.pack(o + "HHI", self.pick(LINKS) & 0xFFFF, 0, self.pick([0, 64, 65535, 262144]))
+        if link is None:
+            link = self.pick(LINKS) & 0xFFFF
+        body = struct.pack(o + "HHI", link, 0, self.pick([0, 64, 65535, 262144]))
         body += opts
         return struct.pack(o + "II", 1, len(body) + 12) + body + struct.pack(o + "I", len(body) + 12)
+
+    def to_pcapng(self, o, head: bytes, units: list) -> list:
+        """A pcap's records as pcapng blocks over 1-3 interfaces with random if_tsresol /
+        if_tsoffset (so one flow's packets can get timestamps far apart)."""
+        r = self.r
+        link = struct.unpack_from(o + "I", head, 20)[0] & 0xFFFF
+        nif = r.randrange(1, 4)
+        shb = struct.pack(o + "IHHq", BOM, 1, 0, -1)
+        blocks = [struct.pack(o + "II", 0x0A0D0D0A, 28) + shb + struct.pack(o + "I", 28)]
+        blocks += [self.idb(o, link) for _ in range(nif)]
+        for u in units:
+            sec, sub, incl, wire = struct.unpack_from(o + "IIII", u, 0)
+            raw = self.pick([sec * 1_000_000 + sub, r.getrandbits(64), self.pick(I64),
+                             sec * 1_000_000 + sub])
+            frame = u[16:]
+            body = struct.pack(o + "IIIII", r.randrange(nif), raw >> 32, raw & 0xFFFFFFFF,
+                               incl, wire) + frame
+            body += b"\0" * (-len(body) % 4)
+            blocks.append(struct.pack(o + "II", 6, len(body) + 12) + body
+                          + struct.pack(o + "I", len(body) + 12))
+        return blocks
 
     def case(self) -> tuple[bytes, str]:
         r = self.r
         name, data = self.pick(self.seeds)
         kind, o, head, units = split_units(data)
         how = [name]
+        if kind == "pcap" and r.random() < 0.3:
+            kind, units = "pcapng", self.to_pcapng(o, head, units)
+            how.append("to-pcapng")
         if kind == "pcap":
             data = self.mutate_pcap(o, head, units)
             how.append("pcap")
@@ -654,6 +682,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cli-every", type=int, default=50, metavar="K",
                     help="also run the CLI with every format on one case in K (0: never)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds before a case is a hang")
+    ap.add_argument("--seed-dir", action="append", metavar="DIR",
+                    help="take seed captures from DIR (repeatable; default: tests/data, "
+                         "tests/data/fuzz and /work/shared/pcaps)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -662,7 +693,7 @@ def main(argv=None) -> int:
     if args.cases is None and args.seconds is None:
         args.cases = 200
     rng = random.Random(args.seed)
-    seeds = load_seeds()
+    seeds = load_seeds(args.seed_dir or SEED_DIRS)
     mut = Mutator(rng, seeds)
     worker = Worker(args.timeout)
     outdir = Path(args.out) if args.out else None
@@ -688,7 +719,9 @@ def main(argv=None) -> int:
             problems = list(ans["problems"])
             if ans["status"] is not None and ans["status"] != expect:
                 problems.append(f"outcome {ans['status']}, expected {expect}: {ans['message']}")
-            if args.cli_every and (n % args.cli_every == 0 or problems):
+            # The CLI also runs on the first failing case of each kind (the rest are alike).
+            if args.cli_every and (n % args.cli_every == 0
+                                   or (problems and signature(problems) not in failures)):
                 cli_runs += 1
                 problems += run_cli(path, frames, expect, args.timeout)
             if problems:

@@ -56,10 +56,11 @@ def test_fuzzer_container_model_agrees_with_the_reader():
 
 def test_short_fixed_seed_fuzz_run():
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "fuzz.py"), "--seed", "20261201",
-                        "--cases", "120", "--cli-every", "60", "--timeout", "60"],
+                        "--cases", "1000", "--cli-every", "500", "--timeout", "60",
+                        "--seed-dir", str(DATA), "--seed-dir", str(FUZZ)],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert re.search(r"^120 cases in .* 0 failing", p.stdout, re.M), p.stdout
+    assert re.search(r"^1000 cases in .* 0 failing", p.stdout, re.M), p.stdout
 
 
 def test_output_checks_catch_bad_lines():
