@@ -180,7 +180,8 @@ class CaptureReader:
         At construction for a missing/unreadable file, an empty file, an
         unknown magic number or an unsupported pcap link type; while
         iterating, for a truncated or corrupt file (after the good records
-        before the damage were yielded).
+        before the damage were yielded), and after the last batch when
+        oversized pcapng packet or interface blocks had to be skipped.
     """
 
     def __init__(self, path, batch_size: int = 65536, chunk_bytes: int = 16 << 20):

@@ -321,9 +321,6 @@ def walk_pcapng(buf, st, out, ifs, seen):
             break
         if blen > MAX_BLOCK:
             if btype == BT_SHB:
-                if blen < 28:
-                    status = S_CORRUPT
-                    break
                 st[ST_NIF] = 0
             elif btype == BT_IDB:
                 k = st[ST_NIF]
