@@ -49,17 +49,17 @@ import time
 import traceback
 from pathlib import Path
 
+from flowscope.pcap import MAX_BLOCK, MAX_CAPLEN, SUPPORTED_LINKTYPES
+
 ROOT = Path(__file__).resolve().parents[1]
 SEED_DIRS = [ROOT / "tests" / "data", ROOT / "tests" / "data" / "fuzz", Path("/work/shared/pcaps")]
 FORMATS = ("jsonl", "eve", "zeek", "zeek-json", "table")
 
 # --- container model (independent of flowscope.pcap) ----------------------------------------
 
-#: The reader's limits (flowscope.pcap documents them); repeated here on purpose: the
-#: fuzzer's walker is a second, plain implementation of the container rules.
-MAX_CAPLEN = 0x40000 + 0x10000
-MAX_BLOCK = 4 << 20
-SUPPORTED_LINKTYPES = frozenset((0, 1, 12, 14, 101, 108, 113, 228, 229, 276))
+# The walker below is a second, plain implementation of the container rules; the limits
+# and the link types it applies (MAX_BLOCK, MAX_CAPLEN, SUPPORTED_LINKTYPES) are the
+# reader's own, imported above (one home for each fact).
 PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">",
                b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\x3c\x4d": ">"}
 NG_MAGIC = b"\x0a\x0d\x0d\x0a"
