@@ -9,6 +9,29 @@ about ``chunk_bytes`` + ``batch_size`` rows whatever the file size; the
 buffer grows only for a single record bigger than the chunk (up to
 ``MAX_BUFFER_BYTES``).
 
+Records and blocks of any size are read in that bounded memory:
+
+* a classic pcap record longer than ``MAX_CAPLEN`` (above any real snaplen)
+  is damage: ``CaptureError``;
+* a pcapng block longer than ``MAX_BLOCK`` (4 MiB: a packet block needs at
+  most MAX_CAPLEN plus its options) is never buffered: the reader streams
+  past it in chunk-sized reads and checks its trailing length (a mismatch
+  or the end of the file inside it is damage, as for any block). Skipping
+  costs nothing for a block flowscope does not read (statistics, name
+  resolution, decryption secrets, custom blocks...) and a Section Header
+  Block still starts its section. A packet block (EPB, PB, SPB) skipped
+  that way loses its packet, and a skipped Interface Description Block
+  leaves its interface's packets unmatched (``PERR_LINKTYPE``): both are
+  counted (``skipped_packets``, ``skipped_interfaces``, not in ``frames``)
+  and, once every later record has been read and yielded, reported by a
+  ``CaptureError`` (the output is incomplete).
+
+Timestamps are int64 ns since the epoch. Every conversion saturates at the
+int64 limits instead of wrapping: a pcapng timestamp is an unsigned 64-bit
+count of ``if_tsresol`` units, scaled to ns and shifted by ``if_tsoffset``
+(signed seconds), each step clamped to [INT64_MIN, INT64_MAX]. (A classic
+pcap timestamp, two unsigned 32-bit words, always fits.)
+
 Formats are told apart by their magic number, never by the file name:
 
 * classic pcap, microsecond (``a1b2c3d4``) or nanosecond (``a1b23c4d``)
@@ -48,15 +71,20 @@ from .layout import PKT_DTYPE
 __all__ = [
     "CaptureError",
     "CaptureReader",
+    "MAX_BLOCK",
     "MAX_BUFFER_BYTES",
+    "MAX_CAPLEN",
     "SUPPORTED_LINKTYPES",
     "iter_captures",
     "open_capture",
     "parse_bytes",
 ]
 
-#: The read buffer never grows beyond this (a record/block bigger is an error).
+#: The read buffer never grows beyond this: no record or block that is read into it is
+#: bigger (pcap records are at most MAX_CAPLEN, bigger pcapng blocks are streamed past).
 MAX_BUFFER_BYTES = K.MAX_BLOCK + (1 << 20)
+MAX_BLOCK = K.MAX_BLOCK
+MAX_CAPLEN = K.MAX_CAPLEN
 
 _PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": (False, False),  # (big-endian, ns timestamps)
@@ -134,7 +162,10 @@ class CaptureReader:
     format : str
         ``"pcap"``, ``"pcap-ns"`` or ``"pcapng"``.
     frames : int
-        Packet records read so far in the current iteration.
+        Packet records read (and yielded) so far in the current iteration.
+    skipped_packets, skipped_interfaces : int
+        pcapng packet blocks and Interface Description Blocks longer than
+        ``MAX_BLOCK`` streamed past so far (see the module docstring).
     bytes_read : int
         File bytes read so far in the current iteration.
     file_size : int
@@ -149,7 +180,8 @@ class CaptureReader:
         At construction for a missing/unreadable file, an empty file, an
         unknown magic number or an unsupported pcap link type; while
         iterating, for a truncated or corrupt file (after the good records
-        before the damage were yielded).
+        before the damage were yielded), and after the last batch when
+        oversized pcapng packet or interface blocks had to be skipped.
     """
 
     def __init__(self, path, batch_size: int = 65536, chunk_bytes: int = 16 << 20):
@@ -162,6 +194,8 @@ class CaptureReader:
         self.chunk_bytes = int(chunk_bytes)
         self.frames = 0
         self.bytes_read = 0
+        self.skipped_packets = 0
+        self.skipped_interfaces = 0
         self.linktypes: set[int] = set()
         self._stream = None  # a pipe (or "-" = standard input): read once, in order
         self._head = None
@@ -274,6 +308,8 @@ class CaptureReader:
         name = self.path
         self.frames = 0
         self.bytes_read = 0
+        self.skipped_packets = 0
+        self.skipped_interfaces = 0
         pcapng = self.format == "pcapng"
         if self._stream is not None:
             if self._head is None:
@@ -359,6 +395,8 @@ class CaptureReader:
                 n = int(st[K.ST_N])
                 if pcapng:
                     self._note_linktypes(seen)
+                    self.skipped_packets = int(st[K.ST_BIG_PKTS])
+                    self.skipped_interfaces = int(st[K.ST_BIG_IDBS])
                 if status == K.S_CORRUPT:
                     if n:
                         st[K.ST_N] = 0
@@ -370,10 +408,15 @@ class CaptureReader:
                     if n:
                         st[K.ST_N] = 0
                         yield out[:n]
-                    if fill - int(st[K.ST_POS]) > 0:
+                    if fill - int(st[K.ST_POS]) > 0 or st[K.ST_SKIP] or st[K.ST_TRAIL]:
                         what = "block" if pcapng else "packet record"
                         raise CaptureError(f"{name}: file ends in the middle of a {what} "
                                            f"(after {self.frames} packets)")
+                    if self.skipped_packets or self.skipped_interfaces:
+                        raise CaptureError(
+                            f"{name}: skipped {self.skipped_packets} packet and "
+                            f"{self.skipped_interfaces} interface blocks longer than "
+                            f"{MAX_BLOCK >> 20} MiB (read the other {self.frames} packets)")
                     return
 
     def _note_linktypes(self, seen: np.ndarray) -> None:

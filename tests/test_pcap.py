@@ -455,3 +455,137 @@ def test_prefetched_iteration_gives_the_same_batches_and_errors(data_dir):
     it = CaptureReader(path, batch_size=3).prefetched(depth=1)
     next(it)
     it.close()  # stopping early ends the reading thread
+
+
+def _ng_file(o, blocks, tsresol=None, tsoffset=None):
+    shb = struct.pack(o + "IHHq", 0x1A2B3C4D, 1, 0, -1)
+    opts = b""
+    if tsresol is not None:
+        opts += ng_option(o, 9, bytes([tsresol]))
+    if tsoffset is not None:
+        opts += ng_option(o, 14, struct.pack(o + "q", tsoffset))
+    if opts:
+        opts += struct.pack(o + "HH", 0, 0)
+    head = [ng_block(o, 0x0A0D0D0A, shb), ng_block(o, 1, struct.pack(o + "HHI", 1, 0, 0) + opts)]
+    return b"".join(head + blocks)
+
+
+def _epb(o, raw, frame, iface=0):
+    return ng_block(o, 6, struct.pack(o + "IIIII", iface, raw >> 32, raw & 0xFFFFFFFF,
+                                      len(frame), len(frame)) + frame)
+
+
+I64_MAX, I64_MIN = 2**63 - 1, -(2**63)
+
+
+@pytest.mark.parametrize("res, off, raw, want", [
+    (9, None, 0x7FFFFFFFFFFFFFFF, I64_MAX),
+    (9, None, 0xFFFFFFFFFFFFFFFF, I64_MAX),  # unsigned, not -1
+    (6, None, 0xFFFFFFFFFFFFFFFF, I64_MAX),
+    (6, None, 9223372036854775, 9223372036854775000),
+    (6, None, 9223372036854776, I64_MAX),
+    (0, None, 2**40, I64_MAX),
+    (19, None, 0xFFFFFFFFFFFFFFFF, 1844674407),  # 10^-19 s units
+    (28, None, 0xFFFFFFFFFFFFFFFF, 1),
+    (29, None, 0xFFFFFFFFFFFFFFFF, 0),
+    (255, None, 0xFFFFFFFFFFFFFFFF, 0),
+    (0x80, None, 2**62, I64_MAX),  # 2^0 s units
+    (0x80 | 20, None, (5 << 20) | (1 << 19), 5_500_000_000),
+    (0x80 | 64, None, 2**63, 500_000_000),
+    (0x80 | 127, None, 0xFFFFFFFFFFFFFFFF, 0),
+    (6, 2**62, 1, I64_MAX),  # offset * 10^9 saturates
+    (6, -(2**62), 1, I64_MIN + 1000),
+    (6, I64_MIN, 0, I64_MIN),
+    (9, -1, 0x7FFFFFFFFFFFFFFF, I64_MAX - 10**9),
+    (9, 9_000_000_000, 2**62, I64_MAX),  # sum saturates
+])
+@pytest.mark.parametrize("big", [False, True], ids=["le", "be"])
+def test_pcapng_timestamps_saturate(tmp_path, http_records, res, off, raw, want, big):
+    o = ">" if big else "<"
+    f = tmp_path / "ts.pcapng"
+    f.write_bytes(_ng_file(o, [_epb(o, raw, http_records[0][2])], tsresol=res, tsoffset=off))
+    assert read(f)["ts"].tolist() == [want]
+
+
+def test_pcap_timestamp_extremes_fit(tmp_path, http_records):
+    f = tmp_path / "ts.pcap"
+    frame = http_records[0][2]
+    data = bytearray()
+    write_pcap(f, [(0, len(frame), frame)], ns=True)
+    data = bytearray(f.read_bytes())
+    data[24:32] = b"\xff" * 8
+    f.write_bytes(bytes(data))
+    assert read(f)["ts"].tolist() == [(2**32 - 1) * 10**9 + 2**32 - 1]
+
+
+def _big_block(o, btype, size):
+    return struct.pack(o + "II", btype, size) + b"\0" * (size - 12) + struct.pack(o + "I", size)
+
+
+@pytest.mark.parametrize("btype", [5, 4, 0x0BAD])  # statistics, name resolution, unknown
+def test_oversized_non_packet_block_is_streamed_past(tmp_path, http_records, btype):
+    from flowscope.pcap import MAX_BLOCK
+
+    o = "<"
+    frames = [r[2] for r in http_records[:4]]
+    body = [_epb(o, 1, frames[0]), _epb(o, 2, frames[1]), _big_block(o, btype, MAX_BLOCK + 8),
+            _epb(o, 3, frames[2]), _epb(o, 4, frames[3])]
+    f = tmp_path / "big.pcapng"
+    f.write_bytes(_ng_file(o, body))
+    r = CaptureReader(f, chunk_bytes=1 << 16, batch_size=3)
+    got = r.read_all()
+    assert got["ts"].tolist() == [1000, 2000, 3000, 4000]
+    assert r.frames == 4 and r.skipped_packets == 0
+    assert r.bytes_read == f.stat().st_size
+
+
+@pytest.mark.parametrize("btype", [6, 2, 3])
+def test_oversized_packet_block_is_skipped_counted_and_reported(tmp_path, http_records, btype):
+    from flowscope.pcap import MAX_BLOCK
+
+    o = "<"
+    frames = [r[2] for r in http_records[:3]]
+    body = [_epb(o, 1, frames[0]), _big_block(o, btype, MAX_BLOCK + 1024), _epb(o, 3, frames[1]),
+            _big_block(o, btype, 2 * MAX_BLOCK), _epb(o, 4, frames[2])]
+    f = tmp_path / "big.pcapng"
+    f.write_bytes(_ng_file(o, body))
+    r = CaptureReader(f, chunk_bytes=1 << 16)
+    seen = []
+    with pytest.raises(CaptureError, match=r"big\.pcapng: skipped 2 packet and 0 interface blocks"):
+        for b in r:
+            seen += b["ts"].tolist()
+    assert seen == [1000, 3000, 4000]
+    assert (r.frames, r.skipped_packets, r.bytes_read) == (3, 2, f.stat().st_size)
+
+
+def test_oversized_interface_block_leaves_its_packets_unmatched(tmp_path, http_records):
+    from flowscope.pcap import MAX_BLOCK
+
+    o = "<"
+    frame = http_records[0][2]
+    body = [_big_block(o, 1, MAX_BLOCK + 4), _epb(o, 1, frame, iface=1), _epb(o, 2, frame)]
+    f = tmp_path / "bigidb.pcapng"
+    f.write_bytes(_ng_file(o, body))
+    r = CaptureReader(f)
+    out = []
+    with pytest.raises(CaptureError, match="skipped 0 packet and 1 interface blocks"):
+        for b in r:
+            out.append(b.copy())
+    got = np.concatenate(out)
+    assert got["error"].tolist() == [L.PERR_LINKTYPE, 0]
+
+
+def test_oversized_block_damage_is_a_capture_error(tmp_path, http_records):
+    from flowscope.pcap import MAX_BLOCK
+
+    o = "<"
+    frame = http_records[0][2]
+    good = _ng_file(o, [_epb(o, 1, frame)])
+    big = _big_block(o, 5, MAX_BLOCK + 4)
+    f = tmp_path / "cut.pcapng"
+    f.write_bytes(good + big[: len(big) // 2])
+    with pytest.raises(CaptureError, match="file ends in the middle of a block"):
+        read(f)
+    f.write_bytes(good + big[:-4] + struct.pack("<I", 12) + _epb(o, 2, frame))
+    with pytest.raises(CaptureError, match="corrupt record header"):
+        read(f)

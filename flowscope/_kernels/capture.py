@@ -23,6 +23,25 @@ buffer (carrying the partial record over), hand the batch on, or raise.
 * ``ST_LINK`` (pcap, in): the file's link type.
 * ``ST_NIF``, ``ST_LAST_TS`` (pcapng): interfaces defined in the current
   section; timestamp of the last timed packet (used for Simple Packet Blocks).
+* ``ST_SKIP``, ``ST_TRAIL`` (pcapng): bytes of an oversized block still to
+  stream past, and the block length its trailing length field must repeat
+  (0 when no block is being skipped).
+* ``ST_BIG_PKTS``, ``ST_BIG_IDBS`` (pcapng, out): oversized packet blocks and
+  Interface Description Blocks skipped since the start of the file.
+
+Oversized pcapng blocks: a block longer than ``MAX_BLOCK`` is never held in
+the buffer. Its first 12 bytes are read (a Section Header Block still sets
+the byte order and starts a new section), then the walker streams past its
+body and checks its trailing length. A packet block skipped that way loses
+its packet (counted in ``ST_BIG_PKTS``, not in ``ST_FRAMES``); a skipped
+Interface Description Block still takes its interface number, with link type
+-1, so the packets of that interface are unmatched (``PERR_LINKTYPE``).
+
+Timestamps: every conversion to int64 ns saturates at INT64_MIN/INT64_MAX
+instead of wrapping. A pcap record cannot overflow (at most
+(2**32 - 1) * 10**9 + (2**32 - 1) * 1000 ns); a pcapng timestamp is an
+unsigned 64-bit count of ``if_tsresol`` units, scaled and then shifted by
+``if_tsoffset`` (signed seconds), each step saturating.
 """
 
 from __future__ import annotations
@@ -43,6 +62,10 @@ ST_NSRES = 7
 ST_LINK = 8
 ST_NIF = 9
 ST_LAST_TS = 10
+ST_SKIP = 11
+ST_TRAIL = 12
+ST_BIG_PKTS = 13
+ST_BIG_IDBS = 14
 ST_SIZE = 16
 
 S_NEED_MORE = 0
@@ -52,8 +75,11 @@ S_CORRUPT = 2
 #: Largest captured length accepted in a pcap record header (above any real
 #: snaplen: 262144 is the largest libpcap uses); bigger means a corrupt file.
 MAX_CAPLEN = 0x40000 + 0x10000
-#: Largest pcapng block accepted.
-MAX_BLOCK = 256 << 20
+#: Largest pcapng block read into the buffer: room for a packet block with a
+#: MAX_CAPLEN frame and ample options. Longer blocks are streamed past.
+MAX_BLOCK = 4 << 20
+INT64_MAX = np.int64(0x7FFFFFFFFFFFFFFF)
+INT64_MIN = np.int64(-0x7FFFFFFFFFFFFFFF - 1)
 #: pcapng interfaces remembered per section; packets of later ones are
 #: unmatched (PERR_LINKTYPE).
 MAX_IFACES = 4096
@@ -133,29 +159,69 @@ def walk_pcap(buf, st, out):
     st[ST_NEED] = need
 
 
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _sat_add(a, b):
+    """``a + b`` (int64) clamped to [INT64_MIN, INT64_MAX]."""
+    if b > 0 and a > INT64_MAX - b:
+        return INT64_MAX
+    if b < 0 and a < INT64_MIN - b:
+        return INT64_MIN
+    return a + b
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _sat_mul(a, m):
+    """``a * m`` (int64, ``m`` > 0) clamped to [INT64_MIN, INT64_MAX]."""
+    lim = INT64_MAX // m
+    if a > lim:
+        return INT64_MAX
+    if a < -lim:
+        return INT64_MIN
+    return a * m
+
+
 @njit(cache=True, nogil=True, _nrt=False)
-def _ts_ns(raw, res, off_ns):
-    """pcapng timestamp ``raw`` in units of ``res`` (if_tsresol) -> ns."""
+def _ts_ns(hi, lo, res, off_ns):
+    """pcapng timestamp (unsigned 64 bits ``hi:lo``, units of ``res`` = if_tsresol)
+    plus ``off_ns`` -> int64 ns, saturating."""
+    raw = (np.uint64(hi) << np.uint64(32)) | np.uint64(lo)
+    umax = np.uint64(INT64_MAX)
     if res & 0x80:
         k = res & 0x7F
-        if k > 63:
-            k = 63
-        whole = (raw >> k) * 1_000_000_000
-        frac = raw & ((np.int64(1) << k) - 1) if k < 63 else raw & 0x7FFFFFFFFFFFFFFF
-        if k <= 30:
-            return whole + ((frac * 1_000_000_000) >> k) + off_ns
-        return whole + (((frac >> (k - 30)) * 1_000_000_000) >> 30) + off_ns
-    if res <= 9:
-        m = np.int64(1)
+        if k >= 64:
+            whole = np.uint64(0)
+            frac = raw
+        else:
+            whole = raw >> np.uint64(k)
+            frac = raw - (whole << np.uint64(k))
+        if whole > umax // np.uint64(1_000_000_000):
+            v = INT64_MAX
+        else:
+            v = np.int64(whole) * 1_000_000_000
+        if k == 0:
+            f = np.uint64(0)
+        elif k <= 34:  # frac < 2**34: frac * 10**9 < 2**64
+            f = (frac * np.uint64(1_000_000_000)) >> np.uint64(k)
+        else:
+            t = frac >> np.uint64(k - 34) if k - 34 < 64 else np.uint64(0)
+            f = (t * np.uint64(1_000_000_000)) >> np.uint64(34)
+        v = _sat_add(v, np.int64(f))
+    elif res <= 9:
+        m = np.uint64(1)
         for _ in range(9 - res):
-            m *= 10
-        return raw * m + off_ns
-    if res - 9 > 18:
-        return off_ns
-    d = np.int64(1)
-    for _ in range(res - 9):
-        d *= 10
-    return raw // d + off_ns
+            m *= np.uint64(10)
+        if raw > umax // m:
+            v = INT64_MAX
+        else:
+            v = np.int64(raw * m)
+    elif res - 9 > 19:
+        v = np.int64(0)
+    else:
+        d = np.uint64(1)
+        for _ in range(res - 9):
+            d *= np.uint64(10)
+        v = np.int64(raw // d)
+    return _sat_add(v, off_ns)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -180,7 +246,8 @@ def _idb(buf, pos, blen, be, ifs, st, seen):
             lo = _rd32(buf, v + 4, be)
             if not be:
                 hi, lo = lo, hi
-            off_ns = ((hi << 32) | lo) * 1_000_000_000
+            secs = np.int64((np.uint64(hi) << np.uint64(32)) | np.uint64(lo))  # signed
+            off_ns = _sat_mul(secs, np.int64(1_000_000_000))
         q = v + ((olen + 3) & ~3)
     k = st[ST_NIF]
     if k < MAX_IFACES:
@@ -208,10 +275,30 @@ def walk_pcapng(buf, st, out, ifs, seen):
     frames = st[ST_FRAMES]
     be = st[ST_BE] != 0
     last_ts = st[ST_LAST_TS]
+    skip = st[ST_SKIP]
+    trail = st[ST_TRAIL]
     cap = out.shape[0]
     status = S_NEED_MORE
     need = np.int64(12)
     while True:
+        if skip > 0:  # streaming past an oversized block
+            d = min(skip, fill - pos)
+            pos += d
+            skip -= d
+            if skip > 0:
+                need = 4
+                status = S_NEED_MORE
+                break
+        if trail != 0:
+            if fill - pos < 4:
+                need = 4
+                status = S_NEED_MORE
+                break
+            if _rd32(buf, pos, be) != trail:
+                status = S_CORRUPT
+                break
+            pos += 4
+            trail = 0
         if n >= cap:
             status = S_FULL
             break
@@ -229,9 +316,26 @@ def walk_pcapng(buf, st, out, ifs, seen):
                 status = S_CORRUPT
                 break
         blen = _rd32(buf, pos + 4, be)
-        if blen < 12 or (blen & 3) != 0 or blen > MAX_BLOCK:
+        if blen < 12 or (blen & 3) != 0:
             status = S_CORRUPT
             break
+        if blen > MAX_BLOCK:
+            if btype == BT_SHB:
+                st[ST_NIF] = 0
+            elif btype == BT_IDB:
+                k = st[ST_NIF]
+                if k < MAX_IFACES:
+                    ifs[k, IF_LINK] = -1
+                    ifs[k, IF_SNAP] = 0
+                    ifs[k, IF_TSRES] = 6
+                    ifs[k, IF_TSOFF] = 0
+                st[ST_NIF] = k + 1
+                st[ST_BIG_IDBS] += 1
+            elif btype == BT_EPB or btype == BT_PB or btype == BT_SPB:
+                st[ST_BIG_PKTS] += 1
+            skip = blen - 4
+            trail = blen
+            continue
         if fill - pos < blen:
             need = blen
             status = S_NEED_MORE
@@ -250,7 +354,8 @@ def walk_pcapng(buf, st, out, ifs, seen):
                 break
             _idb(buf, pos, blen, be, ifs, st, seen)
         elif btype == BT_EPB or btype == BT_PB or btype == BT_SPB:
-            raw = np.int64(0)
+            hi = np.int64(0)
+            lo = np.int64(0)
             ts = last_ts
             if btype == BT_SPB:
                 if blen < 16:
@@ -268,7 +373,8 @@ def walk_pcapng(buf, st, out, ifs, seen):
                     iface = _rd32(buf, pos + 8, be)
                 else:
                     iface = _rd16(buf, pos + 8, be)
-                raw = (_rd32(buf, pos + 12, be) << 32) | _rd32(buf, pos + 16, be)
+                hi = _rd32(buf, pos + 12, be)
+                lo = _rd32(buf, pos + 16, be)
                 incl = _rd32(buf, pos + 20, be)
                 wirelen = _rd32(buf, pos + 24, be)
                 data = pos + 28
@@ -284,9 +390,9 @@ def walk_pcapng(buf, st, out, ifs, seen):
                     if snap > 0 and incl > snap:
                         incl = snap
                 else:
-                    ts = _ts_ns(raw, ifs[iface, IF_TSRES], ifs[iface, IF_TSOFF])
+                    ts = _ts_ns(hi, lo, ifs[iface, IF_TSRES], ifs[iface, IF_TSOFF])
             elif btype != BT_SPB:
-                ts = _ts_ns(raw, 6, 0)
+                ts = _ts_ns(hi, lo, 6, np.int64(0))
             last_ts = ts
             parse_frame(buf, data, incl, wirelen, link, ts, out, n)
             out[n].iface = iface
@@ -300,3 +406,5 @@ def walk_pcapng(buf, st, out, ifs, seen):
     st[ST_NEED] = need
     st[ST_BE] = 1 if be else 0
     st[ST_LAST_TS] = last_ts
+    st[ST_SKIP] = skip
+    st[ST_TRAIL] = trail

@@ -92,46 +92,55 @@ def _lit(buf, pos, i):
 
 @kernel
 def _uint(buf, pos, v):
-    """Decimal digits of ``v`` (>= 0, < 2**63)."""
+    """Decimal digits of ``v`` (any uint64; int64 arguments must be >= 0)."""
+    v = np.uint64(v)
     if v == 0:
         buf[pos] = 48
         return pos + 1
     n = 0
     t = v
     while t > 0:
-        t //= 10
+        t //= np.uint64(10)
         n += 1
     end = pos + n
     k = end - 1
     while v > 0:
-        buf[k] = 48 + v % 10
-        v //= 10
+        buf[k] = 48 + np.int64(v % np.uint64(10))
+        v //= np.uint64(10)
         k -= 1
     return end
 
 
 @kernel
-def _int(buf, pos, v):
-    if v < 0:
+def _secs(buf, pos, neg, mag):
+    """``mag`` ns (uint64) as exact seconds with nine decimals, '-' first when ``neg``."""
+    if neg:
         buf[pos] = 45  # '-'
-        return _uint(buf, pos + 1, -v)
-    return _uint(buf, pos, v)
-
-
-@kernel
-def _ns(buf, pos, ns):
-    """Exact seconds with nine decimals from ns (may be negative)."""
-    if ns < 0:
-        buf[pos] = 45
         pos += 1
-        ns = -ns
-    pos = _uint(buf, pos, ns // 1_000_000_000)
+    pos = _uint(buf, pos, mag // np.uint64(1_000_000_000))
     buf[pos] = 46  # '.'
-    frac = ns % 1_000_000_000
+    frac = np.int64(mag % np.uint64(1_000_000_000))
     for k in range(9):
         buf[pos + 9 - k] = 48 + frac % 10
         frac //= 10
     return pos + 10
+
+
+@kernel
+def _ns(buf, pos, ns):
+    """Exact seconds with nine decimals from int64 ns, INT64_MIN included."""
+    return _ns_diff(buf, pos, ns, np.int64(0))
+
+
+@kernel
+def _ns_diff(buf, pos, a, b):
+    """Exact seconds of ``a - b`` (int64 ns each): the difference is taken in 65 bits
+    (a uint64 magnitude and a sign), so it never wraps."""
+    a = np.int64(a)
+    b = np.int64(b)
+    if a >= b:
+        return _secs(buf, pos, False, np.uint64(a) - np.uint64(b))
+    return _secs(buf, pos, True, np.uint64(b) - np.uint64(a))
 
 
 @kernel
@@ -269,7 +278,7 @@ def format_jsonl(recs, buf):
         pos = _lit(buf, pos, 1)
         pos = _ns(buf, pos, r.ts)
         pos = _lit(buf, pos, 2)
-        pos = _uint(buf, pos, np.int64(r.flow_id))
+        pos = _uint(buf, pos, r.flow_id)
         buf[pos] = 44  # ','
         pos = _flow(buf, pos + 1, r)
         if kind == EV_ENDED:
@@ -286,19 +295,19 @@ def format_jsonl(recs, buf):
             pos = _lit(buf, pos, 20)
             pos = _ns(buf, pos, r.last_seen)
             pos = _lit(buf, pos, 21)
-            pos = _ns(buf, pos, r.last_seen - r.started)
+            pos = _ns_diff(buf, pos, r.last_seen, r.started)
             pos = _lit(buf, pos, 22)
-            pos = _uint(buf, pos, np.int64(r.pkts[0]))
+            pos = _uint(buf, pos, r.pkts[0])
             pos = _lit(buf, pos, 23)
-            pos = _uint(buf, pos, np.int64(r.bytes[0]))
+            pos = _uint(buf, pos, r.bytes[0])
             pos = _lit(buf, pos, 24)
-            pos = _uint(buf, pos, np.int64(r.pkts[1]))
+            pos = _uint(buf, pos, r.pkts[1])
             pos = _lit(buf, pos, 25)
-            pos = _uint(buf, pos, np.int64(r.bytes[1]))
+            pos = _uint(buf, pos, r.bytes[1])
             pos = _lit(buf, pos, 26)
-            pos = _uint(buf, pos, np.int64(r.payload[0]))
+            pos = _uint(buf, pos, r.payload[0])
             pos = _lit(buf, pos, 27)
-            pos = _uint(buf, pos, np.int64(r.payload[1]))
+            pos = _uint(buf, pos, r.payload[1])
             pos = _lit(buf, pos, 28)
             pos = _uint(buf, pos, np.int64(r.flags_or[0]))
             pos = _lit(buf, pos, 29)
