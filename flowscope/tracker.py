@@ -213,7 +213,7 @@ class FlowTracker:
         c[K.C_FRAG_HELD] -= n
         c[K.C_FRAG_ORPHANS] += n
         c[K.C_UNMATCHED] += n
-        return self.process_sweep(int(self._ctl[K.C_LAST_TS]), K.END_SHUTDOWN)
+        yield from self.process_sweep(int(self._ctl[K.C_LAST_TS]), K.END_SHUTDOWN)
 
     def _apply_timeout_fn(self) -> None:
         s = int(self._ctl[K.C_NEW_SLOT])

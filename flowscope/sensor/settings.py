@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from ..config import MAX_FLOWS_LIMIT, Config, ConfigError, SensorConfig, TrackerConfig
 
+from ..layout import NS_PER_S
+
 PAGE_SIZE = 4096
 
 
@@ -19,7 +21,8 @@ def tunables(sensor: SensorConfig, tracker: TrackerConfig) -> dict:
 
     The map holds ``sensor.map_size`` flows, by default the tracker's ``max_flows``."""
     return {"max_flows": sensor.map_size or tracker.max_flows,
-            "ring_pages": max(1, sensor.ring_size // PAGE_SIZE)}
+            "ring_pages": max(1, sensor.ring_size // PAGE_SIZE),
+            "frag_timeout_ns": int(round(tracker.fragment_timeout * NS_PER_S))}
 
 
 def live_settings(config: Config, sweep_interval_flag: float | None = None,
