@@ -42,6 +42,8 @@ def _tracker_args(p: argparse.ArgumentParser) -> None:
                    help="expire idle flows every SEC seconds of packet time (default 1)")
     g.add_argument("--infer-tcp-initiator", action="store_true", default=None,
                    help="a flow first seen as SYN+ACK is initiated by the other side")
+    g.add_argument("--verify-checksums", action="store_true", default=None,
+                   help="verify IP/TCP/UDP/ICMP checksums (Zeek's C/c history letters)")
     g.add_argument("--extractor", choices=EXTRACTORS, default="five-tuple",
                    help="what a flow is (default five-tuple, bidirectional)")
     o = p.add_argument_group("output")
@@ -117,6 +119,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         changes["sweep_interval"] = args.sweep_interval
     if args.infer_tcp_initiator:
         changes["infer_tcp_initiator"] = True
+    if args.verify_checksums:
+        changes["verify_checksums"] = True
     try:
         tracker = cfg.tracker.replace(**changes)
     except ConfigError as exc:

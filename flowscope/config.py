@@ -195,6 +195,11 @@ class TrackerConfig:
         non-first fragments, from its first-seen fragment (default 30, as
         ``layout.FRAG_TIMEOUT_S``); non-first fragments whose first fragment
         does not arrive in that time are counted in ``fragments_orphaned``.
+    verify_checksums : bool
+        Verify IPv4 header and TCP/UDP/ICMP checksums (off by default, like
+        Zeek's ``-C``): bad ones are counted in ``bad_checksums`` and give
+        Zeek's ``C``/``c`` history letters. Needs rows from a reader that
+        verified them (``CaptureReader(verify_checksums=True)``).
     """
 
     tcp_timeout: float = 300.0
@@ -206,6 +211,7 @@ class TrackerConfig:
     infer_tcp_initiator: bool = False
     sweep_interval: Optional[float] = None
     fragment_timeout: float = FRAG_TIMEOUT_S
+    verify_checksums: bool = False
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -332,6 +338,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("infer_tcp_initiator", "infer_tcp_initiator", boolean, "--infer-tcp-initiator"),
         Key("sweep_interval", "sweep_interval", seconds, "--sweep-interval"),
         Key("fragment_timeout", "fragment_timeout", seconds),
+        Key("verify_checksums", "verify_checksums", boolean, "--verify-checksums"),
         *(_timeout_key(name) for name, _protos in TIMEOUT_CLASSES),
         Key("timeout_fn", "timeout_fn", callable_or_none, yaml=False),
     ),

@@ -133,9 +133,11 @@ PKT_DTYPE = np.dtype(
         ("icmp_code", np.uint8),  # valid with PF_ICMP
         ("frag_mf", np.uint8),  # 1: the IP "more fragments" flag is set
         ("frag_off", np.uint16),  # IP fragment offset in bytes (0: first or not a fragment)
-        ("_pad", np.uint8, (2,)),
+        ("l3_off", np.uint16),  # offset of the IP header in the frame (valid with l3 4/6)
         ("frag_id", np.uint32),  # IPv4 identification (16 bits) / IPv6 fragment header id
-        ("_pad1", np.uint8, (4,)),
+        ("l4_off", np.uint16),  # offset of the L4 header in the frame (valid with l3 4/6)
+        ("csum", np.uint8),  # CSUM_* bits, set only when checksums are verified
+        ("_pad", np.uint8),
         # live sensor rows only (PF_ABS / PF_SYNC); zero from the capture parsers
         ("first_ts", np.int64),  # PF_SYNC: the flow's first packet, ns since the epoch
         ("cnt_pkts0", np.uint64),  # flow packets a -> b, this row included
@@ -239,6 +241,10 @@ REASON_SLUGS = ("fin", "rst", "idle_timeout", "evicted", "shutdown")
 
 HISTORY_MAX = 16
 
+#: ``PKT_DTYPE.csum`` bits (``verify_checksums``; ``flowscope._kernels.csum``).
+CSUM_IP_BAD = 0x01  # the IPv4 header checksum is wrong
+CSUM_L4_BAD = 0x02  # the TCP / UDP / ICMP / ICMPv6 checksum is wrong (whole segment captured)
+
 # --- IP fragments -----------------------------------------------------------
 #: Non-first fragments of TCP, UDP and SCTP datagrams carry no ports: the engine (and the live
 #: kernel) keeps a table from (addresses, protocol, IP id) to the ports of the datagram's first
@@ -274,6 +280,7 @@ Z_HSEQ1 = 11
 Z_PAY0 = 12  # UDP / ICMP / other payload bytes as Zeek sizes them, side 0
 Z_PAY1 = 13
 Z_LAST = 14  # Zeek's last_time (ns): packets after both TCP endpoints closed do not move it
+Z_CSUM = 15  # bad-checksum packets (verify_checksums): side 0 in bits 0..31, side 1 in 32..62
 
 # Z_CTL bits
 CTL_ORIG1 = 1  # Zeek's originator is flowscope side 1

@@ -75,6 +75,7 @@ class TrackerStats:
     fragments_held: int = 0  # non-first fragments now waiting for their first fragment
     fragments_orphaned: int = 0  # held fragments whose first fragment never came (unmatched)
     truncated_l4: int = 0  # packets whose TCP/UDP header was cut short (keyed with ports 0)
+    bad_checksums: int = 0  # matched packets with a bad checksum (verify_checksums)
 
 
 def event_mask(events: str | int) -> int:
@@ -165,6 +166,7 @@ class FlowTracker:
         ctl[K.C_TABLE_MASK] = self._table.shape[0] - 1
         ctl[K.C_ZEEK] = int(zeek)
         ctl[K.C_FRAG_TMO] = int(round(self.config.fragment_timeout * NS_PER_S))
+        ctl[K.C_VERIFY] = int(self.config.verify_checksums)
         self._ev = np.zeros(max(int(event_capacity), 64), dtype=layout.EVENT_DTYPE)
         self._keys: dict[int, object] = {}  # flow_id -> decoded key, for open flows
 
@@ -232,7 +234,8 @@ class FlowTracker:
         """Track one packet; return its events in order."""
         from .pcap import parse_bytes
 
-        pkts = parse_bytes(view.frame, view.timestamp.to_ns(), view.linktype)
+        pkts = parse_bytes(view.frame, view.timestamp.to_ns(), view.linktype,
+                           self.config.verify_checksums)
         return self.track_batch(pkts)
 
     def track_batch(self, pkts: np.ndarray) -> list[FlowEvent]:
@@ -276,6 +279,7 @@ class FlowTracker:
             fragments_held=int(c[K.C_FRAG_HELD]),
             fragments_orphaned=int(c[K.C_FRAG_ORPHANS]),
             truncated_l4=int(c[K.C_TRUNC_L4]),
+            bad_checksums=int(c[K.C_BAD_CSUM]),
         )
 
     def __len__(self) -> int:

@@ -172,7 +172,8 @@ def _parse(f, linktype, row):
                     row["pflags"] |= L.PF_MORE_FRAGS
             else:
                 break
-    row.update(l3=L.L3_IPV4 if ver == 4 else L.L3_IPV6, proto=proto, ip_len=ip_len)
+    row.update(l3=L.L3_IPV4 if ver == 4 else L.L3_IPV6, proto=proto, ip_len=ip_len,
+               l3_off=min(p, 0xFFFF), l4_off=min(l4, 0xFFFF))
     l4len = max(0, p + ip_len - l4)
     row["payload_len"] = l4len
     row["payload_off"] = min(l4, 0xFFFF)

@@ -23,6 +23,7 @@ buffer (carrying the partial record over), hand the batch on, or raise.
 * ``ST_LINK`` (pcap, in): the file's link type.
 * ``ST_NIF``, ``ST_LAST_TS`` (pcapng): interfaces defined in the current
   section; timestamp of the last timed packet (used for Simple Packet Blocks).
+* ``ST_VERIFY`` (in): 1 to verify checksums of each parsed frame (``csum``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .csum import verify_frame
 from .parse import parse_frame
 
 ST_POS = 0
@@ -43,6 +45,7 @@ ST_NSRES = 7
 ST_LINK = 8
 ST_NIF = 9
 ST_LAST_TS = 10
+ST_VERIFY = 11
 ST_SIZE = 16
 
 S_NEED_MORE = 0
@@ -123,6 +126,8 @@ def walk_pcap(buf, st, out):
             break
         ts = _rd32(buf, pos, be) * 1_000_000_000 + _rd32(buf, pos + 4, be) * mult
         parse_frame(buf, pos + 16, incl, _rd32(buf, pos + 12, be), link, ts, out, n)
+        if st[ST_VERIFY] != 0:
+            verify_frame(buf, pos + 16, incl, out, n)
         n += 1
         frames += 1
         pos += 16 + incl
@@ -289,6 +294,8 @@ def walk_pcapng(buf, st, out, ifs, seen):
                 ts = _ts_ns(raw, 6, 0)
             last_ts = ts
             parse_frame(buf, data, incl, wirelen, link, ts, out, n)
+            if st[ST_VERIFY] != 0:
+                verify_frame(buf, data, incl, out, n)
             out[n].iface = iface
             n += 1
             frames += 1

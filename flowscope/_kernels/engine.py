@@ -44,7 +44,7 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
 )
 from .common import inline_kernel, kernel, pack_meta
 from .frag import FR_HELD, FR_KEYED, frag_lookup
-from .zeek import zeek_kernel_counters, zeek_packet, zeek_reset
+from .zeek import zeek_bad_checksum, zeek_kernel_counters, zeek_packet, zeek_reset
 
 # ---- ctl slots -------------------------------------------------------------
 C_LQ_HEAD = 0  # access queue: first live-or-stale entry (monotonic position)
@@ -87,7 +87,9 @@ C_FRAG_HELD = C_FRAG_TMO + 2  # non-first fragments held now, waiting for their 
 C_FRAG_RESOLVED = C_FRAG_TMO + 3  # held fragments added to their datagram's flow
 C_FRAG_ORPHANS = C_FRAG_TMO + 4  # held fragments given up (unmatched)
 C_TRUNC_L4 = C_FRAG_TMO + 5  # packets whose TCP/UDP header was cut short (keyed with ports 0)
-C_SIZE = C_FRAG_TMO + 6
+C_VERIFY = C_FRAG_TMO + 6  # verify_checksums: act on the rows' csum bits
+C_BAD_CSUM = C_FRAG_TMO + 7  # matched packets with a bad IP / L4 checksum (C_VERIFY)
+C_SIZE = C_FRAG_TMO + 8
 
 # ---- fint columns ----------------------------------------------------------
 # first cache line: what every packet touches
@@ -709,6 +711,7 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
     zeek = ctl[C_ZEEK] != 0
     pause_new = ctl[C_PAUSE_NEW] != 0
     five = kind != EXTRACT_IP_PAIR and kind != EXTRACT_MAC_PAIR
+    verify = ctl[C_VERIFY] != 0
     ftmo = ctl[C_FRAG_TMO]
     ctl[C_NEW_SLOT] = -1
     i = start
@@ -761,6 +764,9 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
             ctl[C_LAST_TS] = ts
         if p.error == PERR_L4_SHORT:
             ctl[C_TRUNC_L4] += 1
+        bad_csum = verify and p.csum != 0
+        if bad_csum:
+            ctl[C_BAD_CSUM] += 1
         sync = (pf & PF_SYNC) != 0
         has_tcp = ((pf & PF_TCP) != 0 and not sync and kind != EXTRACT_IP_PAIR
                    and kind != EXTRACT_MAC_PAIR)
@@ -785,7 +791,10 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
         state = fint[s, F_STATE]
         if not sync:
             if zeek:
-                zeek_packet(fz, fzh, s, side, pkts, i - 1)
+                if bad_csum:
+                    zeek_bad_checksum(fz, fzh, s, side, pkts, i - 1)
+                else:
+                    zeek_packet(fz, fzh, s, side, pkts, i - 1)
             if has_tcp:
                 e, state = _tcp_step(ctl, fkey, fint, fhist, ev, e, s, side,
                                      np.int64(p.tcp_flags), np.int64(p.payload_len), ts)

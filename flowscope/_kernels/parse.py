@@ -141,11 +141,11 @@ def _clear(r):
     r.icmp_code = 0
     r.frag_mf = 0
     r.frag_off = 0
-    for k in range(2):
-        r._pad[k] = 0
+    r.l3_off = 0
     r.frag_id = 0
-    for k in range(4):
-        r._pad1[k] = 0
+    r.l4_off = 0
+    r.csum = 0
+    r._pad = 0
     r.first_ts = 0
     r.cnt_pkts0 = 0
     r.cnt_pkts1 = 0
@@ -392,6 +392,8 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
     r.l3 = L3_IPV4 if ver == 4 else L3_IPV6
     r.proto = proto
     r.ip_len = ip_len
+    r.l3_off = min(p - start, 0xFFFF)
+    r.l4_off = min(l4 - start, 0xFFFF)
     # L4 bytes by the IP length fields (may be < 0 for a bogus length).
     l4len = (p + ip_len) - l4
     if l4len < 0:

@@ -44,6 +44,9 @@ def live_settings(config: Config, sweep_interval_flag: float | None = None,
         sensor = sensor.replace(sweep_interval=float(tracker.sweep_interval or 1.0))
     if extractor != "five-tuple":
         raise ConfigError("live: only --extractor five-tuple (the kernel keys flows that way)")
+    if tracker.verify_checksums:
+        raise ConfigError("live: --verify-checksums is not supported (the kernel does not "
+                          "verify checksums; see docs/live.md)")
     if tracker.infer_tcp_initiator:
         raise ConfigError("live: --infer-tcp-initiator is not supported (the kernel's TCP "
                           "mirror takes the first packet's sender as the initiator)")
