@@ -4,6 +4,11 @@
  *
  * Logic:
  *  1) Parse the frame (fs_parse.h). Unparseable -> one unmatched counter, done.
+ *     A fragment of a TCP/UDP/SCTP datagram consults fs_frags (fs_frag_ports): a first
+ *     fragment records its ports; a later one takes them, or, when its first fragment has not
+ *     come yet, is held there (counted, no flow) until the first fragment brings the held
+ *     counts into the datagram's flow (step 3b). Held fragments expire after
+ *     FS_FRAG_TIMEOUT_NS from the datagram's first-seen fragment (FS_CNT_FRAG_ORPHANED).
  *  2) Build the canonical key: (addr, port) a <= b, and the packet's orientation.
  *  3) Look the flow up. Missing -> insert a fresh entry (map full -> FS_CNT_MAP_FULL, done).
  *     An entry left in a terminal TCP state (Closed/Reset) restarts as a new flow, the way the
@@ -50,6 +55,9 @@
 #define fs_add(p, v) __sync_fetch_and_add((p), (v))
 #else
 #define fs_add(p, v) (*(p) += (v))
+#endif
+#ifndef FS_FRAG_TIMEOUT_NS
+#define FS_FRAG_TIMEOUT_NS 30000000000ULL /* fragment_timeout (layout.FRAG_TIMEOUT_S) */
 #endif
 #ifndef FS_PRECISE_LAST_SEEN
 /* 0: packets that produce no event stamp last_ns with bpf_ktime_get_coarse_ns() (~3 ns, at
@@ -177,6 +185,81 @@ static __always_inline __u8 fs_tcp_dir_bits(__u8 fl, __u32 payload_len)
 	return (fl & FS_TH_ACK) ? FS_DB_ACK : 0;
 }
 
+/* Held fragments a first fragment brings into its flow. */
+struct fs_held {
+	__u64 pkts, bytes, payload, ip_bytes;
+};
+
+/*
+ * The fragment map step, for a fragment of a TCP/UDP/SCTP datagram; the same rules as the
+ * offline engine's fragment table (flowscope/_kernels/frag.py). Returns 1 when the packet is
+ * held (no flow yet), else 0 with p's ports set for a non-first fragment and, for a first
+ * fragment, the counts of the fragments held before it in *held.
+ */
+static __always_inline int fs_frag_ports(struct fs_pkt *p, __u32 frame_len, __u64 now,
+					 struct fs_held *held)
+{
+	struct fs_frag_key fk = {};
+	struct fs_frag nf = {};
+	fk.src_hi = p->src_hi;
+	fk.src_lo = p->src_lo;
+	fk.dst_hi = p->dst_hi;
+	fk.dst_lo = p->dst_lo;
+	fk.id = p->frag_id;
+	fk.l3 = p->l3;
+	fk.proto = p->proto;
+	struct fs_frag *fe = fs_frags.lookup(&fk);
+	int live = fe && now - fe->first_ns < FS_FRAG_TIMEOUT_NS;
+	if (p->pflags & FS_PF_FRAG) {
+		if (live && fe->has_ports) {
+			p->sport = fe->sport;
+			p->dport = fe->dport;
+			fs_count(FS_CNT_FRAG_KEYED, 1);
+			return 0;
+		}
+		fs_count(FS_CNT_FRAG_HELD, 1);
+		if (live) {
+			__sync_fetch_and_add(&fe->pkts, 1);
+			__sync_fetch_and_add(&fe->bytes, frame_len);
+			__sync_fetch_and_add(&fe->payload, p->payload_len);
+			__sync_fetch_and_add(&fe->ip_bytes, p->ip_len);
+			return 1;
+		}
+		if (fe && !fe->has_ports)
+			fs_count(FS_CNT_FRAG_ORPHANED, fe->pkts);
+		nf.first_ns = now;
+		nf.pkts = 1;
+		nf.bytes = frame_len;
+		nf.payload = p->payload_len;
+		nf.ip_bytes = p->ip_len;
+		fs_frags.update(&fk, &nf);
+		return 1;
+	}
+	/* a first fragment */
+	nf.first_ns = now;
+	if (fe && !fe->has_ports) {
+		if (live) {
+			held->pkts = fe->pkts;
+			held->bytes = fe->bytes;
+			held->payload = fe->payload;
+			held->ip_bytes = fe->ip_bytes;
+			fs_count(FS_CNT_FRAG_RESOLVED, held->pkts);
+			fs_count(FS_CNT_FRAG_KEYED, held->pkts);
+		} else {
+			fs_count(FS_CNT_FRAG_ORPHANED, fe->pkts);
+		}
+	}
+	if (live)
+		nf.first_ns = fe->first_ns;
+	if (p->pflags & FS_PF_PORTS) {
+		nf.sport = p->sport;
+		nf.dport = p->dport;
+	}
+	nf.has_ports = 1;
+	fs_frags.update(&fk, &nf);
+	return 0;
+}
+
 /* (Re)initialise an entry for a flow whose first packet is p. Constant indices only: with a
  * variable index into a stack copy, LLVM turns "base + dir * 8" into "base | dir * 8" (it
  * knows the stack slot's alignment) and the verifier rejects bitwise ops on pointers. */
@@ -216,6 +299,7 @@ static __always_inline void fs_process(void *data, void *data_end, __u32 frame_l
 	struct fs_flow_key k = {};
 	struct fs_flow nf = {};
 	struct fs_flow *f;
+	struct fs_held held = {};
 	__u8 dir, reason = 0;
 	__u64 now = 0;
 
@@ -224,6 +308,14 @@ static __always_inline void fs_process(void *data, void *data_end, __u32 frame_l
 	if (err < 0) {
 		fs_count(fs_perr_counter(err), 1);
 		return;
+	}
+	if (p.l4_short)
+		fs_count(FS_CNT_TRUNCATED_L4, 1);
+	if ((p.pflags & (FS_PF_FRAG | FS_PF_MORE_FRAGS)) &&
+	    (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP || p.proto == IPPROTO_SCTP)) {
+		now = bpf_ktime_get_ns();
+		if (fs_frag_ports(&p, frame_len, now, &held))
+			return;
 	}
 
 	/* 2) canonical key */
@@ -303,6 +395,14 @@ existing:
 		} else if (db & f->dir_bits[dir ^ 1] & FS_DB_CLOSE) {
 			reason |= FS_EVR_ZEEK;
 		}
+	}
+
+	/* 3b) fragments held before this first fragment join its flow, on its side */
+	if (held.pkts) {
+		fs_add(&f->pkts[dir], held.pkts);
+		fs_add(&f->bytes[dir], held.bytes);
+		fs_add(&f->payload[dir], held.payload);
+		fs_add(&f->ip_bytes[dir], held.ip_bytes);
 	}
 
 	/* 4) TCP history length and state mirror */

@@ -20,6 +20,32 @@
  * an LRU map would race with by evicting silently. */
 BPF_HASH(fs_flows, struct fs_flow_key, struct fs_flow, FS_MAX_FLOWS);
 
+#ifndef FS_MAX_FRAGS
+#define FS_MAX_FRAGS 4096 /* fragmented datagrams tracked at once (layout.FRAG_SLOTS) */
+#endif
+
+/* Kernel-internal (userspace never reads this map). A fragmented TCP/UDP/SCTP datagram. */
+struct fs_frag_key {
+	__u64 src_hi, src_lo, dst_hi, dst_lo; /* as fs_flow_key, in the datagram's direction */
+	__u32 id;                             /* IPv4 identification / IPv6 fragment id */
+	__u8 l3, proto, _pad[2];
+};
+struct fs_frag {
+	__u64 first_ns;   /* the datagram's first-seen fragment */
+	__u64 pkts;       /* held fragments (no first fragment yet): packets */
+	__u64 bytes;      /* ... frame bytes */
+	__u64 payload;    /* ... L4 bytes */
+	__u64 ip_bytes;   /* ... IP total-length bytes */
+	__u16 sport, dport; /* the first fragment's ports (host order), with has_ports */
+	__u8 has_ports;   /* 1: the first fragment came */
+	__u8 _pad[3];
+};
+
+/* Key: struct fs_frag_key. Value: struct fs_frag (ports of the datagram, or the counts of its
+ * fragments seen before the first one). LRU, as the kernel's own IP defragmentation bounds its
+ * queues: the oldest datagrams make room; their held fragments are lost (see the counters). */
+BPF_TABLE("lru_hash", struct fs_frag_key, struct fs_frag, fs_frags, FS_MAX_FRAGS);
+
 /* Key: none. Value: struct fs_event records (control events only, see fs_flow.h). */
 BPF_RINGBUF_OUTPUT(fs_events, FS_RING_PAGES);
 

@@ -79,6 +79,8 @@ struct fs_pkt {
 	__u16 sport, dport; /* host order; 0 without FS_PF_PORTS */
 	__u16 window;
 	__u8 l3, proto, tcp_flags, pflags, icmp_type, icmp_code;
+	__u8 l4_short;      /* TCP/UDP header cut short: keyed at the IP level (ports 0) */
+	__u32 frag_id;      /* IPv4 identification / IPv6 fragment id (fragments only) */
 };
 
 static __always_inline int fs_is_vlan(__u16 et)
@@ -215,6 +217,9 @@ static __always_inline int parse_iphdr(struct fs_cursor *c, void *data_end, stru
 	*l4len = (__s32)p->ip_len - (__s32)ihl;
 	__u16 fw = fs_ntohs(iph->frag_off);
 	*frag = (fw & 0x1FFF) != 0;
+	p->frag_id = fs_ntohs(iph->id);
+	if (!*frag && (fw & 0x2000))
+		p->pflags |= FS_PF_MORE_FRAGS;
 	c->pos += ihl;
 	return iph->protocol;
 }
@@ -261,12 +266,15 @@ static __always_inline int parse_ip6hdr(struct fs_cursor *c, void *data_end, str
 				return FS_PERR_TRUNCATED;
 			__u16 fo = ((__u16)h[2] << 8) | h[3];
 			proto = h[0];
+			p->frag_id = ((__u32)h[4] << 24) | ((__u32)h[5] << 16) | ((__u32)h[6] << 8) | h[7];
 			c->pos = h + 8;
 			left -= 8;
 			if (fo >> 3) {
 				*frag = 1;
 				break;
 			}
+			if (fo & 1)
+				p->pflags |= FS_PF_MORE_FRAGS;
 			continue;
 		} else {
 			break;
@@ -280,13 +288,16 @@ static __always_inline int parse_ip6hdr(struct fs_cursor *c, void *data_end, str
 	return proto;
 }
 
-/* TCP: ports, flags, seq/ack/window; *l4len becomes the payload length. */
+/* TCP: ports, flags, seq/ack/window; *l4len becomes the payload length. A header cut short
+ * (by the captured bytes or the IP length) leaves the packet at the IP level (l4_short). */
 static __always_inline int parse_tcphdr(struct fs_cursor *c, void *data_end, struct fs_pkt *p,
 					__s32 *l4len)
 {
 	struct tcphdr *th = c->pos;
-	if ((void *)(th + 1) > data_end)
-		return FS_PERR_TRUNCATED;
+	if ((void *)(th + 1) > data_end || *l4len < (__s32)sizeof(*th)) {
+		p->l4_short = 1;
+		return 0;
+	}
 	__u32 doff = th->doff * 4;
 	if (doff < sizeof(*th))
 		return FS_PERR_BAD_HEADER;
@@ -305,8 +316,10 @@ static __always_inline int parse_udphdr(struct fs_cursor *c, void *data_end, str
 					__s32 *l4len)
 {
 	struct udphdr *uh = c->pos;
-	if ((void *)(uh + 1) > data_end)
-		return FS_PERR_TRUNCATED;
+	if ((void *)(uh + 1) > data_end || *l4len < (__s32)sizeof(*uh)) {
+		p->l4_short = 1;
+		return 0;
+	}
 	p->sport = fs_ntohs(uh->source);
 	p->dport = fs_ntohs(uh->dest);
 	*l4len -= sizeof(*uh);

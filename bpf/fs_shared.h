@@ -70,7 +70,9 @@ enum fs_tcp_state {
 enum fs_pkt_flag {
 	FS_PF_PORTS = 0x01, /* ports come from a TCP/UDP/SCTP header */
 	FS_PF_TCP = 0x02,   /* tcp_flags/seq/ack/window are valid */
-	FS_PF_FRAG = 0x04,  /* non-first IP fragment: keyed with ports 0 */
+	FS_PF_FRAG = 0x04,  /* non-first IP fragment: ports from the fragment map (fs_frags), 0
+			     * when its datagram's first fragment is unknown */
+	FS_PF_MORE_FRAGS = 0x10, /* first fragment (offset 0) with more fragments to follow */
 	FS_PF_ICMP = 0x20,  /* icmp_type/icmp_code are valid */
 };
 
@@ -113,7 +115,16 @@ enum fs_counter {
 	FS_CNT_FLOWS_RESTART = 8, /* terminal (Closed/Reset) entries restarted as a new flow */
 	FS_CNT_PULL_FAIL = 9,   /* TC: bpf_skb_pull_data failed (parsed what was linear) */
 	FS_CNT_INSERT_RACE = 10, /* insert lost to another CPU; the packet used its entry */
-	FS_CNT_MAX = 11,
+	FS_CNT_TRUNCATED_L4 = 11, /* TCP/UDP header cut short: counted to the IP-level flow
+				   * (ports 0) */
+	FS_CNT_FRAG_KEYED = 12, /* non-first fragments counted to their datagram's flow (held
+				 * ones included once their first fragment came) */
+	FS_CNT_FRAG_HELD = 13,  /* non-first fragments held for their first fragment (not
+				 * counted to a flow yet) */
+	FS_CNT_FRAG_RESOLVED = 14, /* held fragments added to their datagram's flow */
+	FS_CNT_FRAG_ORPHANED = 15, /* held fragments given up after FS_FRAG_TIMEOUT_NS (held -
+				    * resolved - orphaned are still held or were evicted) */
+	FS_CNT_MAX = 16,
 };
 
 /*

@@ -102,6 +102,8 @@ def _tracker_args(p: argparse.ArgumentParser, live: bool) -> None:
                             f"(default {SWEEP_INTERVAL:g})")
         g.add_argument(_flag("", "infer_tcp_initiator"), action="store_true", default=None,
                        help="a flow first seen as SYN+ACK is initiated by the other side")
+        g.add_argument(_flag("", "verify_checksums"), action="store_true", default=None,
+                       help="verify IP/TCP/UDP/ICMP checksums (Zeek's C/c history letters)")
         g.add_argument("--extractor", choices=EXTRACTORS, default=EXTRACTORS[0],
                        help=f"what a flow is (default {EXTRACTORS[0]}, bidirectional)")
     o = p.add_argument_group("output")
@@ -188,6 +190,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         changes["sweep_interval"] = args.sweep_interval
     if getattr(args, "infer_tcp_initiator", None):
         changes["infer_tcp_initiator"] = True
+    if getattr(args, "verify_checksums", None):
+        changes["verify_checksums"] = True
     try:
         tracker = cfg.tracker.replace(**changes)
     except ConfigError as exc:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .layout import NS_PER_S, TIMEOUT_CLASSES
+from .layout import FRAG_TIMEOUT_S, NS_PER_S, TIMEOUT_CLASSES
 
 
 class ConfigError(ValueError):
@@ -196,6 +196,16 @@ class TrackerConfig:
         Sweep idle flows every this many seconds of packet time while
         tracking. ``None`` (the library default) sweeps only when ``sweep()``
         is called, as the reference does; the CLI uses 1 s.
+    fragment_timeout : float
+        Seconds a fragmented TCP/UDP/SCTP datagram's ports are kept for its
+        non-first fragments, from its first-seen fragment (default 30, as
+        ``layout.FRAG_TIMEOUT_S``); non-first fragments whose first fragment
+        does not arrive in that time are counted in ``fragments_orphaned``.
+    verify_checksums : bool
+        Verify IPv4 header and TCP/UDP/ICMP checksums (off by default, like
+        Zeek's ``-C``): bad ones are counted in ``bad_checksums`` and give
+        Zeek's ``C``/``c`` history letters. Needs rows from a reader that
+        verified them (``CaptureReader(verify_checksums=True)``).
     """
 
     tcp_timeout: float = 300.0
@@ -206,6 +216,8 @@ class TrackerConfig:
     max_flows: int = 100_000
     infer_tcp_initiator: bool = False
     sweep_interval: Optional[float] = None
+    fragment_timeout: float = FRAG_TIMEOUT_S
+    verify_checksums: bool = False
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -331,6 +343,8 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("max_flows", "max_flows", integer(1, MAX_FLOWS_LIMIT), "--max-flows"),
         Key("infer_tcp_initiator", "infer_tcp_initiator", boolean, "--infer-tcp-initiator"),
         Key("sweep_interval", "sweep_interval", seconds, "--sweep-interval"),
+        Key("fragment_timeout", "fragment_timeout", seconds),
+        Key("verify_checksums", "verify_checksums", boolean, "--verify-checksums"),
         *(_timeout_key(name) for name, _protos in TIMEOUT_CLASSES),
         Key("timeout_fn", "timeout_fn", callable_or_none, yaml=False),
     ),

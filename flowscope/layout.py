@@ -79,7 +79,7 @@ L3_ETHER = 1  # an Ethernet frame that carried no IP (MacPair can still use it)
 #: ``PKT_DTYPE.pflags`` bits.
 PF_PORTS = 0x01  # sport/dport are valid (TCP/UDP header present)
 PF_TCP = 0x02  # tcp_flags/seq/ack/window/payload_* are valid
-PF_FRAG = 0x04  # a non-first IP fragment (keyed with ports 0)
+PF_FRAG = 0x04  # a non-first IP fragment (no L4 header: ports from the fragment table)
 PF_MAC = 0x08  # smac/dmac are valid
 PF_MORE_FRAGS = 0x10  # a first fragment with more fragments to follow
 PF_ICMP = 0x20  # icmp_type/icmp_code are valid (ICMP/ICMPv6 header captured)
@@ -98,6 +98,10 @@ PERR_TRUNCATED = 1  # captured bytes end inside a header
 PERR_NOT_IP = 2  # no IPv4/IPv6 payload (ARP, LLDP, ...)
 PERR_BAD_HEADER = 3  # a header field is impossible (IHL < 5, version mismatch, ...)
 PERR_LINKTYPE = 4  # link type not supported
+#: Not unmatched: a TCP or UDP header cut short (the captured bytes end inside it, or the IP
+#: length leaves no room for it). The packet is keyed at the IP level (ports 0, no TcpInfo),
+#: as protocols without ports are, and counted in the ``truncated_l4`` statistic.
+PERR_L4_SHORT = 5
 
 PKT_DTYPE = np.dtype(
     [
@@ -127,7 +131,13 @@ PKT_DTYPE = np.dtype(
         ("error", np.uint8),
         ("icmp_type", np.uint8),  # valid with PF_ICMP
         ("icmp_code", np.uint8),  # valid with PF_ICMP
-        ("_pad", np.uint8, (5,)),
+        ("frag_mf", np.uint8),  # 1: the IP "more fragments" flag is set
+        ("frag_off", np.uint16),  # IP fragment offset in bytes (0: first or not a fragment)
+        ("l3_off", np.uint16),  # offset of the IP header in the frame (valid with l3 4/6)
+        ("frag_id", np.uint32),  # IPv4 identification (16 bits) / IPv6 fragment header id
+        ("l4_off", np.uint16),  # offset of the L4 header in the frame (valid with l3 4/6)
+        ("csum", np.uint8),  # CSUM_* bits, set only when checksums are verified
+        ("_pad", np.uint8),
         # live sensor rows only (PF_ABS / PF_SYNC); zero from the capture parsers
         ("first_ts", np.int64),  # PF_SYNC: the flow's first packet, ns since the epoch
         ("cnt_pkts0", np.uint64),  # flow packets a -> b, this row included
@@ -231,6 +241,21 @@ REASON_SLUGS = ("fin", "rst", "idle_timeout", "evicted", "shutdown")
 
 HISTORY_MAX = 16
 
+#: ``PKT_DTYPE.csum`` bits (``verify_checksums``; ``flowscope._kernels.csum``).
+CSUM_IP_BAD = 0x01  # the IPv4 header checksum is wrong
+CSUM_L4_BAD = 0x02  # the TCP / UDP / ICMP / ICMPv6 checksum is wrong (whole segment captured)
+
+# --- IP fragments -----------------------------------------------------------
+#: Non-first fragments of TCP, UDP and SCTP datagrams carry no ports: the engine (and the live
+#: kernel) keeps a table from (addresses, protocol, IP id) to the ports of the datagram's first
+#: fragment, filled by first fragments. Entries live ``fragment_timeout`` (default below) from
+#: the datagram's first-seen fragment; non-first fragments seen before their first fragment are
+#: held in the entry (counted as pending) and added to the datagram's flow when it arrives.
+FRAG_TIMEOUT_S = 30.0
+#: Default entries of the offline fragment table (direct-mapped: a datagram whose slot is taken
+#: by a live entry of another datagram replaces it) and of the kernel's LRU map.
+FRAG_SLOTS = 4096
+
 #: ``EVENT_DTYPE.icmp``: bit 16 set when the first packet was ICMP with a type/code,
 #: type in bits 8..15, code in bits 0..7.
 ICMP_VALID = 1 << 16
@@ -255,6 +280,7 @@ Z_HSEQ1 = 11
 Z_PAY0 = 12  # UDP / ICMP / other payload bytes as Zeek sizes them, side 0
 Z_PAY1 = 13
 Z_LAST = 14  # Zeek's last_time (ns): packets after both TCP endpoints closed do not move it
+Z_CSUM = 15  # bad-checksum packets (verify_checksums): side 0 in bits 0..31, side 1 in 32..62
 
 # Z_CTL bits
 CTL_ORIG1 = 1  # Zeek's originator is flowscope side 1

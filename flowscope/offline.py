@@ -72,7 +72,8 @@ def run_pcap(config: Config, files: Sequence[str], events: str = "ended",
         for path in files:
             reader = None
             try:
-                reader = CaptureReader(path, batch_size=8192, chunk_bytes=4 << 20)
+                reader = CaptureReader(path, batch_size=8192, chunk_bytes=4 << 20,
+                                       verify_checksums=config.tracker.verify_checksums)
                 files_read += 1
                 for batch in reader.prefetched():
                     for recs in tracker.process(batch):

@@ -65,6 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from ._kernels import capture as K
+from ._kernels.csum import verify_frame
 from ._kernels.parse import SUPPORTED_LINKTYPES, parse_frame
 from .layout import PKT_DTYPE
 
@@ -99,7 +100,8 @@ class CaptureError(Exception):
     """A capture file cannot be read (or not further). ``str()`` is one line naming the file."""
 
 
-def parse_bytes(frame: bytes, ts_ns: int, linktype: int = 1) -> np.ndarray:
+def parse_bytes(frame: bytes, ts_ns: int, linktype: int = 1,
+                verify_checksums: bool = False) -> np.ndarray:
     """Parse one frame into a 1-row ``PKT_DTYPE`` array.
 
     Parameters
@@ -110,6 +112,8 @@ def parse_bytes(frame: bytes, ts_ns: int, linktype: int = 1) -> np.ndarray:
         Timestamp, ns since the Unix epoch.
     linktype : int
         pcap LINKTYPE of ``frame`` (1 = Ethernet).
+    verify_checksums : bool
+        Also verify the IPv4 header and TCP/UDP/ICMP checksums (``csum`` bits).
 
     Returns
     -------
@@ -120,6 +124,8 @@ def parse_bytes(frame: bytes, ts_ns: int, linktype: int = 1) -> np.ndarray:
     out = np.empty(1, dtype=PKT_DTYPE)
     n = buf.shape[0]
     parse_frame(buf, 0, n, n, int(linktype), int(ts_ns), out, 0)
+    if verify_checksums:
+        verify_frame(buf, 0, n, out, 0)
     return out
 
 
@@ -150,6 +156,9 @@ class CaptureReader:
         Rows per yielded batch (the last batch may be shorter).
     chunk_bytes : int
         Size of the read buffer (one read fills it).
+    verify_checksums : bool
+        Verify the IPv4 header and TCP/UDP/ICMP checksums of every frame and
+        set the rows' ``csum`` bits (``layout.CSUM_*``); off by default.
 
     Iterating yields ``PKT_DTYPE`` arrays of up to ``batch_size`` rows. The
     array is a view of a buffer reused for the next batch: process (or copy)
@@ -184,8 +193,10 @@ class CaptureReader:
         oversized pcapng packet or interface blocks had to be skipped.
     """
 
-    def __init__(self, path, batch_size: int = 65536, chunk_bytes: int = 16 << 20):
+    def __init__(self, path, batch_size: int = 65536, chunk_bytes: int = 16 << 20,
+                 verify_checksums: bool = False):
         self.path = os.fspath(path)
+        self.verify_checksums = bool(verify_checksums)
         if int(batch_size) < 1:
             raise ValueError("batch_size must be >= 1")
         if int(chunk_bytes) < 64:
@@ -326,6 +337,7 @@ class CaptureReader:
             out = np.empty(self.batch_size, dtype=PKT_DTYPE)
             st = np.zeros(K.ST_SIZE, dtype=np.int64)
             st[K.ST_BE] = int(self.big_endian)
+            st[K.ST_VERIFY] = int(self.verify_checksums)
             if pcapng:
                 ifs = np.zeros((K.MAX_IFACES, K.IF_COLS), dtype=np.int64)
                 seen = np.zeros(65536, dtype=np.uint8)

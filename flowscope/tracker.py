@@ -22,6 +22,7 @@ import numpy as np
 
 from . import layout
 from ._kernels import engine as K
+from ._kernels import frag as KF
 from .config import TrackerConfig
 from .events import (
     EndReason,
@@ -70,6 +71,11 @@ class TrackerStats:
     ended_idle: int
     ended_shutdown: int
     packets_ended: int = 0  # packets of the ended flows (the sum over their Ended records)
+    fragments_keyed: int = 0  # non-first fragments counted to their datagram's flow (ports)
+    fragments_held: int = 0  # non-first fragments now waiting for their first fragment
+    fragments_orphaned: int = 0  # held fragments whose first fragment never came (unmatched)
+    truncated_l4: int = 0  # packets whose TCP/UDP header was cut short (keyed with ports 0)
+    bad_checksums: int = 0  # matched packets with a bad checksum (verify_checksums)
 
 
 def event_mask(events: str | int) -> int:
@@ -145,6 +151,8 @@ class FlowTracker:
         zcap = cap if zeek else 1
         self._fz = np.zeros((zcap, layout.ZEEK_WORDS), dtype=np.int64)
         self._fzh = np.zeros((zcap, layout.ZEEK_HISTORY_MAX), dtype=np.uint8)
+        self._frk = np.zeros((layout.FRAG_SLOTS, 5), dtype=np.uint64)
+        self._frv = np.zeros((layout.FRAG_SLOTS, KF.FV_SIZE), dtype=np.int64)
         ctl = self._ctl
         ctl[K.C_MAX_FLOWS] = cap
         ctl[K.C_EXTRACT] = self.extractor.kind
@@ -157,6 +165,8 @@ class FlowTracker:
         ctl[K.C_PAUSE_NEW] = int(self.config.timeout_fn is not None)
         ctl[K.C_TABLE_MASK] = self._table.shape[0] - 1
         ctl[K.C_ZEEK] = int(zeek)
+        ctl[K.C_FRAG_TMO] = int(round(self.config.fragment_timeout * NS_PER_S))
+        ctl[K.C_VERIFY] = int(self.config.verify_checksums)
         self._ev = np.zeros(max(int(event_capacity), 64), dtype=layout.EVENT_DTYPE)
         self._keys: dict[int, object] = {}  # flow_id -> decoded key, for open flows
 
@@ -175,7 +185,7 @@ class FlowTracker:
         if pkts.dtype != layout.PKT_DTYPE:
             raise TypeError("pkts: expected an array of flowscope.layout.PKT_DTYPE")
         i = 0
-        args = self._state() + (self._ev,)
+        args = self._state() + (self._frk, self._frv, self._ev)
         while True:
             i, e, status = K.track_batch(pkts, i, *args, 0)
             if status == K.S_PAUSED:
@@ -196,8 +206,16 @@ class FlowTracker:
                 return
 
     def process_finish(self) -> Iterator[np.ndarray]:
-        """End every open flow (reason Shutdown, time of the latest packet); yield records."""
-        return self.process_sweep(int(self._ctl[K.C_LAST_TS]), K.END_SHUTDOWN)
+        """End every open flow (reason Shutdown, time of the latest packet); yield records.
+
+        Fragments still held for a first fragment are orphaned (``fragments_orphaned``).
+        """
+        n = int(KF.frag_flush(self._frv))
+        c = self._ctl
+        c[K.C_FRAG_HELD] -= n
+        c[K.C_FRAG_ORPHANS] += n
+        c[K.C_UNMATCHED] += n
+        yield from self.process_sweep(int(self._ctl[K.C_LAST_TS]), K.END_SHUTDOWN)
 
     def _apply_timeout_fn(self) -> None:
         s = int(self._ctl[K.C_NEW_SLOT])
@@ -216,7 +234,8 @@ class FlowTracker:
         """Track one packet; return its events in order."""
         from .pcap import parse_bytes
 
-        pkts = parse_bytes(view.frame, view.timestamp.to_ns(), view.linktype)
+        pkts = parse_bytes(view.frame, view.timestamp.to_ns(), view.linktype,
+                           self.config.verify_checksums)
         return self.track_batch(pkts)
 
     def track_batch(self, pkts: np.ndarray) -> list[FlowEvent]:
@@ -256,6 +275,11 @@ class FlowTracker:
             ended_idle=int(c[K.C_ENDED_IDLE]),
             ended_shutdown=int(c[K.C_ENDED_SHUTDOWN]),
             packets_ended=int(c[K.C_ENDED_PKTS]),
+            fragments_keyed=int(c[K.C_FRAG_KEYED]),
+            fragments_held=int(c[K.C_FRAG_HELD]),
+            fragments_orphaned=int(c[K.C_FRAG_ORPHANS]),
+            truncated_l4=int(c[K.C_TRUNC_L4]),
+            bad_checksums=int(c[K.C_BAD_CSUM]),
         )
 
     def __len__(self) -> int:

@@ -24,6 +24,7 @@ import sys
 import time
 
 TCP_PORT, REFUSED_PORT, UDP_PORT, VLAN_PORT = 8080, 8081, 9090, 7777
+FRAG_PORT = 7778  # fragmented UDP datagrams (raw frames)
 BULK_PORT, ABORT_PORT = 8082, 8083
 BULK_BYTES = 300_000
 DEADLINE_S = 15
@@ -60,6 +61,18 @@ def _udp(sport: int, dport: int, payload: bytes) -> bytes:
 
 def _tcp_syn(sport: int, dport: int) -> bytes:
     return struct.pack("!HHIIBBHHH", sport, dport, 1000, 0, 5 << 4, 0x02, 8192, 0, 0)
+
+
+def fragments(src: str, dst: str, ident: int, l4: bytes, size: int) -> list[bytes]:
+    """IPv4 fragments (``size`` bytes of ``l4`` each, a multiple of 8) of one datagram."""
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    out = []
+    for off in range(0, len(l4), size):
+        part = l4[off:off + size]
+        fw = (0x2000 if off + size < len(l4) else 0) | off // 8
+        hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(part), ident, fw, 64, 17, 0, s, d)
+        out.append(hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:] + part)
+    return out
 
 
 def vlan_frame(dst_mac: bytes, src_mac: bytes, vid: int, ip: bytes) -> bytes:
@@ -186,14 +199,25 @@ def drive(a4: str, a6: str, ifname: str) -> None:
     subprocess.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", a4], check=True,
                    capture_output=True, timeout=10)
     # raw frames: a half-open SYN from an address nobody answers ARP for (the SYN+ACK is
-    # never sent), and two VLAN-tagged frames (UDP and a TCP SYN) the peer ignores
+    # never sent), two VLAN-tagged frames (UDP and a TCP SYN) the peer ignores, and two
+    # fragmented UDP datagrams to an address nobody has: one in order, one last fragment
+    # first (its first fragment comes last)
     ghost = str(ipaddress.ip_address(a4) + 50)
+    nobody = str(ipaddress.ip_address(a4) + 51)
     dst, src = b"\xff" * 6, _mac(ifname)
+    frag_a = fragments(local4, nobody, 0x4242, _udp(FRAG_PORT, FRAG_PORT, b"a" * 200), 72)
+    frag_b = fragments(local4, nobody, 0x4343, _udp(FRAG_PORT, FRAG_PORT, b"b" * 200), 72)
     _raw_send(ifname, [
         dst + src + b"\x08\x00" + _ipv4(ghost, a4, 6, _tcp_syn(40000, TCP_PORT)),
         vlan_frame(dst, src, 100, _ipv4(local4, a4, 17, _udp(VLAN_PORT, VLAN_PORT, b"vlan"))),
         vlan_frame(dst, src, 200, _ipv4(local4, a4, 6, _tcp_syn(40001, VLAN_PORT))),
+        *(dst + src + b"\x08\x00" + f for f in frag_a),
     ])
+    # the second datagram well after the first: a live flow's last-seen time comes from the
+    # kernel's coarse clock (one tick, ~4 ms, behind at most), and Zeek's sizes need the
+    # connection to have a duration
+    time.sleep(0.05)
+    _raw_send(ifname, [dst + src + b"\x08\x00" + f for f in frag_b[::-1]])
     time.sleep(0.3)  # let the last ACKs and replies land
 
 

@@ -21,11 +21,17 @@ Keying rules (see tests/expected/README.md for the reasoning):
   TCP (6), UDP (17) and SCTP (132) take their ports from the header; every
   other protocol has ports 0.
 * A non-first fragment (IPv4 fragment offset != 0, IPv6 fragment header offset
-  != 0) has ports 0 and proto = the fragment's protocol (IPv6: the fragment
-  header's next header).  The first fragment keeps its ports.
-* A frame whose IP header, or whose TCP fixed header (20 bytes) / UDP header
-  (8 bytes) / SCTP common header (12 bytes) is not wholly inside the captured
-  bytes is unmatched (it is counted, not keyed).
+  != 0) has proto = the fragment's protocol (IPv6: the fragment header's next
+  header).  Of TCP, UDP and SCTP it takes the ports of its datagram's first
+  fragment: the one with the same (proto, source, destination, IP id / IPv6
+  fragment id), the latest before it, else the first after it (the shared
+  captures' datagrams span well under the 30 s fragment timeout); with no such
+  first fragment it is unmatched (``fragment-without-first``).  Other
+  protocols have ports 0 anyway.
+* A frame whose IP header or SCTP common header (12 bytes) is not wholly inside
+  the captured bytes is unmatched (it is counted, not keyed).  A TCP fixed
+  header (20 bytes) or UDP header (8 bytes) cut short -- by the captured bytes
+  or by the IP length -- is keyed at the IP level, with ports 0.
 * Canonical order: endpoint (address bytes in network order, port) a <= b.
   ``ab`` counts frames sent from a to b.  bytes = frame.cap_len, the whole
   captured frame with its link-layer header and any trailer.
@@ -114,7 +120,7 @@ def _fields(elem: ET.Element) -> dict[str, ET.Element]:
 class Frame:
     """What one frame contributes: a (directional) tuple or an unmatched reason."""
 
-    __slots__ = ("number", "cap_len", "key", "unmatched", "note")
+    __slots__ = ("number", "cap_len", "key", "unmatched", "note", "frag")
 
     def __init__(self, number: int, cap_len: int):
         self.number = number
@@ -122,6 +128,8 @@ class Frame:
         self.key: tuple | None = None  # (proto, src_bytes, sport, dst_bytes, dport)
         self.unmatched: str | None = None
         self.note: str | None = None
+        # (proto, src, dst, id, first) for fragments of TCP/UDP/SCTP datagrams
+        self.frag: tuple | None = None
 
 
 def key_frame(packet: ET.Element) -> Frame:
@@ -142,7 +150,8 @@ def key_frame(packet: ET.Element) -> Frame:
     f = _fields(ip_el)
 
     if ip_el.get("name") == "ip":
-        need = ("ip.src", "ip.dst", "ip.proto", "ip.hdr_len", "ip.frag_offset")
+        need = ("ip.src", "ip.dst", "ip.proto", "ip.hdr_len", "ip.frag_offset", "ip.id",
+                "ip.flags.mf", "ip.len")
         if any(n not in f for n in need):
             fr.unmatched = "ip-header-short"
             return fr
@@ -154,6 +163,9 @@ def key_frame(packet: ET.Element) -> Frame:
         dst = bytes.fromhex(f["ip.dst"].get("value"))
         proto = _int(f["ip.proto"].get("show"))
         non_first_frag = _int(f["ip.frag_offset"].get("show")) != 0
+        more = _int(f["ip.flags.mf"].get("show")) != 0
+        ident = _int(f["ip.id"].get("show"))
+        ip_end = ip_pos + _int(f["ip.len"].get("show"))
         l4_off = ip_pos + hdr_len
     else:
         if any(n not in f for n in ("ipv6.src", "ipv6.dst", "ipv6.nxt")) or ip_pos + 40 > cap_len:
@@ -163,13 +175,19 @@ def key_frame(packet: ET.Element) -> Frame:
         dst = bytes.fromhex(f["ipv6.dst"].get("value"))
         # Walk the next-header chain in document order: the last one names L4.
         proto = _int(f["ipv6.nxt"].get("show"))
-        non_first_frag = False
+        non_first_frag = more = False
+        ident = None
+        ip_end = ip_pos + 40 + _int(f["ipv6.plen"].get("show"))
         for el in ip_el.iter("field"):
             name = el.get("name")
             if name in IPV6_EXT_NXT:
                 proto = _int(el.get("show"))
             elif name == "ipv6.fraghdr.offset" and _int(el.get("show")) != 0:
                 non_first_frag = True
+            elif name == "ipv6.fraghdr.more":
+                more = _int(el.get("show")) != 0
+            elif name == "ipv6.fraghdr.ident":
+                ident = _int(el.get("show"))
         if proto in (0, 43, 44, 60) and not non_first_frag:
             # An extension header tshark did not finish (cut short by the capture).
             fr.unmatched = "ip-header-short"
@@ -180,9 +198,16 @@ def key_frame(packet: ET.Element) -> Frame:
             return fr
 
     sport = dport = 0
+    if proto in MIN_L4_HEADER and ident is not None and (non_first_frag or more):
+        fr.frag = (proto, src, dst, ident, not non_first_frag)
     if not non_first_frag and proto in MIN_L4_HEADER:
-        if l4_off + MIN_L4_HEADER[proto] > cap_len:
+        short = l4_off + MIN_L4_HEADER[proto] > cap_len
+        if short and proto == PROTO_SCTP:
             fr.unmatched = f"{L4_DISSECTOR[proto]}-header-truncated"
+            return fr
+        if short or l4_off + MIN_L4_HEADER[proto] > ip_end:
+            fr.note = f"{L4_DISSECTOR[proto]} header cut short: keyed with ports 0"
+            fr.key = (proto, src, 0, dst, 0)
             return fr
         want = L4_DISSECTOR[proto]
         if nxt_el is None or nxt_el.get("name") != want or _int(nxt_el.get("pos")) != l4_off:
@@ -212,12 +237,33 @@ def run_tshark(pcap: Path):
         if elem.tag == "packet":
             frames.append(key_frame(elem))
             elem.clear()
+    assign_fragments(frames)
     err = proc.stderr.read().decode(errors="replace")
     rc = proc.wait()
     err_lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("Running as user")]
     if rc != 0 or err_lines:
         raise RuntimeError(f"tshark failed on {pcap.name} (rc={rc}): {' | '.join(err_lines)}")
     return frames
+
+
+def assign_fragments(frames: list[Frame]) -> None:
+    """Give non-first fragments of TCP/UDP/SCTP their datagram's first fragment's ports."""
+    firsts: dict[tuple, list[Frame]] = defaultdict(list)
+    for fr in frames:
+        if fr.frag and fr.frag[4] and fr.key is not None:
+            firsts[fr.frag[:4]].append(fr)
+    for fr in frames:
+        if not fr.frag or fr.frag[4] or fr.key is None:
+            continue
+        cands = firsts.get(fr.frag[:4], [])
+        before = [c for c in cands if c.number < fr.number]
+        first = before[-1] if before else (cands[0] if cands else None)
+        if first is None:
+            fr.key = None
+            fr.unmatched = "fragment-without-first"
+            continue
+        proto, src, sport, dst, dport = first.key
+        fr.key = (proto, src, sport, dst, dport)
 
 
 def addr_str(b: bytes) -> str:

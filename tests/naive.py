@@ -93,11 +93,68 @@ class _Flow:
         self.timeout = timeout
 
 
+M64 = (1 << 64) - 1
+
+
+def _frag_slot(words, slots):
+    """Slot of a fragment-table key (five 64-bit words): the engine's hash, restated."""
+    h = 0x9E3779B97F4A7C15
+    for j, w in enumerate(words):
+        if j:
+            h ^= h >> 31
+        h = ((h ^ w) * 0xBF58476D1CE4E5B9) & M64
+    return (h ^ (h >> 29)) & (slots - 1)
+
+
+class NaiveFragments:
+    """The fragment table (layout.FRAG_SLOTS direct-mapped entries), dicts only.
+
+    ``lookup`` returns ("keyed", ports), ("held", None) or ("first", held counts) and
+    the number of held fragments it gave up (orphaned).
+    """
+
+    def __init__(self, slots=4096, timeout=30 * 10**9):
+        self.slots = slots
+        self.timeout = timeout
+        self.table: dict = {}  # slot -> dict(key, ts, ports | held)
+
+    def lookup(self, p: dict, first: bool):
+        words = (p["src_hi"], p["src_lo"], p["dst_hi"], p["dst_lo"],
+                 p["l3"] << 40 | p["proto"] << 32 | p.get("frag_id", 0))
+        slot = _frag_slot(words, self.slots)
+        ent = self.table.get(slot)
+        live = ent is not None and ent["key"] == words and p["ts"] - ent["ts"] < self.timeout
+        held_here = ent is not None and ent.get("held") is not None
+        orphaned = ent["held"][0] if held_here and not live else 0
+        this = (1, p["caplen"], p["payload_len"], p["ip_len"])
+        if not first:
+            if live and not held_here:
+                return ("keyed", ent["ports"]), 0
+            if live:
+                ent["held"] = tuple(a + b for a, b in zip(ent["held"], this))
+                return ("held", None), 0
+            self.table[slot] = {"key": words, "ts": p["ts"], "held": this}
+            return ("held", None), orphaned
+        ports = (p["sport"], p["dport"]) if p["pflags"] & 0x01 else (0, 0)
+        given = ent["held"] if live and held_here else (0, 0, 0, 0)
+        ts = ent["ts"] if live else p["ts"]
+        self.table[slot] = {"key": words, "ts": ts, "ports": ports, "held": None}
+        return ("first", given), orphaned
+
+    def flush(self) -> int:
+        n = 0
+        for slot, ent in list(self.table.items()):
+            if ent.get("held") is not None:
+                n += ent["held"][0]
+                del self.table[slot]
+        return n
+
+
 class NaiveTracker:
     """The reference tracker, one packet at a time, dicts and lists only."""
 
     def __init__(self, kind=FIVE, max_flows=100_000, infer=False, timeouts=None,
-                 sweep_interval=0):
+                 sweep_interval=0, frag_timeout=30 * 10**9):
         self.kind = kind
         self.max_flows = max_flows
         self.infer = infer
@@ -109,6 +166,8 @@ class NaiveTracker:
         self.last_ts = 0
         self.created = self.ended = self.evicted = self.unmatched = 0
         self.matched_pkts = self.matched_bytes = 0
+        self.frags = NaiveFragments(timeout=frag_timeout)
+        self.frag_keyed = self.frag_held = self.frag_orphans = self.truncated_l4 = 0
 
     def _timeout(self, proto):
         return self.timeouts[{6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}.get(proto, "other")]
@@ -129,11 +188,31 @@ class NaiveTracker:
             elif ts >= self.next_sweep:
                 self.next_sweep = ts + self.sweep_interval
                 out += self.sweep(ts)
+        held = None
+        live_row = p["pflags"] & 0xC0
+        is_frag = p["pflags"] & 0x04  # non-first fragment
+        is_first = p["pflags"] & 0x10 and not is_frag
+        if (self.kind in (FIVE, FIVE_DIR) and (is_frag or is_first) and not live_row
+                and p["l3"] in (4, 6) and p["proto"] in (6, 17, 132)):
+            (what, val), orphaned = self.frags.lookup(p, bool(is_first))
+            self.frag_held -= orphaned
+            self.frag_orphans += orphaned
+            self.unmatched += orphaned
+            if what == "held":
+                self.frag_held += 1
+                return out
+            if what == "keyed":
+                self.frag_keyed += 1
+                p = dict(p, sport=val[0], dport=val[1], pflags=p["pflags"] | 0x01)
+            elif val[0]:
+                held = val
         got = naive_key(p, self.kind)
         if got is None:
             self.unmatched += 1
             return out
         self.last_ts = max(self.last_ts, ts)
+        if p.get("error", 0) == 5:  # a TCP/UDP header cut short, keyed at the IP level
+            self.truncated_l4 += 1
         key, rev = got
         # live sensor rows: 0x40 = absolute counters, 0x80 = sync row (not a packet)
         sync = bool(p["pflags"] & 0x80)
@@ -170,6 +249,13 @@ class NaiveTracker:
             f.bytes[side] += p["caplen"]
             self.matched_pkts += 1
             self.matched_bytes += p["caplen"]
+            if held:  # fragments of this datagram seen before this first fragment
+                f.pkts[side] += held[0]
+                f.bytes[side] += held[1]
+                self.matched_pkts += held[0]
+                self.matched_bytes += held[1]
+                self.frag_held -= held[0]
+                self.frag_keyed += held[0]
         f.last = ts
         if not sync:
             self._packet(p, key, f, side, tcp, flags, ts, out)
@@ -204,6 +290,10 @@ class NaiveTracker:
         return out
 
     def finish(self) -> list:
+        n = self.frags.flush()
+        self.frag_held -= n
+        self.frag_orphans += n
+        self.unmatched += n
         out: list = []
         for key in list(self.flows):
             self._end(key, R_SHUTDOWN, self.last_ts, out)

@@ -259,7 +259,7 @@ def _parse(f, linktype, row):
     if ver == 4:
         if len(f) < p + 20:
             _fail(row, L.PERR_TRUNCATED)
-        vihl, _tos, total, _id, fragw, _ttl, proto = struct.unpack_from("!BBHHHBB", f, p)
+        vihl, _tos, total, ipid, fragw, _ttl, proto = struct.unpack_from("!BBHHHBB", f, p)
         if vihl >> 4 != 4 or (vihl & 15) < 5:
             _fail(row, L.PERR_BAD_HEADER)
         hl = (vihl & 15) * 4
@@ -268,6 +268,7 @@ def _parse(f, linktype, row):
         row["src_lo"], row["dst_lo"] = struct.unpack_from("!II", f, p + 12)
         ip_len = total
         l4 = p + hl
+        row.update(frag_id=ipid, frag_off=(fragw & 0x1FFF) * 8, frag_mf=(fragw >> 13) & 1)
         later_frag = (fragw & 0x1FFF) != 0
         if not later_frag and fragw & 0x2000:
             row["pflags"] |= L.PF_MORE_FRAGS
@@ -291,7 +292,8 @@ def _parse(f, linktype, row):
                 if len(f) < l4 + 8:
                     _fail(row, L.PERR_TRUNCATED)
                 nxt = f[l4]
-                offm = struct.unpack_from("!H", f, l4 + 2)[0]
+                offm, fid = struct.unpack_from("!HI", f, l4 + 2)
+                row.update(frag_id=fid, frag_off=offm & 0xFFF8, frag_mf=offm & 1)
                 l4 += 8
                 proto = nxt
                 if offm >> 3:
@@ -301,7 +303,8 @@ def _parse(f, linktype, row):
                     row["pflags"] |= L.PF_MORE_FRAGS
             else:
                 break
-    row.update(l3=L.L3_IPV4 if ver == 4 else L.L3_IPV6, proto=proto, ip_len=ip_len)
+    row.update(l3=L.L3_IPV4 if ver == 4 else L.L3_IPV6, proto=proto, ip_len=ip_len,
+               l3_off=min(p, 0xFFFF), l4_off=min(l4, 0xFFFF))
     l4len = max(0, p + ip_len - l4)
     row["payload_len"] = l4len
     row["payload_off"] = min(l4, 0xFFFF)
@@ -310,8 +313,9 @@ def _parse(f, linktype, row):
         return
     avail = len(f) - l4
     if proto == 6:
-        if avail < 20:
-            _fail(row, L.PERR_TRUNCATED)
+        if avail < 20 or l4len < 20:
+            row["error"] = L.PERR_L4_SHORT  # keyed at the IP level, ports 0
+            return
         sport, dport, seq, ack, offres, flags, win = struct.unpack_from("!HHIIBBH", f, l4)
         doff = (offres >> 4) * 4
         if doff < 20:
@@ -320,8 +324,9 @@ def _parse(f, linktype, row):
                    payload_len=max(0, l4len - doff), payload_off=min(l4 + doff, 0xFFFF))
         row["pflags"] |= L.PF_PORTS | L.PF_TCP
     elif proto == 17:
-        if avail < 8:
-            _fail(row, L.PERR_TRUNCATED)
+        if avail < 8 or l4len < 8:
+            row["error"] = L.PERR_L4_SHORT
+            return
         row["sport"], row["dport"] = struct.unpack_from("!HH", f, l4)
         row.update(payload_len=max(0, l4len - 8), payload_off=min(l4 + 8, 0xFFFF))
         row["pflags"] |= L.PF_PORTS

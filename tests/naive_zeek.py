@@ -51,6 +51,7 @@ class Endpoint:
         self.did_close = False
         self.rxmt_cnt, self.rxmt_thresh = 0, 1
         self.win0_cnt, self.win0_thresh = 0, 1
+        self.chk_cnt, self.chk_thresh = 0, 1
         self.ip_bytes = 0
         self.payload = 0  # UDP / ICMP / other payload as Zeek's analyzers size it
 
@@ -126,6 +127,16 @@ class ZeekConn:
         ep.payload += p["payload_len"]
         if proto == 17:
             self.check_history(side, "data", "D")
+
+    def bad_checksum(self, p: dict, side: int) -> None:
+        """A row with ``csum`` bits: Zeek drops a bad IP header; a bad TCP/UDP checksum
+        gives C/c (scaled) on a connection that exists (or is created) and nothing else."""
+        if p["csum"] & Z.CSUM_IP_BAD:
+            return
+        if not self.started:
+            self.new_conn(p, side)
+        if p["csum"] & Z.CSUM_L4_BAD and p["proto"] in (6, 17):
+            self.scaled_entry(side, "C", "chk")
 
     def new_conn(self, p: dict, side: int) -> None:
         """IPBasedAnalyzer::NewConn: the sender is the originator unless ports say otherwise."""
@@ -299,6 +310,7 @@ class ZeekConn:
             ctl |= HIST_BITS[kind] << (Z.CTL_HS_SHIFT_ORIG if is_orig else Z.CTL_HS_SHIFT_RESP)
         w[Z.Z_CTL] = ctl
         w[Z.Z_LAST] = self.last_time
+        w[Z.Z_CSUM] = min(self.ep[0].chk_cnt, 2**31 - 1) | min(self.ep[1].chk_cnt, 2**31 - 1) << 32
         for side, ep in enumerate(self.ep):
             w[Z.Z_IP_BYTES0 + side] = ep.ip_bytes
             w[Z.Z_PAY0 + side] = ep.payload

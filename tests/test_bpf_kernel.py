@@ -129,6 +129,7 @@ class Harness:
 
     def reset(self):
         self.mod.bpf[b"fs_flows"].clear()
+        self.mod.bpf[b"fs_frags"].clear()
         self.ring.drain_all()
         self.c0 = self.maps.read_counters(self.mod.counters_fd)
 
@@ -275,21 +276,58 @@ def test_ipv4_fragments(h):
     h.run(first)
     h.run(later)
     keys, vals = h.flows()
-    got = sorted(ktuple(k) for k in keys)
-    assert got == sorted([key_of("10.0.0.1", 7, "10.0.0.2", 9, 17)[0],
-                          key_of("10.0.0.1", 0, "10.0.0.2", 0, 17)[0]])
-    ev = h.events()
-    fr = [e for e in ev if int(e["pflags"]) & L.PktFlag.FRAG]
-    assert len(fr) == 1 and int(fr[0]["payload_len"]) == 24
+    assert [ktuple(k) for k in keys] == [key_of("10.0.0.1", 7, "10.0.0.2", 9, 17)[0]]
+    assert vals[0]["pkts"].tolist() == [2, 0]
+    assert vals[0]["payload"].tolist() == [16 + 24, 0]
+    c = h.counters()
+    assert (c["frag_keyed"], c["frag_held"], c["frag_resolved"]) == (1, 0, 0)
 
 
-def test_ipv6_non_first_fragment_has_no_ports(h):
+def test_late_first_fragment_brings_the_held_ones(h):
+    first = eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(7, 9, b"a" * 16), mf=True))
+    later = eth(ipv4("10.0.0.1", "10.0.0.2", 17, b"b" * 24, frag=3))
+    h.run(later)
+    assert len(h.flows()[0]) == 0 and len(h.events()) == 0
+    h.run(first)
+    keys, vals = h.flows()
+    assert [ktuple(k) for k in keys] == [key_of("10.0.0.1", 7, "10.0.0.2", 9, 17)[0]]
+    assert vals[0]["pkts"].tolist() == [2, 0]
+    assert vals[0]["bytes"].tolist() == [len(first) + len(later), 0]
+    (ev,) = h.events()
+    assert ev["pkts"].tolist() == [2, 0]
+    c = h.counters()
+    assert (c["frag_keyed"], c["frag_held"], c["frag_resolved"], c["frag_orphaned"]) == (
+        1, 1, 1, 0)
+
+
+def test_ipv6_non_first_fragment_waits_for_its_first(h):
     f = eth(ipv6("2001:db8::1", "2001:db8::2", 44, frag6(17, 10, False) + b"z" * 32),
             et=0x86DD)
     h.run(f)
-    keys, _ = h.flows()
-    assert ktuple(keys[0]) == key_of("2001:db8::1", 0, "2001:db8::2", 0, 17, l3=6)[0]
-    assert int(h.events()[0]["payload_len"]) == 32
+    assert len(h.flows()[0]) == 0 and h.counters()["frag_held"] == 1
+    first = eth(ipv6("2001:db8::1", "2001:db8::2", 44, frag6(17, 0, True) + udp(5, 6, b"q" * 72)),
+                et=0x86DD)
+    h.run(first)
+    keys, vals = h.flows()
+    assert ktuple(keys[0]) == key_of("2001:db8::1", 5, "2001:db8::2", 6, 17, l3=6)[0]
+    assert int(vals[0]["pkts"].sum()) == 2
+
+
+def test_icmp_fragments_need_no_table(h):
+    h.run(eth(ipv4("10.0.0.1", "10.0.0.2", 1, b"c" * 24, frag=3)))
+    h.run(eth(ipv4("10.0.0.1", "10.0.0.2", 1, icmp(8, 0, b"d" * 20), mf=True)))
+    keys, vals = h.flows()
+    assert [ktuple(k) for k in keys] == [key_of("10.0.0.1", 0, "10.0.0.2", 0, 1)[0]]
+    assert int(vals[0]["pkts"].sum()) == 2 and h.counters()["frag_held"] == 0
+
+
+def test_tcp_header_cut_short_counts_to_the_ip_level_flow(h):
+    frame = tcp4(flags=SYN)[:14 + 20 + 12]
+    h.run(frame)
+    keys, vals = h.flows()
+    assert [ktuple(k) for k in keys] == [key_of("10.0.0.1", 0, "10.0.0.2", 0, 6)[0]]
+    c = h.counters()
+    assert c["truncated_l4"] == 1 and c["truncated"] == 0
 
 
 def test_icmp_has_ports_zero(h):
@@ -306,16 +344,15 @@ def test_icmp_has_ports_zero(h):
     "frame,counter",
     [
         (eth(b"\x00\x01\x08\x00\x06\x04\x00\x01" + b"\0" * 20, et=0x0806), "not_ip"),
-        (tcp4()[:14 + 20 + 10], "truncated"),  # ends inside the TCP header
         (tcp4()[:14 + 12], "truncated"),  # ends inside the IPv4 header
         (eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2), version=5)), "bad_header"),
         (eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2), ihl=4)), "bad_header"),
-        (eth(ipv6("::1", "::2", 6, tcp(1, 2, SYN))[:50], et=0x86DD), "truncated"),
+        (eth(ipv6("::1", "::2", 6, tcp(1, 2, SYN))[:30], et=0x86DD), "truncated"),
         (eth(ipv4("10.0.0.1", "10.0.0.2", 6, tcp(1, 2, SYN)[:12] + b"\x30" + b"\0" * 7)),
          "bad_header"),  # TCP data offset 3
         (eth(ipv6("::1", "::2", 0, b"\x06"), et=0x86DD), "truncated"),  # cut ext header
     ],
-    ids=["arp", "trunc-tcp", "trunc-ip", "ip-version", "ihl", "trunc-ip6", "tcp-doff",
+    ids=["arp", "trunc-ip", "ip-version", "ihl", "trunc-ip6", "tcp-doff",
          "trunc-ext6"],
 )
 def test_unparseable_frames_are_counted(h, frame, counter):
@@ -411,6 +448,11 @@ def _assert_event_matches_row(e, row):
             int(row["icmp_type"]), int(row["icmp_code"]))
 
 
+def _held_fragment(row) -> bool:
+    """A non-first fragment of a TCP/UDP/SCTP datagram: alone, it waits for its first one."""
+    return bool(int(row["pflags"]) & plo.PF_FRAG) and int(row["proto"]) in plo.PORT_PROTOS
+
+
 @pytest.mark.parametrize("i", range(len(OFFLINE_FRAMES)))
 def test_kernel_matches_offline_parser(h, i):
     frame = OFFLINE_FRAMES[i]
@@ -418,6 +460,9 @@ def test_kernel_matches_offline_parser(h, i):
     assert int(row["error"]) == 0
     h.run(frame)
     ev = h.events()
+    if _held_fragment(row):
+        assert len(ev) == 0 and h.counters()["frag_held"] == 1
+        return
     assert len(ev) == 1
     _assert_event_matches_row(ev[0], row)
 
@@ -446,7 +491,10 @@ def check_parity(h, frame: bytes, hooks=("xdp", "tc")) -> int:
         ev = h.events()
         ctx = f"{hook} frame={frame.hex()} offline error={err}"
         assert c["packets"] == 1, ctx
-        if err == plo.PERR_NONE:
+        if err in (plo.PERR_NONE, plo.PERR_L4_SHORT) and _held_fragment(row):
+            assert len(ev) == 0 and c["frag_held"] == 1, (ctx, c)
+        elif err in (plo.PERR_NONE, plo.PERR_L4_SHORT):
+            assert c["truncated_l4"] == int(err == plo.PERR_L4_SHORT), (ctx, c)
             assert (c["truncated"], c["not_ip"], c["bad_header"]) == (0, 0, 0), (ctx, c)
             assert len(ev) == 1 and int(ev[0]["reason"]) & L.EventReason.NEW, ctx
             assert c["flows_new"] == 1, (ctx, c)
@@ -969,3 +1017,82 @@ def test_sigkill_leaves_nothing_attached(veth):
             break
         assert time.monotonic() < deadline, (link, alive)
         time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------------
+# fragments and cut-short L4 headers: the kernel's flows equal the offline engine's
+
+
+def _frag4(src, dst, proto, data, off8, mf, ident):
+    f = bytearray(eth(ipv4(src, dst, proto, data, frag=off8, mf=mf)))
+    f[14 + 4:14 + 6] = struct.pack("!H", ident)
+    return bytes(f)
+
+
+def _frag6(src, dst, nh, data, off8, mf, ident):
+    fh = struct.pack("!BBHI", nh, 0, (off8 << 3) | int(mf), ident)
+    return eth(ipv6(src, dst, 44, fh + data), et=0x86DD)
+
+
+def _pieces(l4: bytes, size: int):
+    return [(l4[o:o + size], o // 8, o + size < len(l4)) for o in range(0, len(l4), size)]
+
+
+def _fragment_frames():
+    frames = []
+    u = _pieces(udp(4000, 53, b"u" * 100), 48)  # 3 fragments
+    t6 = _pieces(tcp(12345, 8080, ACK, payload=b"t" * 120), 64)
+    ic = _pieces(icmp(8, 0, b"i" * 90), 48)
+    mk4 = lambda p, i, proto=17, ident=7, s="10.0.0.1", d="10.0.0.2": _frag4(  # noqa: E731
+        s, d, proto, p[i][0], p[i][1], p[i][2], ident)
+    mk6 = lambda p, i, ident=0xA1BC6572: _frag6(  # noqa: E731
+        "2001:db8::1", "2001:db8::2", 6, p[i][0], p[i][1], p[i][2], ident)
+    frames += [mk4(u, 0), mk4(u, 1), mk4(u, 2)]  # in order
+    frames += [mk4(u, 2, ident=8), mk4(u, 0, ident=8), mk4(u, 1, ident=8)]  # late first
+    frames += [mk4(u, 1, ident=9, s="10.0.0.2", d="10.0.0.1")]  # first never comes
+    frames += [mk6(t6, 1), mk6(t6, 0), mk6(t6, 2)]  # IPv6 TCP, first in the middle
+    frames += [mk4(ic, 2, proto=1, ident=3), mk4(ic, 0, proto=1, ident=3)]  # ICMP
+    frames += [tcp4(sport=1, dport=2, flags=SYN)[:14 + 20 + 12]]  # TCP header cut short
+    frames += [eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(4000, 53, b"x" * 8)))]  # whole UDP
+    return frames
+
+
+def _ended_by_key(tracker, recs_iter):
+    out = {}
+    for recs in recs_iter:
+        for r in recs:
+            if int(r["kind"]) == plo.EV_ENDED:
+                k = tuple(int(w) for w in r["key"])
+                out[k] = (int(r["init_rev"]), r["pkts"].tolist(), r["bytes"].tolist(),
+                          r["payload"].tolist())
+    return out
+
+
+def test_fragment_flows_live_equal_offline(h):
+    """XDP test_run over fragments (in order, late first, orphaned, IPv6, ICMP) and a cut-short
+    TCP header; ring events and the final map sync through the live engine path give the same
+    flows, counts and statistics as the offline parser + engine."""
+    from flowscope import FlowTracker
+    from flowscope.pcap import parse_bytes
+    from flowscope.sensor.rows import rows_from_events, sync_rows
+
+    frames = _fragment_frames()
+    for f in frames:
+        h.run(f)
+    ev = h.events()
+    keys, vals = h.flows()
+    live = FlowTracker(events="ended")
+    got = _ended_by_key(live, [r for r in (live.process(rows_from_events(ev, 0, {})),
+                                           live.process(sync_rows(keys, vals, 0)),
+                                           live.process_finish()) for r in r])
+    off = FlowTracker(events="ended")
+    arr = np.concatenate([parse_bytes(f, (i + 1) * 1000, 1) for i, f in enumerate(frames)])
+    want = _ended_by_key(off, [r for r in (off.process(arr), off.process_finish()) for r in r])
+    assert got == want
+    assert len(want) == 4  # one UDP 5-tuple (datagrams 7, 8 and the whole one), IPv6 TCP,
+    #                        ICMP, the cut TCP header (ports 0)
+    c = h.counters()
+    s = off.stats
+    assert (c["frag_keyed"], c["truncated_l4"]) == (s.fragments_keyed, s.truncated_l4)
+    assert c["frag_held"] - c["frag_resolved"] - c["frag_orphaned"] == s.fragments_orphaned == 1
+    assert live.stats.packets_matched == s.packets_matched == len(frames) - 1

@@ -137,7 +137,8 @@ def test_shared_codes_come_from_the_engine_layout(header):
         f"FS_TH_{n}": bit for n, bit in E.TCP_FLAG_NAMES}
     assert enums["fs_l3"] == {"FS_L3_IPV4": E.L3_IPV4, "FS_L3_IPV6": E.L3_IPV6}
     assert enums["fs_pkt_flag"] == {"FS_PF_PORTS": E.PF_PORTS, "FS_PF_TCP": E.PF_TCP,
-                                    "FS_PF_FRAG": E.PF_FRAG, "FS_PF_ICMP": E.PF_ICMP}
+                                    "FS_PF_FRAG": E.PF_FRAG, "FS_PF_MORE_FRAGS": E.PF_MORE_FRAGS,
+                                    "FS_PF_ICMP": E.PF_ICMP}
     states = {v: k for k, v in enums["fs_tcp_state"].items()}
     assert len(states) == E.ST_RESET + 1
     for code, cname in states.items():

@@ -253,6 +253,10 @@ def test_live_equals_offline(topo, tmp_path, fmt):
                 ("tcp", "shutdown")} <= kinds
         assert any(r["src_ip"].startswith(v6[:-1]) and r["proto"] == "tcp" for r in rows)
         assert sum(1 for r in rows if r["dst_port"] == 7777) == 2  # the VLAN-tagged frames
+        # two fragmented datagrams (3 fragments each, one with its first fragment last): one
+        # flow with every fragment in it
+        frag = [r for r in rows if r["proto"] == "udp" and 7778 in (r["src_port"], r["dst_port"])]
+        assert [(r["init_pkts"], r["resp_pkts"]) for r in frag] == [(6, 0)]
         assert any(r["resp_payload_bytes"] == 300_000 for r in rows)  # the bulk transfer
         assert sum(1 for r in rows if r["dst_port"] == 8083 and r["reason"] == "rst") == 1
     assert "ring_full 0" in err and "map_full 0" in err

@@ -219,8 +219,11 @@ def test_truncated_at_every_byte_of_a_tcp_frame():
             assert r["l3"] == L.L3_NONE and r["error"] == L.PERR_TRUNCATED
         elif cut < 18:
             assert r["l3"] == L.L3_ETHER and r["error"] == L.PERR_TRUNCATED
-        elif cut < l4_end:
+        elif cut < 14 + 4 + 24:
             assert r["l3"] == L.L3_NONE and r["error"] == L.PERR_TRUNCATED
+        elif cut < l4_end:  # IP header whole, TCP header cut: keyed at the IP level
+            assert r["l3"] == L.L3_IPV4 and r["error"] == L.PERR_L4_SHORT
+            assert r["pflags"] & (L.PF_PORTS | L.PF_TCP) == 0
         else:
             assert r["l3"] == L.L3_IPV4 and r["error"] == 0 and r["payload_len"] == 4
 
@@ -281,7 +284,7 @@ def test_parse_batch_never_reads_past_caplen():
     one = np.array([1], np.int64)
     parse_batch(buf, np.array([0], np.int64), np.array([40], np.int64), one * 40, one,
                 one, out)
-    assert out[0]["error"] == L.PERR_TRUNCATED
+    assert out[0]["error"] == L.PERR_L4_SHORT and out[0]["sport"] == 0
 
 
 # --- properties --------------------------------------------------------------

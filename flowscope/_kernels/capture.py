@@ -23,6 +23,7 @@ buffer (carrying the partial record over), hand the batch on, or raise.
 * ``ST_LINK`` (pcap, in): the file's link type.
 * ``ST_NIF``, ``ST_LAST_TS`` (pcapng): interfaces defined in the current
   section; timestamp of the last timed packet (used for Simple Packet Blocks).
+* ``ST_VERIFY`` (in): 1 to verify checksums of each parsed frame (``csum``).
 * ``ST_SKIP``, ``ST_TRAIL`` (pcapng): bytes of an oversized block still to
   stream past, and the block length its trailing length field must repeat
   (0 when no block is being skipped).
@@ -49,6 +50,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .csum import verify_frame
 from .parse import parse_frame
 
 ST_POS = 0
@@ -66,6 +68,7 @@ ST_SKIP = 11
 ST_TRAIL = 12
 ST_BIG_PKTS = 13
 ST_BIG_IDBS = 14
+ST_VERIFY = 15
 ST_SIZE = 16
 
 S_NEED_MORE = 0
@@ -149,6 +152,8 @@ def walk_pcap(buf, st, out):
             break
         ts = _rd32(buf, pos, be) * 1_000_000_000 + _rd32(buf, pos + 4, be) * mult
         parse_frame(buf, pos + 16, incl, _rd32(buf, pos + 12, be), link, ts, out, n)
+        if st[ST_VERIFY] != 0:
+            verify_frame(buf, pos + 16, incl, out, n)
         n += 1
         frames += 1
         pos += 16 + incl
@@ -395,6 +400,8 @@ def walk_pcapng(buf, st, out, ifs, seen):
                 ts = _ts_ns(hi, lo, 6, np.int64(0))
             last_ts = ts
             parse_frame(buf, data, incl, wirelen, link, ts, out, n)
+            if st[ST_VERIFY] != 0:
+                verify_frame(buf, data, incl, out, n)
             out[n].iface = iface
             n += 1
             frames += 1

@@ -36,13 +36,15 @@ import numpy as np
 from ..layout import (  # module-level ints: numba folds them into the machine code
     END_EVICTED, END_FIN, END_IDLE, END_RST, END_SHUTDOWN, EV_ENDED, EV_ESTABLISHED, EV_PACKET,
     EV_STARTED, EV_STATE_CHANGE, EXTRACT_FIVE_TUPLE_DIRECTIONAL, EXTRACT_IP_PAIR,
-    EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, PF_ABS, PF_ICMP, PF_MAC, PF_PORTS, PF_SYNC,
+    EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+    PERR_L4_SHORT, PF_ABS, PF_FRAG, PF_ICMP, PF_MAC, PF_MORE_FRAGS, PF_PORTS, PF_SYNC,
     PF_TCP, ST_ACTIVE, ST_CLOSED, ST_CLOSING_TCP, ST_ESTABLISHED, ST_FIN_WAIT, ST_RESET,
-    ST_SYN_RECEIVED, ST_SYN_SENT, TH_ACK, TH_FIN, TH_RST, TH_SYN, Z_HLEN, ZEEK_HISTORY_MAX,
-    ZEEK_WORDS,
+    ST_SYN_RECEIVED, ST_SYN_SENT, TH_ACK, TH_FIN, TH_RST, TH_SYN, Z_HLEN, Z_IP_BYTES0, Z_PAY0,
+    ZEEK_HISTORY_MAX, ZEEK_WORDS,
 )
 from .common import KIND_SHIFT, L3_SHIFT, PORT_A_SHIFT, PROTO_SHIFT, inline_kernel, kernel
-from .zeek import zeek_kernel_counters, zeek_packet, zeek_reset
+from .frag import FR_HELD, FR_KEYED, frag_lookup
+from .zeek import zeek_bad_checksum, zeek_kernel_counters, zeek_packet, zeek_reset
 
 # ---- ctl slots -------------------------------------------------------------
 C_LQ_HEAD = 0  # access queue: first live-or-stale entry (monotonic position)
@@ -79,7 +81,15 @@ C_SWEEP_N = 34  # number of slots in sbuf
 C_HIGH = 35  # slots ever used; new slots come from the free stack, else from here
 C_ENDED_PKTS = 36  # packets of the flows ended so far (the sum over their Ended records)
 C_TMO = 37  # ctl[C_TMO + proto]: idle timeout (ns) of each IP protocol (TrackerConfig.timeout_table)
-C_SIZE = C_TMO + 256
+C_FRAG_TMO = C_TMO + 256  # fragment table entry lifetime, ns (fragment_timeout)
+C_FRAG_KEYED = C_FRAG_TMO + 1  # non-first fragments keyed with their datagram's ports
+C_FRAG_HELD = C_FRAG_TMO + 2  # non-first fragments held now, waiting for their first fragment
+C_FRAG_RESOLVED = C_FRAG_TMO + 3  # held fragments added to their datagram's flow
+C_FRAG_ORPHANS = C_FRAG_TMO + 4  # held fragments given up (unmatched)
+C_TRUNC_L4 = C_FRAG_TMO + 5  # packets whose TCP/UDP header was cut short (keyed with ports 0)
+C_VERIFY = C_FRAG_TMO + 6  # verify_checksums: act on the rows' csum bits
+C_BAD_CSUM = C_FRAG_TMO + 7  # matched packets with a bad IP / L4 checksum (C_VERIFY)
+C_SIZE = C_FRAG_TMO + 8
 
 # ---- fint columns ----------------------------------------------------------
 # first cache line: what every packet touches
@@ -149,6 +159,13 @@ def extract_key(pkts, i, kind):
     Returns ``(ok, k0, k1, k2, k3, k4, rev)``: ``ok`` is False for an
     unmatched packet; ``rev`` is 1 when the packet travels b -> a.
     """
+    return extract_key_ports(pkts, i, kind, -1, -1)
+
+
+@inline_kernel
+def extract_key_ports(pkts, i, kind, fsp, fdp):
+    """``extract_key`` with ports ``fsp``/``fdp`` when ``fsp >= 0`` (a non-first
+    fragment keyed with its datagram's ports from the fragment table)."""
     p = pkts[i]
     z = np.uint64(0)
     l3 = np.int64(p.l3)
@@ -177,6 +194,9 @@ def extract_key(pkts, i, kind):
     if (p.pflags & PF_PORTS) == 0:
         sp = z
         dp = z
+    if fsp >= 0:
+        sp = np.uint64(fsp)
+        dp = np.uint64(fdp)
     base = (np.uint64(l3) << L3_SHIFT) | (np.uint64(p.proto) << PROTO_SHIFT)
     if kind == EXTRACT_FIVE_TUPLE_DIRECTIONAL:
         meta = (np.uint64(EXTRACT_FIVE_TUPLE_DIRECTIONAL) << KIND_SHIFT) | base
@@ -641,11 +661,31 @@ def _kernel_terminal_state(fint, s, state, kstate):
     return state
 
 
+@inline_kernel
+def _add_held(ctl, fint, fz, s, side, proto, zeek, hp, hb, hpay, hipb):
+    """Add the fragments held for a datagram (seen before its first fragment) to the
+    flow ``s`` of that first fragment, on its side."""
+    ctl[C_MATCHED_PKTS] += hp
+    ctl[C_MATCHED_BYTES] += hb
+    ctl[C_FRAG_HELD] -= hp
+    ctl[C_FRAG_RESOLVED] += hp
+    ctl[C_FRAG_KEYED] += hp
+    fint[s, F_PKTS0 + side] += hp
+    fint[s, F_BYTES0 + side] += hb
+    fint[s, F_PAY0 + side] += hpay
+    if zeek:
+        fz[s, Z_IP_BYTES0 + side] += hipb
+        if proto != IPPROTO_TCP:
+            fz[s, Z_PAY0 + side] += hpay
+
+
 @kernel
-def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sbuf, ev, e):
+def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sbuf, frk, frv,
+                ev, e):
     """Run packets ``pkts[start:]`` through the tracker.
 
-    pkts: PKT_DTYPE[n]; ev: EVENT_DTYPE[m] with events already at ``ev[:e]``.
+    pkts: PKT_DTYPE[n]; ev: EVENT_DTYPE[m] with events already at ``ev[:e]``;
+    frk, frv: the fragment table (``flowscope._kernels.frag``).
     Returns ``(next_packet, e, status)``; status is S_DONE, S_EV_FULL (drain
     ``ev[:e]`` and call again from ``next_packet``) or S_PAUSED.
 
@@ -653,7 +693,11 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
     due, extract the key, find or create the flow (``_new_flow``), count the
     packet (``_add_packet``; live rows: ``_set_kernel_counters``), Zeek-style
     state, TCP history and transition (``_tcp_step``), the Packet event, and
-    the end of a Closed/Reset flow. A live PF_SYNC row is no packet: it sets
+    the end of a Closed/Reset flow. Five-tuple keys: a fragment of a TCP, UDP
+    or SCTP datagram first consults the fragment table (``frag_lookup``): a
+    non-first one takes its datagram's ports or is held until its first
+    fragment comes, which brings the held counts into its flow
+    (``_add_held``). A live PF_SYNC row is no packet: it sets
     the counters and last_seen (= its ts) of its flow, creating the flow
     (started at ``first_ts``, initiated in the row's orientation) when it is
     missing, and does nothing else (no touch, history, state or event but
@@ -666,6 +710,9 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
     kind = ctl[C_EXTRACT]
     zeek = ctl[C_ZEEK] != 0
     pause_new = ctl[C_PAUSE_NEW] != 0
+    five = kind != EXTRACT_IP_PAIR and kind != EXTRACT_MAC_PAIR
+    verify = ctl[C_VERIFY] != 0
+    ftmo = ctl[C_FRAG_TMO]
     ctl[C_NEW_SLOT] = -1
     i = start
     # a sweep left unfinished by a full event buffer comes first
@@ -683,14 +730,43 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
                                 cap_ev, ts)
             if not ok:
                 return i, e, S_EV_FULL
-        ok, k0, k1, k2, k3, k4, rev = extract_key(pkts, i, kind)
+        pf = np.int64(p.pflags)
+        fsp = np.int64(-1)
+        fdp = np.int64(-1)
+        hp = np.int64(0)
+        hb = np.int64(0)
+        hpay = np.int64(0)
+        hipb = np.int64(0)
+        if (five and (pf & (PF_FRAG | PF_MORE_FRAGS)) != 0 and (pf & (PF_ABS | PF_SYNC)) == 0
+                and (p.l3 == 4 or p.l3 == 6)
+                and (p.proto == IPPROTO_TCP or p.proto == IPPROTO_UDP
+                     or p.proto == IPPROTO_SCTP)):
+            res, sp, dp, orph, hp, hb, hpay, hipb = frag_lookup(
+                frk, frv, p, ftmo, (pf & PF_FRAG) == 0)
+            if orph > 0:
+                ctl[C_FRAG_HELD] -= orph
+                ctl[C_FRAG_ORPHANS] += orph
+                ctl[C_UNMATCHED] += orph
+            if res == FR_HELD:
+                ctl[C_FRAG_HELD] += 1
+                i += 1
+                continue
+            if res == FR_KEYED:
+                ctl[C_FRAG_KEYED] += 1
+                fsp = sp
+                fdp = dp
+        ok, k0, k1, k2, k3, k4, rev = extract_key_ports(pkts, i, kind, fsp, fdp)
         i += 1
         if not ok:
             ctl[C_UNMATCHED] += 1
             continue
         if ts > ctl[C_LAST_TS]:
             ctl[C_LAST_TS] = ts
-        pf = np.int64(p.pflags)
+        if p.error == PERR_L4_SHORT:
+            ctl[C_TRUNC_L4] += 1
+        bad_csum = verify and p.csum != 0
+        if bad_csum:
+            ctl[C_BAD_CSUM] += 1
         sync = (pf & PF_SYNC) != 0
         has_tcp = ((pf & PF_TCP) != 0 and not sync and kind != EXTRACT_IP_PAIR
                    and kind != EXTRACT_MAC_PAIR)
@@ -708,12 +784,17 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
             _set_kernel_counters(ctl, fint, s, p)
         else:
             _add_packet(ctl, fint, s, side, np.int64(p.caplen), np.int64(p.payload_len))
+            if hp > 0:
+                _add_held(ctl, fint, fz, s, side, np.int64(p.proto), zeek, hp, hb, hpay, hipb)
         fint[s, F_LAST] = ts
         fdl[s, 0] = sat_add(ts, fint[s, F_TIMEOUT])
         state = fint[s, F_STATE]
         if not sync:
             if zeek:
-                zeek_packet(fz, fzh, s, side, pkts, i - 1)
+                if bad_csum:
+                    zeek_bad_checksum(fz, fzh, s, side, pkts, i - 1)
+                else:
+                    zeek_packet(fz, fzh, s, side, pkts, i - 1)
             if has_tcp:
                 e, state = _tcp_step(ctl, fkey, fint, fhist, ev, e, s, side,
                                      np.int64(p.tcp_flags), np.int64(p.payload_len), ts)

@@ -16,7 +16,12 @@ Logic of ``parse_frame``:
    ``MAX_IPV6_EXT`` of them).
 3) L4: TCP (ports + TcpInfo), UDP and SCTP (ports), ICMP/ICMPv6 (type/code in
    ``icmp_type``/``icmp_code``, ports 0); any other protocol is matched with
-   ports 0. Non-first fragments carry no L4 header: ports 0, ``PF_FRAG``.
+   ports 0. Non-first fragments carry no L4 header: ports 0, ``PF_FRAG``; every
+   fragment has its IP id, offset and MF flag in ``frag_id``/``frag_off``/
+   ``frag_mf`` (the engine gives non-first fragments their datagram's ports).
+   A TCP or UDP header cut short (captured bytes end inside it, or the IP
+   length leaves no room for it) is matched at the IP level: ports 0, no
+   TcpInfo, ``error`` = ``PERR_L4_SHORT``.
 
 Rules that shape the code:
 
@@ -48,6 +53,7 @@ from ..layout import (
     L3_IPV6,
     L3_NONE,
     PERR_BAD_HEADER,
+    PERR_L4_SHORT,
     PERR_LINKTYPE,
     PERR_NONE,
     PERR_NOT_IP,
@@ -183,8 +189,13 @@ def _clear(r):
     r.error = 0
     r.icmp_type = 0
     r.icmp_code = 0
-    for k in range(5):
-        r._pad[k] = 0
+    r.frag_mf = 0
+    r.frag_off = 0
+    r.l3_off = 0
+    r.frag_id = 0
+    r.l4_off = 0
+    r.csum = 0
+    r._pad = 0
     r.first_ts = 0
     r.cnt_pkts0 = 0
     r.cnt_pkts1 = 0
@@ -573,6 +584,9 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
             return
         ip_len = _be16(buf, p + 2)
         fragw = _be16(buf, p + 6)
+        r.frag_id = _be16(buf, p + 4)
+        r.frag_off = (fragw & 0x1FFF) * 8
+        r.frag_mf = 1 if (fragw & 0x2000) != 0 else 0
         proto = np.int64(buf[p + 9])
         r.src_lo = _be_u64(buf, p + 12, 4)
         r.dst_lo = _be_u64(buf, p + 16, 4)
@@ -617,6 +631,9 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
                     return
                 nxt = np.int64(buf[l4])
                 fo = _be16(buf, l4 + 2)
+                r.frag_id = _be32(buf, l4 + 4)
+                r.frag_off = fo & 0xFFF8
+                r.frag_mf = fo & 1
                 l4 += 8
                 proto = nxt
                 if (fo >> 3) != 0:
@@ -630,6 +647,8 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
     r.l3 = L3_IPV4 if ver == 4 else L3_IPV6
     r.proto = proto
     r.ip_len = ip_len
+    r.l3_off = min(p - start, 0xFFFF)
+    r.l4_off = min(l4 - start, 0xFFFF)
     # L4 bytes by the IP length fields (may be < 0 for a bogus length).
     l4len = (p + ip_len) - l4
     if l4len < 0:
@@ -643,9 +662,8 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
 
     # ---- 3) L4 -----------------------------------------------------------
     if proto == 6:
-        if end - l4 < 20:
-            r.l3 = L3_NONE
-            r.error = PERR_TRUNCATED
+        if end - l4 < 20 or l4len < 20:
+            r.error = PERR_L4_SHORT  # keyed at the IP level (ports 0)
             return
         doff = np.int64(buf[l4 + 12] >> 4) * 4
         if doff < 20:
@@ -664,9 +682,8 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
         r.payload_off = pofs if pofs < 0xFFFF else 0xFFFF
         r.pflags |= PF_PORTS | PF_TCP
     elif proto == 17:
-        if end - l4 < 8:
-            r.l3 = L3_NONE
-            r.error = PERR_TRUNCATED
+        if end - l4 < 8 or l4len < 8:
+            r.error = PERR_L4_SHORT  # keyed at the IP level (ports 0)
             return
         r.sport = _be16(buf, l4)
         r.dport = _be16(buf, l4 + 2)

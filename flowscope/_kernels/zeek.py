@@ -27,8 +27,10 @@ What is modelled (Zeek's TCP analyzer, ``TCPSessionAdapter::Process`` and the
    sequence number moved, I, Q, D, A once per direction, T (retransmission:
    payload not beyond the highest sequence seen) and W (zero window) at the
    1st, 10th, 100th, ... occurrence per endpoint, ``^`` on a flip; UDP ``D``/
-   ``d`` once per direction. Not produced: ``C``/``c`` (bad checksum: the
-   parser does not verify checksums, as Zeek run with ``-C``), ``G``/``g``
+   ``d`` once per direction; ``C``/``c`` (bad TCP/UDP checksum) at the 1st,
+   10th, 100th, ... bad packet per direction when checksums are verified
+   (``zeek_bad_checksum``; off by default, as Zeek run with ``-C``). Not
+   produced: ``G``/``g``
    (content gap: needs Zeek's stream reassembly) and ``X``/``x`` (tunnel
    decapsulation events).
 4) Per-side IP bytes (IP total length, as Zeek's conn-size analyzer counts)
@@ -46,11 +48,12 @@ orientation is applied by the writer from ``Z_CTL`` bit 0.
 import numpy as np
 
 from ..layout import (  # the words' layout is shared with the Zeek writer
-    CTL_HS_SHIFT_ORIG, CTL_HS_SHIFT_RESP, CTL_ORIG1, CTL_STARTED, EP_CNT_MASK, EP_DID_CLOSE,
+    CSUM_IP_BAD, CSUM_L4_BAD, CTL_HS_SHIFT_ORIG, CTL_HS_SHIFT_RESP, CTL_ORIG1, CTL_STARTED,
+    EP_CNT_MASK, EP_DID_CLOSE,
     EP_FIN, EP_PREV_SHIFT, EP_RXMIT_SHIFT, EP_STATE_MASK, EP_WIN0_SHIFT, IPPROTO_TCP,
     IPPROTO_UDP, PF_PORTS, PF_SYNC, PF_TCP, TCP_CLOSED, TCP_ESTABLISHED, TCP_INACTIVE,
     TCP_PARTIAL, TCP_RESET, TCP_SYN_ACK_SENT, TCP_SYN_SENT, TH_ACK, TH_FIN, TH_RST, TH_SYN,
-    Z_ACK0, Z_CTL, Z_EP0, Z_EP1, Z_HLEN, Z_HSEQ0, Z_IP_BYTES0, Z_LAST, Z_PAY0, Z_SEQ0,
+    Z_ACK0, Z_CSUM, Z_CTL, Z_EP0, Z_EP1, Z_HLEN, Z_HSEQ0, Z_IP_BYTES0, Z_LAST, Z_PAY0, Z_SEQ0,
     ZEEK_HISTORY_MAX, ZEEK_WORDS,
 )
 from .common import inline_kernel, kernel
@@ -363,6 +366,36 @@ def zeek_packet(fz, fzh, s, side, pkts, i):
     if proto == IPPROTO_UDP:
         is_orig = side == (fz[s, Z_CTL] & CTL_ORIG1)
         _check(fz, fzh, s, is_orig, HIST_DATA, 68)  # 'D'
+
+
+@kernel
+def zeek_bad_checksum(fz, fzh, s, side, pkts, i):
+    """A packet with a bad checksum (``csum`` bits, verify_checksums) instead of ``zeek_packet``.
+
+    As Zeek: a bad IPv4 header checksum drops the packet before any connection (nothing
+    here); a bad TCP or UDP checksum reaches the connection (created by it if new: the
+    originator is chosen as for any first packet) and adds ``C``/``c`` at the 1st, 10th,
+    100th ... bad packet of its direction (Connection::ScaledHistoryEntry), and nothing else:
+    no state, sequence, size or time change (the analyzer stops at the checksum). Other
+    protocols' bad checksums only count. The count per flowscope side is in ``Z_CSUM``.
+    """
+    p = pkts[i]
+    if (p.csum & CSUM_IP_BAD) != 0:
+        return
+    if (fz[s, Z_CTL] & CTL_STARTED) == 0:
+        _choose_originator(fz, fzh, s, side, p)
+        fz[s, Z_LAST] = p.ts
+    if (p.csum & CSUM_L4_BAD) == 0 or (p.proto != IPPROTO_TCP and p.proto != IPPROTO_UDP):
+        return
+    shift = np.int64(32) * side
+    w = fz[s, Z_CSUM]
+    n = (w >> shift) & 0x7FFFFFFF
+    if n < 0x7FFFFFFF:
+        n += 1
+        fz[s, Z_CSUM] = (w & ~(np.int64(0x7FFFFFFF) << shift)) | (n << shift)
+        if _is_scaled(n):
+            is_orig = side == (fz[s, Z_CTL] & CTL_ORIG1)
+            _add(fz, fzh, s, _letter(67, is_orig))  # 'C'
 
 
 @kernel

@@ -82,14 +82,23 @@ def summary_of(stats, files: int = 0) -> dict:
         "unmatched": stats.packets_unmatched, "flows": stats.flows_created,
         "fin": stats.ended_fin, "rst": stats.ended_rst, "idle": stats.ended_idle,
         "evicted": stats.flows_evicted, "shutdown": stats.ended_shutdown,
+        "fragments_keyed": stats.fragments_keyed,
+        "fragments_orphaned": stats.fragments_orphaned, "truncated_l4": stats.truncated_l4,
     }
 
 
 def format_summary(s: dict) -> str:
-    """Two lines under 80 columns: what was read, then how the flows ended."""
+    """Lines under 80 columns: what was read, then how the flows ended; a third line
+    for fragments and cut-short TCP/UDP headers when there were any."""
     source = f" in {s['files']} file(s)" if s.get("files") else ""
-    return (
+    text = (
         f"{s['packets']} packets ({s['unmatched']} unmatched){source}, {s['flows']} flows\n"
         f"ended: {s['fin']} fin, {s['rst']} rst, {s['idle']} idle, {s['evicted']} evicted, "
         f"{s['shutdown']} still open at the end"
     )
+    fk, fo, tl = (s.get("fragments_keyed", 0), s.get("fragments_orphaned", 0),
+                  s.get("truncated_l4", 0))
+    if fk or fo or tl:
+        text += (f"\nfragments: {fk} in their datagram's flow, {fo} orphaned (unmatched); "
+                 f"{tl} cut-short L4")
+    return text

@@ -35,7 +35,7 @@ TcpState = IntEnum("TcpState", {_c_name(st.name): st.value for st in FlowState
                                 if st.value <= L.ST_RESET})
 TcpState.__doc__ = "Kernel mirror of the TCP state machine (``enum fs_tcp_state``)."
 PktFlag = IntFlag("PktFlag", {"PORTS": L.PF_PORTS, "TCP": L.PF_TCP, "FRAG": L.PF_FRAG,
-                              "ICMP": L.PF_ICMP})
+                              "MORE_FRAGS": L.PF_MORE_FRAGS, "ICMP": L.PF_ICMP})
 PktFlag.__doc__ = "``fs_event.pflags`` (``enum fs_pkt_flag``): the kernel's subset of PF_*."
 
 
@@ -87,9 +87,14 @@ class Counter(IntEnum):
     FLOWS_RESTART = 8
     PULL_FAIL = 9
     INSERT_RACE = 10
+    TRUNCATED_L4 = 11
+    FRAG_KEYED = 12
+    FRAG_HELD = 13
+    FRAG_RESOLVED = 14
+    FRAG_ORPHANED = 15
 
 
-FS_CNT_MAX = 11
+FS_CNT_MAX = 16
 
 #: ``struct fs_flow_key`` (40 bytes).
 FLOW_KEY_DTYPE = np.dtype(

@@ -400,9 +400,11 @@ class Sensor:
     def counters(self) -> dict[str, int]:
         """Kernel counters (``Counter`` names) plus the tracker's and the sensor's.
 
-        ``packets = ended_packets + open_packets + unparseable + map_full + in_flight``
-        is the conservation identity: every packet the kernel counted is in an Ended
-        record, in a flow still open in the kernel map, or in a named drop counter.
+        ``packets = ended_packets + open_packets + unparseable + map_full + frag_unresolved
+        + in_flight`` is the conservation identity: every packet the kernel counted is in an
+        Ended record, in a flow still open in the kernel map, or in a named counter
+        (``frag_unresolved``: non-first fragments held for a first fragment that has not
+        come, orphaned after the fragment timeout or evicted from the fragment map).
         ``in_flight`` (packets counted between the reads) is 0 once detached.
         """
         from . import maps
@@ -413,12 +415,13 @@ class Sensor:
         c = maps.counters_dict(self.loaded.counters_fd)
         s = self.tracker.stats
         c["unparseable"] = c["truncated"] + c["not_ip"] + c["bad_header"]
-        c["matched"] = c["packets"] - c["unparseable"] - c["map_full"]
+        c["frag_unresolved"] = c["frag_held"] - c["frag_resolved"]
+        c["matched"] = c["packets"] - c["unparseable"] - c["map_full"] - c["frag_unresolved"]
         c["tracked_packets"] = s.packets_matched
         c["ended_packets"] = s.packets_ended
         c["open_packets"] = int(vals["pkts"][_unreported(vals)].sum())
         c["in_flight"] = (c["packets"] - c["ended_packets"] - c["open_packets"]
-                          - c["unparseable"] - c["map_full"])
+                          - c["unparseable"] - c["map_full"] - c["frag_unresolved"])
         c["open_flows"] = s.open_flows
         c["flows_created"] = s.flows_created
         c["flows_ended"] = s.flows_ended
@@ -434,8 +437,8 @@ class Sensor:
                 "unparseable {unparseable} (truncated {truncated} not_ip {not_ip} "
                 "bad_header {bad_header}) pull_fail {pull_fail} | tracker: open {open_flows} "
                 "ended {flows_ended} | packets {packets} = ended {ended_packets} + open "
-                "{open_packets} + unparseable {unparseable} + map_full {map_full} + in flight "
-                "{in_flight}".format(**c))
+                "{open_packets} + unparseable {unparseable} + map_full {map_full} + fragments "
+                "unresolved {frag_unresolved} + in flight {in_flight}".format(**c))
 
 
 __all__ = ["Sensor", "SensorStats"]

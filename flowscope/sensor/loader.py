@@ -35,6 +35,7 @@ BPF_DIR = files("flowscope") / "bpf"
 TUNABLES = {
     "max_flows": "FS_MAX_FLOWS",
     "ring_pages": "FS_RING_PAGES",
+    "frag_timeout_ns": "FS_FRAG_TIMEOUT_NS",
     "packet_events": "FS_PACKET_EVENTS",
     "precise_last_seen": "FS_PRECISE_LAST_SEEN",
     "atomic_counters": "FS_ATOMIC_COUNTERS",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from ..config import MAX_FLOWS_LIMIT, Config, ConfigError, SensorConfig, TrackerConfig
 
+from ..layout import NS_PER_S
+
 PAGE_SIZE = 4096
 
 
@@ -19,7 +21,8 @@ def tunables(sensor: SensorConfig, tracker: TrackerConfig) -> dict:
 
     The map holds ``sensor.map_size`` flows, by default the tracker's ``max_flows``."""
     return {"max_flows": sensor.map_size or tracker.max_flows,
-            "ring_pages": max(1, sensor.ring_size // PAGE_SIZE)}
+            "ring_pages": max(1, sensor.ring_size // PAGE_SIZE),
+            "frag_timeout_ns": int(round(tracker.fragment_timeout * NS_PER_S))}
 
 
 def live_settings(config: Config,
@@ -40,6 +43,9 @@ def live_settings(config: Config,
     elif (tracker.sweep_interval is not None
           and "sweep_interval" not in (tracker.extra.get("sensor") or {})):
         sensor = sensor.replace(sweep_interval=float(tracker.sweep_interval))
+    if tracker.verify_checksums:
+        raise ConfigError("live: verify_checksums is not supported (the kernel does not "
+                          "verify checksums; see docs/live.md)")
     if tracker.infer_tcp_initiator:
         raise ConfigError("live: infer_tcp_initiator is not supported (the kernel's TCP "
                           "mirror takes the first packet's sender as the initiator)")
