@@ -48,8 +48,8 @@ unsigned 64-bit count of ``if_tsresol`` units, scaled and then shifted by
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from .common import inline_kernel, kernel
 from .csum import verify_frame
 from .parse import parse_frame
 
@@ -101,14 +101,14 @@ BT_EPB = 6
 BOM = 0x1A2B3C4D
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@inline_kernel
 def _rd16(buf, p, be):
     if be:
         return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
     return (np.int64(buf[p + 1]) << 8) | np.int64(buf[p])
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@inline_kernel
 def _rd32(buf, p, be):
     if be:
         return ((np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16)
@@ -117,7 +117,7 @@ def _rd32(buf, p, be):
             | (np.int64(buf[p + 1]) << 8) | np.int64(buf[p]))
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def walk_pcap(buf, st, out):
     """Walk classic pcap records of ``buf[st[ST_POS]:st[ST_FILL]]`` into ``out``.
 
@@ -164,7 +164,7 @@ def walk_pcap(buf, st, out):
     st[ST_NEED] = need
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@inline_kernel
 def _sat_add(a, b):
     """``a + b`` (int64) clamped to [INT64_MIN, INT64_MAX]."""
     if b > 0 and a > INT64_MAX - b:
@@ -174,7 +174,7 @@ def _sat_add(a, b):
     return a + b
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@inline_kernel
 def _sat_mul(a, m):
     """``a * m`` (int64, ``m`` > 0) clamped to [INT64_MIN, INT64_MAX]."""
     lim = INT64_MAX // m
@@ -185,7 +185,7 @@ def _sat_mul(a, m):
     return a * m
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _ts_ns(hi, lo, res, off_ns):
     """pcapng timestamp (unsigned 64 bits ``hi:lo``, units of ``res`` = if_tsresol)
     plus ``off_ns`` -> int64 ns, saturating."""
@@ -229,7 +229,7 @@ def _ts_ns(hi, lo, res, off_ns):
     return _sat_add(v, off_ns)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def _idb(buf, pos, blen, be, ifs, st, seen):
     """Record the Interface Description Block at ``pos`` in ``ifs``."""
     link = _rd16(buf, pos + 8, be)
@@ -264,7 +264,7 @@ def _idb(buf, pos, blen, be, ifs, st, seen):
     seen[link] = 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def walk_pcapng(buf, st, out, ifs, seen):
     """Walk pcapng blocks of ``buf[st[ST_POS]:st[ST_FILL]]`` into ``out``.
 

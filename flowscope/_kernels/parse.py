@@ -45,7 +45,6 @@ Rules that shape the code:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from ..layout import (
     L3_ETHER,
@@ -65,6 +64,7 @@ from ..layout import (
     PF_PORTS,
     PF_TCP,
 )
+from .common import inline_kernel, kernel
 
 #: Link types parse_frame understands (pcap LINKTYPE_* values).
 LINKTYPE_NULL = 0
@@ -141,18 +141,18 @@ _NOT_IP = -1  # _link_layer result: no IP inside (error PERR_NOT_IP)
 _TRUNC = -2  # _link_layer result: captured bytes end inside an L2 header
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@inline_kernel
 def _be16(buf, p):
     return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@inline_kernel
 def _be32(buf, p):
     return ((np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16)
             | (np.int64(buf[p + 2]) << 8) | np.int64(buf[p + 3]))
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@inline_kernel
 def _be_u64(buf, p, n):
     """``n`` bytes at ``p`` as a big-endian uint64."""
     v = np.uint64(0)
@@ -161,7 +161,7 @@ def _be_u64(buf, p, n):
     return v
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@inline_kernel
 def _clear(r):
     r.ts = 0
     r.caplen = 0
@@ -212,7 +212,7 @@ def _clear(r):
         r._pad2[k] = 0
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@inline_kernel
 def _ppp_ethertype(proto):
     """The EtherType of what a PPP protocol number carries (``_ET_NONE`` if not IP/MPLS)."""
     if proto == PPP_IPV4:
@@ -224,7 +224,7 @@ def _ppp_ethertype(proto):
     return _ET_NONE
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@inline_kernel
 def _ethertype_walk(buf, p, end, et, r):
     """Follow the EtherType chain from EtherType ``et`` at ``p``.
 
@@ -315,7 +315,7 @@ def _ethertype_walk(buf, p, end, et, r):
     return p, _NOT_IP
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@inline_kernel
 def _ppp(buf, p, end):
     """PPP at ``p``: optional ff 03, then a 1-byte (compressed) or 2-byte protocol.
 
@@ -333,7 +333,7 @@ def _ppp(buf, p, end):
     return p + 2, _ppp_ethertype(_be16(buf, p))
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@inline_kernel
 def _wlan(buf, p, end, r):
     """IEEE 802.11 frame at ``p`` -> ``(next, ethertype)`` (``_ET_LLC``: LLC follows).
 
@@ -383,7 +383,7 @@ def _wlan(buf, p, end, r):
     return p, _ET_LLC
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
     """Parse one frame into ``out[i]``.
 
@@ -708,7 +708,7 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
     r.error = PERR_NONE
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@kernel
 def parse_batch(buf, offs, caplens, wirelens, linktypes, tss, out):
     """Parse ``len(offs)`` frames of ``buf`` into ``out[:len(offs)]``.
 
