@@ -243,3 +243,77 @@ def test_sigterm_flushes_open_flows(net, tmp_path):
         assert _stop(proc, signal.SIGTERM) == 0, err.read_text()
     recs = [r for r in _ended_tcp(out.read_text(), 9) if r["proto"] == "udp"]
     assert [r["reason"] for r in recs] == ["shutdown"]
+
+
+# --- 7: limits checked before compiling ---------------------------------------------------
+
+
+def _cli(*args):
+    return subprocess.run(FLOWSCOPE + list(args), capture_output=True, text=True, timeout=60,
+                          cwd=REPO)
+
+
+@pytest.mark.parametrize("body, key", [
+    ("sensor:\n  ring_size: 4294967296\n", "sensor.ring_size"),
+    ("sensor:\n  ring_size: 2147483648\n  map_size: 268435456\n", "sensor.map_size"),
+    ("sensor:\n  map_size: 268435456\n", "sensor.map_size"),
+    ("max_flows: 268435456\n", "max_flows"),
+    ("sensor:\n  map_size: 2147483648\n", "sensor.map_size"),
+    ("sensor:\n  batch: 1099511627776\n", "sensor.batch"),
+])
+def test_limits_are_one_line_exit_2_before_compiling(tmp_path, body, key):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(body)
+    t0 = time.monotonic()
+    r = _cli("live", "-i", "lo", "--config", str(cfg), "--duration", "1", "-o", os.devnull)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0], r.stderr
+    assert time.monotonic() - t0 < 20  # nothing was compiled or allocated
+
+
+def test_memory_check_uses_the_per_entry_cost():
+    from flowscope.config import ConfigError, SensorConfig, TrackerConfig
+    from flowscope.sensor.settings import check_limits, map_bytes, sensor_bytes
+
+    t = TrackerConfig()
+    s = SensorConfig(map_size=1 << 20)
+    assert map_bytes(1 << 20) == (1 << 20) * (48 + 40 + 96) + (1 << 20) * 16
+    need = sensor_bytes(s, t)
+    check_limits(s, t, available=need)
+    with pytest.raises(ConfigError, match=r"^sensor\.map_size: 1048576 flow map entries"):
+        check_limits(s, t, available=need - 1)
+    big_ring = SensorConfig(map_size=1024, ring_size=1 << 30)
+    with pytest.raises(ConfigError, match=r"^sensor\.ring_size: "):
+        check_limits(big_ring, t, available=1 << 29)
+
+
+def test_slow_start_is_announced_in_one_line():
+    from flowscope.config import SensorConfig, TrackerConfig
+    from flowscope.sensor.settings import slow_start_line
+
+    t = TrackerConfig()
+    assert slow_start_line(SensorConfig(map_size=1 << 17), t) is None
+    line = slow_start_line(SensorConfig(map_size=1 << 26), t)
+    assert "67108864-entry flow map" in line and "\n" not in line
+
+
+def test_compile_failure_is_one_line_with_the_output_in_a_file(capfd, monkeypatch):
+    require_bpf()
+    from flowscope.sensor import loader
+    from flowscope.sensor.live import StartError, load_quietly
+
+    monkeypatch.delenv("FLOWSCOPE_BPF_DEBUG", raising=False)
+    good = loader.program_source
+    monkeypatch.setattr(loader, "program_source", lambda: good() + "\nint broken = ;\n")
+    with pytest.raises(StartError) as info:
+        load_quietly(loader, {"max_flows": 1024, "ring_pages": 1})
+    msg = str(info.value)
+    assert "\n" not in msg and "BPF compile failed" in msg
+    log = Path(msg.split("compiler output in ")[1].split(")")[0])
+    try:
+        assert "broken" in log.read_text()
+        out, err = capfd.readouterr()
+        assert "broken" not in err and "error:" not in err  # nothing on the terminal
+    finally:
+        log.unlink()

@@ -35,7 +35,9 @@ unparseable frames, ...) are reported on the way and at exit.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -53,6 +55,57 @@ CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
 #: this long (plus one ring wait, 0.1 s) after the sensor produced it. A flush with nothing
 #: buffered costs no system call, so the timer is cheap when idle and under load alike.
 FLUSH_INTERVAL = 0.25
+
+
+
+class StartError(RuntimeError):
+    """The sensor could not start; ``str()`` is one line saying why and what to do."""
+
+
+#: Set to 1 to let BCC's compiler messages reach the terminal instead of a file.
+DEBUG_ENV = "FLOWSCOPE_BPF_DEBUG"
+
+
+def load_quietly(loader, tunables: dict):
+    """``loader.load(tunables)`` with BCC's compiler output (on fd 2) kept in a file.
+
+    A failure becomes one StartError line naming the file and a hint; the file is
+    removed when the compile succeeds. With ``FLOWSCOPE_BPF_DEBUG=1`` nothing is captured.
+    """
+    if os.environ.get(DEBUG_ENV) == "1":
+        try:
+            return loader.load(tunables)
+        except loader.LayoutMismatch as exc:
+            raise StartError(f"live: BPF compile failed: {str(exc).splitlines()[0]}") from exc
+    fd, path = tempfile.mkstemp(prefix="flowscope-bpf-", suffix=".log")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(fd, 2)
+    ok = False
+    try:
+        loaded = loader.load(tunables)
+        ok = True
+        return loaded
+    except loader.LayoutMismatch as exc:
+        cause = exc
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+        if ok:
+            os.unlink(path)
+    with open(path, errors="replace") as f:
+        text = f.read()
+    if "flowscope.sensor.layout" in text:
+        hint = "bpf/fs_shared.h and flowscope/sensor/layout.py disagree"
+    elif "file not found" in text or "fatal error" in text:
+        hint = ("kernel headers missing: check BCC_KERNEL_SOURCE "
+                "(scripts/make_kinclude.sh builds a small set)")
+    else:
+        hint = f"{DEBUG_ENV}=1 shows the compiler's messages"
+    errors = sum(1 for line in text.splitlines() if "error:" in line)
+    raise StartError(f"live: BPF compile failed ({errors} errors; compiler output in {path}): "
+                     f"{hint}") from cause
 
 
 # --- the sensor ----------------------------------------------------------------------------
@@ -134,7 +187,7 @@ class Sensor:
 
         secs = warmup()
         self.clock = MonoToWall()
-        self.loaded = loader.load(self.tunables())
+        self.loaded = load_quietly(loader, self.tunables())
         try:
             self.ring = RingReader(self.loaded.events_fd)
             self._warm_sensor_paths()
@@ -396,4 +449,4 @@ class Sensor:
                 "ended {flows_ended}".format(**c))
 
 
-__all__ = ["Sensor", "SensorStats"]
+__all__ = ["Sensor", "SensorStats", "StartError"]

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 from ..config import Config, UsageError
 from ..output import event_mask, needs_zeek, open_output
 from ..output.table import summary_of
-from .settings import live_settings, tunables
+from .settings import check_limits, live_settings, slow_start_line, tunables
 
 EXIT_OK = 0
 
@@ -47,7 +47,7 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
     """Run the sensor on ``interfaces`` (default ``sensor.interfaces``); returns the exit status."""
     from ..keys import FiveTuple
     from ..tracker import FlowTracker
-    from .live import Sensor
+    from .live import Sensor, StartError
 
     tracker_cfg, sconf = live_settings(config, sweep_interval_flag, extractor)
     if duration is not None and not duration > 0:
@@ -55,6 +55,7 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
     interfaces = list(interfaces or sconf.interfaces)
     if not interfaces:
         raise UsageError("live: name at least one interface (-i IFACE or sensor.interfaces)")
+    check_limits(sconf, tracker_cfg)
     _checks(interfaces)
     out, writer, fmt = open_output(config.output, output_file)
     tracker = FlowTracker(FiveTuple(), tracker_cfg, events=event_mask(fmt, events),
@@ -78,8 +79,13 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
 
     old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        slow = slow_start_line(sconf, tracker_cfg)
+        if slow:
+            print(slow, file=sys.stderr, flush=True)
         try:
             sensor.start()
+        except StartError as exc:
+            raise UsageError(str(exc)) from None
         except OSError as exc:
             raise UsageError(f"live: cannot attach: {exc.strerror or exc}") from None
         print(f"Tracking flows on {', '.join(interfaces)}... Ctrl-C to end.",
