@@ -88,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="interface to attach to (repeat for several; default: "
                          "sensor.interfaces in the config)")
     _tracker_args(lp)
-    lp.add_argument("--xdp-mode", choices=("generic", "native"), default=None,
-                    help="XDP attach mode (default generic; sensor.xdp_mode in the config)")
+    lp.add_argument("--xdp-mode", choices=("auto", "generic", "native"), default=None,
+                    help="XDP attach mode (default auto: native if the driver has it, else "
+                         "generic; sensor.xdp_mode in the config)")
     lp.add_argument("--duration", type=float, metavar="SEC",
                     help="stop after SEC seconds as if interrupted")
     lp.add_argument("--metrics", metavar="HOST:PORT",

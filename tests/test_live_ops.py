@@ -317,3 +317,173 @@ def test_compile_failure_is_one_line_with_the_output_in_a_file(capfd, monkeypatc
         assert "broken" not in err and "error:" not in err  # nothing on the terminal
     finally:
         log.unlink()
+
+
+# --- 5: coexistence -----------------------------------------------------------------------
+
+COUNTER_TC = """
+BPF_ARRAY(cnt, u64, 1);
+int count(struct __sk_buff *skb)
+{
+	int k = 0;
+	u64 *v = cnt.lookup(&k);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	return -1; /* TCX_NEXT */
+}
+"""
+
+
+def _counter_prog():
+    """A tiny counting TC program (its own BCC module): ``(bpf, prog fd, read())``."""
+    from flowscope.sensor.loader import import_bcc
+
+    bcc = import_bcc()
+    b = bcc.BPF(text=COUNTER_TC.encode())
+    fn = b.load_func(b"count", bcc.BPF.SCHED_CLS)
+    table = b.get_table(b"cnt")
+    return b, fn.fd, lambda: int(table[table.Key(0)].value)
+
+
+def _ping(peer: str, n: int = 3):
+    r = _sh("ping", "-c", str(n), "-i", "0.2", "-W", "1", peer, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("hook", ["egress", "ingress"])
+def test_programs_before_and_after_ours_on_tcx_keep_counting(net, hook):
+    from flowscope import FlowTracker, TrackerConfig
+    from flowscope.config import SensorConfig
+    from flowscope.sensor import attach
+    from flowscope.sensor.live import Sensor
+
+    ns, pair = net
+    ifname, peer = pair()
+    where = attach.BPF_TCX_EGRESS if hook == "egress" else attach.BPF_TCX_INGRESS
+    progs, links = [], []
+    sensor = None
+    try:
+        for _ in range(2):
+            progs.append(_counter_prog())
+        ifindex = attach.ifindex_of(ifname)
+        # first of the chain, then ours (appended), then last of the chain
+        links.append(attach.link_create(progs[0][1], ifindex, where, attach.BPF_F_BEFORE))
+        tracker = FlowTracker(config=TrackerConfig(sweep_interval=None), events="ended")
+        sensor = Sensor([ifname], tracker, lambda recs: None,
+                        SensorConfig(hooks=(hook,), ingress="tc", report_interval=0))
+        sensor.writer = type("W", (), {"write_records": lambda self, r: None})()
+        sensor.start()
+        links.append(attach.link_create(progs[1][1], ifindex, where, attach.BPF_F_AFTER))
+        b0, a0, o0 = progs[0][2](), progs[1][2](), sensor.counters()["packets"]
+        _ping(peer, 3)
+        sensor.poll(0.05)
+        before, after = progs[0][2]() - b0, progs[1][2]() - a0
+        ours = sensor.counters()["packets"] - o0
+        assert before >= 3 and after >= 3, (before, after)
+        assert after == before == ours  # ours counted and handed every packet on
+    finally:
+        if sensor is not None:
+            sensor.close()
+        for fd in links:
+            os.close(fd)
+        for b, _, _ in progs:
+            b.cleanup()
+
+
+_HOLDER = """
+import os, sys
+from flowscope.sensor import attach, loader
+bcc = loader.import_bcc()
+b = bcc.BPF(text=b"int pass_all(struct xdp_md *ctx) { return XDP_PASS; }")
+fn = b.load_func(b"pass_all", bcc.BPF.XDP)
+ifname, how = sys.argv[1], sys.argv[2]
+if how == "link":
+    fd = attach.link_create(fn.fd, attach.ifindex_of(ifname), attach.BPF_XDP,
+                            attach.XDP_FLAGS_SKB_MODE)
+else:
+    b.attach_xdp(ifname, fn, attach.XDP_FLAGS_SKB_MODE)
+print("ready", flush=True)
+sys.stdin.read()
+if how == "netlink":
+    b.remove_xdp(ifname, attach.XDP_FLAGS_SKB_MODE)
+"""
+
+
+@pytest.mark.parametrize("how", ["link", "netlink"])
+def test_xdp_held_by_another_program_exit_2_then_tc_ingress(net, tmp_path, how):
+    ns, pair = net
+    ifname, peer = pair()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, ifname, how], cwd=REPO,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        prog_before = _sh("ip", "-j", "link", "show", "dev", ifname).stdout
+        r = subprocess.run(FLOWSCOPE + ["live", "-i", ifname, "--duration", "5", "-o",
+                                        os.devnull], capture_output=True, text=True,
+                           timeout=120, cwd=REPO)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "sensor.ingress: tc" in lines[0] and ifname in lines[0]
+        assert _sh("ip", "-j", "link", "show", "dev", ifname).stdout == prog_before
+        # the offered way out: count ingress on tcx, the other program stays
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text("sensor:\n  ingress: tc\n")
+        err = tmp_path / "live.err"
+        out = tmp_path / "flows.jsonl"
+        proc = _live(["-i", ifname, "--config", str(cfg), "--format", "jsonl", "-o", str(out)],
+                     err)
+        try:
+            assert f"{ifname} (tcx ingress + tcx egress)" in err.read_text()
+            _ping(peer, 2)
+        finally:
+            assert _stop(proc) == 0, err.read_text()
+        recs = [json.loads(line) for line in out.read_text().splitlines()]
+        icmp = [r for r in recs if r["proto"] == "icmp" and r["dst_ip"] == peer]
+        assert [(r["init_pkts"], r["resp_pkts"]) for r in icmp] == [(2, 2)]
+        assert _sh("ip", "-j", "link", "show", "dev", ifname).stdout == prog_before
+    finally:
+        holder.stdin.close()
+        holder.wait(20)
+
+
+def _exchange_records(args, tmp_path, ns, ifname, peer, port) -> dict:
+    err = tmp_path / f"live{port}.err"
+    out = tmp_path / f"flows{port}.jsonl"
+    proc = _live(["-i", ifname, "--format", "jsonl", "-o", str(out), *args], err)
+    try:
+        srv = _tcp_server(ns, port)
+        try:
+            _tcp_exchange(peer, port)
+        finally:
+            srv.wait(10)
+        _ping(peer, 2)
+        time.sleep(0.3)
+    finally:
+        assert _stop(proc) == 0, err.read_text()
+    keep = ("proto", "reason", "state", "history", "init_pkts", "resp_pkts", "init_bytes",
+            "resp_bytes", "init_payload_bytes", "resp_payload_bytes")
+    got = {}
+    for line in out.read_text().splitlines():
+        r = json.loads(line)
+        if r["event"] == "ended" and r["dst_ip"] == peer:
+            got[r["proto"]] = tuple(r[k] for k in keep)
+    return got, err.read_text()
+
+
+def test_tc_ingress_and_xdp_modes_give_the_same_records(net, tmp_path):
+    ns, pair = net
+    ifname, peer = pair()
+    cfg = tmp_path / "tc.yaml"
+    cfg.write_text("sensor:\n  ingress: tc\n")
+    runs = {}
+    for i, (name, args) in enumerate([("native", ["--xdp-mode", "native"]),
+                                      ("generic", ["--xdp-mode", "generic"]),
+                                      ("auto", []),
+                                      ("tc", ["--config", str(cfg)])]):
+        runs[name], text = _exchange_records(args, tmp_path, ns, ifname, peer, 21000 + i)
+        want = {"native": "xdp native", "generic": "xdp generic", "auto": "xdp native",
+                "tc": "tcx ingress"}[name]
+        assert f"{ifname} ({want} + tcx egress)" in text, text
+    assert set(runs["native"]) == {"tcp", "icmp"}
+    assert runs["native"]["tcp"][1] == "fin"
+    assert runs["native"] == runs["generic"] == runs["auto"] == runs["tc"]

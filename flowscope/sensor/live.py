@@ -206,19 +206,13 @@ class Sensor:
 
     def _attach_one(self, attach, name):
         hooks = self.config.hooks
-        if "ingress" in hooks:
-            return attach.attach(self.loaded, name, xdp_mode=self.config.xdp_mode,
-                                 egress="egress" in hooks)
-        at = attach.Attachment(ifname=name, ifindex=attach.ifindex_of(name),
-                               xdp_mode=self.config.xdp_mode)
-        try:
-            at.tc_link_fd = attach.link_create(self.loaded.tc_fd, at.ifindex,
-                                               attach.BPF_TCX_EGRESS)
-            at.how.append("tcx egress link")
-        except BaseException:
-            at.detach()
-            raise
-        return at
+        return attach.attach(self.loaded, name, xdp_mode=self.config.xdp_mode,
+                             egress="egress" in hooks,
+                             ingress=self.config.ingress if "ingress" in hooks else "")
+
+    def describe(self) -> str:
+        """The interfaces and what is attached to each: ``eth0 (xdp native + tcx egress)``."""
+        return ", ".join(f"{at.ifname} ({at.label})" for at in self.attachments)
 
     def _warm_sensor_paths(self) -> None:
         # the ring drain kernel and the row builders, on an empty ring: nothing is attached yet

@@ -47,6 +47,7 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
     """Run the sensor on ``interfaces`` (default ``sensor.interfaces``); returns the exit status."""
     from ..keys import FiveTuple
     from ..tracker import FlowTracker
+    from .attach import XdpBusy
     from .live import Sensor, StartError
 
     tracker_cfg, sconf = live_settings(config, sweep_interval_flag, extractor)
@@ -84,11 +85,11 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
             print(slow, file=sys.stderr, flush=True)
         try:
             sensor.start()
-        except StartError as exc:
+        except (StartError, XdpBusy) as exc:
             raise UsageError(str(exc)) from None
         except OSError as exc:
             raise UsageError(f"live: cannot attach: {exc.strerror or exc}") from None
-        print(f"Tracking flows on {', '.join(interfaces)}... Ctrl-C to end.",
+        print(f"Tracking flows on {sensor.describe()}... Ctrl-C to end.",
               file=sys.stderr, flush=True)
         sensor.run(lambda: bool(stop), duration)
     finally:
