@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -90,7 +91,7 @@ def _live(args, err: Path, stdout=subprocess.DEVNULL):
     proc = subprocess.Popen(FLOWSCOPE + ["live", "--duration", "90", *args], stdout=stdout,
                             stderr=open(err, "w"), cwd=REPO)
     try:
-        _wait_for(err, "Tracking flows on", proc)
+        _wait_for(err, "Tracking flows on", proc, 180)  # a cold numba cache compiles first
     except BaseException:
         _stop(proc, signal.SIGKILL)
         raise
@@ -487,3 +488,129 @@ def test_tc_ingress_and_xdp_modes_give_the_same_records(net, tmp_path):
     assert set(runs["native"]) == {"tcp", "icmp"}
     assert runs["native"]["tcp"][1] == "fin"
     assert runs["native"] == runs["generic"] == runs["auto"] == runs["tc"]
+
+
+# --- 6: interfaces come and go ------------------------------------------------------------
+
+
+def _udp(peer: str, port: int, n: int = 1):
+    """``n`` datagrams to ``peer:port`` from source port ``port + 10000`` (one flow per port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        u.bind(("0.0.0.0", port + 10000))
+        for _ in range(n):
+            u.sendto(b"x", (peer, port))
+
+
+def _records(out: Path) -> list[dict]:
+    if not out.exists():
+        return []
+    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+
+def _wait_records(out: Path, pred, limit: float = 5.0) -> list[dict]:
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        got = [r for r in _records(out) if pred(r)]
+        if got:
+            return got
+        time.sleep(0.05)
+    return []
+
+
+def test_only_interface_deleted_ends_its_flows_and_exits_1(net, tmp_path):
+    ns, pair = net
+    ifname, peer = pair()
+    err = tmp_path / "live.err"
+    out = tmp_path / "flows.jsonl"
+    proc = _live(["-i", ifname, "--format", "jsonl", "-o", str(out)], err)
+    try:
+        _udp(peer, 5001, 2)
+        time.sleep(0.3)
+        _sh("ip", "link", "del", ifname)
+        rc = proc.wait(10)
+    finally:
+        _stop(proc, signal.SIGKILL)
+    text = err.read_text()
+    assert rc == 1, text
+    assert re.search(rf"interface {ifname} is gone: \d+ of its flows ended \(shutdown\); "
+                     r"none left", text), text
+    udp = [r for r in _records(out) if r["proto"] == "udp" and r["dst_port"] == 5001]
+    assert [(r["reason"], r["init_pkts"]) for r in udp] == [("shutdown", 2)]
+
+
+def test_one_of_two_interfaces_deleted_the_other_goes_on(net, tmp_path):
+    ns, pair = net
+    if1, peer1 = pair(0)
+    if2, peer2 = pair(1)
+    err = tmp_path / "live.err"
+    out = tmp_path / "flows.jsonl"
+    proc = _live(["-i", if1, "-i", if2, "--format", "jsonl", "-o", str(out)], err)
+    try:
+        _udp(peer1, 5001, 2)
+        _udp(peer2, 5002, 3)
+        time.sleep(0.3)
+        _sh("ip", "link", "del", if1)
+        gone = _wait_records(out, lambda r: r["dst_port"] == 5001 and r["proto"] == "udp")
+        assert [(r["reason"], r["init_pkts"]) for r in gone] == [("shutdown", 2)], \
+            err.read_text()
+        assert proc.poll() is None, err.read_text()
+        _udp(peer2, 5002, 1)  # the other interface is still counted
+        time.sleep(0.3)
+    finally:
+        assert _stop(proc) == 0, err.read_text()
+    text = err.read_text()
+    assert re.search(rf"interface {if1} is gone: \d+ of its flows ended \(shutdown\); "
+                     rf"still tracking {if2}\n", text), text
+    other = [r for r in _records(out) if r["dst_port"] == 5002 and r["proto"] == "udp"]
+    assert [(r["reason"], r["init_pkts"]) for r in other] == [("shutdown", 4)]
+
+
+def test_interface_that_returns_is_attached_again(net, tmp_path):
+    ns, pair = net
+    ifname, peer = pair()
+    err = tmp_path / "live.err"
+    out = tmp_path / "flows.jsonl"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sensor:\n  reattach: true\n")
+    proc = _live(["-i", ifname, "--format", "jsonl", "-o", str(out), "--config", str(cfg)],
+                 err)
+    try:
+        _udp(peer, 5001, 1)
+        time.sleep(0.3)
+        _sh("ip", "link", "del", ifname)
+        _wait_for(err, f"interface {ifname} is gone", proc, 5)
+        assert proc.poll() is None
+        pair()  # the same names again
+        _wait_for(err, f"interface {ifname} is back: tracking it again", proc, 5)
+        _udp(peer, 5003, 2)
+        time.sleep(0.3)
+    finally:
+        assert _stop(proc) == 0, err.read_text()
+    recs = [r for r in _records(out) if r["proto"] == "udp"]
+    got = sorted((r["dst_port"], r["reason"], r["init_pkts"]) for r in recs)
+    assert got == [(5001, "shutdown", 1), (5003, "shutdown", 2)], err.read_text()
+
+
+def test_link_down_and_up_keeps_the_attachment(net, tmp_path):
+    ns, pair = net
+    ifname, peer = pair()
+    err = tmp_path / "live.err"
+    out = tmp_path / "flows.jsonl"
+    proc = _live(["-i", ifname, "--format", "jsonl", "-o", str(out)], err)
+    try:
+        _udp(peer, 5001, 1)
+        _sh("ip", "link", "set", ifname, "down")
+        time.sleep(1.5)  # at least one interface check while down
+        _sh("ip", "link", "set", ifname, "up")
+        end = time.monotonic() + 5  # wait until the peer answers again
+        while _sh("ping", "-c", "1", "-W", "1", peer, check=False).returncode != 0:
+            assert time.monotonic() < end
+        _udp(peer, 5001, 2)
+        time.sleep(0.3)
+        assert proc.poll() is None
+    finally:
+        assert _stop(proc) == 0, err.read_text()
+    assert "is gone" not in err.read_text()
+    udp = [r for r in _records(out) if r["proto"] == "udp" and r["dst_port"] == 5001]
+    assert [(r["reason"], r["init_pkts"]) for r in udp] == [("shutdown", 3)]

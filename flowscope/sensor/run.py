@@ -19,6 +19,7 @@ from ..output.table import summary_of
 from .settings import check_limits, live_settings, slow_start_line, tunables
 
 EXIT_OK = 0
+EXIT_LOST = 1  # every monitored interface disappeared (the flows were still written)
 
 
 def print_bpf(config: Config) -> int:
@@ -74,6 +75,7 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
             raise UsageError(f"metrics {metrics_at[0]}:{metrics_at[1]}: "
                              f"{exc.strerror or exc}") from None
     stop = []
+    status = EXIT_OK
 
     def _on_signal(signum, frame):
         stop.append(signum)
@@ -92,6 +94,8 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
         print(f"Tracking flows on {sensor.describe()}... Ctrl-C to end.",
               file=sys.stderr, flush=True)
         sensor.run(lambda: bool(stop), duration)
+        if not sensor.attachments and not sconf.reattach and not stop:  # all interfaces gone
+            status = EXIT_LOST
     finally:
         try:
             sensor.close()
@@ -106,4 +110,4 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
                 out.close()
             if sensor.metrics is not None:
                 sensor.metrics.close()
-    return EXIT_OK
+    return status
