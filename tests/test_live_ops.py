@@ -128,9 +128,13 @@ def _tcp_server(ns: str, port: int):
 
 
 def _tcp_exchange(peer: str, port: int) -> float:
-    """Connect, send, half-close, read to EOF; the monotonic time the FIN handshake ended."""
+    """Connect, send, read the echo, half-close, read to EOF (history SsDdFf, in that order);
+    returns the monotonic time the FIN handshake ended."""
     with socket.create_connection((peer, port), timeout=5) as c:
         c.sendall(b"hello")
+        got = b""
+        while len(got) < 5:
+            got += c.recv(5 - len(got))
         c.shutdown(socket.SHUT_WR)
         while c.recv(4096):
             pass
@@ -161,7 +165,7 @@ def _first_seen(read, port: int, limit: float) -> float | None:
     return None
 
 
-@pytest.mark.parametrize("where", ["file", "rotated", "pipe"])
+@pytest.mark.parametrize("where", ["file", "rotated", "pipe", "terminal"])
 def test_ended_record_is_written_within_a_second(net, tmp_path, where):
     ns, pair = net
     ifname, peer = pair()
@@ -176,12 +180,24 @@ def test_ended_record_is_written_within_a_second(net, tmp_path, where):
         cfg = tmp_path / "c.yaml"
         cfg.write_text(f"output:\n  path: {out}\n  rotate_size: 1M\n  keep: 2\n")
         args += ["--config", str(cfg)]
-    proc = _live(args, err, stdout=subprocess.PIPE if where == "pipe" else subprocess.DEVNULL)
+    tty = os.openpty() if where == "terminal" else None
+    stdout = {"pipe": subprocess.PIPE, "terminal": tty and tty[1]}.get(where, subprocess.DEVNULL)
+    proc = _live(args, err, stdout=stdout)
     try:
-        if where == "pipe":
+        if where in ("pipe", "terminal"):
             def pump():
-                for line in proc.stdout:  # ends when the sensor exits
-                    chunks.append(line.decode())
+                if tty is None:
+                    for line in proc.stdout:  # ends when the sensor exits
+                        chunks.append(line.decode())
+                    return
+                while True:
+                    try:
+                        data = os.read(tty[0], 65536)
+                    except OSError:  # EIO: the sensor closed the terminal
+                        return
+                    if not data:
+                        return
+                    chunks.append(data.decode(errors="replace").replace("\r\n", "\n"))
             threading.Thread(target=pump, daemon=True).start()
             read = lambda: "".join(chunks)  # noqa: E731
         else:
@@ -200,7 +216,12 @@ def test_ended_record_is_written_within_a_second(net, tmp_path, where):
         recs = _ended_tcp(read(), port)
         assert [r["reason"] for r in recs] == ["fin"]
     finally:
-        assert _stop(proc) == 0, err.read_text()
+        try:
+            assert _stop(proc) == 0, err.read_text()
+        finally:
+            if tty is not None:
+                os.close(tty[1])
+                os.close(tty[0])
 
 
 def test_idle_udp_record_is_written_within_a_second_of_its_timeout(net, tmp_path):
@@ -614,3 +635,44 @@ def test_link_down_and_up_keeps_the_attachment(net, tmp_path):
     assert "is gone" not in err.read_text()
     udp = [r for r in _records(out) if r["proto"] == "udp" and r["dst_port"] == 5001]
     assert [(r["reason"], r["init_pkts"]) for r in udp] == [("shutdown", 3)]
+
+
+# --- the new sensor keys (no root needed) -------------------------------------------------
+
+
+def test_new_sensor_keys_and_their_defaults():
+    from flowscope.config import ConfigError, sensor_settings
+
+    s = sensor_settings({})
+    assert (s.ingress, s.xdp_mode, s.reattach) == ("xdp", "auto", False)
+    s = sensor_settings({"ingress": "tc", "xdp_mode": "native", "reattach": True})
+    assert (s.ingress, s.xdp_mode, s.reattach) == ("tc", "native", True)
+    for key, bad in (("ingress", "egress"), ("xdp_mode", "turbo"), ("reattach", "yes")):
+        with pytest.raises(ConfigError, match=rf"^sensor\.{key}: "):
+            sensor_settings({key: bad})
+
+
+def test_engine_keys_match_the_tracker_keys():
+    """A kernel key turned into engine key words ends exactly that flow in the engine."""
+    import numpy as np
+
+    from flowscope import FlowTracker, TrackerConfig, layout
+    from flowscope.sensor import layout as SL
+    from flowscope.sensor.live import _engine_keys
+    from flowscope.sensor.rows import sync_rows
+
+    keys = np.zeros(2, SL.FLOW_KEY_DTYPE)
+    vals = np.zeros(2, SL.FLOW_DTYPE)
+    for i, (proto, pa, pb) in enumerate(((17, 1000, 53), (1, 0, 0))):
+        keys[i]["a_lo"], keys[i]["b_lo"] = 0x0A000001, 0x0A000002
+        keys[i]["l3"], keys[i]["proto"], keys[i]["port_a"], keys[i]["port_b"] = 4, proto, pa, pb
+        vals[i]["pkts"] = (2, 1)
+        vals[i]["first_ns"], vals[i]["last_ns"] = 10, 20
+    t = FlowTracker(config=TrackerConfig(sweep_interval=None), events="ended")
+    for _ in t.process(sync_rows(keys, vals, 0)):
+        pass
+    assert t.stats.open_flows == 2
+    ended = np.concatenate(list(t.process_end(_engine_keys(keys[:1]), 30)))
+    assert len(ended) == 1 and int(ended["reason"][0]) == layout.END_SHUTDOWN
+    assert t.stats.open_flows == 1
+    assert ended["pkts"][0].tolist() == [2, 1]

@@ -4,7 +4,8 @@ The settings come as one ``Config`` (file and flags merged by the CLI);
 ``flowscope.sensor.settings`` derives what the sensor runs with. Up-front
 checks fail with one line and exit status 2; on the way out everything is
 detached, every open flow is ended and written (reason ``shutdown``) and the
-kernel's counters are reported on stderr.
+kernel's counters are reported on stderr. The exit status is 1 when the sensor
+stopped because every interface disappeared (``sensor.reattach`` off).
 """
 
 from __future__ import annotations
