@@ -8,7 +8,10 @@
  *  3) Look the flow up. Missing -> insert a fresh entry (map full -> FS_CNT_MAP_FULL, done).
  *     An entry left in a terminal TCP state (Closed/Reset) restarts as a new flow, the way the
  *     userspace tracker starts a new flow for a later packet with the same key.
- *     Existing -> atomic adds of packets/bytes/payload for this orientation, OR of TCP flags.
+ *     An entry whose terminal event was lost (ring full: ev_lost) keeps counting instead, so
+ *     the next map sync can still end that flow with every packet the kernel counted.
+ *     Existing -> atomic adds of packets/bytes/payload/IP bytes for this orientation, OR of
+ *     TCP flags.
  *  4) TCP: count the history letters this packet adds (S, F, R, D; saturating at 16) and step
  *     the mirrored state machine (semantics.md rules 0-6).
  *  5) Send a control event to the ring buffer when userspace needs this packet to reproduce
@@ -18,6 +21,10 @@
  *       DATA  a TCP packet with payload while the flow's history held < 16 letters before it;
  *       STATE the mirror changed state: besides SYN/FIN/RST packets this only happens for
  *             the initiator ACK of SynReceived->Established and any ACK of ClosingTcp->Closed;
+ *       ZEEK  what the Zeek-style state needs besides those (fs_dir_bit): the first packet of
+ *             each direction, the first pure ACK and the first data segment (no SYN/FIN/RST)
+ *             of each direction, and every packet once both directions sent FIN or RST
+ *             (Zeek stops a connection's clock there);
  *       SAMPLE with -DFS_PACKET_EVENTS=N, every Nth packet of a flow (N=1: every packet).
  *     Every other packet only updates the map. Events carry the flow counters after this
  *     packet, so userspace stats stay exact between events.
@@ -110,29 +117,36 @@ static __always_inline __u8 fs_tcp_step(__u8 st, __u8 side, __u8 fl, __u8 *fin_s
 	return st;
 }
 
-static __always_inline void fs_emit(const struct fs_flow_key *k, const struct fs_flow *f,
-				    const struct fs_pkt *p, __u64 now, __u32 frame_len,
-				    __u32 ifindex, __u8 hook, __u8 dir, __u8 reason)
+/* Submit one event; returns 0, or -1 when the ring was full (counted). */
+static __always_inline int fs_emit(const struct fs_flow_key *k, const struct fs_flow *f,
+				   const struct fs_pkt *p, __u64 now, __u32 frame_len,
+				   __u32 ifindex, __u8 hook, __u8 dir, __u8 reason)
 {
 	struct fs_event *e = fs_events.ringbuf_reserve(sizeof(struct fs_event));
 	if (!e) {
 		fs_count(FS_CNT_RING_FULL, 1);
-		return;
+		return -1;
 	}
+	/* Ring memory is not zeroed: clear everything first so records are deterministic. */
+	__builtin_memset(e, 0, sizeof(*e));
 	e->key = *k;
 	e->ts_ns = now;
+	e->first_ns = f->first_ns;
 	e->pkts[0] = f->pkts[0];
 	e->pkts[1] = f->pkts[1];
 	e->bytes[0] = f->bytes[0];
 	e->bytes[1] = f->bytes[1];
 	e->payload[0] = f->payload[0];
 	e->payload[1] = f->payload[1];
+	e->ip_bytes[0] = f->ip_bytes[0];
+	e->ip_bytes[1] = f->ip_bytes[1];
 	e->seq = p->seq;
 	e->ack = p->ack;
 	e->frame_len = frame_len;
 	e->payload_len = p->payload_len;
 	e->gen = f->gen;
 	e->ifindex = ifindex;
+	e->ip_len = p->ip_len;
 	e->window = p->window;
 	e->dir = dir;
 	e->tcp_flags = p->tcp_flags;
@@ -144,10 +158,23 @@ static __always_inline void fs_emit(const struct fs_flow_key *k, const struct fs
 	e->pflags = p->pflags;
 	e->icmp_type = p->icmp_type;
 	e->icmp_code = p->icmp_code;
-	/* Ring memory is not zeroed: clear the padding so records are deterministic. */
-	*(__u32 *)e->_pad = 0;
+	e->flags_or[0] = f->tcp_flags[0];
+	e->flags_or[1] = f->tcp_flags[1];
 	fs_events.ringbuf_submit(e, 0);
 	fs_count(FS_CNT_EVENTS, 1);
+	return 0;
+}
+
+/* The fs_dir_bit bits one TCP packet sets for its direction. */
+static __always_inline __u8 fs_tcp_dir_bits(__u8 fl, __u32 payload_len)
+{
+	if (fl & (FS_TH_FIN | FS_TH_RST))
+		return FS_DB_CLOSE;
+	if (fl & FS_TH_SYN)
+		return 0;
+	if (payload_len)
+		return FS_DB_DATA;
+	return (fl & FS_TH_ACK) ? FS_DB_ACK : 0;
 }
 
 /* (Re)initialise an entry for a flow whose first packet is p. Constant indices only: with a
@@ -161,17 +188,24 @@ static __always_inline void fs_flow_init(struct fs_flow *f, const struct fs_pkt 
 	f->gen = gen;
 	f->first_ns = now;
 	f->last_ns = now;
+	__u8 db = FS_DB_SEEN;
+	if (p->pflags & FS_PF_TCP)
+		db |= fs_tcp_dir_bits(p->tcp_flags, p->payload_len);
 	if (dir) {
 		f->pkts[1] = 1;
 		f->bytes[1] = frame_len;
 		f->payload[1] = p->payload_len;
+		f->ip_bytes[1] = p->ip_len;
 		f->tcp_flags[1] = p->tcp_flags;
+		f->dir_bits[1] = db;
 		f->first_dir = 1;
 	} else {
 		f->pkts[0] = 1;
 		f->bytes[0] = frame_len;
 		f->payload[0] = p->payload_len;
+		f->ip_bytes[0] = p->ip_len;
 		f->tcp_flags[0] = p->tcp_flags;
+		f->dir_bits[0] = db;
 	}
 }
 
@@ -239,7 +273,7 @@ static __always_inline void fs_process(void *data, void *data_end, __u32 frame_l
 			fs_count(FS_CNT_INSERT_RACE, 1);
 			goto existing;
 		}
-	} else if (f->state >= FS_ST_CLOSED) {
+	} else if (f->state >= FS_ST_CLOSED && !f->ev_lost) {
 		/* The flow ended (FIN handshake done or RST): userspace closed it, so this packet
 		 * starts a new one with the same key. Plain stores: the old flow is finished. */
 		now = bpf_ktime_get_ns();
@@ -251,11 +285,24 @@ static __always_inline void fs_process(void *data, void *data_end, __u32 frame_l
 existing:
 		fs_add(&f->pkts[dir], 1);
 		fs_add(&f->bytes[dir], frame_len);
+		fs_add(&f->ip_bytes[dir], p.ip_len);
 		if (p.payload_len)
 			fs_add(&f->payload[dir], p.payload_len);
 		/* Store only when a new flag shows up: keeps the cache line clean on the hot path. */
 		if ((f->tcp_flags[dir] & p.tcp_flags) != p.tcp_flags)
 			f->tcp_flags[dir] |= p.tcp_flags;
+		/* 4a) what the Zeek-style state needs: first packet / pure ACK / data of a direction,
+		 * and every packet after both directions closed (FS_DB_*). */
+		__u8 db = f->dir_bits[dir];
+		__u8 want = FS_DB_SEEN;
+		if (p.pflags & FS_PF_TCP)
+			want |= fs_tcp_dir_bits(p.tcp_flags, p.payload_len);
+		if ((db & want) != want) {
+			f->dir_bits[dir] = db | want;
+			reason |= FS_EVR_ZEEK;
+		} else if (db & f->dir_bits[dir ^ 1] & FS_DB_CLOSE) {
+			reason |= FS_EVR_ZEEK;
+		}
 	}
 
 	/* 4) TCP history length and state mirror */
@@ -296,7 +343,12 @@ existing:
 			now = bpf_ktime_get_ns();
 		f->last_ns = now;
 		f->events += 1;
-		fs_emit(&k, f, &p, now, frame_len, ifindex, hook, dir, reason);
+		int lost = fs_emit(&k, f, &p, now, frame_len, ifindex, hook, dir, reason) < 0;
+		/* ev_lost: userspace has not seen the flow's terminal state; such an entry keeps
+		 * counting (see 3) until an event with the terminal state gets through, or the
+		 * next map sync ends it. */
+		if (f->state >= FS_ST_CLOSED && f->ev_lost != lost)
+			f->ev_lost = lost;
 	} else {
 #if FS_PRECISE_LAST_SEEN
 		f->last_ns = bpf_ktime_get_ns();

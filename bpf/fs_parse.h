@@ -6,11 +6,14 @@
  * the cursor past it and returns the next protocol, or a negative FS_PERR_* code. The rules
  * follow the offline parser (flowscope/_kernels/parse.py) so that one frame gives the same key,
  * flags and lengths on both paths:
- *   Ethernet, then up to FS_MAX_VLAN tags of 802.1Q (0x8100), 802.1ad (0x88a8) or 0x9100;
+ *   Ethernet, then the offline parser's L2 walk (_ethertype_walk): up to FS_MAX_L2_LAYERS
+ *   steps over VLAN tags (802.1Q 0x8100, 802.1ad 0x88a8, 0x9100), ending in IPv4/IPv6, an
+ *   MPLS label stack (0x8847/0x8848, up to FS_MAX_MPLS_LABELS labels, then IPv4/IPv6 by the
+ *   version nibble) or a PPPoE session header (0x8864, PPP 0x0021 IPv4 / 0x0057 IPv6);
  *   IPv4 with options skipped by IHL, IPv6 with up to FS_MAX_IPV6_EXT extension headers;
  *   TCP (ports, flags, seq, ack, window), UDP and SCTP (ports), ICMP/ICMPv6 (type, code).
  * Lengths come from the IP length fields, never from the frame length, so Ethernet padding and
- * capture truncation do not change them. Not parsed here (offline only): MPLS, PPPoE.
+ * capture truncation do not change them.
  */
 #ifndef FS_PARSE_H
 #define FS_PARSE_H
@@ -23,9 +26,16 @@
 #include <uapi/linux/udp.h>
 #include "fs_shared.h"
 
-#ifndef FS_MAX_VLAN
-#define FS_MAX_VLAN 4 /* VLAN tags looked through; unrolled, so keep it small */
+#ifndef FS_MAX_L2_LAYERS
+#define FS_MAX_L2_LAYERS 8 /* same bound as the offline parser's MAX_L2_LAYERS */
 #endif
+#ifndef FS_MAX_MPLS_LABELS
+#define FS_MAX_MPLS_LABELS 8 /* same bound as the offline parser's MAX_MPLS_LABELS */
+#endif
+/* Deepest L3 start the walk can return: Ethernet, FS_MAX_L2_LAYERS tags, then a full MPLS
+ * stack or a PPPoE header (8 bytes), whichever is longer. */
+#define FS_L2_MAX_BYTES                                                                        \
+	(14 + 4 * FS_MAX_L2_LAYERS + (FS_MAX_MPLS_LABELS > 2 ? 4 * FS_MAX_MPLS_LABELS : 8))
 #ifndef FS_MAX_IPV6_EXT
 #define FS_MAX_IPV6_EXT 8 /* same bound as the offline parser's MAX_IPV6_EXT */
 #endif
@@ -39,6 +49,11 @@ struct fs_vlanhdr {
 #define FS_ETH_P_8021Q 0x8100
 #define FS_ETH_P_8021AD 0x88A8
 #define FS_ETH_P_QINQ_OLD 0x9100
+#define FS_ETH_P_MPLS_UC 0x8847
+#define FS_ETH_P_MPLS_MC 0x8848
+#define FS_ETH_P_PPPOE_SESS 0x8864
+#define FS_PPP_IPV4 0x0021
+#define FS_PPP_IPV6 0x0057
 
 #define fs_htons(x) ((__be16)__builtin_bswap16(x))
 #define fs_ntohs(x) ((__u16)__builtin_bswap16(x))
@@ -60,31 +75,118 @@ struct fs_pkt {
 	__u64 src_hi, src_lo, dst_hi, dst_lo; /* same encoding as fs_flow_key */
 	__u32 seq, ack;
 	__u32 payload_len;
+	__u32 ip_len;       /* IP total length (IPv6: 40 + payload length) */
 	__u16 sport, dport; /* host order; 0 without FS_PF_PORTS */
 	__u16 window;
 	__u8 l3, proto, tcp_flags, pflags, icmp_type, icmp_code;
 };
 
-/* Ethernet + VLAN tags. Returns the inner EtherType (network order as __u16 host value). */
-static __always_inline int parse_ethhdr(struct fs_cursor *c, void *data_end)
+static __always_inline int fs_is_vlan(__u16 et)
+{
+	return et == FS_ETH_P_8021Q || et == FS_ETH_P_8021AD || et == FS_ETH_P_QINQ_OLD;
+}
+
+/*
+ * MPLS label stack at c->pos: pops labels up to the bottom of stack (at most
+ * FS_MAX_MPLS_LABELS), then tells IPv4 from IPv6 by the first nibble, as MPLS itself carries
+ * no payload type. Returns FS_L3_IPV4/FS_L3_IPV6 with c->pos at the IP header.
+ */
+static __always_inline int parse_mpls(struct fs_cursor *c, void *data_end)
+{
+	__u8 *lbl;
+#pragma unroll
+	for (int i = 0; i < FS_MAX_MPLS_LABELS; i++) {
+		lbl = c->pos;
+		if ((void *)(lbl + 4) > data_end)
+			return FS_PERR_TRUNCATED;
+		c->pos = lbl + 4;
+		if (lbl[2] & 1) /* bottom of stack */
+			goto bottom;
+	}
+	return FS_PERR_NOT_IP;
+bottom:
+	lbl = c->pos;
+	if ((void *)(lbl + 1) > data_end)
+		return FS_PERR_TRUNCATED;
+	if ((lbl[0] >> 4) == 4)
+		return FS_L3_IPV4;
+	if ((lbl[0] >> 4) == 6)
+		return FS_L3_IPV6;
+	return FS_PERR_NOT_IP;
+}
+
+/* PPPoE session header (6 bytes) and the PPP protocol field (2). */
+static __always_inline int parse_pppoe(struct fs_cursor *c, void *data_end)
+{
+	__u8 *h = c->pos;
+	if ((void *)(h + 8) > data_end)
+		return FS_PERR_TRUNCATED;
+	__u16 ppp = ((__u16)h[6] << 8) | h[7];
+	c->pos = h + 8;
+	if (ppp == FS_PPP_IPV4)
+		return FS_L3_IPV4;
+	if (ppp == FS_PPP_IPV6)
+		return FS_L3_IPV6;
+	return FS_PERR_NOT_IP;
+}
+
+/*
+ * Ethernet and the layers below IP, step for step as the offline walk: returns FS_L3_IPV4 or
+ * FS_L3_IPV6 with c->pos at the IP header, or FS_PERR_TRUNCATED / FS_PERR_NOT_IP exactly where
+ * the offline parser gives up. Up to FS_MAX_L2_LAYERS VLAN tags may precede the IP EtherType,
+ * an MPLS stack or a PPPoE header; one more tag is still bounds-checked (a frame cut inside it
+ * is truncated), but whatever follows it is not IP.
+ */
+static __always_inline int parse_l2(struct fs_cursor *c, void *data, void *data_end)
 {
 	struct ethhdr *eth = c->pos;
+	int l3;
 	if ((void *)(eth + 1) > data_end)
 		return FS_PERR_TRUNCATED;
 	__u16 et = fs_ntohs(eth->h_proto);
 	c->pos = eth + 1;
-	/* Unrolled: the verifier then sees a fixed number of bounds-checked steps. */
+	/* Unrolled: the verifier then sees a fixed number of bounds-checked steps. The walk's
+	 * other outcomes are handled once, after the loop, so they are not unrolled with it. */
 #pragma unroll
-	for (int i = 0; i < FS_MAX_VLAN; i++) {
-		if (et != FS_ETH_P_8021Q && et != FS_ETH_P_8021AD && et != FS_ETH_P_QINQ_OLD)
-			break;
+	for (int i = 0; i < FS_MAX_L2_LAYERS + 1; i++) {
+		if (!fs_is_vlan(et))
+			goto last;
 		struct fs_vlanhdr *vh = c->pos;
 		if ((void *)(vh + 1) > data_end)
 			return FS_PERR_TRUNCATED;
 		et = fs_ntohs(vh->proto);
 		c->pos = vh + 1;
 	}
-	return et;
+	return FS_PERR_NOT_IP;
+last:
+	if (et == ETH_P_IP)
+		l3 = FS_L3_IPV4;
+	else if (et == ETH_P_IPV6)
+		l3 = FS_L3_IPV6;
+	else if (et == FS_ETH_P_MPLS_UC || et == FS_ETH_P_MPLS_MC)
+		l3 = parse_mpls(c, data_end);
+	else if (et == FS_ETH_P_PPPOE_SESS)
+		l3 = parse_pppoe(c, data_end);
+	else
+		l3 = FS_PERR_NOT_IP;
+	if (l3 < 0)
+		return l3;
+	/*
+	 * Every way through the walk leaves c->pos at its own constant offset (17 of them), and
+	 * the verifier would check all the IP and L4 code, and the flow update after it, once
+	 * per offset (~170 k instructions each, the limit is 1 M). The difference of two packet
+	 * pointers is an unknown scalar to the verifier (pointer subtraction needs CAP_PERFMON,
+	 * which the sensor holds anyway); bounded, it turns c->pos into one variable-offset
+	 * pointer, so that code is verified once for every frame shape. Untagged frames take this
+	 * path too: it costs three instructions, and skipping it would double the verification.
+	 * The empty asm keeps the compiler from folding data + (pos - data) back into pos.
+	 */
+	__u64 off = c->pos - data;
+	asm volatile("" : "+r"(off));
+	if (off > FS_L2_MAX_BYTES)
+		return FS_PERR_TRUNCATED; /* cannot happen */
+	c->pos = data + off;
+	return l3;
 }
 
 /*
@@ -109,7 +211,8 @@ static __always_inline int parse_iphdr(struct fs_cursor *c, void *data_end, stru
 	p->src_lo = fs_ntohl(iph->saddr);
 	p->dst_hi = 0;
 	p->dst_lo = fs_ntohl(iph->daddr);
-	*l4len = (__s32)fs_ntohs(iph->tot_len) - (__s32)ihl;
+	p->ip_len = fs_ntohs(iph->tot_len);
+	*l4len = (__s32)p->ip_len - (__s32)ihl;
 	__u16 fw = fs_ntohs(iph->frag_off);
 	*frag = (fw & 0x1FFF) != 0;
 	c->pos += ihl;
@@ -136,6 +239,7 @@ static __always_inline int parse_ip6hdr(struct fs_cursor *c, void *data_end, str
 	p->dst_lo = fs_addr_word(ip6->daddr.in6_u.u6_addr32[2], ip6->daddr.in6_u.u6_addr32[3]);
 	/* Counted from the end of the fixed header; each extension header subtracts itself. */
 	__s32 left = fs_ntohs(ip6->payload_len);
+	p->ip_len = 40 + left;
 	int proto = ip6->nexthdr;
 	c->pos = ip6 + 1;
 	*frag = 0;
@@ -220,18 +324,14 @@ static __always_inline int parse_frame(void *data, void *data_end, struct fs_pkt
 	__s32 l4len = 0;
 	int frag = 0;
 	int proto;
-	int et = parse_ethhdr(&c, data_end);
-	if (et < 0)
-		return et;
-	if (et == ETH_P_IP) {
-		p->l3 = FS_L3_IPV4;
+	int l3 = parse_l2(&c, data, data_end);
+	if (l3 < 0)
+		return l3;
+	p->l3 = l3;
+	if (l3 == FS_L3_IPV4)
 		proto = parse_iphdr(&c, data_end, p, &l4len, &frag);
-	} else if (et == ETH_P_IPV6) {
-		p->l3 = FS_L3_IPV6;
+	else
 		proto = parse_ip6hdr(&c, data_end, p, &l4len, &frag);
-	} else {
-		return FS_PERR_NOT_IP;
-	}
 	if (proto < 0)
 		return proto;
 	p->proto = proto;
@@ -261,6 +361,7 @@ static __always_inline int parse_frame(void *data, void *data_end, struct fs_pkt
 			p->icmp_code = ic[1];
 			p->pflags |= FS_PF_ICMP;
 		}
+		l4len -= 8; /* the message after the 8-byte ICMP header, as Zeek sizes it */
 	}
 	if (r < 0)
 		return r;

@@ -17,7 +17,7 @@
 #define FS_SHARED_H
 
 /* Size checks in the loader compare these with what the compiler produced. */
-#define FS_ABI_VERSION 1
+#define FS_ABI_VERSION 2
 
 /* fs_flow_key.l3 */
 enum fs_l3 {
@@ -83,6 +83,18 @@ enum fs_event_reason {
 	FS_EVR_STATE = 0x08,    /* the kernel's state mirror changed state (covers the pure ACKs
 				 * of SynReceived->Established and ClosingTcp->Closed) */
 	FS_EVR_SAMPLE = 0x10,   /* FS_PACKET_EVENTS: every Nth packet */
+	FS_EVR_ZEEK = 0x20,     /* a packet the Zeek-style state needs (FS_DB_* below): the first
+				 * packet of a direction, the first pure ACK and the first data
+				 * segment of a direction, any packet once both directions sent
+				 * FIN or RST */
+};
+
+/* fs_flow.dir_bits[dir]: what a direction has already sent (drives FS_EVR_ZEEK). */
+enum fs_dir_bit {
+	FS_DB_SEEN = 0x01,  /* a packet */
+	FS_DB_ACK = 0x02,   /* a TCP pure ACK: ACK, no SYN/FIN/RST, no payload */
+	FS_DB_DATA = 0x04,  /* a TCP data segment without SYN/FIN/RST */
+	FS_DB_CLOSE = 0x08, /* a TCP FIN or RST */
 };
 
 /* Indices of the per-CPU counters array (fs_counters). Userspace sums over CPUs. */
@@ -91,7 +103,7 @@ enum fs_counter {
 				 * - NOT_IP - BAD_HEADER - MAP_FULL; not counted per packet to keep
 				 * the hot path at one counter) */
 	FS_CNT_TRUNCATED = 1,   /* frame ends inside a header (unmatched) */
-	FS_CNT_NOT_IP = 2,      /* no IPv4/IPv6 inside (ARP, LLDP, MPLS, PPPoE, ...) (unmatched) */
+	FS_CNT_NOT_IP = 2,      /* no IPv4/IPv6 inside (ARP, LLDP, ...) (unmatched) */
 	FS_CNT_BAD_HEADER = 3,  /* impossible header field: IP version mismatch, IHL < 5, TCP data
 				 * offset < 5 (unmatched) */
 	FS_CNT_MAP_FULL = 4,    /* new flow not inserted: flow map full (packet not counted) */
@@ -123,56 +135,65 @@ struct fs_flow_key {
 };
 
 /*
- * Flow map value, 96 bytes. Counters are indexed by orientation (enum fs_dir), not by side:
+ * Flow map value, 128 bytes. Counters are indexed by orientation (enum fs_dir), not by side:
  * the initiator is the orientation first_dir. Counters are updated with atomic adds; the
  * remaining fields are written without locks (a race between two CPUs on one flow can at worst
  * mis-order two state steps, which the counters in every event let userspace notice).
  */
 struct fs_flow {
-	__u64 first_ns;    /*  0: bpf_ktime_get_ns() of the first packet (CLOCK_MONOTONIC) */
-	__u64 last_ns;     /*  8: time of the latest packet; see FS_PRECISE_LAST_SEEN */
-	__u64 pkts[2];     /* 16: packets per orientation */
-	__u64 bytes[2];    /* 32: frame bytes per orientation (whole L2 frame) */
-	__u64 payload[2];  /* 48: L4 payload bytes per orientation (by the IP length fields) */
-	__u64 events;      /* 64: events submitted for this flow */
-	__u32 gen;         /* 72: generation: +1 each time a terminal entry restarts */
-	__u8 tcp_flags[2]; /* 76: OR of TCP flags per orientation */
-	__u8 first_dir;    /* 78: orientation of the first packet = the initiator */
-	__u8 state;        /* 79: enum fs_tcp_state (kernel mirror) */
-	__u8 hist_len;     /* 80: history letters so far, saturates at FS_HISTORY_MAX */
-	__u8 fin_side;     /* 81: side (0 initiator, 1 responder) of the FIN that entered FinWait */
-	__u8 _pad[14];     /* 82 */
+	__u64 first_ns;    /*   0: bpf_ktime_get_ns() of the first packet (CLOCK_MONOTONIC) */
+	__u64 last_ns;     /*   8: time of the latest packet; see FS_PRECISE_LAST_SEEN */
+	__u64 pkts[2];     /*  16: packets per orientation */
+	__u64 bytes[2];    /*  32: frame bytes per orientation (whole L2 frame) */
+	__u64 payload[2];  /*  48: L4 payload bytes per orientation (by the IP length fields) */
+	__u64 ip_bytes[2]; /*  64: IP total-length bytes per orientation */
+	__u64 events;      /*  80: events submitted for this flow */
+	__u32 gen;         /*  88: generation: +1 each time a terminal entry restarts */
+	__u8 tcp_flags[2]; /*  92: OR of TCP flags per orientation, every packet */
+	__u8 first_dir;    /*  94: orientation of the first packet = the initiator */
+	__u8 state;        /*  95: enum fs_tcp_state (kernel mirror) */
+	__u8 hist_len;     /*  96: history letters so far, saturates at FS_HISTORY_MAX */
+	__u8 fin_side;     /*  97: side (0 initiator, 1 responder) of the FIN that entered FinWait */
+	__u8 dir_bits[2];  /*  98: FS_DB_* per orientation */
+	__u8 ev_lost;      /* 100: 1 when the event that made the state terminal was lost (ring
+			    * full): the entry keeps counting instead of restarting, and the
+			    * next map sync ends the flow with what the kernel counted */
+	__u8 _pad[27];     /* 101 */
 };
 
 /*
- * Ring buffer record, 136 bytes: one control event (see FS_EVR_*). Counters are the flow's
+ * Ring buffer record, 184 bytes: one control event (see FS_EVR_*). Counters are the flow's
  * values right after this packet was counted, so userspace keeps exact per-flow statistics
  * without per-packet records.
  */
 struct fs_event {
 	struct fs_flow_key key; /*   0 */
 	__u64 ts_ns;         /*  40: bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
-	__u64 pkts[2];       /*  48: flow packets per orientation, this packet included */
-	__u64 bytes[2];      /*  64: flow frame bytes per orientation */
-	__u64 payload[2];    /*  80: flow L4 payload bytes per orientation */
-	__u32 seq;           /*  96: TCP, host order */
-	__u32 ack;           /* 100: TCP, host order */
-	__u32 frame_len;     /* 104: this frame (XDP: data_end - data, TC: skb->len) */
-	__u32 payload_len;   /* 108: this packet's L4 payload bytes */
-	__u32 gen;           /* 112: fs_flow.gen of the flow */
-	__u32 ifindex;       /* 116: interface the packet was seen on */
-	__u16 window;        /* 120: TCP, host order */
-	__u8 dir;            /* 122: enum fs_dir of this packet */
-	__u8 tcp_flags;      /* 123: this packet's TCP flags */
-	__u8 reason;         /* 124: FS_EVR_* bits */
-	__u8 first_dir;      /* 125: initiator orientation */
-	__u8 state;          /* 126: kernel mirror state after this packet */
-	__u8 hist_len;       /* 127: history letters after this packet */
-	__u8 hook;           /* 128: enum fs_hook */
-	__u8 pflags;         /* 129: FS_PF_* */
-	__u8 icmp_type;      /* 130: valid with FS_PF_ICMP */
-	__u8 icmp_code;      /* 131 */
-	__u8 _pad[4];        /* 132: zero */
+	__u64 first_ns;      /*  48: the flow's first packet */
+	__u64 pkts[2];       /*  56: flow packets per orientation, this packet included */
+	__u64 bytes[2];      /*  72: flow frame bytes per orientation */
+	__u64 payload[2];    /*  88: flow L4 payload bytes per orientation */
+	__u64 ip_bytes[2];   /* 104: flow IP total-length bytes per orientation */
+	__u32 seq;           /* 120: TCP, host order */
+	__u32 ack;           /* 124: TCP, host order */
+	__u32 frame_len;     /* 128: this frame (XDP: data_end - data, TC: skb->len) */
+	__u32 payload_len;   /* 132: this packet's L4 payload bytes */
+	__u32 gen;           /* 136: fs_flow.gen of the flow */
+	__u32 ifindex;       /* 140: interface the packet was seen on */
+	__u32 ip_len;        /* 144: this packet's IP total length */
+	__u16 window;        /* 148: TCP, host order */
+	__u8 dir;            /* 150: enum fs_dir of this packet */
+	__u8 tcp_flags;      /* 151: this packet's TCP flags */
+	__u8 reason;         /* 152: FS_EVR_* bits */
+	__u8 first_dir;      /* 153: initiator orientation */
+	__u8 state;          /* 154: kernel mirror state after this packet */
+	__u8 hist_len;       /* 155: history letters after this packet */
+	__u8 hook;           /* 156: enum fs_hook */
+	__u8 pflags;         /* 157: FS_PF_* */
+	__u8 icmp_type;      /* 158: valid with FS_PF_ICMP */
+	__u8 icmp_code;      /* 159 */
+	__u8 flags_or[2];    /* 160: the flow's TCP flags per orientation, this packet included */
+	__u8 _pad[22];       /* 162: zero */
 };
 
 #endif /* FS_SHARED_H */

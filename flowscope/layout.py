@@ -88,7 +88,9 @@ PF_ICMP = 0x20  # icmp_type/icmp_code are valid (ICMP/ICMPv6 header captured)
 #: key orientation: 0 = a -> b, 1 = b -> a) instead of being one more packet to add.
 PF_ABS = 0x40  # a packet whose cnt_* are the flow's totals with it: set, do not add
 PF_SYNC = 0x80  # not a packet: set the counters and last_seen (= ts) only; no history,
-#                 state or Packet event. Creates the flow (started = first_ts) if missing.
+#                 state or Packet event. Creates the flow (started = first_ts) if missing;
+#                 with kstate Closed/Reset it also ends the flow (the kernel's terminal
+#                 event was lost).
 
 #: ``PKT_DTYPE.error`` values: why a frame is unmatched (0 = parsed).
 PERR_NONE = 0
@@ -134,6 +136,12 @@ PKT_DTYPE = np.dtype(
         ("cnt_bytes1", np.uint64),
         ("cnt_pay0", np.uint64),  # flow L4 payload bytes a -> b
         ("cnt_pay1", np.uint64),
+        ("cnt_ipb0", np.uint64),  # flow IP total-length bytes a -> b
+        ("cnt_ipb1", np.uint64),
+        ("cnt_flags0", np.uint8),  # OR of the flow's TCP flags a -> b
+        ("cnt_flags1", np.uint8),
+        ("kstate", np.uint8),  # the kernel's TCP state mirror (ST_*) after this row
+        ("_pad2", np.uint8, (5,)),
     ],
     align=True,
 )

@@ -69,6 +69,7 @@ class TrackerStats:
     ended_rst: int
     ended_idle: int
     ended_shutdown: int
+    packets_ended: int = 0  # packets of the ended flows (the sum over their Ended records)
 
 
 def event_mask(events: str | int) -> int:
@@ -267,6 +268,7 @@ class FlowTracker:
             ended_rst=int(c[K.C_ENDED_RST]),
             ended_idle=int(c[K.C_ENDED_IDLE]),
             ended_shutdown=int(c[K.C_ENDED_SHUTDOWN]),
+            packets_ended=int(c[K.C_ENDED_PKTS]),
         )
 
     def __len__(self) -> int:

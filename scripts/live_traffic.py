@@ -6,9 +6,11 @@
 
 ``drive`` runs: a TCP connection with data and a clean close, a refused
 connection (RST), a half-open SYN (raw, from an address nobody answers for), a
-UDP request/response, an ICMP echo (ping), the same TCP/UDP over IPv6, and
-VLAN-tagged frames written to IFACE with an AF_PACKET socket (``serve`` also
-writes one back). Every wait has a timeout; the whole mix takes ~2 s.
+UDP request/response, an ICMP echo (ping), the same TCP/UDP over IPv6, a
+300 kB bulk transfer, a connection the client aborts with a RST while the
+server's data is still in flight, and VLAN-tagged frames written to IFACE with
+an AF_PACKET socket (``serve`` also writes one back). Every wait has a timeout;
+the whole mix takes ~2 s.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import sys
 import time
 
 TCP_PORT, REFUSED_PORT, UDP_PORT, VLAN_PORT = 8080, 8081, 9090, 7777
+BULK_PORT, ABORT_PORT = 8082, 8083
+BULK_BYTES = 300_000
 DEADLINE_S = 15
 
 
@@ -86,26 +90,30 @@ def serve(a4: str, a6: str) -> None:
     """Answer the clients of ``drive`` until they are done or DEADLINE_S passes."""
     socks = []
     for fam, addr in ((socket.AF_INET, a4), (socket.AF_INET6, a6)):
-        t = socket.socket(fam, socket.SOCK_STREAM)
-        t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        t.bind((addr, TCP_PORT))
-        t.listen(4)
+        ports = (TCP_PORT, BULK_PORT, ABORT_PORT) if fam == socket.AF_INET else (TCP_PORT,)
+        for port in ports:
+            t = socket.socket(fam, socket.SOCK_STREAM)
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            t.bind((addr, port))
+            t.listen(4)
+            socks.append(t)
         u = socket.socket(fam, socket.SOCK_DGRAM)
         u.bind((addr, UDP_PORT))
-        socks += [t, u]
+        socks.append(u)
     print("ready", flush=True)
     end = time.monotonic() + DEADLINE_S
     tcp_done = udp_done = 0
-    while time.monotonic() < end and (tcp_done < 2 or udp_done < 2):
+    while time.monotonic() < end and (tcp_done < 4 or udp_done < 2):
         r, _, _ = select.select(socks, [], [], 0.2)
         for s in r:
             if s.type == socket.SOCK_STREAM:
+                port = s.getsockname()[1]
                 c, _ = s.accept()
                 c.settimeout(5)
-                c.recv(100)
-                c.sendall(b"world")
-                while c.recv(100):  # until the client's FIN
-                    pass
+                try:
+                    _serve_tcp(c, port)
+                except OSError:
+                    pass  # the aborted connection ends in a reset
                 c.close()
                 tcp_done += 1
             else:
@@ -119,6 +127,24 @@ def serve(a4: str, a6: str) -> None:
                                   _ipv4(a4, peer4, 17, _udp(VLAN_PORT, VLAN_PORT, b"vlan-back")))])
     for s in socks:
         s.close()
+
+
+def _serve_tcp(c: socket.socket, port: int) -> None:
+    if port == BULK_PORT:  # a bulk transfer, then a clean close
+        c.sendall(bytes(BULK_BYTES))
+        c.shutdown(socket.SHUT_WR)
+        while c.recv(4096):
+            pass
+    elif port == ABORT_PORT:  # data until the client resets the connection (bounded)
+        chunk = bytes(1000)
+        for _ in range(2000):
+            c.send(chunk)
+            time.sleep(0.001)
+    else:
+        c.recv(100)
+        c.sendall(b"world")
+        while c.recv(100):  # until the client's FIN
+            pass
 
 
 def drive(a4: str, a6: str, ifname: str) -> None:
@@ -136,6 +162,21 @@ def drive(a4: str, a6: str, ifname: str) -> None:
             u.settimeout(5)
             u.sendto(b"ping", (addr, UDP_PORT))
             u.recvfrom(100)
+    with socket.socket() as c:  # bulk: 300 kB from the server, read to its FIN
+        c.settimeout(5)
+        c.connect((a4, BULK_PORT))
+        got = 0
+        while got < BULK_BYTES:
+            b = c.recv(65536)
+            if not b:
+                break
+            got += len(b)
+        c.shutdown(socket.SHUT_WR)
+    with socket.socket() as c:  # abort: a RST sent while the server's data is in flight
+        c.settimeout(5)
+        c.connect((a4, ABORT_PORT))
+        c.recv(3000)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     with socket.socket() as c:  # refused: SYN, then RST+ACK
         c.settimeout(5)
         try:

@@ -148,7 +148,7 @@ class NaiveTracker:
             if self.infer and tcp and flags & SYN and flags & ACK:
                 init_rev = not rev
             proto = p["proto"] if p["l3"] in (4, 6) else 0
-            started = p["first_ts"] if sync else ts
+            started = p["first_ts"] if absolute else ts  # live rows: the kernel's first packet
             f = _Flow(init_rev, started, proto, self._timeout(proto))
             self.flows[key] = f
             self.created += 1
@@ -171,8 +171,19 @@ class NaiveTracker:
             self.matched_pkts += 1
             self.matched_bytes += p["caplen"]
         f.last = ts
-        if sync:
-            return out
+        if not sync:
+            self._packet(p, key, f, side, tcp, flags, ts, out)
+        # live rows: the kernel's TCP mirror decides a flow's end when the engine missed it
+        kstate = p.get("kstate", 0)
+        if absolute and kstate in (CLOSED, RESET) and f.state not in (CLOSED, RESET):
+            f.state = kstate
+        if f.state == CLOSED:
+            self._end(key, R_FIN, ts, out)
+        elif f.state == RESET:
+            self._end(key, R_RST, ts, out)
+        return out
+
+    def _packet(self, p, key, f, side, tcp, flags, ts, out) -> None:
         if tcp:
             f.hist = naive_history(f.hist, side, flags, p["payload_len"])
             new, f.fin_side = naive_transition(f.state, side, flags, f.fin_side)
@@ -183,11 +194,6 @@ class NaiveTracker:
                     out.append(("state_change", key, f.state, new, ts))
                 f.state = new
         out.append(("packet", key, side, p["caplen"], ts))
-        if f.state == CLOSED:
-            self._end(key, R_FIN, ts, out)
-        elif f.state == RESET:
-            self._end(key, R_RST, ts, out)
-        return out
 
     def sweep(self, now: int) -> list:
         out: list = []

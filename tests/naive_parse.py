@@ -10,7 +10,7 @@ import struct
 
 from flowscope import layout as L
 
-FIELDS = [f for f in L.PKT_DTYPE.names if f != "_pad"]
+FIELDS = [f for f in L.PKT_DTYPE.names if not f.startswith("_pad")]
 
 VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 MPLS_TYPES = (0x8847, 0x8848)
@@ -202,3 +202,4 @@ def _parse(f, linktype, row):
         if avail >= 2:
             row["icmp_type"], row["icmp_code"] = f[l4], f[l4 + 1]
             row["pflags"] |= L.PF_ICMP
+        row["payload_len"] = max(0, l4len - 8)  # after the 8-byte ICMP header

@@ -18,7 +18,7 @@ def pkt(ts, src="10.0.0.1", sport=1234, dst="10.0.0.2", dport=80, flags=None, pr
     d = ipaddress.ip_address(dst)
     if proto is None:
         proto = 6 if flags is not None else 17
-    p = {f: 0 for f in FIELDS if f != "_pad"}
+    p = {f: 0 for f in FIELDS if not f.startswith("_pad")}
     p.update(ts=int(ts), caplen=length, wirelen=length, l3=s.version, proto=proto,
              src_hi=int(s) >> 64, src_lo=int(s) & (2**64 - 1),
              dst_hi=int(d) >> 64, dst_lo=int(d) & (2**64 - 1),

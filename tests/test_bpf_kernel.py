@@ -13,9 +13,12 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bpf_helpers import require_bpf
 from flowscope import layout as plo
+from flowscope._kernels import parse as offline_parse
 from flowscope.sensor import layout as L
 
 # ---------------------------------------------------------------------------
@@ -354,10 +357,9 @@ def test_random_garbage_never_breaks(h):
 
 
 def _offline_row(frame: bytes):
-    parse = pytest.importorskip("flowscope._kernels.parse")
     out = np.zeros(1, dtype=plo.PKT_DTYPE)
     buf = np.frombuffer(frame, dtype=np.uint8).copy()
-    parse.parse_frame(buf, 0, len(frame), len(frame), 1, 0, out, 0)
+    offline_parse.parse_frame(buf, 0, len(frame), len(frame), 1, 0, out, 0)
     return out[0]
 
 
@@ -384,15 +386,8 @@ OFFLINE_FRAMES = [
 ]
 
 
-@pytest.mark.parametrize("i", range(len(OFFLINE_FRAMES)))
-def test_kernel_matches_offline_parser(h, i):
-    frame = OFFLINE_FRAMES[i]
-    row = _offline_row(frame)
-    assert int(row["error"]) == 0
-    h.run(frame)
-    ev = h.events()
-    assert len(ev) == 1
-    e = ev[0]
+def _assert_event_matches_row(e, row):
+    """One kernel event against the offline parser's row for the same frame."""
     sp = int(row["sport"]) if int(row["pflags"]) & plo.PF_PORTS else 0
     dp = int(row["dport"]) if int(row["pflags"]) & plo.PF_PORTS else 0
     s = (int(row["src_hi"]), int(row["src_lo"]), sp)
@@ -408,12 +403,252 @@ def test_kernel_matches_offline_parser(h, i):
     assert bool(int(e["pflags"]) & L.PktFlag.TCP) == bool(pf & plo.PF_TCP)
     assert bool(int(e["pflags"]) & L.PktFlag.FRAG) == bool(pf & plo.PF_FRAG)
     assert bool(int(e["pflags"]) & L.PktFlag.PORTS) == bool(pf & plo.PF_PORTS)
+    assert bool(int(e["pflags"]) & L.PktFlag.ICMP) == bool(pf & plo.PF_ICMP)
     if pf & plo.PF_TCP:
         assert (int(e["seq"]), int(e["ack"]), int(e["window"])) == (
             int(row["seq"]), int(row["ack"]), int(row["window"]))
     if pf & plo.PF_ICMP:
         assert (int(e["icmp_type"]), int(e["icmp_code"])) == (
             int(row["icmp_type"]), int(row["icmp_code"]))
+
+
+@pytest.mark.parametrize("i", range(len(OFFLINE_FRAMES)))
+def test_kernel_matches_offline_parser(h, i):
+    frame = OFFLINE_FRAMES[i]
+    row = _offline_row(frame)
+    assert int(row["error"]) == 0
+    h.run(frame)
+    ev = h.events()
+    assert len(ev) == 1
+    _assert_event_matches_row(ev[0], row)
+
+
+# ---------------------------------------------------------------------------
+# L2 walk parity: VLAN tags, MPLS label stacks and PPPoE, as the offline parser walks them
+
+_PERR_COUNTER = {plo.PERR_TRUNCATED: "truncated", plo.PERR_NOT_IP: "not_ip",
+                 plo.PERR_BAD_HEADER: "bad_header"}
+TPIDS = (0x8100, 0x88A8, 0x9100)
+MAX_L2_LAYERS = offline_parse.MAX_L2_LAYERS
+MAX_MPLS_LABELS = offline_parse.MAX_MPLS_LABELS
+
+
+def check_parity(h, frame: bytes, hooks=("xdp", "tc")) -> int:
+    """Run ``frame`` through each hook on an empty map; the outcome must equal the offline
+    parser's: the same key, orientation and fields in a NEW event, or the same unmatched
+    counter and nothing else. Returns the offline error code."""
+    row = _offline_row(frame)
+    err = int(row["error"])
+    for hook in hooks:
+        h.reset()
+        if not h.run(frame, hook, may_refuse=True):
+            continue  # BPF_PROG_TEST_RUN refuses this frame for this hook
+        c = h.counters()
+        ev = h.events()
+        ctx = f"{hook} frame={frame.hex()} offline error={err}"
+        assert c["packets"] == 1, ctx
+        if err == plo.PERR_NONE:
+            assert (c["truncated"], c["not_ip"], c["bad_header"]) == (0, 0, 0), (ctx, c)
+            assert len(ev) == 1 and int(ev[0]["reason"]) & L.EventReason.NEW, ctx
+            assert c["flows_new"] == 1, (ctx, c)
+            try:
+                _assert_event_matches_row(ev[0], row)
+            except AssertionError as exc:
+                raise AssertionError(ctx) from exc
+            d = int(ev[0]["dir"])
+            _, vals = h.flows()
+            want = [[1, 0], [len(frame), 0], [int(row["payload_len"]), 0]]
+            if d:
+                want = [w[::-1] for w in want]
+            got = [vals[0][n].tolist() for n in ("pkts", "bytes", "payload")]
+            assert got == want and int(vals[0]["first_dir"]) == d, (ctx, got)
+        else:
+            name = _PERR_COUNTER[err]
+            got = {k: c[k] for k in _PERR_COUNTER.values()}
+            assert got == {k: int(k == name) for k in got}, (ctx, got)
+            assert len(ev) == 0 and c["flows_new"] == 0, ctx
+    return err
+
+
+def mpls(n: int, bos_at: int | None = -1) -> bytes:
+    """``n`` MPLS label stack entries; bottom-of-stack on entry ``bos_at`` (-1: the last,
+    None: none)."""
+    if bos_at is not None and bos_at < 0:
+        bos_at += n
+    return b"".join(struct.pack("!I", ((100 + i) << 12) | ((i == bos_at) << 8) | 64)
+                    for i in range(n))
+
+
+def pppoe(ppp_proto: int, payload: bytes) -> bytes:
+    """PPPoE session header (version/type 0x11, code 0, session 0x1234) + PPP protocol."""
+    return struct.pack("!BBHHH", 0x11, 0, 0x1234, len(payload) + 2, ppp_proto) + payload
+
+
+def _inner_packets():
+    """(name, IP packet, EtherType, version) for TCP, UDP and ICMP over IPv4 and IPv6."""
+    a4, b4, a6, b6 = "10.1.0.9", "10.1.0.2", "2001:db8::9", "2001:db8::2"
+    return [
+        ("tcp4", ipv4(a4, b4, 6, tcp(4321, 443, PSH | ACK, seq=7, ack=9, payload=b"hi!")),
+         0x0800, 4),
+        ("udp4", ipv4(a4, b4, 17, udp(53, 5353, b"dns")), 0x0800, 4),
+        ("icmp4", ipv4(a4, b4, 1, icmp(8, 0)), 0x0800, 4),
+        ("tcp6", ipv6(a6, b6, 6, tcp(80, 50000, SYN | ACK, seq=1, ack=2)), 0x86DD, 6),
+        ("udp6", ipv6(a6, b6, 17, udp(500, 4500, b"ike")), 0x86DD, 6),
+        ("icmp6", ipv6(a6, b6, 58, icmp(128, 0)), 0x86DD, 6),
+    ]
+
+
+INNER = _inner_packets()
+
+
+def _tag_stacks():
+    """(name, tags) for 0..MAX_L2_LAYERS + 2 tags of each TPID, and mixes."""
+    out = []
+    for tpid in TPIDS:
+        for n in range(MAX_L2_LAYERS + 3):
+            out.append((f"{tpid:04x}x{n}", [(tpid, n + 1)] * n))
+    rng = random.Random(8021)
+    for n in (2, 3, 5, 7, 8, 9):
+        out.append((f"mix{n}", [(rng.choice(TPIDS), rng.randrange(4096)) for _ in range(n)]))
+    return out
+
+
+TAG_STACKS = _tag_stacks()
+
+
+def l2_frames():
+    """(name, frame) over every L2 shape the offline walk knows, each with every inner
+    packet: VLAN stacks, MPLS stacks (with and without bottom of stack, good and bad version
+    nibbles), PPPoE (IPv4, IPv6, other PPP protocols), and the combinations."""
+    out = []
+    for iname, pkt, et, ver in INNER:
+        for sname, tags in TAG_STACKS:
+            out.append((f"{sname}-{iname}", eth(pkt, et=et, tags=tags)))
+        for n in range(1, MAX_MPLS_LABELS + 2):
+            out.append((f"mpls{n}-{iname}", eth(mpls(n) + pkt, et=0x8847)))
+        out.append((f"mplsmc3-{iname}", eth(mpls(3) + pkt, et=0x8848)))
+        for n in (1, MAX_MPLS_LABELS, MAX_MPLS_LABELS + 1):
+            out.append((f"mpls{n}-nobos-{iname}", eth(mpls(n, None) + pkt, et=0x8847)))
+        out.append((f"mpls4-bos1-{iname}", eth(mpls(4, 1) + pkt, et=0x8847)))
+        for ntags in (1, 2, MAX_L2_LAYERS - 1, MAX_L2_LAYERS, MAX_L2_LAYERS + 1):
+            tags = [(TPIDS[i % 3], i) for i in range(ntags)]
+            for n in (1, MAX_MPLS_LABELS):
+                out.append((f"vlan{ntags}-mpls{n}-{iname}",
+                            eth(mpls(n) + pkt, et=0x8847, tags=tags)))
+            out.append((f"vlan{ntags}-pppoe-{iname}",
+                        eth(pppoe(0x21 if ver == 4 else 0x57, pkt), et=0x8864, tags=tags)))
+        out.append((f"pppoe-{iname}", eth(pppoe(0x21 if ver == 4 else 0x57, pkt), et=0x8864)))
+        out.append((f"pppoe-swapped-{iname}",  # PPP says the other IP version
+                    eth(pppoe(0x57 if ver == 4 else 0x21, pkt), et=0x8864)))
+    for nib in (0, 1, 5, 7, 15):  # MPLS payload that is not IPv4/IPv6 by its first nibble
+        pkt = bytes([nib << 4 | 5]) + INNER[0][1][1:]
+        out.append((f"mpls2-nibble{nib}", eth(mpls(2) + pkt, et=0x8847)))
+    for proto in (0xC021, 0x8021, 0x0281, 0x0000):  # LCP, IPCP, MPLS, nothing: not IP
+        out.append((f"pppoe-{proto:04x}", eth(pppoe(proto, INNER[0][1]), et=0x8864)))
+    out.append(("pppoe-discovery", eth(pppoe(0x21, INNER[0][1]), et=0x8863)))
+    out.append(("vlan-arp", eth(b"\0" * 28, et=0x0806, tags=[(0x8100, 1)])))
+    return out
+
+
+L2_FRAMES = l2_frames()
+
+
+def test_l2_frames_cover_every_outcome():
+    """The frame list reaches each offline outcome, so the parity test below means something."""
+    errs = {int(_offline_row(f)["error"]) for _, f in L2_FRAMES}
+    assert errs == {plo.PERR_NONE, plo.PERR_TRUNCATED, plo.PERR_NOT_IP, plo.PERR_BAD_HEADER}
+
+
+def test_kernel_l2_bounds_are_the_offline_bounds():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "bpf" / "fs_parse.h").read_text()
+    for name, want in (("FS_MAX_L2_LAYERS", MAX_L2_LAYERS),
+                       ("FS_MAX_MPLS_LABELS", MAX_MPLS_LABELS),
+                       ("FS_MAX_IPV6_EXT", offline_parse.MAX_IPV6_EXT)):
+        m = re.search(rf"^#define {name} (\d+)", text, re.M)
+        assert m and int(m.group(1)) == want, name
+
+
+def test_kernel_l2_walk_matches_offline_parser(h):
+    matched = 0
+    for _, frame in L2_FRAMES:
+        matched += check_parity(h, frame) == plo.PERR_NONE
+    assert matched > len(L2_FRAMES) // 2
+
+
+# One frame per L2 shape (with TCP, UDP and ICMP inside) cut at every byte.
+TRUNC_SHAPES = [
+    ("vlan1", dict(tags=[(0x8100, 7)])),
+    ("qinq", dict(tags=[(0x88A8, 7), (0x8100, 8)])),
+    ("vlan8", dict(tags=[(TPIDS[i % 3], i) for i in range(MAX_L2_LAYERS)])),
+    ("vlan9", dict(tags=[(0x8100, i) for i in range(MAX_L2_LAYERS + 1)])),
+    ("mpls1", dict(labels=1)),
+    ("mpls8", dict(labels=MAX_MPLS_LABELS)),
+    ("mpls8-nobos", dict(labels=MAX_MPLS_LABELS, bos=None)),
+    ("vlan2-mpls3", dict(tags=[(0x8100, 1), (0x9100, 2)], labels=3)),
+    ("vlan8-mpls8", dict(tags=[(0x8100, i) for i in range(MAX_L2_LAYERS)],
+                         labels=MAX_MPLS_LABELS)),
+    ("pppoe", dict(session=True)),
+    ("vlan1-pppoe", dict(tags=[(0x8100, 3)], session=True)),
+    ("vlan8-pppoe", dict(tags=[(0x88A8, i) for i in range(MAX_L2_LAYERS)], session=True)),
+]
+
+
+def shape_frame(pkt: bytes, et: int, ver: int, tags=(), labels=0, bos=-1,
+                session=False) -> bytes:
+    """``pkt`` behind ``tags``, then ``labels`` MPLS labels or a PPPoE session header."""
+    if labels:
+        return eth(mpls(labels, bos) + pkt, et=0x8847, tags=tags)
+    if session:
+        return eth(pppoe(0x21 if ver == 4 else 0x57, pkt), et=0x8864, tags=tags)
+    return eth(pkt, et=et, tags=tags)
+
+
+@pytest.mark.parametrize("shape", [s for s, _ in TRUNC_SHAPES])
+def test_kernel_l2_truncation_matches_offline_parser(h, shape):
+    kw = dict(TRUNC_SHAPES)[shape]
+    seen = set()
+    for _, pkt, et, ver in INNER:
+        full = shape_frame(pkt, et, ver, **kw)
+        for cut in range(14, len(full) + 1):
+            seen.add(check_parity(h, full[:cut]))
+    assert plo.PERR_TRUNCATED in seen
+
+
+@st.composite
+def random_l2_frames(draw):
+    """A random L2 stack (VLAN tags beyond the bound included) ending in IP, MPLS, PPPoE or
+    another EtherType, over one of the inner packets, with a few bytes overwritten and cut
+    anywhere past the Ethernet header."""
+    _, pkt, et, ver = draw(st.sampled_from(INNER))
+    tags = draw(st.lists(st.tuples(st.sampled_from(TPIDS), st.integers(0, 4095)),
+                         max_size=MAX_L2_LAYERS + 3))
+    kind = draw(st.sampled_from(["ip", "mpls", "pppoe", "other"]))
+    if kind == "ip":
+        body, outer = pkt, draw(st.sampled_from([et, et, 0x0800, 0x86DD]))
+    elif kind == "mpls":
+        n = draw(st.integers(1, MAX_MPLS_LABELS + 2))
+        body = mpls(n, draw(st.one_of(st.none(), st.integers(0, n - 1)))) + pkt
+        outer = draw(st.sampled_from([0x8847, 0x8848]))
+    elif kind == "pppoe":
+        proto = draw(st.one_of(st.sampled_from([0x21, 0x57, 0xC021]), st.integers(0, 0xFFFF)))
+        body, outer = pppoe(proto, pkt), 0x8864
+    else:
+        body, outer = pkt, draw(st.integers(0, 0xFFFF))
+    frame = bytearray(eth(body, et=outer, tags=tags))
+    for pos, val in draw(st.lists(st.tuples(st.integers(12, len(frame) - 1),
+                                            st.integers(0, 255)), max_size=3)):
+        frame[pos] = val
+    return bytes(frame[:draw(st.integers(14, len(frame)))])
+
+
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(frame=random_l2_frames())
+def test_random_l2_stacks_match_offline_parser(h, frame):
+    check_parity(h, frame)
 
 
 # ---------------------------------------------------------------------------
@@ -443,21 +678,25 @@ def test_event_rule_on_a_tcp_session(h):
     got = [(int(e["tcp_flags"]), int(e["reason"]), int(e["state"]), int(e["hist_len"]))
            for e in ev]
     S = L.TcpState
+    Z = R.ZEEK  # first packet / pure ACK / data of a direction, anything after both closed
     assert got == [
         (SYN, R.NEW | R.CTRL | R.STATE, S.SYN_SENT, 1),
-        (SYN | ACK, R.CTRL | R.STATE, S.SYN_RECEIVED, 2),
-        (ACK, R.STATE, S.ESTABLISHED, 2),
-        (PSH | ACK, R.DATA, S.ESTABLISHED, 3),
-        (PSH | ACK, R.DATA, S.ESTABLISHED, 4),
-        (FIN | ACK, R.CTRL | R.STATE, S.FIN_WAIT, 5),
+        (SYN | ACK, R.CTRL | R.STATE | Z, S.SYN_RECEIVED, 2),  # the responder's first packet
+        (ACK, R.STATE | Z, S.ESTABLISHED, 2),  # the initiator's first pure ACK
+        (ACK, Z, S.ESTABLISHED, 2),  # the responder's first pure ACK (the initiator's 2nd: none)
+        (PSH | ACK, R.DATA | Z, S.ESTABLISHED, 3),
+        (PSH | ACK, R.DATA | Z, S.ESTABLISHED, 4),
+        (FIN | ACK, R.CTRL | R.STATE | Z, S.FIN_WAIT, 5),
         (FIN | ACK, R.CTRL, S.FIN_WAIT, 6),
-        (FIN | ACK, R.CTRL | R.STATE, S.CLOSING_TCP, 7),
-        (ACK, R.STATE, S.CLOSED, 7),
+        (FIN | ACK, R.CTRL | R.STATE | Z, S.CLOSING_TCP, 7),
+        (ACK, R.STATE | Z, S.CLOSED, 7),  # after both FINs every packet is sent
     ]
     last = ev[-1]
     assert int(last["pkts"].sum()) == n  # counters cover the packets that sent no event
     assert int(last["pkts"][0]) == 8 and int(last["pkts"][1]) == 5
     assert last["payload"].tolist() == [3, 4]
+    assert last["ip_bytes"].tolist() == [8 * 40 + 3, 5 * 40 + 4]  # IPv4 + TCP headers + data
+    assert last["flags_or"].tolist() == [SYN | ACK | PSH | FIN, SYN | ACK | PSH | FIN]
     assert h.counters()["events"] == len(ev)
 
 
@@ -496,8 +735,10 @@ def test_mid_stream_pickup_stays_quiet(h):
     for _ in range(5):
         h.run(tcp4(flags=ACK))
     ev = h.events()
-    assert len(ev) == 1 and int(ev[0]["state"]) == L.TcpState.ACTIVE
+    # the first packet, then the direction's first pure ACK (Zeek's 'A'); then nothing
+    assert len(ev) == 2 and {int(e["state"]) for e in ev} == {L.TcpState.ACTIVE}
     assert int(ev[0]["reason"]) == L.EventReason.NEW | L.EventReason.DATA
+    assert int(ev[1]["reason"]) == L.EventReason.ZEEK and int(ev[1]["pkts"][0]) == 2
 
 
 def test_udp_flow_sends_only_its_first_packet(h):
@@ -671,7 +912,10 @@ def test_veth_ping_and_tcp_session(veth):
         m.close()
 
     ic = _flow_events(ev, 1)
-    assert len(ic) == 1 and int(ic[0]["hook"]) == L.Hook.TC  # echo request leaves via TC
+    # the first echo request leaves via TC, the first reply (the other direction's first
+    # packet) comes in via XDP; the other two pings send nothing
+    assert [int(e["hook"]) for e in ic] == [L.Hook.TC, L.Hook.XDP]
+    assert int(ic[1]["reason"]) == L.EventReason.ZEEK
     ik = keys["proto"] == 1
     assert vals[ik][0]["pkts"].sum() == 6  # 3 requests (TC) + 3 replies (XDP)
     tcp_ev = _flow_events(ev, 6)

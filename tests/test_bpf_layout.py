@@ -173,30 +173,36 @@ def _golden_event() -> bytes:
     b += bytes.fromhex("06")  # 37  proto = TCP
     b += bytes.fromhex("0000")  # 38  key padding
     b += bytes.fromhex("0807060504030201")  # 40  ts_ns = 0x0102030405060708
-    b += bytes.fromhex("0300000000000000")  # 48  pkts[0] = 3
-    b += bytes.fromhex("0200000000000000")  # 56  pkts[1] = 2
-    b += bytes.fromhex("b400000000000000")  # 64  bytes[0] = 180
-    b += bytes.fromhex("7800000000000000")  # 72  bytes[1] = 120
-    b += bytes.fromhex("0a00000000000000")  # 80  payload[0] = 10
-    b += bytes.fromhex("0000000000000000")  # 88  payload[1] = 0
-    b += bytes.fromhex("78563412")  # 96  seq = 0x12345678
-    b += bytes.fromhex("01000000")  # 100 ack = 1
-    b += bytes.fromhex("3c000000")  # 104 frame_len = 60
-    b += bytes.fromhex("0a000000")  # 108 payload_len = 10
-    b += bytes.fromhex("07000000")  # 112 gen = 7
-    b += bytes.fromhex("02000000")  # 116 ifindex = 2
-    b += bytes.fromhex("ffff")  # 120 window = 65535
-    b += bytes.fromhex("01")  # 122 dir = REV
-    b += bytes.fromhex("18")  # 123 tcp_flags = PSH|ACK
-    b += bytes.fromhex("05")  # 124 reason = NEW|DATA
-    b += bytes.fromhex("00")  # 125 first_dir = FWD
-    b += bytes.fromhex("03")  # 126 state = Established
-    b += bytes.fromhex("04")  # 127 hist_len = 4
-    b += bytes.fromhex("01")  # 128 hook = TC
-    b += bytes.fromhex("03")  # 129 pflags = PORTS|TCP
-    b += bytes.fromhex("00")  # 130 icmp_type
-    b += bytes.fromhex("00")  # 131 icmp_code
-    b += bytes.fromhex("00000000")  # 132 padding
+    b += bytes.fromhex("0007060504030201")  # 48  first_ns = 0x0102030405060700
+    b += bytes.fromhex("0300000000000000")  # 56  pkts[0] = 3
+    b += bytes.fromhex("0200000000000000")  # 64  pkts[1] = 2
+    b += bytes.fromhex("b400000000000000")  # 72  bytes[0] = 180
+    b += bytes.fromhex("7800000000000000")  # 80  bytes[1] = 120
+    b += bytes.fromhex("0a00000000000000")  # 88  payload[0] = 10
+    b += bytes.fromhex("0000000000000000")  # 96  payload[1] = 0
+    b += bytes.fromhex("8a00000000000000")  # 104 ip_bytes[0] = 138
+    b += bytes.fromhex("5000000000000000")  # 112 ip_bytes[1] = 80
+    b += bytes.fromhex("78563412")  # 120 seq = 0x12345678
+    b += bytes.fromhex("01000000")  # 124 ack = 1
+    b += bytes.fromhex("3c000000")  # 128 frame_len = 60
+    b += bytes.fromhex("0a000000")  # 132 payload_len = 10
+    b += bytes.fromhex("07000000")  # 136 gen = 7
+    b += bytes.fromhex("02000000")  # 140 ifindex = 2
+    b += bytes.fromhex("32000000")  # 144 ip_len = 50
+    b += bytes.fromhex("ffff")  # 148 window = 65535
+    b += bytes.fromhex("01")  # 150 dir = REV
+    b += bytes.fromhex("18")  # 151 tcp_flags = PSH|ACK
+    b += bytes.fromhex("25")  # 152 reason = NEW|DATA|ZEEK
+    b += bytes.fromhex("00")  # 153 first_dir = FWD
+    b += bytes.fromhex("03")  # 154 state = Established
+    b += bytes.fromhex("04")  # 155 hist_len = 4
+    b += bytes.fromhex("01")  # 156 hook = TC
+    b += bytes.fromhex("03")  # 157 pflags = PORTS|TCP
+    b += bytes.fromhex("00")  # 158 icmp_type
+    b += bytes.fromhex("00")  # 159 icmp_code
+    b += bytes.fromhex("1b")  # 160 flags_or[0] = FIN|SYN|PSH|ACK
+    b += bytes.fromhex("12")  # 161 flags_or[1] = SYN|ACK
+    b += bytes(22)  # 162 padding
     return b
 
 
@@ -210,21 +216,25 @@ def test_golden_event_decode():
     assert (int(k["port_a"]), int(k["port_b"]), int(k["l3"]), int(k["proto"])) == (
         1234, 80, layout.L3.IPV4, 6)
     assert int(e["ts_ns"]) == 0x0102030405060708
+    assert int(e["first_ns"]) == 0x0102030405060700
     assert e["pkts"].tolist() == [3, 2]
     assert e["bytes"].tolist() == [180, 120]
     assert e["payload"].tolist() == [10, 0]
+    assert e["ip_bytes"].tolist() == [138, 80]
     assert (int(e["seq"]), int(e["ack"]), int(e["frame_len"]), int(e["payload_len"])) == (
         0x12345678, 1, 60, 10)
-    assert (int(e["gen"]), int(e["ifindex"]), int(e["window"])) == (7, 2, 65535)
+    assert (int(e["gen"]), int(e["ifindex"]), int(e["ip_len"]), int(e["window"])) == (
+        7, 2, 50, 65535)
     assert int(e["dir"]) == layout.Dir.REV
     assert layout.TcpFlag(int(e["tcp_flags"])) == layout.TcpFlag.PSH | layout.TcpFlag.ACK
     assert layout.EventReason(int(e["reason"])) == (
-        layout.EventReason.NEW | layout.EventReason.DATA)
+        layout.EventReason.NEW | layout.EventReason.DATA | layout.EventReason.ZEEK)
     assert int(e["state"]) == layout.TcpState.ESTABLISHED
     assert int(e["hist_len"]) == 4
     assert int(e["hook"]) == layout.Hook.TC
     assert layout.PktFlag(int(e["pflags"])) == layout.PktFlag.PORTS | layout.PktFlag.TCP
-    assert e["_pad"].tolist() == [0, 0, 0, 0]
+    assert e["flags_or"].tolist() == [0x1B, 0x12]
+    assert e["_pad"].tolist() == [0] * 22
 
 
 def test_key_words_match_engine_meta():

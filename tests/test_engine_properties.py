@@ -212,10 +212,14 @@ class _KernelTwin:
         new = f is None or f["state"] in (6, 7)  # Closed / Reset restart the entry
         if new:
             f = self.flows[key] = {"first": o, "state": 0, "fin": -1, "hl": 0,
-                                   "cnt": [[0, 0], [0, 0], [0, 0]], "ts0": p["ts"]}
+                                   "cnt": [[0, 0], [0, 0], [0, 0], [0, 0]], "ts0": p["ts"],
+                                   "flags": [0, 0]}
         f["cnt"][0][o] += 1
         f["cnt"][1][o] += p["caplen"]
         f["cnt"][2][o] += p["payload_len"]
+        f["cnt"][3][o] += p["ip_len"]
+        if p["pflags"] & layout.PF_TCP:
+            f["flags"][o] |= p["tcp_flags"]
         f["last"] = p["ts"]
         evented = new
         if p["pflags"] & layout.PF_TCP:
@@ -233,6 +237,8 @@ class _KernelTwin:
             return None
         row = dict(p)
         row["pflags"] |= layout.PF_ABS
+        row["first_ts"] = f["ts0"]
+        row["kstate"] = f["state"]
         self._counters(row, f)
         return row
 
@@ -242,6 +248,9 @@ class _KernelTwin:
         (row["cnt_pkts0"], row["cnt_pkts1"], row["cnt_bytes0"], row["cnt_bytes1"],
          row["cnt_pay0"], row["cnt_pay1"]) = (c[0][0], c[0][1], c[1][0], c[1][1], c[2][0],
                                               c[2][1])
+        row["cnt_ipb0"], row["cnt_ipb1"] = c[3]
+        row["cnt_flags0"], row["cnt_flags1"] = f["flags"]
+        row["kstate"] = f["state"]
 
     def sync_rows(self, template):
         """Every remaining entry as a sync row oriented like its first packet."""

@@ -42,7 +42,7 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
     ZEEK_WORDS,
 )
 from .common import inline_kernel, kernel, pack_meta
-from .zeek import zeek_packet, zeek_reset
+from .zeek import zeek_kernel_counters, zeek_packet, zeek_reset
 
 # ---- ctl slots -------------------------------------------------------------
 C_LQ_HEAD = 0  # access queue: first live-or-stale entry (monotonic position)
@@ -77,7 +77,8 @@ C_ZEEK = 32  # keep Zeek-style state (fz, fzh) per flow
 C_TOUCH = 33  # touch serial counter
 C_SWEEP_N = 34  # number of slots in sbuf
 C_HIGH = 35  # slots ever used; new slots come from the free stack, else from here
-C_TMO = 36  # ctl[C_TMO + proto]: idle timeout (ns) of each IP protocol (TrackerConfig.timeout_table)
+C_ENDED_PKTS = 36  # packets of the flows ended so far (the sum over their Ended records)
+C_TMO = 37  # ctl[C_TMO + proto]: idle timeout (ns) of each IP protocol (TrackerConfig.timeout_table)
 C_SIZE = C_TMO + 256
 
 # ---- fint columns ----------------------------------------------------------
@@ -381,6 +382,7 @@ def _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, reason, ts)
     ctl[C_FREE_TOP] += 1
     ctl[C_COUNT] -= 1
     ctl[C_ENDED] += 1
+    ctl[C_ENDED_PKTS] += fint[s, F_PKTS0] + fint[s, F_PKTS1]
     if reason == END_FIN:
         ctl[C_ENDED_FIN] += 1
     elif reason == END_RST:
@@ -560,7 +562,8 @@ def _new_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, ev, e, pkts, i, p
     fint[s, F_BYTES1] = 0
     fint[s, F_PAY0] = 0
     fint[s, F_PAY1] = 0
-    fint[s, F_STARTED] = p.first_ts if (p.pflags & PF_SYNC) != 0 else p.ts
+    # live rows carry the kernel's first-packet time (the flow's first event may be lost)
+    fint[s, F_STARTED] = p.first_ts if (p.pflags & (PF_ABS | PF_SYNC)) != 0 else p.ts
     fint[s, F_ID] = ctl[C_SERIAL]
     fint[s, F_HLEN] = 0
     fint[s, F_FLAGS0] = 0
@@ -611,6 +614,8 @@ def _set_kernel_counters(ctl, fint, s, p):
     fint[s, F_BYTES0 + rev] = np.int64(p.cnt_bytes1)
     fint[s, F_PAY0 + fwd] = np.int64(p.cnt_pay0)
     fint[s, F_PAY0 + rev] = np.int64(p.cnt_pay1)
+    fint[s, F_FLAGS0 + fwd] = np.int64(p.cnt_flags0)  # the kernel ORs every packet's flags
+    fint[s, F_FLAGS0 + rev] = np.int64(p.cnt_flags1)
     ctl[C_MATCHED_PKTS] += fint[s, F_PKTS0] + fint[s, F_PKTS1] - old_p
     ctl[C_MATCHED_BYTES] += fint[s, F_BYTES0] + fint[s, F_BYTES1] - old_b
 
@@ -640,6 +645,20 @@ def _tcp_step(ctl, fkey, fint, fhist, ev, e, s, side, flags, payload_len, ts):
         r.to_state = new_state
         e += 1
     return e, new_state
+
+
+@inline_kernel
+def _kernel_terminal_state(fint, s, state, kstate):
+    """Live rows: the kernel's TCP mirror is authoritative about a flow's end.
+
+    It runs the same state machine on every packet; when it says Closed or Reset
+    but the engine missed the events that got there (ring full), the flow ends
+    now, in the kernel's state. Returns the state to end the flow by.
+    """
+    if (kstate == ST_CLOSED or kstate == ST_RESET) and state != ST_CLOSED and state != ST_RESET:
+        fint[s, F_STATE] = kstate
+        return kstate
+    return state
 
 
 @kernel
@@ -704,7 +723,8 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
             if not sync:
                 _touch(ctl, fdl, lq, s)
             side = 0 if rev == fint[s, F_INIT_REV] else 1
-        if (pf & (PF_ABS | PF_SYNC)) != 0:
+        live = (pf & (PF_ABS | PF_SYNC)) != 0
+        if live:
             _set_kernel_counters(ctl, fint, s, p)
         else:
             _add_packet(ctl, fint, s, side, np.int64(p.caplen), np.int64(p.payload_len))
@@ -722,10 +742,14 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
                 r.side = side
                 r.length = p.caplen
                 e += 1
-            if state == ST_CLOSED:
-                e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, END_FIN, ts)
-            elif state == ST_RESET:
-                e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, END_RST, ts)
+        if live:
+            if zeek:
+                zeek_kernel_counters(fz, s, fint[s, F_INIT_REV], pkts, i - 1)
+            state = _kernel_terminal_state(fint, s, state, np.int64(p.kstate))
+        if state == ST_CLOSED:
+            e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, END_FIN, ts)
+        elif state == ST_RESET:
+            e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, END_RST, ts)
         if created and pause_new:
             ctl[C_NEW_SLOT] = s if state != ST_CLOSED and state != ST_RESET else -1
             return i, e, S_PAUSED

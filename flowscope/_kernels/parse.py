@@ -142,6 +142,13 @@ def _clear(r):
     r.cnt_bytes1 = 0
     r.cnt_pay0 = 0
     r.cnt_pay1 = 0
+    r.cnt_ipb0 = 0
+    r.cnt_ipb1 = 0
+    r.cnt_flags0 = 0
+    r.cnt_flags1 = 0
+    r.kstate = 0
+    for k in range(5):
+        r._pad2[k] = 0
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -423,6 +430,9 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
             r.icmp_type = buf[l4]
             r.icmp_code = buf[l4 + 1]
             r.pflags |= PF_ICMP
+        # the message after the 8-byte ICMP header, as Zeek sizes it
+        pl = l4len - 8
+        r.payload_len = pl if pl > 0 else 0
     r.error = PERR_NONE
 
 

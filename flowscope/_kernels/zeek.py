@@ -47,10 +47,10 @@ import numpy as np
 
 from ..layout import (  # the words' layout is shared with the Zeek writer
     CTL_HS_SHIFT_ORIG, CTL_HS_SHIFT_RESP, CTL_ORIG1, CTL_STARTED, EP_CNT_MASK, EP_DID_CLOSE,
-    EP_FIN, EP_PREV_SHIFT, EP_RXMIT_SHIFT, EP_STATE_MASK, EP_WIN0_SHIFT, IPPROTO_ICMP,
-    IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PF_PORTS, PF_TCP, TCP_CLOSED, TCP_ESTABLISHED,
-    TCP_INACTIVE, TCP_PARTIAL, TCP_RESET, TCP_SYN_ACK_SENT, TCP_SYN_SENT, TH_ACK, TH_FIN, TH_RST,
-    TH_SYN, Z_ACK0, Z_CTL, Z_EP0, Z_EP1, Z_HLEN, Z_HSEQ0, Z_IP_BYTES0, Z_LAST, Z_PAY0, Z_SEQ0,
+    EP_FIN, EP_PREV_SHIFT, EP_RXMIT_SHIFT, EP_STATE_MASK, EP_WIN0_SHIFT, IPPROTO_TCP,
+    IPPROTO_UDP, PF_PORTS, PF_SYNC, PF_TCP, TCP_CLOSED, TCP_ESTABLISHED, TCP_INACTIVE,
+    TCP_PARTIAL, TCP_RESET, TCP_SYN_ACK_SENT, TCP_SYN_SENT, TH_ACK, TH_FIN, TH_RST, TH_SYN,
+    Z_ACK0, Z_CTL, Z_EP0, Z_EP1, Z_HLEN, Z_HSEQ0, Z_IP_BYTES0, Z_LAST, Z_PAY0, Z_SEQ0,
     ZEEK_HISTORY_MAX, ZEEK_WORDS,
 )
 from .common import inline_kernel, kernel
@@ -103,7 +103,18 @@ def _letter(code, is_orig):
 
 @kernel
 def _check(fz, fzh, s, is_orig, mask, code):
-    """Zeek's Connection::CheckHistory: add ``code`` the first time; True if seen before."""
+    """Zeek's Connection::CheckHistory: add ``code`` the first time; True if seen before.
+
+    As TCP_Endpoint::CheckHistory does, a connection whose whole history is ``H`` (it
+    began with a SYN+ACK it was not flipped for) is flipped when an ``A`` or ``D`` is due,
+    its history becoming ``^h``; ``is_orig`` is the packet's role before that flip.
+    """
+    if (code == 65 or code == 68) and fz[s, Z_HLEN] == 1 and fzh[s, 0] == 72:
+        fz[s, Z_CTL] ^= CTL_ORIG1
+        fzh[s, 0] = 94  # '^'
+        fzh[s, 1] = 104  # 'h'
+        fz[s, Z_HLEN] = 2
+        is_orig = not is_orig
     shift = CTL_HS_SHIFT_ORIG if is_orig else CTL_HS_SHIFT_RESP
     bit = np.int64(mask) << shift
     ctl = fz[s, Z_CTL]
@@ -208,6 +219,7 @@ def _tcp_packet(fz, fzh, s, side, p):
             _check(fz, fzh, s, is_orig, HIST_DATA, 68)  # 'D'
         elif ackf:
             _check(fz, fzh, s, is_orig, HIST_ACK, 65)  # 'A'
+        is_orig = side == (fz[s, Z_CTL] & CTL_ORIG1)  # the check may have flipped the roles
 
     # update_window: zero windows
     if p.window == 0 and not rst and pstate != TCP_CLOSED and state != TCP_RESET:
@@ -347,13 +359,28 @@ def zeek_packet(fz, fzh, s, side, pkts, i):
         _tcp_packet(fz, fzh, s, side, p)
         return
     fz[s, Z_LAST] = p.ts
+    fz[s, Z_PAY0 + side] += np.int64(p.payload_len)  # ICMP: already net of its header
     if proto == IPPROTO_UDP:
-        fz[s, Z_PAY0 + side] += np.int64(p.payload_len)
         is_orig = side == (fz[s, Z_CTL] & CTL_ORIG1)
         _check(fz, fzh, s, is_orig, HIST_DATA, 68)  # 'D'
-    elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
-        n = np.int64(p.payload_len) - 8
-        if n > 0:
-            fz[s, Z_PAY0 + side] += n
-    else:
-        fz[s, Z_PAY0 + side] += np.int64(p.payload_len)
+
+
+@kernel
+def zeek_kernel_counters(fz, s, fwd, pkts, i):
+    """Live sensor rows (PF_ABS / PF_SYNC): the kernel's per-orientation totals replace
+    the per-packet sums (IP bytes, non-TCP payload); ``fwd`` is the side sending a -> b.
+
+    A PF_SYNC row stands for packets the kernel counted without an event; they moved
+    Zeek's clock as any packet does while the connection's two TCP endpoints have not
+    both closed (the kernel sends every packet after that as an event).
+    """
+    p = pkts[i]
+    rev = 1 - fwd
+    fz[s, Z_IP_BYTES0 + fwd] = np.int64(p.cnt_ipb0)
+    fz[s, Z_IP_BYTES0 + rev] = np.int64(p.cnt_ipb1)
+    if p.proto != IPPROTO_TCP:
+        fz[s, Z_PAY0 + fwd] = np.int64(p.cnt_pay0)
+        fz[s, Z_PAY0 + rev] = np.int64(p.cnt_pay1)
+    if (p.pflags & PF_SYNC) != 0 and p.ts > fz[s, Z_LAST]:
+        if p.proto != IPPROTO_TCP or (fz[s, Z_EP0] & fz[s, Z_EP1] & EP_DID_CLOSE) == 0:
+            fz[s, Z_LAST] = p.ts

@@ -17,7 +17,7 @@ import numpy as np
 from .. import layout as L
 from ..events import FlowState
 
-FS_ABI_VERSION = 1
+FS_ABI_VERSION = 2
 FS_HISTORY_MAX = L.HISTORY_MAX
 
 
@@ -61,6 +61,16 @@ class EventReason(IntFlag):
     DATA = 0x04
     STATE = 0x08
     SAMPLE = 0x10
+    ZEEK = 0x20
+
+
+class DirBit(IntFlag):
+    """What a direction has already sent (``fs_flow.dir_bits``, ``enum fs_dir_bit``)."""
+
+    SEEN = 0x01
+    ACK = 0x02
+    DATA = 0x04
+    CLOSE = 0x08
 
 
 class Counter(IntEnum):
@@ -91,33 +101,32 @@ FLOW_KEY_DTYPE = np.dtype(
     }
 )
 
-#: ``struct fs_flow`` (96 bytes), the flow map value.
-FLOW_DTYPE = np.dtype(
-    {
-        "names": ["first_ns", "last_ns", "pkts", "bytes", "payload", "events", "gen",
-                  "tcp_flags", "first_dir", "state", "hist_len", "fin_side", "_pad"],
-        "formats": ["<u8", "<u8", ("<u8", (2,)), ("<u8", (2,)), ("<u8", (2,)), "<u8", "<u4",
-                    ("u1", (2,)), "u1", "u1", "u1", "u1", ("u1", (14,))],
-        "offsets": [0, 8, 16, 32, 48, 64, 72, 76, 78, 79, 80, 81, 82],
-        "itemsize": 96,
-    }
-)
+def _struct(*fields, size: int) -> np.dtype:
+    """A dtype with explicit offsets: ``(name, format, offset)`` triples, ``size`` bytes."""
+    return np.dtype({"names": [f[0] for f in fields], "formats": [f[1] for f in fields],
+                     "offsets": [f[2] for f in fields], "itemsize": size})
 
-#: ``struct fs_event`` (136 bytes), one ring buffer record.
-EVENT_DTYPE = np.dtype(
-    {
-        "names": ["key", "ts_ns", "pkts", "bytes", "payload", "seq", "ack", "frame_len",
-                  "payload_len", "gen", "ifindex", "window", "dir", "tcp_flags", "reason",
-                  "first_dir", "state", "hist_len", "hook", "pflags", "icmp_type", "icmp_code",
-                  "_pad"],
-        "formats": [FLOW_KEY_DTYPE, "<u8", ("<u8", (2,)), ("<u8", (2,)), ("<u8", (2,)), "<u4",
-                    "<u4", "<u4", "<u4", "<u4", "<u4", "<u2", "u1", "u1", "u1", "u1", "u1",
-                    "u1", "u1", "u1", "u1", "u1", ("u1", (4,))],
-        "offsets": [0, 40, 48, 64, 80, 96, 100, 104, 108, 112, 116, 120, 122, 123, 124, 125,
-                    126, 127, 128, 129, 130, 131, 132],
-        "itemsize": 136,
-    }
-)
+
+U8X2 = ("<u8", (2,))
+#: ``struct fs_flow`` (128 bytes), the flow map value.
+FLOW_DTYPE = _struct(
+    ("first_ns", "<u8", 0), ("last_ns", "<u8", 8), ("pkts", U8X2, 16), ("bytes", U8X2, 32),
+    ("payload", U8X2, 48), ("ip_bytes", U8X2, 64), ("events", "<u8", 80), ("gen", "<u4", 88),
+    ("tcp_flags", ("u1", (2,)), 92), ("first_dir", "u1", 94), ("state", "u1", 95),
+    ("hist_len", "u1", 96), ("fin_side", "u1", 97), ("dir_bits", ("u1", (2,)), 98),
+    ("ev_lost", "u1", 100), ("_pad", ("u1", (27,)), 101), size=128)
+
+#: ``struct fs_event`` (184 bytes), one ring buffer record.
+EVENT_DTYPE = _struct(
+    ("key", FLOW_KEY_DTYPE, 0), ("ts_ns", "<u8", 40), ("first_ns", "<u8", 48),
+    ("pkts", U8X2, 56), ("bytes", U8X2, 72), ("payload", U8X2, 88), ("ip_bytes", U8X2, 104),
+    ("seq", "<u4", 120), ("ack", "<u4", 124), ("frame_len", "<u4", 128),
+    ("payload_len", "<u4", 132), ("gen", "<u4", 136), ("ifindex", "<u4", 140),
+    ("ip_len", "<u4", 144), ("window", "<u2", 148), ("dir", "u1", 150),
+    ("tcp_flags", "u1", 151), ("reason", "u1", 152), ("first_dir", "u1", 153),
+    ("state", "u1", 154), ("hist_len", "u1", 155), ("hook", "u1", 156), ("pflags", "u1", 157),
+    ("icmp_type", "u1", 158), ("icmp_code", "u1", 159), ("flags_or", ("u1", (2,)), 160),
+    ("_pad", ("u1", (22,)), 162), size=184)
 
 #: C struct name -> dtype, for the header and loader checks.
 STRUCTS = {
@@ -135,6 +144,7 @@ ENUMS = {
     "fs_tcp_state": TcpState,
     "fs_pkt_flag": PktFlag,
     "fs_event_reason": EventReason,
+    "fs_dir_bit": DirBit,
     "fs_counter": Counter,
 }
 
@@ -147,6 +157,7 @@ ENUM_PREFIX = {
     "fs_tcp_state": "FS_ST_",
     "fs_pkt_flag": "FS_PF_",
     "fs_event_reason": "FS_EVR_",
+    "fs_dir_bit": "FS_DB_",
     "fs_counter": "FS_CNT_",
 }
 

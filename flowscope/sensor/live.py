@@ -111,6 +111,16 @@ def load_quietly(loader, tunables: dict):
                      f"{hint}") from cause
 
 
+def _lost(vals: np.ndarray) -> np.ndarray:
+    """Map entries in a terminal state whose terminal event never reached userspace."""
+    return (vals["state"] >= SL.TcpState.CLOSED) & (vals["ev_lost"] != 0)
+
+
+def _unreported(vals: np.ndarray) -> np.ndarray:
+    """Map entries whose flow the engine has not ended: open ones and lost terminal ones."""
+    return (vals["state"] < SL.TcpState.CLOSED) | (vals["ev_lost"] != 0)
+
+
 # --- the sensor ----------------------------------------------------------------------------
 
 
@@ -120,6 +130,7 @@ class SensorStats:
 
     events: int = 0  # ring events read
     stale_events: int = 0  # events of removed flows dropped after an idle sync (step 3)
+    lost_ends: int = 0  # flows ended from the map because their terminal event was lost
     idle_removed: int = 0  # map entries removed as idle
     put_back: int = 0  # entries removed while a packet raced the sweep, then reinserted
     sweep_races: int = 0  # ... that could not be put back (a newer entry existed)
@@ -152,6 +163,9 @@ class Sensor:
         if tracker.config.infer_tcp_initiator:
             raise ValueError("infer_tcp_initiator is not supported by the live sensor "
                              "(the kernel's TCP mirror takes the first packet's sender)")
+        if tracker.config.max_flows < (config.map_size or tracker.config.max_flows):
+            raise ValueError("the tracker must hold at least sensor.map_size flows "
+                             "(see flowscope.sensor.settings.tracker_capacity)")
         if tracker.config.sweep_interval is not None:
             raise ValueError("the tracker must not sweep by itself (sweep_interval=None)")
         self.ifnames = list(ifnames)
@@ -325,11 +339,21 @@ class Sensor:
         off = self.clock.offset_ns
         now_mono = time.clock_gettime_ns(CLOCK_MONOTONIC)
         keys, vals = maps.lookup_flows(self.loaded.flows_fd, self.map_size)  # 2
-        idle = maps.idle_mask(keys, vals, now_mono, self._timeouts)
+        idle = maps.idle_mask(keys, vals, now_mono, self._timeouts) & ~_lost(vals)
         gone_k, gone_v = maps.lookup_and_delete(self.loaded.flows_fd, keys[idle])
         if len(gone_k):
             gone_k, gone_v = self._put_back_raced(gone_k, gone_v, now_mono)
         self.stats.idle_removed += len(gone_k)
+        # 2b: entries whose terminal event was lost: removed too, and ended below from their
+        # final values; one whose terminal event got through meanwhile is left to that event
+        lost = _lost(vals)
+        lost_k, lost_v = maps.lookup_and_delete(self.loaded.flows_fd, keys[lost])
+        still = _lost(lost_v)
+        self.stats.lost_ends += int(still.sum())
+        n_idle = len(gone_k)
+        gone_k = np.concatenate([gone_k, lost_k[still]])
+        gone_v = np.concatenate([gone_v, lost_v[still]])
+        idle |= lost
         # 3: events produced since step 1; drop removed flows' events up to a NEW one
         later = [self._drain_once().copy()]
         while len(later[-1]) == len(self._evbuf) and len(later) < 256:
@@ -342,12 +366,12 @@ class Sensor:
         live_k, live_v = keys[keep], vals[keep]
         all_k = np.concatenate([live_k, gone_k])
         all_v = np.concatenate([live_v, gone_v])
-        open_ = all_v["state"] < SL.TcpState.CLOSED  # terminal ones were ended by their event
+        open_ = _unreported(all_v)
         last = all_v["last_ns"].astype(np.int64)
-        # a removed flow ends as idle even when a racing packet made it look busy
-        n_live = len(live_k)
+        # a removed idle flow ends as idle even when a racing packet made it look busy
+        idle_rows = slice(len(live_k), len(live_k) + n_idle)
         tmo_all = self._timeouts[all_k["proto"]]
-        last[n_live:] = np.minimum(last[n_live:], now_mono - tmo_all[n_live:])
+        last[idle_rows] = np.minimum(last[idle_rows], now_mono - tmo_all[idle_rows])
         rows = sync_rows(all_k[open_], all_v[open_], off, last[open_])
         self.stats.synced += len(rows)
         self._feed(rows)
@@ -523,7 +547,7 @@ class Sensor:
 
                 self._drain_everything()
                 keys, vals = maps.drain_flows(self.loaded.flows_fd, self.map_size)
-                open_ = vals["state"] < SL.TcpState.CLOSED
+                open_ = _unreported(vals)
                 rows = sync_rows(keys[open_], vals[open_], self.clock.offset_ns)
                 self.stats.synced += len(rows)
                 self._feed(rows)
@@ -538,21 +562,33 @@ class Sensor:
     # ---- counters ----------------------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
-        """Kernel counters (``Counter`` names) plus the tracker's and the sensor's."""
+        """Kernel counters (``Counter`` names) plus the tracker's and the sensor's.
+
+        ``packets = ended_packets + open_packets + unparseable + map_full + in_flight``
+        is the conservation identity: every packet the kernel counted is in an Ended
+        record, in a flow still open in the kernel map, or in a named drop counter.
+        ``in_flight`` (packets counted between the reads) is 0 once detached.
+        """
         from . import maps
 
         if self.loaded is None:
             return dict(getattr(self, "final_counters", {}))
+        keys, vals = maps.lookup_flows(self.loaded.flows_fd, self.map_size)
         c = maps.counters_dict(self.loaded.counters_fd)
         s = self.tracker.stats
         c["unparseable"] = c["truncated"] + c["not_ip"] + c["bad_header"]
         c["matched"] = c["packets"] - c["unparseable"] - c["map_full"]
         c["tracked_packets"] = s.packets_matched
+        c["ended_packets"] = s.packets_ended
+        c["open_packets"] = int(vals["pkts"][_unreported(vals)].sum())
+        c["in_flight"] = (c["packets"] - c["ended_packets"] - c["open_packets"]
+                          - c["unparseable"] - c["map_full"])
         c["open_flows"] = s.open_flows
         c["flows_created"] = s.flows_created
         c["flows_ended"] = s.flows_ended
         c["stale_events"] = self.stats.stale_events
         c["sweep_races"] = self.stats.sweep_races
+        c["lost_ends"] = self.stats.lost_ends
         return c
 
     def counters_line(self, c: dict | None = None) -> str:
@@ -561,7 +597,9 @@ class Sensor:
                 "{flows_restart} | dropped: map_full {map_full} ring_full {ring_full} "
                 "unparseable {unparseable} (truncated {truncated} not_ip {not_ip} "
                 "bad_header {bad_header}) pull_fail {pull_fail} | tracker: open {open_flows} "
-                "ended {flows_ended}".format(**c))
+                "ended {flows_ended} | packets {packets} = ended {ended_packets} + open "
+                "{open_packets} + unparseable {unparseable} + map_full {map_full} + in flight "
+                "{in_flight}".format(**c))
 
 
 def _engine_keys(keys: np.ndarray) -> np.ndarray:

@@ -39,7 +39,8 @@ TUNABLES = {
     "precise_last_seen": "FS_PRECISE_LAST_SEEN",
     "atomic_counters": "FS_ATOMIC_COUNTERS",
     "pull_bytes": "FS_PULL_BYTES",
-    "max_vlan": "FS_MAX_VLAN",
+    "max_l2_layers": "FS_MAX_L2_LAYERS",
+    "max_mpls_labels": "FS_MAX_MPLS_LABELS",
     "max_ipv6_ext": "FS_MAX_IPV6_EXT",
 }
 

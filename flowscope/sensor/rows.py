@@ -34,15 +34,16 @@ def rows_from_events(ev: np.ndarray, offset_ns: int, slots: dict[int, int]) -> n
         rows[f] = ev[f]
     # the kernel's FS_PF_* bits have the values of layout.PF_*
     rows["pflags"] = ev["pflags"] | L.PF_ABS
-    # IP length is not carried: frame length less an untagged Ethernet header
-    rows["ip_len"] = np.maximum(ev["frame_len"].astype(np.int64) - 14, 0)
+    rows["ip_len"] = ev["ip_len"]
+    rows["first_ts"] = ev["first_ns"].astype(np.int64) + offset_ns
+    rows["kstate"] = ev["state"]
     if slots:
         idx = ev["ifindex"]
         iface = np.zeros(n, dtype=np.uint16)
         for ifindex, slot in slots.items():
             iface[idx == ifindex] = slot
         rows["iface"] = iface
-    _counters(rows, ev["pkts"], ev["bytes"], ev["payload"])
+    _counters(rows, ev)
     return rows
 
 
@@ -59,13 +60,15 @@ def _endpoints(rows, keys, rev):
     rows["proto"] = keys["proto"]
 
 
-def _counters(rows, pkts, byts, pay):
-    rows["cnt_pkts0"] = pkts[:, 0]
-    rows["cnt_pkts1"] = pkts[:, 1]
-    rows["cnt_bytes0"] = byts[:, 0]
-    rows["cnt_bytes1"] = byts[:, 1]
-    rows["cnt_pay0"] = pay[:, 0]
-    rows["cnt_pay1"] = pay[:, 1]
+def _counters(rows, src):
+    """The flow's per-orientation totals, from ring events or map values."""
+    for name, field in (("pkts", "pkts"), ("bytes", "bytes"), ("pay", "payload"),
+                        ("ipb", "ip_bytes")):
+        rows[f"cnt_{name}0"] = src[field][:, 0]
+        rows[f"cnt_{name}1"] = src[field][:, 1]
+    flags = src["flags_or"] if "flags_or" in src.dtype.names else src["tcp_flags"]
+    rows["cnt_flags0"] = flags[:, 0]
+    rows["cnt_flags1"] = flags[:, 1]
 
 
 def sync_rows(keys: np.ndarray, vals: np.ndarray, offset_ns: int,
@@ -87,7 +90,8 @@ def sync_rows(keys: np.ndarray, vals: np.ndarray, offset_ns: int,
     _endpoints(rows, keys, rev)
     # ports as keyed by the kernel (0 for ICMP and fragments) give the same engine key
     rows["pflags"] = L.PF_SYNC | L.PF_PORTS
-    _counters(rows, vals["pkts"], vals["bytes"], vals["payload"])
+    rows["kstate"] = vals["state"]  # Closed/Reset here: the engine ends the flow (lost event)
+    _counters(rows, vals)
     return rows
 
 

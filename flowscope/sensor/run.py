@@ -58,7 +58,7 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
     interfaces = list(interfaces or sconf.interfaces)
     if not interfaces:
         raise UsageError("live: name at least one interface (-i IFACE or sensor.interfaces)")
-    check_limits(sconf, tracker_cfg)
+    check_limits(config.sensor, config.tracker)  # as given: names max_flows when it sets the map
     _checks(interfaces)
     out, writer, fmt = open_output(config.output, output_file)
     tracker = FlowTracker(FiveTuple(), tracker_cfg, events=event_mask(fmt, events),

@@ -12,7 +12,7 @@ a while.
 
 from __future__ import annotations
 
-from ..config import Config, ConfigError, SensorConfig, TrackerConfig
+from ..config import MAX_FLOWS_LIMIT, Config, ConfigError, SensorConfig, TrackerConfig
 from . import layout as SL
 
 PAGE_SIZE = 4096
@@ -33,7 +33,9 @@ SLOW_START = 6.0
 
 
 def tunables(sensor: SensorConfig, tracker: TrackerConfig) -> dict:
-    """The BPF compile-time tunables (``flowscope.sensor.loader.TUNABLES`` keys)."""
+    """The BPF compile-time tunables (``flowscope.sensor.loader.TUNABLES`` keys).
+
+    The map holds ``sensor.map_size`` flows, by default the tracker's ``max_flows``."""
     return {"max_flows": sensor.map_size or tracker.max_flows,
             "ring_pages": max(1, sensor.ring_size // PAGE_SIZE)}
 
@@ -46,7 +48,8 @@ def live_settings(config: Config, sweep_interval_flag: float | None = None,
     ``sensor.sweep_interval`` when the file sets it, else the tracker's
     ``sweep_interval`` (1 s by default). Raises ConfigError for what the kernel
     side cannot do: other extractors than the bidirectional five-tuple, and
-    ``infer_tcp_initiator``.
+    ``infer_tcp_initiator``. ``sensor.map_size`` defaults to ``max_flows``, and the
+    tracker is sized from it (``tracker_capacity``).
     """
     sensor = config.sensor
     tracker = config.tracker
@@ -59,7 +62,8 @@ def live_settings(config: Config, sweep_interval_flag: float | None = None,
     if tracker.infer_tcp_initiator:
         raise ConfigError("live: --infer-tcp-initiator is not supported (the kernel's TCP "
                           "mirror takes the first packet's sender as the initiator)")
-    return tracker.replace(sweep_interval=None), sensor
+    sensor = sensor.replace(map_size=sensor.map_size or tracker.max_flows)
+    return tracker.replace(sweep_interval=None, max_flows=tracker_capacity(sensor)), sensor
 
 
 def _round8(n: int) -> int:
@@ -139,3 +143,18 @@ def slow_start_line(sensor: SensorConfig, tracker: TrackerConfig) -> str | None:
     return (f"flowscope: preparing a {entries}-entry flow map "
             f"({_gib(map_bytes(entries))} of kernel memory): start-up takes about "
             f"{secs:.0f} s")
+
+
+def tracker_capacity(sensor: SensorConfig) -> int:
+    """Flows the live tracker must hold so that it never evicts one the kernel still counts.
+
+    The kernel map is the live sensor's flow table (``sensor.map_size``; a new flow that
+    finds it full is dropped and counted as ``map_full``); the tracker holds those flows
+    plus the ones whose first events are in flight in the ring (at most one per event).
+    So a flow is ended only by the kernel's state, an idle sync or shutdown, never evicted
+    twice, and every packet the kernel counts reaches exactly one Ended record.
+    """
+    from .layout import EVENT_DTYPE
+
+    return min(sensor.map_size + sensor.ring_size // EVENT_DTYPE.itemsize + sensor.batch,
+               MAX_FLOWS_LIMIT)
