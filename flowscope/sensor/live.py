@@ -60,7 +60,6 @@ FLUSH_INTERVAL = 0.25
 IFACE_CHECK_INTERVAL = 1.0
 
 
-
 class StartError(RuntimeError):
     """The sensor could not start; ``str()`` is one line saying why and what to do."""
 
@@ -480,7 +479,7 @@ class Sensor:
             self._seen.pop(at.ifindex, None)
             self._seen_n.pop(at.ifindex, None)
             keys, vals = maps.lookup_and_delete(self.loaded.flows_fd, want)
-        open_ = vals["state"] < SL.TcpState.CLOSED  # terminal ones were ended by their event
+        open_ = _unreported(vals)  # terminal ones were ended by their event
         keys, vals = keys[open_], vals[open_]
         rows = sync_rows(keys, vals, off)
         self.stats.synced += len(rows)
