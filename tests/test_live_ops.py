@@ -296,11 +296,14 @@ def test_limits_are_one_line_exit_2_before_compiling(tmp_path, body, key):
 
 def test_memory_check_uses_the_per_entry_cost():
     from flowscope.config import ConfigError, SensorConfig, TrackerConfig
+    from flowscope.sensor import layout as SL
     from flowscope.sensor.settings import check_limits, map_bytes, sensor_bytes
 
     t = TrackerConfig()
     s = SensorConfig(map_size=1 << 20)
-    assert map_bytes(1 << 20) == (1 << 20) * (48 + 40 + 96) + (1 << 20) * 16
+    entry = 48 + SL.FLOW_KEY_DTYPE.itemsize + SL.FLOW_DTYPE.itemsize  # both multiples of 8
+    assert map_bytes(1 << 20) == (1 << 20) * entry + (1 << 20) * 16
+    assert map_bytes(3 << 20) == (3 << 20) * entry + (4 << 20) * 16  # buckets: a power of 2
     need = sensor_bytes(s, t)
     check_limits(s, t, available=need)
     with pytest.raises(ConfigError, match=r"^sensor\.map_size: 1048576 flow map entries"):
