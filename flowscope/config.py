@@ -151,6 +151,12 @@ def _output_format(key: str, value: Any) -> str:
     return value
 
 
+def _ipfix_records(key: str, value: Any) -> str:
+    from .output.ipfix import TEMPLATES
+
+    return choice(*TEMPLATES)(key, value)
+
+
 def _path(key: str, value: Any) -> Optional[str]:
     if not isinstance(value, str) or not value.strip():
         raise _fail(key, "expected a file name", value)
@@ -359,7 +365,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("output.keep", "keep", lambda k, v: _keep(k, v)),
         Key("output.ipfix", "ipfix", lambda k, v: parse_address(v, k, "127.0.0.1:4739"),
             "--ipfix"),
-        Key("output.ipfix_records", "ipfix_records", choice("biflow", "uniflow"),
+        Key("output.ipfix_records", "ipfix_records", lambda k, v: _ipfix_records(k, v),
             "--ipfix-records"),
         Key("output.metrics", "metrics", lambda k, v: parse_address(v, k), "--metrics"),
     ),

@@ -1,12 +1,22 @@
 """Prometheus metrics for the live sensor (``flowscope live --metrics HOST:PORT``).
 
-The sensor loop calls ``MetricsServer.update`` with a snapshot of the tracker
-stats, the kernel counters, the number of ring events drained and how far the
-engine lags behind the newest packet; a scrape formats the latest snapshot.
-Totals are the tracker's and the kernel's own monotonic counters, exposed as
-counter families, so a scrape never does more than read one tuple. A process
-restart (or a reloaded BPF program) starts the totals again from zero, which
-Prometheus' ``rate()`` treats as an ordinary counter reset.
+The sensor loop calls ``MetricsServer.update`` about once a second with the
+tracker stats, the kernel counters, the sensor's own stats and how far the
+engine lags behind the newest packet; ``update`` turns them into one
+``Snapshot`` tuple and a scrape formats the latest one, so a scrape never does
+more than read one attribute. Counters are the tracker's, the kernel's and
+the sensor's own monotonic totals; a process restart (or a reloaded BPF
+program) starts them again from zero, which Prometheus' ``rate()`` treats as
+an ordinary counter reset.
+
+One family per meaning, in Prometheus conventions: counters end in
+``_total``, a base unit is the name's suffix (``_bytes``, ``_seconds``), and
+summing a family over its labels gives a meaningful total. The kernel's
+counters are per-CPU sums over every interface and both hooks, so the
+families made from them carry no ``interface`` or ``direction`` label; only
+the ring events drained by userspace do, because every event names its
+interface (``ifindex``) and hook. ``FAMILIES`` is the list, ``KERNEL`` says
+which family each ``fs_counter`` goes to; ``docs/metrics.md`` explains both.
 
 ``prometheus-client`` is an optional dependency, imported only here and only
 when a server is made: ``flowscope pcap`` never loads it. The exporter uses
@@ -14,28 +24,110 @@ its own registry, so nothing else registered in the process leaks into it.
 
 Exposed (metric names as scraped):
 
-======================================================  =======  =========================
-``flowscope_flows_active``                              gauge    flows held now
-``flowscope_flows_created_total``                       counter
-``flowscope_flows_ended_total{reason}``                 counter  fin, rst, idle_timeout,
-                                                                 evicted, shutdown
-``flowscope_packets_total``                             counter  matched + unmatched
-``flowscope_packets_unmatched_total``                   counter  no flow key (not IP, ...)
-``flowscope_bytes_total``                               counter  frame bytes of matched packets
-``flowscope_events_drained_total``                      counter  ring buffer events read
-``flowscope_kernel_counter_total{counter}``             counter  every ``fs_counter`` by name
-``flowscope_engine_lag_seconds``                        gauge    wall clock - newest packet
-======================================================  =======  =========================
+============================================================  =======  =============================
+``flowscope_build_info{version,python,numba,bcc}``            gauge    always 1
+``flowscope_seen_packets_total``                              counter  kernel: every frame
+``flowscope_tracked_packets_total``                           counter  counted into flows
+``flowscope_tracked_bytes_total``                             counter  their frame bytes
+``flowscope_unparsed_packets_total{kind}``                    counter  truncated, not_ip, bad_header
+``flowscope_drops_total{reason}``                             counter  map_full, ring_full, ...
+``flowscope_flows_active``                                    gauge    flows held now
+``flowscope_flows_created_total``                             counter  by the tracker
+``flowscope_flows_ended_total{reason}``                       counter  fin, rst, idle_timeout, ...
+``flowscope_flows_ended_from_map_total``                      counter  FIN/RST event lost
+``flowscope_kernel_flows_started_total{kind}``                counter  new, restart
+``flowscope_kernel_insert_races_total``                       counter  insert lost to another CPU
+``flowscope_sweep_races_total``                               counter  swept entry not put back
+``flowscope_ring_events_submitted_total``                     counter  by the kernel
+``flowscope_ring_events_drained_total{interface,direction}``  counter  by userspace
+``flowscope_ring_events_stale_total``                         counter  dropped after an idle sync
+``flowscope_engine_lag_seconds``                              gauge    wall clock - newest event
+============================================================  =======  =============================
 """
 
 from __future__ import annotations
 
+import platform
+import sys
 import threading
 from typing import Any, Mapping, NamedTuple, Optional
+
+from . import __version__
+from .sensor.layout import Counter, Hook
 
 #: ``reason`` label value -> ``TrackerStats`` field (labels are the JSON Lines ``reason`` slugs).
 END_REASONS = (("fin", "ended_fin"), ("rst", "ended_rst"), ("idle_timeout", "ended_idle"),
                ("evicted", "flows_evicted"), ("shutdown", "ended_shutdown"))
+
+#: ``fs_event.hook`` (``enum fs_hook``) -> ``direction`` label: XDP sees ingress, TC egress.
+DIRECTIONS = {Hook.XDP: "ingress", Hook.TC: "egress"}
+
+
+class Family(NamedTuple):
+    """One metric family: name as scraped (without ``_total``), type, unit, labels, help."""
+
+    name: str
+    type: str  # "counter" or "gauge"
+    unit: str  # what one count is: packets, bytes, flows, events, drops, races, seconds, info
+    labels: tuple[str, ...]
+    help: str
+
+
+#: Every family, in scrape order.
+FAMILIES = (
+    Family("flowscope_build_info", "gauge", "info", ("version", "python", "numba", "bcc"),
+           "Always 1; the labels give the versions of flowscope, Python, numba and BCC."),
+    Family("flowscope_seen_packets", "counter", "packets", (),
+           "Frames the BPF programs saw, on every interface and hook."),
+    Family("flowscope_tracked_packets", "counter", "packets", (),
+           "Packets counted into flows by the tracker."),
+    Family("flowscope_tracked_bytes", "counter", "bytes", (),
+           "Frame bytes of the packets counted into flows."),
+    Family("flowscope_unparsed_packets", "counter", "packets", ("kind",),
+           "Frames the kernel could not parse into a flow key, by kind."),
+    Family("flowscope_drops", "counter", "drops", ("reason",),
+           "Packets (map_full, pull_fail) or ring events (ring_full) the kernel could not "
+           "handle in full, by reason."),
+    Family("flowscope_flows_active", "gauge", "flows", (),
+           "Flows held by the tracker now."),
+    Family("flowscope_flows_created", "counter", "flows", (),
+           "Flows created by the tracker."),
+    Family("flowscope_flows_ended", "counter", "flows", ("reason",),
+           "Flows ended by the tracker, by end reason."),
+    Family("flowscope_flows_ended_from_map", "counter", "flows", (),
+           "Flows whose FIN/RST event was lost (ring full), ended from the kernel map."),
+    Family("flowscope_kernel_flows_started", "counter", "flows", ("kind",),
+           "Flow map entries started by the kernel: new entries and Closed/Reset entries "
+           "restarted."),
+    Family("flowscope_kernel_insert_races", "counter", "races", (),
+           "New flow entries another CPU inserted first (the packet used that entry)."),
+    Family("flowscope_sweep_races", "counter", "races", (),
+           "Idle entries a racing packet made busy that could not be put back."),
+    Family("flowscope_ring_events_submitted", "counter", "events", (),
+           "Events the kernel put in the ring buffer."),
+    Family("flowscope_ring_events_drained", "counter", "events", ("interface", "direction"),
+           "Events userspace read from the ring buffer, by interface and direction."),
+    Family("flowscope_ring_events_stale", "counter", "events", (),
+           "Drained events of flows removed as idle, dropped as stale."),
+    Family("flowscope_engine_lag_seconds", "gauge", "seconds", (),
+           "Wall-clock time minus the kernel time of the newest event at the last drain."),
+)
+
+#: ``fs_counter`` -> (family, label value): where each kernel counter is exposed.
+KERNEL = {
+    Counter.PACKETS: ("flowscope_seen_packets", None),
+    Counter.TRUNCATED: ("flowscope_unparsed_packets", "truncated"),
+    Counter.NOT_IP: ("flowscope_unparsed_packets", "not_ip"),
+    Counter.BAD_HEADER: ("flowscope_unparsed_packets", "bad_header"),
+    Counter.MAP_FULL: ("flowscope_drops", "map_full"),
+    Counter.RING_FULL: ("flowscope_drops", "ring_full"),
+    Counter.PULL_FAIL: ("flowscope_drops", "pull_fail"),
+    Counter.EVENTS: ("flowscope_ring_events_submitted", None),
+    Counter.FLOWS_NEW: ("flowscope_kernel_flows_started", "new"),
+    Counter.FLOWS_RESTART: ("flowscope_kernel_flows_started", "restart"),
+    Counter.INSERT_RACE: ("flowscope_kernel_insert_races", None),
+}
+_KERNEL_BY_NAME = {c.name.lower(): where for c, where in KERNEL.items()}
 
 MISSING_CLIENT = ("--metrics needs the prometheus-client package: "
                   "pip install 'prometheus-client>=0.17'")
@@ -46,34 +138,51 @@ class MetricsUnavailable(ImportError):
 
 
 class Snapshot(NamedTuple):
-    """What one scrape reports; built by ``MetricsServer.update``."""
+    """What one scrape reports: ``(family name, labels tuple, value)`` samples."""
 
-    flows_active: int
-    flows_created: int
-    flows_ended: tuple[tuple[str, int], ...]
-    packets: int
-    packets_unmatched: int
-    bytes: int
-    events_drained: int
-    kernel: tuple[tuple[str, int], ...]
-    engine_lag_seconds: float
+    samples: tuple[tuple[str, tuple[str, ...], float], ...]
+
+
+def _version(module: str) -> str:
+    """The version of ``module`` as loaded in this process ("none" when it is not loaded)."""
+    return str(getattr(sys.modules.get(module), "__version__", "none"))
+
+
+def build_info() -> tuple[str, ...]:
+    """``flowscope_build_info`` label values: flowscope, Python, numba and BCC versions.
+
+    numba and BCC are read from the loaded modules (the sensor has loaded both
+    before its first metrics update), so making this never imports them.
+    """
+    return (__version__, platform.python_version(), _version("numba"), _version("bcc"))
 
 
 def snapshot(tracker_stats: Any, kernel_counters: Optional[Mapping[str, int]],
-             events_drained: int, engine_lag_seconds: float) -> Snapshot:
-    """A ``Snapshot`` from a ``TrackerStats`` (or anything with its fields) and the rest."""
-    s = tracker_stats
-    return Snapshot(
-        flows_active=int(s.open_flows),
-        flows_created=int(s.flows_created),
-        flows_ended=tuple((label, int(getattr(s, field))) for label, field in END_REASONS),
-        packets=int(s.packets_matched) + int(s.packets_unmatched),
-        packets_unmatched=int(s.packets_unmatched),
-        bytes=int(s.bytes_matched),
-        events_drained=int(events_drained),
-        kernel=tuple((str(k), int(v)) for k, v in (kernel_counters or {}).items()),
-        engine_lag_seconds=float(engine_lag_seconds),
-    )
+             sensor_stats: Any = None, interfaces: Optional[Mapping[int, str]] = None,
+             engine_lag_seconds: float = 0.0, build: Optional[tuple[str, ...]] = None
+             ) -> Snapshot:
+    """A ``Snapshot`` from ``TrackerStats``, kernel counters and ``SensorStats`` (or anything
+    with their fields); ``interfaces`` names the ifindexes of ``events_by_hook``."""
+    t = tracker_stats
+    out: list = [("flowscope_build_info", build or build_info(), 1)]
+    out += [("flowscope_tracked_packets", (), int(t.packets_matched)),
+            ("flowscope_tracked_bytes", (), int(t.bytes_matched)),
+            ("flowscope_flows_active", (), int(t.open_flows)),
+            ("flowscope_flows_created", (), int(t.flows_created))]
+    out += [("flowscope_flows_ended", (label,), int(getattr(t, f))) for label, f in END_REASONS]
+    for name, n in (kernel_counters or {}).items():
+        where = _KERNEL_BY_NAME.get(name)  # a counter KERNEL lacks fails the tests, not a scrape
+        if where is not None:
+            out.append((where[0], () if where[1] is None else (where[1],), int(n)))
+    if sensor_stats is not None:
+        s, names = sensor_stats, interfaces or {}
+        out += [("flowscope_flows_ended_from_map", (), int(s.lost_ends)),
+                ("flowscope_sweep_races", (), int(s.sweep_races)),
+                ("flowscope_ring_events_stale", (), int(s.stale_events))]
+        out += [("flowscope_ring_events_drained", (names.get(i, str(i)), DIRECTIONS[h]), int(n))
+                for (i, h), n in sorted(s.events_by_hook.items())]
+    out.append(("flowscope_engine_lag_seconds", (), float(engine_lag_seconds)))
+    return Snapshot(tuple(out))
 
 
 def _import_client():
@@ -86,39 +195,17 @@ def _import_client():
 
 
 def families(snap: Optional[Snapshot]):
-    """The metric families of one snapshot (none before the first ``update``)."""
+    """The metric families of one snapshot (none before the first ``update``); every family
+    of ``FAMILIES`` is there, without samples when the snapshot has none for it."""
     if snap is None:
         return []
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-    out = [GaugeMetricFamily("flowscope_flows_active", "Flows held by the tracker now.",
-                             value=snap.flows_active),
-           CounterMetricFamily("flowscope_flows_created", "Flows created since start.",
-                               value=snap.flows_created)]
-    ended = CounterMetricFamily("flowscope_flows_ended", "Flows ended since start, by reason.",
-                                labels=["reason"])
-    for reason, n in snap.flows_ended:
-        ended.add_metric([reason], n)
-    out.append(ended)
-    out += [
-        CounterMetricFamily("flowscope_packets", "Packets given to the tracker "
-                            "(matched and unmatched).", value=snap.packets),
-        CounterMetricFamily("flowscope_packets_unmatched", "Packets with no flow key "
-                            "(not IP, unparseable, ...).", value=snap.packets_unmatched),
-        CounterMetricFamily("flowscope_bytes", "Frame bytes of the packets matched to flows.",
-                            value=snap.bytes),
-        CounterMetricFamily("flowscope_events_drained", "Events read from the kernel "
-                            "ring buffer.", value=snap.events_drained),
-    ]
-    kern = CounterMetricFamily("flowscope_kernel_counter", "Counters of the BPF programs "
-                               "(fs_counter), summed over CPUs.", labels=["counter"])
-    for name, n in snap.kernel:
-        kern.add_metric([name], n)
-    out.append(kern)
-    out.append(GaugeMetricFamily("flowscope_engine_lag_seconds", "Wall-clock time minus the "
-                                 "time of the newest packet the engine has tracked.",
-                                 value=snap.engine_lag_seconds))
-    return out
+    kinds = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
+    out = {f.name: kinds[f.type](f.name, f.help, labels=f.labels) for f in FAMILIES}
+    for name, labels, value in snap.samples:
+        out[name].add_metric(labels, value)
+    return list(out.values())
 
 
 class _SnapshotCollector:
@@ -162,11 +249,14 @@ class MetricsServer:
             raise MetricsUnavailable(MISSING_CLIENT)
         self._httpd, self._thread = started
         self._lock = threading.Lock()
+        self._build: Optional[tuple[str, ...]] = None
+        self._ifnames: dict[int, str] = {}
         #: The bound address; ``port`` is the one picked when constructed with port 0.
         self.host, self.port = self._httpd.server_address[:2]
 
     def update(self, tracker_stats: Any, kernel_counters: Optional[Mapping[str, int]],
-               events_drained: int, engine_lag_seconds: float) -> None:
+               sensor_stats: Any = None, interfaces: Optional[Mapping[int, str]] = None,
+               engine_lag_seconds: float = 0.0) -> None:
         """Replace what the next scrape reports.
 
         Parameters
@@ -175,13 +265,20 @@ class MetricsServer:
             ``FlowTracker.stats`` now.
         kernel_counters : dict of str to int, optional
             ``sensor.maps.counters_dict(fd)``: every kernel counter by lower-case name.
-        events_drained : int
-            Ring buffer events read since start.
+        sensor_stats : SensorStats, optional
+            The sensor's own totals: ``events_by_hook`` (``{(ifindex, hook): events
+            drained}``), ``stale_events``, ``lost_ends``, ``sweep_races``.
+        interfaces : dict of int to str, optional
+            Interface name by ifindex. Names once given are kept, so an interface the
+            sensor no longer watches keeps its label.
         engine_lag_seconds : float
-            Wall-clock time minus the time of the newest packet tracked.
+            Wall-clock time minus the time of the newest event drained.
         """
-        self._collector.snap = snapshot(tracker_stats, kernel_counters, events_drained,
-                                        engine_lag_seconds)
+        if self._build is None:  # on the first update: the sensor has loaded numba and BCC
+            self._build = build_info()
+        self._ifnames.update(interfaces or {})
+        self._collector.snap = snapshot(tracker_stats, kernel_counters, sensor_stats,
+                                        self._ifnames, engine_lag_seconds, self._build)
 
     def close(self) -> None:
         """Stop serving and release the port; safe to call twice."""

@@ -43,8 +43,13 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,live]"
     touch "$stamp"
 fi
-# BCC compiles against kernel headers; where the running kernel has none, a small uapi
-# include tree is built from linux-libc-dev into build/kinclude (cached).
-[[ -d /lib/modules/$(uname -r)/build/include ]] || bash scripts/make_kinclude.sh
-.venv/bin/python -c 'import flowscope, numba, numpy, yaml' 
+# BCC compiles against kernel headers; where the running kernel has none, the loader builds a
+# small uapi include tree from linux-libc-dev in the user's cache (~/.cache/flowscope/kinclude,
+# or /var/cache/flowscope under systemd). Build it now so a problem shows here, not at start.
+if [[ ! -d /lib/modules/$(uname -r)/build/include ]]; then
+    .venv/bin/python -m flowscope.sensor.kinclude >/dev/null
+fi
+# Compile every numba kernel into the cache now (a no-op when the cache is current), so the
+# first `flowscope pcap` or `flowscope live` does not pay for it.
+.venv/bin/flowscope warmup >/dev/null
 echo "setup: ready (.venv/bin/flowscope)" >&2

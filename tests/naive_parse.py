@@ -15,6 +15,10 @@ FIELDS = [f for f in L.PKT_DTYPE.names if not f.startswith("_pad")]
 VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 MPLS_TYPES = (0x8847, 0x8848)
 IPV6_EXT_8 = (0, 43, 60, 135, 139, 140)
+#: PPP protocol -> EtherType of what it carries.
+PPP_PROTOCOLS = {0x0021: 0x0800, 0x0057: 0x86DD, 0x0281: 0x8847, 0x0283: 0x8847}
+SNAP_ETHER_OUIS = (b"\0\0\0", b"\0\0\xf8")
+LLC = "llc"  # pseudo EtherType: an LLC header comes next
 
 
 class _Stop(Exception):
@@ -46,15 +50,40 @@ def _l2(f, linktype, row):
         row["dmac"] = int.from_bytes(f[0:6], "big")
         row["smac"] = int.from_bytes(f[6:12], "big")
         row["pflags"] = L.PF_MAC
-        return _ethertype(f, 14, struct.unpack_from("!H", f, 12)[0], row, L.L3_ETHER)
+        return _ethertype(f, 14, struct.unpack_from("!H", f, 12)[0], row)
     if linktype == 113:
         if len(f) < 16:
             _fail(row, L.PERR_TRUNCATED)
-        return _ethertype(f, 16, struct.unpack_from("!H", f, 14)[0], row, L.L3_NONE)
+        return _ethertype(f, 16, struct.unpack_from("!H", f, 14)[0], row)
     if linktype == 276:
         if len(f) < 20:
             _fail(row, L.PERR_TRUNCATED)
-        return _ethertype(f, 20, struct.unpack_from("!H", f, 0)[0], row, L.L3_NONE)
+        return _ethertype(f, 20, struct.unpack_from("!H", f, 0)[0], row)
+    if linktype in (9, 204):
+        return _ppp(f, 1 if linktype == 204 else 0, row)
+    if linktype == 50:
+        if f[:1] in (b"\x0f", b"\x8f"):
+            return _chdlc(f, 0, row)
+        return _ppp(f, 0, row)
+    if linktype == 104:
+        return _chdlc(f, 0, row)
+    if linktype == 10:  # FDDI: frame control, DA, SA
+        if len(f) < 13:
+            _fail(row, L.PERR_TRUNCATED)
+        return _ethertype(f, 13, LLC, row)
+    if linktype == 51:
+        return _ethertype(f, 0, 0x8864, row)
+    if linktype == 105:
+        return _wlan(f, 0, row)
+    if linktype == 127:
+        if len(f) < 4:
+            _fail(row, L.PERR_TRUNCATED)
+        (rtlen,) = struct.unpack_from("<H", f, 2)
+        if len(f) < rtlen:
+            _fail(row, L.PERR_TRUNCATED)
+        return _wlan(f, rtlen, row)
+    if linktype == 239:
+        return _nflog(f, row)
     if linktype in (0, 108):
         if len(f) < 4:
             _fail(row, L.PERR_TRUNCATED)
@@ -77,7 +106,93 @@ def _l2(f, linktype, row):
     _fail(row, L.PERR_LINKTYPE)
 
 
-def _ethertype(f, p, et, row, l3_on_fail):
+def _ppp(f, p, row):
+    """PPP (RFC 1661/1662): [ff 03] protocol (1 byte when odd, else 2)."""
+    if f[p:p + 2] == b"\xff\x03":
+        p += 2
+    if len(f) < p + 1:
+        _fail(row, L.PERR_TRUNCATED)
+    if f[p] % 2:
+        return _ethertype(f, p + 1, PPP_PROTOCOLS.get(f[p]), row)
+    if len(f) < p + 2:
+        _fail(row, L.PERR_TRUNCATED)
+    (proto,) = struct.unpack_from("!H", f, p)
+    return _ethertype(f, p + 2, PPP_PROTOCOLS.get(proto), row)
+
+
+def _chdlc(f, p, row):
+    """Cisco HDLC: address, control, EtherType."""
+    if len(f) < p + 4:
+        _fail(row, L.PERR_TRUNCATED)
+    return _ethertype(f, p + 4, struct.unpack_from("!H", f, p + 2)[0], row)
+
+
+def _wlan(f, p, row):
+    """IEEE 802.11 data frame; then LLC/SNAP."""
+    if len(f) < p + 24:
+        _fail(row, L.PERR_TRUNCATED)
+    fc, flags = f[p], f[p + 1]
+    ftype, subtype = (fc >> 2) & 3, fc >> 4
+    if ftype != 2 or subtype & 4:  # not data, or a null (no data) subtype
+        _fail(row, L.PERR_NOT_IP)
+    to_ds, from_ds = flags & 1, (flags >> 1) & 1
+    hlen = 30 if to_ds and from_ds else 24
+    if len(f) < p + hlen:
+        _fail(row, L.PERR_TRUNCATED)
+    a1, a2, a3 = (f[p + k:p + k + 6] for k in (4, 10, 16))
+    src, dst = {(0, 0): (a2, a1), (1, 0): (a2, a3), (0, 1): (a3, a1),
+                (1, 1): (f[p + 24:p + 30], a3)}[(to_ds, from_ds)]
+    row["smac"] = int.from_bytes(src, "big")
+    row["dmac"] = int.from_bytes(dst, "big")
+    row["pflags"] |= L.PF_MAC
+    if flags & 0x40:  # protected: encrypted body
+        _fail(row, L.PERR_NOT_IP, L.L3_ETHER)
+    amsdu = False
+    if subtype & 8:  # QoS data: 2-byte QoS control, then HT control if Order is set
+        if len(f) < p + hlen + 2:
+            _fail(row, L.PERR_TRUNCATED, L.L3_ETHER)
+        amsdu = bool(f[p + hlen] & 0x80)
+        hlen += 2 + (4 if flags & 0x80 else 0)
+    p += hlen + (14 if amsdu else 0)
+    return _ethertype(f, p, LLC, row)
+
+
+def _nflog(f, row):
+    """NFLOG: family, version 0, resource id; TLVs up to NFULA_PAYLOAD (type 9)."""
+    if len(f) < 4:
+        _fail(row, L.PERR_TRUNCATED)
+    if f[1] != 0 or f[0] not in (2, 10):
+        _fail(row, L.PERR_NOT_IP)
+    ver = 4 if f[0] == 2 else 6
+    # TLV header fields are in the capturing host's byte order: a big-endian
+    # first type has its high byte zero (apart from the flag bit) and its low byte not.
+    order = ">" if len(f) >= 8 and f[6] & 0x7F == 0 and f[7] else "<"
+    p = 4
+    while len(f) - p >= 4:
+        tlen, ttype = struct.unpack_from(order + "HH", f, p)
+        if ttype & 0x7FFF == 9:
+            return p + 4, ver
+        if tlen < 4:
+            _fail(row, L.PERR_BAD_HEADER)
+        tlen += -tlen % 4
+        if tlen > len(f) - p:
+            _fail(row, L.PERR_TRUNCATED)
+        p += tlen
+    _fail(row, L.PERR_NOT_IP if p == len(f) else L.PERR_TRUNCATED)
+
+
+def _ethertype(f, p, et, row):
+    """Walk the EtherType chain from ``et`` at ``p``; return (IP offset, version).
+
+    Failures are L3_ETHER when MAC addresses were read (PF_MAC), else L3_NONE.
+    """
+    def fail(err):
+        _fail(row, err, L.L3_ETHER if row["pflags"] & L.PF_MAC else L.L3_NONE)
+
+    def need(n):
+        if len(f) < p + n:
+            fail(L.PERR_TRUNCATED)
+
     tagged = False
     for _ in range(9):
         if et == 0x0800:
@@ -85,8 +200,7 @@ def _ethertype(f, p, et, row, l3_on_fail):
         if et == 0x86DD:
             return p, 6
         if et in VLAN_TYPES:
-            if len(f) < p + 4:
-                _fail(row, L.PERR_TRUNCATED, l3_on_fail)
+            need(4)
             tci, et = struct.unpack_from("!HH", f, p)
             if not tagged:
                 row["vlan"] = tci & 0xFFF
@@ -94,32 +208,49 @@ def _ethertype(f, p, et, row, l3_on_fail):
             p += 4
         elif et in MPLS_TYPES:
             for _lbl in range(8):
-                if len(f) < p + 4:
-                    _fail(row, L.PERR_TRUNCATED, l3_on_fail)
+                need(4)
                 bos = f[p + 2] & 1
                 p += 4
                 if bos:
                     break
             else:
-                _fail(row, L.PERR_NOT_IP, l3_on_fail)
-            if len(f) < p + 1:
-                _fail(row, L.PERR_TRUNCATED, l3_on_fail)
+                fail(L.PERR_NOT_IP)
+            need(1)
             if f[p] >> 4 in (4, 6):
                 return p, f[p] >> 4
-            _fail(row, L.PERR_NOT_IP, l3_on_fail)
-        elif et == 0x8864:
-            if len(f) < p + 8:
-                _fail(row, L.PERR_TRUNCATED, l3_on_fail)
+            fail(L.PERR_NOT_IP)
+        elif et == 0x8864:  # PPPoE session: 6-byte header + PPP protocol (IPv4/IPv6 only)
+            need(8)
             ppp = struct.unpack_from("!H", f, p + 6)[0]
             p += 8
-            if ppp == 0x0021:
-                return p, 4
-            if ppp == 0x0057:
-                return p, 6
-            _fail(row, L.PERR_NOT_IP, l3_on_fail)
+            if ppp in (0x0021, 0x0057):
+                return p, 4 if ppp == 0x0021 else 6
+            fail(L.PERR_NOT_IP)
+        elif et in (0x88E7, 0x8903):  # PBB I-TAG / FabricPath FTag+TTL, then inner Ethernet
+            p += 4 if et == 0x88E7 else 2
+            need(14)
+            row["dmac"] = int.from_bytes(f[p:p + 6], "big")
+            row["smac"] = int.from_bytes(f[p + 6:p + 12], "big")
+            row["pflags"] |= L.PF_MAC
+            (et,) = struct.unpack_from("!H", f, p + 12)
+            p += 14
+        elif et == 0x8926:  # VN-Tag
+            need(6)
+            (et,) = struct.unpack_from("!H", f, p + 4)
+            p += 6
+        elif et == LLC or (isinstance(et, int) and et <= 1500):  # 802.3 length: LLC
+            need(3)
+            if f[p:p + 2] != b"\xaa\xaa":
+                fail(L.PERR_NOT_IP)
+            p += 3 if f[p + 2] & 3 == 3 else 4
+            need(5)
+            if f[p:p + 3] not in SNAP_ETHER_OUIS:
+                fail(L.PERR_NOT_IP)
+            (et,) = struct.unpack_from("!H", f, p + 3)
+            p += 5
         else:
-            _fail(row, L.PERR_NOT_IP, l3_on_fail)
-    _fail(row, L.PERR_NOT_IP, l3_on_fail)
+            fail(L.PERR_NOT_IP)
+    fail(L.PERR_NOT_IP)
 
 
 def _parse(f, linktype, row):

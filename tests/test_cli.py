@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,97 @@ def test_a_cut_stream_flushes_what_was_read():
     assert "<stdin>" in proc.stderr.decode()
     recs = jsonl(proc.stdout.decode())
     assert sum(r["init_pkts"] + r["resp_pkts"] for r in recs) == 7
+
+
+# --- --help: width, examples, options and defaults --------------------------------------------
+
+HELP_COMMANDS = ([], ["pcap"], ["live"], ["warmup"])
+
+
+def _help(command, columns):
+    env = {**os.environ, "COLUMNS": str(columns)}
+    proc = subprocess.run([sys.executable, "-m", "flowscope", *command, "--help"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.parametrize("columns", [200, 80])
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=lambda c: " ".join(c) or "flowscope")
+def test_help_lines_fit_79_columns(command, columns):
+    text = _help(command, columns)
+    assert text.count("\n") > 5
+    too_wide = [line for line in text.splitlines() if len(line) > 79]
+    assert too_wide == []
+
+
+def _examples(text):
+    return [line.strip() for line in text.split("\nexamples:\n", 1)[1].splitlines()
+            if line.strip()]
+
+
+def test_each_command_shows_its_own_examples():
+    every = _examples(_help([], 80))
+    shown = []
+    for command in ("pcap", "live", "warmup"):
+        mine = _examples(_help([command], 80))
+        assert mine and all(f"flowscope {command}" in line for line in mine), mine
+        shown += mine
+    assert every == shown
+
+
+def _options(text):
+    return set(re.findall(r"(?<![\w-])(--?[a-z][a-z0-9-]*)", text))
+
+
+def test_live_lists_only_the_options_it_accepts(capsys):
+    from flowscope.cli import build_parser
+
+    text = _help(["live"], 80)
+    assert "--extractor" not in text and "--infer-tcp-initiator" not in text
+    assert "five-tuple" not in text and "mac-pair" not in text
+    live = build_parser()._subparsers._group_actions[0].choices["live"]
+    accepted = {o for a in live._actions for o in a.option_strings}
+    assert _options(text.split("\nexamples:\n")[0]) <= accepted
+    for flag in ("--extractor", "--infer-tcp-initiator"):
+        with pytest.raises(SystemExit) as exc:
+            main(["live", "-i", "lo", flag, *(["ip-pair"] if flag == "--extractor" else [])])
+        assert exc.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err
+    pcap = _help(["pcap"], 80)
+    assert "--extractor" in pcap and "--infer-tcp-initiator" in pcap
+
+
+def test_help_defaults_come_from_the_config():
+    from flowscope.cli import SWEEP_INTERVAL
+    from flowscope.config import SCHEMA, OutputSettings, SensorConfig, TrackerConfig
+
+    t, s = TrackerConfig(), SensorConfig()
+    pcap, live = _help(["pcap"], 80), _help(["live"], 80)
+    for text in (pcap, live):
+        flat = " ".join(text.split())
+        assert f"--max-flows N flows held at once (default {t.max_flows})" in flat
+        for proto in ("tcp", "udp", "icmp", "other"):
+            secs = getattr(t, f"{proto}_timeout")
+            assert f"--{proto}-timeout SEC {proto} idle timeout in seconds (default {secs:g})" \
+                in flat
+        assert f"{OutputSettings().ipfix_records} (default)" in flat
+        assert f"else {SWEEP_INTERVAL:g})" in flat or f"(default {SWEEP_INTERVAL:g})" in flat
+    assert f"else {s.xdp_mode})" in " ".join(live.split())
+    # every value quoted as a default: "(default X)", "(default: X)", "..., else X)"
+    found = re.findall(r"\(default:? ([\w.-]+)[,;)]|else ([\w.-]+)\)",
+                       " ".join((pcap + live).split()))
+    quoted = {a or b for a, b in found}
+    known = {str(t.max_flows), f"{SWEEP_INTERVAL:g}", s.xdp_mode, "five-tuple", "ended",
+             *(f"{getattr(t, f'{p}_timeout'):g}" for p in ("tcp", "udp", "icmp", "other")),
+             *(k.path for keys in SCHEMA.values() for k in keys)}  # or the config key
+    assert len(quoted) >= 6
+    assert quoted <= known, quoted - known
+
+
+def test_live_refuses_infer_tcp_initiator_from_the_config_by_its_key(capsys, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("infer_tcp_initiator: true\n")
+    code, out, err = run(capsys, "live", "-i", "lo", "--config", cfg)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "infer_tcp_initiator" in err and "--infer-tcp-initiator" not in err

@@ -480,14 +480,14 @@ def test_metrics_are_served_and_interfaces_come_from_the_config(topo, tmp_path):
         while time.monotonic() < deadline:
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
             families = {f.name: f for f in text_string_to_metric_families(text.decode())}
-            pk = families.get("flowscope_packets")
+            pk = families.get("flowscope_seen_packets")
             if pk and pk.samples and pk.samples[0].value >= 6:
                 break
             time.sleep(0.3)
-        assert families["flowscope_packets"].samples[0].value >= 6  # 3 echo requests + replies
+        assert families["flowscope_seen_packets"].samples[0].value >= 6  # 3 echo requests + replies
         assert families["flowscope_flows_created"].samples[0].value >= 1
-        counters = {s.labels["counter"] for s in families["flowscope_kernel_counter"].samples}
-        assert {"map_full", "ring_full"} <= counters
+        drops = {s.labels["reason"] for s in families["flowscope_drops"].samples}
+        assert {"map_full", "ring_full"} <= drops
     finally:
         assert _stop(proc) == 0, err.read_text()
     assert any(json.loads(line)["proto"] == "icmp" for line in out.read_text().splitlines())

@@ -286,7 +286,8 @@ def test_parse_batch_never_reads_past_caplen():
 
 # --- properties --------------------------------------------------------------
 
-LINKTYPES = st.sampled_from([1, 1, 1, 0, 12, 14, 101, 108, 113, 228, 229, 276, 147])
+LINKTYPES = st.sampled_from([1, 1, 1, 0, 9, 10, 12, 14, 50, 51, 101, 104, 105, 108, 113, 127,
+                             204, 228, 229, 239, 276, 147])
 
 PREFIXES = [
     b"", eth(b"", 0x0800)[:14], eth(b"", 0x86DD)[:14], eth(b"", 0x8100)[:14],
@@ -294,6 +295,36 @@ PREFIXES = [
     TCP4[:34], eth(ipv6(b"", 0), 0x86DD), eth(ipv6(b"", 44), 0x86DD), eth(ipv4(b"", 17))[:34],
     eth(ipv4(b"", 1))[:34], eth(ipv4(b"", 132))[:34], eth(ipv4(b"", 6, frag=0x2000))[:34],
 ]
+
+
+#: (link type, bytes that reach into its headers): noise after them exercises the later checks.
+_WLAN = b"\x88\x03\0\0" + MAC_D + MAC_S + MAC_D + b"\0\0" + MAC_S
+_SNAP = b"\xaa\xaa\x03\0\0\0"
+LINK_PREFIXES = [
+    (9, b"\xff\x03\x00\x21"), (9, b"\x21"), (9, b"\x57"), (9, b"\xff\x03\x02\x81"), (9, b"\xff\x03"),
+    (50, b"\xff\x03\x00"), (50, b"\x0f\x00\x08\x00"), (50, b"\x8f"), (204, b"\x01\xff\x03\x00\x21"),
+    (51, b"\x11\x00\x00\x01\x00\x30\x00"), (104, b"\x0f\x00\x08\x00"), (104, b"\x0f\x00\x88"),
+    (10, b"\x50" + MAC_D + MAC_S + _SNAP), (10, b"\x50" + MAC_D + MAC_S + b"\xaa\xaa"),
+    (105, _WLAN), (105, _WLAN[:24]), (105, _WLAN + b"\x80\x00"),
+    (105, b"\x88\x81" + _WLAN[2:24] + b"\0\0"),
+    (105, b"\x08\x01" + _WLAN[2:24] + _SNAP), (105, b"\x08\x41" + _WLAN[2:24]),
+    (127, b"\0\0\x08\0\0\0\0\0" + _WLAN), (127, b"\0\0\x08\0\0\0\0\0\x08\x02"), (127, b"\0\0"),
+    (239, b"\x02\0\0\0"), (239, b"\x0a\0\0\0\x08\0\x01\0"), (239, b"\x02\0\0\0\0\x08\0\x01"),
+    (239, b"\x02\0\0\0\x05\0\x0a\0"), (239, b"\x02\0\0\0\x20\0\x09\0"),
+    (1, eth(b"", 0x88E7)[:14]), (1, eth(b"\0\0\0\0" + MAC_D + MAC_S, 0x88E7)),
+    (1, eth(b"", 0x8926)[:14]), (1, eth(b"", 0x8903)[:14]), (1, eth(b"\0\0" + MAC_D + MAC_S, 0x8903)),
+    (1, eth(b"", 0x0040)[:14]), (1, eth(_SNAP, 0x0040)), (1, eth(b"\xaa\xaa\x00", 0x0040)),
+    (1, eth(b"", 0x8100)[:14] + b"\0\x05\x00\x40" + _SNAP),
+    (1, eth(b"", 0x8864)[:14] + b"\x11\0\0\1\0\0\x02\x81"),
+    (113, b"\0\0\0\1\0\6" + MAC_S + b"\0\0" + b"\x00\x04"),
+]
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(link=st.sampled_from(LINK_PREFIXES), data=st.binary(max_size=100))
+def test_link_layer_prefix_then_noise_match_twin(link, data):
+    linktype, prefix = link
+    check(prefix + data, linktype)
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])

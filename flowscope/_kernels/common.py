@@ -25,12 +25,6 @@ _B16 = np.uint64(0xFFFF)
 
 
 @inline_kernel
-def pack_meta(kind, l3, proto, port_a, port_b):
-    """The key's metadata word (``layout`` "flow keys"); every argument a uint64."""
-    return (kind << _KIND) | (l3 << _L3) | (proto << _PROTO) | (port_a << _PORT_A) | port_b
-
-
-@inline_kernel
 def unpack_meta(meta):
     """``(kind, l3, proto, port_a, port_b)`` as int64 from a uint64 metadata word.
 

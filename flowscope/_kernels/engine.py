@@ -39,9 +39,9 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
     EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, PF_ABS, PF_ICMP, PF_MAC, PF_PORTS, PF_SYNC,
     PF_TCP, ST_ACTIVE, ST_CLOSED, ST_CLOSING_TCP, ST_ESTABLISHED, ST_FIN_WAIT, ST_RESET,
     ST_SYN_RECEIVED, ST_SYN_SENT, TH_ACK, TH_FIN, TH_RST, TH_SYN, Z_HLEN, ZEEK_HISTORY_MAX,
-    ZEEK_WORDS,
+    ZEEK_WORDS, META_KIND_SHIFT, META_L3_SHIFT, META_PORT_A_SHIFT, META_PROTO_SHIFT,
 )
-from .common import inline_kernel, kernel, pack_meta
+from .common import inline_kernel, kernel
 from .zeek import zeek_kernel_counters, zeek_packet, zeek_reset
 
 # ---- ctl slots -------------------------------------------------------------
@@ -117,6 +117,12 @@ S_DONE = 0  # every packet consumed
 S_EV_FULL = 1  # the event buffer is full: drain it and call again
 S_PAUSED = 2  # paused after a packet that created a flow (C_PAUSE_NEW)
 
+# the key's metadata word (layout "flow keys"), shifts as uint64 so numba keeps it unsigned
+_KIND = np.uint64(META_KIND_SHIFT)
+_L3 = np.uint64(META_L3_SHIFT)
+_PROTO = np.uint64(META_PROTO_SHIFT)
+_PORT_A = np.uint64(META_PORT_A_SHIFT)
+
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
@@ -157,7 +163,7 @@ def extract_key(pkts, i, kind):
             return False, z, z, z, z, z, 0
         s = np.uint64(p.smac)
         d = np.uint64(p.dmac)
-        meta = pack_meta(np.uint64(EXTRACT_MAC_PAIR), z, z, z, z)
+        meta = np.uint64(EXTRACT_MAC_PAIR) << _KIND
         if s <= d:
             return True, z, s, z, d, meta, 0
         return True, z, d, z, s, meta, 1
@@ -168,7 +174,7 @@ def extract_key(pkts, i, kind):
     dh = np.uint64(p.dst_hi)
     dl = np.uint64(p.dst_lo)
     if kind == EXTRACT_IP_PAIR:
-        meta = pack_meta(np.uint64(EXTRACT_IP_PAIR), np.uint64(l3), z, z, z)
+        meta = (np.uint64(EXTRACT_IP_PAIR) << _KIND) | (np.uint64(l3) << _L3)
         if sh < dh or (sh == dh and sl <= dl):
             return True, sh, sl, dh, dl, meta, 0
         return True, dh, dl, sh, sl, meta, 1
@@ -177,13 +183,13 @@ def extract_key(pkts, i, kind):
     if (p.pflags & PF_PORTS) == 0:
         sp = z
         dp = z
-    proto = np.uint64(p.proto)
+    base = (np.uint64(l3) << _L3) | (np.uint64(p.proto) << _PROTO)
     if kind == EXTRACT_FIVE_TUPLE_DIRECTIONAL:
-        meta = pack_meta(np.uint64(EXTRACT_FIVE_TUPLE_DIRECTIONAL), np.uint64(l3), proto, sp, dp)
-        return True, sh, sl, dh, dl, meta, 0
+        meta = (np.uint64(EXTRACT_FIVE_TUPLE_DIRECTIONAL) << _KIND) | base
+        return True, sh, sl, dh, dl, meta | (sp << _PORT_A) | dp, 0
     if sh < dh or (sh == dh and (sl < dl or (sl == dl and sp <= dp))):
-        return True, sh, sl, dh, dl, pack_meta(z, np.uint64(l3), proto, sp, dp), 0
-    return True, dh, dl, sh, sl, pack_meta(z, np.uint64(l3), proto, dp, sp), 1
+        return True, sh, sl, dh, dl, base | (sp << _PORT_A) | dp, 0
+    return True, dh, dl, sh, sl, base | (dp << _PORT_A) | sp, 1
 
 
 @inline_kernel
@@ -510,7 +516,7 @@ def sat_add(a, b):
     return r if r >= a else NO_FLOW
 
 
-@inline_kernel
+@kernel
 def _auto_sweep(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, cap_ev, ts):
     """The automatic sweep by packet time (``sweep_interval``), when due at ``ts``.
 
@@ -526,7 +532,7 @@ def _auto_sweep(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, cap_ev
     return e, done and e + MAX_EVENTS_PER_PACKET <= cap_ev
 
 
-@inline_kernel
+@kernel
 def _new_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, ev, e, pkts, i, pos,
               k0, k1, k2, k3, k4, rev, has_tcp):
     """Create the flow of packet ``i`` (evicting the least recently touched flow when

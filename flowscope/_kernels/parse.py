@@ -2,9 +2,16 @@
 
 Logic of ``parse_frame``:
 
-1) Link layer by pcap LINKTYPE: Ethernet (MACs, then any number of 802.1Q /
-   802.1ad / 0x9100 tags, MPLS label stacks and PPPoE sessions, up to
-   ``MAX_L2_LAYERS`` layers), Linux cooked v1/v2, BSD null/loopback, raw IP.
+1) Link layer by pcap LINKTYPE (the header rules follow Zeek's packet
+   analyzers): Ethernet; Linux cooked v1/v2; BSD null/loopback; raw IP; PPP
+   (optional ff 03 address/control, 1- or 2-byte protocol), PPP in HDLC
+   framing, PPP with a direction byte, PPPoE; Cisco HDLC; FDDI (then LLC);
+   IEEE 802.11 data frames, bare or behind radiotap; NFLOG (the IP packet is
+   the NFULA_PAYLOAD TLV). Whatever gives an EtherType then walks the
+   EtherType chain: 802.1Q / 802.1ad / 0x9100 tags, MPLS label stacks, PPPoE
+   sessions, PBB 802.1ah I-TAGs and Cisco FabricPath headers (inner
+   Ethernet: its MACs replace the outer ones), VN-Tags, and 802.3 length
+   fields followed by LLC/SNAP, up to ``MAX_L2_LAYERS`` layers.
 2) IPv4 (options skipped by IHL) or IPv6 (extension headers walked, at most
    ``MAX_IPV6_EXT`` of them).
 3) L4: TCP (ports + TcpInfo), UDP and SCTP (ports), ICMP/ICMPv6 (type/code in
@@ -23,8 +30,11 @@ Rules that shape the code:
   Ethernet header was complete but no IP header was reached) and a nonzero
   ``error``. The fields parsed before the failure are left in the row (they
   help debugging); consumers look at ``l3``/``error``/``pflags`` only.
-  ``PF_MAC`` stays set whenever the 14-byte Ethernet header was captured, so
-  a MAC-pair key can use every such frame.
+  ``PF_MAC`` stays set whenever the 14-byte Ethernet header (or the address
+  fields of an 802.11 data frame) was captured, so a MAC-pair key can use
+  every such frame; such a frame without IP is ``L3_ETHER``.
+* Unknown link types are unmatched with ``PERR_LINKTYPE``; encrypted 802.11
+  frames and non-data 802.11 frames are ``PERR_NOT_IP``.
 """
 
 from __future__ import annotations
@@ -53,17 +63,32 @@ from ..layout import (
 #: Link types parse_frame understands (pcap LINKTYPE_* values).
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
+LINKTYPE_PPP = 9  # PPP, with or without ff 03 (RFC 1661/1662)
+LINKTYPE_FDDI = 10  # frame control, destination, source (13 bytes), then LLC
 LINKTYPE_RAW_OLD12 = 12
 LINKTYPE_RAW_OLD14 = 14
+LINKTYPE_PPP_HDLC = 50  # PPP in HDLC-like framing, or Cisco HDLC (first byte 0x0f/0x8f)
+LINKTYPE_PPP_ETHER = 51  # a PPPoE session header, then PPP
 LINKTYPE_RAW = 101
+LINKTYPE_C_HDLC = 104  # Cisco HDLC: address, control, EtherType
+LINKTYPE_IEEE802_11 = 105
 LINKTYPE_LOOP = 108
 LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IEEE802_11_RADIOTAP = 127
+LINKTYPE_PPP_WITH_DIR = 204  # one direction byte, then PPP
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
+LINKTYPE_NFLOG = 239
 LINKTYPE_LINUX_SLL2 = 276
-SUPPORTED_LINKTYPES = frozenset((0, 1, 12, 14, 101, 108, 113, 228, 229, 276))
+SUPPORTED_LINKTYPES = frozenset((
+    LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_PPP, LINKTYPE_FDDI, LINKTYPE_RAW_OLD12,
+    LINKTYPE_RAW_OLD14, LINKTYPE_PPP_HDLC, LINKTYPE_PPP_ETHER, LINKTYPE_RAW, LINKTYPE_C_HDLC,
+    LINKTYPE_IEEE802_11, LINKTYPE_LOOP, LINKTYPE_LINUX_SLL, LINKTYPE_IEEE802_11_RADIOTAP,
+    LINKTYPE_PPP_WITH_DIR, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_NFLOG, LINKTYPE_LINUX_SLL2,
+))
 
-#: Most VLAN tags + MPLS stacks + PPPoE headers looked through in one frame.
+#: Most EtherType-chain layers (VLAN tags, MPLS stacks, PPPoE, PBB, VN-Tag,
+#: FabricPath, LLC/SNAP headers) looked through in one frame.
 MAX_L2_LAYERS = 8
 #: Most MPLS labels popped in one stack.
 MAX_MPLS_LABELS = 8
@@ -78,8 +103,33 @@ ETH_P_QINQ_OLD = 0x9100
 ETH_P_MPLS_UC = 0x8847
 ETH_P_MPLS_MC = 0x8848
 ETH_P_PPPOE_SESS = 0x8864
+ETH_P_PBB = 0x88E7  # 802.1ah I-TAG (4 bytes), then the customer's Ethernet header
+ETH_P_VNTAG = 0x8926  # 4-byte VN-Tag, then the EtherType
+ETH_P_FABRICPATH = 0x8903  # 2 bytes (FTag, TTL), then the inner Ethernet header
+#: EtherType values up to this one are 802.3 lengths: an LLC header follows.
+ETH_MAX_8023_LEN = 1500
+#: Passed as the EtherType when a link layer is followed by an LLC header.
+_ET_LLC = 0
+#: Passed as the EtherType for a payload that is not one the walk knows.
+_ET_NONE = -1
 PPP_IPV4 = 0x0021
 PPP_IPV6 = 0x0057
+PPP_MPLS_UC = 0x0281
+PPP_MPLS_MC = 0x0283
+#: SNAP OUIs whose protocol field is an EtherType (RFC 1042; 802.1H bridge tunnel).
+OUI_ENCAP_ETHER = 0x000000
+OUI_BRIDGE_TUNNEL = 0x0000F8
+#: IEEE 802.11 frame control: type data, subtype bits of its first byte, flag
+#: bits of its second byte.
+WLAN_TYPE_DATA = 2
+WLAN_SUBTYPE_NODATA = 0x40  # null function / CF subtypes without a body
+WLAN_SUBTYPE_QOS = 0x80
+WLAN_FLAG_PROTECTED = 0x40
+WLAN_FLAG_ORDER = 0x80
+#: NFLOG: header family bytes, and the TLV type holding the packet.
+NFLOG_AF_INET = 2
+NFLOG_AF_INET6 = 10
+NFULA_PAYLOAD = 9
 
 _NOT_IP = -1  # _link_layer result: no IP inside (error PERR_NOT_IP)
 _TRUNC = -2  # _link_layer result: captured bytes end inside an L2 header
@@ -152,11 +202,27 @@ def _clear(r):
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def _ethertype_walk(buf, p, end, et, r):
-    """Follow VLAN / MPLS / PPPoE layers from EtherType ``et`` at ``p``.
+def _ppp_ethertype(proto):
+    """The EtherType of what a PPP protocol number carries (``_ET_NONE`` if not IP/MPLS)."""
+    if proto == PPP_IPV4:
+        return ETH_P_IPV4
+    if proto == PPP_IPV6:
+        return ETH_P_IPV6
+    if proto == PPP_MPLS_UC or proto == PPP_MPLS_MC:
+        return ETH_P_MPLS_UC
+    return _ET_NONE
 
-    Returns ``(l3_start, version)`` with version 4 or 6, or
-    ``(p, _NOT_IP)`` / ``(p, _TRUNC)``. Sets ``r.vlan`` from the first tag.
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _ethertype_walk(buf, p, end, et, r):
+    """Follow the EtherType chain from EtherType ``et`` at ``p``.
+
+    Layers: VLAN tags, MPLS stacks, PPPoE sessions, PBB I-TAGs and
+    FabricPath headers (both carry an inner Ethernet header, whose MACs are
+    written to ``r``), VN-Tags and LLC/SNAP headers (``et`` <=
+    ``ETH_MAX_8023_LEN``). Returns ``(l3_start, version)`` with version 4 or
+    6, or ``(p, _NOT_IP)`` / ``(p, _TRUNC)``. Sets ``r.vlan`` from the first
+    tag.
     """
     first_tag = True
     for _ in range(MAX_L2_LAYERS + 1):
@@ -192,6 +258,8 @@ def _ethertype_walk(buf, p, end, et, r):
                 return p, 6
             return p, _NOT_IP
         elif et == ETH_P_PPPOE_SESS:
+            # version/type, code, session id, length; then the PPP protocol:
+            # IPv4 or IPv6 only (Zeek's PPPoE analyzer forwards nothing else)
             if p + 8 > end:
                 return p, _TRUNC
             ppp = _be16(buf, p + 6)
@@ -201,9 +269,107 @@ def _ethertype_walk(buf, p, end, et, r):
             if ppp == PPP_IPV6:
                 return p, 6
             return p, _NOT_IP
+        elif et == ETH_P_PBB or et == ETH_P_FABRICPATH:
+            skip = 4 if et == ETH_P_PBB else 2
+            if p + skip + 14 > end:
+                return p, _TRUNC
+            p += skip
+            r.dmac = _be_u64(buf, p, 6)
+            r.smac = _be_u64(buf, p + 6, 6)
+            r.pflags |= PF_MAC
+            et = _be16(buf, p + 12)
+            p += 14
+        elif et == ETH_P_VNTAG:
+            if p + 6 > end:
+                return p, _TRUNC
+            et = _be16(buf, p + 4)
+            p += 6
+        elif et >= 0 and et <= ETH_MAX_8023_LEN:
+            # LLC: DSAP, SSAP, control (2 bytes unless an unnumbered frame);
+            # SNAP (DSAP = SSAP = 0xaa): OUI, then the EtherType.
+            if p + 3 > end:
+                return p, _TRUNC
+            if buf[p] != 0xAA or buf[p + 1] != 0xAA:
+                return p, _NOT_IP
+            llc = 3 if (buf[p + 2] & 3) == 3 else 4
+            if p + llc + 5 > end:
+                return p, _TRUNC
+            oui = _be_u64(buf, p + llc, 3)
+            if oui != OUI_ENCAP_ETHER and oui != OUI_BRIDGE_TUNNEL:
+                return p, _NOT_IP
+            et = _be16(buf, p + llc + 3)
+            p += llc + 5
         else:
             return p, _NOT_IP
     return p, _NOT_IP
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _ppp(buf, p, end):
+    """PPP at ``p``: optional ff 03, then a 1-byte (compressed) or 2-byte protocol.
+
+    Returns ``(next, ethertype)``; ``ethertype`` is ``_TRUNC`` when the
+    header is cut.
+    """
+    if end - p >= 2 and buf[p] == 0xFF and buf[p + 1] == 0x03:
+        p += 2
+    if end - p < 1:
+        return p, _TRUNC
+    if (buf[p] & 1) != 0:  # protocol field compression: odd first byte
+        return p + 1, _ppp_ethertype(np.int64(buf[p]))
+    if end - p < 2:
+        return p, _TRUNC
+    return p + 2, _ppp_ethertype(_be16(buf, p))
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _wlan(buf, p, end, r):
+    """IEEE 802.11 frame at ``p`` -> ``(next, ethertype)`` (``_ET_LLC``: LLC follows).
+
+    Data frames only (not null/no-data subtypes, not protected); the header
+    is 24 bytes, + 6 for a 4-address frame (ToDS and FromDS), + 2 for the
+    QoS field, + 4 for HT control (QoS data with the Order bit). Of an
+    A-MSDU the first subframe is read. Writes the source and destination
+    MACs (by ToDS/FromDS, as Zeek does). ``ethertype`` is ``_TRUNC`` or
+    ``_ET_NONE`` when the frame cannot carry IP.
+    """
+    if end - p < 24:
+        return p, _TRUNC
+    fc = buf[p]
+    flags = buf[p + 1]
+    if ((fc >> 2) & 3) != WLAN_TYPE_DATA or (fc & WLAN_SUBTYPE_NODATA) != 0:
+        return p, _ET_NONE
+    ds = flags & 3
+    hdr = 30 if ds == 3 else 24
+    if end - p < hdr:
+        return p, _TRUNC
+    if ds == 0:
+        src, dst = 10, 4
+    elif ds == 1:
+        src, dst = 10, 16
+    elif ds == 2:
+        src, dst = 16, 4
+    else:
+        src, dst = 24, 16
+    r.smac = _be_u64(buf, p + src, 6)
+    r.dmac = _be_u64(buf, p + dst, 6)
+    r.pflags |= PF_MAC
+    if (flags & WLAN_FLAG_PROTECTED) != 0:
+        return p, _ET_NONE
+    amsdu = False
+    if (fc & WLAN_SUBTYPE_QOS) != 0:
+        if end - p < hdr + 2:
+            return p, _TRUNC
+        amsdu = (buf[p + hdr] & 0x80) != 0
+        hdr += 2
+        if (flags & WLAN_FLAG_ORDER) != 0:
+            hdr += 4
+    p += hdr
+    if amsdu:  # subframe header: DA, SA, length
+        p += 14
+    if p > end:
+        return end, _TRUNC
+    return p, _ET_LLC
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -236,9 +402,12 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
         return
 
     # ---- 1) link layer ---------------------------------------------------
+    # Each link type either knows the IP version (ver) or hands an EtherType
+    # (et) to the EtherType walk.
     p = start
     ver = _NOT_IP
-    eth = False
+    et = _ET_NONE
+    walk = True
     if linktype == LINKTYPE_ETHERNET:
         if end - p < 14:
             r.error = PERR_TRUNCATED
@@ -246,19 +415,97 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
         r.dmac = _be_u64(buf, p, 6)
         r.smac = _be_u64(buf, p + 6, 6)
         r.pflags = PF_MAC
-        eth = True
-        p, ver = _ethertype_walk(buf, p + 14, end, _be16(buf, p + 12), r)
+        et = _be16(buf, p + 12)
+        p += 14
     elif linktype == LINKTYPE_LINUX_SLL:
         if end - p < 16:
             r.error = PERR_TRUNCATED
             return
-        p, ver = _ethertype_walk(buf, p + 16, end, _be16(buf, p + 14), r)
+        et = _be16(buf, p + 14)
+        p += 16
     elif linktype == LINKTYPE_LINUX_SLL2:
         if end - p < 20:
             r.error = PERR_TRUNCATED
             return
-        p, ver = _ethertype_walk(buf, p + 20, end, _be16(buf, p), r)
+        et = _be16(buf, p)
+        p += 20
+    elif (linktype == LINKTYPE_PPP or linktype == LINKTYPE_PPP_WITH_DIR
+          or linktype == LINKTYPE_PPP_HDLC):
+        if linktype == LINKTYPE_PPP_WITH_DIR:
+            p += 1
+        if end - p >= 1 and linktype == LINKTYPE_PPP_HDLC and (buf[p] == 0x0F or buf[p] == 0x8F):
+            if end - p < 4:  # Cisco HDLC framing
+                r.error = PERR_TRUNCATED
+                return
+            et = _be16(buf, p + 2)
+            p += 4
+        else:
+            p, et = _ppp(buf, p, end)
+    elif linktype == LINKTYPE_C_HDLC:
+        if end - p < 4:
+            r.error = PERR_TRUNCATED
+            return
+        et = _be16(buf, p + 2)
+        p += 4
+    elif linktype == LINKTYPE_PPP_ETHER:
+        et = ETH_P_PPPOE_SESS
+    elif linktype == LINKTYPE_FDDI:
+        if end - p < 13:
+            r.error = PERR_TRUNCATED
+            return
+        et = _ET_LLC
+        p += 13
+    elif linktype == LINKTYPE_IEEE802_11:
+        p, et = _wlan(buf, p, end, r)
+    elif linktype == LINKTYPE_IEEE802_11_RADIOTAP:
+        if end - p < 4:
+            r.error = PERR_TRUNCATED
+            return
+        rtlen = np.int64(buf[p + 2]) | (np.int64(buf[p + 3]) << 8)  # little-endian
+        if end - p < rtlen:
+            r.error = PERR_TRUNCATED
+            return
+        p, et = _wlan(buf, p + rtlen, end, r)
+    elif linktype == LINKTYPE_NFLOG:
+        # family, version, resource id; then TLVs (length, type: in the byte
+        # order of the capturing host, told by the first type's zero byte;
+        # each padded to 4 bytes) up to the NFULA_PAYLOAD TLV.
+        walk = False
+        if end - p < 4:
+            r.error = PERR_TRUNCATED
+            return
+        fam = buf[p]
+        if buf[p + 1] != 0 or (fam != NFLOG_AF_INET and fam != NFLOG_AF_INET6):
+            r.error = PERR_NOT_IP
+            return
+        p += 4
+        big = end - p >= 4 and (buf[p + 2] & 0x7F) == 0 and buf[p + 3] != 0
+        found = False
+        while end - p >= 4:
+            if big:
+                tlen = _be16(buf, p)
+                ttype = _be16(buf, p + 2) & 0x7FFF
+            else:
+                tlen = (np.int64(buf[p + 1]) << 8) | np.int64(buf[p])
+                ttype = ((np.int64(buf[p + 3]) << 8) | np.int64(buf[p + 2])) & 0x7FFF
+            if ttype == NFULA_PAYLOAD:
+                p += 4
+                found = True
+                break
+            if tlen < 4:
+                r.error = PERR_BAD_HEADER
+                return
+            tlen = (tlen + 3) & ~3
+            if tlen > end - p:
+                r.error = PERR_TRUNCATED
+                return
+            p += tlen
+        if not found:
+            r.error = PERR_NOT_IP if p == end else PERR_TRUNCATED
+            return
+        ver = 4 if fam == NFLOG_AF_INET else 6
     elif linktype == LINKTYPE_NULL or linktype == LINKTYPE_LOOP:
+        walk = False
         if end - p < 4:
             r.error = PERR_TRUNCATED
             return
@@ -275,6 +522,7 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
             ver = _NOT_IP
     elif (linktype == LINKTYPE_RAW or linktype == LINKTYPE_RAW_OLD12
           or linktype == LINKTYPE_RAW_OLD14):
+        walk = False
         if end - p < 1:
             r.error = PERR_TRUNCATED
             return
@@ -287,15 +535,22 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
             r.error = PERR_BAD_HEADER
             return
     elif linktype == LINKTYPE_IPV4:
+        walk = False
         ver = 4
     elif linktype == LINKTYPE_IPV6:
+        walk = False
         ver = 6
     else:
         r.error = PERR_LINKTYPE
         return
+    if walk:
+        if et == _TRUNC:
+            ver = _TRUNC
+        else:
+            p, ver = _ethertype_walk(buf, p, end, et, r)
 
     if ver < 0:
-        if eth:
+        if (r.pflags & PF_MAC) != 0:
             r.l3 = L3_ETHER
         r.error = PERR_TRUNCATED if ver == _TRUNC else PERR_NOT_IP
         return

@@ -128,6 +128,7 @@ class SensorStats:
     """Userspace side of the accounting (the kernel's is in the counters map)."""
 
     events: int = 0  # ring events read
+    events_by_hook: dict = field(default_factory=dict)  # (ifindex, hook) -> ring events read
     stale_events: int = 0  # events of removed flows dropped after an idle sync (step 3)
     lost_ends: int = 0  # flows ended from the map because their terminal event was lost
     idle_removed: int = 0  # map entries removed as idle
@@ -136,6 +137,14 @@ class SensorStats:
     synced: int = 0  # sync rows sent to the engine
     ticks: int = 0
     extra: dict = field(default_factory=dict)
+
+    def count_hooks(self, ev: np.ndarray) -> None:
+        """Add ring events (``EVENT_DTYPE``) to ``events_by_hook``, by interface and hook."""
+        pairs, counts = np.unique(ev["ifindex"].astype(np.int64) << 1 | ev["hook"],
+                                  return_counts=True)
+        for p, c in zip(pairs.tolist(), counts.tolist()):
+            key = (p >> 1, p & 1)
+            self.events_by_hook[key] = self.events_by_hook.get(key, 0) + c
 
 
 class Sensor:
@@ -255,7 +264,9 @@ class Sensor:
     def _drain_once(self) -> np.ndarray:
         n = self.ring.drain(self._evbuf)
         self.stats.events += n
-        if n:  # how far behind the kernel the newest event is when it reaches the engine
+        if n:
+            self.stats.count_hooks(self._evbuf[:n])
+            # how far behind the kernel the newest event is when it reaches the engine
             newest = int(self._evbuf["ts_ns"][:n].max())
             self._lag = max(0.0, (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - newest) / 1e9)
             if len(self.ifnames) > 1:
@@ -290,7 +301,8 @@ class Sensor:
 
             self._next_metrics = now + 1.0
             self.metrics.update(self.tracker.stats, maps.counters_dict(self.loaded.counters_fd),
-                                self.stats.events, self._lag if drained else 0.0)
+                                self.stats, {at.ifindex: at.ifname for at in self.attachments},
+                                self._lag if drained else 0.0)
         if now >= self._next_sweep:
             self._refresh_clock()
             self.sync_idle()

@@ -4,7 +4,9 @@ The XDP (ingress) and TC (egress) programs are compiled as one BCC module so
 they share their maps. BCC only rewrites map calls (``fs_flows.lookup(...)``)
 in the main source text, so the local ``#include "fs_*.h"`` lines are inlined
 here before compiling; system headers come from ``BCC_KERNEL_SOURCE`` (see
-``scripts/make_kinclude.sh``) when the running kernel has no header package.
+:mod:`flowscope.sensor.kinclude`) when the running kernel has no header package.
+The C sources travel with the package (``flowscope/bpf``, a link to the
+repository's ``bpf/`` that the wheel holds as files).
 
 Layout check: every field offset and struct size of ``flowscope.sensor.layout``
 is turned into a ``_Static_assert`` appended to the source, so a header that
@@ -18,18 +20,16 @@ import ctypes
 import os
 import platform
 import re
-import subprocess
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
-from . import layout
+from . import kinclude, layout
 
-REPO = Path(__file__).resolve().parents[2]
-BPF_DIR = REPO / "bpf"
-KINCLUDE_DIR = REPO / "build" / "kinclude"
-MAKE_KINCLUDE = REPO / "scripts" / "make_kinclude.sh"
+#: The BPF C sources, installed with the package.
+BPF_DIR = files("flowscope") / "bpf"
 
 #: Keyword tunables accepted by :func:`load` -> the ``-D`` macro each sets.
 TUNABLES = {
@@ -55,7 +55,7 @@ class LayoutMismatch(RuntimeError):
     """The compiled structs differ from ``flowscope.sensor.layout``."""
 
 
-def inline_sources(names, bpf_dir: Path = BPF_DIR) -> str:
+def inline_sources(names, bpf_dir=BPF_DIR) -> str:
     """Concatenate ``names`` with their local ``#include "..."`` files inlined once each."""
     seen: set[str] = set()
 
@@ -123,20 +123,22 @@ def cflags_for(tunables: dict | None = None) -> list[str]:
 
 
 def kernel_source_dir() -> str | None:
-    """Directory for ``BCC_KERNEL_SOURCE``, building ``build/kinclude`` when needed.
+    """Directory for ``BCC_KERNEL_SOURCE``, preparing the include tree when needed.
 
-    Returns None when the running kernel's own headers are installed (BCC's
-    default) or the caller already set ``BCC_KERNEL_SOURCE``.
+    Returns the caller's ``BCC_KERNEL_SOURCE`` when set, None when the running
+    kernel's own headers are installed (BCC's default), else the tree
+    :func:`flowscope.sensor.kinclude.prepare` keeps in a cache directory.
+
+    Raises
+    ------
+    flowscope.sensor.kinclude.KincludeError
+        When the tree cannot be prepared (a RuntimeError; one-line message).
     """
     if os.environ.get("BCC_KERNEL_SOURCE"):
         return os.environ["BCC_KERNEL_SOURCE"]
     if Path(f"/lib/modules/{os.uname().release}/build/include").is_dir():
         return None
-    if not (KINCLUDE_DIR / ".flowscope-kinclude").exists() or (
-        MAKE_KINCLUDE.stat().st_mtime > (KINCLUDE_DIR / ".flowscope-kinclude").stat().st_mtime
-    ):
-        subprocess.run([str(MAKE_KINCLUDE), str(KINCLUDE_DIR)], check=True)
-    return str(KINCLUDE_DIR)
+    return str(kinclude.prepare())
 
 
 def import_bcc():

@@ -1,19 +1,42 @@
-"""Up-front checks of ``flowscope live``: privileges, interfaces, BPF and BCC, one line each."""
+"""Up-front checks of the live sensor: one clear line per problem, before anything is loaded.
+
+:func:`preflight` checks, in order: the capabilities (root is not enough on its own:
+a root process stripped of CAP_NET_ADMIN and CAP_SYS_ADMIN cannot load or attach), that every interface exists,
+that the kernel has BPF, that BCC is importable (and how to make a virtualenv see
+the distro's copy), and that BCC will find kernel headers (the include tree of
+:mod:`flowscope.sensor.kinclude`). Every problem found is reported, not just the first.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import socket
-from typing import Sequence
+import sys
+import sysconfig
+from pathlib import Path
 
-CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF = 12, 21, 39
+from .kinclude import KincludeError
+
+CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
+DISTRO_BCC = Path("/usr/lib/python3/dist-packages/bcc")
 
 
 class PreflightError(RuntimeError):
-    """The sensor cannot start here; ``str()`` is one line saying why."""
+    """The live sensor cannot start here.
+
+    ``problems`` holds one line per reason, each starting with ``live:``; ``str()`` is
+    those lines joined by newlines.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = [f"live: {p}" for p in problems]
+        super().__init__("\n".join(self.problems))
 
 
-def _effective_caps() -> int:
+def effective_caps() -> int:
+    """The effective capability mask of this process (``CapEff`` of /proc/self/status)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -24,26 +47,95 @@ def _effective_caps() -> int:
     return 0
 
 
-def preflight(ifnames: Sequence[str]) -> None:
-    """Raise PreflightError (one line) when the sensor cannot run on ``ifnames``."""
-    caps = _effective_caps()
-    if os.geteuid() != 0 and not (
-            caps & (1 << CAP_NET_ADMIN) and caps & ((1 << CAP_BPF) | (1 << CAP_SYS_ADMIN))):
-        raise PreflightError("live: needs root (or CAP_BPF and CAP_NET_ADMIN)")
+def missing_caps(caps: int | None = None) -> list[str]:
+    """Names of the capabilities loading and attaching the programs needs and ``caps`` lacks.
+
+    CAP_SYS_ADMIN stands in for all three (kernels before 5.8 have no CAP_BPF or CAP_PERFMON).
+    """
+    caps = effective_caps() if caps is None else caps
+
+    def has(cap: int) -> bool:
+        return bool(caps & (1 << cap))
+
+    out = []
+    if not (has(CAP_BPF) or has(CAP_SYS_ADMIN)):
+        out.append("CAP_BPF")
+    if not (has(CAP_NET_ADMIN) or has(CAP_SYS_ADMIN)):
+        out.append("CAP_NET_ADMIN")
+    if not (has(CAP_PERFMON) or has(CAP_SYS_ADMIN)):
+        out.append("CAP_PERFMON")
+    return out
+
+
+def _bpf_syscall_present() -> bool:
+    """False only when bpf(2) does not exist (ENOSYS); asks for an invalid map type, which
+    the kernel rejects before creating anything."""
+    from .loader import _NR_BPF  # noqa: PLC0415
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = ctypes.create_string_buffer(72)  # BPF_MAP_CREATE, map_type 0 (unspec)
+    r = libc.syscall(ctypes.c_long(_NR_BPF), ctypes.c_int(0), attr, ctypes.c_uint(len(attr)))
+    return not (r < 0 and ctypes.get_errno() == errno.ENOSYS)
+
+
+def bcc_hint() -> str:
+    """How to make BCC importable from this interpreter (one line)."""
+    site = sysconfig.get_paths()["purelib"]
+    if sys.prefix != sys.base_prefix:  # a virtualenv
+        how = (f"ln -s {DISTRO_BCC} {site}/bcc (or create the venv with "
+               "--system-site-packages)")
+        if DISTRO_BCC.is_dir():
+            return f"BCC (python3-bpfcc) is installed but this virtualenv does not see it: {how}"
+        return f"BCC is not installed: apt install python3-bpfcc, then {how}"
+    return "BCC is not installed: apt install python3-bpfcc"
+
+
+def _check_bcc() -> str | None:
+    try:
+        import bcc  # noqa: F401, PLC0415 - lazy by design
+    except ImportError:
+        return bcc_hint()
+    except OSError as exc:  # the Python package is there, libbcc.so is not
+        return f"BCC cannot load libbcc ({exc}): apt install libbpfcc"
+    return None
+
+
+def preflight(ifnames) -> None:
+    """Check that ``flowscope live`` can run on ``ifnames``; raise PreflightError if not.
+
+    On success the kernel include tree is ready and ``BCC_KERNEL_SOURCE`` points at
+    it (when the running kernel has no header package).
+
+    Raises
+    ------
+    PreflightError
+        With one line per problem in ``problems``.
+    """
+    from . import loader  # noqa: PLC0415
+
+    problems = []
+    lacking = missing_caps()
+    if lacking:
+        problems.append(f"missing capabilit{'y' if len(lacking) == 1 else 'ies'} "
+                        f"{', '.join(lacking)}: the live sensor needs CAP_BPF, CAP_NET_ADMIN "
+                        "and CAP_PERFMON (or CAP_SYS_ADMIN); run it as "
+                        "root or grant them (systemd: AmbientCapabilities=)")
     for name in ifnames:
         try:
             socket.if_nametoindex(name)
         except OSError:
-            raise PreflightError(f"live: no interface named {name!r}") from None
-    if not (os.path.exists("/proc/sys/net/core/bpf_jit_enable")
-            or os.path.exists("/sys/fs/bpf")):
-        raise PreflightError("live: this kernel has no BPF support")
+            problems.append(f"no interface named {name!r}")
+    if not _bpf_syscall_present():
+        problems.append("this kernel has no BPF support (no bpf(2) system call)")
+    why = _check_bcc()
+    if why:
+        problems.append(why)
     try:
-        from .loader import import_bcc
-
-        import_bcc()
-    except ImportError:
-        raise PreflightError("live: BCC is not installed (Debian: apt install python3-bpfcc)") \
-            from None
-    except (OSError, RuntimeError) as exc:  # kernel include dir could not be prepared
-        raise PreflightError(f"live: cannot prepare BPF compilation: {exc}") from None
+        ksrc = loader.kernel_source_dir()
+    except (KincludeError, OSError) as exc:
+        problems.append(f"kernel headers for BPF cannot be prepared: {exc}")
+    else:
+        if ksrc:
+            os.environ["BCC_KERNEL_SOURCE"] = ksrc
+    if problems:
+        raise PreflightError(problems)

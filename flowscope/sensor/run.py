@@ -39,12 +39,12 @@ def _checks(interfaces: Sequence[str]) -> None:
 
     try:
         preflight(interfaces)
-    except PreflightError as exc:
-        raise UsageError(str(exc)) from None
+    except PreflightError as exc:  # one "live: ..." line per problem
+        raise UsageError("\nflowscope: ".join(exc.problems)) from None
 
 
 def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
-             extractor: str = "five-tuple", sweep_interval_flag: Optional[float] = None,
+             sweep_interval_flag: Optional[float] = None,
              output_file: Optional[str] = None, duration: Optional[float] = None) -> int:
     """Run the sensor on ``interfaces`` (default ``sensor.interfaces``); returns the exit status."""
     from ..keys import FiveTuple
@@ -52,7 +52,7 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
     from .attach import XdpBusy
     from .live import Sensor, StartError
 
-    tracker_cfg, sconf = live_settings(config, sweep_interval_flag, extractor)
+    tracker_cfg, sconf = live_settings(config, sweep_interval_flag)
     if duration is not None and not duration > 0:
         raise UsageError("--duration: must be a positive number of seconds")
     interfaces = list(interfaces or sconf.interfaces)

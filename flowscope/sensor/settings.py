@@ -40,27 +40,26 @@ def tunables(sensor: SensorConfig, tracker: TrackerConfig) -> dict:
             "ring_pages": max(1, sensor.ring_size // PAGE_SIZE)}
 
 
-def live_settings(config: Config, sweep_interval_flag: float | None = None,
-                  extractor: str = "five-tuple") -> tuple[TrackerConfig, SensorConfig]:
+def live_settings(config: Config,
+                  sweep_interval_flag: float | None = None) -> tuple[TrackerConfig, SensorConfig]:
     """``(tracker settings, sensor settings)`` for ``flowscope live``.
 
     The sensor's sweep interval is ``--sweep-interval`` when given, else
     ``sensor.sweep_interval`` when the file sets it, else the tracker's
-    ``sweep_interval`` (1 s by default). Raises ConfigError for what the kernel
-    side cannot do: other extractors than the bidirectional five-tuple, and
-    ``infer_tcp_initiator``. ``sensor.map_size`` defaults to ``max_flows``, and the
+    ``sweep_interval`` (the command line's default: 1 s), else ``SensorConfig``'s.
+    Raises ConfigError for what the kernel side cannot do: ``infer_tcp_initiator``
+    (the live sensor keys flows by the bidirectional five-tuple only). ``sensor.map_size`` defaults to ``max_flows``, and the
     tracker is sized from it (``tracker_capacity``).
     """
     sensor = config.sensor
     tracker = config.tracker
     if sweep_interval_flag is not None:
         sensor = sensor.replace(sweep_interval=float(sweep_interval_flag))
-    elif "sweep_interval" not in (tracker.extra.get("sensor") or {}):
-        sensor = sensor.replace(sweep_interval=float(tracker.sweep_interval or 1.0))
-    if extractor != "five-tuple":
-        raise ConfigError("live: only --extractor five-tuple (the kernel keys flows that way)")
+    elif (tracker.sweep_interval is not None
+          and "sweep_interval" not in (tracker.extra.get("sensor") or {})):
+        sensor = sensor.replace(sweep_interval=float(tracker.sweep_interval))
     if tracker.infer_tcp_initiator:
-        raise ConfigError("live: --infer-tcp-initiator is not supported (the kernel's TCP "
+        raise ConfigError("live: infer_tcp_initiator is not supported (the kernel's TCP "
                           "mirror takes the first packet's sender as the initiator)")
     sensor = sensor.replace(map_size=sensor.map_size or tracker.max_flows)
     return tracker.replace(sweep_interval=None, max_flows=tracker_capacity(sensor)), sensor
