@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fs_tc.c - TC entry point (egress, tcx or clsact): counts the packet into its flow and always
- * lets it go (TC_ACT_OK). The frame length is skb->len, the whole L2 frame.
+ * fs_tc.c - TC entry points (tcx or clsact): fs_tc on egress, fs_tc_ingress on ingress (for
+ * interfaces whose XDP hook another program holds). Each counts the packet into its flow and
+ * hands it on to the next program of the chain. The frame length is skb->len, the whole L2
+ * frame (on ingress the MAC header is pushed back before TC programs run).
  *
  * Logic: 1) make the headers linear (skbs from AF_PACKET and GSO paths keep only a few bytes in
  * the linear area, so direct packet access would see data_end - data = 14); 2) run the shared
- * body on the linear part.
+ * body on the linear part; 3) return TCX_NEXT, never a verdict.
  */
 #include <uapi/linux/pkt_cls.h>
 #include "fs_flow.h"
@@ -14,7 +16,17 @@
 #define FS_PULL_BYTES 256 /* bytes made linear before parsing: all headers fs_parse.h reads */
 #endif
 
-int fs_tc(struct __sk_buff *skb)
+/* TCX_NEXT (linux/bpf.h, kernels >= 6.6) has the value of TC_ACT_UNSPEC: "no verdict, run the
+ * next program". TC_ACT_OK would end a tcx chain, so programs attached after ours would never
+ * see the packet; on a clsact filter list UNSPEC likewise moves on, and at the end of the list
+ * the packet passes. BCC's bundled bpf.h may predate TCX_NEXT, hence the local name. */
+#define FS_TC_NEXT TC_ACT_UNSPEC
+
+/* fs_event.hook tells ingress from egress; on ingress the TC program reports what the XDP
+ * program would, so records do not depend on which hook counted the packet. */
+#define FS_HOOK_TC_INGRESS FS_HOOK_XDP
+
+static __always_inline int fs_tc_body(struct __sk_buff *skb, __u8 hook)
 {
 	__u32 len = skb->len;
 	__u32 want = len < FS_PULL_BYTES ? len : FS_PULL_BYTES;
@@ -26,6 +38,16 @@ int fs_tc(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
-	fs_process(data, data_end, len, skb->ifindex, FS_HOOK_TC);
-	return TC_ACT_OK;
+	fs_process(data, data_end, len, skb->ifindex, hook);
+	return FS_TC_NEXT;
+}
+
+int fs_tc(struct __sk_buff *skb)
+{
+	return fs_tc_body(skb, FS_HOOK_TC);
+}
+
+int fs_tc_ingress(struct __sk_buff *skb)
+{
+	return fs_tc_body(skb, FS_HOOK_TC_INGRESS);
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fs_xdp.c - XDP entry point (ingress): counts the frame into its flow and always passes it.
+ * fs_xdp.c - XDP entry point (ingress): counts the frame into its flow and always passes it
+ * (XDP_PASS: the stack, and any TC program after us, still sees it).
  * The frame length is data_end - data: the whole L2 frame, as the offline path counts it.
  */
 #include "fs_flow.h"

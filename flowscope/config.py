@@ -240,7 +240,8 @@ class TrackerConfig:
 
 
 HOOKS = ("ingress", "egress")
-XDP_MODES = ("generic", "native")
+XDP_MODES = ("auto", "generic", "native")
+INGRESS = ("xdp", "tc")
 
 
 @dataclass(frozen=True)
@@ -254,9 +255,13 @@ class SensorConfig:
     ring_size : int
         Ring buffer bytes, a power of two and a multiple of the page size.
     hooks : tuple of str
-        ``ingress`` (XDP) and/or ``egress`` (TC, tcx link).
+        ``ingress`` (XDP, or TC with ``ingress: tc``) and/or ``egress`` (TC, tcx link).
+    ingress : str
+        ``xdp`` (default) or ``tc``: count ingress with a tcx ingress link, e.g. on an
+        interface whose XDP hook another program holds.
     xdp_mode : str
-        ``generic`` (works everywhere) or ``native`` (driver support needed).
+        ``auto`` (native where the driver has it, else generic), ``generic`` (works
+        everywhere) or ``native`` (driver support needed).
     sweep_interval : float
         Seconds between idle syncs of the flow map.
     report_interval : float
@@ -265,16 +270,20 @@ class SensorConfig:
         Ring events per drain (bounds the memory of one step).
     interfaces : tuple of str
         Interfaces to attach to when ``-i`` is not given on the command line.
+    reattach : bool
+        Attach again when an interface that disappeared comes back under its name.
     """
 
     map_size: Optional[int] = None
     ring_size: int = 4 << 20
     hooks: tuple = HOOKS
-    xdp_mode: str = "generic"
+    ingress: str = "xdp"
+    xdp_mode: str = "auto"
     sweep_interval: float = 1.0
     report_interval: float = 10.0
     batch: int = 4096
     interfaces: tuple = ()
+    reattach: bool = False
 
     def __post_init__(self) -> None:
         _check_fields(self, "sensor")
@@ -352,6 +361,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("sensor.map_size", "map_size", integer(1, MAX_FLOWS_LIMIT)),
         Key("sensor.ring_size", "ring_size", _ring_size),
         Key("sensor.hooks", "hooks", names("ingress and/or egress", HOOKS)),
+        Key("sensor.ingress", "ingress", choice(*INGRESS)),
         Key("sensor.xdp_mode", "xdp_mode", choice(*XDP_MODES), "--xdp-mode"),
         Key("sensor.sweep_interval", "sweep_interval",
             lambda k, v: float(seconds(k, v, maximum=1e6)), "--sweep-interval"),
@@ -359,6 +369,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
             lambda k, v: float(seconds(k, v, allow_zero=True, maximum=1e6))),
         Key("sensor.batch", "batch", integer(16, 1 << 20)),
         Key("sensor.interfaces", "interfaces", names("interface names", max_len=15), "-i"),
+        Key("sensor.reattach", "reattach", boolean),
     ),
     "output": (
         Key("output.format", "format", _output_format, "--format"),

@@ -205,6 +205,19 @@ class FlowTracker:
             if finished:
                 return
 
+    def process_end(self, keys: np.ndarray, now_ns: int,
+                    reason: int = K.END_SHUTDOWN) -> Iterator[np.ndarray]:
+        """End the open flows with key words ``keys`` (uint64[n, 5]) at ``now_ns`` with
+        ``reason`` (default Shutdown); keys of no open flow are skipped. Yield Ended records."""
+        keys = np.ascontiguousarray(keys, dtype=np.uint64).reshape(-1, 5)
+        i = 0
+        while i < keys.shape[0]:
+            e, i = K.end_keys(self._ctl, self._table, self._fkey, self._fint, self._fhist,
+                              self._fz, self._fzh, self._fdl, self._ev, 0, keys, i, now_ns,
+                              reason)
+            if e:
+                yield self._ev[:e]
+
     def process_finish(self) -> Iterator[np.ndarray]:
         """End every open flow (reason Shutdown, time of the latest packet); yield records.
 

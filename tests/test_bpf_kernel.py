@@ -146,7 +146,8 @@ class Harness:
             if may_refuse and e.errno == 22:
                 return False
             raise
-        assert rv == (2 if hook == "xdp" else 0)  # XDP_PASS / TC_ACT_OK, always
+        # XDP_PASS / TCX_NEXT (-1 as u32: the next program of the chain), always
+        assert rv == (2 if hook == "xdp" else 0xFFFFFFFF)
         return True
 
     def counters(self) -> dict:

@@ -500,6 +500,26 @@ def sweep(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sbuf, ev, e, now, rea
     return _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, ev.shape[0])
 
 
+@kernel
+def end_keys(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, keys, start, now, reason):
+    """End the open flows whose key words are ``keys[start:]`` (uint64[n, 5]) with
+    ``reason`` at ``now``; keys without an open flow are skipped. Not to be called while a
+    sweep is in progress (its slots could end twice). Returns ``(e, next)``: ``next`` is
+    below ``n`` when the event buffer filled up (call again from there).
+    """
+    mask = ctl[C_TABLE_MASK]
+    i = start
+    while i < keys.shape[0]:
+        if e >= ev.shape[0]:
+            return e, i
+        _pos, s = _find(table, fkey, mask, keys[i, 0], keys[i, 1], keys[i, 2], keys[i, 3],
+                        keys[i, 4])
+        if s >= 0:
+            e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, reason, now)
+        i += 1
+    return e, i
+
+
 # ---- the steps of one packet -------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 Writers take batches of ``layout.EVENT_DTYPE`` records straight from the engine
 (``FlowTracker.process``), so formatting costs one pass over the columns of a
 batch, with no event objects in between. Every writer has
-``write_records(recs)`` and ``close(summary=None)``; a writer class whose
+``write_records(recs)``, ``flush()`` (hand what was written to the operating
+system; the live sensor calls it on a timer) and ``close(summary=None)``; a writer class whose
 ``ENDED_ONLY`` is true uses only Ended records, and one whose ``NEEDS_ZEEK``
 is true needs a tracker made with ``zeek=True``.
 """
@@ -34,6 +35,10 @@ class TeeWriter:
     def write_records(self, recs) -> None:
         for w in self.writers:
             w.write_records(recs)
+
+    def flush(self) -> None:
+        for w in self.writers:
+            w.flush()
 
     def close(self, summary=None) -> None:
         for w in self.writers:

@@ -225,5 +225,9 @@ class EveWriter:
         self.out.write("".join(lines))
         self.lines += len(lines)
 
+    def flush(self) -> None:
+        """Hand everything written so far to the operating system."""
+        self.out.flush()
+
     def close(self, summary: dict | None = None) -> None:
         self.out.flush()

@@ -360,6 +360,9 @@ class IpfixExporter:
         self._send_family(v4, self._tid_v4)
         self._send_family(v6, self._tid_v6)
 
+    def flush(self) -> None:
+        """Nothing to do: every batch is sent as it is written."""
+
     def close(self, summary: dict | None = None) -> None:
         if not self._closed:
             self._closed = True

@@ -47,7 +47,11 @@ class JsonlWriter:
             start += done
         self.lines += total
 
-    def close(self, summary: dict | None = None) -> None:
+    def flush(self) -> None:
+        """Hand everything written so far to the operating system."""
         self.out.flush()
         if self._raw is not None:
             self._raw.flush()
+
+    def close(self, summary: dict | None = None) -> None:
+        self.flush()

@@ -69,6 +69,10 @@ class TableWriter:
         self.out.write("".join(lines))
         self.lines += len(lines)
 
+    def flush(self) -> None:
+        """Hand everything written so far to the operating system."""
+        self.out.flush()
+
     def close(self, summary: dict | None = None) -> None:
         if summary:
             self.out.write(format_summary(summary) + "\n")

@@ -243,6 +243,10 @@ class ZeekTsvWriter:
         self.out.write("".join(lines))
         self.lines += len(lines)
 
+    def flush(self) -> None:
+        """Hand everything written so far to the operating system."""
+        self.out.flush()
+
     def close(self, summary=None) -> None:
         if not self._header:
             self._write_header()
@@ -268,6 +272,10 @@ class ZeekJsonWriter:
             lines.append(json.dumps(obj, separators=(",", ":")) + "\n")
         self.out.write("".join(lines))
         self.lines += len(lines)
+
+    def flush(self) -> None:
+        """Hand everything written so far to the operating system."""
+        self.out.flush()
 
     def close(self, summary=None) -> None:
         self.out.flush()

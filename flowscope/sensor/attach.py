@@ -2,12 +2,19 @@
 
 Preferred: BPF links (``BPF_LINK_CREATE``), which the kernel removes when their
 last fd closes, so a process killed by SIGKILL leaves no program attached:
-* XDP (ingress): an XDP link, generic (SKB) mode by default, native on request.
-* TC (egress): a tcx link (attach type ``BPF_TCX_EGRESS``, kernels >= 6.6).
-Fallbacks for older kernels: XDP through netlink (BCC's ``attach_xdp``) and TC
-through a clsact qdisc + a direct-action bpf filter (pyroute2). Those outlive
-the process, so they are removed explicitly in ``detach()``; use the
-:class:`Attachment` as a context manager (or call ``detach`` in ``finally``).
+* ingress: an XDP link, native where the driver has it and generic (SKB) mode
+  otherwise (``xdp_mode`` auto, the default), or one mode on request; or, with
+  ``ingress="tc"``, a tcx ingress link (for an interface whose XDP hook another
+  program holds).
+* egress: a tcx link (attach type ``BPF_TCX_EGRESS``, kernels >= 6.6).
+tcx links are appended to the interface's chain and our programs return
+TCX_NEXT, so programs before and after ours keep seeing every packet. An XDP
+hook already held by another program is never replaced: ``XdpBusy``.
+Fallbacks for older kernels: XDP through netlink (BCC's ``attach_xdp``, only if
+no program is attached) and TC through a clsact qdisc + a direct-action bpf
+filter (pyroute2). Those outlive the process, so they are removed explicitly in
+``detach()``; use the :class:`Attachment` as a context manager (or call
+``detach`` in ``finally``).
 
 Links and netlink attachments act on interfaces of the calling thread's
 network namespace.
@@ -27,8 +34,17 @@ BPF_LINK_CREATE = 28
 BPF_XDP = 37
 BPF_TCX_INGRESS = 46
 BPF_TCX_EGRESS = 47
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
+#: tcx attach position (``BPF_LINK_CREATE`` flags): before / after the relative program,
+#: or first / last of the chain when no relative program is given.
+BPF_F_BEFORE = 1 << 3
+BPF_F_AFTER = 1 << 4
+
+
+class XdpBusy(RuntimeError):
+    """Another program holds the interface's XDP hook; ``str()`` is one line."""
 
 
 class _LinkCreateAttr(ctypes.Structure):
@@ -45,10 +61,15 @@ class _LinkCreateAttr(ctypes.Structure):
     ]
 
 
-def link_create(prog_fd: int, ifindex: int, attach_type: int, flags: int = 0) -> int:
-    """``BPF_LINK_CREATE``; returns the link fd (closing it detaches)."""
+def link_create(prog_fd: int, ifindex: int, attach_type: int, flags: int = 0,
+                relative: int = 0) -> int:
+    """``BPF_LINK_CREATE``; returns the link fd (closing it detaches).
+
+    For tcx, ``flags`` may hold ``BPF_F_BEFORE`` / ``BPF_F_AFTER`` and ``relative`` the fd
+    of the program to attach next to (0: first / last of the chain).
+    """
     a = _LinkCreateAttr(prog_fd=prog_fd, target_ifindex=ifindex, attach_type=attach_type,
-                        flags=flags)
+                        flags=flags, relative=relative)
     return bpf_syscall(BPF_LINK_CREATE, a)
 
 
@@ -64,16 +85,32 @@ class Attachment:
     ifname: str
     ifindex: int
     xdp_mode: str
+    ingress: str = "xdp"  # "xdp", "tc" (tcx ingress) or "" (no ingress hook)
     xdp_link_fd: int = -1
+    tci_link_fd: int = -1
     tc_link_fd: int = -1
     xdp_netlink: object = None  # the BCC object used for a netlink XDP attachment
     tc_clsact: bool = False  # a pyroute2 filter we must delete
     how: list[str] = field(default_factory=list)
 
+    @property
+    def label(self) -> str:
+        """What is attached, for the start-up line: ``xdp native + tcx egress``."""
+        parts = []
+        if self.xdp_link_fd >= 0 or self.xdp_netlink is not None:
+            parts.append(f"xdp {self.xdp_mode}")
+        if self.tci_link_fd >= 0:
+            parts.append("tcx ingress")
+        if self.tc_link_fd >= 0:
+            parts.append("tcx egress")
+        elif self.tc_clsact:
+            parts.append("clsact egress")
+        return " + ".join(parts)
+
     def detach(self) -> None:
         """Remove everything attached; safe to call twice."""
         errors = []
-        for name in ("xdp_link_fd", "tc_link_fd"):
+        for name in ("xdp_link_fd", "tci_link_fd", "tc_link_fd"):
             fd = getattr(self, name)
             if fd >= 0:
                 setattr(self, name, -1)
@@ -111,6 +148,50 @@ def _xdp_flags(mode: str) -> int:
     raise ValueError(f"xdp mode must be 'generic' or 'native', not {mode!r}")
 
 
+def _busy(ifname: str) -> XdpBusy:
+    return XdpBusy(f"live: {ifname} already has an XDP program that is not ours; to leave it "
+                   "in place and count ingress on tcx instead, set sensor.ingress: tc")
+
+
+def _attach_xdp(loaded: Loaded, at: Attachment, mode: str, allow_fallback: bool) -> None:
+    """XDP link in ``mode`` (auto: native, else generic); netlink when links are missing."""
+    last = None
+    for m in ("native", "generic") if mode == "auto" else (mode,):
+        try:
+            at.xdp_link_fd = link_create(loaded.xdp_fd, at.ifindex, BPF_XDP, _xdp_flags(m))
+            at.xdp_mode = m
+            at.how.append(f"xdp link ({m})")
+            return
+        except OSError as e:
+            if e.errno in (errno.EBUSY, errno.EEXIST):
+                raise _busy(at.ifname) from None
+            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            last = e
+    if not allow_fallback:
+        raise last
+    m = "generic" if mode == "auto" else mode
+    fn = loaded.bpf.load_func(b"fs_xdp", type(loaded.bpf).XDP)
+    try:  # never replace a program someone else attached
+        loaded.bpf.attach_xdp(at.ifname, fn, _xdp_flags(m) | XDP_FLAGS_UPDATE_IF_NOEXIST)
+    except Exception as e:  # noqa: BLE001 - BCC raises a bare Exception
+        if "busy" in str(e).lower() or "exist" in str(e).lower():
+            raise _busy(at.ifname) from None
+        raise
+    at.xdp_netlink = loaded.bpf
+    at.xdp_mode = m
+    at.how.append(f"xdp netlink ({m})")
+
+
+def tc_ingress_fd(loaded: Loaded) -> int:
+    """The fd of ``fs_tc_ingress`` (loaded on first use: only ``ingress="tc"`` needs it)."""
+    fd = getattr(loaded, "_tc_ingress_fd", None)
+    if fd is None:
+        fd = loaded.bpf.load_func(b"fs_tc_ingress", type(loaded.bpf).SCHED_CLS).fd
+        loaded._tc_ingress_fd = fd
+    return fd
+
+
 def _clsact_add(ifindex: int, prog_fd: int) -> None:
     try:
         from pyroute2 import IPRoute  # noqa: PLC0415 - optional, fallback only
@@ -135,8 +216,8 @@ def _clsact_remove(ifindex: int) -> None:
 
 
 def attach(loaded: Loaded, ifname: str, xdp_mode: str = "generic", egress: bool = True,
-           allow_fallback: bool = True) -> Attachment:
-    """Attach XDP (ingress) and, unless ``egress=False``, TC (egress) to ``ifname``.
+           allow_fallback: bool = True, ingress: str = "xdp") -> Attachment:
+    """Attach the ingress program (XDP or tcx) and, unless ``egress=False``, TC (egress).
 
     Parameters
     ----------
@@ -144,29 +225,36 @@ def attach(loaded: Loaded, ifname: str, xdp_mode: str = "generic", egress: bool 
         From :func:`flowscope.sensor.loader.load`.
     ifname : str
         Interface in the calling thread's network namespace.
-    xdp_mode : {"generic", "native"}
-        XDP attach mode (generic works on every device; native needs driver support).
+    xdp_mode : {"auto", "generic", "native"}
+        XDP attach mode (generic works on every device; native needs driver support; auto
+        tries native, then generic). ``Attachment.xdp_mode`` tells which one was used.
     allow_fallback : bool
         Use netlink XDP / clsact TC when links are unsupported (those survive a SIGKILL).
+    ingress : {"xdp", "tc", ""}
+        How ingress is counted: XDP, a tcx ingress link, or not at all.
+
+    Raises
+    ------
+    XdpBusy
+        ``ingress="xdp"`` and another program holds the XDP hook (it is left alone).
 
     Returns
     -------
     Attachment
         Call ``detach()`` (or use it as a context manager) to undo.
     """
-    flags = _xdp_flags(xdp_mode)
-    at = Attachment(ifname=ifname, ifindex=ifindex_of(ifname), xdp_mode=xdp_mode)
+    if xdp_mode != "auto":
+        _xdp_flags(xdp_mode)  # ValueError for a bad mode before anything is attached
+    at = Attachment(ifname=ifname, ifindex=ifindex_of(ifname), xdp_mode=xdp_mode,
+                    ingress=ingress)
     try:
-        try:
-            at.xdp_link_fd = link_create(loaded.xdp_fd, at.ifindex, BPF_XDP, flags)
-            at.how.append(f"xdp link ({xdp_mode})")
-        except OSError as e:
-            if not allow_fallback or e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            fn = loaded.bpf.load_func(b"fs_xdp", type(loaded.bpf).XDP)
-            loaded.bpf.attach_xdp(ifname, fn, flags)
-            at.xdp_netlink = loaded.bpf
-            at.how.append(f"xdp netlink ({xdp_mode})")
+        if ingress == "xdp":
+            _attach_xdp(loaded, at, xdp_mode, allow_fallback)
+        elif ingress == "tc":
+            at.tci_link_fd = link_create(tc_ingress_fd(loaded), at.ifindex, BPF_TCX_INGRESS)
+            at.how.append("tcx ingress link")
+        elif ingress:
+            raise ValueError(f"ingress must be 'xdp', 'tc' or '', not {ingress!r}")
         if egress:
             try:
                 at.tc_link_fd = link_create(loaded.tc_fd, at.ifindex, BPF_TCX_EGRESS)

@@ -35,7 +35,10 @@ unparseable frames, ...) are reported on the way and at exit.
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -49,6 +52,62 @@ from .rows import key_bytes, rows_from_events, sync_rows
 from .settings import tunables
 
 CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
+#: Seconds between flushes of the output: a record reaches its file, pipe or terminal at most
+#: this long (plus one ring wait, 0.1 s) after the sensor produced it. A flush with nothing
+#: buffered costs no system call, so the timer is cheap when idle and under load alike.
+FLUSH_INTERVAL = 0.25
+#: Seconds between checks that every monitored interface still exists under its index.
+IFACE_CHECK_INTERVAL = 1.0
+
+
+class StartError(RuntimeError):
+    """The sensor could not start; ``str()`` is one line saying why and what to do."""
+
+
+#: Set to 1 to let BCC's compiler messages reach the terminal instead of a file.
+DEBUG_ENV = "FLOWSCOPE_BPF_DEBUG"
+
+
+def load_quietly(loader, tunables: dict):
+    """``loader.load(tunables)`` with BCC's compiler output (on fd 2) kept in a file.
+
+    A failure becomes one StartError line naming the file and a hint; the file is
+    removed when the compile succeeds. With ``FLOWSCOPE_BPF_DEBUG=1`` nothing is captured.
+    """
+    if os.environ.get(DEBUG_ENV) == "1":
+        try:
+            return loader.load(tunables)
+        except loader.LayoutMismatch as exc:
+            raise StartError(f"live: BPF compile failed: {str(exc).splitlines()[0]}") from exc
+    fd, path = tempfile.mkstemp(prefix="flowscope-bpf-", suffix=".log")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(fd, 2)
+    ok = False
+    try:
+        loaded = loader.load(tunables)
+        ok = True
+        return loaded
+    except loader.LayoutMismatch as exc:
+        cause = exc
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+        if ok:
+            os.unlink(path)
+    with open(path, errors="replace") as f:
+        text = f.read()
+    if "flowscope.sensor.layout" in text:
+        hint = "bpf/fs_shared.h and flowscope/sensor/layout.py disagree"
+    elif "file not found" in text or "fatal error" in text:
+        hint = ("kernel headers missing: check BCC_KERNEL_SOURCE "
+                "(scripts/make_kinclude.sh builds a small set)")
+    else:
+        hint = f"{DEBUG_ENV}=1 shows the compiler's messages"
+    errors = sum(1 for line in text.splitlines() if "error:" in line)
+    raise StartError(f"live: BPF compile failed ({errors} errors; compiler output in {path}): "
+                     f"{hint}") from cause
 
 
 def _lost(vals: np.ndarray) -> np.ndarray:
@@ -98,7 +157,8 @@ class Sensor:
     tracker : FlowTracker
         Five-tuple tracker with no automatic sweeps (the sensor sweeps on its timer).
     writer : object
-        Has ``write_records(recs)``; gets every batch of event records.
+        Has ``write_records(recs)``; gets every batch of event records. Its ``flush()``,
+        when it has one, is called every ``FLUSH_INTERVAL`` seconds.
     config : SensorConfig
     report : callable, optional
         Called with one line of counters (default: print to stderr).
@@ -135,7 +195,15 @@ class Sensor:
         self._closed = False
         self.metrics = None  # a flowscope.metrics.MetricsServer, updated about once a second
         self._next_metrics = 0.0
+        self._next_flush = 0.0
+        self._next_ifcheck = 0.0
         self._lag = 0.0
+        # interfaces that disappeared: name -> the line last reported about re-attaching
+        self.gone: dict[str, str] = {}
+        # ifindex -> keys (FLOW_KEY_DTYPE as void) of the events seen there, with several
+        # interfaces only: which flows to end when one of them disappears
+        self._seen: dict[int, list[np.ndarray]] = {}
+        self._seen_n: dict[int, int] = {}
 
     # ---- set-up ------------------------------------------------------------------------
 
@@ -151,7 +219,7 @@ class Sensor:
 
         secs = warmup()
         self.clock = MonoToWall()
-        self.loaded = loader.load(self.tunables())
+        self.loaded = load_quietly(loader, self.tunables())
         try:
             self.ring = RingReader(self.loaded.events_fd)
             self._warm_sensor_paths()
@@ -170,25 +238,21 @@ class Sensor:
 
     def _attach_one(self, attach, name):
         hooks = self.config.hooks
-        if "ingress" in hooks:
-            return attach.attach(self.loaded, name, xdp_mode=self.config.xdp_mode,
-                                 egress="egress" in hooks)
-        at = attach.Attachment(ifname=name, ifindex=attach.ifindex_of(name),
-                               xdp_mode=self.config.xdp_mode)
-        try:
-            at.tc_link_fd = attach.link_create(self.loaded.tc_fd, at.ifindex,
-                                               attach.BPF_TCX_EGRESS)
-            at.how.append("tcx egress link")
-        except BaseException:
-            at.detach()
-            raise
-        return at
+        return attach.attach(self.loaded, name, xdp_mode=self.config.xdp_mode,
+                             egress="egress" in hooks,
+                             ingress=self.config.ingress if "ingress" in hooks else "")
+
+    def describe(self) -> str:
+        """The interfaces and what is attached to each: ``eth0 (xdp native + tcx egress)``."""
+        return ", ".join(f"{at.ifname} ({at.label})" for at in self.attachments)
 
     def _warm_sensor_paths(self) -> None:
         # the ring drain kernel and the row builders, on an empty ring: nothing is attached yet
         self.ring.drain(self._evbuf[:1])
         rows_from_events(np.zeros(1, SL.EVENT_DTYPE), 0, {1: 0})
         sync_rows(np.zeros(1, SL.FLOW_KEY_DTYPE), np.zeros(1, SL.FLOW_DTYPE), 0)
+        for _ in self.tracker.process_end(np.zeros((1, 5), np.uint64), 0):  # no such flow
+            pass
 
     # ---- running -----------------------------------------------------------------------
 
@@ -205,6 +269,8 @@ class Sensor:
             # how far behind the kernel the newest event is when it reaches the engine
             newest = int(self._evbuf["ts_ns"][:n].max())
             self._lag = max(0.0, (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - newest) / 1e9)
+            if len(self.ifnames) > 1:
+                self._remember_interfaces(self._evbuf[:n])
         return self._evbuf[:n]
 
     def drain(self, max_batches: int = 64) -> int:
@@ -237,13 +303,18 @@ class Sensor:
             self.metrics.update(self.tracker.stats, maps.counters_dict(self.loaded.counters_fd),
                                 self.stats, {at.ifindex: at.ifname for at in self.attachments},
                                 self._lag if drained else 0.0)
-            flush = getattr(self.writer, "flush", None)
-            if flush is not None:
-                flush()
         if now >= self._next_sweep:
             self._refresh_clock()
             self.sync_idle()
             self._next_sweep = now + self.config.sweep_interval
+        if now >= self._next_ifcheck:
+            self._next_ifcheck = now + IFACE_CHECK_INTERVAL
+            self.check_interfaces()
+        if now >= self._next_flush:
+            self._next_flush = now + FLUSH_INTERVAL
+            flush = getattr(self.writer, "flush", None)
+            if flush is not None:
+                flush()
         if self._next_report and now >= self._next_report:
             self.report(self.counters_line())
             self._next_report = now + self.config.report_interval
@@ -254,6 +325,8 @@ class Sensor:
         while not should_stop():
             if end is not None and time.monotonic() >= end:
                 break
+            if not self.attachments and not self.config.reattach:
+                break  # every interface is gone
             wait = max(0.0, min(0.1, self._next_sweep - time.monotonic()))
             self.poll(wait)
 
@@ -351,6 +424,108 @@ class Sensor:
                 self.stats.stale_events += 1
         return ev[keep]
 
+    # ---- interfaces that come and go ---------------------------------------------------
+
+    def _remember_interfaces(self, ev: np.ndarray) -> None:
+        """Note the keys of events per interface (several interfaces only)."""
+        keys = np.ascontiguousarray(ev["key"]).view(f"V{SL.FLOW_KEY_DTYPE.itemsize}")
+        for at in self.attachments:
+            mine = keys[ev["ifindex"] == at.ifindex]
+            if len(mine):
+                self._seen.setdefault(at.ifindex, []).append(mine.copy())
+                self._seen_n[at.ifindex] = self._seen_n.get(at.ifindex, 0) + len(mine)
+                if self._seen_n[at.ifindex] > 2 * self.map_size + 4096:
+                    self._compact_seen(at.ifindex)
+
+    def _seen_keys(self, ifindex: int) -> np.ndarray:
+        """The distinct keys seen on ``ifindex`` (void view of FLOW_KEY_DTYPE)."""
+        parts = self._seen.get(ifindex) or [np.zeros(0, f"V{SL.FLOW_KEY_DTYPE.itemsize}")]
+        return np.unique(np.concatenate(parts))
+
+    def _compact_seen(self, ifindex: int) -> None:
+        """Keep only distinct keys that still have a map entry (bounds the memory)."""
+        from . import maps
+
+        keys, _ = maps.lookup_flows(self.loaded.flows_fd, self.map_size)
+        live = np.ascontiguousarray(keys).view(f"V{SL.FLOW_KEY_DTYPE.itemsize}")
+        seen = self._seen_keys(ifindex)
+        seen = seen[np.isin(seen, live)]
+        self._seen[ifindex] = [seen]
+        self._seen_n[ifindex] = len(seen)
+
+    def check_interfaces(self) -> None:
+        """End the flows of interfaces that disappeared; re-attach returning ones on request.
+
+        An interface counts as gone when its name no longer resolves to the index we attached
+        to (deleted, or deleted and re-created in between). Down/up keeps the index and the
+        attachment.
+        """
+        for at in list(self.attachments):
+            try:
+                idx = socket.if_nametoindex(at.ifname)
+            except OSError:
+                idx = 0
+            if idx != at.ifindex:
+                self._interface_gone(at)
+        if self.config.reattach:
+            for name in list(self.gone):
+                self._try_reattach(name)
+
+    def _interface_gone(self, at) -> None:
+        from . import maps
+
+        self.drain()  # every event seen there reaches the engine (and the key record) first
+        try:
+            at.detach()  # the kernel already dropped the links: this closes our fds
+        except Exception:  # noqa: BLE001 - a netlink/clsact removal on a missing device
+            pass
+        self.attachments.remove(at)
+        self.gone[at.ifname] = ""
+        off = self.clock.offset_ns
+        now = time.clock_gettime_ns(CLOCK_MONOTONIC) + off
+        if len(self.ifnames) == 1:
+            # one interface: every flow is its flow
+            keys, vals = maps.drain_flows(self.loaded.flows_fd, self.map_size)
+        else:
+            want = self._seen_keys(at.ifindex).view(SL.FLOW_KEY_DTYPE)
+            self._seen.pop(at.ifindex, None)
+            self._seen_n.pop(at.ifindex, None)
+            keys, vals = maps.lookup_and_delete(self.loaded.flows_fd, want)
+        open_ = _unreported(vals)  # terminal ones were ended by their event
+        keys, vals = keys[open_], vals[open_]
+        rows = sync_rows(keys, vals, off)
+        self.stats.synced += len(rows)
+        self._feed(rows)
+        before = self.tracker.stats.flows_ended
+        for recs in self.tracker.process_end(_engine_keys(keys), now):
+            self.writer.write_records(recs)
+        ended = self.tracker.stats.flows_ended - before
+        left = ", ".join(a.ifname for a in self.attachments)
+        tail = f"still tracking {left}" if left else (
+            f"waiting for {at.ifname} to return" if self.config.reattach else "none left")
+        self.report(f"flowscope: interface {at.ifname} is gone: {ended} of its flows ended "
+                    f"(shutdown); {tail}")
+
+    def _try_reattach(self, name: str) -> None:
+        from . import attach
+
+        try:
+            socket.if_nametoindex(name)
+        except OSError:
+            return
+        try:
+            at = self._attach_one(attach, name)
+        except Exception as exc:  # noqa: BLE001 - report once, try again next check
+            line = f"flowscope: interface {name} is back but cannot be attached: {exc}"
+            if self.gone[name] != line:
+                self.gone[name] = line
+                self.report(line)
+            return
+        del self.gone[name]
+        self.attachments.append(at)
+        self._slots[at.ifindex] = self.ifnames.index(name)
+        self.report(f"flowscope: interface {name} is back: tracking it again ({at.label})")
+
     # ---- shutdown ----------------------------------------------------------------------
 
     def _detach(self) -> list:
@@ -441,4 +616,18 @@ class Sensor:
                 "unresolved {frag_unresolved} + in flight {in_flight}".format(**c))
 
 
-__all__ = ["Sensor", "SensorStats"]
+def _engine_keys(keys: np.ndarray) -> np.ndarray:
+    """Kernel flow keys (FLOW_KEY_DTYPE) -> the engine's key words, uint64[n, 5]."""
+    out = np.zeros((len(keys), 5), dtype=np.uint64)
+    out[:, 0] = keys["a_hi"]
+    out[:, 1] = keys["a_lo"]
+    out[:, 2] = keys["b_hi"]
+    out[:, 3] = keys["b_lo"]
+    out[:, 4] = ((keys["l3"].astype(np.uint64) << np.uint64(L.META_L3_SHIFT))
+                 | (keys["proto"].astype(np.uint64) << np.uint64(L.META_PROTO_SHIFT))
+                 | (keys["port_a"].astype(np.uint64) << np.uint64(L.META_PORT_A_SHIFT))
+                 | keys["port_b"].astype(np.uint64))
+    return out
+
+
+__all__ = ["Sensor", "SensorStats", "StartError"]

@@ -4,7 +4,8 @@ The settings come as one ``Config`` (file and flags merged by the CLI);
 ``flowscope.sensor.settings`` derives what the sensor runs with. Up-front
 checks fail with one line and exit status 2; on the way out everything is
 detached, every open flow is ended and written (reason ``shutdown``) and the
-kernel's counters are reported on stderr.
+kernel's counters are reported on stderr. The exit status is 1 when the sensor
+stopped because every interface disappeared (``sensor.reattach`` off).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Optional, Sequence
 from ..config import Config, UsageError
 from ..output import event_mask, needs_zeek, open_output
 from ..output.table import summary_of
-from .settings import live_settings, tunables
+from .settings import check_limits, live_settings, slow_start_line, tunables
 
 EXIT_OK = 0
+EXIT_LOST = 1  # every monitored interface disappeared (the flows were still written)
 
 
 def print_bpf(config: Config) -> int:
@@ -47,7 +49,8 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
     """Run the sensor on ``interfaces`` (default ``sensor.interfaces``); returns the exit status."""
     from ..keys import FiveTuple
     from ..tracker import FlowTracker
-    from .live import Sensor
+    from .attach import XdpBusy
+    from .live import Sensor, StartError
 
     tracker_cfg, sconf = live_settings(config, sweep_interval_flag)
     if duration is not None and not duration > 0:
@@ -55,6 +58,7 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
     interfaces = list(interfaces or sconf.interfaces)
     if not interfaces:
         raise UsageError("live: name at least one interface (-i IFACE or sensor.interfaces)")
+    check_limits(config.sensor, config.tracker)  # as given: names max_flows when it sets the map
     _checks(interfaces)
     out, writer, fmt = open_output(config.output, output_file)
     tracker = FlowTracker(FiveTuple(), tracker_cfg, events=event_mask(fmt, events),
@@ -72,19 +76,27 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
             raise UsageError(f"metrics {metrics_at[0]}:{metrics_at[1]}: "
                              f"{exc.strerror or exc}") from None
     stop = []
+    status = EXIT_OK
 
     def _on_signal(signum, frame):
         stop.append(signum)
 
     old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        slow = slow_start_line(sconf, tracker_cfg)
+        if slow:
+            print(slow, file=sys.stderr, flush=True)
         try:
             sensor.start()
+        except (StartError, XdpBusy) as exc:
+            raise UsageError(str(exc)) from None
         except OSError as exc:
             raise UsageError(f"live: cannot attach: {exc.strerror or exc}") from None
-        print(f"Tracking flows on {', '.join(interfaces)}... Ctrl-C to end.",
+        print(f"Tracking flows on {sensor.describe()}... Ctrl-C to end.",
               file=sys.stderr, flush=True)
         sensor.run(lambda: bool(stop), duration)
+        if not sensor.attachments and not sconf.reattach and not stop:  # all interfaces gone
+            status = EXIT_LOST
     finally:
         try:
             sensor.close()
@@ -99,4 +111,4 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
                 out.close()
             if sensor.metrics is not None:
                 sensor.metrics.close()
-    return EXIT_OK
+    return status
