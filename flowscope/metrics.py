@@ -29,6 +29,10 @@ Exposed (metric names as scraped):
 ``flowscope_seen_packets_total``                              counter  kernel: every frame
 ``flowscope_tracked_packets_total``                           counter  counted into flows
 ``flowscope_tracked_bytes_total``                             counter  their frame bytes
+``flowscope_ended_packets_total``                             counter  in Ended records
+``flowscope_open_packets``                                    gauge    open in the map (last sync)
+``flowscope_short_header_packets_total``                      counter  TCP/UDP header cut short
+``flowscope_fragment_packets_total{outcome}``                 counter  keyed, held, resolved, ...
 ``flowscope_unparsed_packets_total{kind}``                    counter  truncated, not_ip, bad_header
 ``flowscope_drops_total{reason}``                             counter  map_full, ring_full, ...
 ``flowscope_flows_active``                                    gauge    flows held now
@@ -85,6 +89,16 @@ FAMILIES = (
            "Frame bytes of the packets counted into flows."),
     Family("flowscope_unparsed_packets", "counter", "packets", ("kind",),
            "Frames the kernel could not parse into a flow key, by kind."),
+    Family("flowscope_ended_packets", "counter", "packets", (),
+           "Packets of the ended flows (the sum over their Ended records)."),
+    Family("flowscope_open_packets", "gauge", "packets", (),
+           "Packets of the flows still open in the kernel map, at the last map sync."),
+    Family("flowscope_short_header_packets", "counter", "packets", (),
+           "TCP/UDP packets whose header was cut short, counted to an IP-level flow."),
+    Family("flowscope_fragment_packets", "counter", "packets", ("outcome",),
+           "Non-first IP fragments by outcome: keyed (counted to their datagram's flow), "
+           "held (waiting for their first fragment), resolved (held, then counted), "
+           "orphaned (held, given up)."),
     Family("flowscope_drops", "counter", "drops", ("reason",),
            "Packets (map_full, pull_fail) or ring events (ring_full) the kernel could not "
            "handle in full, by reason."),
@@ -126,6 +140,11 @@ KERNEL = {
     Counter.FLOWS_NEW: ("flowscope_kernel_flows_started", "new"),
     Counter.FLOWS_RESTART: ("flowscope_kernel_flows_started", "restart"),
     Counter.INSERT_RACE: ("flowscope_kernel_insert_races", None),
+    Counter.TRUNCATED_L4: ("flowscope_short_header_packets", None),
+    Counter.FRAG_KEYED: ("flowscope_fragment_packets", "keyed"),
+    Counter.FRAG_HELD: ("flowscope_fragment_packets", "held"),
+    Counter.FRAG_RESOLVED: ("flowscope_fragment_packets", "resolved"),
+    Counter.FRAG_ORPHANED: ("flowscope_fragment_packets", "orphaned"),
 }
 _KERNEL_BY_NAME = {c.name.lower(): where for c, where in KERNEL.items()}
 
@@ -166,6 +185,7 @@ def snapshot(tracker_stats: Any, kernel_counters: Optional[Mapping[str, int]],
     t = tracker_stats
     out: list = [("flowscope_build_info", build or build_info(), 1)]
     out += [("flowscope_tracked_packets", (), int(t.packets_matched)),
+            ("flowscope_ended_packets", (), int(t.packets_ended)),
             ("flowscope_tracked_bytes", (), int(t.bytes_matched)),
             ("flowscope_flows_active", (), int(t.open_flows)),
             ("flowscope_flows_created", (), int(t.flows_created))]
@@ -176,7 +196,8 @@ def snapshot(tracker_stats: Any, kernel_counters: Optional[Mapping[str, int]],
             out.append((where[0], () if where[1] is None else (where[1],), int(n)))
     if sensor_stats is not None:
         s, names = sensor_stats, interfaces or {}
-        out += [("flowscope_flows_ended_from_map", (), int(s.lost_ends)),
+        out += [("flowscope_open_packets", (), int(s.open_packets)),
+                ("flowscope_flows_ended_from_map", (), int(s.lost_ends)),
                 ("flowscope_sweep_races", (), int(s.sweep_races)),
                 ("flowscope_ring_events_stale", (), int(s.stale_events))]
         out += [("flowscope_ring_events_drained", (names.get(i, str(i)), DIRECTIONS[h]), int(n))

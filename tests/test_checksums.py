@@ -184,7 +184,8 @@ def test_live_refuses_verify_checksums():
     from flowscope.config import Config
     from flowscope.sensor.settings import live_settings
 
-    with pytest.raises(ConfigError, match="verify-checksums"):
+    # live has no --verify-checksums flag: the message names the config key
+    with pytest.raises(ConfigError, match="verify_checksums"):
         live_settings(Config(tracker=TrackerConfig(verify_checksums=True)))
 
 

@@ -22,7 +22,7 @@ MESSAGE = "flowscope: compiling the packet engine"
 PROBE = ("import numpy as np, flowscope._kernels as k\n"
          "k.ANNOUNCE = True  # as in the flowscope command\n"
          "from flowscope._kernels.capture import _ts_ns\n"
-         "assert _ts_ns(np.int64(5), np.int64(6), np.int64(0)) == 5000\n"
+         "assert _ts_ns(np.int64(0), np.int64(5), np.int64(6), np.int64(0)) == 5000\n"
          "print(k.CACHE_DIR)\n")
 
 

@@ -131,6 +131,7 @@ class SensorStats:
     events_by_hook: dict = field(default_factory=dict)  # (ifindex, hook) -> ring events read
     stale_events: int = 0  # events of removed flows dropped after an idle sync (step 3)
     lost_ends: int = 0  # flows ended from the map because their terminal event was lost
+    open_packets: int = 0  # packets of the flows still open in the map, at the last sync
     idle_removed: int = 0  # map entries removed as idle
     put_back: int = 0  # entries removed while a packet raced the sweep, then reinserted
     sweep_races: int = 0  # ... that could not be put back (a newer entry existed)
@@ -378,6 +379,7 @@ class Sensor:
         all_k = np.concatenate([live_k, gone_k])
         all_v = np.concatenate([live_v, gone_v])
         open_ = _unreported(all_v)
+        self.stats.open_packets = int(live_v["pkts"][_unreported(live_v)].sum())
         last = all_v["last_ns"].astype(np.int64)
         # a removed idle flow ends as idle even when a racing packet made it look busy
         idle_rows = slice(len(live_k), len(live_k) + n_idle)
