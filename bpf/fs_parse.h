@@ -7,9 +7,12 @@
  * follow the offline parser (flowscope/_kernels/parse.py) so that one frame gives the same key,
  * flags and lengths on both paths:
  *   Ethernet, then the offline parser's L2 walk (_ethertype_walk): up to FS_MAX_L2_LAYERS
- *   steps over VLAN tags (802.1Q 0x8100, 802.1ad 0x88a8, 0x9100), ending in IPv4/IPv6, an
- *   MPLS label stack (0x8847/0x8848, up to FS_MAX_MPLS_LABELS labels, then IPv4/IPv6 by the
- *   version nibble) or a PPPoE session header (0x8864, PPP 0x0021 IPv4 / 0x0057 IPv6);
+ *   layers, in any order, of VLAN tags (802.1Q 0x8100, 802.1ad 0x88a8, 0x9100), PBB 802.1ah
+ *   (0x88e7: I-TAG, inner Ethernet header), Cisco FabricPath (0x8903: FTag/TTL, inner
+ *   Ethernet header), VN-Tags (0x8926) and 802.3 length fields (LLC + SNAP with an EtherType),
+ *   ending in IPv4/IPv6, an MPLS label stack (0x8847/0x8848, up to FS_MAX_MPLS_LABELS labels,
+ *   then IPv4/IPv6 by the version nibble) or a PPPoE session header (0x8864, PPP 0x0021 IPv4 /
+ *   0x0057 IPv6);
  *   IPv4 with options skipped by IHL, IPv6 with up to FS_MAX_IPV6_EXT extension headers;
  *   TCP (ports, flags, seq, ack, window), UDP and SCTP (ports), ICMP/ICMPv6 (type, code).
  * Lengths come from the IP length fields, never from the frame length, so Ethernet padding and
@@ -32,19 +35,17 @@
 #ifndef FS_MAX_MPLS_LABELS
 #define FS_MAX_MPLS_LABELS 8 /* same bound as the offline parser's MAX_MPLS_LABELS */
 #endif
-/* Deepest L3 start the walk can return: Ethernet, FS_MAX_L2_LAYERS tags, then a full MPLS
- * stack or a PPPoE header (8 bytes), whichever is longer. */
+/* Longest layer that passes the walk on to another EtherType: a PBB I-TAG and the inner
+ * Ethernet header (FabricPath 16, LLC/SNAP 8 or 9, VN-Tag 6, VLAN 4). */
+#define FS_L2_MAX_LAYER_BYTES 18
+/* Deepest L3 start the walk can return: Ethernet, FS_MAX_L2_LAYERS of the longest layer, then
+ * a full MPLS stack or a PPPoE header (8 bytes), whichever is longer. */
 #define FS_L2_MAX_BYTES                                                                        \
-	(14 + 4 * FS_MAX_L2_LAYERS + (FS_MAX_MPLS_LABELS > 2 ? 4 * FS_MAX_MPLS_LABELS : 8))
+	(14 + FS_L2_MAX_LAYER_BYTES * FS_MAX_L2_LAYERS +                                         \
+	 (FS_MAX_MPLS_LABELS > 2 ? 4 * FS_MAX_MPLS_LABELS : 8))
 #ifndef FS_MAX_IPV6_EXT
 #define FS_MAX_IPV6_EXT 8 /* same bound as the offline parser's MAX_IPV6_EXT */
 #endif
-
-/* <linux/if_vlan.h> and <linux/icmp.h> pull in libc headers; define what we read ourselves. */
-struct fs_vlanhdr {
-	__be16 tci;
-	__be16 proto;
-};
 
 #define FS_ETH_P_8021Q 0x8100
 #define FS_ETH_P_8021AD 0x88A8
@@ -52,6 +53,12 @@ struct fs_vlanhdr {
 #define FS_ETH_P_MPLS_UC 0x8847
 #define FS_ETH_P_MPLS_MC 0x8848
 #define FS_ETH_P_PPPOE_SESS 0x8864
+#define FS_ETH_P_PBB 0x88E7        /* 802.1ah I-TAG (4 bytes), then the inner Ethernet header */
+#define FS_ETH_P_FABRICPATH 0x8903 /* FTag, TTL (2 bytes), then the inner Ethernet header */
+#define FS_ETH_P_VNTAG 0x8926      /* 4-byte VN-Tag, then the EtherType */
+#define FS_ETH_MAX_8023_LEN 1500   /* EtherType values up to this are 802.3 lengths: LLC follows */
+#define FS_LLC_SNAP 0xAA           /* DSAP and SSAP of an LLC header followed by SNAP */
+#define FS_OUI_BRIDGE_TUNNEL 0xF8  /* SNAP OUI 0000f8 (802.1H); 000000 is RFC 1042 */
 #define FS_PPP_IPV4 0x0021
 #define FS_PPP_IPV6 0x0057
 
@@ -133,61 +140,117 @@ static __always_inline int parse_pppoe(struct fs_cursor *c, void *data_end)
 }
 
 /*
+ * Length of a layer of the walk that is followed by nothing but its next EtherType, held in
+ * its last two bytes: a VLAN tag, a VN-Tag, or a PBB/FabricPath header with the inner
+ * Ethernet header. 0 for any other EtherType.
+ */
+static __always_inline __u32 fs_l2_tag_len(__u16 et)
+{
+	if (fs_is_vlan(et))
+		return 4;
+	if (et == FS_ETH_P_PBB)
+		return 4 + 14;
+	if (et == FS_ETH_P_FABRICPATH)
+		return 2 + 14;
+	if (et == FS_ETH_P_VNTAG)
+		return 4 + 2;
+	return 0;
+}
+
+/*
+ * The cursor as data plus a bounded variable offset, the same whatever came before. Each way
+ * through the walk would otherwise leave c->pos at its own constant offset, and the verifier
+ * would check everything after it once per offset: the rest of the walk once per combination
+ * of earlier layers, and the IP and L4 code and the flow update after the walk ~170 k
+ * instructions each (the limit is 1 M). The difference of two packet pointers is an unknown
+ * scalar to the verifier (pointer subtraction needs CAP_PERFMON, which the sensor holds
+ * anyway); bounded, it turns c->pos into one variable-offset pointer. It costs three
+ * instructions. The empty asms keep the compiler from computing the difference itself where
+ * it knows both pointers, and from folding data + (pos - data) back into pos.
+ */
+static __always_inline int fs_rebase(struct fs_cursor *c, void *data)
+{
+	void *pos = c->pos;
+	asm volatile("" : "+r"(pos));
+	__u64 off = pos - data;
+	asm volatile("" : "+r"(off));
+	if (off > FS_L2_MAX_BYTES)
+		return -1;
+	c->pos = data + off;
+	return 0;
+}
+
+/*
  * Ethernet and the layers below IP, step for step as the offline walk: returns FS_L3_IPV4 or
  * FS_L3_IPV6 with c->pos at the IP header, or FS_PERR_TRUNCATED / FS_PERR_NOT_IP exactly where
- * the offline parser gives up. Up to FS_MAX_L2_LAYERS VLAN tags may precede the IP EtherType,
- * an MPLS stack or a PPPoE header; one more tag is still bounds-checked (a frame cut inside it
- * is truncated), but whatever follows it is not IP.
+ * the offline parser gives up. Up to FS_MAX_L2_LAYERS VLAN, PBB, FabricPath, VN-Tag and
+ * LLC/SNAP layers may precede the IP EtherType, an MPLS stack or a PPPoE header; one more such
+ * layer is still bounds-checked (a frame cut inside it is truncated), but whatever follows it
+ * is not IP.
  */
 static __always_inline int parse_l2(struct fs_cursor *c, void *data, void *data_end)
 {
 	struct ethhdr *eth = c->pos;
-	int l3;
+	int l3 = FS_PERR_NOT_IP;
 	if ((void *)(eth + 1) > data_end)
 		return FS_PERR_TRUNCATED;
 	__u16 et = fs_ntohs(eth->h_proto);
 	c->pos = eth + 1;
-	/* Unrolled: the verifier then sees a fixed number of bounds-checked steps. The walk's
-	 * other outcomes are handled once, after the loop, so they are not unrolled with it. */
+	/* Rebased before any layer's bounds check, too: a check on a pointer with data's own
+	 * identity also widens the range the verifier knows for data, which would then differ
+	 * from one way through the walk to the next and split the verification of everything
+	 * after it. Every way to IP thus ends with c->pos in the same state. */
+	if (fs_rebase(c, data) < 0)
+		return FS_PERR_TRUNCATED; /* cannot happen */
+	/* Unrolled: the verifier then sees a fixed number of bounds-checked steps. MPLS and
+	 * PPPoE end the walk in their own layer; they are handled once, after the loop. */
 #pragma unroll
 	for (int i = 0; i < FS_MAX_L2_LAYERS + 1; i++) {
-		if (!fs_is_vlan(et))
+		__u8 *h = c->pos;
+		__u32 len;
+		/* Marked likely, so the compiler tests it first: untagged IPv4 pays one
+		 * comparison for the whole walk. */
+		if (__builtin_expect(et == ETH_P_IP, 1))
+			return FS_L3_IPV4;
+		if (et == ETH_P_IPV6)
+			return FS_L3_IPV6;
+		len = fs_l2_tag_len(et);
+		if (len) {
+			if ((void *)(h + len) > data_end)
+				return FS_PERR_TRUNCATED;
+			et = ((__u16)h[len - 2] << 8) | h[len - 1];
+		} else if (et <= FS_ETH_MAX_8023_LEN) {
+			/* LLC: DSAP, SSAP, control (2 bytes unless an unnumbered frame, low bits 11);
+			 * SNAP (DSAP = SSAP = 0xaa): OUI, then the EtherType. */
+			if ((void *)(h + 3) > data_end)
+				return FS_PERR_TRUNCATED;
+			if (h[0] != FS_LLC_SNAP || h[1] != FS_LLC_SNAP)
+				return FS_PERR_NOT_IP;
+			if ((h[2] & 3) != 3)
+				h++; /* 2-byte control: SNAP starts one byte later */
+			if ((void *)(h + 8) > data_end)
+				return FS_PERR_TRUNCATED;
+			if (h[3] != 0 || h[4] != 0 || (h[5] != 0 && h[5] != FS_OUI_BRIDGE_TUNNEL))
+				return FS_PERR_NOT_IP;
+			et = ((__u16)h[6] << 8) | h[7];
+			len = 8;
+		} else {
 			goto last;
-		struct fs_vlanhdr *vh = c->pos;
-		if ((void *)(vh + 1) > data_end)
-			return FS_PERR_TRUNCATED;
-		et = fs_ntohs(vh->proto);
-		c->pos = vh + 1;
+		}
+		c->pos = h + len;
+		/* One cursor state per step, whichever layers came before. After the last step
+		 * the walk ends with not-IP, the cursor unused. */
+		if (i < FS_MAX_L2_LAYERS && fs_rebase(c, data) < 0)
+			return FS_PERR_TRUNCATED; /* cannot happen */
 	}
 	return FS_PERR_NOT_IP;
 last:
-	if (et == ETH_P_IP)
-		l3 = FS_L3_IPV4;
-	else if (et == ETH_P_IPV6)
-		l3 = FS_L3_IPV6;
-	else if (et == FS_ETH_P_MPLS_UC || et == FS_ETH_P_MPLS_MC)
+	if (et == FS_ETH_P_MPLS_UC || et == FS_ETH_P_MPLS_MC)
 		l3 = parse_mpls(c, data_end);
 	else if (et == FS_ETH_P_PPPOE_SESS)
 		l3 = parse_pppoe(c, data_end);
-	else
-		l3 = FS_PERR_NOT_IP;
-	if (l3 < 0)
-		return l3;
-	/*
-	 * Every way through the walk leaves c->pos at its own constant offset (17 of them), and
-	 * the verifier would check all the IP and L4 code, and the flow update after it, once
-	 * per offset (~170 k instructions each, the limit is 1 M). The difference of two packet
-	 * pointers is an unknown scalar to the verifier (pointer subtraction needs CAP_PERFMON,
-	 * which the sensor holds anyway); bounded, it turns c->pos into one variable-offset
-	 * pointer, so that code is verified once for every frame shape. Untagged frames take this
-	 * path too: it costs three instructions, and skipping it would double the verification.
-	 * The empty asm keeps the compiler from folding data + (pos - data) back into pos.
-	 */
-	__u64 off = c->pos - data;
-	asm volatile("" : "+r"(off));
-	if (off > FS_L2_MAX_BYTES)
+	if (l3 >= 0 && fs_rebase(c, data) < 0)
 		return FS_PERR_TRUNCATED; /* cannot happen */
-	c->pos = data + off;
 	return l3;
 }
 

@@ -367,7 +367,8 @@ def test_unparseable_frames_are_counted(h, frame, counter):
 def test_ethernet_header_only(h):
     h.run(eth(b"", et=0x0800))
     h.run(eth(b"", et=0x8100))  # a VLAN tag announced but missing
-    assert h.counters()["truncated"] == 2
+    h.run(eth(b"", et=0x0000))  # an 802.3 length: the LLC header is missing
+    assert h.counters()["truncated"] == 3
 
 
 def test_random_garbage_never_breaks(h):
@@ -532,6 +533,59 @@ def pppoe(ppp_proto: int, payload: bytes) -> bytes:
     return struct.pack("!BBHHH", 0x11, 0, 0x1234, len(payload) + 2, ppp_proto) + payload
 
 
+MAC_C = bytes.fromhex("0a0000000003")
+MAC_D = bytes.fromhex("0a0000000004")
+
+
+def layer_bytes(layer, next_et: int):
+    """(EtherType announcing ``layer``, or None for an 802.3 length; its bytes, ending in
+    ``next_et`` where the layer carries one). Layers: a VLAN tag ``(tpid, vid)``;
+    ``("pbb", i_tag)``: 802.1ah I-TAG, then an inner Ethernet header; ``("fp", ftag_ttl)``:
+    FabricPath, then an inner Ethernet header; ``("vntag", word)``; ``("llc", control, oui)``:
+    LLC (1- or 2-byte control) + SNAP; ``("llcraw", bytes)``: any other 802.2 header."""
+    kind, arg = layer[0], layer[1]
+    nxt = struct.pack("!H", next_et)
+    if kind in TPIDS:
+        return kind, struct.pack("!H", arg) + nxt
+    if kind == "pbb":
+        return offline_parse.ETH_P_PBB, struct.pack("!I", arg) + MAC_D + MAC_C + nxt
+    if kind == "fp":
+        return offline_parse.ETH_P_FABRICPATH, struct.pack("!H", arg) + MAC_D + MAC_C + nxt
+    if kind == "vntag":
+        return offline_parse.ETH_P_VNTAG, struct.pack("!I", arg) + nxt
+    if kind == "llc":
+        return None, b"\xaa\xaa" + arg + layer[2].to_bytes(3, "big") + nxt
+    assert kind == "llcraw"
+    return None, arg
+
+
+def stack(body: bytes, et: int, layers=()) -> bytes:
+    """Ethernet frame: ``layers`` (see ``layer_bytes``) outermost first, then EtherType ``et``
+    and ``body``. The 802.3 length before an LLC layer is the length of what follows, capped
+    at 1500, unless the layer gives one as its last item (``("llc", control, oui, length)``)."""
+    for layer in reversed(layers):
+        own, hdr = layer_bytes(layer, et)
+        body = hdr + body
+        if own is None:
+            n = 3 if layer[0] == "llc" else 2
+            own = layer[n] if len(layer) > n else min(len(body), 1500)
+        et = own
+    return MAC_B + MAC_A + struct.pack("!H", et) + body
+
+
+# One of each layer the walk passes through besides VLAN tags.
+LAYER_SAMPLES = [
+    ("pbb", ("pbb", 0x00123456)),
+    ("fp", ("fp", 0x0401)),
+    ("vntag", ("vntag", 0x80010002)),
+    ("snap", ("llc", b"\x03", 0)),  # RFC 1042
+    ("snap-f8", ("llc", b"\x03", 0xF8)),  # 802.1H bridge tunnel
+    ("snap-ui-p", ("llc", b"\x13", 0)),  # UI with the P/F bit: still 1 byte
+    ("snap-i", ("llc", b"\x00\x00", 0)),  # I-frame: 2-byte control
+    ("snap-s", ("llc", b"\x01\x00", 0xF8)),  # S-frame: 2-byte control
+]
+
+
 def _inner_packets():
     """(name, IP packet, EtherType, version) for TCP, UDP and ICMP over IPv4 and IPv6."""
     a4, b4, a6, b6 = "10.1.0.9", "10.1.0.2", "2001:db8::9", "2001:db8::2"
@@ -567,7 +621,9 @@ TAG_STACKS = _tag_stacks()
 def l2_frames():
     """(name, frame) over every L2 shape the offline walk knows, each with every inner
     packet: VLAN stacks, MPLS stacks (with and without bottom of stack, good and bad version
-    nibbles), PPPoE (IPv4, IPv6, other PPP protocols), and the combinations."""
+    nibbles), PPPoE (IPv4, IPv6, other PPP protocols), PBB, FabricPath, VN-Tag and LLC/SNAP
+    (good and other LLC headers and OUIs, 802.3 lengths at the 1500 edge), and the
+    combinations."""
     out = []
     for iname, pkt, et, ver in INNER:
         for sname, tags in TAG_STACKS:
@@ -588,6 +644,7 @@ def l2_frames():
         out.append((f"pppoe-{iname}", eth(pppoe(0x21 if ver == 4 else 0x57, pkt), et=0x8864)))
         out.append((f"pppoe-swapped-{iname}",  # PPP says the other IP version
                     eth(pppoe(0x57 if ver == 4 else 0x21, pkt), et=0x8864)))
+        out += _layer_frames(iname, pkt, et, ver)
     for nib in (0, 1, 5, 7, 15):  # MPLS payload that is not IPv4/IPv6 by its first nibble
         pkt = bytes([nib << 4 | 5]) + INNER[0][1][1:]
         out.append((f"mpls2-nibble{nib}", eth(mpls(2) + pkt, et=0x8847)))
@@ -595,6 +652,50 @@ def l2_frames():
         out.append((f"pppoe-{proto:04x}", eth(pppoe(proto, INNER[0][1]), et=0x8864)))
     out.append(("pppoe-discovery", eth(pppoe(0x21, INNER[0][1]), et=0x8863)))
     out.append(("vlan-arp", eth(b"\0" * 28, et=0x0806, tags=[(0x8100, 1)])))
+    tcp4_pkt = INNER[0][1]
+    for name, layers in (
+        ("stp", [("llcraw", b"\x42\x42\x03" + b"\0" * 35)]),  # 802.2, not SNAP
+        ("snap-cisco", [("llc", b"\x03", 0x00000C)]),  # CDP's OUI: not an EtherType
+        ("llc-aa-ab", [("llcraw", b"\xaa\xab\x03\0\0\0\x08\x00" + tcp4_pkt)]),
+        ("llc-ab-aa", [("llcraw", b"\xab\xaa\x03\0\0\0\x08\x00" + tcp4_pkt)]),
+        ("snap-oui-010000", [("llc", b"\x03", 0x010000)]),
+        ("snap-oui-0100f8", [("llc", b"\x03", 0x0100F8)]),
+        ("snap-oui-0000f9", [("llc", b"\x03", 0xF9)]),
+        ("vlan-snap-arp", [(0x8100, 1), ("llc", b"\x03", 0)]),
+        ("len0", [("llc", b"\x03", 0, 0)]),
+        ("len1500", [("llc", b"\x03", 0, 1500)]),
+    ):
+        body, et = (tcp4_pkt, 0x0800) if "arp" not in name else (b"\0" * 28, 0x0806)
+        out.append((name, stack(b"" if name == "stp" else body, et, layers)))
+    for et in (0x0000, 1500, 1501, 1535, 0x0600):  # 802.3 lengths end at 1500
+        out.append((f"et{et:04x}-snap", eth(b"\xaa\xaa\x03\0\0\0\x08\x00" + tcp4_pkt, et=et)))
+        out.append((f"et{et:04x}-alone", eth(b"", et=et)))
+    return out
+
+
+def _layer_frames(iname, pkt, et, ver):
+    """PBB, FabricPath, VN-Tag and LLC/SNAP layers over ``pkt``: each alone, between VLAN
+    tags, before MPLS and PPPoE, FS_MAX_L2_LAYERS of them and one more, and random mixes of
+    every layer kind up to one past the bound."""
+    out = []
+    ppp = 0x21 if ver == 4 else 0x57
+    for sname, layer in LAYER_SAMPLES:
+        out.append((f"{sname}-{iname}", stack(pkt, et, [layer])))
+        out.append((f"vlan-{sname}-vlan-{iname}",
+                    stack(pkt, et, [(0x8100, 5), layer, (0x88A8, 6)])))
+        out.append((f"{sname}-mpls2-{iname}", stack(mpls(2) + pkt, 0x8847, [layer])))
+        out.append((f"{sname}-pppoe-{iname}", stack(pppoe(ppp, pkt), 0x8864, [layer])))
+        for n in (MAX_L2_LAYERS, MAX_L2_LAYERS + 1):
+            out.append((f"{sname}x{n}-{iname}", stack(pkt, et, [layer] * n)))
+        out.append((f"{sname}x{MAX_L2_LAYERS}-mpls{MAX_MPLS_LABELS}-{iname}",
+                    stack(mpls(MAX_MPLS_LABELS) + pkt, 0x8847, [layer] * MAX_L2_LAYERS)))
+    kinds = [layer for _, layer in LAYER_SAMPLES] + [(t, 9) for t in TPIDS]
+    rng = random.Random(f"mix-{iname}")
+    for n in (2, 3, 5, MAX_L2_LAYERS, MAX_L2_LAYERS + 1):
+        layers = [rng.choice(kinds) for _ in range(n)]
+        out.append((f"mix{n}-{iname}", stack(pkt, et, layers)))
+        out.append((f"mix{n}-mpls3-{iname}", stack(mpls(3) + pkt, 0x8848, layers)))
+        out.append((f"mix{n}-pppoe-{iname}", stack(pppoe(ppp, pkt), 0x8864, layers)))
     return out
 
 
@@ -617,6 +718,24 @@ def test_kernel_l2_bounds_are_the_offline_bounds():
                        ("FS_MAX_IPV6_EXT", offline_parse.MAX_IPV6_EXT)):
         m = re.search(rf"^#define {name} (\d+)", text, re.M)
         assert m and int(m.group(1)) == want, name
+    for name, want in (("FS_ETH_P_PBB", offline_parse.ETH_P_PBB),
+                       ("FS_ETH_P_FABRICPATH", offline_parse.ETH_P_FABRICPATH),
+                       ("FS_ETH_P_VNTAG", offline_parse.ETH_P_VNTAG),
+                       ("FS_ETH_MAX_8023_LEN", offline_parse.ETH_MAX_8023_LEN),
+                       ("FS_OUI_BRIDGE_TUNNEL", offline_parse.OUI_BRIDGE_TUNNEL),
+                       ("FS_L2_MAX_LAYER_BYTES",
+                        max(len(layer_bytes(layer, 0)[1]) for _, layer in LAYER_SAMPLES))):
+        m = re.search(rf"^#define {name} (0x[0-9A-Fa-f]+|\d+)", text, re.M)
+        assert m and int(m.group(1), 0) == want, name
+
+
+def test_deepest_l3_start_is_within_the_kernel_bound(h):
+    """FS_MAX_L2_LAYERS PBB layers (the longest) and a full MPLS stack: the deepest IP header
+    the walk can reach, which fs_parse.h's offset bound must admit."""
+    for _, pkt, et, _ in INNER:
+        frame = stack(mpls(MAX_MPLS_LABELS) + pkt, 0x8847, [("pbb", 1)] * MAX_L2_LAYERS)
+        assert frame.index(pkt) == 14 + 18 * MAX_L2_LAYERS + 4 * MAX_MPLS_LABELS
+        assert check_parity(h, frame) == plo.PERR_NONE
 
 
 def test_kernel_l2_walk_matches_offline_parser(h):
@@ -641,17 +760,25 @@ TRUNC_SHAPES = [
     ("pppoe", dict(session=True)),
     ("vlan1-pppoe", dict(tags=[(0x8100, 3)], session=True)),
     ("vlan8-pppoe", dict(tags=[(0x88A8, i) for i in range(MAX_L2_LAYERS)], session=True)),
+    *((name, dict(tags=[layer])) for name, layer in LAYER_SAMPLES),
+    ("vlan-pbb-vntag-snap-fp-mpls2", dict(tags=[(0x8100, 1), ("pbb", 2), ("vntag", 3),
+                                                ("llc", b"\0\0", 0), ("fp", 4)], labels=2)),
+    ("snap-f8-vlan-pppoe", dict(tags=[("llc", b"\x03", 0xF8), (0x9100, 5)], session=True)),
+    ("pbb8-mpls8", dict(tags=[("pbb", i) for i in range(MAX_L2_LAYERS)],
+                        labels=MAX_MPLS_LABELS)),
+    ("fp9", dict(tags=[("fp", i) for i in range(MAX_L2_LAYERS + 1)])),
 ]
 
 
 def shape_frame(pkt: bytes, et: int, ver: int, tags=(), labels=0, bos=-1,
                 session=False) -> bytes:
-    """``pkt`` behind ``tags``, then ``labels`` MPLS labels or a PPPoE session header."""
+    """``pkt`` behind ``tags`` (any layers, see ``layer_bytes``), then ``labels`` MPLS labels
+    or a PPPoE session header."""
     if labels:
-        return eth(mpls(labels, bos) + pkt, et=0x8847, tags=tags)
+        return stack(mpls(labels, bos) + pkt, 0x8847, tags)
     if session:
-        return eth(pppoe(0x21 if ver == 4 else 0x57, pkt), et=0x8864, tags=tags)
-    return eth(pkt, et=et, tags=tags)
+        return stack(pppoe(0x21 if ver == 4 else 0x57, pkt), 0x8864, tags)
+    return stack(pkt, et, tags)
 
 
 @pytest.mark.parametrize("shape", [s for s, _ in TRUNC_SHAPES])
@@ -667,12 +794,18 @@ def test_kernel_l2_truncation_matches_offline_parser(h, shape):
 
 @st.composite
 def random_l2_frames(draw):
-    """A random L2 stack (VLAN tags beyond the bound included) ending in IP, MPLS, PPPoE or
-    another EtherType, over one of the inner packets, with a few bytes overwritten and cut
-    anywhere past the Ethernet header."""
+    """A random L2 stack (VLAN, PBB, FabricPath, VN-Tag and LLC/SNAP layers, beyond the bound
+    included) ending in IP, MPLS, PPPoE or another EtherType, over one of the inner packets,
+    with a few bytes overwritten and cut anywhere past the Ethernet header."""
     _, pkt, et, ver = draw(st.sampled_from(INNER))
-    tags = draw(st.lists(st.tuples(st.sampled_from(TPIDS), st.integers(0, 4095)),
-                         max_size=MAX_L2_LAYERS + 3))
+    llc = st.tuples(st.just("llc"),
+                    st.sampled_from([b"\x03", b"\x13", b"\x00\x00", b"\x01\x00", b"\x02\x00"]),
+                    st.sampled_from([0, 0xF8, 0x00000C]), st.integers(0, 1500))
+    layer = st.one_of(st.tuples(st.sampled_from(TPIDS), st.integers(0, 4095)),
+                      st.tuples(st.just("pbb"), st.integers(0, 2**32 - 1)),
+                      st.tuples(st.just("fp"), st.integers(0, 0xFFFF)),
+                      st.tuples(st.just("vntag"), st.integers(0, 2**32 - 1)), llc)
+    tags = draw(st.lists(layer, max_size=MAX_L2_LAYERS + 3))
     kind = draw(st.sampled_from(["ip", "mpls", "pppoe", "other"]))
     if kind == "ip":
         body, outer = pkt, draw(st.sampled_from([et, et, 0x0800, 0x86DD]))
@@ -685,14 +818,14 @@ def random_l2_frames(draw):
         body, outer = pppoe(proto, pkt), 0x8864
     else:
         body, outer = pkt, draw(st.integers(0, 0xFFFF))
-    frame = bytearray(eth(body, et=outer, tags=tags))
+    frame = bytearray(stack(body, outer, tags))
     for pos, val in draw(st.lists(st.tuples(st.integers(12, len(frame) - 1),
                                             st.integers(0, 255)), max_size=3)):
         frame[pos] = val
     return bytes(frame[:draw(st.integers(14, len(frame)))])
 
 
-@settings(max_examples=400, deadline=None,
+@settings(max_examples=1000, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(frame=random_l2_frames())
 def test_random_l2_stacks_match_offline_parser(h, frame):
