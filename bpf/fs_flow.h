@@ -127,8 +127,8 @@ static __always_inline __u8 fs_tcp_step(__u8 st, __u8 side, __u8 fl, __u8 *fin_s
 
 /* Submit one event; returns 0, or -1 when the ring was full (counted). */
 static __always_inline int fs_emit(const struct fs_flow_key *k, const struct fs_flow *f,
-				   const struct fs_pkt *p, __u64 now, __u32 frame_len,
-				   __u32 ifindex, __u8 hook, __u8 dir, __u8 reason)
+                                   const struct fs_pkt *p, __u64 now, __u32 frame_len,
+                                   __u32 ifindex, __u8 hook, __u8 dir, __u8 reason)
 {
 	struct fs_event *e = fs_events.ringbuf_reserve(sizeof(struct fs_event));
 	if (!e) {
@@ -197,7 +197,7 @@ struct fs_held {
  * fragment, the counts of the fragments held before it in *held.
  */
 static __always_inline int fs_frag_ports(struct fs_pkt *p, __u32 frame_len, __u64 now,
-					 struct fs_held *held)
+                                         struct fs_held *held)
 {
 	struct fs_frag_key fk = {};
 	struct fs_frag nf = {};
@@ -264,7 +264,7 @@ static __always_inline int fs_frag_ports(struct fs_pkt *p, __u32 frame_len, __u6
  * variable index into a stack copy, LLVM turns "base + dir * 8" into "base | dir * 8" (it
  * knows the stack slot's alignment) and the verifier rejects bitwise ops on pointers. */
 static __always_inline void fs_flow_init(struct fs_flow *f, const struct fs_pkt *p, __u64 now,
-					 __u32 frame_len, __u8 dir)
+                                         __u32 frame_len, __u8 dir)
 {
 	__u32 gen = f->gen;
 	__builtin_memset(f, 0, sizeof(*f));
@@ -292,8 +292,8 @@ static __always_inline void fs_flow_init(struct fs_flow *f, const struct fs_pkt 
 	}
 }
 
-static __always_inline void fs_process(void *data, void *data_end, __u32 frame_len,
-				       __u32 ifindex, __u8 hook)
+static __always_inline void fs_process(void *data, void *data_end, __u32 frame_len, __u32 ifindex,
+                                       __u8 hook)
 {
 	struct fs_pkt p = {};
 	struct fs_flow_key k = {};

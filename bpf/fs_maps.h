@@ -31,13 +31,13 @@ struct fs_frag_key {
 	__u8 l3, proto, _pad[2];
 };
 struct fs_frag {
-	__u64 first_ns;   /* the datagram's first-seen fragment */
-	__u64 pkts;       /* held fragments (no first fragment yet): packets */
-	__u64 bytes;      /* ... frame bytes */
-	__u64 payload;    /* ... L4 bytes */
-	__u64 ip_bytes;   /* ... IP total-length bytes */
+	__u64 first_ns;     /* the datagram's first-seen fragment */
+	__u64 pkts;         /* held fragments (no first fragment yet): packets */
+	__u64 bytes;        /* ... frame bytes */
+	__u64 payload;      /* ... L4 bytes */
+	__u64 ip_bytes;     /* ... IP total-length bytes */
 	__u16 sport, dport; /* the first fragment's ports (host order), with has_ports */
-	__u8 has_ports;   /* 1: the first fragment came */
+	__u8 has_ports;     /* 1: the first fragment came */
 	__u8 _pad[3];
 };
 

@@ -40,8 +40,8 @@
 #define FS_L2_MAX_LAYER_BYTES 18
 /* Deepest L3 start the walk can return: Ethernet, FS_MAX_L2_LAYERS of the longest layer, then
  * a full MPLS stack or a PPPoE header (8 bytes), whichever is longer. */
-#define FS_L2_MAX_BYTES                                                                        \
-	(14 + FS_L2_MAX_LAYER_BYTES * FS_MAX_L2_LAYERS +                                         \
+#define FS_L2_MAX_BYTES                                                                            \
+	(14 + FS_L2_MAX_LAYER_BYTES * FS_MAX_L2_LAYERS +                                           \
 	 (FS_MAX_MPLS_LABELS > 2 ? 4 * FS_MAX_MPLS_LABELS : 8))
 #ifndef FS_MAX_IPV6_EXT
 #define FS_MAX_IPV6_EXT 8 /* same bound as the offline parser's MAX_IPV6_EXT */
@@ -86,8 +86,8 @@ struct fs_pkt {
 	__u16 sport, dport; /* host order; 0 without FS_PF_PORTS */
 	__u16 window;
 	__u8 l3, proto, tcp_flags, pflags, icmp_type, icmp_code;
-	__u8 l4_short;      /* TCP/UDP header cut short: keyed at the IP level (ports 0) */
-	__u32 frag_id;      /* IPv4 identification / IPv6 fragment id (fragments only) */
+	__u8 l4_short; /* TCP/UDP header cut short: keyed at the IP level (ports 0) */
+	__u32 frag_id; /* IPv4 identification / IPv6 fragment id (fragments only) */
 };
 
 static __always_inline int fs_is_vlan(__u16 et)
@@ -202,7 +202,7 @@ static __always_inline int parse_l2(struct fs_cursor *c, void *data, void *data_
 	 * after it. Every way to IP thus ends with c->pos in the same state. */
 	if (fs_rebase(c, data) < 0)
 		return FS_PERR_TRUNCATED; /* cannot happen */
-	/* Unrolled: the verifier then sees a fixed number of bounds-checked steps. MPLS and
+		/* Unrolled: the verifier then sees a fixed number of bounds-checked steps. MPLS and
 	 * PPPoE end the walk in their own layer; they are handled once, after the loop. */
 #pragma unroll
 	for (int i = 0; i < FS_MAX_L2_LAYERS + 1; i++) {
@@ -259,7 +259,7 @@ last:
  * returns the protocol, or FS_PF_FRAG in *frag for a non-first fragment.
  */
 static __always_inline int parse_iphdr(struct fs_cursor *c, void *data_end, struct fs_pkt *p,
-				       __s32 *l4len, int *frag)
+                                       __s32 *l4len, int *frag)
 {
 	struct iphdr *iph = c->pos;
 	if ((void *)(iph + 1) > data_end)
@@ -294,7 +294,7 @@ static __always_inline __u64 fs_addr_word(__be32 w0, __be32 w1)
 
 /* IPv6 and its extension headers. Same outputs as parse_iphdr. */
 static __always_inline int parse_ip6hdr(struct fs_cursor *c, void *data_end, struct fs_pkt *p,
-					__s32 *l4len, int *frag)
+                                        __s32 *l4len, int *frag)
 {
 	struct ipv6hdr *ip6 = c->pos;
 	if ((void *)(ip6 + 1) > data_end)
@@ -315,8 +315,9 @@ static __always_inline int parse_ip6hdr(struct fs_cursor *c, void *data_end, str
 	for (int i = 0; i < FS_MAX_IPV6_EXT; i++) {
 		__u8 *h = c->pos;
 		__u32 hlen;
-		if (proto == IPPROTO_HOPOPTS || proto == IPPROTO_ROUTING || proto == IPPROTO_DSTOPTS ||
-		    proto == 135 /* mobility */ || proto == 139 /* HIP */ || proto == 140 /* shim6 */) {
+		if (proto == IPPROTO_HOPOPTS || proto == IPPROTO_ROUTING ||
+		    proto == IPPROTO_DSTOPTS || proto == 135 /* mobility */ ||
+		    proto == 139 /* HIP */ || proto == 140 /* shim6 */) {
 			if ((void *)(h + 2) > data_end)
 				return FS_PERR_TRUNCATED;
 			hlen = ((__u32)h[1] + 1) * 8;
@@ -329,7 +330,8 @@ static __always_inline int parse_ip6hdr(struct fs_cursor *c, void *data_end, str
 				return FS_PERR_TRUNCATED;
 			__u16 fo = ((__u16)h[2] << 8) | h[3];
 			proto = h[0];
-			p->frag_id = ((__u32)h[4] << 24) | ((__u32)h[5] << 16) | ((__u32)h[6] << 8) | h[7];
+			p->frag_id = ((__u32)h[4] << 24) | ((__u32)h[5] << 16) |
+			             ((__u32)h[6] << 8) | h[7];
 			c->pos = h + 8;
 			left -= 8;
 			if (fo >> 3) {
@@ -354,7 +356,7 @@ static __always_inline int parse_ip6hdr(struct fs_cursor *c, void *data_end, str
 /* TCP: ports, flags, seq/ack/window; *l4len becomes the payload length. A header cut short
  * (by the captured bytes or the IP length) leaves the packet at the IP level (l4_short). */
 static __always_inline int parse_tcphdr(struct fs_cursor *c, void *data_end, struct fs_pkt *p,
-					__s32 *l4len)
+                                        __s32 *l4len)
 {
 	struct tcphdr *th = c->pos;
 	if ((void *)(th + 1) > data_end || *l4len < (__s32)sizeof(*th)) {
@@ -376,7 +378,7 @@ static __always_inline int parse_tcphdr(struct fs_cursor *c, void *data_end, str
 }
 
 static __always_inline int parse_udphdr(struct fs_cursor *c, void *data_end, struct fs_pkt *p,
-					__s32 *l4len)
+                                        __s32 *l4len)
 {
 	struct udphdr *uh = c->pos;
 	if ((void *)(uh + 1) > data_end || *l4len < (__s32)sizeof(*uh)) {

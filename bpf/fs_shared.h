@@ -68,24 +68,24 @@ enum fs_tcp_state {
 
 /* fs_event.pflags: what the parser found in this packet. */
 enum fs_pkt_flag {
-	FS_PF_PORTS = 0x01, /* ports come from a TCP/UDP/SCTP header */
-	FS_PF_TCP = 0x02,   /* tcp_flags/seq/ack/window are valid */
-	FS_PF_FRAG = 0x04,  /* non-first IP fragment: ports from the fragment map (fs_frags), 0
+	FS_PF_PORTS = 0x01,      /* ports come from a TCP/UDP/SCTP header */
+	FS_PF_TCP = 0x02,        /* tcp_flags/seq/ack/window are valid */
+	FS_PF_FRAG = 0x04,       /* non-first IP fragment: ports from the fragment map (fs_frags), 0
 			     * when its datagram's first fragment is unknown */
 	FS_PF_MORE_FRAGS = 0x10, /* first fragment (offset 0) with more fragments to follow */
-	FS_PF_ICMP = 0x20,  /* icmp_type/icmp_code are valid */
+	FS_PF_ICMP = 0x20,       /* icmp_type/icmp_code are valid */
 };
 
 /* fs_event.reason: why this packet was sent to userspace (bits; several may be set). */
 enum fs_event_reason {
-	FS_EVR_NEW = 0x01,      /* first packet of the flow (entry created, or a terminal flow
+	FS_EVR_NEW = 0x01,    /* first packet of the flow (entry created, or a terminal flow
 				 * restarted: fs_event.gen then differs from the previous one) */
-	FS_EVR_CTRL = 0x02,     /* TCP SYN, FIN or RST */
-	FS_EVR_DATA = 0x04,     /* TCP payload while the history had room for its 'D' */
-	FS_EVR_STATE = 0x08,    /* the kernel's state mirror changed state (covers the pure ACKs
+	FS_EVR_CTRL = 0x02,   /* TCP SYN, FIN or RST */
+	FS_EVR_DATA = 0x04,   /* TCP payload while the history had room for its 'D' */
+	FS_EVR_STATE = 0x08,  /* the kernel's state mirror changed state (covers the pure ACKs
 				 * of SynReceived->Established and ClosingTcp->Closed) */
-	FS_EVR_SAMPLE = 0x10,   /* FS_PACKET_EVENTS: every Nth packet */
-	FS_EVR_ZEEK = 0x20,     /* a packet the Zeek-style state needs (FS_DB_* below): the first
+	FS_EVR_SAMPLE = 0x10, /* FS_PACKET_EVENTS: every Nth packet */
+	FS_EVR_ZEEK = 0x20,   /* a packet the Zeek-style state needs (FS_DB_* below): the first
 				 * packet of a direction, the first pure ACK and the first data
 				 * segment of a direction, any packet once both directions sent
 				 * FIN or RST */
@@ -101,25 +101,25 @@ enum fs_dir_bit {
 
 /* Indices of the per-CPU counters array (fs_counters). Userspace sums over CPUs. */
 enum fs_counter {
-	FS_CNT_PACKETS = 0,     /* every packet either program saw (matched = PACKETS - TRUNCATED
+	FS_CNT_PACKETS = 0,       /* every packet either program saw (matched = PACKETS - TRUNCATED
 				 * - NOT_IP - BAD_HEADER - MAP_FULL; not counted per packet to keep
 				 * the hot path at one counter) */
-	FS_CNT_TRUNCATED = 1,   /* frame ends inside a header (unmatched) */
-	FS_CNT_NOT_IP = 2,      /* no IPv4/IPv6 inside (ARP, LLDP, ...) (unmatched) */
-	FS_CNT_BAD_HEADER = 3,  /* impossible header field: IP version mismatch, IHL < 5, TCP data
+	FS_CNT_TRUNCATED = 1,     /* frame ends inside a header (unmatched) */
+	FS_CNT_NOT_IP = 2,        /* no IPv4/IPv6 inside (ARP, LLDP, ...) (unmatched) */
+	FS_CNT_BAD_HEADER = 3,    /* impossible header field: IP version mismatch, IHL < 5, TCP data
 				 * offset < 5 (unmatched) */
-	FS_CNT_MAP_FULL = 4,    /* new flow not inserted: flow map full (packet not counted) */
-	FS_CNT_RING_FULL = 5,   /* event lost: ring buffer reserve failed */
-	FS_CNT_EVENTS = 6,      /* events submitted */
-	FS_CNT_FLOWS_NEW = 7,   /* flow entries created */
+	FS_CNT_MAP_FULL = 4,      /* new flow not inserted: flow map full (packet not counted) */
+	FS_CNT_RING_FULL = 5,     /* event lost: ring buffer reserve failed */
+	FS_CNT_EVENTS = 6,        /* events submitted */
+	FS_CNT_FLOWS_NEW = 7,     /* flow entries created */
 	FS_CNT_FLOWS_RESTART = 8, /* terminal (Closed/Reset) entries restarted as a new flow */
-	FS_CNT_PULL_FAIL = 9,   /* TC: bpf_skb_pull_data failed (parsed what was linear) */
-	FS_CNT_INSERT_RACE = 10, /* insert lost to another CPU; the packet used its entry */
+	FS_CNT_PULL_FAIL = 9,     /* TC: bpf_skb_pull_data failed (parsed what was linear) */
+	FS_CNT_INSERT_RACE = 10,  /* insert lost to another CPU; the packet used its entry */
 	FS_CNT_TRUNCATED_L4 = 11, /* TCP/UDP header cut short: counted to the IP-level flow
 				   * (ports 0) */
-	FS_CNT_FRAG_KEYED = 12, /* non-first fragments counted to their datagram's flow (held
+	FS_CNT_FRAG_KEYED = 12,   /* non-first fragments counted to their datagram's flow (held
 				 * ones included once their first fragment came) */
-	FS_CNT_FRAG_HELD = 13,  /* non-first fragments held for their first fragment (not
+	FS_CNT_FRAG_HELD = 13,    /* non-first fragments held for their first fragment (not
 				 * counted to a flow yet) */
 	FS_CNT_FRAG_RESOLVED = 14, /* held fragments added to their datagram's flow */
 	FS_CNT_FRAG_ORPHANED = 15, /* held fragments given up after FS_FRAG_TIMEOUT_NS (held -
@@ -164,12 +164,12 @@ struct fs_flow {
 	__u8 first_dir;    /*  94: orientation of the first packet = the initiator */
 	__u8 state;        /*  95: enum fs_tcp_state (kernel mirror) */
 	__u8 hist_len;     /*  96: history letters so far, saturates at FS_HISTORY_MAX */
-	__u8 fin_side;     /*  97: side (0 initiator, 1 responder) of the FIN that entered FinWait */
-	__u8 dir_bits[2];  /*  98: FS_DB_* per orientation */
-	__u8 ev_lost;      /* 100: 1 when the event that made the state terminal was lost (ring
+	__u8 fin_side;    /*  97: side (0 initiator, 1 responder) of the FIN that entered FinWait */
+	__u8 dir_bits[2]; /*  98: FS_DB_* per orientation */
+	__u8 ev_lost;     /* 100: 1 when the event that made the state terminal was lost (ring
 			    * full): the entry keeps counting instead of restarting, and the
 			    * next map sync ends the flow with what the kernel counted */
-	__u8 _pad[27];     /* 101 */
+	__u8 _pad[27];    /* 101 */
 };
 
 /*
@@ -179,32 +179,32 @@ struct fs_flow {
  */
 struct fs_event {
 	struct fs_flow_key key; /*   0 */
-	__u64 ts_ns;         /*  40: bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
-	__u64 first_ns;      /*  48: the flow's first packet */
-	__u64 pkts[2];       /*  56: flow packets per orientation, this packet included */
-	__u64 bytes[2];      /*  72: flow frame bytes per orientation */
-	__u64 payload[2];    /*  88: flow L4 payload bytes per orientation */
-	__u64 ip_bytes[2];   /* 104: flow IP total-length bytes per orientation */
-	__u32 seq;           /* 120: TCP, host order */
-	__u32 ack;           /* 124: TCP, host order */
-	__u32 frame_len;     /* 128: this frame (XDP: data_end - data, TC: skb->len) */
-	__u32 payload_len;   /* 132: this packet's L4 payload bytes */
-	__u32 gen;           /* 136: fs_flow.gen of the flow */
-	__u32 ifindex;       /* 140: interface the packet was seen on */
-	__u32 ip_len;        /* 144: this packet's IP total length */
-	__u16 window;        /* 148: TCP, host order */
-	__u8 dir;            /* 150: enum fs_dir of this packet */
-	__u8 tcp_flags;      /* 151: this packet's TCP flags */
-	__u8 reason;         /* 152: FS_EVR_* bits */
-	__u8 first_dir;      /* 153: initiator orientation */
-	__u8 state;          /* 154: kernel mirror state after this packet */
-	__u8 hist_len;       /* 155: history letters after this packet */
-	__u8 hook;           /* 156: enum fs_hook */
-	__u8 pflags;         /* 157: FS_PF_* */
-	__u8 icmp_type;      /* 158: valid with FS_PF_ICMP */
-	__u8 icmp_code;      /* 159 */
-	__u8 flags_or[2];    /* 160: the flow's TCP flags per orientation, this packet included */
-	__u8 _pad[22];       /* 162: zero */
+	__u64 ts_ns;            /*  40: bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u64 first_ns;         /*  48: the flow's first packet */
+	__u64 pkts[2];          /*  56: flow packets per orientation, this packet included */
+	__u64 bytes[2];         /*  72: flow frame bytes per orientation */
+	__u64 payload[2];       /*  88: flow L4 payload bytes per orientation */
+	__u64 ip_bytes[2];      /* 104: flow IP total-length bytes per orientation */
+	__u32 seq;              /* 120: TCP, host order */
+	__u32 ack;              /* 124: TCP, host order */
+	__u32 frame_len;        /* 128: this frame (XDP: data_end - data, TC: skb->len) */
+	__u32 payload_len;      /* 132: this packet's L4 payload bytes */
+	__u32 gen;              /* 136: fs_flow.gen of the flow */
+	__u32 ifindex;          /* 140: interface the packet was seen on */
+	__u32 ip_len;           /* 144: this packet's IP total length */
+	__u16 window;           /* 148: TCP, host order */
+	__u8 dir;               /* 150: enum fs_dir of this packet */
+	__u8 tcp_flags;         /* 151: this packet's TCP flags */
+	__u8 reason;            /* 152: FS_EVR_* bits */
+	__u8 first_dir;         /* 153: initiator orientation */
+	__u8 state;             /* 154: kernel mirror state after this packet */
+	__u8 hist_len;          /* 155: history letters after this packet */
+	__u8 hook;              /* 156: enum fs_hook */
+	__u8 pflags;            /* 157: FS_PF_* */
+	__u8 icmp_type;         /* 158: valid with FS_PF_ICMP */
+	__u8 icmp_code;         /* 159 */
+	__u8 flags_or[2]; /* 160: the flow's TCP flags per orientation, this packet included */
+	__u8 _pad[22];    /* 162: zero */
 };
 
 #endif /* FS_SHARED_H */

@@ -13,7 +13,10 @@
 #include "fs_flow.h"
 
 #ifndef FS_PULL_BYTES
-#define FS_PULL_BYTES 256 /* bytes made linear before parsing: all headers fs_parse.h reads */
+/* Bytes made linear before parsing: the deepest L2 stack fs_parse.h walks, an IPv4 header
+ * with options and a TCP header with options (IPv6 extension headers beyond that are parsed
+ * as far as they are linear). */
+#define FS_PULL_BYTES (FS_L2_MAX_BYTES + 60 + 60)
 #endif
 
 /* TCX_NEXT (linux/bpf.h, kernels >= 6.6) has the value of TC_ACT_UNSPEC: "no verdict, run the
