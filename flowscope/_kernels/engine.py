@@ -681,7 +681,7 @@ def _kernel_terminal_state(fint, s, state, kstate):
     return state
 
 
-@inline_kernel
+@kernel
 def _add_held(ctl, fint, fz, s, side, proto, zeek, hp, hb, hpay, hipb):
     """Add the fragments held for a datagram (seen before its first fragment) to the
     flow ``s`` of that first fragment, on its side."""
@@ -733,6 +733,7 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
     five = kind != EXTRACT_IP_PAIR and kind != EXTRACT_MAC_PAIR
     verify = ctl[C_VERIFY] != 0
     ftmo = ctl[C_FRAG_TMO]
+    interval = ctl[C_SWEEP_INTERVAL]
     ctl[C_NEW_SLOT] = -1
     i = start
     # a sweep left unfinished by a full event buffer comes first
@@ -745,7 +746,7 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
             return i, e, S_EV_FULL
         p = pkts[i]
         ts = p.ts
-        if ctl[C_SWEEP_INTERVAL] > 0 and ts >= ctl[C_NEXT_SWEEP]:
+        if interval > 0 and ts >= ctl[C_NEXT_SWEEP]:
             e, ok = _auto_sweep(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e,
                                 cap_ev, ts)
             if not ok:

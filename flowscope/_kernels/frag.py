@@ -64,7 +64,7 @@ def _frag_hash(k0, k1, k2, k3, k4):
     return h ^ (h >> np.uint64(29))
 
 
-@inline_kernel
+@kernel
 def frag_lookup(frk, frv, p, tmo, first):
     """Consult the table for fragment row ``p`` (a PKT_DTYPE record).
 
