@@ -461,8 +461,6 @@ def iter_captures(paths: Iterable, **kwargs) -> Iterator[tuple[CaptureReader, np
 
 
 if __name__ == "__main__":  # pragma: no cover - quick manual check
-    import sys
-
     for p in sys.argv[1:]:
         r = CaptureReader(Path(p))
         total = sum(len(b) for b in r)

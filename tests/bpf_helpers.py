@@ -6,8 +6,10 @@ FLOWSCOPE_REQUIRE_BPF=1 (CI on a BPF-capable machine): then a missing capability
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -37,3 +39,55 @@ def require_bpf(*tools: str) -> None:
     if os.environ.get("FLOWSCOPE_REQUIRE_BPF") == "1":
         pytest.fail(f"FLOWSCOPE_REQUIRE_BPF=1 but BPF tests cannot run: {why}")
     pytest.skip(why)
+
+
+def sh(*args, check=True, timeout=20) -> subprocess.CompletedProcess:
+    """Run a command, capturing its output as text."""
+    return subprocess.run(list(args), check=check, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@contextlib.contextmanager
+def veth_netns(name: str, octet: int, n: int, offloads_off: bool = False):
+    """A netns ``name`` joined to this one by the veth pair ``{name}a`` (here) /
+    ``{name}b`` (there), addressed 10.{octet}.{n}.1-2/24 and fd00:{octet}:{n:x}::1-2/64.
+
+    Yields ``(our ifname, peer v4, peer v6, netns name)``; removes both on the way out.
+    ``offloads_off`` turns GSO/TSO/GRO off on both ends (one packet per segment).
+    """
+    ns, a, b = name, f"{name}a", f"{name}b"
+    v4, v6 = f"10.{octet}.{n}", f"fd00:{octet}:{n:x}::"
+    sh("ip", "netns", "del", ns, check=False)
+    sh("ip", "link", "del", a, check=False)
+    try:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)
+        sh("ip", "addr", "add", f"{v4}.1/24", "dev", a)
+        sh("ip", "addr", "add", f"{v6}1/64", "dev", a, "nodad")
+        sh("ip", "link", "set", a, "up")
+        sh("ip", "-n", ns, "addr", "add", f"{v4}.2/24", "dev", b)
+        sh("ip", "-n", ns, "addr", "add", f"{v6}2/64", "dev", b, "nodad")
+        sh("ip", "-n", ns, "link", "set", b, "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        if offloads_off:
+            sh("ethtool", "-K", a, "gso", "off", "tso", "off", "gro", "off", check=False)
+            sh("ip", "netns", "exec", ns, "ethtool", "-K", b, "gso", "off", "tso", "off",
+               "gro", "off", check=False)
+        yield a, f"{v4}.2", f"{v6}2", ns
+    finally:
+        sh("ip", "link", "del", a, check=False)
+        sh("ip", "netns", "del", ns, check=False)
+
+
+def wait_for(path, text: str, proc, limit: float = 60.0) -> None:
+    """Wait until ``text`` shows in the file ``path`` (or fail: ``proc`` exited, or time)."""
+    import time
+
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode}: {path.read_text(errors='replace')}")
+        time.sleep(0.05)
+    raise AssertionError(f"no {text!r} in {path} after {limit} s")

@@ -20,17 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bpf_helpers import require_bpf
+from bpf_helpers import require_bpf, sh, veth_netns, wait_for
 from test_bpf_kernel import MAC_A, MAC_B, RST, SYN, eth, ipv4, tcp
 
 REPO = Path(__file__).resolve().parents[1]
 TRAFFIC = REPO / "scripts" / "live_traffic.py"
 FLOWSCOPE = [sys.executable, "-m", "flowscope"]
-
-
-def _sh(*args, check=True, timeout=20):
-    return subprocess.run(list(args), check=check, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 _seq = [0]
@@ -42,39 +37,9 @@ def topo():
     require_bpf("ip", "ethtool", "tcpdump", "bpftool", "ping")
     _seq[0] += 1
     tag = f"{os.getpid() % 10000}{_seq[0]}"
-    ns, a, b = f"fslv{tag}", f"fslv{tag}a", f"fslv{tag}b"
-    n = (os.getpid() + _seq[0]) % 200 + 20
-    v4, v6 = f"10.204.{n}", f"fd00:204:{n:x}::"
-    _sh("ip", "netns", "del", ns, check=False)
-    _sh("ip", "link", "del", a, check=False)
-    try:
-        _sh("ip", "netns", "add", ns)
-        _sh("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)
-        _sh("ip", "addr", "add", f"{v4}.1/24", "dev", a)
-        _sh("ip", "addr", "add", f"{v6}1/64", "dev", a, "nodad")
-        _sh("ip", "link", "set", a, "up")
-        _sh("ip", "-n", ns, "addr", "add", f"{v4}.2/24", "dev", b)
-        _sh("ip", "-n", ns, "addr", "add", f"{v6}2/64", "dev", b, "nodad")
-        _sh("ip", "-n", ns, "link", "set", b, "up")
-        _sh("ip", "-n", ns, "link", "set", "lo", "up")
-        _sh("ethtool", "-K", a, "gso", "off", "tso", "off", "gro", "off", check=False)
-        _sh("ip", "netns", "exec", ns, "ethtool", "-K", b, "gso", "off", "tso", "off", "gro",
-            "off", check=False)
-        yield a, f"{v4}.2", f"{v6}2", ns
-    finally:
-        _sh("ip", "link", "del", a, check=False)
-        _sh("ip", "netns", "del", ns, check=False)
-
-
-def _wait_for(path: Path, text: str, proc, limit=60.0):
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode}: {path.read_text(errors='replace')}")
-        time.sleep(0.1)
-    raise AssertionError(f"no {text!r} in {path} after {limit} s")
+    with veth_netns(f"fslv{tag}", 204, (os.getpid() + _seq[0]) % 200 + 20,
+                    offloads_off=True) as t:
+        yield t
 
 
 def _start_live(ifname, tmp, *extra):
@@ -83,7 +48,7 @@ def _start_live(ifname, tmp, *extra):
                                          str(tmp / "live.jsonl"), "--duration", "90", *extra],
                             stdout=subprocess.DEVNULL, stderr=open(err, "w"), cwd=REPO)
     try:
-        _wait_for(err, "Tracking flows on", proc)
+        wait_for(err, "Tracking flows on", proc)
     except BaseException:
         proc.kill()
         proc.wait(10)
@@ -107,7 +72,7 @@ def _drive(ifname, v4, v6, ns):
                             v4, v6], stdout=subprocess.PIPE, text=True)
     try:
         assert srv.stdout.readline().strip() == "ready"
-        _sh(sys.executable, str(TRAFFIC), "drive", v4, v6, ifname, timeout=30)
+        sh(sys.executable, str(TRAFFIC), "drive", v4, v6, ifname, timeout=30)
         srv.wait(timeout=20)
     finally:
         if srv.poll() is None:
@@ -134,7 +99,7 @@ def _live_and_offline(topo, tmp_path, fmt: str, ipfix: bool = False):
                                  "-w", str(pcap)],
                                 stdout=subprocess.DEVNULL, stderr=open(tcpd_err, "w"))
         try:
-            _wait_for(tcpd_err, "listening on", tcpd, 20)
+            wait_for(tcpd_err, "listening on", tcpd, 20)
             live, err = _start_live(ifname, tmp_path, "--format", fmt, *extra)
             try:
                 _drive(ifname, v4, v6, ns)
@@ -145,7 +110,7 @@ def _live_and_offline(topo, tmp_path, fmt: str, ipfix: bool = False):
         finally:
             _stop(tcpd, signal.SIGINT, 10)
         off_extra = ["--ipfix", f"127.0.0.1:{sinks[1].port}"] if ipfix else []
-        off = _sh(*FLOWSCOPE, "pcap", "--format", fmt, "-o", str(tmp_path / "off.out"),
+        off = sh(*FLOWSCOPE, "pcap", "--format", fmt, "-o", str(tmp_path / "off.out"),
                   *off_extra, str(pcap), timeout=120)
         assert off.returncode == 0, off.stderr
         dgrams = [sink.take(10_000, timeout=1.0) for sink in sinks]
@@ -265,12 +230,12 @@ def test_live_equals_offline(topo, tmp_path, fmt):
 
 def _links() -> dict[int, object]:
     """BPF link id -> type (bpftool 7.1 prints tcx links as type 11 with no interface)."""
-    out = _sh("bpftool", "-j", "link", "show", check=False).stdout or "[]"
+    out = sh("bpftool", "-j", "link", "show", check=False).stdout or "[]"
     return {int(x["id"]): x["type"] for x in json.loads(out)}
 
 
 def _xdp_on(ifname: str) -> bool:
-    return "xdp" in _sh("ip", "link", "show", "dev", ifname).stdout
+    return "xdp" in sh("ip", "link", "show", "dev", ifname).stdout
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
@@ -476,8 +441,8 @@ def test_metrics_are_served_and_interfaces_come_from_the_config(topo, tmp_path):
     proc = subprocess.Popen(FLOWSCOPE + ["live", "--config", str(cfg), "--duration", "60"],
                             stdout=subprocess.DEVNULL, stderr=open(err, "w"), cwd=REPO)
     try:
-        _wait_for(err, f"Tracking flows on {ifname}", proc)
-        _sh("ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "1",
+        wait_for(err, f"Tracking flows on {ifname}", proc)
+        sh("ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "1",
             v4.rsplit(".", 1)[0] + ".1", check=False)
         families = {}
         deadline = time.monotonic() + 15

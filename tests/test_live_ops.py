@@ -23,15 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from bpf_helpers import require_bpf
+from bpf_helpers import require_bpf, sh, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWSCOPE = [sys.executable, "-m", "flowscope"]
-
-
-def _sh(*args, check=True, timeout=20):
-    return subprocess.run(list(args), check=check, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 _seq = [0]
@@ -40,13 +35,13 @@ _seq = [0]
 def _veth(tag: str, ns: str, n: int):
     """A veth pair ``fso{tag}a`` (here, 10.205.n.1) -- ``fso{tag}b`` (in ``ns``, .2)."""
     a, b = f"fso{tag}a", f"fso{tag}b"
-    _sh("ip", "link", "del", a, check=False)
-    _sh("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)
-    _sh("ip", "addr", "add", f"10.205.{n}.1/24", "dev", a)
-    _sh("ip", "link", "set", a, "up")
-    _sh("ip", "-n", ns, "addr", "add", f"10.205.{n}.2/24", "dev", b)
-    _sh("ip", "-n", ns, "link", "set", b, "up")
-    _sh("ethtool", "-K", a, "gso", "off", "tso", "off", "gro", "off", check=False)
+    sh("ip", "link", "del", a, check=False)
+    sh("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)
+    sh("ip", "addr", "add", f"10.205.{n}.1/24", "dev", a)
+    sh("ip", "link", "set", a, "up")
+    sh("ip", "-n", ns, "addr", "add", f"10.205.{n}.2/24", "dev", b)
+    sh("ip", "-n", ns, "link", "set", b, "up")
+    sh("ethtool", "-K", a, "gso", "off", "tso", "off", "gro", "off", check=False)
     return a, b, f"10.205.{n}.2"
 
 
@@ -65,33 +60,22 @@ def net():
         made.append(a)
         return a, peer
 
-    _sh("ip", "netns", "del", ns, check=False)
+    sh("ip", "netns", "del", ns, check=False)
     try:
-        _sh("ip", "netns", "add", ns)
-        _sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
         yield ns, pair
     finally:
         for a in made:
-            _sh("ip", "link", "del", a, check=False)
-        _sh("ip", "netns", "del", ns, check=False)
-
-
-def _wait_for(path: Path, text: str, proc, limit=60.0):
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode}: {path.read_text(errors='replace')}")
-        time.sleep(0.05)
-    raise AssertionError(f"no {text!r} in {path} after {limit} s")
+            sh("ip", "link", "del", a, check=False)
+        sh("ip", "netns", "del", ns, check=False)
 
 
 def _live(args, err: Path, stdout=subprocess.DEVNULL):
     proc = subprocess.Popen(FLOWSCOPE + ["live", "--duration", "90", *args], stdout=stdout,
                             stderr=open(err, "w"), cwd=REPO)
     try:
-        _wait_for(err, "Tracking flows on", proc, 180)  # a cold numba cache compiles first
+        wait_for(err, "Tracking flows on", proc, 180)  # a cold numba cache compiles first
     except BaseException:
         _stop(proc, signal.SIGKILL)
         raise
@@ -371,7 +355,7 @@ def _counter_prog():
 
 
 def _ping(peer: str, n: int = 3):
-    r = _sh("ping", "-c", str(n), "-i", "0.2", "-W", "1", peer, check=False)
+    r = sh("ping", "-c", str(n), "-i", "0.2", "-W", "1", peer, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -442,14 +426,14 @@ def test_xdp_held_by_another_program_exit_2_then_tc_ingress(net, tmp_path, how):
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
-        prog_before = _sh("ip", "-j", "link", "show", "dev", ifname).stdout
+        prog_before = sh("ip", "-j", "link", "show", "dev", ifname).stdout
         r = subprocess.run(FLOWSCOPE + ["live", "-i", ifname, "--duration", "5", "-o",
                                         os.devnull], capture_output=True, text=True,
                            timeout=120, cwd=REPO)
         assert r.returncode == 2, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and "sensor.ingress: tc" in lines[0] and ifname in lines[0]
-        assert _sh("ip", "-j", "link", "show", "dev", ifname).stdout == prog_before
+        assert sh("ip", "-j", "link", "show", "dev", ifname).stdout == prog_before
         # the offered way out: count ingress on tcx, the other program stays
         cfg = tmp_path / "c.yaml"
         cfg.write_text("sensor:\n  ingress: tc\n")
@@ -465,7 +449,7 @@ def test_xdp_held_by_another_program_exit_2_then_tc_ingress(net, tmp_path, how):
         recs = [json.loads(line) for line in out.read_text().splitlines()]
         icmp = [r for r in recs if r["proto"] == "icmp" and r["dst_ip"] == peer]
         assert [(r["init_pkts"], r["resp_pkts"]) for r in icmp] == [(2, 2)]
-        assert _sh("ip", "-j", "link", "show", "dev", ifname).stdout == prog_before
+        assert sh("ip", "-j", "link", "show", "dev", ifname).stdout == prog_before
     finally:
         holder.stdin.close()
         holder.wait(20)
@@ -551,7 +535,7 @@ def test_only_interface_deleted_ends_its_flows_and_exits_1(net, tmp_path):
     try:
         _udp(peer, 5001, 2)
         time.sleep(0.3)
-        _sh("ip", "link", "del", ifname)
+        sh("ip", "link", "del", ifname)
         rc = proc.wait(10)
     finally:
         _stop(proc, signal.SIGKILL)
@@ -574,7 +558,7 @@ def test_one_of_two_interfaces_deleted_the_other_goes_on(net, tmp_path):
         _udp(peer1, 5001, 2)
         _udp(peer2, 5002, 3)
         time.sleep(0.3)
-        _sh("ip", "link", "del", if1)
+        sh("ip", "link", "del", if1)
         gone = _wait_records(out, lambda r: r["dst_port"] == 5001 and r["proto"] == "udp")
         assert [(r["reason"], r["init_pkts"]) for r in gone] == [("shutdown", 2)], \
             err.read_text()
@@ -602,11 +586,11 @@ def test_interface_that_returns_is_attached_again(net, tmp_path):
     try:
         _udp(peer, 5001, 1)
         time.sleep(0.3)
-        _sh("ip", "link", "del", ifname)
-        _wait_for(err, f"interface {ifname} is gone", proc, 5)
+        sh("ip", "link", "del", ifname)
+        wait_for(err, f"interface {ifname} is gone", proc, 5)
         assert proc.poll() is None
         pair()  # the same names again
-        _wait_for(err, f"interface {ifname} is back: tracking it again", proc, 5)
+        wait_for(err, f"interface {ifname} is back: tracking it again", proc, 5)
         _udp(peer, 5003, 2)
         time.sleep(0.3)
     finally:
@@ -624,11 +608,11 @@ def test_link_down_and_up_keeps_the_attachment(net, tmp_path):
     proc = _live(["-i", ifname, "--format", "jsonl", "-o", str(out)], err)
     try:
         _udp(peer, 5001, 1)
-        _sh("ip", "link", "set", ifname, "down")
+        sh("ip", "link", "set", ifname, "down")
         time.sleep(1.5)  # at least one interface check while down
-        _sh("ip", "link", "set", ifname, "up")
+        sh("ip", "link", "set", ifname, "up")
         end = time.monotonic() + 5  # wait until the peer answers again
-        while _sh("ping", "-c", "1", "-W", "1", peer, check=False).returncode != 0:
+        while sh("ping", "-c", "1", "-W", "1", peer, check=False).returncode != 0:
             assert time.monotonic() < end
         _udp(peer, 5001, 2)
         time.sleep(0.3)

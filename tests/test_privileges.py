@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bpf_helpers import require_bpf
+from bpf_helpers import require_bpf, sh, veth_netns
 from flowscope.sensor import preflight as pf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,35 +127,12 @@ def service_cache():
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _sh(*args, check=True, timeout=20):
-    return subprocess.run(list(args), check=check, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 @pytest.fixture
 def topo():
     """A netns joined by a veth pair: (our ifname, peer v4, peer v6, netns name)."""
     require_bpf("ip", "setpriv", "ping")
-    tag = f"{os.getpid() % 10000}"
-    ns, a, b = f"fspr{tag}", f"fspr{tag}a", f"fspr{tag}b"
-    n = os.getpid() % 200 + 20
-    v4, v6 = f"10.207.{n}", f"fd00:207:{n:x}::"
-    _sh("ip", "netns", "del", ns, check=False)
-    _sh("ip", "link", "del", a, check=False)
-    try:
-        _sh("ip", "netns", "add", ns)
-        _sh("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)
-        _sh("ip", "addr", "add", f"{v4}.1/24", "dev", a)
-        _sh("ip", "addr", "add", f"{v6}1/64", "dev", a, "nodad")
-        _sh("ip", "link", "set", a, "up")
-        _sh("ip", "-n", ns, "addr", "add", f"{v4}.2/24", "dev", b)
-        _sh("ip", "-n", ns, "addr", "add", f"{v6}2/64", "dev", b, "nodad")
-        _sh("ip", "-n", ns, "link", "set", b, "up")
-        _sh("ip", "-n", ns, "link", "set", "lo", "up")
-        yield a, f"{v4}.2", f"{v6}2", ns
-    finally:
-        _sh("ip", "link", "del", a, check=False)
-        _sh("ip", "netns", "del", ns, check=False)
+    with veth_netns(f"fspr{os.getpid() % 10000}", 207, os.getpid() % 200 + 20) as t:
+        yield t
 
 
 def drive(ifname, v4, v6, ns):
@@ -164,7 +141,7 @@ def drive(ifname, v4, v6, ns):
                             v4, v6], stdout=subprocess.PIPE, text=True)
     try:
         assert srv.stdout.readline().strip() == "ready"
-        _sh(sys.executable, str(TRAFFIC), "drive", v4, v6, ifname, timeout=30)
+        sh(sys.executable, str(TRAFFIC), "drive", v4, v6, ifname, timeout=30)
         srv.wait(timeout=20)
     finally:
         if srv.poll() is None:
