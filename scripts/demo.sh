@@ -57,7 +57,7 @@ ip netns exec "$ns" timeout 20 .venv/bin/python scripts/live_traffic.py serve \
     10.203.0.2 fd00:203::2 > "$work/server.out" &
 server_pid=$!
 for _ in $(seq 50); do grep -q ready "$work/server.out" 2>/dev/null && break; sleep 0.1; done
-echo "demo: driving traffic (TCP, refused TCP, half-open SYN, UDP, ICMP, IPv6, VLAN)" >&2
+echo "demo: driving traffic (TCP, bulk, reset, refused TCP, half-open SYN, UDP, fragments, ICMP, IPv6, VLAN)" >&2
 timeout 20 .venv/bin/python scripts/live_traffic.py drive 10.203.0.2 fd00:203::2 "$veth"
 wait "$server_pid" || true
 server_pid=""
