@@ -546,7 +546,7 @@ def _auto_sweep(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, cap_ev
     return e, done and e + MAX_EVENTS_PER_PACKET <= cap_ev
 
 
-@kernel
+@inline_kernel
 def _new_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, ev, e, pkts, i, pos,
               k0, k1, k2, k3, k4, rev, has_tcp):
     """Create the flow of packet ``i`` (evicting the least recently touched flow when
