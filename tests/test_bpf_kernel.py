@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bpf_helpers import require_bpf
+from bpf_helpers import require_bpf, veth_netns
 from flowscope import layout as plo
 from flowscope._kernels import parse as offline_parse
 from flowscope.sensor import layout as L
@@ -1018,23 +1018,8 @@ def _sh(*args, check=True, **kw):
 def veth():
     """(ifname in our namespace, peer address) of a veth whose peer lives in a fresh netns."""
     require_bpf("ip")
-    tag = f"{os.getpid() % 100000}"
-    ns, a, b = f"fsns{tag}", f"fsa{tag}", f"fsb{tag}"
-    net = f"10.251.{os.getpid() % 200 + 20}"
-    _sh("ip", "netns", "del", ns, check=False)
-    _sh("ip", "link", "del", a, check=False)
-    try:
-        _sh("ip", "netns", "add", ns)
-        _sh("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)
-        _sh("ip", "addr", "add", f"{net}.1/30", "dev", a)
-        _sh("ip", "link", "set", a, "up")
-        _sh("ip", "-n", ns, "addr", "add", f"{net}.2/30", "dev", b)
-        _sh("ip", "-n", ns, "link", "set", b, "up")
-        _sh("ip", "-n", ns, "link", "set", "lo", "up")
-        yield a, f"{net}.2", ns
-    finally:
-        _sh("ip", "link", "del", a, check=False)
-        _sh("ip", "netns", "del", ns, check=False)
+    with veth_netns(f"fsns{os.getpid() % 100000}", 251, os.getpid() % 200 + 20) as (a, v4, _, ns):
+        yield a, v4, ns
 
 
 SERVER = textwrap.dedent("""
