@@ -378,20 +378,29 @@ class Sensor:
         live_k, live_v = keys[keep], vals[keep]
         all_k = np.concatenate([live_k, gone_k])
         all_v = np.concatenate([live_v, gone_v])
-        open_ = _unreported(all_v)
         self.stats.open_packets = int(live_v["pkts"][_unreported(live_v)].sum())
         last = all_v["last_ns"].astype(np.int64)
         # a removed idle flow ends as idle even when a racing packet made it look busy
         idle_rows = slice(len(live_k), len(live_k) + n_idle)
         tmo_all = self._timeouts[all_k["proto"]]
         last[idle_rows] = np.minimum(last[idle_rows], now_mono - tmo_all[idle_rows])
-        rows = sync_rows(all_k[open_], all_v[open_], off, last[open_])
-        self.stats.synced += len(rows)
-        self._feed(rows)
+        self._sync(all_k, all_v, last)
         for recs in self.tracker.process_sweep(now_mono + off):
             self.writer.write_records(recs)
         # 5
         self._feed(rows_from_events(later, off, self._slots))
+
+    def _sync(self, keys: np.ndarray, vals: np.ndarray,
+              last_ns: Optional[np.ndarray] = None) -> np.ndarray:
+        """Feed PF_SYNC rows for the map entries whose flow the engine has not ended (open
+        ones and lost terminal ones; terminal ones were ended by their event); ``last_ns``
+        overrides their last-seen times. Returns the keys synced."""
+        keep = _unreported(vals)
+        rows = sync_rows(keys[keep], vals[keep], self.clock.offset_ns,
+                         None if last_ns is None else last_ns[keep])
+        self.stats.synced += len(rows)
+        self._feed(rows)
+        return keys[keep]
 
     def _put_back_raced(self, keys, vals, now_mono):
         """Reinsert removed entries that a packet made busy again; return the really removed."""
@@ -493,11 +502,7 @@ class Sensor:
             self._seen.pop(at.ifindex, None)
             self._seen_n.pop(at.ifindex, None)
             keys, vals = maps.lookup_and_delete(self.loaded.flows_fd, want)
-        open_ = _unreported(vals)  # terminal ones were ended by their event
-        keys, vals = keys[open_], vals[open_]
-        rows = sync_rows(keys, vals, off)
-        self.stats.synced += len(rows)
-        self._feed(rows)
+        keys = self._sync(keys, vals)
         before = self.tracker.stats.flows_ended
         for recs in self.tracker.process_end(_engine_keys(keys), now):
             self.writer.write_records(recs)
@@ -559,11 +564,7 @@ class Sensor:
                 from . import maps
 
                 self._drain_everything()
-                keys, vals = maps.drain_flows(self.loaded.flows_fd, self.map_size)
-                open_ = _unreported(vals)
-                rows = sync_rows(keys[open_], vals[open_], self.clock.offset_ns)
-                self.stats.synced += len(rows)
-                self._feed(rows)
+                self._sync(*maps.drain_flows(self.loaded.flows_fd, self.map_size))
                 for recs in self.tracker.process_finish():
                     self.writer.write_records(recs)
                 self.final_counters = self.counters()
