@@ -91,6 +91,9 @@ def _tracker_args(p: argparse.ArgumentParser, live: bool) -> None:
             g.add_argument(key.flag, type=float, metavar="SEC", dest=key.field,
                            help=f"{proto} idle timeout in seconds (default "
                                 f"{getattr(d, key.field):g})")
+    g.add_argument(_flag("", "sample_rate"), type=int, metavar="N",
+                   help="keep 1 flow in N, chosen by a hash of the flow's key (both "
+                        "directions together; default: every flow)")
     if live:
         g.add_argument(_flag("sensor", "sweep_interval"), type=float, metavar="SEC",
                        help="sync the kernel's flow map and end idle flows every SEC seconds "
@@ -188,6 +191,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
             changes[key.field] = getattr(args, key.field)
     if args.sweep_interval is not None:
         changes["sweep_interval"] = args.sweep_interval
+    if args.sample_rate is not None:
+        changes["sample_rate"] = args.sample_rate
     if getattr(args, "infer_tcp_initiator", None):
         changes["infer_tcp_initiator"] = True
     if getattr(args, "verify_checksums", None):

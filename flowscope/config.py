@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .layout import FRAG_TIMEOUT_S, NS_PER_S, TIMEOUT_CLASSES
+from .layout import FRAG_TIMEOUT_S, NS_PER_S, PROTO_SLUGS, TIMEOUT_CLASSES
 
 
 class ConfigError(ValueError):
@@ -89,6 +89,54 @@ def names(what: str, allowed: tuple[str, ...] = (), max_len: int = 1 << 30) -> C
             raise _fail(key, f"expected a list of {what}", value)
         return tuple(n for n in allowed if n in items) if allowed else tuple(items)
     return check
+
+
+def _items(key: str, value: Any, what: str) -> list:
+    items = [value] if isinstance(value, (str, int)) and not isinstance(value, bool) else value
+    if not isinstance(items, (list, tuple)):
+        raise _fail(key, f"expected a list of {what}", value)
+    return list(items)
+
+
+def cidrs(key: str, value: Any) -> tuple[str, ...]:
+    """A list of IPv4/IPv6 networks (``10.0.0.0/8``, ``fd00::/8``; an address is a /32 or
+    /128); host bits must be zero. Returns the networks as strings, normalised."""
+    import ipaddress
+
+    out = []
+    for item in _items(key, value, "CIDRs like 10.0.0.0/8"):
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=True)))
+        except (TypeError, ValueError):
+            raise _fail(key, "expected a list of CIDRs like 10.0.0.0/8 or fd00::/8 (host bits "
+                             "zero)", item) from None
+    return tuple(dict.fromkeys(out))
+
+
+def ports(key: str, value: Any) -> tuple[int, ...]:
+    """A list of port numbers 0..65535."""
+    items = _items(key, value, "port numbers")
+    if any(isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 65535 for p in items):
+        raise _fail(key, "expected a list of port numbers 0..65535", value)
+    return tuple(sorted(set(items)))
+
+
+#: Protocol names a filter takes besides numbers (the JSON ``proto`` slugs).
+PROTOCOL_NAMES = {slug: num for num, slug in PROTO_SLUGS.items()}
+
+
+def protocols(key: str, value: Any) -> tuple[int, ...]:
+    """A list of IP protocols: numbers 0..255 or names (tcp, udp, icmp, icmp6, sctp)."""
+    out = []
+    for p in _items(key, value, "protocols"):
+        if isinstance(p, str) and p.lower() in PROTOCOL_NAMES:
+            out.append(PROTOCOL_NAMES[p.lower()])
+        elif isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= 255:
+            out.append(p)
+        else:
+            raise _fail(key, "expected a list of IP protocol numbers 0..255 or names ("
+                             + ", ".join(PROTOCOL_NAMES) + ")", p)
+    return tuple(sorted(set(out)))
 
 
 def callable_or_none(key: str, value: Any) -> Any:
@@ -206,6 +254,19 @@ class TrackerConfig:
         Zeek's ``-C``): bad ones are counted in ``bad_checksums`` and give
         Zeek's ``C``/``c`` history letters. Needs rows from a reader that
         verified them (``CaptureReader(verify_checksums=True)``).
+    include_cidrs, exclude_cidrs : tuple of str
+        Flow filter (YAML ``filter.include.cidrs`` ...): keep only flows with an
+        address in an include network; drop flows with an address in an
+        exclude network. Empty lists are not in force.
+    include_ports, exclude_ports : tuple of int
+        The same for the flow's ports (either side; 0 for protocols without ports).
+    include_protocols, exclude_protocols : tuple of int
+        The same for the IP protocol (names allowed: tcp, udp, icmp, icmp6, sctp).
+    sample_rate : int
+        Keep 1 flow in ``sample_rate``, chosen by a hash of the flow's key
+        (1 = every flow). The filter and the sampler decide when a flow would be
+        created; the packets of dropped flows are counted (``packets_filtered``,
+        ``packets_sampled_out``).
     """
 
     tcp_timeout: float = 300.0
@@ -218,6 +279,13 @@ class TrackerConfig:
     sweep_interval: Optional[float] = None
     fragment_timeout: float = FRAG_TIMEOUT_S
     verify_checksums: bool = False
+    include_cidrs: tuple = ()
+    exclude_cidrs: tuple = ()
+    include_ports: tuple = ()
+    exclude_ports: tuple = ()
+    include_protocols: tuple = ()
+    exclude_protocols: tuple = ()
+    sample_rate: int = 1
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -346,6 +414,9 @@ def _timeout_key(name: str) -> Key:
     return Key(f"timeouts.{name}", f"{name}_timeout", seconds, f"--{name}-timeout")
 
 
+#: The two lists of the flow filter (YAML ``filter.include`` / ``filter.exclude``).
+FILTER_SIDES = ("include", "exclude")
+
 #: Every key of every section ("" = the top level, the tracker's keys).
 SCHEMA: dict[str, tuple[Key, ...]] = {
     "": (
@@ -355,6 +426,10 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("fragment_timeout", "fragment_timeout", seconds),
         Key("verify_checksums", "verify_checksums", boolean, "--verify-checksums"),
         *(_timeout_key(name) for name, _protos in TIMEOUT_CLASSES),
+        *(Key(f"filter.{side}.{what}", f"{side}_{what}", check)
+          for side in FILTER_SIDES
+          for what, check in (("cidrs", cidrs), ("ports", ports), ("protocols", protocols))),
+        Key("sample_rate", "sample_rate", integer(1, 1 << 31), "--sample-rate"),
         Key("timeout_fn", "timeout_fn", callable_or_none, yaml=False),
     ),
     "sensor": (
@@ -460,6 +535,15 @@ def _flatten(section: str, data: dict) -> dict[str, Any]:
                 raise ConfigError("timeouts: expected a mapping like {tcp: 300, udp: 60}")
             for proto, secs in v.items():
                 out[f"timeouts.{proto}"] = secs
+        elif not section and k == "filter":
+            if not isinstance(v, dict):
+                raise ConfigError("filter: expected a mapping like {exclude: {ports: [22]}}")
+            for side, lists in v.items():
+                if not isinstance(lists, dict):
+                    raise ConfigError(f"filter.{side}: expected a mapping like "
+                                      "{cidrs: [10.0.0.0/8], ports: [53], protocols: [udp]}")
+                for what, items in lists.items():
+                    out[f"filter.{side}.{what}"] = items
         else:
             out[name] = v
     return out
@@ -470,6 +554,8 @@ def _known(section: str, name: str) -> list[str]:
     paths = [k.path for k in SCHEMA[section] if k.yaml]
     if name.startswith("timeouts."):
         return sorted(p.split(".", 1)[1] for p in paths if p.startswith("timeouts."))
+    if name.startswith("filter."):
+        return sorted(p.split(".", 1)[1] for p in paths if p.startswith("filter."))
     if section:
         return sorted(p.split(".", 1)[1] for p in paths)
     return sorted({p.split(".")[0] for p in paths} | set(SECTIONS))

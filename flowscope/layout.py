@@ -333,3 +333,21 @@ EVENT_DTYPE = np.dtype(
     ],
     align=True,
 )
+
+# --- flow filter and sampling (context) -------------------------------------
+#: Bits of the flow filter's mode (the engine's ``C_FILTER`` slot; the kernel's ``FS_FILTER``
+#: compile flag, ``enum fs_filter_bit``): which lists are in force.
+FLT_INC_CIDRS = 0x01  # keep a flow only when one of its addresses is in an include CIDR
+FLT_EXC_CIDRS = 0x02  # drop a flow when one of its addresses is in an exclude CIDR
+FLT_INC_PORTS = 0x04  # keep a flow only when one of its ports is an include port
+FLT_EXC_PORTS = 0x08  # drop a flow when one of its ports is an exclude port
+FLT_INC_PROTOS = 0x10  # keep a flow only when its IP protocol is an include protocol
+FLT_EXC_PROTOS = 0x20  # drop a flow when its IP protocol is an exclude protocol
+#: Flow sampling: a flow is kept when ``sample_hash(key) % rate == 0``. ``sample_hash`` is
+#: splitmix64-style mixing of the five key words (``a_hi, a_lo, b_hi, b_lo, meta``) from a
+#: seed of its own (so the sampled flows do not cluster in the engine's hash index), written
+#: once in numba (flowscope._kernels.flowfilter) and once in C (bpf/fs_flow.h) from these
+#: constants, mirrored in bpf/fs_shared.h.
+HASH_M1 = 0xBF58476D1CE4E5B9
+HASH_M2 = 0x94D049BB133111EB
+SAMPLE_SEED = 0x5851F42D4C957F2D

@@ -40,6 +40,7 @@ from .events import (
     StateChange,
     Timestamp,
 )
+from .flowfilter import engine_table
 from .keys import Extractor, FiveTuple
 from .layout import NS_PER_S
 
@@ -76,6 +77,8 @@ class TrackerStats:
     fragments_orphaned: int = 0  # held fragments whose first fragment never came (unmatched)
     truncated_l4: int = 0  # packets whose TCP/UDP header was cut short (keyed with ports 0)
     bad_checksums: int = 0  # matched packets with a bad checksum (verify_checksums)
+    packets_filtered: int = 0  # packets of flows the flow filter dropped (never tracked)
+    packets_sampled_out: int = 0  # packets of flows flow sampling left out (never tracked)
 
 
 def event_mask(events: str | int) -> int:
@@ -167,6 +170,8 @@ class FlowTracker:
         ctl[K.C_ZEEK] = int(zeek)
         ctl[K.C_FRAG_TMO] = int(round(self.config.fragment_timeout * NS_PER_S))
         ctl[K.C_VERIFY] = int(self.config.verify_checksums)
+        ctl[K.C_FILTER], self._flt = engine_table(self.config)
+        ctl[K.C_SAMPLE_RATE] = self.config.sample_rate
         self._ev = np.zeros(max(int(event_capacity), 64), dtype=layout.EVENT_DTYPE)
         self._keys: dict[int, object] = {}  # flow_id -> decoded key, for open flows
 
@@ -185,7 +190,7 @@ class FlowTracker:
         if pkts.dtype != layout.PKT_DTYPE:
             raise TypeError("pkts: expected an array of flowscope.layout.PKT_DTYPE")
         i = 0
-        args = self._state() + (self._frk, self._frv, self._ev)
+        args = self._state() + (self._frk, self._frv, self._flt, self._ev)
         while True:
             i, e, status = K.track_batch(pkts, i, *args, 0)
             if status == K.S_PAUSED:
@@ -293,6 +298,8 @@ class FlowTracker:
             fragments_orphaned=int(c[K.C_FRAG_ORPHANS]),
             truncated_l4=int(c[K.C_TRUNC_L4]),
             bad_checksums=int(c[K.C_BAD_CSUM]),
+            packets_filtered=int(c[K.C_FILTERED]),
+            packets_sampled_out=int(c[K.C_SAMPLED_OUT]),
         )
 
     def __len__(self) -> int:

@@ -154,8 +154,11 @@ class NaiveTracker:
     """The reference tracker, one packet at a time, dicts and lists only."""
 
     def __init__(self, kind=FIVE, max_flows=100_000, infer=False, timeouts=None,
-                 sweep_interval=0, frag_timeout=30 * 10**9):
+                 sweep_interval=0, frag_timeout=30 * 10**9, flt=None, sample_rate=1):
         self.kind = kind
+        self.flt = flt  # {"include": {"cidrs": [...], "ports": [...], ...}, "exclude": {...}}
+        self.sample_rate = sample_rate
+        self.filtered = self.sampled_out = 0
         self.max_flows = max_flows
         self.infer = infer
         self.timeouts = timeouts or {"tcp": 300 * 10**9, "udp": 60 * 10**9,
@@ -220,6 +223,19 @@ class NaiveTracker:
         tcp = bool(p["pflags"] & 0x02) and not sync and self.kind in (FIVE, FIVE_DIR)
         flags = p["tcp_flags"]
         f = self.flows.get(key)
+        if f is None and not live_row:
+            drop = None
+            if self.flt and not naive_passes(self.flt, p):
+                drop = "filtered"
+            elif self.sample_rate > 1 and naive_sample_hash(key) % self.sample_rate:
+                drop = "sampled_out"
+            if drop:
+                n = 1 + (held[0] if held else 0)
+                setattr(self, drop, getattr(self, drop) + n)
+                if held:
+                    self.frag_held -= held[0]
+                    self.frag_keyed += held[0]
+                return out
         if f is None:
             if len(self.flows) >= self.max_flows:
                 self._end(next(iter(self.flows)), R_EVICTED, ts, out)
@@ -322,3 +338,40 @@ def records_to_tuples(recs) -> list:
                         (int(r["pkts"][0]), int(r["pkts"][1])),
                         (int(r["bytes"][0]), int(r["bytes"][1])), hist))
     return out
+
+
+def naive_sample_hash(words) -> int:
+    """The flow sampler's hash of five key words, restated (layout.SAMPLE_SEED, HASH_M1/M2)."""
+    h = 0x5851F42D4C957F2D
+    for w in words:
+        h = ((h ^ w) * 0xBF58476D1CE4E5B9) & M64
+        h ^= h >> 31
+    h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & M64
+    return h ^ (h >> 33)
+
+
+def naive_passes(flt: dict, p: dict) -> bool:
+    """Does the flow of packet ``p`` pass the filter ``flt`` ({"include": {"cidrs": [...],
+    "ports": [...], "protocols": [...]}, "exclude": {...}}, protocols as numbers)?"""
+    import ipaddress
+
+    ip = p["l3"] in (4, 6)
+    addrs = []
+    if ip:
+        for w in ("src", "dst"):
+            v = p[f"{w}_hi"] << 64 | p[f"{w}_lo"]
+            addrs.append(ipaddress.ip_address(v if p["l3"] == 6 else v & 0xFFFFFFFF)
+                         if p["l3"] == 4 else ipaddress.IPv6Address(v))
+    ports = (p["sport"], p["dport"]) if p["pflags"] & 0x01 else (0, 0)
+    facts = {"cidrs": lambda nets: any(a in ipaddress.ip_network(n) for a in addrs
+                                       for n in nets),
+             "ports": lambda lst: any(x in lst for x in ports),
+             "protocols": lambda lst: p["proto"] in lst}
+    for what, test in facts.items():
+        inc = flt.get("include", {}).get(what)
+        exc = flt.get("exclude", {}).get(what)
+        if inc and not (ip and test(inc)):
+            return False
+        if exc and ip and test(exc):
+            return False
+    return True

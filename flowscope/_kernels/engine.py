@@ -43,6 +43,7 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
     ZEEK_HISTORY_MAX, ZEEK_WORDS,
 )
 from .common import KIND_SHIFT, L3_SHIFT, PORT_A_SHIFT, PROTO_SHIFT, inline_kernel, kernel
+from .flowfilter import flow_passes, sample_hash
 from .frag import FR_HELD, FR_KEYED, frag_lookup
 from .zeek import zeek_bad_checksum, zeek_kernel_counters, zeek_packet, zeek_reset
 
@@ -89,7 +90,12 @@ C_FRAG_ORPHANS = C_FRAG_TMO + 4  # held fragments given up (unmatched)
 C_TRUNC_L4 = C_FRAG_TMO + 5  # packets whose TCP/UDP header was cut short (keyed with ports 0)
 C_VERIFY = C_FRAG_TMO + 6  # verify_checksums: act on the rows' csum bits
 C_BAD_CSUM = C_FRAG_TMO + 7  # matched packets with a bad IP / L4 checksum (C_VERIFY)
-C_SIZE = C_FRAG_TMO + 8
+# flow filter and sampling (flowfilter.py)
+C_FILTER = C_FRAG_TMO + 40  # filter mode: layout.FLT_* bits of the lists in force (0 = none)
+C_SAMPLE_RATE = C_FRAG_TMO + 41  # keep 1 flow in this many (0 or 1 = every flow)
+C_FILTERED = C_FRAG_TMO + 42  # packets of flows the filter dropped (never tracked)
+C_SAMPLED_OUT = C_FRAG_TMO + 43  # packets of flows the sampler left out (never tracked)
+C_SIZE = C_FRAG_TMO + 56
 
 # ---- fint columns ----------------------------------------------------------
 # first cache line: what every packet touches
@@ -701,11 +707,12 @@ def _add_held(ctl, fint, fz, s, side, proto, zeek, hp, hb, hpay, hipb):
 
 @kernel
 def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sbuf, frk, frv,
-                ev, e):
+                flt, ev, e):
     """Run packets ``pkts[start:]`` through the tracker.
 
     pkts: PKT_DTYPE[n]; ev: EVENT_DTYPE[m] with events already at ``ev[:e]``;
-    frk, frv: the fragment table (``flowscope._kernels.frag``).
+    frk, frv: the fragment table (``flowscope._kernels.frag``); flt: the flow filter's
+    lists (``flowscope._kernels.flowfilter``).
     Returns ``(next_packet, e, status)``; status is S_DONE, S_EV_FULL (drain
     ``ev[:e]`` and call again from ``next_packet``) or S_PAUSED.
 
@@ -717,7 +724,10 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
     or SCTP datagram first consults the fragment table (``frag_lookup``): a
     non-first one takes its datagram's ports or is held until its first
     fragment comes, which brings the held counts into its flow
-    (``_add_held``). A live PF_SYNC row is no packet: it sets
+    (``_add_held``). A packet that finds no flow first meets the flow filter
+    (``C_FILTER``) and the sampler (``C_SAMPLE_RATE``): a flow either drops is
+    not created, its packets counted in C_FILTERED / C_SAMPLED_OUT (live rows
+    skip both: the kernel decided). A live PF_SYNC row is no packet: it sets
     the counters and last_seen (= its ts) of its flow, creating the flow
     (started at ``first_ts``, initiated in the row's orientation) when it is
     missing, and does nothing else (no touch, history, state or event but
@@ -734,6 +744,9 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
     verify = ctl[C_VERIFY] != 0
     ftmo = ctl[C_FRAG_TMO]
     interval = ctl[C_SWEEP_INTERVAL]
+    fmode = ctl[C_FILTER]
+    srate = ctl[C_SAMPLE_RATE]
+    choose = fmode != 0 or srate > 1
     ctl[C_NEW_SLOT] = -1
     i = start
     # a sweep left unfinished by a full event buffer comes first
@@ -785,14 +798,33 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
             ctl[C_LAST_TS] = ts
         if p.error == PERR_L4_SHORT:
             ctl[C_TRUNC_L4] += 1
+        pos, s = _find(table, fkey, mask, k0, k1, k2, k3, k4)
+        created = s < 0
+        if created and choose and (pf & (PF_ABS | PF_SYNC)) == 0:
+            drop = 0
+            if fmode != 0:
+                pa = fsp if fsp >= 0 else (np.int64(p.sport) if (pf & PF_PORTS) else 0)
+                pb = fdp if fsp >= 0 else (np.int64(p.dport) if (pf & PF_PORTS) else 0)
+                if not flow_passes(flt, fmode, np.int64(p.l3), np.int64(p.proto),
+                                   np.uint64(p.src_hi), np.uint64(p.src_lo),
+                                   np.uint64(p.dst_hi), np.uint64(p.dst_lo), pa, pb):
+                    drop = C_FILTERED
+            if drop == 0 and srate > 1:
+                if sample_hash(k0, k1, k2, k3, k4) % np.uint64(srate) != 0:
+                    drop = C_SAMPLED_OUT
+            if drop != 0:
+                # fragments held for this first fragment go with it (as in the kernel)
+                ctl[drop] += 1 + hp
+                ctl[C_FRAG_HELD] -= hp
+                ctl[C_FRAG_RESOLVED] += hp
+                ctl[C_FRAG_KEYED] += hp
+                continue
         bad_csum = verify and p.csum != 0
         if bad_csum:
             ctl[C_BAD_CSUM] += 1
         sync = (pf & PF_SYNC) != 0
         has_tcp = ((pf & PF_TCP) != 0 and not sync and kind != EXTRACT_IP_PAIR
                    and kind != EXTRACT_MAC_PAIR)
-        pos, s = _find(table, fkey, mask, k0, k1, k2, k3, k4)
-        created = s < 0
         if created:
             e, s, side = _new_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, ev, e, pkts,
                                    i - 1, pos, k0, k1, k2, k3, k4, rev, has_tcp)

@@ -82,18 +82,21 @@ class TableWriter:
 def summary_of(stats, files: int = 0) -> dict:
     """The figures of the table's closing lines, from a ``TrackerStats``."""
     return {
-        "files": files, "packets": stats.packets_matched + stats.packets_unmatched,
+        "files": files, "packets": (stats.packets_matched + stats.packets_unmatched
+                                    + stats.packets_filtered + stats.packets_sampled_out),
         "unmatched": stats.packets_unmatched, "flows": stats.flows_created,
         "fin": stats.ended_fin, "rst": stats.ended_rst, "idle": stats.ended_idle,
         "evicted": stats.flows_evicted, "shutdown": stats.ended_shutdown,
         "fragments_keyed": stats.fragments_keyed,
         "fragments_orphaned": stats.fragments_orphaned, "truncated_l4": stats.truncated_l4,
+        "filtered": stats.packets_filtered, "sampled_out": stats.packets_sampled_out,
     }
 
 
 def format_summary(s: dict) -> str:
     """Lines under 80 columns: what was read, then how the flows ended; a third line
-    for fragments and cut-short TCP/UDP headers when there were any."""
+    for fragments and cut-short TCP/UDP headers, and one for the packets of flows the filter
+    or the sampler left out, when there were any."""
     source = f" in {s['files']} file(s)" if s.get("files") else ""
     text = (
         f"{s['packets']} packets ({s['unmatched']} unmatched){source}, {s['flows']} flows\n"
@@ -105,4 +108,7 @@ def format_summary(s: dict) -> str:
     if fk or fo or tl:
         text += (f"\nfragments: {fk} in their datagram's flow, {fo} orphaned (unmatched); "
                  f"{tl} cut-short L4")
+    fl, so = s.get("filtered", 0), s.get("sampled_out", 0)
+    if fl or so:
+        text += f"\nnot tracked: {fl} packets filtered, {so} sampled out"
     return text
