@@ -10,7 +10,10 @@
  *     counts into the datagram's flow (step 3b). Held fragments expire after
  *     FS_FRAG_TIMEOUT_NS from the datagram's first-seen fragment (FS_CNT_FRAG_ORPHANED).
  *  2) Build the canonical key: (addr, port) a <= b, and the packet's orientation.
- *  3) Look the flow up. Missing -> insert a fresh entry (map full -> FS_CNT_MAP_FULL, done).
+ *  3) Look the flow up. Missing -> the flow filter (FS_FILTER) and the sampler (FS_SAMPLE_RATE)
+ *     decide whether the flow is wanted (no -> FS_CNT_FILTERED / FS_CNT_SAMPLED_OUT, done); an
+ *     existing entry passed them when it was made (the lists do not change while attached).
+ *     Then insert a fresh entry (map full -> FS_CNT_MAP_FULL, done).
  *     An entry left in a terminal TCP state (Closed/Reset) restarts as a new flow, the way the
  *     userspace tracker starts a new flow for a later packet with the same key.
  *     An entry whose terminal event was lost (ring full: ev_lost) keeps counting instead, so
@@ -58,6 +61,12 @@
 #endif
 #ifndef FS_FRAG_TIMEOUT_NS
 #define FS_FRAG_TIMEOUT_NS 30000000000ULL /* fragment_timeout (layout.FRAG_TIMEOUT_S) */
+#endif
+#ifndef FS_FILTER
+#define FS_FILTER 0 /* enum fs_filter_bit: the flow filter's lists in force (0: no filter) */
+#endif
+#ifndef FS_SAMPLE_RATE
+#define FS_SAMPLE_RATE 1 /* keep 1 new flow in FS_SAMPLE_RATE (by fs_sample_hash of its key) */
 #endif
 #ifndef FS_PRECISE_LAST_SEEN
 /* 0: packets that produce no event stamp last_ns with bpf_ktime_get_coarse_ns() (~3 ns, at
@@ -260,6 +269,92 @@ static __always_inline int fs_frag_ports(struct fs_pkt *p, __u32 frame_len, __u6
 	return 0;
 }
 
+static __always_inline __u64 fs_smix(__u64 h, __u64 w)
+{
+	h = (h ^ w) * FS_HASH_M1;
+	return h ^ (h >> 31);
+}
+
+/* The sampling hash of a key: the same words and mixing as sample_hash() in
+ * flowscope/_kernels/flowfilter.py (meta = l3 << 48 | proto << 32 | port_a << 16 | port_b). */
+static __always_inline __u64 fs_sample_hash(const struct fs_flow_key *k)
+{
+	__u64 meta =
+	        (__u64)k->l3 << 48 | (__u64)k->proto << 32 | (__u64)k->port_a << 16 | k->port_b;
+	__u64 h = fs_smix(FS_SAMPLE_SEED, k->a_hi);
+	h = fs_smix(h, k->a_lo);
+	h = fs_smix(h, k->b_hi);
+	h = fs_smix(h, k->b_lo);
+	h = fs_smix(h, meta);
+	h = (h ^ (h >> 27)) * FS_HASH_M2;
+	return h ^ (h >> 33);
+}
+
+/* The LPM key of one address of a flow key (addresses are host-order words of big-endian
+ * bytes: swap back to network order). */
+static __always_inline void fs_cidr_key_of(struct fs_cidr_key *ck, __u8 l3, __u64 hi, __u64 lo)
+{
+	ck->l3 = l3;
+	if (l3 == FS_L3_IPV4) {
+		__u32 a = __builtin_bswap32((__u32)lo);
+		ck->prefixlen = 8 + 32;
+		__builtin_memcpy(ck->addr, &a, 4);
+	} else {
+		__u64 h = __builtin_bswap64(hi), l = __builtin_bswap64(lo);
+		ck->prefixlen = 8 + 128;
+		__builtin_memcpy(ck->addr, &h, 8);
+		__builtin_memcpy(ck->addr + 8, &l, 8);
+	}
+}
+
+/* The marks (enum fs_filter_mark) of a port or protocol; 0 when unmarked. */
+static __always_inline __u8 fs_port_marks(__u32 port)
+{
+	__u8 *v = fs_flt_ports.lookup(&port);
+	return v ? *v : 0;
+}
+
+static __always_inline __u8 fs_proto_marks(__u32 proto)
+{
+	__u8 *v = fs_flt_protos.lookup(&proto);
+	return v ? *v : 0;
+}
+
+/*
+ * Does the flow filter let this new flow in? The rules of flowscope/flowfilter.py: every list
+ * in force (FS_FILTER, a compile-time constant: lists not in force cost nothing) must let it
+ * through; both addresses and both ports are looked at alike, so both directions agree.
+ */
+static __always_inline int fs_filter_passes(const struct fs_flow_key *k)
+{
+	if (FS_FILTER & (FS_FLT_INC_PROTOS | FS_FLT_EXC_PROTOS)) {
+		__u8 m = fs_proto_marks(k->proto);
+		if ((FS_FILTER & FS_FLT_INC_PROTOS) && !(m & FS_FLT_IN))
+			return 0;
+		if ((FS_FILTER & FS_FLT_EXC_PROTOS) && (m & FS_FLT_EX))
+			return 0;
+	}
+	if (FS_FILTER & (FS_FLT_INC_PORTS | FS_FLT_EXC_PORTS)) {
+		__u8 m = fs_port_marks(k->port_a) | fs_port_marks(k->port_b);
+		if ((FS_FILTER & FS_FLT_INC_PORTS) && !(m & FS_FLT_IN))
+			return 0;
+		if ((FS_FILTER & FS_FLT_EXC_PORTS) && (m & FS_FLT_EX))
+			return 0;
+	}
+	if (FS_FILTER & (FS_FLT_INC_CIDRS | FS_FLT_EXC_CIDRS)) {
+		struct fs_cidr_key ca = {}, cb = {};
+		fs_cidr_key_of(&ca, k->l3, k->a_hi, k->a_lo);
+		fs_cidr_key_of(&cb, k->l3, k->b_hi, k->b_lo);
+		if ((FS_FILTER & FS_FLT_INC_CIDRS) && !fs_flt_cidr_in.lookup(&ca) &&
+		    !fs_flt_cidr_in.lookup(&cb))
+			return 0;
+		if ((FS_FILTER & FS_FLT_EXC_CIDRS) &&
+		    (fs_flt_cidr_ex.lookup(&ca) || fs_flt_cidr_ex.lookup(&cb)))
+			return 0;
+	}
+	return 1;
+}
+
 /* (Re)initialise an entry for a flow whose first packet is p. Constant indices only: with a
  * variable index into a stack copy, LLVM turns "base + dir * 8" into "base | dir * 8" (it
  * knows the stack slot's alignment) and the verifier rejects bitwise ops on pointers. */
@@ -345,6 +440,15 @@ static __always_inline void fs_process(void *data, void *data_end, __u32 frame_l
 	/* 3) find or create the entry */
 	f = fs_flows.lookup(&k);
 	if (!f) {
+		/* 3a) filter and sampler: a flow they leave out gets no entry */
+		if (FS_FILTER && !fs_filter_passes(&k)) {
+			fs_count(FS_CNT_FILTERED, 1 + held.pkts);
+			return;
+		}
+		if (FS_SAMPLE_RATE > 1 && fs_sample_hash(&k) % FS_SAMPLE_RATE) {
+			fs_count(FS_CNT_SAMPLED_OUT, 1 + held.pkts);
+			return;
+		}
 		now = bpf_ktime_get_ns();
 		fs_flow_init(&nf, &p, now, frame_len, dir);
 		int rc = fs_flows.insert(&k, &nf);

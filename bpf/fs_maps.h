@@ -46,6 +46,19 @@ struct fs_frag {
  * queues: the oldest datagrams make room; their held fragments are lost (see the counters). */
 BPF_TABLE("lru_hash", struct fs_frag_key, struct fs_frag, fs_frags, FS_MAX_FRAGS);
 
+#ifndef FS_FLT_CIDRS_MAX
+#define FS_FLT_CIDRS_MAX 1024 /* networks per CIDR list of the flow filter */
+#endif
+
+/* Flow filter (read only by the programs; userspace fills them before attaching).
+ * Key: struct fs_cidr_key. Value: __u8, 1 (present). One trie per list. */
+BPF_LPM_TRIE(fs_flt_cidr_in, struct fs_cidr_key, __u8, FS_FLT_CIDRS_MAX);
+BPF_LPM_TRIE(fs_flt_cidr_ex, struct fs_cidr_key, __u8, FS_FLT_CIDRS_MAX);
+/* Key: port (host order). Value: __u8, enum fs_filter_mark bits. */
+BPF_ARRAY(fs_flt_ports, __u8, 65536);
+/* Key: IP protocol number. Value: __u8, enum fs_filter_mark bits. */
+BPF_ARRAY(fs_flt_protos, __u8, 256);
+
 /* Key: none. Value: struct fs_event records (control events only, see fs_flow.h). */
 BPF_RINGBUF_OUTPUT(fs_events, FS_RING_PAGES);
 

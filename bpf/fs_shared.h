@@ -124,7 +124,11 @@ enum fs_counter {
 	FS_CNT_FRAG_RESOLVED = 14, /* held fragments added to their datagram's flow */
 	FS_CNT_FRAG_ORPHANED = 15, /* held fragments given up after FS_FRAG_TIMEOUT_NS (held -
 				    * resolved - orphaned are still held or were evicted) */
-	FS_CNT_MAX = 16,
+	/* flow filter and sampling */
+	FS_CNT_FILTERED = 28,    /* packets of new flows the filter dropped (no entry made; held
+				  * fragments a dropped first fragment resolved included) */
+	FS_CNT_SAMPLED_OUT = 29, /* packets of new flows the sampler left out (no entry made) */
+	FS_CNT_MAX = 30,
 };
 
 /*
@@ -206,5 +210,40 @@ struct fs_event {
 	__u8 flags_or[2]; /* 160: the flow's TCP flags per orientation, this packet included */
 	__u8 _pad[22];    /* 162: zero */
 };
+
+/* Flow filter and sampling. FS_FILTER (a -D flag) holds the fs_filter_bit bits of the lists
+ * in force; same values as layout.FLT_* in flowscope/layout.py. */
+enum fs_filter_bit {
+	FS_FLT_INC_CIDRS = 0x01,  /* keep only flows with an address in fs_flt_cidr_in */
+	FS_FLT_EXC_CIDRS = 0x02,  /* drop flows with an address in fs_flt_cidr_ex */
+	FS_FLT_INC_PORTS = 0x04,  /* keep only flows with a port marked FS_FLT_IN */
+	FS_FLT_EXC_PORTS = 0x08,  /* drop flows with a port marked FS_FLT_EX */
+	FS_FLT_INC_PROTOS = 0x10, /* keep only flows whose protocol is marked FS_FLT_IN */
+	FS_FLT_EXC_PROTOS = 0x20, /* drop flows whose protocol is marked FS_FLT_EX */
+};
+
+/* Values of the fs_flt_ports / fs_flt_protos arrays (bits). */
+enum fs_filter_mark {
+	FS_FLT_IN = 0x01, /* on the include list */
+	FS_FLT_EX = 0x02, /* on the exclude list */
+};
+
+/*
+ * Key of the CIDR tries (LPM), 24 bytes. The trie matches prefixlen bits of the bytes after
+ * prefixlen: l3 (8 bits) then the address in network order (IPv4 in addr[0..3]), so a /24
+ * IPv4 network has prefixlen 8 + 24 and one trie holds both families.
+ */
+struct fs_cidr_key {
+	__u32 prefixlen; /*  0: host order */
+	__u8 l3;         /*  4: enum fs_l3 */
+	__u8 addr[16];   /*  5: network order */
+	__u8 _pad[3];    /* 21: zero */
+};
+
+/* The flow sampler's hash (fs_sample_hash in fs_flow.h; layout.HASH_M1, HASH_M2, SAMPLE_SEED):
+ * a flow is kept when fs_sample_hash(key) % FS_SAMPLE_RATE == 0. */
+#define FS_HASH_M1 0xBF58476D1CE4E5B9
+#define FS_HASH_M2 0x94D049BB133111EB
+#define FS_SAMPLE_SEED 0x5851F42D4C957F2D
 
 #endif /* FS_SHARED_H */

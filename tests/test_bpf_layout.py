@@ -144,11 +144,15 @@ def test_shared_codes_come_from_the_engine_layout(header):
     for code, cname in states.items():
         assert cname.replace("_", "") == "FS" + "ST" + FlowState(code).name.upper()
     assert defines["FS_HISTORY_MAX"] == E.HISTORY_MAX
+    assert enums["fs_filter_bit"] == {f"FS_FLT_{n}": getattr(E, f"FLT_{n}") for n in (
+        "INC_CIDRS", "EXC_CIDRS", "INC_PORTS", "EXC_PORTS", "INC_PROTOS", "EXC_PROTOS")}
+    assert (defines["FS_HASH_M1"], defines["FS_HASH_M2"], defines["FS_SAMPLE_SEED"]) == (
+        E.HASH_M1, E.HASH_M2, E.SAMPLE_SEED)
 
 
 def test_counter_max_and_defines(header):
     _, enums, defines = header
-    assert enums["fs_counter"]["FS_CNT_MAX"] == layout.FS_CNT_MAX == len(layout.Counter)
+    assert enums["fs_counter"]["FS_CNT_MAX"] == layout.FS_CNT_MAX == max(layout.Counter) + 1
     for name, value in layout.DEFINES.items():
         assert defines[name] == value
 

@@ -92,9 +92,25 @@ class Counter(IntEnum):
     FRAG_HELD = 13
     FRAG_RESOLVED = 14
     FRAG_ORPHANED = 15
+    # flow filter and sampling
+    FILTERED = 28
+    SAMPLED_OUT = 29
 
 
-FS_CNT_MAX = 16
+FS_CNT_MAX = 30
+
+FilterBit = IntFlag("FilterBit", {"INC_CIDRS": L.FLT_INC_CIDRS, "EXC_CIDRS": L.FLT_EXC_CIDRS,
+                                  "INC_PORTS": L.FLT_INC_PORTS, "EXC_PORTS": L.FLT_EXC_PORTS,
+                                  "INC_PROTOS": L.FLT_INC_PROTOS,
+                                  "EXC_PROTOS": L.FLT_EXC_PROTOS})
+FilterBit.__doc__ = "Lists of the flow filter in force (``enum fs_filter_bit``, ``FS_FILTER``)."
+
+
+class FilterMark(IntFlag):
+    """Values of the ``fs_flt_ports`` / ``fs_flt_protos`` arrays (``enum fs_filter_mark``)."""
+
+    IN = 0x01
+    EX = 0x02
 
 #: ``struct fs_flow_key`` (40 bytes).
 FLOW_KEY_DTYPE = np.dtype(
@@ -133,11 +149,16 @@ EVENT_DTYPE = _struct(
     ("icmp_type", "u1", 158), ("icmp_code", "u1", 159), ("flags_or", ("u1", (2,)), 160),
     ("_pad", ("u1", (22,)), 162), size=184)
 
+#: ``struct fs_cidr_key`` (24 bytes), the key of the flow filter's CIDR tries.
+CIDR_KEY_DTYPE = _struct(("prefixlen", "<u4", 0), ("l3", "u1", 4), ("addr", ("u1", (16,)), 5),
+                         ("_pad", ("u1", (3,)), 21), size=24)
+
 #: C struct name -> dtype, for the header and loader checks.
 STRUCTS = {
     "fs_flow_key": FLOW_KEY_DTYPE,
     "fs_flow": FLOW_DTYPE,
     "fs_event": EVENT_DTYPE,
+    "fs_cidr_key": CIDR_KEY_DTYPE,
 }
 
 #: C enum name -> IntEnum, for the header check.
@@ -151,6 +172,8 @@ ENUMS = {
     "fs_event_reason": EventReason,
     "fs_dir_bit": DirBit,
     "fs_counter": Counter,
+    "fs_filter_bit": FilterBit,
+    "fs_filter_mark": FilterMark,
 }
 
 #: C enum name -> the prefix its members carry in fs_shared.h.
@@ -164,7 +187,10 @@ ENUM_PREFIX = {
     "fs_event_reason": "FS_EVR_",
     "fs_dir_bit": "FS_DB_",
     "fs_counter": "FS_CNT_",
+    "fs_filter_bit": "FS_FLT_",
+    "fs_filter_mark": "FS_FLT_",
 }
 
 #: ``#define`` constants of fs_shared.h.
-DEFINES = {"FS_ABI_VERSION": FS_ABI_VERSION, "FS_HISTORY_MAX": FS_HISTORY_MAX}
+DEFINES = {"FS_ABI_VERSION": FS_ABI_VERSION, "FS_HISTORY_MAX": FS_HISTORY_MAX,
+           "FS_HASH_M1": L.HASH_M1, "FS_HASH_M2": L.HASH_M2, "FS_SAMPLE_SEED": L.SAMPLE_SEED}

@@ -214,7 +214,7 @@ class Sensor:
     def start(self) -> float:
         """Compile the engine, load and attach the programs; returns the warm-up seconds."""
         from ..warmup import warmup
-        from . import attach, loader
+        from . import attach, loader, maps
         from .clock import MonoToWall
         from .ring import RingReader
 
@@ -222,6 +222,7 @@ class Sensor:
         self.clock = MonoToWall()
         self.loaded = load_quietly(loader, self.tunables())
         try:
+            maps.write_filter(self.loaded.bpf, self.tracker.config)
             self.ring = RingReader(self.loaded.events_fd)
             self._warm_sensor_paths()
             for i, name in enumerate(self.ifnames):
@@ -579,10 +580,12 @@ class Sensor:
         """Kernel counters (``Counter`` names) plus the tracker's and the sensor's.
 
         ``packets = ended_packets + open_packets + unparseable + map_full + frag_unresolved
-        + in_flight`` is the conservation identity: every packet the kernel counted is in an
-        Ended record, in a flow still open in the kernel map, or in a named counter
-        (``frag_unresolved``: non-first fragments held for a first fragment that has not
-        come, orphaned after the fragment timeout or evicted from the fragment map).
+        + filtered + sampled_out + in_flight`` is the conservation identity: every packet the
+        kernel counted is in an Ended record, in a flow still open in the kernel map, or in a
+        named counter (``frag_unresolved``: non-first fragments held for a first fragment
+        that has not come, orphaned after the fragment timeout or evicted from the fragment
+        map; ``filtered`` / ``sampled_out``: packets of flows the flow filter or the sampler
+        kept out of the map).
         ``in_flight`` (packets counted between the reads) is 0 once detached.
         """
         from . import maps
@@ -594,12 +597,15 @@ class Sensor:
         s = self.tracker.stats
         c["unparseable"] = c["truncated"] + c["not_ip"] + c["bad_header"]
         c["frag_unresolved"] = c["frag_held"] - c["frag_resolved"]
-        c["matched"] = c["packets"] - c["unparseable"] - c["map_full"] - c["frag_unresolved"]
+        c["not_tracked"] = c["filtered"] + c["sampled_out"]
+        c["matched"] = (c["packets"] - c["unparseable"] - c["map_full"] - c["frag_unresolved"]
+                        - c["not_tracked"])
         c["tracked_packets"] = s.packets_matched
         c["ended_packets"] = s.packets_ended
         c["open_packets"] = int(vals["pkts"][_unreported(vals)].sum())
         c["in_flight"] = (c["packets"] - c["ended_packets"] - c["open_packets"]
-                          - c["unparseable"] - c["map_full"] - c["frag_unresolved"])
+                          - c["unparseable"] - c["map_full"] - c["frag_unresolved"]
+                          - c["not_tracked"])
         c["open_flows"] = s.open_flows
         c["flows_created"] = s.flows_created
         c["flows_ended"] = s.flows_ended
@@ -616,7 +622,8 @@ class Sensor:
                 "bad_header {bad_header}) pull_fail {pull_fail} | tracker: open {open_flows} "
                 "ended {flows_ended} | packets {packets} = ended {ended_packets} + open "
                 "{open_packets} + unparseable {unparseable} + map_full {map_full} + fragments "
-                "unresolved {frag_unresolved} + in flight {in_flight}".format(**c))
+                "unresolved {frag_unresolved} + filtered {filtered} + sampled out "
+                "{sampled_out} + in flight {in_flight}".format(**c))
 
 
 def _engine_keys(keys: np.ndarray) -> np.ndarray:

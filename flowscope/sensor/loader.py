@@ -43,6 +43,9 @@ TUNABLES = {
     "max_l2_layers": "FS_MAX_L2_LAYERS",
     "max_mpls_labels": "FS_MAX_MPLS_LABELS",
     "max_ipv6_ext": "FS_MAX_IPV6_EXT",
+    "filter": "FS_FILTER",
+    "sample_rate": "FS_SAMPLE_RATE",
+    "filter_cidrs_max": "FS_FLT_CIDRS_MAX",
 }
 
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
@@ -99,7 +102,7 @@ def layout_asserts() -> str:
             )
     lines.append(f'_Static_assert(FS_CNT_MAX == {layout.FS_CNT_MAX}, "FS_CNT_MAX");')
     for name, value in layout.DEFINES.items():
-        lines.append(f'_Static_assert({name} == {value}, "{name}");')
+        lines.append(f'_Static_assert({name} == {value:#x}, "{name}");')
     return "\n".join(lines) + "\n"
 
 

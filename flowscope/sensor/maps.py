@@ -166,3 +166,29 @@ def sweep_idle(flows_fd: int, max_entries: int, now_ns: int, timeout_table: np.n
     """Remove the flows idle at ``now_ns``; returns their ``(keys, values)``, final counters."""
     keys, vals = lookup_flows(flows_fd, max_entries)
     return lookup_and_delete(flows_fd, keys[idle_mask(keys, vals, now_ns, timeout_table)])
+
+
+def _update(map_fd: int, key, value) -> None:
+    a = _ElemAttr(map_fd=map_fd, key=ctypes.addressof(key), value=ctypes.addressof(value))
+    bpf_syscall(BPF_MAP_UPDATE_ELEM, a)
+
+
+def write_filter(bpf, tracker_config) -> None:
+    """Fill the flow filter's maps (``fs_flt_*``) from the tracker's settings; call it
+    before attaching, so no packet meets a half-filled filter."""
+    from ..flowfilter import kernel_values, networks
+
+    ports, protos = kernel_values(tracker_config)
+    for name, marks in ((b"fs_flt_ports", ports), (b"fs_flt_protos", protos)):
+        fd = bpf.get_table(name).get_fd()
+        for i in np.flatnonzero(marks):
+            _update(fd, ctypes.c_uint32(int(i)), ctypes.c_uint8(int(marks[i])))
+    tries = [bpf.get_table(n).get_fd() for n in (b"fs_flt_cidr_in", b"fs_flt_cidr_ex")]
+    one = ctypes.c_uint8(1)
+    for which, l3, plen, addr in networks(tracker_config):
+        key = np.zeros(1, layout.CIDR_KEY_DTYPE)
+        key["prefixlen"] = 8 + plen
+        key["l3"] = l3
+        key["addr"][0] = np.frombuffer(addr, dtype=np.uint8)
+        kbuf = ctypes.create_string_buffer(key.tobytes(), key.itemsize)
+        _update(tries[which], kbuf, one)

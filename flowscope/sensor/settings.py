@@ -37,10 +37,16 @@ SLOW_START = 6.0
 def tunables(sensor: SensorConfig, tracker: TrackerConfig) -> dict:
     """The BPF compile-time tunables (``flowscope.sensor.loader.TUNABLES`` keys).
 
-    The map holds ``sensor.map_size`` flows, by default the tracker's ``max_flows``."""
+    The map holds ``sensor.map_size`` flows, by default the tracker's ``max_flows``; the
+    flow filter's lists in force and the sampling rate are compiled in (``FS_FILTER``,
+    ``FS_SAMPLE_RATE``): without them the programs carry no filter code at all."""
+    from ..flowfilter import filter_mode
+
     return {"max_flows": sensor.map_size or tracker.max_flows,
             "ring_pages": max(1, sensor.ring_size // PAGE_SIZE),
-            "frag_timeout_ns": int(round(tracker.fragment_timeout * NS_PER_S))}
+            "frag_timeout_ns": int(round(tracker.fragment_timeout * NS_PER_S)),
+            "filter": filter_mode(tracker), "sample_rate": tracker.sample_rate,
+            "filter_cidrs_max": max(16, len(tracker.include_cidrs), len(tracker.exclude_cidrs))}
 
 
 def live_settings(config: Config,
