@@ -35,6 +35,7 @@ Exposed (metric names as scraped):
 ``flowscope_fragment_packets_total{outcome}``                 counter  keyed, held, resolved, ...
 ``flowscope_unparsed_packets_total{kind}``                    counter  truncated, not_ip, bad_header
 ``flowscope_drops_total{reason}``                             counter  map_full, ring_full, ...
+``flowscope_untracked_packets_total{reason}``                 counter  filtered, sampled_out
 ``flowscope_flows_active``                                    gauge    flows held now
 ``flowscope_flows_created_total``                             counter  by the tracker
 ``flowscope_flows_ended_total{reason}``                       counter  fin, rst, idle_timeout, ...
@@ -102,6 +103,9 @@ FAMILIES = (
     Family("flowscope_drops", "counter", "drops", ("reason",),
            "Packets (map_full, pull_fail) or ring events (ring_full) the kernel could not "
            "handle in full, by reason."),
+    Family("flowscope_untracked_packets", "counter", "packets", ("reason",),
+           "Packets of flows kept out of the flow map on purpose, by reason: filtered (the "
+           "flow filter), sampled_out (flow sampling)."),
     Family("flowscope_flows_active", "gauge", "flows", (),
            "Flows held by the tracker now."),
     Family("flowscope_flows_created", "counter", "flows", (),
@@ -145,6 +149,8 @@ KERNEL = {
     Counter.FRAG_HELD: ("flowscope_fragment_packets", "held"),
     Counter.FRAG_RESOLVED: ("flowscope_fragment_packets", "resolved"),
     Counter.FRAG_ORPHANED: ("flowscope_fragment_packets", "orphaned"),
+    Counter.FILTERED: ("flowscope_untracked_packets", "filtered"),
+    Counter.SAMPLED_OUT: ("flowscope_untracked_packets", "sampled_out"),
 }
 _KERNEL_BY_NAME = {c.name.lower(): where for c, where in KERNEL.items()}
 

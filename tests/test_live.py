@@ -80,9 +80,10 @@ def _drive(ifname, v4, v6, ns):
             srv.wait(5)
 
 
-def _live_and_offline(topo, tmp_path, fmt: str, ipfix: bool = False):
+def _live_and_offline(topo, tmp_path, fmt: str, ipfix: bool = False, args=()):
     """Run the traffic script with a live sensor writing ``fmt`` and tcpdump capturing the
-    same packets, then ``flowscope pcap`` on the capture in the same format.
+    same packets, then ``flowscope pcap`` on the capture in the same format (both with the
+    command-line arguments ``args``).
 
     Returns ``(live_output, offline_output, live_stderr, live_ipfix, offline_ipfix)``;
     with ``ipfix`` both runs also export to a UDP sink and the datagrams are returned.
@@ -100,7 +101,7 @@ def _live_and_offline(topo, tmp_path, fmt: str, ipfix: bool = False):
                                 stdout=subprocess.DEVNULL, stderr=open(tcpd_err, "w"))
         try:
             wait_for(tcpd_err, "listening on", tcpd, 20)
-            live, err = _start_live(ifname, tmp_path, "--format", fmt, *extra)
+            live, err = _start_live(ifname, tmp_path, "--format", fmt, *extra, *args)
             try:
                 _drive(ifname, v4, v6, ns)
                 time.sleep(0.3)
@@ -111,7 +112,7 @@ def _live_and_offline(topo, tmp_path, fmt: str, ipfix: bool = False):
             _stop(tcpd, signal.SIGINT, 10)
         off_extra = ["--ipfix", f"127.0.0.1:{sinks[1].port}"] if ipfix else []
         off = sh(*FLOWSCOPE, "pcap", "--format", fmt, "-o", str(tmp_path / "off.out"),
-                  *off_extra, str(pcap), timeout=120)
+                  *off_extra, *args, str(pcap), timeout=120)
         assert off.returncode == 0, off.stderr
         dgrams = [sink.take(10_000, timeout=1.0) for sink in sinks]
     finally:
