@@ -330,6 +330,8 @@ EVENT_DTYPE = np.dtype(
         ("zhist_len", np.uint8),  # Ended: length of zhist
         ("zeek", np.int64, (ZEEK_WORDS,)),  # Ended: Zeek-style endpoint state (Z_*)
         ("zhist", np.uint8, (ZEEK_HISTORY_MAX,)),  # Ended: Zeek-style history letters
+        # context
+        ("sample_rate", np.uint32),  # Ended: 1 flow in this many was kept (sample_rate; 1: all)
     ],
     align=True,
 )

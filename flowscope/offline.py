@@ -61,7 +61,7 @@ def run_pcap(config: Config, files: Sequence[str], events: str = "ended",
     from .pcap import CaptureError, CaptureReader
     from .tracker import FlowTracker
 
-    out, writer, fmt = open_output(config.output, output_file)
+    out, writer, fmt = open_output(config.output, output_file, config.tracker.sample_rate)
     tracker = FlowTracker(extractor, config.tracker, events=event_mask(fmt, events),
                           zeek=needs_zeek(fmt))
     bar = Progress(progress)

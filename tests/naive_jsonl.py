@@ -59,8 +59,8 @@ class NaiveJsonlWriter:
                                   recs["payload"].tolist(), recs["flags_or"].tolist(),
                                   recs["started"].tolist(), recs["last_seen"].tolist(),
                                   recs["reason"].tolist(), recs["to_state"].tolist(),
-                                  recs["hist_len"].tolist())
-                pk, by, pay, fl, st, ls, rs, sta, hl = ended_cols
+                                  recs["hist_len"].tolist(), recs["sample_rate"].tolist())
+                pk, by, pay, fl, st, ls, rs, sta, hl, sr = ended_cols
                 hist = recs["history"][i, : hl[i]].tobytes().decode("ascii")
                 lines.append(
                     f'{head},"reason":"{REASON_SLUGS[rs[i]]}","state":"{STATE_SLUGS[sta[i]]}",'
@@ -69,7 +69,8 @@ class NaiveJsonlWriter:
                     f'"init_pkts":{pk[i][0]},"init_bytes":{by[i][0]},'
                     f'"resp_pkts":{pk[i][1]},"resp_bytes":{by[i][1]},'
                     f'"init_payload_bytes":{pay[i][0]},"resp_payload_bytes":{pay[i][1]},'
-                    f'"init_tcp_flags":{fl[i][0]},"resp_tcp_flags":{fl[i][1]}}}\n')
+                    f'"init_tcp_flags":{fl[i][0]},"resp_tcp_flags":{fl[i][1]}'
+                    + (f',"sample_rate":{sr[i]}' if sr[i] > 1 else "") + '}\n')
             elif kind == layout.EV_PACKET:
                 r = recs[i]
                 lines.append(f'{head},"side":"{SIDE_SLUGS[r["side"]]}","len":{r["length"]}}}\n')

@@ -198,3 +198,50 @@ def test_naive_passes_reads_both_ends():
     p = pkt(0, "10.0.0.1", 1, "192.168.0.1", 2)
     assert naive_passes({"include": {"cidrs": ["192.168.0.0/16"]}}, p)
     assert not naive_passes({"exclude": {"ports": [2]}}, p)
+
+
+# ---- records carry the rate -------------------------------------------------------------------
+
+
+def _sampled_records(rate):
+    t = FlowTracker(config=TrackerConfig(sample_rate=rate), events="ended")
+    pkts = [pkt(i * 1000, *(("fd00::1", 1000 + i, "fd00::2") if i % 2 else
+                            ("10.0.0.1", 1000 + i, "10.0.0.2")), 53) for i in range(64)]
+    recs = [r.copy() for r in t.process(to_array(pkts))] + [r.copy() for r in t.process_finish()]
+    return np.concatenate(recs)
+
+
+def test_jsonl_ended_records_carry_the_rate():
+    import io
+
+    from flowscope.output.jsonl import JsonlWriter
+    from naive_jsonl import NaiveJsonlWriter
+
+    for rate, want in ((1, None), (4, 4)):
+        recs = _sampled_records(rate)
+        fast, naive = io.StringIO(), io.StringIO()
+        JsonlWriter(fast).write_records(recs)
+        NaiveJsonlWriter(naive).write_records(recs)
+        assert fast.getvalue() == naive.getvalue()
+        import json
+
+        rows = [json.loads(x) for x in fast.getvalue().splitlines()]
+        assert rows and all(r.get("sample_rate") == want for r in rows)
+
+
+@pytest.mark.parametrize("records", ["biflow", "uniflow"])
+def test_ipfix_records_carry_sampling_flow_interval(records):
+    from flowscope.output.ipfix import IpfixExporter
+    from test_ipfix import UdpSink, decode_ipfix
+
+    recs = _sampled_records(4)
+    sink = UdpSink()
+    try:
+        exp = IpfixExporter("127.0.0.1", sink.port, records=records, sample_rate=4)
+        exp.write_records(recs)
+        exp.close()
+        _, _, got = decode_ipfix(sink.take(1000, timeout=1.0))
+    finally:
+        sink.close()
+    assert len(got) >= len(recs)
+    assert all(r[(396, 0)] == 4 for r in got)

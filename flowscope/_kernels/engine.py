@@ -391,6 +391,7 @@ def _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, reason, ts)
         r.side = 0
         r.length = 0
         r.icmp = fint[s, F_ICMP]
+        r.sample_rate = max(ctl[C_SAMPLE_RATE], 1)
         if ctl[C_ZEEK]:
             for w in range(ZEEK_WORDS):
                 r.zeek[w] = fz[s, w]

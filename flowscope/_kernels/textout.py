@@ -74,6 +74,7 @@ LITS, LIT_LENS = _table([
     '"src_ip":"',  # 31
     '","dst_ip":"',  # 32
     '"}\n',  # 33
+    ',"sample_rate":',  # 34
 ])
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
@@ -312,6 +313,9 @@ def format_jsonl(recs, buf):
             pos = _uint(buf, pos, np.int64(r.flags_or[0]))
             pos = _lit(buf, pos, 29)
             pos = _uint(buf, pos, np.int64(r.flags_or[1]))
+            if r.sample_rate > 1:
+                pos = _lit(buf, pos, 34)
+                pos = _uint(buf, pos, r.sample_rate)
             pos = _lit(buf, pos, 30)
         elif kind == EV_PACKET:
             pos = _lit(buf, pos, 12)

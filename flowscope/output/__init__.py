@@ -75,13 +75,14 @@ def _rotating(settings: OutputSettings):
         raise UsageError(f"{settings.path}: cannot write output: {exc.strerror or exc}") from None
 
 
-def open_output(settings: OutputSettings, path: Optional[str] = None):
+def open_output(settings: OutputSettings, path: Optional[str] = None, sample_rate: int = 1):
     """``(stream, writer, format)`` for the ``output:`` settings.
 
     ``path`` (``-o``) wins over ``output.path`` and is never rotated; without
     either the records go to standard output. The format defaults to ``table``
     on a terminal and ``jsonl`` otherwise. With ``output.ipfix`` the ended
-    flows are also exported (a ``TeeWriter``).
+    flows are also exported (a ``TeeWriter``), with samplingFlowInterval when
+    ``sample_rate`` (the tracker's flow sampling) is above 1.
     """
     if path and path != "-":
         out = _open_file(path)
@@ -94,7 +95,8 @@ def open_output(settings: OutputSettings, path: Optional[str] = None):
     if settings.ipfix:
         host, port = settings.ipfix
         try:
-            exporter = IpfixExporter(host, port, records=settings.ipfix_records)
+            exporter = IpfixExporter(host, port, records=settings.ipfix_records,
+                                     sample_rate=sample_rate)
         except OSError as exc:
             if out is not sys.stdout:
                 out.close()

@@ -10,7 +10,10 @@ for collectors that drop reverse TCP flags. Messages stay under ``mtu`` bytes
 (1400 by default, so an IP+UDP datagram fits a 1500-byte link); over UDP the
 templates are re-sent every ``template_refresh_s`` seconds or every
 ``template_refresh_msgs`` messages, whichever comes first (RFC 7011 8.4).
-The template and element list is in ``docs/output-formats-eve-ipfix.md``.
+With flow sampling on (``sample_rate`` > 1), every template ends with
+samplingFlowInterval (IE 396, RFC 7014: one flow in that many was selected) and
+every record carries the rate. The template and element list is in
+``docs/output-formats-eve-ipfix.md``.
 
 Records are packed with numpy: one structured big-endian array per batch and
 per address family, no Python object per flow.
@@ -93,6 +96,10 @@ TEMPLATE_UNI_V4 = _V4_HEAD + _COMMON_HEAD + _ICMP_V4 + _UNI_TAIL
 TEMPLATE_UNI_V6 = _V6_HEAD + _COMMON_HEAD + _ICMP_V6 + _UNI_TAIL
 
 
+#: Appended to every template when flows are sampled (1 in N): samplingFlowInterval.
+SAMPLING = [("sampling", 396, 0, ">u8")]
+
+
 def _dtype(fields) -> np.dtype:
     return np.dtype([(name, t) for name, _ie, _pen, t in fields])  # packed: no alignment
 
@@ -101,12 +108,23 @@ REC_V4 = _dtype(TEMPLATE_V4)
 REC_V6 = _dtype(TEMPLATE_V6)
 REC_UNI_V4 = _dtype(TEMPLATE_UNI_V4)
 REC_UNI_V6 = _dtype(TEMPLATE_UNI_V6)
+REC_S_V4 = _dtype(TEMPLATE_V4 + SAMPLING)
+REC_S_V6 = _dtype(TEMPLATE_V6 + SAMPLING)
+REC_S_UNI_V4 = _dtype(TEMPLATE_UNI_V4 + SAMPLING)
+REC_S_UNI_V6 = _dtype(TEMPLATE_UNI_V6 + SAMPLING)
+_UNI_OF = {REC_V4: REC_UNI_V4, REC_V6: REC_UNI_V6, REC_S_V4: REC_S_UNI_V4,
+           REC_S_V6: REC_S_UNI_V6}
 
 #: records mode -> ((template id, fields) for IPv4, same for IPv6)
 TEMPLATES = {
     "biflow": ((TEMPLATE_ID_V4, TEMPLATE_V4), (TEMPLATE_ID_V6, TEMPLATE_V6)),
     "uniflow": ((TEMPLATE_ID_UNI_V4, TEMPLATE_UNI_V4), (TEMPLATE_ID_UNI_V6, TEMPLATE_UNI_V6)),
 }
+
+
+def templates(records: str, sampled: bool = False):
+    """``((template id, fields) for IPv4, same for IPv6)`` of a records mode."""
+    return tuple((tid, fields + (SAMPLING if sampled else [])) for tid, fields in TEMPLATES[records])
 
 
 def template_record(template_id: int, fields) -> bytes:
@@ -121,19 +139,18 @@ def template_record(template_id: int, fields) -> bytes:
     return b"".join(out)
 
 
-def template_set(records: str = "biflow") -> bytes:
+def template_set(records: str = "biflow", sampled: bool = False) -> bytes:
     """A template set holding the IPv4 and the IPv6 template of a records mode."""
-    body = b"".join(template_record(tid, fields) for tid, fields in TEMPLATES[records])
+    body = b"".join(template_record(tid, fields) for tid, fields in templates(records, sampled))
     return SET_HEADER.pack(SET_ID_TEMPLATE, SET_HEADER.size + len(body)) + body
 
 
-_TEMPLATE_SETS = {records: template_set(records) for records in TEMPLATES}
 _REASON_LUT = np.zeros(256, dtype=np.uint8)
 for _r, _v in FLOW_END_REASONS.items():
     _REASON_LUT[_r] = _v
 
 
-def pack_records(ended: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pack_records(ended: np.ndarray, sampled: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Pack Ended records into IPFIX data records: ``(ipv4_records, ipv6_records)``.
 
     Parameters
@@ -141,12 +158,14 @@ def pack_records(ended: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ended : ndarray of layout.EVENT_DTYPE
         Ended records only. Records whose key is not IPv4/IPv6 (MacPair) are
         left out.
+    sampled : bool
+        Add samplingFlowInterval (each record's ``sample_rate``).
 
     Returns
     -------
     tuple of ndarray
-        Arrays of ``REC_V4`` and ``REC_V6``; ``.tobytes()`` of a slice is the
-        body of a data set.
+        Arrays of ``REC_V4`` and ``REC_V6`` (``REC_S_V4``, ``REC_S_V6`` when
+        ``sampled``); ``.tobytes()`` of a slice is the body of a data set.
     """
     key = ended["key"]
     kind, l3, proto, port_a, port_b = layout.unpack_meta(key[:, 4])
@@ -158,7 +177,8 @@ def pack_records(ended: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     icmp = ended["icmp"]
     icmp_tc = np.where((icmp & layout.ICMP_VALID) != 0, icmp & 0xFFFF, 0).astype(np.uint16)
     out = []
-    for fam, dt in ((layout.L3_IPV4, REC_V4), (layout.L3_IPV6, REC_V6)):
+    dts = (REC_S_V4, REC_S_V6) if sampled else (REC_V4, REC_V6)
+    for fam, dt in ((layout.L3_IPV4, dts[0]), (layout.L3_IPV6, dts[1])):
         m = ip & (l3 == fam)
         n = int(m.sum())
         r = np.zeros(n, dtype=dt)
@@ -194,6 +214,8 @@ def pack_records(ended: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             r["start_ms"] = e["started"] // 1_000_000
             r["end_ms"] = e["last_seen"] // 1_000_000
             r["end_reason"] = _REASON_LUT[e["reason"]]
+            if sampled:
+                r["sampling"] = np.maximum(e["sample_rate"], 1)
         out.append(r)
     return out[0], out[1]
 
@@ -207,10 +229,10 @@ def to_uniflow(bi: np.ndarray) -> np.ndarray:
     times, and icmpTypeCode 0 (only the first packet's type is known).
     """
     n = bi.shape[0]
-    dt = REC_UNI_V4 if bi.dtype == REC_V4 else REC_UNI_V6
-    u = np.zeros(2 * n, dtype=dt)
+    u = np.zeros(2 * n, dtype=_UNI_OF[bi.dtype])
     init, resp = u[0::2], u[1::2]
-    for name in ("proto", "start_ms", "end_ms", "end_reason"):
+    names = ("proto", "start_ms", "end_ms", "end_reason")
+    for name in names + (("sampling",) if "sampling" in bi.dtype.names else ()):
         init[name] = bi[name]
         resp[name] = bi[name]
     for fwd, rev in (("src", "dst"), ("sport", "dport")):
@@ -247,6 +269,9 @@ class IpfixExporter:
         ... or after this many messages, whichever comes first.
     clock : callable
         Returns the current time in seconds (export time, refresh timer).
+    sample_rate : int
+        Flow sampling rate (``sample_rate``); above 1 every record carries
+        samplingFlowInterval.
     records : {"biflow", "uniflow"}
         ``"biflow"``: one RFC 5103 record per flow, the responder's counters
         and TCP flags in reverse elements. ``"uniflow"``: one record per
@@ -269,7 +294,8 @@ class IpfixExporter:
 
     def __init__(self, host: str, port: int, observation_domain: int = 0, mtu: int = 1400,
                  template_refresh_s: float = 60.0, template_refresh_msgs: int = 100,
-                 clock: Callable[[], float] = time.time, records: str = "biflow") -> None:
+                 clock: Callable[[], float] = time.time, records: str = "biflow",
+                 sample_rate: int = 1) -> None:
         if int(mtu) < 512:
             raise ValueError("mtu must be >= 512")
         if not 0 < int(port) < 65536:
@@ -289,7 +315,8 @@ class IpfixExporter:
         self.clock = clock
         self.uniflow = records == "uniflow"
         self._tid_v4, self._tid_v6 = (tid for tid, _fields in TEMPLATES[records])
-        self._template_set = _TEMPLATE_SETS[records]
+        self.sampled = int(sample_rate) > 1
+        self._template_set = template_set(records, self.sampled)
         self.messages = 0
         self.records = 0
         self.bytes_sent = 0
@@ -353,7 +380,7 @@ class IpfixExporter:
         ended = recs[recs["kind"] == layout.EV_ENDED]
         if ended.shape[0] == 0:
             return
-        v4, v6 = pack_records(ended)
+        v4, v6 = pack_records(ended, self.sampled)
         self.skipped += ended.shape[0] - v4.shape[0] - v6.shape[0]
         if self.uniflow:
             v4, v6 = to_uniflow(v4), to_uniflow(v6)

@@ -60,7 +60,7 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
         raise UsageError("live: name at least one interface (-i IFACE or sensor.interfaces)")
     check_limits(config.sensor, config.tracker)  # as given: names max_flows when it sets the map
     _checks(interfaces)
-    out, writer, fmt = open_output(config.output, output_file)
+    out, writer, fmt = open_output(config.output, output_file, config.tracker.sample_rate)
     tracker = FlowTracker(FiveTuple(), tracker_cfg, events=event_mask(fmt, events),
                           zeek=needs_zeek(fmt))
     sensor = Sensor(interfaces, tracker, writer, sconf)
