@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from flowscope.config import ConfigError, load_config
@@ -112,3 +114,14 @@ def test_example_config_is_valid():
     assert out.metrics == ("127.0.0.1", 9464)
     sensor = sensor_settings(cfg.extra["sensor"])
     assert sensor.interfaces == ("eth0",)
+
+
+def test_config_doc_lists_every_key():
+    """docs/config.md names every YAML key of the one schema."""
+    from flowscope.config import SCHEMA
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    missing = [k.path for keys in SCHEMA.values() for k in keys
+               if k.yaml and f"`{k.path}`" not in text and not k.path.startswith("timeouts.")]
+    assert missing == []
+    assert "`timeouts.tcp` / `.udp` / `.icmp` / `.other`" in text
