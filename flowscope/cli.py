@@ -94,6 +94,9 @@ def _tracker_args(p: argparse.ArgumentParser, live: bool) -> None:
     g.add_argument(_flag("", "sample_rate"), type=int, metavar="N",
                    help="keep 1 flow in N, chosen by a hash of the flow's key (both "
                         "directions together; default: every flow)")
+    g.add_argument(_flag("", "active_timeout"), type=float, metavar="SEC",
+                   help="flows open longer than SEC seconds get an interim 'update' "
+                        "record every SEC seconds (default: off)")
     if live:
         g.add_argument(_flag("sensor", "sweep_interval"), type=float, metavar="SEC",
                        help="sync the kernel's flow map and end idle flows every SEC seconds "
@@ -193,6 +196,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         changes["sweep_interval"] = args.sweep_interval
     if args.sample_rate is not None:
         changes["sample_rate"] = args.sample_rate
+    if args.active_timeout is not None:
+        changes["active_timeout"] = args.active_timeout
     if getattr(args, "infer_tcp_initiator", None):
         changes["infer_tcp_initiator"] = True
     if getattr(args, "verify_checksums", None):

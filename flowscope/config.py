@@ -262,6 +262,11 @@ class TrackerConfig:
         The same for the flow's ports (either side; 0 for protocols without ports).
     include_protocols, exclude_protocols : tuple of int
         The same for the IP protocol (names allowed: tcp, udp, icmp, icmp6, sctp).
+    active_timeout : float, optional
+        Seconds: a flow open longer than this gets an interim Update record
+        (counters so far) every ``active_timeout`` from its start, at the first
+        sweep at or after each due time; the flow itself goes on. ``None``
+        (default): no Update records.
     sample_rate : int
         Keep 1 flow in ``sample_rate``, chosen by a hash of the flow's key
         (1 = every flow). The filter and the sampler decide when a flow would be
@@ -286,6 +291,7 @@ class TrackerConfig:
     include_protocols: tuple = ()
     exclude_protocols: tuple = ()
     sample_rate: int = 1
+    active_timeout: Optional[float] = None
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -430,6 +436,8 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
           for side in FILTER_SIDES
           for what, check in (("cidrs", cidrs), ("ports", ports), ("protocols", protocols))),
         Key("sample_rate", "sample_rate", integer(1, 1 << 31), "--sample-rate"),
+        Key("active_timeout", "active_timeout", lambda k, v: float(seconds(k, v, maximum=1e9)),
+            "--active-timeout"),
         Key("timeout_fn", "timeout_fn", callable_or_none, yaml=False),
     ),
     "sensor": (

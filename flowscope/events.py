@@ -254,7 +254,26 @@ class Ended(FlowEvent):
     kind: ClassVar[str] = "ended"
 
 
+@dataclass(frozen=True, slots=True)
+class Update(FlowEvent):
+    """An interim report of a flow still open (active timeout): its counters so far.
+
+    ``ts`` is when it was made (the sweep at or after the due time); the flow
+    goes on and ends with an Ended event as usual.
+    """
+
+    flow_key: Any
+    stats: FlowStats
+    history: HistoryString
+    ts: Timestamp = field(default_factory=Timestamp)
+    state: FlowState = FlowState.Active
+    flow_id: int = 0
+    initiator: Orientation = Orientation.Forward
+    kind: ClassVar[str] = "update"
+
+
 FlowEvent.Started = Started  # type: ignore[attr-defined]
+FlowEvent.Update = Update  # type: ignore[attr-defined]
 FlowEvent.Packet = Packet  # type: ignore[attr-defined]
 FlowEvent.Established = Established  # type: ignore[attr-defined]
 FlowEvent.StateChange = StateChange  # type: ignore[attr-defined]

@@ -201,8 +201,12 @@ EV_ESTABLISHED = 3
 EV_STATE_CHANGE = 4
 EV_ENDED = 5
 #: Event kind -> slug (JSON ``event``).
+#: An interim record of a flow open longer than the active timeout (``active_timeout``):
+#: the Ended fields (counters so far) without an end. Produced only with an active timeout,
+#: whatever the event mask; the masks below leave it out so that nothing else changes.
+EV_UPDATE = 6
 KIND_SLUGS = {EV_STARTED: "started", EV_PACKET: "packet", EV_ESTABLISHED: "established",
-              EV_STATE_CHANGE: "state_change", EV_ENDED: "ended"}
+              EV_STATE_CHANGE: "state_change", EV_ENDED: "ended", EV_UPDATE: "update"}
 
 #: Bits of the event mask passed to the engine (1 << kind).
 EVMASK_ALL = (1 << EV_STARTED) | (1 << EV_PACKET) | (1 << EV_ESTABLISHED) | (
@@ -331,7 +335,9 @@ EVENT_DTYPE = np.dtype(
         ("zeek", np.int64, (ZEEK_WORDS,)),  # Ended: Zeek-style endpoint state (Z_*)
         ("zhist", np.uint8, (ZEEK_HISTORY_MAX,)),  # Ended: Zeek-style history letters
         # context
-        ("sample_rate", np.uint32),  # Ended: 1 flow in this many was kept (sample_rate; 1: all)
+        ("sample_rate", np.uint32),  # Ended/Update: 1 flow in this many was kept (1: all)
+        ("exported_pkts", np.uint64, (2,)),  # Ended/Update: pkts reported by earlier Updates
+        ("exported_bytes", np.uint64, (2,)),  # Ended/Update: bytes reported by earlier Updates
     ],
     align=True,
 )

@@ -39,6 +39,7 @@ from .events import (
     Started,
     StateChange,
     Timestamp,
+    Update,
 )
 from .flowfilter import engine_table
 from .keys import Extractor, FiveTuple
@@ -161,6 +162,9 @@ class FlowTracker:
         ctl[K.C_EXTRACT] = self.extractor.kind
         ctl[K.C_INFER] = int(self.config.infer_tcp_initiator)
         ctl[K.C_MASK] = event_mask(events)
+        if self.config.active_timeout is not None:
+            ctl[K.C_ACTIVE_TMO] = max(1, int(round(self.config.active_timeout * NS_PER_S)))
+            ctl[K.C_MASK] |= 1 << layout.EV_UPDATE
         ctl[K.C_TMO:K.C_TMO + 256] = self.config.timeout_table()
         ctl[K.C_SWEEP_POS] = -1
         if self.config.sweep_interval is not None:
@@ -343,13 +347,13 @@ class FlowTracker:
                 )
             elif kind == layout.EV_ENDED:
                 out.append(ended_from_record(rec, self._key(rec, drop=True)))
+            elif kind == layout.EV_UPDATE:
+                out.append(update_from_record(rec, self._key(rec)))
         return out
 
 
-def ended_from_record(rec: np.void, key: object) -> Ended:
-    """Build an Ended event from an engine record."""
-    hl = int(rec["hist_len"])
-    stats = FlowStats(
+def _stats(rec: np.void) -> FlowStats:
+    return FlowStats(
         initiator_packets=int(rec["pkts"][0]),
         responder_packets=int(rec["pkts"][1]),
         initiator_bytes=int(rec["bytes"][0]),
@@ -361,6 +365,20 @@ def ended_from_record(rec: np.void, key: object) -> Ended:
         initiator_tcp_flags=int(rec["flags_or"][0]),
         responder_tcp_flags=int(rec["flags_or"][1]),
     )
+
+
+def update_from_record(rec: np.void, key: object) -> Update:
+    """Build an Update event (active timeout) from an engine record."""
+    hl = int(rec["hist_len"])
+    return Update(key, _stats(rec), HistoryString(bytes(rec["history"][:hl]).decode("ascii")),
+                  Timestamp.from_ns(int(rec["ts"])), FlowState(int(rec["to_state"])),
+                  int(rec["flow_id"]), Orientation(int(rec["init_rev"])))
+
+
+def ended_from_record(rec: np.void, key: object) -> Ended:
+    """Build an Ended event from an engine record."""
+    hl = int(rec["hist_len"])
+    stats = _stats(rec)
     return Ended(
         key,
         EndReason(int(rec["reason"])),

@@ -53,7 +53,7 @@ class NaiveJsonlWriter:
             rev = revs[i]
             head = (f'{{"event":"{KIND_SLUGS[kind]}","ts":{_num_ts(tss[i])},"flow_id":{ids[i]},'
                     f'{self._flow(keys[i], rev)}')
-            if kind == layout.EV_ENDED:
+            if kind in (layout.EV_ENDED, layout.EV_UPDATE):
                 if ended_cols is None:
                     ended_cols = (recs["pkts"].tolist(), recs["bytes"].tolist(),
                                   recs["payload"].tolist(), recs["flags_or"].tolist(),
@@ -63,7 +63,9 @@ class NaiveJsonlWriter:
                 pk, by, pay, fl, st, ls, rs, sta, hl, sr = ended_cols
                 hist = recs["history"][i, : hl[i]].tobytes().decode("ascii")
                 lines.append(
-                    f'{head},"reason":"{REASON_SLUGS[rs[i]]}","state":"{STATE_SLUGS[sta[i]]}",'
+                    f'{head}'
+                    + (f',"reason":"{REASON_SLUGS[rs[i]]}"' if kind == layout.EV_ENDED else "")
+                    + f',"state":"{STATE_SLUGS[sta[i]]}",'
                     f'"history":"{hist}","start":{_num_ts(st[i])},"end":{_num_ts(ls[i])},'
                     f'"duration":{_num_ts(ls[i] - st[i])},'
                     f'"init_pkts":{pk[i][0]},"init_bytes":{by[i][0]},'

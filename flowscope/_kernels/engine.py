@@ -35,7 +35,7 @@ import numpy as np
 
 from ..layout import (  # module-level ints: numba folds them into the machine code
     END_EVICTED, END_FIN, END_IDLE, END_RST, END_SHUTDOWN, EV_ENDED, EV_ESTABLISHED, EV_PACKET,
-    EV_STARTED, EV_STATE_CHANGE, EXTRACT_FIVE_TUPLE_DIRECTIONAL, EXTRACT_IP_PAIR,
+    EV_STARTED, EV_STATE_CHANGE, EV_UPDATE, EXTRACT_FIVE_TUPLE_DIRECTIONAL, EXTRACT_IP_PAIR,
     EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
     PERR_L4_SHORT, PF_ABS, PF_FRAG, PF_ICMP, PF_MAC, PF_MORE_FRAGS, PF_PORTS, PF_SYNC,
     PF_TCP, ST_ACTIVE, ST_CLOSED, ST_CLOSING_TCP, ST_ESTABLISHED, ST_FIN_WAIT, ST_RESET,
@@ -95,6 +95,11 @@ C_FILTER = C_FRAG_TMO + 40  # filter mode: layout.FLT_* bits of the lists in for
 C_SAMPLE_RATE = C_FRAG_TMO + 41  # keep 1 flow in this many (0 or 1 = every flow)
 C_FILTERED = C_FRAG_TMO + 42  # packets of flows the filter dropped (never tracked)
 C_SAMPLED_OUT = C_FRAG_TMO + 43  # packets of flows the sampler left out (never tracked)
+# active timeout (interim Update records of long flows)
+C_ACTIVE_TMO = C_FRAG_TMO + 44  # active timeout, ns (0 = off)
+C_UPD_POS = C_FRAG_TMO + 45  # scan for due Updates in progress: next slot + 1 (0 = none)
+C_UPD_NOW = C_FRAG_TMO + 46  # time of that scan
+C_UPDATES = C_FRAG_TMO + 47  # Update records produced
 C_SIZE = C_FRAG_TMO + 56
 
 # ---- fint columns ----------------------------------------------------------
@@ -121,7 +126,13 @@ F_STARTED = 16
 F_PROTO = 17  # L4 protocol number of the first packet
 F_ICMP = 18  # ICMP_VALID | type << 8 | code of the first packet, 0 if not ICMP
 F_FREE = 19  # free-slot stack storage (indexed by stack position, not by slot)
-F_SIZE = 24
+# active timeout
+F_NEXT_UPD = 56  # time the next Update is due (started + k * active timeout); NO_FLOW: never
+F_UPD_PKTS0 = 57  # initiator packets reported by the Updates so far
+F_UPD_PKTS1 = 58
+F_UPD_BYTES0 = 59  # initiator frame bytes reported by the Updates so far
+F_UPD_BYTES1 = 60
+F_SIZE = 64
 
 NO_FLOW = np.iinfo(np.int64).max  # deadline of a free slot (its serial is -1: FREE_SERIAL)
 FREE_SERIAL = -1
@@ -364,6 +375,42 @@ def _emit_head(ev, e, kind, ts, fkey, fint, s):
 
 
 @kernel
+def _emit_counts(ctl, fint, fhist, r, s):
+    """The counters, times, flags, state and history of flow ``s`` into record ``r``
+    (Ended and Update records)."""
+    r.to_state = fint[s, F_STATE]
+    r.from_state = fint[s, F_STATE]
+    r.pkts[0] = fint[s, F_PKTS0]
+    r.pkts[1] = fint[s, F_PKTS1]
+    r.bytes[0] = fint[s, F_BYTES0]
+    r.bytes[1] = fint[s, F_BYTES1]
+    r.payload[0] = fint[s, F_PAY0]
+    r.payload[1] = fint[s, F_PAY1]
+    r.started = fint[s, F_STARTED]
+    r.last_seen = fint[s, F_LAST]
+    r.flags_or[0] = fint[s, F_FLAGS0]
+    r.flags_or[1] = fint[s, F_FLAGS1]
+    h = fint[s, F_HLEN]
+    r.hist_len = h
+    for j in range(HISTORY_MAX):
+        r.history[j] = fhist[s, j] if j < h else 0
+    r.side = 0
+    r.length = 0
+    r.icmp = fint[s, F_ICMP]
+    r.sample_rate = max(ctl[C_SAMPLE_RATE], 1)
+    if ctl[C_ACTIVE_TMO] > 0:
+        r.exported_pkts[0] = fint[s, F_UPD_PKTS0]
+        r.exported_pkts[1] = fint[s, F_UPD_PKTS1]
+        r.exported_bytes[0] = fint[s, F_UPD_BYTES0]
+        r.exported_bytes[1] = fint[s, F_UPD_BYTES1]
+    else:
+        r.exported_pkts[0] = 0
+        r.exported_pkts[1] = 0
+        r.exported_bytes[0] = 0
+        r.exported_bytes[1] = 0
+
+
+@kernel
 def _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, reason, ts):
     """Remove slot ``s`` and, if asked for, write its Ended event at ``ev[e]``.
 
@@ -372,26 +419,7 @@ def _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, reason, ts)
     if ctl[C_MASK] & (1 << EV_ENDED):
         r = _emit_head(ev, e, EV_ENDED, ts, fkey, fint, s)
         r.reason = reason
-        r.to_state = fint[s, F_STATE]
-        r.from_state = fint[s, F_STATE]
-        r.pkts[0] = fint[s, F_PKTS0]
-        r.pkts[1] = fint[s, F_PKTS1]
-        r.bytes[0] = fint[s, F_BYTES0]
-        r.bytes[1] = fint[s, F_BYTES1]
-        r.payload[0] = fint[s, F_PAY0]
-        r.payload[1] = fint[s, F_PAY1]
-        r.started = fint[s, F_STARTED]
-        r.last_seen = fint[s, F_LAST]
-        r.flags_or[0] = fint[s, F_FLAGS0]
-        r.flags_or[1] = fint[s, F_FLAGS1]
-        h = fint[s, F_HLEN]
-        r.hist_len = h
-        for j in range(HISTORY_MAX):
-            r.history[j] = fhist[s, j] if j < h else 0
-        r.side = 0
-        r.length = 0
-        r.icmp = fint[s, F_ICMP]
-        r.sample_rate = max(ctl[C_SAMPLE_RATE], 1)
+        _emit_counts(ctl, fint, fhist, r, s)
         if ctl[C_ZEEK]:
             for w in range(ZEEK_WORDS):
                 r.zeek[w] = fz[s, w]
@@ -496,15 +524,62 @@ def _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, cap_ev
 
 
 @kernel
+def _update_scan(ctl, fkey, fint, fhist, fdl, ev, e, cap_ev):
+    """Continue the scan for due Updates (active timeout) in progress; returns
+    ``(e, finished)``. Every open flow whose next Update is due at the scan's time
+    gets an Update record (its counters so far, ``ts`` = the scan's time); its
+    next one is due at the first ``started + k * active_timeout`` after that time.
+    """
+    now = ctl[C_UPD_NOW]
+    tmo = ctl[C_ACTIVE_TMO]
+    s = ctl[C_UPD_POS] - 1
+    high = ctl[C_HIGH]
+    while s < high:
+        if fdl[s, 1] != FREE_SERIAL and fint[s, F_NEXT_UPD] <= now:
+            if e >= cap_ev:
+                ctl[C_UPD_POS] = s + 1
+                return e, False
+            r = _emit_head(ev, e, EV_UPDATE, now, fkey, fint, s)
+            r.reason = 0
+            _emit_counts(ctl, fint, fhist, r, s)
+            r.zhist_len = 0
+            e += 1
+            ctl[C_UPDATES] += 1
+            fint[s, F_UPD_PKTS0] = fint[s, F_PKTS0]
+            fint[s, F_UPD_PKTS1] = fint[s, F_PKTS1]
+            fint[s, F_UPD_BYTES0] = fint[s, F_BYTES0]
+            fint[s, F_UPD_BYTES1] = fint[s, F_BYTES1]
+            start = fint[s, F_STARTED]
+            fint[s, F_NEXT_UPD] = sat_add(start, ((now - start) // tmo + 1) * tmo)
+        s += 1
+    ctl[C_UPD_POS] = 0
+    return e, True
+
+
+@inline_kernel
+def _updates_on(ctl):
+    return ctl[C_ACTIVE_TMO] > 0 and (ctl[C_MASK] & (1 << EV_UPDATE)) != 0
+
+
+@kernel
 def sweep(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sbuf, ev, e, now, reason):
     """End every flow idle at ``now`` (``reason`` END_IDLE) or every flow.
 
     (``reason`` END_SHUTDOWN). Starts a sweep unless one is in progress, then
     runs it until done or the event buffer is full. Returns ``(e, finished)``.
+    An idle sweep with an active timeout then gives the flows whose interim
+    record is due their Update (``_update_scan``).
     """
-    if ctl[C_SWEEP_POS] == -1:
-        _sweep_collect(ctl, fint, fdl, sbuf, now, reason)
-    return _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, ev.shape[0])
+    if ctl[C_UPD_POS] == 0:
+        if ctl[C_SWEEP_POS] == -1:
+            _sweep_collect(ctl, fint, fdl, sbuf, now, reason)
+        e, done = _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e,
+                              ev.shape[0])
+        if not done or reason != END_IDLE or not _updates_on(ctl):
+            return e, done
+        ctl[C_UPD_POS] = 1
+        ctl[C_UPD_NOW] = now
+    return _update_scan(ctl, fkey, fint, fhist, fdl, ev, e, ev.shape[0])
 
 
 @kernel
@@ -550,6 +625,10 @@ def _auto_sweep(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, cap_ev
         return e, True
     _sweep_collect(ctl, fint, fdl, sbuf, ts, END_IDLE)
     e, done = _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, cap_ev)
+    if done and _updates_on(ctl):
+        ctl[C_UPD_POS] = 1
+        ctl[C_UPD_NOW] = ts
+        e, done = _update_scan(ctl, fkey, fint, fhist, fdl, ev, e, cap_ev)
     return e, done and e + MAX_EVENTS_PER_PACKET <= cap_ev
 
 
@@ -603,6 +682,12 @@ def _new_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, ev, e, pkts, i, p
         fint[s, F_ICMP] = ICMP_VALID | (np.int64(p.icmp_type) << 8) | p.icmp_code
     if ctl[C_ZEEK] != 0:
         zeek_reset(fz, fzh, s)
+    if ctl[C_ACTIVE_TMO] > 0:
+        fint[s, F_NEXT_UPD] = sat_add(fint[s, F_STARTED], ctl[C_ACTIVE_TMO])
+        fint[s, F_UPD_PKTS0] = 0
+        fint[s, F_UPD_PKTS1] = 0
+        fint[s, F_UPD_BYTES0] = 0
+        fint[s, F_UPD_BYTES1] = 0
     _touch(ctl, fdl, lq, s)
     ctl[C_SERIAL] += 1
     ctl[C_CREATED] += 1
@@ -750,9 +835,16 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
     choose = fmode != 0 or srate > 1
     ctl[C_NEW_SLOT] = -1
     i = start
-    # a sweep left unfinished by a full event buffer comes first
+    # a sweep (and its scan for due Updates) left unfinished by a full event buffer comes first
     if ctl[C_SWEEP_POS] >= 0:
         e, done = _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, cap_ev)
+        if not done:
+            return i, e, S_EV_FULL
+        if _updates_on(ctl) and ctl[C_UPD_POS] == 0:
+            ctl[C_UPD_POS] = 1
+            ctl[C_UPD_NOW] = ctl[C_SWEEP_NOW]
+    if ctl[C_UPD_POS] > 0:
+        e, done = _update_scan(ctl, fkey, fint, fhist, fdl, ev, e, cap_ev)
         if not done:
             return i, e, S_EV_FULL
     while i < n:

@@ -11,7 +11,7 @@ produces the same bytes.
 import numpy as np
 
 from ..layout import (
-    EV_ENDED, EV_PACKET, EV_STARTED, EV_STATE_CHANGE, EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR,
+    EV_ENDED, EV_PACKET, EV_STARTED, EV_STATE_CHANGE, EV_UPDATE, EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR,
     KIND_SLUGS, PROTO_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS,
 )
 from .common import kernel, unpack_meta
@@ -75,6 +75,7 @@ LITS, LIT_LENS = _table([
     '","dst_ip":"',  # 32
     '"}\n',  # 33
     ',"sample_rate":',  # 34
+    ',"state":"',  # 35
 ])
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
@@ -282,10 +283,13 @@ def format_jsonl(recs, buf):
         pos = _uint(buf, pos, r.flow_id)
         buf[pos] = 44  # ','
         pos = _flow(buf, pos + 1, r)
-        if kind == EV_ENDED:
-            pos = _lit(buf, pos, 16)
-            pos = _row(buf, pos, REASONS, REASON_LENS, np.int64(r.reason))
-            pos = _lit(buf, pos, 17)
+        if kind == EV_ENDED or kind == EV_UPDATE:
+            if kind == EV_ENDED:
+                pos = _lit(buf, pos, 16)
+                pos = _row(buf, pos, REASONS, REASON_LENS, np.int64(r.reason))
+                pos = _lit(buf, pos, 17)
+            else:  # an Update: no reason, the flow goes on
+                pos = _lit(buf, pos, 35)
             pos = _row(buf, pos, STATES, STATE_LENS, np.int64(r.to_state))
             pos = _lit(buf, pos, 18)
             for k in range(r.hist_len):

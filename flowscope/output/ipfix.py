@@ -40,8 +40,8 @@ MSG_HEADER = struct.Struct("!HHIII")  # version, length, export time, sequence, 
 SET_HEADER = struct.Struct("!HH")  # set id, length
 
 #: flowEndReason (RFC 7011 / IANA IE 136) per flowscope end reason (layout.END_*).
-#: 1 idle timeout, 2 active timeout (never produced: flowscope reports a flow
-#: once, when it ends), 3 end of flow detected, 4 forced end, 5 lack of resources.
+#: 1 idle timeout, 2 active timeout (the interim records of ``active_timeout``,
+#: ``FLOW_END_ACTIVE``), 3 end of flow detected, 4 forced end, 5 lack of resources.
 FLOW_END_REASONS = {
     layout.END_IDLE: 1,
     layout.END_FIN: 3,
@@ -49,6 +49,7 @@ FLOW_END_REASONS = {
     layout.END_SHUTDOWN: 4,
     layout.END_EVICTED: 5,
 }
+FLOW_END_ACTIVE = 2
 
 # (field name, information element id, enterprise number or 0, numpy type)
 _COMMON_HEAD = [
@@ -156,8 +157,10 @@ def pack_records(ended: np.ndarray, sampled: bool = False) -> tuple[np.ndarray, 
     Parameters
     ----------
     ended : ndarray of layout.EVENT_DTYPE
-        Ended records only. Records whose key is not IPv4/IPv6 (MacPair) are
-        left out.
+        Ended and Update records only. Records whose key is not IPv4/IPv6
+        (MacPair) are left out. Counters are deltas: what the flow's earlier
+        Update records did not report (all of it without an active timeout);
+        Update records get flowEndReason 2 (active timeout).
     sampled : bool
         Add samplingFlowInterval (each record's ``sample_rate``).
 
@@ -207,13 +210,14 @@ def pack_records(ended: np.ndarray, sampled: bool = False) -> tuple[np.ndarray, 
             e = ended[m]
             r["tcp_flags"] = e["flags_or"][:, 0]
             r["rev_tcp_flags"] = e["flags_or"][:, 1]
-            r["pkts"] = e["pkts"][:, 0]
-            r["rev_pkts"] = e["pkts"][:, 1]
-            r["octets"] = e["bytes"][:, 0]
-            r["rev_octets"] = e["bytes"][:, 1]
+            r["pkts"] = e["pkts"][:, 0] - e["exported_pkts"][:, 0]
+            r["rev_pkts"] = e["pkts"][:, 1] - e["exported_pkts"][:, 1]
+            r["octets"] = e["bytes"][:, 0] - e["exported_bytes"][:, 0]
+            r["rev_octets"] = e["bytes"][:, 1] - e["exported_bytes"][:, 1]
             r["start_ms"] = e["started"] // 1_000_000
             r["end_ms"] = e["last_seen"] // 1_000_000
-            r["end_reason"] = _REASON_LUT[e["reason"]]
+            r["end_reason"] = np.where(e["kind"] == layout.EV_UPDATE, FLOW_END_ACTIVE,
+                                       _REASON_LUT[e["reason"]])
             if sampled:
                 r["sampling"] = np.maximum(e["sample_rate"], 1)
         out.append(r)
@@ -374,10 +378,11 @@ class IpfixExporter:
     # ---- writer interface ------------------------------------------------
 
     def write_records(self, recs: np.ndarray) -> None:
-        """Export the Ended records of a batch of ``layout.EVENT_DTYPE`` records."""
+        """Export the Ended (and Update) records of a batch of ``layout.EVENT_DTYPE``
+        records."""
         if self._closed or recs.shape[0] == 0:
             return
-        ended = recs[recs["kind"] == layout.EV_ENDED]
+        ended = recs[(recs["kind"] == layout.EV_ENDED) | (recs["kind"] == layout.EV_UPDATE)]
         if ended.shape[0] == 0:
             return
         v4, v6 = pack_records(ended, self.sampled)
