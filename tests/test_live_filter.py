@@ -1,9 +1,10 @@
-"""The flow filter and flow sampling live: real traffic through a veth pair into a netns.
+"""Operator controls live: flow filter, flow sampling and the active timeout, with real
+traffic through a veth pair into a netns.
 
 Root + BPF (failed under FLOWSCOPE_REQUIRE_BPF=1): a flood of excluded flows leaves a tiny
-flow map free for the included ones (and, without the filter, the same flood fills it), and
+flow map free for the included ones (and, without the filter, the same flood fills it);
 ``flowscope live`` with a filter and sampling writes the records ``flowscope pcap`` writes on
-a capture of the same traffic.
+a capture of the same traffic; a long flow gets its Update records from the map syncs.
 """
 
 from __future__ import annotations
@@ -122,3 +123,42 @@ def test_live_equals_offline_with_filter_and_sampling(topo, tmp_path):  # noqa: 
     assert filtered > 0 and sampled > 0
     unsampled = [json.loads(x) for x in live.read_text().splitlines()]
     assert all(r.get("sample_rate", 2) == 2 for r in unsampled)
+
+
+def test_live_active_timeout_updates_a_long_flow(topo):  # noqa: F811
+    import socket
+
+    from flowscope import FlowTracker, TrackerConfig, layout
+    from flowscope.config import SensorConfig
+    from flowscope.output.ipfix import pack_records
+    from flowscope.sensor.live import Sensor
+
+    ifname, v4, _, _ = topo
+    tracker = FlowTracker(config=TrackerConfig(active_timeout=1.0, sweep_interval=None),
+                          events="ended")
+    out = _Collect()
+    sensor = Sensor([ifname], tracker, out,
+                    SensorConfig(sweep_interval=0.25, report_interval=0))
+    sensor.start()
+    n = 26
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((v4.rsplit(".", 1)[0] + ".1", 0))
+            port = u.getsockname()[1]
+            for _ in range(n):  # bounded: 26 datagrams over ~2.6 s
+                u.sendto(b"x" * 20, (v4, 9))
+                end = time.monotonic() + 0.1
+                while time.monotonic() < end:
+                    sensor.poll(0.02)
+    finally:
+        sensor.close()
+    recs = out.all()
+    mine = recs[[port in _ports(r) and int(r["key"][4]) >> 32 & 0xFF == 17 for r in recs]]
+    kinds = [int(k) for k in mine["kind"]]
+    assert kinds.count(layout.EV_UPDATE) >= 2 and kinds[-1] == layout.EV_ENDED
+    assert kinds.count(layout.EV_ENDED) == 1  # the flow is not split
+    pk = [int(r["pkts"][0]) for r in mine]
+    assert pk == sorted(pk) and pk[-1] == n  # cumulative, all of them at the end
+    v4recs, _ = pack_records(mine)
+    assert int(v4recs["pkts"].sum()) == n  # IPFIX deltas add up to the flow
+    assert list(v4recs["end_reason"][:-1]) == [2] * (len(mine) - 1)
