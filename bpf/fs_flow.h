@@ -177,6 +177,11 @@ static __always_inline int fs_emit(const struct fs_flow_key *k, const struct fs_
 	e->icmp_code = p->icmp_code;
 	e->flags_or[0] = f->tcp_flags[0];
 	e->flags_or[1] = f->tcp_flags[1];
+	e->smac = p->smac;
+	e->dmac = p->dmac;
+	e->vlan[0] = p->vlan[0];
+	e->vlan[1] = p->vlan[1];
+	e->nvlan = p->nvlan;
 	fs_events.ringbuf_submit(e, 0);
 	fs_count(FS_CNT_EVENTS, 1);
 	return 0;

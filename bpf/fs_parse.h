@@ -88,7 +88,18 @@ struct fs_pkt {
 	__u8 l3, proto, tcp_flags, pflags, icmp_type, icmp_code;
 	__u8 l4_short; /* TCP/UDP header cut short: keyed at the IP level (ports 0) */
 	__u32 frag_id; /* IPv4 identification / IPv6 fragment id (fragments only) */
+	/* context: the link layer of the frame */
+	__u64 smac, dmac; /* 48-bit big-endian values (PBB/FabricPath: the inner header's) */
+	__u16 vlan[2];    /* the first two VLAN ids, outer first */
+	__u8 nvlan;       /* VLAN tags seen */
 };
+
+/* A 6-byte MAC address as its 48-bit big-endian value. */
+static __always_inline __u64 fs_mac(const __u8 *m)
+{
+	return ((__u64)m[0] << 40) | ((__u64)m[1] << 32) | ((__u64)m[2] << 24) |
+	       ((__u64)m[3] << 16) | ((__u64)m[4] << 8) | m[5];
+}
 
 static __always_inline int fs_is_vlan(__u16 et)
 {
@@ -188,13 +199,16 @@ static __always_inline int fs_rebase(struct fs_cursor *c, void *data)
  * layer is still bounds-checked (a frame cut inside it is truncated), but whatever follows it
  * is not IP.
  */
-static __always_inline int parse_l2(struct fs_cursor *c, void *data, void *data_end)
+static __always_inline int parse_l2(struct fs_cursor *c, void *data, void *data_end,
+                                    struct fs_pkt *p)
 {
 	struct ethhdr *eth = c->pos;
 	int l3 = FS_PERR_NOT_IP;
 	if ((void *)(eth + 1) > data_end)
 		return FS_PERR_TRUNCATED;
 	__u16 et = fs_ntohs(eth->h_proto);
+	p->dmac = fs_mac(eth->h_dest);
+	p->smac = fs_mac(eth->h_source);
 	c->pos = eth + 1;
 	/* Rebased before any layer's bounds check, too: a check on a pointer with data's own
 	 * identity also widens the range the verifier knows for data, which would then differ
@@ -218,6 +232,28 @@ static __always_inline int parse_l2(struct fs_cursor *c, void *data, void *data_
 		if (len) {
 			if ((void *)(h + len) > data_end)
 				return FS_PERR_TRUNCATED;
+			/* context: VLAN ids (the first two) and the inner MACs of PBB/FabricPath,
+			 * as the offline walk keeps them */
+			if (fs_is_vlan(et)) {
+				__u16 vid = (((__u16)h[0] << 8) | h[1]) & 0xFFF;
+				if (p->nvlan == 0)
+					p->vlan[0] = vid;
+				else if (p->nvlan == 1)
+					p->vlan[1] = vid;
+				p->nvlan++;
+			} else if (et == FS_ETH_P_PBB) {
+				/* checked again with constant offsets: the verifier cannot follow
+				 * h + len - 14 through the merged ways of the walk */
+				if ((void *)(h + 16) <= data_end) {
+					p->dmac = fs_mac(h + 4);
+					p->smac = fs_mac(h + 10);
+				}
+			} else if (et == FS_ETH_P_FABRICPATH) {
+				if ((void *)(h + 14) <= data_end) {
+					p->dmac = fs_mac(h + 2);
+					p->smac = fs_mac(h + 8);
+				}
+			}
 			et = ((__u16)h[len - 2] << 8) | h[len - 1];
 		} else if (et <= FS_ETH_MAX_8023_LEN) {
 			/* LLC: DSAP, SSAP, control (2 bytes unless an unnumbered frame, low bits 11);
@@ -402,7 +438,7 @@ static __always_inline int parse_frame(void *data, void *data_end, struct fs_pkt
 	__s32 l4len = 0;
 	int frag = 0;
 	int proto;
-	int l3 = parse_l2(&c, data, data_end);
+	int l3 = parse_l2(&c, data, data_end, p);
 	if (l3 < 0)
 		return l3;
 	p->l3 = l3;

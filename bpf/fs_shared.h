@@ -177,7 +177,7 @@ struct fs_flow {
 };
 
 /*
- * Ring buffer record, 184 bytes: one control event (see FS_EVR_*). Counters are the flow's
+ * Ring buffer record, 208 bytes: one control event (see FS_EVR_*). Counters are the flow's
  * values right after this packet was counted, so userspace keeps exact per-flow statistics
  * without per-packet records.
  */
@@ -209,6 +209,12 @@ struct fs_event {
 	__u8 icmp_code;         /* 159 */
 	__u8 flags_or[2]; /* 160: the flow's TCP flags per orientation, this packet included */
 	__u8 _pad[22];    /* 162: zero */
+	/* context: the link layer of this packet */
+	__u64 smac;    /* 184: source MAC, 48-bit big-endian value in host order */
+	__u64 dmac;    /* 192: destination MAC */
+	__u16 vlan[2]; /* 200: the first two VLAN ids, outer first (nvlan of them valid) */
+	__u8 nvlan;    /* 204: VLAN tags of the frame */
+	__u8 _pad2[3]; /* 205: zero */
 };
 
 /* Flow filter and sampling. FS_FILTER (a -D flag) holds the fs_filter_bit bits of the lists

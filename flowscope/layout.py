@@ -152,6 +152,10 @@ PKT_DTYPE = np.dtype(
         ("cnt_flags1", np.uint8),
         ("kstate", np.uint8),  # the kernel's TCP state mirror (ST_*) after this row
         ("_pad2", np.uint8, (5,)),
+        # context
+        ("vlan_inner", np.uint16),  # second VLAN id (QinQ), valid when nvlan >= 2
+        ("nvlan", np.uint8),  # VLAN tags seen (vlan, vlan_inner hold the first two)
+        ("_pad3", np.uint8, (5,)),
     ],
     align=True,
 )
@@ -338,6 +342,12 @@ EVENT_DTYPE = np.dtype(
         ("sample_rate", np.uint32),  # Ended/Update: 1 flow in this many was kept (1: all)
         ("exported_pkts", np.uint64, (2,)),  # Ended/Update: pkts reported by earlier Updates
         ("exported_bytes", np.uint64, (2,)),  # Ended/Update: bytes reported by earlier Updates
+        ("init_mac", np.uint64),  # Ended/Update: the initiator's MAC (with has_mac)
+        ("resp_mac", np.uint64),  # Ended/Update: the responder's MAC (with has_mac)
+        ("iface", np.uint16),  # Ended/Update: interface of the flow's first packet (PKT iface)
+        ("vlan", np.uint16, (2,)),  # Ended/Update: VLAN ids, outer first (nvlan of them)
+        ("nvlan", np.uint8),  # Ended/Update: VLAN tags of the first packet (at most 2 kept)
+        ("has_mac", np.uint8),  # Ended/Update: 1 when the first packet was Ethernet
     ],
     align=True,
 )

@@ -8,6 +8,7 @@ import numpy as np
 
 from flowscope import layout
 from flowscope.layout import KIND_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS, proto_slug
+from flowscope.keys import mac_str
 from flowscope.output.common import RecordFormatter
 
 
@@ -29,6 +30,19 @@ class NaiveJsonlWriter:
         self.out = out
         self.fmt = RecordFormatter()
         self.lines = 0
+        self.iface_names: list[str] = []
+
+    def _context(self, r) -> str:
+        ifc = int(r["iface"])
+        name = self.iface_names[ifc] if ifc < len(self.iface_names) else ""
+        out = f',"iface":"{name or ifc}"'
+        nv = min(int(r["nvlan"]), 2)
+        if nv:
+            out += ',"vlan":[' + ",".join(str(int(v)) for v in r["vlan"][:nv]) + "]"
+        if r["has_mac"]:
+            out += (f',"init_mac":"{mac_str(int(r["init_mac"]))}",'
+                    f'"resp_mac":"{mac_str(int(r["resp_mac"]))}"')
+        return out
 
     def _flow(self, key, init_rev: int) -> str:
         kind, proto, src, sport, dst, dport = self.fmt.endpoints(key, init_rev)
@@ -72,6 +86,7 @@ class NaiveJsonlWriter:
                     f'"resp_pkts":{pk[i][1]},"resp_bytes":{by[i][1]},'
                     f'"init_payload_bytes":{pay[i][0]},"resp_payload_bytes":{pay[i][1]},'
                     f'"init_tcp_flags":{fl[i][0]},"resp_tcp_flags":{fl[i][1]}'
+                    + self._context(recs[i])
                     + (f',"sample_rate":{sr[i]}' if sr[i] > 1 else "") + '}\n')
             elif kind == layout.EV_PACKET:
                 r = recs[i]

@@ -205,6 +205,9 @@ def _ethertype(f, p, et, row):
             if not tagged:
                 row["vlan"] = tci & 0xFFF
                 tagged = True
+            elif row.get("nvlan", 0) == 1:
+                row["vlan_inner"] = tci & 0xFFF
+            row["nvlan"] = row.get("nvlan", 0) + 1
             p += 4
         elif et in MPLS_TYPES:
             for _lbl in range(8):

@@ -448,6 +448,10 @@ def _assert_event_matches_row(e, row):
     if pf & plo.PF_ICMP:
         assert (int(e["icmp_type"]), int(e["icmp_code"])) == (
             int(row["icmp_type"]), int(row["icmp_code"]))
+    # context: the link layer as the offline parser sees it
+    assert (int(e["smac"]), int(e["dmac"])) == (int(row["smac"]), int(row["dmac"]))
+    assert int(e["nvlan"]) == int(row["nvlan"])
+    assert e["vlan"].tolist() == [int(row["vlan"]), int(row["vlan_inner"])]
 
 
 def _held_fragment(row) -> bool:

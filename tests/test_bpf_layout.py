@@ -208,6 +208,12 @@ def _golden_event() -> bytes:
     b += bytes.fromhex("1b")  # 160 flags_or[0] = FIN|SYN|PSH|ACK
     b += bytes.fromhex("12")  # 161 flags_or[1] = SYN|ACK
     b += bytes(22)  # 162 padding
+    b += bytes.fromhex("0100000000020000")  # 184 smac = 02:00:00:00:00:01
+    b += bytes.fromhex("0200000000020000")  # 192 dmac = 02:00:00:00:00:02
+    b += bytes.fromhex("0a00")  # 200 vlan[0] = 10 (outer)
+    b += bytes.fromhex("1400")  # 202 vlan[1] = 20
+    b += bytes.fromhex("02")  # 204 nvlan = 2
+    b += bytes(3)  # 205 padding
     return b
 
 
@@ -240,6 +246,8 @@ def test_golden_event_decode():
     assert layout.PktFlag(int(e["pflags"])) == layout.PktFlag.PORTS | layout.PktFlag.TCP
     assert e["flags_or"].tolist() == [0x1B, 0x12]
     assert e["_pad"].tolist() == [0] * 22
+    assert (int(e["smac"]), int(e["dmac"])) == (0x020000000001, 0x020000000002)
+    assert e["vlan"].tolist() == [10, 20] and int(e["nvlan"]) == 2
 
 
 def test_key_words_match_engine_meta():

@@ -132,6 +132,10 @@ F_UPD_PKTS0 = 57  # initiator packets reported by the Updates so far
 F_UPD_PKTS1 = 58
 F_UPD_BYTES0 = 59  # initiator frame bytes reported by the Updates so far
 F_UPD_BYTES1 = 60
+# context: where the flow's first packet was seen
+F_L2 = 61  # iface | outer VLAN << 16 | inner VLAN << 28 | tags << 40 | has_mac << 48
+F_MAC_INIT = 62  # the initiator's MAC (48 bits)
+F_MAC_RESP = 63  # the responder's MAC
 F_SIZE = 64
 
 NO_FLOW = np.iinfo(np.int64).max  # deadline of a free slot (its serial is -1: FREE_SERIAL)
@@ -398,6 +402,14 @@ def _emit_counts(ctl, fint, fhist, r, s):
     r.length = 0
     r.icmp = fint[s, F_ICMP]
     r.sample_rate = max(ctl[C_SAMPLE_RATE], 1)
+    l2 = fint[s, F_L2]
+    r.iface = l2 & 0xFFFF
+    r.vlan[0] = (l2 >> 16) & 0xFFF
+    r.vlan[1] = (l2 >> 28) & 0xFFF
+    r.nvlan = (l2 >> 40) & 0xFF
+    r.has_mac = (l2 >> 48) & 1
+    r.init_mac = fint[s, F_MAC_INIT]
+    r.resp_mac = fint[s, F_MAC_RESP]
     if ctl[C_ACTIVE_TMO] > 0:
         r.exported_pkts[0] = fint[s, F_UPD_PKTS0]
         r.exported_pkts[1] = fint[s, F_UPD_PKTS1]
@@ -682,6 +694,17 @@ def _new_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, ev, e, pkts, i, p
         fint[s, F_ICMP] = ICMP_VALID | (np.int64(p.icmp_type) << 8) | p.icmp_code
     if ctl[C_ZEEK] != 0:
         zeek_reset(fz, fzh, s)
+    side = 0 if rev == init_rev else 1
+    l2 = (np.int64(p.iface) | (np.int64(p.vlan) << 16) | (np.int64(p.vlan_inner) << 28)
+          | (min(np.int64(p.nvlan), 255) << 40))
+    if p.pflags & PF_MAC:
+        l2 |= np.int64(1) << 48
+        fint[s, F_MAC_INIT] = np.int64(p.dmac) if side else np.int64(p.smac)
+        fint[s, F_MAC_RESP] = np.int64(p.smac) if side else np.int64(p.dmac)
+    else:
+        fint[s, F_MAC_INIT] = 0
+        fint[s, F_MAC_RESP] = 0
+    fint[s, F_L2] = l2
     if ctl[C_ACTIVE_TMO] > 0:
         fint[s, F_NEXT_UPD] = sat_add(fint[s, F_STARTED], ctl[C_ACTIVE_TMO])
         fint[s, F_UPD_PKTS0] = 0
@@ -692,7 +715,6 @@ def _new_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, ev, e, pkts, i, p
     ctl[C_SERIAL] += 1
     ctl[C_CREATED] += 1
     ctl[C_COUNT] += 1
-    side = 0 if rev == init_rev else 1
     if ctl[C_MASK] & (1 << EV_STARTED):
         r = _emit_head(ev, e, EV_STARTED, fint[s, F_STARTED], fkey, fint, s)
         r.side = side

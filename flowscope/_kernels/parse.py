@@ -210,6 +210,10 @@ def _clear(r):
     r.kstate = 0
     for k in range(5):
         r._pad2[k] = 0
+    r.vlan_inner = 0
+    r.nvlan = 0
+    for k in range(5):
+        r._pad3[k] = 0
 
 
 @inline_kernel
@@ -233,7 +237,7 @@ def _ethertype_walk(buf, p, end, et, r):
     written to ``r``), VN-Tags and LLC/SNAP headers (``et`` <=
     ``ETH_MAX_8023_LEN``). Returns ``(l3_start, version)`` with version 4 or
     6, or ``(p, _NOT_IP)`` / ``(p, _TRUNC)``. Sets ``r.vlan`` from the first
-    tag.
+    tag, ``r.vlan_inner`` from the second and counts the tags in ``r.nvlan``.
     """
     first_tag = True
     for _ in range(MAX_L2_LAYERS + 1):
@@ -247,6 +251,9 @@ def _ethertype_walk(buf, p, end, et, r):
             if first_tag:
                 r.vlan = _be16(buf, p) & 0xFFF
                 first_tag = False
+            elif r.nvlan == 1:
+                r.vlan_inner = _be16(buf, p) & 0xFFF
+            r.nvlan += 1
             et = _be16(buf, p + 2)
             p += 4
         elif et == ETH_P_MPLS_UC or et == ETH_P_MPLS_MC:

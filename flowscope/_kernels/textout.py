@@ -76,7 +76,15 @@ LITS, LIT_LENS = _table([
     '"}\n',  # 33
     ',"sample_rate":',  # 34
     ',"state":"',  # 35
+    ',"iface":"',  # 36
+    '","vlan":[',  # 37
+    ']',  # 38
+    ',"init_mac":"',  # 39
+    '","resp_mac":"',  # 40
+    '"',  # 41
 ])
+#: Interface name table of ``format_jsonl``: ``MAX_IFNAME`` bytes per interface.
+MAX_IFNAME = 64
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
 @kernel
@@ -266,8 +274,12 @@ def _flow(buf, pos, r):
 
 
 @kernel
-def format_jsonl(recs, buf):
-    """Format ``recs`` (EVENT_DTYPE[n]) into ``buf`` (uint8[m]); returns (done, nbytes)."""
+def format_jsonl(recs, buf, names, name_lens):
+    """Format ``recs`` (EVENT_DTYPE[n]) into ``buf`` (uint8[m]); returns (done, nbytes).
+
+    ``names`` (uint8[k, MAX_IFNAME]) and ``name_lens`` (int64[k]) name the interfaces by
+    ``iface`` value; an ``iface`` without a name is written as its number.
+    """
     pos = 0
     cap = buf.shape[0]
     for i in range(recs.shape[0]):
@@ -317,6 +329,29 @@ def format_jsonl(recs, buf):
             pos = _uint(buf, pos, np.int64(r.flags_or[0]))
             pos = _lit(buf, pos, 29)
             pos = _uint(buf, pos, np.int64(r.flags_or[1]))
+            # context: interface, VLAN ids, MACs of the flow's first packet
+            pos = _lit(buf, pos, 36)
+            ifc = np.int64(r.iface)
+            if ifc < name_lens.shape[0] and name_lens[ifc] > 0:
+                pos = _row(buf, pos, names, name_lens, ifc)
+            else:
+                pos = _uint(buf, pos, ifc)
+            nv = min(np.int64(r.nvlan), 2)
+            if nv > 0:
+                pos = _lit(buf, pos, 37)
+                pos = _uint(buf, pos, np.int64(r.vlan[0]))
+                if nv > 1:
+                    buf[pos] = 44  # ','
+                    pos = _uint(buf, pos + 1, np.int64(r.vlan[1]))
+                pos = _lit(buf, pos, 38)
+            else:
+                pos = _lit(buf, pos, 41)
+            if r.has_mac:
+                pos = _lit(buf, pos, 39)
+                pos = _mac(buf, pos, r.init_mac)
+                pos = _lit(buf, pos, 40)
+                pos = _mac(buf, pos, r.resp_mac)
+                pos = _lit(buf, pos, 41)
             if r.sample_rate > 1:
                 pos = _lit(buf, pos, 34)
                 pos = _uint(buf, pos, r.sample_rate)

@@ -12,7 +12,7 @@ from typing import IO
 
 import numpy as np
 
-from .._kernels.textout import MAX_LINE, format_jsonl
+from .._kernels.textout import MAX_IFNAME, MAX_LINE, format_jsonl
 
 
 class JsonlWriter:
@@ -29,6 +29,25 @@ class JsonlWriter:
         self.lines = 0
         # write bytes to the binary layer below a text stream when there is one
         self._raw = getattr(out, "buffer", None) if isinstance(out, io.TextIOWrapper) else None
+        self.iface_names: list[str] = []
+
+    @property
+    def iface_names(self) -> list[str]:
+        """Interface names by ``iface`` value (JSON ``iface``; unnamed ones print their
+        number)."""
+        return self._iface_names
+
+    @iface_names.setter
+    def iface_names(self, names) -> None:
+        self._iface_names = list(names)
+        n = max(1, len(self._iface_names))
+        self._names = np.zeros((n, MAX_IFNAME), dtype=np.uint8)
+        self._name_lens = np.zeros(n, dtype=np.int64)
+        for i, name in enumerate(self._iface_names):
+            b = name.encode("utf-8", "replace")[:MAX_IFNAME]
+            b = b.replace(b'"', b"_").replace(b"\\", b"_")
+            self._names[i, :len(b)] = np.frombuffer(b, dtype=np.uint8)
+            self._name_lens[i] = len(b)
 
     def _emit(self, n: int) -> None:
         data = self._buf[:n].tobytes()
@@ -42,7 +61,7 @@ class JsonlWriter:
         start = 0
         total = recs.shape[0]
         while start < total:
-            done, n = format_jsonl(recs[start:], self._buf)
+            done, n = format_jsonl(recs[start:], self._buf, self._names, self._name_lens)
             self._emit(n)
             start += done
         self.lines += total

@@ -137,7 +137,7 @@ FLOW_DTYPE = _struct(
     ("hist_len", "u1", 96), ("fin_side", "u1", 97), ("dir_bits", ("u1", (2,)), 98),
     ("ev_lost", "u1", 100), ("_pad", ("u1", (27,)), 101), size=128)
 
-#: ``struct fs_event`` (184 bytes), one ring buffer record.
+#: ``struct fs_event`` (208 bytes), one ring buffer record.
 EVENT_DTYPE = _struct(
     ("key", FLOW_KEY_DTYPE, 0), ("ts_ns", "<u8", 40), ("first_ns", "<u8", 48),
     ("pkts", U8X2, 56), ("bytes", U8X2, 72), ("payload", U8X2, 88), ("ip_bytes", U8X2, 104),
@@ -147,7 +147,10 @@ EVENT_DTYPE = _struct(
     ("tcp_flags", "u1", 151), ("reason", "u1", 152), ("first_dir", "u1", 153),
     ("state", "u1", 154), ("hist_len", "u1", 155), ("hook", "u1", 156), ("pflags", "u1", 157),
     ("icmp_type", "u1", 158), ("icmp_code", "u1", 159), ("flags_or", ("u1", (2,)), 160),
-    ("_pad", ("u1", (22,)), 162), size=184)
+    ("_pad", ("u1", (22,)), 162),
+    # context
+    ("smac", "<u8", 184), ("dmac", "<u8", 192), ("vlan", ("<u2", (2,)), 200),
+    ("nvlan", "u1", 204), ("_pad2", ("u1", (3,)), 205), size=208)
 
 #: ``struct fs_cidr_key`` (24 bytes), the key of the flow filter's CIDR tries.
 CIDR_KEY_DTYPE = _struct(("prefixlen", "<u4", 0), ("l3", "u1", 4), ("addr", ("u1", (16,)), 5),

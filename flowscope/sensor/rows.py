@@ -37,6 +37,13 @@ def rows_from_events(ev: np.ndarray, offset_ns: int, slots: dict[int, int]) -> n
     rows["ip_len"] = ev["ip_len"]
     rows["first_ts"] = ev["first_ns"].astype(np.int64) + offset_ns
     rows["kstate"] = ev["state"]
+    # context: the hooks see Ethernet frames
+    rows["pflags"] |= L.PF_MAC
+    rows["smac"] = ev["smac"]
+    rows["dmac"] = ev["dmac"]
+    rows["vlan"] = ev["vlan"][:, 0]
+    rows["vlan_inner"] = ev["vlan"][:, 1]
+    rows["nvlan"] = ev["nvlan"]
     if slots:
         idx = ev["ifindex"]
         iface = np.zeros(n, dtype=np.uint16)
