@@ -36,15 +36,16 @@ EXPECTED = SHARED / "expected"
 APPLIES = {
     ("suri__bug-6733-syn-packet-flow-output__input.pcap", 0):
         "single SYN flushed at end of input: new / syn_sent / shutdown, all fields",
+    ("suri__eve-flow-vlan__input.pcap", 0):
+        "the flow's 'vlan' list is its first packet's VLAN ids (single tag here)",
 }
 
 #: Flow checks that differ by design, with the reason.
 DIFFERS = {
-    ("suri__eve-flow-vlan__input.pcap", 0):
+    ("suri__eve-flow-vlan__input.pcap", 1):
         "flowscope keys flows by the five-tuple without VLAN ids (as the reference "
-        "semantics define keys), so the two VLAN-tagged pings are one flow and EVE "
-        "records carry no 'vlan' field",
-    ("suri__eve-flow-vlan__input.pcap", 1): "as above (double-tagged VLAN)",
+        "semantics define keys), so the single- and the double-tagged ping are one flow, "
+        "whose 'vlan' is its first packet's",
 }
 
 
@@ -128,12 +129,12 @@ def test_suricata_verify_flow_check_differs_by_design(shared_pcaps, capture, ind
     check = next(f for c, i, f in FLOW_CHECKS if (c, i) == (capture, index))
     events = eve_lines(shared_pcaps / capture)
     # the difference is the documented one: without the vlan condition the check's
-    # other conditions hold, with it nothing matches (flowscope has no vlan field)
+    # other conditions hold, with it nothing matches (one flow, the first packet's vlan)
     rest = {k: v for k, v in check["match"].items() if k != "vlan"}
     assert "vlan" in check["match"]
     assert any(matches(e, rest) for e in events)
     assert not any(matches(e, check["match"]) for e in events)
-    assert all("vlan" not in e for e in events)
+    assert [e.get("vlan") for e in events] == [[6]]
 
 
 # ---- field mapping -------------------------------------------------------

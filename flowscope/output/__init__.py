@@ -45,6 +45,13 @@ class TeeWriter:
             w.close(summary)
 
 
+def set_interface_names(writer, names) -> None:
+    """Name the interfaces (by ``iface`` value) for the writers that print them."""
+    for w in getattr(writer, "writers", [writer]):
+        if hasattr(w, "iface_names"):
+            w.iface_names = list(names)
+
+
 def event_mask(fmt: str, events: str) -> int:
     """The engine's event mask for ``--events`` with format ``fmt`` (Ended always included)."""
     mask = layout.EVENT_MASKS[events]
@@ -107,4 +114,4 @@ def open_output(settings: OutputSettings, path: Optional[str] = None, sample_rat
 
 __all__ = ["FORMATS", "EveWriter", "IpfixExporter", "JsonlWriter", "RecordFormatter",
            "TableWriter", "TeeWriter", "ZeekJsonWriter", "ZeekTsvWriter", "event_mask",
-           "needs_zeek", "open_output"]
+           "needs_zeek", "open_output", "set_interface_names"]

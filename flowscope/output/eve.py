@@ -19,6 +19,7 @@ flowscope's view of a flow differs from Suricata's, is documented in
 
 from __future__ import annotations
 
+import json
 import time
 from typing import IO
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from .. import layout
 from ..community_id import community_id_for_record
+from ..keys import mac_str
 from .common import RecordFormatter
 
 #: Suricata's protocol names (its ``known_proto`` table); others print as the number.
@@ -158,6 +160,8 @@ class EveWriter:
         self.fmt = RecordFormatter()
         self.lines = 0
         self.skipped = 0
+        #: Interface names by ``iface`` value (``in_iface``, written only for named ones).
+        self.iface_names: list[str] = []
 
     def write_records(self, recs: np.ndarray) -> None:
         if recs.shape[0] == 0:
@@ -177,14 +181,27 @@ class EveWriter:
         sta = ended["to_state"].tolist()
         fl = ended["flags_or"].tolist()
         icmp = ended["icmp"].tolist()
+        ifcs = ended["iface"].tolist()
+        nvl = ended["nvlan"].tolist()
+        vls = ended["vlan"].tolist()
+        macs = ended["has_mac"].tolist()
+        imac = ended["init_mac"].tolist()
+        rmac = ended["resp_mac"].tolist()
+        names = self.iface_names
         lines = []
         for i in range(ended.shape[0]):
             kind, proto, src, sport, dst, dport = self.fmt.endpoints(keys[i], revs[i])
             if kind == layout.EXTRACT_MAC_PAIR:
                 self.skipped += 1
                 continue
-            parts = [f'{{"timestamp":"{eve_time(tss[i])}","flow_id":{fids[i]},'
-                     f'"event_type":"flow","src_ip":"{src}"']
+            parts = [f'{{"timestamp":"{eve_time(tss[i])}","flow_id":{fids[i]},']
+            # context as Suricata writes it: in_iface (live capture), vlan, ether
+            if ifcs[i] < len(names) and names[ifcs[i]]:
+                parts.append(f'"in_iface":{json.dumps(names[ifcs[i]])},')
+            parts.append('"event_type":"flow",')
+            if nvl[i]:
+                parts.append('"vlan":[' + ",".join(map(str, vls[i][:min(nvl[i], 2)])) + "],")
+            parts.append(f'"src_ip":"{src}"')
             five = kind in layout.FIVE_TUPLE_KINDS
             if five and proto in layout.PORT_PROTOS:
                 parts.append(f',"src_port":{sport}')
@@ -216,6 +233,9 @@ class EveWriter:
                 if tstate is not None:
                     tcp.append(f',"state":"{tstate}"')
                 parts.append(',"tcp":{' + "".join(tcp) + "}")
+            if macs[i]:
+                parts.append(f',"ether":{{"src_macs":["{mac_str(imac[i])}"],'
+                             f'"dest_macs":["{mac_str(rmac[i])}"]}}')
             if five:
                 cid = community_id_for_record(ended[i], self.seed)
                 if cid is not None:

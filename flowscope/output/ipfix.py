@@ -75,12 +75,20 @@ _COMMON_TAIL = [
     ("rev_pkts", 2, REVERSE_PEN, ">u8"),  # reverse packetDeltaCount
     ("rev_octets", 1, REVERSE_PEN, ">u8"),  # reverse octetDeltaCount
 ]
+# Context of the flow's first packet, at the end of every template.
+_CONTEXT = [
+    ("iface", 10, 0, ">u4"),  # ingressInterface: the iface value (live: -i position)
+    ("vlan", 58, 0, ">u2"),  # vlanId: the outer VLAN id (0: untagged)
+    ("vlan_inner", 245, 0, ">u2"),  # dot1qCustomerVlanId: the inner (QinQ) VLAN id, or 0
+    ("smac", 56, 0, "V6"),  # sourceMacAddress: the initiator's (the record's source)
+    ("dmac", 80, 0, "V6"),  # destinationMacAddress: the responder's
+]
 _V4_HEAD = [("src", 8, 0, ">u4"), ("dst", 12, 0, ">u4")]  # source/destinationIPv4Address
 _V6_HEAD = [("src", 27, 0, "V16"), ("dst", 28, 0, "V16")]  # source/destinationIPv6Address
 _ICMP_V4 = [("icmp", 32, 0, ">u2")]  # icmpTypeCodeIPv4
 _ICMP_V6 = [("icmp", 139, 0, ">u2")]  # icmpTypeCodeIPv6
-TEMPLATE_V4 = _V4_HEAD + _COMMON_HEAD + _ICMP_V4 + _COMMON_TAIL
-TEMPLATE_V6 = _V6_HEAD + _COMMON_HEAD + _ICMP_V6 + _COMMON_TAIL
+TEMPLATE_V4 = _V4_HEAD + _COMMON_HEAD + _ICMP_V4 + _COMMON_TAIL + _CONTEXT
+TEMPLATE_V6 = _V6_HEAD + _COMMON_HEAD + _ICMP_V6 + _COMMON_TAIL + _CONTEXT
 
 # Uniflow records (``records="uniflow"``): one record per direction that sent
 # packets, source = the sender of that direction. biflowDirection (RFC 5103
@@ -93,8 +101,8 @@ BIFLOW_DIR_REVERSE_INITIATOR = 2
 _UNI_TAIL = [f for f in _COMMON_TAIL if f[2] != REVERSE_PEN] + [
     ("direction", 239, 0, "u1"),  # biflowDirection
 ]
-TEMPLATE_UNI_V4 = _V4_HEAD + _COMMON_HEAD + _ICMP_V4 + _UNI_TAIL
-TEMPLATE_UNI_V6 = _V6_HEAD + _COMMON_HEAD + _ICMP_V6 + _UNI_TAIL
+TEMPLATE_UNI_V4 = _V4_HEAD + _COMMON_HEAD + _ICMP_V4 + _UNI_TAIL + _CONTEXT
+TEMPLATE_UNI_V6 = _V6_HEAD + _COMMON_HEAD + _ICMP_V6 + _UNI_TAIL + _CONTEXT
 
 
 #: Appended to every template when flows are sampled (1 in N): samplingFlowInterval.
@@ -220,8 +228,20 @@ def pack_records(ended: np.ndarray, sampled: bool = False) -> tuple[np.ndarray, 
                                        _REASON_LUT[e["reason"]])
             if sampled:
                 r["sampling"] = np.maximum(e["sample_rate"], 1)
+            r["iface"] = e["iface"]
+            nv = e["nvlan"]
+            r["vlan"] = np.where(nv > 0, e["vlan"][:, 0], 0)
+            r["vlan_inner"] = np.where(nv > 1, e["vlan"][:, 1], 0)
+            r["smac"] = _mac6(e["init_mac"])
+            r["dmac"] = _mac6(e["resp_mac"])
         out.append(r)
     return out[0], out[1]
+
+
+def _mac6(macs: np.ndarray) -> np.ndarray:
+    """48-bit MAC values (uint64) as 6-byte fields (``V6``), network order."""
+    b = macs.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 2:]
+    return np.ascontiguousarray(b).view("V6").ravel()
 
 
 def to_uniflow(bi: np.ndarray) -> np.ndarray:
@@ -235,11 +255,11 @@ def to_uniflow(bi: np.ndarray) -> np.ndarray:
     n = bi.shape[0]
     u = np.zeros(2 * n, dtype=_UNI_OF[bi.dtype])
     init, resp = u[0::2], u[1::2]
-    names = ("proto", "start_ms", "end_ms", "end_reason")
+    names = ("proto", "start_ms", "end_ms", "end_reason", "iface", "vlan", "vlan_inner")
     for name in names + (("sampling",) if "sampling" in bi.dtype.names else ()):
         init[name] = bi[name]
         resp[name] = bi[name]
-    for fwd, rev in (("src", "dst"), ("sport", "dport")):
+    for fwd, rev in (("src", "dst"), ("sport", "dport"), ("smac", "dmac")):
         init[fwd], init[rev] = bi[fwd], bi[rev]
         resp[fwd], resp[rev] = bi[rev], bi[fwd]
     init["icmp"] = bi["icmp"]

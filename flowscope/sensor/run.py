@@ -15,7 +15,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..config import Config, UsageError
-from ..output import event_mask, needs_zeek, open_output
+from ..output import event_mask, needs_zeek, open_output, set_interface_names
 from ..output.table import summary_of
 from .settings import check_limits, live_settings, slow_start_line, tunables
 
@@ -64,6 +64,7 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
     tracker = FlowTracker(FiveTuple(), tracker_cfg, events=event_mask(fmt, events),
                           zeek=needs_zeek(fmt))
     sensor = Sensor(interfaces, tracker, writer, sconf)
+    set_interface_names(writer, interfaces)  # iface values are positions in this list
     metrics_at = config.output.metrics
     if metrics_at:
         from ..metrics import MetricsServer, MetricsUnavailable
