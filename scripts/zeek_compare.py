@@ -28,7 +28,7 @@ from flowscope.tracker import FlowTracker  # noqa: E402
 
 DEFAULT_DIR = "/work/shared/pcaps"
 COMPARED = ("conn_state", "history", "orig_pkts", "resp_pkts", "orig_ip_bytes", "resp_ip_bytes",
-            "duration")
+            "duration", "vlan", "inner_vlan", "orig_l2_addr", "resp_l2_addr")
 KEY = ("proto", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p")
 
 
@@ -181,7 +181,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     results = compare_all(args.pcap_dir)
     short = {"conn_state": "state", "history": "hist", "orig_pkts": "opkt", "resp_pkts": "rpkt",
-             "orig_ip_bytes": "oipb", "resp_ip_bytes": "ripb", "duration": "dur"}
+             "orig_ip_bytes": "oipb", "resp_ip_bytes": "ripb", "duration": "dur", "vlan": "vlan",
+             "inner_vlan": "ivlan", "orig_l2_addr": "omac", "resp_l2_addr": "rmac"}
     hdr = f"{'baseline':58} {'conns':>5} " + " ".join(f"{short[n]:>7}" for n in COMPARED)
     print(hdr)
     tot: dict = {}

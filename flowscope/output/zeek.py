@@ -25,14 +25,17 @@ import numpy as np
 from .. import layout
 from .. import layout as Z  # Z_*, EP_*, TCP_*: the Zeek-style words of Ended records
 from ..community_id import community_id_v1, icmp_port_equivalents
+from ..keys import mac_str
 
 FIELDS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service",
           "duration", "orig_bytes", "resp_bytes", "conn_state", "local_orig", "local_resp",
           "missed_bytes", "history", "orig_pkts", "orig_ip_bytes", "resp_pkts",
-          "resp_ip_bytes", "tunnel_parents", "community_id")
+          "resp_ip_bytes", "tunnel_parents", "community_id",
+          # context, as Zeek's policy scripts conn/vlan-logging and conn/mac-logging add it
+          "vlan", "inner_vlan", "orig_l2_addr", "resp_l2_addr")
 TYPES = ("time", "string", "addr", "port", "addr", "port", "enum", "string", "interval",
          "count", "count", "string", "bool", "bool", "count", "string", "count", "count",
-         "count", "count", "set[string]", "string")
+         "count", "count", "set[string]", "string", "int", "int", "string", "string")
 
 _PROTO_NAMES = {layout.IPPROTO_TCP: "tcp", layout.IPPROTO_UDP: "udp",
                 layout.IPPROTO_ICMP: "icmp", layout.IPPROTO_ICMPV6: "icmp"}
@@ -167,6 +170,9 @@ def conn_record(rec) -> Optional[dict]:
     last = int(zw[Z.Z_LAST]) if ctl & Z.CTL_STARTED else int(rec["last_seen"])
     dur_ns = last - started
     state = conn_state(proto, os_, rs, sizes[o], sizes[r], hist, pkts[o], pkts[r])
+    nv = int(rec["nvlan"])
+    macs = [mac_str(int(rec["init_mac"])), mac_str(int(rec["resp_mac"]))] if int(
+        rec["has_mac"]) else [None, None]
     return {
         "ts": started / 1e9,
         "uid": make_uid(int(rec["flow_id"]), started),
@@ -184,6 +190,9 @@ def conn_record(rec) -> Optional[dict]:
         "resp_pkts": pkts[r], "resp_ip_bytes": ipb[r],
         "tunnel_parents": None,
         "community_id": cid,
+        "vlan": int(rec["vlan"][0]) if nv > 0 else None,
+        "inner_vlan": int(rec["vlan"][1]) if nv > 1 else None,
+        "orig_l2_addr": macs[o], "resp_l2_addr": macs[r],
     }
 
 
