@@ -96,7 +96,7 @@ def _tracker_args(p: argparse.ArgumentParser, live: bool) -> None:
                         "directions together; default: every flow)")
     g.add_argument(_flag("", "active_timeout"), type=float, metavar="SEC",
                    help="flows open longer than SEC seconds get an interim 'update' "
-                        "record every SEC seconds (default: off)")
+                        "record every SEC seconds (none unless given)")
     if live:
         g.add_argument(_flag("sensor", "sweep_interval"), type=float, metavar="SEC",
                        help="sync the kernel's flow map and end idle flows every SEC seconds "
