@@ -15,7 +15,7 @@ import time
 from typing import Optional, Sequence
 
 from .config import Config
-from .output import event_mask, needs_zeek, open_output
+from .output import event_mask, needs_zeek, open_output, set_interface_names
 from .output.table import format_summary, summary_of
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2
@@ -75,7 +75,11 @@ def run_pcap(config: Config, files: Sequence[str], events: str = "ended",
                 reader = CaptureReader(path, batch_size=8192, chunk_bytes=4 << 20,
                                        verify_checksums=config.tracker.verify_checksums)
                 files_read += 1
+                names: list[str] = []
                 for batch in reader.prefetched():
+                    if reader.interface_names != names:  # pcapng if_name options
+                        names = reader.interface_names
+                        set_interface_names(writer, names)
                     for recs in tracker.process(batch):
                         writer.write_records(recs)
                     bar.update(path, reader.bytes_read, reader.file_size, frames + reader.frames)

@@ -270,6 +270,20 @@ class CaptureReader:
     def __iter__(self) -> Iterator[np.ndarray]:
         return self._batches()
 
+    @property
+    def interface_names(self) -> list[str]:
+        """pcapng: the if_name of each interface of the current section, by index (``""``
+        for an interface without one); classic pcap: empty. Row ``iface`` values index it."""
+        ifs, st = getattr(self, "_ifs", None), getattr(self, "_st", None)
+        if ifs is None:
+            return []
+        out = []
+        for k in range(min(int(st[K.ST_NIF]), K.MAX_IFACES)):
+            n = int(ifs[k, K.IF_NAME_LEN])
+            raw = ifs[k, K.IF_NAME:K.IF_NAME + K.IF_NAME_WORDS].astype("<i8").tobytes()[:n]
+            out.append(raw.decode("utf-8", "replace"))
+        return out
+
     def prefetched(self, depth: int = 2) -> Iterator[np.ndarray]:
         """Iterate with reading and parsing in a background thread.
 
@@ -340,6 +354,7 @@ class CaptureReader:
             st[K.ST_VERIFY] = int(self.verify_checksums)
             if pcapng:
                 ifs = np.zeros((K.MAX_IFACES, K.IF_COLS), dtype=np.int64)
+                self._ifs, self._st = ifs, st
                 seen = np.zeros(65536, dtype=np.uint8)
             else:
                 st[K.ST_NSRES] = int(self.format == "pcap-ns")

@@ -109,3 +109,32 @@ def test_non_ethernet_flows_have_no_macs():
     (r,) = _jsonl(recs)
     assert "init_mac" not in r and int(recs[0]["has_mac"]) == 0
     assert int(recs[0]["kind"]) == layout.EV_ENDED
+
+
+def test_pcapng_interface_names_name_the_iface(tmp_path):
+    """``flowscope pcap`` on a pcapng whose interfaces have if_name options: JSON Lines
+    ``iface`` and EVE ``in_iface`` are the names; an interface without one prints its index."""
+    import struct
+    import subprocess
+    import sys
+
+    from test_pcap import ng_block, ng_option
+
+    o = "<"
+    end = struct.pack(o + "HH", 0, 0)
+    blocks = [ng_block(o, 0x0A0D0D0A, struct.pack(o + "IHHq", 0x1A2B3C4D, 1, 0, -1)),
+              ng_block(o, 1, struct.pack(o + "HHI", 1, 0, 0) + ng_option(o, 2, b"eth7\0") + end),
+              ng_block(o, 1, struct.pack(o + "HHI", 1, 0, 0))]
+    for iface, frame in ((0, QINQ), (1, eth(ipv4("10.0.0.5", "10.0.0.6", 17, udp(7, 8))))):
+        blocks.append(ng_block(o, 6, struct.pack(o + "IIIII", iface, 0, 1000, len(frame),
+                                                 len(frame)) + frame))
+    path = tmp_path / "names.pcapng"
+    path.write_bytes(b"".join(blocks))
+    got = {}
+    for fmt in ("jsonl", "eve"):
+        r = subprocess.run([sys.executable, "-m", "flowscope", "pcap", "--format", fmt,
+                            str(path)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        got[fmt] = [json.loads(x) for x in r.stdout.splitlines()]
+    assert sorted(r["iface"] for r in got["jsonl"]) == ["1", "eth7"]
+    assert sorted(str(r.get("in_iface")) for r in got["eve"]) == ["None", "eth7"]

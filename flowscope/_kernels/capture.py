@@ -91,7 +91,11 @@ IF_LINK = 0
 IF_SNAP = 1
 IF_TSRES = 2  # if_tsresol byte: 10^-v s, or 2^-(v & 0x7f) s when bit 7 is set
 IF_TSOFF = 3  # if_tsoffset in ns
-IF_COLS = 4
+IF_NAME_LEN = 4  # bytes of if_name kept (0: none)
+IF_NAME = 5  # if_name, IF_NAME_MAX bytes packed little-endian into IF_NAME_WORDS words
+IF_NAME_WORDS = 4
+IF_NAME_MAX = 8 * IF_NAME_WORDS
+IF_COLS = IF_NAME + IF_NAME_WORDS
 
 BT_SHB = 0x0A0D0D0A
 BT_IDB = 1
@@ -236,6 +240,8 @@ def _idb(buf, pos, blen, be, ifs, st, seen):
     snap = _rd32(buf, pos + 12, be)
     res = np.int64(6)
     off_ns = np.int64(0)
+    name_at = np.int64(-1)
+    name_len = np.int64(0)
     q = pos + 16
     end = pos + blen - 4
     while q + 4 <= end:
@@ -246,6 +252,9 @@ def _idb(buf, pos, blen, be, ifs, st, seen):
             break
         if code == 9 and olen >= 1:
             res = np.int64(buf[v])
+        elif code == 2 and olen >= 1:  # if_name (UTF-8, maybe NUL-terminated)
+            name_at = v
+            name_len = min(np.int64(olen), IF_NAME_MAX)
         elif code == 14 and olen >= 8:
             hi = _rd32(buf, v, be)
             lo = _rd32(buf, v + 4, be)
@@ -260,6 +269,14 @@ def _idb(buf, pos, blen, be, ifs, st, seen):
         ifs[k, IF_SNAP] = snap
         ifs[k, IF_TSRES] = res
         ifs[k, IF_TSOFF] = off_ns
+        for w in range(IF_NAME_WORDS):
+            ifs[k, IF_NAME + w] = 0
+        n = np.int64(0)
+        while n < name_len and buf[name_at + n] != 0:
+            w = IF_NAME + n // 8
+            ifs[k, w] |= np.int64(buf[name_at + n]) << np.int64(8 * (n % 8))
+            n += 1
+        ifs[k, IF_NAME_LEN] = n
     st[ST_NIF] = k + 1
     seen[link] = 1
 
@@ -334,6 +351,7 @@ def walk_pcapng(buf, st, out, ifs, seen):
                     ifs[k, IF_SNAP] = 0
                     ifs[k, IF_TSRES] = 6
                     ifs[k, IF_TSOFF] = 0
+                    ifs[k, IF_NAME_LEN] = 0
                 st[ST_NIF] = k + 1
                 st[ST_BIG_IDBS] += 1
             elif btype == BT_EPB or btype == BT_PB or btype == BT_SPB:
