@@ -1,0 +1,136 @@
+"""TCP performance fields: handshake RTT, retransmissions, out-of-order segments, zero windows.
+
+Crafted sequences through the engine (``FlowTracker``), the sequence kernel against its
+plain-Python twin (``naive_zeek.SeqTrack``) on random segments, and the Zeek ``T``/``W``
+letters that come from the same counts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowscope import layout
+from flowscope._kernels import engine as K
+from flowscope._kernels import tcpseq as T
+from flowscope.output.zeek import conn_record
+from flowscope.tracker import FlowTracker
+from naive_zeek import SeqTrack
+from pktgen import to_array
+from test_zeek import ACK, FIN, PSH, RST, SYN, tcp
+
+MS = 1_000_000  # tcp() takes its time in ms
+
+
+def ended(pkts, zeek=False):
+    t = FlowTracker(events="ended", zeek=zeek)
+    arr = to_array(pkts)
+    recs = [r for b in list(t.process(arr)) + list(t.process_finish()) for r in b
+            if r["kind"] == layout.EV_ENDED]
+    assert len(recs) == 1, recs
+    return recs[0]
+
+
+def hs():
+    return [tcp(0, "c", SYN, 100), tcp(3, "s", SYN | ACK, 500, 101), tcp(4, "c", ACK, 101, 501)]
+
+
+def data(ts, frm, seq, n, ack=0, window=1000, flags=PSH | ACK):
+    return tcp(ts, frm, flags, seq, ack, payload=n, window=window)
+
+
+def test_handshake_rtt_split_at_the_sensor():
+    r = ended(hs())
+    assert r["rtt_resp"] == 3 * MS and r["rtt_init"] == 1 * MS
+
+
+def test_rtt_uses_the_syn_the_syn_ack_answered():
+    r = ended([tcp(0, "c", SYN, 100), tcp(10, "c", SYN, 100), tcp(12, "s", SYN | ACK, 500, 101),
+               tcp(13, "c", ACK, 101, 501)])
+    assert r["rtt_resp"] == 2 * MS and r["rtt_init"] == 1 * MS
+
+
+def test_no_handshake_no_rtt():
+    r = ended([data(0, "c", 100, 10), data(1, "s", 500, 10, 110)])
+    assert r["rtt_resp"] == -1 and r["rtt_init"] == -1
+    r = ended([tcp(0, "c", SYN, 100), tcp(3, "s", SYN | ACK, 500, 101)])
+    assert r["rtt_resp"] == 3 * MS and r["rtt_init"] == -1
+
+
+def test_retransmission_counts_packets_and_bytes():
+    r = ended(hs() + [data(5, "c", 101, 100, 501), data(6, "c", 101, 100, 501),
+                      data(7, "c", 151, 50, 501), data(8, "s", 501, 10, 201)])
+    assert list(r["retrans_pkts"]) == [2, 0] and list(r["retrans_bytes"]) == [150, 0]
+    assert list(r["ooo_pkts"]) == [0, 0]
+
+
+def test_out_of_order_fills_the_hole():
+    # 101..201 lost before the sensor, 201..301 arrives, then 101..201 (in the hole)
+    r = ended(hs() + [data(5, "c", 201, 100, 501), data(6, "c", 101, 50, 501),
+                      data(7, "c", 151, 50, 501), data(8, "c", 151, 50, 501)])
+    assert list(r["ooo_pkts"]) == [2, 0]
+    assert list(r["retrans_pkts"]) == [1, 0] and list(r["retrans_bytes"]) == [50, 0]
+
+
+def test_zero_window_until_the_peer_fins():
+    r = ended(hs() + [tcp(5, "s", ACK, 501, 101, window=0), tcp(6, "s", ACK, 501, 101, window=0),
+                      tcp(7, "c", FIN | ACK, 101, 501), tcp(8, "s", ACK, 501, 102, window=0)])
+    assert list(r["zero_win"]) == [0, 2]
+
+
+def test_rst_and_keepalive_are_not_retransmissions():
+    # a window probe / keep-alive without payload is no retransmission
+    r = ended(hs() + [data(5, "c", 101, 10, 501), tcp(6, "c", ACK, 110, 501),
+                      tcp(7, "c", RST | ACK, 111, 501)])
+    assert list(r["retrans_pkts"]) == [0, 0]
+
+
+def test_zeek_t_letters_at_1_10_100():
+    pk = hs() + [data(5, "c", 101, 10, 501)]
+    pk += [data(6 + i, "c", 101, 10, 501) for i in range(100)]
+    r = ended(pk, zeek=True)
+    assert r["retrans_pkts"][0] == 100
+    c = conn_record(r)
+    assert c["history"] == "ShADTTT"
+
+
+def test_zeek_w_and_t_follow_the_same_counts():
+    pk = hs() + [tcp(5, "s", ACK, 501, 101, window=0)] + [
+        data(6, "c", 201, 10, 501), data(7, "c", 101, 10, 501)]
+    r = ended(pk, zeek=True)
+    assert list(r["zero_win"]) == [0, 1] and list(r["ooo_pkts"]) == [1, 0]
+    assert conn_record(r)["history"] == "ShAawDT"
+
+
+# ---- the kernel and its twin ----------------------------------------------------------
+
+SEGS = st.lists(st.tuples(st.integers(0, 1), st.sampled_from(
+    [ACK, PSH | ACK, PSH | ACK, SYN, SYN | ACK, FIN | ACK, RST, RST | ACK, 0]),
+    st.integers(-3000, 3000), st.integers(-3000, 3000), st.sampled_from([0, 0, 1, 100, 1460]),
+    st.sampled_from([0, 100, 65535])), min_size=1, max_size=60)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(SEGS, st.sampled_from([0, 2**31 - 1, 2**32 - 1000, 77]))
+def test_seq_step_equals_twin(segs, isn):
+    fint = np.zeros((1, K.F_SIZE), dtype=np.int64)
+    T.seq_reset(fint, 0)
+    twin = SeqTrack()
+    for i, (side, fl, dseq, dack, n, win) in enumerate(segs):
+        seq, ack = (isn + dseq) % 2**32, (isn + 5000 + dack) % 2**32
+        got = T.seq_step(fint, 0, side, fl, seq, ack, n, win)
+        want = twin.step(side, fl, seq, ack, n, win)
+        assert got == want, i
+        for d in range(2):
+            assert fint[0, T.F_SQ_START0 + d] == twin.start[d]
+            assert fint[0, T.F_SQ_HIGH0 + d] == twin.high[d]
+            assert fint[0, T.F_SQ_ACKED0 + d] == twin.acked[d]
+            assert fint[0, T.F_RTX0 + d] == twin.rtx[d]
+            assert fint[0, T.F_RTXB0 + d] == twin.rtx_bytes[d]
+            assert fint[0, T.F_OOO0 + d] == twin.ooo[d]
+            assert fint[0, T.F_ZW0 + d] == twin.zw[d]
+
+
+def test_is_scaled():
+    assert [n for n in range(1, 2000) if T.is_scaled(n)] == [1, 10, 100, 1000]
