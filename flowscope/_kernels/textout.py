@@ -12,11 +12,12 @@ import numpy as np
 
 from ..layout import (
     EV_ENDED, EV_PACKET, EV_STARTED, EV_STATE_CHANGE, EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR,
-    KIND_SLUGS, PROTO_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS,
+    IPPROTO_TCP, KIND_SLUGS, PROTO_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS,
 )
 from .common import kernel, unpack_meta
 
-#: Upper bound of one formatted line (an Ended record of an IPv6 flow is ~560 bytes).
+#: Upper bound of one formatted line (an Ended record of an IPv6 TCP flow is
+# ~900 bytes at most).
 MAX_LINE = 1024
 
 
@@ -74,6 +75,18 @@ LITS, LIT_LENS = _table([
     '"src_ip":"',  # 31
     '","dst_ip":"',  # 32
     '"}\n',  # 33
+    ',"tcp_rtt":',  # 34 (tcpperf: TCP flows only)
+    ',"tcp_rtt_resp":',  # 35
+    ',"tcp_rtt_init":',  # 36
+    ',"init_retrans_pkts":',  # 37
+    ',"resp_retrans_pkts":',  # 38
+    ',"init_retrans_bytes":',  # 39
+    ',"resp_retrans_bytes":',  # 40
+    ',"init_zero_win":',  # 41
+    ',"resp_zero_win":',  # 42
+    ',"init_ooo_pkts":',  # 43
+    ',"resp_ooo_pkts":',  # 44
+    'null',  # 45
 ])
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
@@ -264,6 +277,42 @@ def _flow(buf, pos, r):
 
 
 @kernel
+def _rtt(buf, pos, ns):
+    """A handshake time (ns, -1 = not measured) as seconds or null."""
+    if ns < 0:
+        return _lit(buf, pos, 45)
+    return _ns(buf, pos, ns)
+
+
+@kernel
+def _tcpperf(buf, pos, r):
+    """The TCP performance fields of an Ended record (docs/output.md)."""
+    pos = _lit(buf, pos, 34)
+    both = r.rtt_resp >= 0 and r.rtt_init >= 0
+    pos = _rtt(buf, pos, r.rtt_resp + r.rtt_init if both else np.int64(-1))
+    pos = _lit(buf, pos, 35)
+    pos = _rtt(buf, pos, r.rtt_resp)
+    pos = _lit(buf, pos, 36)
+    pos = _rtt(buf, pos, r.rtt_init)
+    pos = _lit(buf, pos, 37)
+    pos = _uint(buf, pos, r.retrans_pkts[0])
+    pos = _lit(buf, pos, 38)
+    pos = _uint(buf, pos, r.retrans_pkts[1])
+    pos = _lit(buf, pos, 39)
+    pos = _uint(buf, pos, r.retrans_bytes[0])
+    pos = _lit(buf, pos, 40)
+    pos = _uint(buf, pos, r.retrans_bytes[1])
+    pos = _lit(buf, pos, 41)
+    pos = _uint(buf, pos, r.zero_win[0])
+    pos = _lit(buf, pos, 42)
+    pos = _uint(buf, pos, r.zero_win[1])
+    pos = _lit(buf, pos, 43)
+    pos = _uint(buf, pos, r.ooo_pkts[0])
+    pos = _lit(buf, pos, 44)
+    return _uint(buf, pos, r.ooo_pkts[1])
+
+
+@kernel
 def format_jsonl(recs, buf):
     """Format ``recs`` (EVENT_DTYPE[n]) into ``buf`` (uint8[m]); returns (done, nbytes)."""
     pos = 0
@@ -312,6 +361,9 @@ def format_jsonl(recs, buf):
             pos = _uint(buf, pos, np.int64(r.flags_or[0]))
             pos = _lit(buf, pos, 29)
             pos = _uint(buf, pos, np.int64(r.flags_or[1]))
+            kind_, _l3, proto, _pa, _pb = unpack_meta(r.key[4])
+            if proto == IPPROTO_TCP and kind_ != EXTRACT_MAC_PAIR and kind_ != EXTRACT_IP_PAIR:
+                pos = _tcpperf(buf, pos, r)
             pos = _lit(buf, pos, 30)
         elif kind == EV_PACKET:
             pos = _lit(buf, pos, 12)
