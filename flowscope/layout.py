@@ -177,6 +177,8 @@ SQF_INIT0 = 0x01  # a -> b sent a TCP packet (its sequence numbers are set)
 SQF_INIT1 = 0x02
 SQF_FIN0 = 0x04  # a -> b sent a FIN
 SQF_FIN1 = 0x08
+SQF_HOLE0 = 0x10  # (kernel only) a -> b has a sequence hole
+SQF_HOLE1 = 0x20
 
 # --- flow keys ------------------------------------------------------------
 # A key is KEY_WORDS uint64 words: a_hi, a_lo, b_hi, b_lo, meta with

@@ -204,6 +204,17 @@ def _golden_event() -> bytes:
     b += bytes.fromhex("1b")  # 160 flags_or[0] = FIN|SYN|PSH|ACK
     b += bytes.fromhex("12")  # 161 flags_or[1] = SYN|ACK
     b += bytes(22)  # 162 padding
+    # tcpperf
+    b += bytes.fromhex("7756341200000000")  # 184 seq_start = [0x12345677, 0]
+    b += bytes.fromhex("8256341201000000")  # 192 seq_high = [0x12345682, 1]
+    b += bytes.fromhex("0000000002000000")  # 200 seq_acked = [0, 2]
+    b += bytes.fromhex("0500000000000000")  # 208 rtx_pkts = [5, 0]
+    b += bytes.fromhex("0100000000000000")  # 216 ooo_pkts = [1, 0]
+    b += bytes.fromhex("000000000a000000")  # 224 zero_win = [0, 10]
+    b += bytes.fromhex("dc05000000000000")  # 232 rtx_bytes[0] = 1500
+    b += bytes.fromhex("0000000000000000")  # 240 rtx_bytes[1] = 0
+    b += bytes.fromhex("07")  # 248 seq_flags = INIT_FWD|INIT_REV|FIN_FWD
+    b += bytes(7)  # 249 padding
     return b
 
 
@@ -236,6 +247,15 @@ def test_golden_event_decode():
     assert layout.PktFlag(int(e["pflags"])) == layout.PktFlag.PORTS | layout.PktFlag.TCP
     assert e["flags_or"].tolist() == [0x1B, 0x12]
     assert e["_pad"].tolist() == [0] * 22
+    assert e["seq_start"].tolist() == [0x12345677, 0]
+    assert e["seq_high"].tolist() == [0x12345682, 1]
+    assert e["seq_acked"].tolist() == [0, 2]
+    assert (e["rtx_pkts"].tolist(), e["ooo_pkts"].tolist(), e["zero_win"].tolist()) == (
+        [5, 0], [1, 0], [0, 10])
+    assert e["rtx_bytes"].tolist() == [1500, 0]
+    assert layout.SeqFlag(int(e["seq_flags"])) == (
+        layout.SeqFlag.INIT_FWD | layout.SeqFlag.INIT_REV | layout.SeqFlag.FIN_FWD)
+    assert e["_pad2"].tolist() == [0] * 7
 
 
 def test_key_words_match_engine_meta():
