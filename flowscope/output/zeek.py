@@ -25,14 +25,20 @@ import numpy as np
 from .. import layout
 from .. import layout as Z  # Z_*, EP_*, TCP_*: the Zeek-style words of Ended records
 from ..community_id import community_id_v1, icmp_port_equivalents
+from .common import TCPPERF_COUNTS, tcp_rtts
 
 FIELDS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service",
           "duration", "orig_bytes", "resp_bytes", "conn_state", "local_orig", "local_resp",
           "missed_bytes", "history", "orig_pkts", "orig_ip_bytes", "resp_pkts",
-          "resp_ip_bytes", "tunnel_parents", "community_id")
+          "resp_ip_bytes", "tunnel_parents", "community_id",
+          # extension fields (TCP only; docs/zeek-compat.md): handshake times, loss signals
+          "tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init", "orig_retrans_pkts", "resp_retrans_pkts",
+          "orig_retrans_bytes", "resp_retrans_bytes", "orig_zero_win", "resp_zero_win",
+          "orig_ooo_pkts", "resp_ooo_pkts")
 TYPES = ("time", "string", "addr", "port", "addr", "port", "enum", "string", "interval",
          "count", "count", "string", "bool", "bool", "count", "string", "count", "count",
-         "count", "count", "set[string]", "string")
+         "count", "count", "set[string]", "string",
+         "interval", "interval", "interval", *("count",) * 8)
 
 _PROTO_NAMES = {layout.IPPROTO_TCP: "tcp", layout.IPPROTO_UDP: "udp",
                 layout.IPPROTO_ICMP: "icmp", layout.IPPROTO_ICMPV6: "icmp"}
@@ -167,6 +173,12 @@ def conn_record(rec) -> Optional[dict]:
     last = int(zw[Z.Z_LAST]) if ctl & Z.CTL_STARTED else int(rec["last_seen"])
     dur_ns = last - started
     state = conn_state(proto, os_, rs, sizes[o], sizes[r], hist, pkts[o], pkts[r])
+    ext = dict.fromkeys(FIELDS[22:])
+    if proto == layout.IPPROTO_TCP:
+        ext["tcp_rtt"], ext["tcp_rtt_resp"], ext["tcp_rtt_init"] = tcp_rtts(rec)
+        for stem, field in TCPPERF_COUNTS:
+            v = rec[field]
+            ext[f"orig_{stem}"], ext[f"resp_{stem}"] = int(v[o]), int(v[r])
     return {
         "ts": started / 1e9,
         "uid": make_uid(int(rec["flow_id"]), started),
@@ -184,6 +196,7 @@ def conn_record(rec) -> Optional[dict]:
         "resp_pkts": pkts[r], "resp_ip_bytes": ipb[r],
         "tunnel_parents": None,
         "community_id": cid,
+        **ext,
     }
 
 
@@ -228,7 +241,7 @@ class ZeekTsvWriter:
     def _fmt(name: str, v) -> str:
         if v is None:
             return "-"
-        if name in ("ts", "duration"):
+        if name in ("ts", "duration", "tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init"):
             return f"{v:.6f}"
         if isinstance(v, bool):
             return "T" if v else "F"
