@@ -7,7 +7,10 @@ letters that come from the same counts.
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -134,3 +137,54 @@ def test_seq_step_equals_twin(segs, isn):
 
 def test_is_scaled():
     assert [n for n in range(1, 2000) if T.is_scaled(n)] == [1, 10, 100, 1000]
+
+
+# ---- tshark on the shared captures (docs/semantics.md, "Agreement with tshark") ----------
+
+#: capture -> (TCP flows, flows that differ, retrans, ooo, zero_win, flows with RTT), each
+#: count as (tshark, flowscope): the table of docs/semantics.md; every difference is one of
+#: the kinds explained there.
+TSHARK = {
+    "ndpi__1kxun.pcap": (98, 18, (47, 49), (9, 9), (0, 0), (22, 22)),
+    "ndpi__tcp_scan.pcapng": (7, 2, (0, 0), (0, 0), (0, 0), (4, 2)),
+    "sanders__tcp_retransmissions.pcapng": (1, 0, (5, 5), (0, 0), (0, 0), (0, 0)),
+    "sanders__http_espn.pcapng": (25, 0, (0, 0), (0, 0), (0, 0), (25, 25)),
+    "tcpdump__ssh.pcap": (1, 0, (1, 1), (0, 0), (0, 0), (1, 1)),
+    "zeek__smtp.pcap": (6, 1, (6, 6), (1, 0), (0, 0), (3, 3)),
+    "zeek__tcp__ctu-64702-888.pcap": (1, 1, (3, 2), (2, 0), (0, 0), (0, 0)),
+    "zeek__tcp__fin_retransmission.pcap": (1, 1, (2, 0), (0, 0), (0, 0), (1, 1)),
+    "zeek__tcp__syn-then-stuff-then-rst.pcap": (1, 1, (1, 0), (0, 0), (0, 0), (1, 0)),
+    "zeek__tcp__tcp-fast-open.pcap": (2, 1, (0, 1), (0, 0), (0, 0), (2, 2)),
+    "zeek__var-services-std-ports.pcap": (6, 1, (1, 0), (0, 0), (0, 0), (6, 6)),
+    "zeek__wikipedia.pcap": (10, 0, (0, 0), (0, 0), (0, 0), (8, 8)),
+    "zeek__ftp__ipv6.pcap": (6, 0, (0, 0), (0, 0), (0, 0), (6, 6)),
+}
+
+
+def _compare_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "tcpperf_compare.py"
+    spec = importlib.util.spec_from_file_location("tcpperf_compare", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.skipif(not shutil.which("tshark"), reason="tshark not installed (scripts/setup.sh)")
+@pytest.mark.parametrize("name", sorted(TSHARK))
+def test_agreement_with_tshark(name):
+    from conftest import shared_pcaps_dir
+
+    path = shared_pcaps_dir() / name
+    if not path.exists():
+        pytest.skip(f"{name} not in the shared captures")
+    tot, diff = _compare_module().compare(str(path))
+    flows, ndiff, *counts = TSHARK[name]
+    got = (tot["flows"], len(diff),
+           *(tuple(tot[n]) for n in ("retrans", "ooo", "zero_win", "rtt")))
+    assert got == (flows, ndiff, *counts)
+    for _key, t, f in diff:  # where both tools time a handshake, they agree to the µs
+        if t["rtt"] is not None and f["rtt"] is not None:
+            assert t["rtt"] == f["rtt"]
