@@ -8,7 +8,8 @@ per direction: ``retrans`` = segments tshark flags tcp.analysis.retransmission,
 fast_retransmission or spurious_retransmission; ``ooo`` = tcp.analysis.out_of_order;
 ``zero_win`` = tcp.analysis.zero_window; ``rtt`` = tcp.analysis.initial_rtt. flowscope's
 are its Ended records (``flowscope pcap``'s engine): retrans_pkts, ooo_pkts, zero_win and
-tcp_rtt. One line per capture: flows with a difference / flows, and the totals of both. With
+tcp_rtt. ``--tool tcptrace`` compares with ``tcptrace -l -n`` instead (rexmt data pkts,
+outoforder pkts, zero win adv; no RTT). One line per capture: flows with a difference / flows, and the totals of both. With
 ``--flows`` every flow that differs is printed. docs/semantics.md explains the differences.
 """
 
@@ -18,6 +19,7 @@ import argparse
 import glob
 import ipaddress
 import os
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -61,6 +63,45 @@ def tshark_flows(path: str) -> dict:
     return flows
 
 
+_TCPTRACE_ROWS = {"rexmt data pkts": "retrans", "outoforder pkts": "ooo",
+                  "zero win adv": "zero_win"}
+
+
+def tcptrace_flows(path: str) -> dict:
+    """The same view from ``tcptrace -l -n``: ``rexmt data pkts`` (data segments whose range
+    was already seen), ``outoforder pkts``, ``zero win adv``; tcptrace has no initial RTT
+    (``rtt`` stays None)."""
+    out = subprocess.run(["tcptrace", "-l", "-n", path], capture_output=True, text=True,
+                         timeout=300).stdout
+    flows: dict = {}
+    cur, flip = None, False
+    hosts: list = []
+    for line in out.splitlines():
+        t = line.strip()
+        m = re.match(r"host [a-z]+:\s+(\S+)$", t)  # two per connection: a/b, c/d, ..., aa/ab
+        if t.startswith("TCP connection "):
+            hosts, cur = [], None
+        elif m:
+            h, p = m.group(1).rsplit(":", 1)
+            hosts.append((int(ipaddress.ip_address(h)), int(p)))
+            if len(hosts) == 2:
+                a, b = hosts
+                key, flip = ((a, b), False) if a <= b else ((b, a), True)
+                cur = flows.setdefault(key, {"retrans": [0, 0], "ooo": [0, 0],
+                                             "zero_win": [0, 0], "rtt": None})
+        elif cur is not None and ":" in t:
+            name = t.split(":", 1)[0].strip()
+            if name in _TCPTRACE_ROWS:
+                nums = [int(x) for x in t.replace(":", " ").split() if x.isdigit()]
+                ab, ba = nums[0], nums[1]
+                v = cur[_TCPTRACE_ROWS[name]]
+                if flip:
+                    ab, ba = ba, ab
+                v[0] += ab
+                v[1] += ba
+    return flows
+
+
 def flowscope_flows(path: str) -> dict:
     """The same view of flowscope's Ended records of TCP flows."""
     from flowscope import layout
@@ -99,9 +140,14 @@ def flowscope_flows(path: str) -> dict:
     return flows
 
 
-def compare(path: str) -> tuple[dict, list]:
-    """Per-field totals of both tools and the flows that differ."""
-    ts, fs = tshark_flows(path), flowscope_flows(path)
+def compare(path: str, tool: str = "tshark") -> tuple[dict, list]:
+    """Per-field totals of both tools and the flows that differ (``tool``: tshark or
+    tcptrace; tcptrace's flows have no RTT, so flowscope's is left out too)."""
+    ts = tshark_flows(path) if tool == "tshark" else tcptrace_flows(path)
+    fs = flowscope_flows(path)
+    if tool != "tshark":
+        for f in fs.values():
+            f["rtt"] = None
     totals = {n: [0, 0] for n in ("retrans", "ooo", "zero_win", "rtt")}
     diff = []
     for key in sorted(set(ts) | set(fs)):
@@ -121,13 +167,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("captures", nargs="*")
     ap.add_argument("--flows", action="store_true", help="print every flow that differs")
+    ap.add_argument("--tool", choices=("tshark", "tcptrace"), default="tshark",
+                    help="the reference (default tshark)")
     args = ap.parse_args(argv)
     here = os.path.dirname(os.path.abspath(__file__))
     caps = args.captures or sorted(glob.glob(os.path.join(here, "..", "..", "shared", "pcaps",
                                                           "*.pcap*")))
-    print("capture\tflows\tdiffer\tretrans t/f\tooo t/f\tzero_win t/f\trtt t/f")
+    print("capture\tflows\tdiffer\tretrans r/f\tooo r/f\tzero_win r/f\trtt r/f")
     for c in caps:
-        tot, diff = compare(c)
+        tot, diff = compare(c, args.tool)
         if tot["flows"] == 0:
             continue
         cols = [f"{tot[n][0]}/{tot[n][1]}" for n in ("retrans", "ooo", "zero_win", "rtt")]

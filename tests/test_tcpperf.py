@@ -188,3 +188,32 @@ def test_agreement_with_tshark(name):
     for _key, t, f in diff:  # where both tools time a handshake, they agree to the µs
         if t["rtt"] is not None and f["rtt"] is not None:
             assert t["rtt"] == f["rtt"]
+
+
+#: capture -> (flows that differ, retrans, ooo, zero_win) as (tcptrace, flowscope), for the
+#: captures where tcptrace and flowscope differ (docs/semantics.md, "Agreement with tcptrace")
+TCPTRACE = {
+    "ndpi__1kxun.pcap": (16, (67, 49), (9, 9), (0, 0)),
+    "zeek__smtp.pcap": (1, (7, 6), (0, 0), (0, 0)),
+    "zeek__tcp__ctu-64702-888.pcap": (1, (4, 2), (1, 0), (0, 0)),
+    "zeek__tcp__fin_retransmission.pcap": (1, (1, 0), (0, 0), (0, 0)),
+    "zeek__tcp__syn-then-stuff-then-rst.pcap": (1, (1, 0), (0, 0), (0, 0)),
+    "zeek__tcp__tcp-fast-open.pcap": (1, (0, 1), (0, 0), (0, 0)),
+    "zeek__var-services-std-ports.pcap": (1, (1, 0), (0, 0), (0, 0)),
+    "sanders__tcp_retransmissions.pcapng": (0, (5, 5), (0, 0), (0, 0)),
+    "tcpdump__ssh.pcap": (0, (1, 1), (0, 0), (0, 0)),
+    "sanders__http_espn.pcapng": (0, (0, 0), (0, 0), (0, 0)),
+}
+
+
+@pytest.mark.skipif(not shutil.which("tcptrace"), reason="tcptrace not installed (setup.sh)")
+@pytest.mark.parametrize("name", sorted(TCPTRACE))
+def test_agreement_with_tcptrace(name):
+    from conftest import shared_pcaps_dir
+
+    path = shared_pcaps_dir() / name
+    if not path.exists():
+        pytest.skip(f"{name} not in the shared captures")
+    tot, diff = _compare_module().compare(str(path), "tcptrace")
+    got = (len(diff), *(tuple(tot[n]) for n in ("retrans", "ooo", "zero_win")))
+    assert got == TCPTRACE[name]
