@@ -197,10 +197,9 @@ static __always_inline int fs_seq_step(struct fs_flow *f, __u8 dir, const struct
 	__s32 delta = (__s32)(end - high);
 	if ((syn || rst) && (delta > FS_TOO_LARGE_SEQ_DELTA || delta < -FS_TOO_LARGE_SEQ_DELTA)) {
 		/* ignored, as Zeek does */
-	} else if (fin && high == f->seq_start[dir] + 1) {
-		f->seq_high[dir] = end;
-	} else if (delta > 0) {
-		if (ln && !syn && !rst && (__s32)(seq - high) > 0) {
+	} else if (delta > 0 || (fin && high == f->seq_start[dir] + 1)) {
+		/* a data segment or FIN beyond the highest sequence leaves a hole behind it */
+		if ((ln || fin) && !syn && !rst && (__s32)(seq - high) > 0) {
 			f->hole_lo[dir] = high;
 			f->hole_hi[dir] = seq;
 			sf |= hole_bit;

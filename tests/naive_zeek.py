@@ -112,9 +112,11 @@ class SeqTrack:
         if (syn or rst) and abs(delta) > TOO_LARGE_SEQ_DELTA:
             pass
         elif fin and high == (self.start[side] + 1) & U32:
+            if not syn and not rst and seq_delta(seq, high) > 0:
+                self.hole[side] = (high, seq)
             self.high[side] = end
         elif delta > 0:
-            if length > 0 and not syn and not rst and seq_delta(seq, high) > 0:
+            if (length > 0 or fin) and not syn and not rst and seq_delta(seq, high) > 0:
                 self.hole[side] = (high, seq)
             self.high[side] = end
         elif length > 0:

@@ -1309,3 +1309,51 @@ def test_seq_tracking_live_equals_offline(h):
               "resp_ip_bytes", "missed_bytes"):
         assert gz[f] == wz[f], f
     assert wz["history"] == "ShADTaTwwTd" and wz["orig_bytes"] == 3300 and wz["resp_bytes"] == 50
+
+
+def test_seq_step_equals_twin_on_random_segments(h):
+    """The kernel's fs_seq_step against the plain-Python twin (tests/naive_zeek.py SeqTrack):
+    random segments (flags, sequence and ack numbers near a wrapping ISN, payloads, zero
+    windows) through XDP test_run, the flow entry's tracking compared after every packet."""
+    import random
+
+    from naive_zeek import SeqTrack
+
+    rng = random.Random(20261201)
+    c = dict(src="10.0.0.1", sport=5555, dst="10.0.0.2", dport=80)  # a: FWD = side 0 here
+    s = dict(src="10.0.0.2", sport=80, dst="10.0.0.1", dport=5555)
+    flags = [ACK, PSH | ACK, PSH | ACK, SYN, SYN | ACK, FIN | ACK, FIN, ACK, PSH | ACK]
+    seen = {"rtx": 0, "ooo": 0, "zw": 0, "restart": 0}
+    for trial in range(6):
+        h.reset()
+        twin = SeqTrack()
+        gen = 0
+        isn = rng.choice([0, 2**31 - 5, 2**32 - 300, 1234])
+        for i in range(60):
+            side = rng.randrange(2)
+            fl = rng.choice(flags)
+            seq = (isn + rng.randrange(-200, 2000)) % 2**32
+            ack = (isn + rng.randrange(-200, 2000)) % 2**32
+            n = rng.choice([0, 0, 1, 10, 100])
+            win = rng.choice([0, 100, 8192])
+            h.run(tcp4(flags=fl, seq=seq, ack=ack, win=win, payload=b"z" * n,
+                       **(c if side == 0 else s)))
+            _, vals = h.flows()
+            v = vals[0]
+            if int(v["gen"]) != gen:  # the FIN handshake closed the flow: this packet restarted it
+                gen, twin = int(v["gen"]), SeqTrack()
+                seen["restart"] += 1
+            twin.step(side, fl, seq, ack, n, win)
+            seen["rtx"] = max(seen["rtx"], sum(twin.rtx))
+            seen["ooo"] = max(seen["ooo"], sum(twin.ooo))
+            seen["zw"] = max(seen["zw"], sum(twin.zw))
+            where = f"trial {trial} packet {i}"
+            assert v["seq_start"].tolist() == twin.start, where
+            assert v["seq_high"].tolist() == twin.high, where
+            assert v["seq_acked"].tolist() == twin.acked, where
+            assert v["rtx_pkts"].tolist() == twin.rtx, where
+            assert v["rtx_bytes"].tolist() == twin.rtx_bytes, where
+            assert v["ooo_pkts"].tolist() == twin.ooo, where
+            assert v["zero_win"].tolist() == twin.zw, where
+        h.events()
+    assert all(seen.values()), seen  # every rule came up

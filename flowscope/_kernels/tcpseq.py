@@ -16,9 +16,9 @@ Per flow side (columns of ``fint``, ``side`` 0 = initiator), Zeek's endpoint num
    (no RST; an ack of 0 jumping more than 1 MiB is ignored).
 2) seq_end = seq + payload (not counted with RST) + SYN + FIN. delta = seq_end - ``high``
    (signed 32-bit). SYN or RST with |delta| > 1 MiB: ignored. A FIN when ``high`` is still
-   ``start`` + 1: ``high`` = seq_end. delta > 0: ``high`` = seq_end; a data segment (no
-   SYN/RST) starting beyond ``high`` leaves the hole [``high``, seq) (one per side, the
-   latest). delta <= 0 with payload: a segment inside the hole is **out of order** (the hole
+   ``start`` + 1: ``high`` = seq_end. delta > 0: ``high`` = seq_end. In both cases a data
+   segment or FIN (no SYN/RST) starting beyond ``high`` leaves the hole [``high``, seq) (one
+   per side, the latest). delta <= 0 with payload: a segment inside the hole is **out of order** (the hole
    shrinks from the edge it touches), any other is a **retransmission** (its payload counts
    to the retransmitted bytes). Zeek's ``T`` count is retransmissions + out-of-order
    segments (Zeek's ``DidRxmit``: payload ending at or below the highest sequence seen).
@@ -143,9 +143,12 @@ def seq_step(fint, s, side, flags, seq, ack, ln, window):
     if (syn or rst) and (delta > TOO_LARGE_SEQ_DELTA or delta < -TOO_LARGE_SEQ_DELTA):
         pass
     elif fin and high == ((fint[s, F_SQ_START0 + side] + 1) & _U32):
+        if not syn and not rst and sd(seq, high) > 0:
+            fint[s, F_SQ_HOLE0 + side] = high | (seq << 32)
+            fl |= SQ_HOLE0 << side
         fint[s, F_SQ_HIGH0 + side] = end
     elif delta > 0:
-        if ln > 0 and not syn and not rst and sd(seq, high) > 0:
+        if (ln > 0 or fin) and not syn and not rst and sd(seq, high) > 0:
             fint[s, F_SQ_HOLE0 + side] = high | (seq << 32)
             fl |= SQ_HOLE0 << side
         fint[s, F_SQ_HIGH0 + side] = end
