@@ -20,7 +20,7 @@ from flowscope._kernels import tcpseq as T
 from flowscope.output.zeek import conn_record
 from flowscope.tracker import FlowTracker
 from naive_zeek import SeqTrack
-from pktgen import to_array
+from pktgen import pkt, to_array
 from test_zeek import ACK, FIN, PSH, RST, SYN, tcp
 
 MS = 1_000_000  # tcp() takes its time in ms
@@ -52,6 +52,20 @@ def test_rtt_uses_the_syn_the_syn_ack_answered():
     r = ended([tcp(0, "c", SYN, 100), tcp(10, "c", SYN, 100), tcp(12, "s", SYN | ACK, 500, 101),
                tcp(13, "c", ACK, 101, 501)])
     assert r["rtt_resp"] == 2 * MS and r["rtt_init"] == 1 * MS
+
+
+def test_python_api_carries_the_fields():
+    from flowscope import TcpPerf
+
+    t = FlowTracker()
+    pk = hs() + [data(5, "c", 101, 100, 501), data(6, "c", 101, 100, 501)]
+    ev = t.track_batch(to_array(pk)) + t.finish()
+    (e,) = [x for x in ev if x.kind == "ended"]
+    assert e.tcp == TcpPerf(0.003, 0.001, 1, 0, 100, 0, 0, 0, 0, 0)
+    assert abs(e.tcp.rtt - 0.004) < 1e-12
+    u = FlowTracker()
+    (e,) = [x for x in u.track_batch(to_array([pkt(0)])) + u.finish() if x.kind == "ended"]
+    assert e.tcp is None  # UDP
 
 
 def test_no_handshake_no_rtt():
