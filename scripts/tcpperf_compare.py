@@ -9,8 +9,9 @@ fast_retransmission or spurious_retransmission; ``ooo`` = tcp.analysis.out_of_or
 ``zero_win`` = tcp.analysis.zero_window; ``rtt`` = tcp.analysis.initial_rtt. flowscope's
 are its Ended records (``flowscope pcap``'s engine): retrans_pkts, ooo_pkts, zero_win and
 tcp_rtt. ``--tool tcptrace`` compares with ``tcptrace -l -n`` instead (rexmt data pkts,
-outoforder pkts, zero win adv; no RTT). One line per capture: flows with a difference / flows, and the totals of both. With
-``--flows`` every flow that differs is printed. docs/semantics.md explains the differences.
+outoforder pkts, zero win adv; no RTT). One line per capture: flows, flows with a
+difference, and the totals of both (reference / flowscope). With ``--flows`` every flow that
+differs is printed. docs/semantics.md explains the differences.
 """
 
 from __future__ import annotations

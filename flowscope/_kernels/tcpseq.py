@@ -18,9 +18,9 @@ Per flow side (columns of ``fint``, ``side`` 0 = initiator), Zeek's endpoint num
    (signed 32-bit). SYN or RST with |delta| > 1 MiB: ignored. A FIN when ``high`` is still
    ``start`` + 1: ``high`` = seq_end. delta > 0: ``high`` = seq_end. In both cases a data
    segment or FIN (no SYN/RST) starting beyond ``high`` leaves the hole [``high``, seq) (one
-   per side, the latest). delta <= 0 with payload: a segment inside the hole is **out of order** (the hole
-   shrinks from the edge it touches), any other is a **retransmission** (its payload counts
-   to the retransmitted bytes). Zeek's ``T`` count is retransmissions + out-of-order
+   per side, the latest). delta <= 0 with payload: a segment inside the hole is **out of
+   order** (the hole shrinks from the edge it touches), any other is a **retransmission**
+   (its payload counts to the retransmitted bytes). Zeek's ``T`` count is retransmissions + out-of-order
    segments (Zeek's ``DidRxmit``: payload ending at or below the highest sequence seen).
 3) **Zero window**: window 0, no RST, the peer has not sent a FIN (Zeek's ``ZeroWindow``,
    whose other condition, this side reset, never holds: a RST ends the flow).
