@@ -20,8 +20,9 @@ Per flow side (columns of ``fint``, ``side`` 0 = initiator), Zeek's endpoint num
    segment or FIN (no SYN/RST) starting beyond ``high`` leaves the hole [``high``, seq) (one
    per side, the latest). delta <= 0 with payload: a segment inside the hole is **out of
    order** (the hole shrinks from the edge it touches), any other is a **retransmission**
-   (its payload counts to the retransmitted bytes). Zeek's ``T`` count is retransmissions + out-of-order
-   segments (Zeek's ``DidRxmit``: payload ending at or below the highest sequence seen).
+   (its payload counts to the retransmitted bytes). Zeek's ``T`` count is retransmissions +
+   out-of-order segments (Zeek's ``DidRxmit``: payload ending at or below the highest
+   sequence seen).
 3) **Zero window**: window 0, no RST, the peer has not sent a FIN (Zeek's ``ZeroWindow``,
    whose other condition, this side reset, never holds: a RST ends the flow).
 
