@@ -27,14 +27,14 @@ from .. import layout as Z  # Z_*, EP_*, TCP_*: the Zeek-style words of Ended re
 from ..community_id import community_id_v1, icmp_port_equivalents
 from .common import TCPPERF_COUNTS, tcp_rtts
 
+#: Extension fields (TCP only; docs/zeek-compat.md): handshake times, loss signals.
+TCPPERF_FIELDS = ("tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init", "orig_retrans_pkts",
+                  "resp_retrans_pkts", "orig_retrans_bytes", "resp_retrans_bytes",
+                  "orig_zero_win", "resp_zero_win", "orig_ooo_pkts", "resp_ooo_pkts")
 FIELDS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service",
           "duration", "orig_bytes", "resp_bytes", "conn_state", "local_orig", "local_resp",
           "missed_bytes", "history", "orig_pkts", "orig_ip_bytes", "resp_pkts",
-          "resp_ip_bytes", "tunnel_parents", "community_id",
-          # extension fields (TCP only; docs/zeek-compat.md): handshake times, loss signals
-          "tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init", "orig_retrans_pkts", "resp_retrans_pkts",
-          "orig_retrans_bytes", "resp_retrans_bytes", "orig_zero_win", "resp_zero_win",
-          "orig_ooo_pkts", "resp_ooo_pkts")
+          "resp_ip_bytes", "tunnel_parents", "community_id", *TCPPERF_FIELDS)
 TYPES = ("time", "string", "addr", "port", "addr", "port", "enum", "string", "interval",
          "count", "count", "string", "bool", "bool", "count", "string", "count", "count",
          "count", "count", "set[string]", "string",
@@ -173,7 +173,7 @@ def conn_record(rec) -> Optional[dict]:
     last = int(zw[Z.Z_LAST]) if ctl & Z.CTL_STARTED else int(rec["last_seen"])
     dur_ns = last - started
     state = conn_state(proto, os_, rs, sizes[o], sizes[r], hist, pkts[o], pkts[r])
-    ext = dict.fromkeys(FIELDS[22:])
+    ext = dict.fromkeys(TCPPERF_FIELDS)
     if proto == layout.IPPROTO_TCP:
         ext["tcp_rtt"], ext["tcp_rtt_resp"], ext["tcp_rtt_init"] = tcp_rtts(rec)
         for stem, field in TCPPERF_COUNTS:
