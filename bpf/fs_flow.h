@@ -20,8 +20,10 @@
  *     the next map sync can still end that flow with every packet the kernel counted.
  *     Existing -> atomic adds of packets/bytes/payload/IP bytes for this orientation, OR of
  *     TCP flags.
- *  4) TCP: count the history letters this packet adds (S, F, R, D; saturating at 16) and step
- *     the mirrored state machine (semantics.md rules 0-6).
+ *  4) TCP: track each orientation's sequence numbers, retransmissions, out-of-order segments
+ *     and zero windows (fs_seq_step, FS_TCP_SEQ), count the history letters this packet adds
+ *     (S, F, R, D; saturating at 16) and step the mirrored state machine (semantics.md
+ *     rules 0-6).
  *  5) Send a control event to the ring buffer when userspace needs this packet to reproduce
  *     the offline events exactly; the rule (any one suffices):
  *       NEW   the packet created (or restarted) the flow entry;
@@ -33,6 +35,8 @@
  *             each direction, the first pure ACK and the first data segment (no SYN/FIN/RST)
  *             of each direction, and every packet once both directions sent FIN or RST
  *             (Zeek stops a connection's clock there);
+ *       SEQ   a direction's retransmission + out-of-order count or zero-window count reached
+ *             1, 10, 100, ... (Zeek's T and W letters);
  *       SAMPLE with -DFS_PACKET_EVENTS=N, every Nth packet of a flow (N=1: every packet).
  *     Every other packet only updates the map. Events carry the flow counters after this
  *     packet, so userspace stats stay exact between events.
@@ -68,6 +72,12 @@
 #ifndef FS_SAMPLE_RATE
 #define FS_SAMPLE_RATE 1 /* keep 1 new flow in FS_SAMPLE_RATE (by fs_sample_hash of its key) */
 #endif
+#ifndef FS_TCP_SEQ
+/* 1: per-orientation TCP sequence tracking in the flow entry (retransmissions, out-of-order
+ * segments, zero windows, Zeek's sequence numbers; fs_seq_step). 0: off (those fields stay 0). */
+#define FS_TCP_SEQ 1
+#endif
+#define FS_TOO_LARGE_SEQ_DELTA 1048576
 #ifndef FS_PRECISE_LAST_SEEN
 /* 0: packets that produce no event stamp last_ns with bpf_ktime_get_coarse_ns() (~3 ns, at
  * most one tick behind) instead of bpf_ktime_get_ns() (~23 ns, a third of the per-packet cost).
@@ -134,6 +144,98 @@ static __always_inline __u8 fs_tcp_step(__u8 st, __u8 side, __u8 fl, __u8 *fin_s
 	return st;
 }
 
+/* Zeek's ScaledHistoryEntry thresholds: 1, 10, 100, ... */
+static __always_inline int fs_is_scaled(__u32 n)
+{
+	return n == 1 || n == 10 || n == 100 || n == 1000 || n == 10000 || n == 100000 ||
+	       n == 1000000 || n == 10000000 || n == 100000000 || n == 1000000000;
+}
+
+/*
+ * One TCP packet of orientation dir: the sequence rules of flowscope/_kernels/tcpseq.py
+ * (seq_step), step for step. Returns 1 when this direction's retransmission + out-of-order
+ * count or its zero-window count reached a Zeek threshold (the packet must be an event: it
+ * carries a T or W letter). Plain stores: a direction is handled by one CPU at a time.
+ */
+static __always_inline int fs_seq_step(struct fs_flow *f, __u8 dir, const struct fs_pkt *p)
+{
+	__u8 od = (dir ^ 1) & 1;
+	__u8 fl = p->tcp_flags;
+	int syn = !!(fl & FS_TH_SYN), fin = !!(fl & FS_TH_FIN), rst = !!(fl & FS_TH_RST);
+	__u32 seq = p->seq, ln = p->payload_len;
+	__u32 end = seq + (rst ? 0 : ln) + syn + fin;
+	__u8 sf = f->seq_flags;
+	__u8 init_bit = FS_SQ_INIT_FWD << dir, hole_bit = FS_SQ_HOLE_FWD << dir;
+	int hit = 0;
+
+	if (!(sf & init_bit)) {
+		__u32 st = syn ? seq : seq - 1;
+		f->seq_start[dir] = st;
+		f->seq_acked[dir] = st;
+		f->seq_high[dir] = syn ? end : seq;
+		sf = (sf | init_bit) & ~hole_bit;
+	} else if (syn && seq != f->seq_start[dir]) {
+		f->seq_start[dir] = seq;
+		f->seq_acked[dir] = seq;
+		f->seq_high[dir] = end;
+		sf &= ~hole_bit;
+	}
+	/* zero window: no RST, the other orientation has not sent a FIN */
+	if (p->window == 0 && !rst && !(sf & (FS_SQ_FIN_FWD << od))) {
+		__u32 n = f->zero_win[dir] + 1;
+		f->zero_win[dir] = n;
+		hit |= fs_is_scaled(n);
+	}
+	if (fin)
+		sf |= FS_SQ_FIN_FWD << dir;
+	/* acks: number a silent peer, else advance its acked sequence */
+	if (fl & FS_TH_ACK) {
+		__u32 ack = p->ack;
+		if (!(sf & (FS_SQ_INIT_FWD << od))) {
+			f->seq_start[od] = ack - 1;
+			f->seq_acked[od] = ack - 1;
+			f->seq_high[od] = ack - 1;
+		} else if (!rst && (__s32)(ack - f->seq_start[od]) >= 0) {
+			__s32 d = (__s32)(ack - f->seq_acked[od]);
+			if (d > 0 && !(ack == 0 && d > FS_TOO_LARGE_SEQ_DELTA))
+				f->seq_acked[od] = ack;
+		}
+	}
+	/* highest sequence, retransmissions, the hole */
+	__u32 high = f->seq_high[dir];
+	__s32 delta = (__s32)(end - high);
+	if ((syn || rst) && (delta > FS_TOO_LARGE_SEQ_DELTA || delta < -FS_TOO_LARGE_SEQ_DELTA)) {
+		/* ignored, as Zeek does */
+	} else if (delta > 0 || (fin && high == f->seq_start[dir] + 1)) {
+		/* a data segment or FIN beyond the highest sequence leaves a hole behind it */
+		if ((ln || fin) && !syn && !rst && (__s32)(seq - high) > 0) {
+			f->hole_lo[dir] = high;
+			f->hole_hi[dir] = seq;
+			sf |= hole_bit;
+		}
+		f->seq_high[dir] = end;
+	} else if (ln) {
+		__u32 lo = f->hole_lo[dir], hi = f->hole_hi[dir];
+		if ((sf & hole_bit) && (__s32)(seq - lo) >= 0 && (__s32)(end - hi) <= 0 &&
+		    (__s32)(end - seq) > 0) {
+			f->ooo_pkts[dir] += 1;
+			if (seq == lo)
+				f->hole_lo[dir] = lo = end;
+			else if (end == hi)
+				f->hole_hi[dir] = hi = seq;
+			if ((__s32)(hi - lo) <= 0)
+				sf &= ~hole_bit;
+		} else {
+			f->rtx_pkts[dir] += 1;
+			f->rtx_bytes[dir] += ln;
+		}
+		hit |= fs_is_scaled(f->rtx_pkts[dir] + f->ooo_pkts[dir]);
+	}
+	if (sf != f->seq_flags)
+		f->seq_flags = sf;
+	return hit;
+}
+
 /* Submit one event; returns 0, or -1 when the ring was full (counted). */
 static __always_inline int fs_emit(const struct fs_flow_key *k, const struct fs_flow *f,
                                    const struct fs_pkt *p, __u64 now, __u32 frame_len,
@@ -182,6 +284,26 @@ static __always_inline int fs_emit(const struct fs_flow_key *k, const struct fs_
 	e->vlan[0] = p->vlan[0];
 	e->vlan[1] = p->vlan[1];
 	e->nvlan = p->nvlan;
+#if FS_TCP_SEQ
+	{
+		e->seq_start[0] = f->seq_start[0];
+		e->seq_start[1] = f->seq_start[1];
+		e->seq_high[0] = f->seq_high[0];
+		e->seq_high[1] = f->seq_high[1];
+		e->seq_acked[0] = f->seq_acked[0];
+		e->seq_acked[1] = f->seq_acked[1];
+		e->rtx_pkts[0] = f->rtx_pkts[0];
+		e->rtx_pkts[1] = f->rtx_pkts[1];
+		e->ooo_pkts[0] = f->ooo_pkts[0];
+		e->ooo_pkts[1] = f->ooo_pkts[1];
+		e->zero_win[0] = f->zero_win[0];
+		e->zero_win[1] = f->zero_win[1];
+		e->rtx_bytes[0] = f->rtx_bytes[0];
+		e->rtx_bytes[1] = f->rtx_bytes[1];
+		e->seq_flags = f->seq_flags &
+		               (FS_SQ_INIT_FWD | FS_SQ_INIT_REV | FS_SQ_FIN_FWD | FS_SQ_FIN_REV);
+	}
+#endif
 	fs_events.ringbuf_submit(e, 0);
 	fs_count(FS_CNT_EVENTS, 1);
 	return 0;
@@ -397,7 +519,6 @@ static __always_inline void fs_process(void *data, void *data_end, __u32 frame_l
 {
 	struct fs_pkt p = {};
 	struct fs_flow_key k = {};
-	struct fs_flow nf = {};
 	struct fs_flow *f;
 	struct fs_held held = {};
 	__u8 dir, reason = 0;
@@ -454,9 +575,14 @@ static __always_inline void fs_process(void *data, void *data_end, __u32 frame_l
 			fs_count(FS_CNT_SAMPLED_OUT, 1 + held.pkts);
 			return;
 		}
+		__u32 zero = 0;
+		struct fs_flow *nf = fs_scratch.lookup(&zero);
+		if (!nf) /* cannot happen (array index 0); keeps the verifier content */
+			return;
 		now = bpf_ktime_get_ns();
-		fs_flow_init(&nf, &p, now, frame_len, dir);
-		int rc = fs_flows.insert(&k, &nf);
+		nf->gen = 0;
+		fs_flow_init(nf, &p, now, frame_len, dir);
+		int rc = fs_flows.insert(&k, nf);
 		if (rc == 0) {
 			fs_count(FS_CNT_FLOWS_NEW, 1);
 			f = fs_flows.lookup(&k);
@@ -514,9 +640,13 @@ existing:
 		fs_add(&f->ip_bytes[dir], held.ip_bytes);
 	}
 
-	/* 4) TCP history length and state mirror */
+	/* 4) TCP sequence tracking, history length and state mirror */
 	if (p.pflags & FS_PF_TCP) {
 		__u8 fl = p.tcp_flags;
+#if FS_TCP_SEQ
+		if (fs_seq_step(f, dir, &p))
+			reason |= FS_EVR_SEQ;
+#endif
 		__u8 st = f->state;
 		__u8 hl = f->hist_len;
 		if (fl & (FS_TH_SYN | FS_TH_FIN | FS_TH_RST))

@@ -62,6 +62,10 @@ BPF_ARRAY(fs_flt_protos, __u8, 256);
 /* Key: none. Value: struct fs_event records (control events only, see fs_flow.h). */
 BPF_RINGBUF_OUTPUT(fs_events, FS_RING_PAGES);
 
+/* Kernel-internal. Key: 0. Value: the struct fs_flow a new flow is built in before its
+ * insert (per CPU: too large for the 512-byte BPF stack beside the parsed packet). */
+BPF_PERCPU_ARRAY(fs_scratch, struct fs_flow, 1);
+
 /* Key: enum fs_counter. Value: __u64 per CPU (userspace sums the CPUs). */
 BPF_PERCPU_ARRAY(fs_counters, __u64, FS_CNT_MAX);
 

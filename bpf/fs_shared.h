@@ -89,6 +89,19 @@ enum fs_event_reason {
 				 * packet of a direction, the first pure ACK and the first data
 				 * segment of a direction, any packet once both directions sent
 				 * FIN or RST */
+	FS_EVR_SEQ = 0x40,    /* tcpperf: a direction's retransmission + out-of-order count or
+				 * its zero-window count reached 1, 10, 100, ... (Zeek's T and W
+				 * letters) */
+};
+
+/* fs_flow.seq_flags / fs_event.seq_flags (tcpperf): per orientation, FWD bit << 0, REV << 1. */
+enum fs_seq_flag {
+	FS_SQ_INIT_FWD = 0x01, /* the orientation sent a TCP packet: its numbers are set */
+	FS_SQ_INIT_REV = 0x02,
+	FS_SQ_FIN_FWD = 0x04, /* the orientation sent a FIN */
+	FS_SQ_FIN_REV = 0x08,
+	FS_SQ_HOLE_FWD = 0x10, /* hole_lo/hole_hi hold a sequence hole (kernel only) */
+	FS_SQ_HOLE_REV = 0x20,
 };
 
 /* fs_flow.dir_bits[dir]: what a direction has already sent (drives FS_EVR_ZEEK). */
@@ -150,7 +163,7 @@ struct fs_flow_key {
 };
 
 /*
- * Flow map value, 128 bytes. Counters are indexed by orientation (enum fs_dir), not by side:
+ * Flow map value, 216 bytes. Counters are indexed by orientation (enum fs_dir), not by side:
  * the initiator is the orientation first_dir. Counters are updated with atomic adds; the
  * remaining fields are written without locks (a race between two CPUs on one flow can at worst
  * mis-order two state steps, which the counters in every event let userspace notice).
@@ -174,10 +187,23 @@ struct fs_flow {
 			    * full): the entry keeps counting instead of restarting, and the
 			    * next map sync ends the flow with what the kernel counted */
 	__u8 _pad[27];    /* 101 */
+	/* tcpperf: per-orientation TCP sequence tracking, the rules of
+	 * flowscope/_kernels/tcpseq.py (host order) */
+	__u32 seq_start[2]; /* 128: Zeek's start_seq */
+	__u32 seq_high[2];  /* 136: highest sequence end (Zeek's last_seq) */
+	__u32 seq_acked[2]; /* 144: highest ack the other orientation sent (Zeek's ack_seq) */
+	__u32 hole_lo[2];   /* 152: the latest sequence hole [lo, hi) (FS_SQ_HOLE_*) */
+	__u32 hole_hi[2];   /* 160 */
+	__u32 rtx_pkts[2];  /* 168: retransmitted segments */
+	__u32 ooo_pkts[2];  /* 176: out-of-order segments (filling the hole) */
+	__u32 zero_win[2];  /* 184: zero-window advertisements */
+	__u64 rtx_bytes[2]; /* 192: retransmitted payload bytes */
+	__u8 seq_flags;     /* 208: FS_SQ_* */
+	__u8 _pad2[7];      /* 209 */
 };
 
 /*
- * Ring buffer record, 208 bytes: one control event (see FS_EVR_*). Counters are the flow's
+ * Ring buffer record, 280 bytes: one control event (see FS_EVR_*). Counters are the flow's
  * values right after this packet was counted, so userspace keeps exact per-flow statistics
  * without per-packet records.
  */
@@ -209,12 +235,22 @@ struct fs_event {
 	__u8 icmp_code;         /* 159 */
 	__u8 flags_or[2]; /* 160: the flow's TCP flags per orientation, this packet included */
 	__u8 _pad[22];    /* 162: zero */
+	/* tcpperf: the flow's sequence tracking after this packet (fs_flow's fields) */
+	__u32 seq_start[2]; /* 184 */
+	__u32 seq_high[2];  /* 192 */
+	__u32 seq_acked[2]; /* 200 */
+	__u32 rtx_pkts[2];  /* 208 */
+	__u32 ooo_pkts[2];  /* 216 */
+	__u32 zero_win[2];  /* 224 */
+	__u64 rtx_bytes[2]; /* 232 */
+	__u8 seq_flags;     /* 248: FS_SQ_* */
+	__u8 _pad2[7];      /* 249: zero */
 	/* context: the link layer of this packet */
-	__u64 smac;    /* 184: source MAC, 48-bit big-endian value in host order */
-	__u64 dmac;    /* 192: destination MAC */
-	__u16 vlan[2]; /* 200: the first two VLAN ids, outer first (nvlan of them valid) */
-	__u8 nvlan;    /* 204: VLAN tags of the frame */
-	__u8 _pad2[3]; /* 205: zero */
+	__u64 smac;    /* 256: source MAC, 48-bit big-endian value in host order */
+	__u64 dmac;    /* 264: destination MAC */
+	__u16 vlan[2]; /* 272: the first two VLAN ids, outer first (nvlan of them valid) */
+	__u8 nvlan;    /* 276: VLAN tags of the frame */
+	__u8 _pad3[3]; /* 277: zero */
 };
 
 /* Flow filter and sampling. FS_FILTER (a -D flag) holds the fs_filter_bit bits of the lists

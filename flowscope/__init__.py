@@ -8,7 +8,8 @@ What's here:
 * Events and value types (``flowscope.events``): ``Started``, ``Packet``,
   ``Established``, ``StateChange``, ``Ended`` (all ``FlowEvent``),
   ``Timestamp``, ``FlowSide``, ``Orientation``, ``L4Proto``, ``TcpInfo``,
-  ``FlowState``, ``EndReason``, ``FlowStats``, ``HistoryString``.
+  ``FlowState``, ``EndReason``, ``FlowStats``, ``HistoryString``, ``TcpPerf``
+  (``Ended.tcp``).
 * Extractors (``flowscope.keys``): ``FiveTuple`` (bidirectional, or
   ``FiveTuple.directional()``), ``IpPair``, ``MacPair``.
 * Capture files (``flowscope.pcap``): streaming pcap/pcapng reading into
@@ -34,6 +35,7 @@ from .events import (
     Started,
     StateChange,
     TcpInfo,
+    TcpPerf,
     Timestamp,
 )
 from .keys import Extracted, FiveTuple, FiveTupleKey, IpPair, IpPairKey, MacPair, MacPairKey
@@ -46,6 +48,6 @@ __all__ = [
     "ConfigError", "EndReason", "Ended", "Established", "Extracted", "FiveTuple", "FiveTupleKey",
     "FlowEvent", "FlowSide", "FlowState", "FlowStats", "FlowTracker", "HistoryString",
     "IpPair", "IpPairKey", "L4Proto", "MacPair", "MacPairKey", "Orientation", "Packet",
-    "PacketView", "Started", "StateChange", "TcpInfo", "Timestamp", "TrackerConfig",
+    "PacketView", "Started", "StateChange", "TcpInfo", "TcpPerf", "Timestamp", "TrackerConfig",
     "TrackerStats", "load_config", "warmup",
 ]

@@ -181,6 +181,30 @@ class FlowStats:
         return (self.last_seen.to_ns() - self.started.to_ns()) / NS_PER_S
 
 
+@dataclass(frozen=True, slots=True)
+class TcpPerf:
+    """TCP performance of one flow (docs/semantics.md, "TCP performance"): the handshake times
+    split at the sensor, in seconds (None when not measured), and per-side loss signals."""
+
+    rtt_resp: float | None = None  # the initiator's SYN to the responder's SYN/ACK
+    rtt_init: float | None = None  # that SYN/ACK to the ACK completing the handshake
+    initiator_retrans_pkts: int = 0
+    responder_retrans_pkts: int = 0
+    initiator_retrans_bytes: int = 0
+    responder_retrans_bytes: int = 0
+    initiator_zero_win: int = 0
+    responder_zero_win: int = 0
+    initiator_ooo_pkts: int = 0
+    responder_ooo_pkts: int = 0
+
+    @property
+    def rtt(self) -> float | None:
+        """``rtt_resp + rtt_init`` (tshark's ``tcp.analysis.initial_rtt``), None without both."""
+        if self.rtt_resp is None or self.rtt_init is None:
+            return None
+        return self.rtt_resp + self.rtt_init
+
+
 class FlowEvent:
     """Base of the five event kinds; ``key()`` returns the flow key."""
 
@@ -251,6 +275,7 @@ class Ended(FlowEvent):
     state: FlowState = FlowState.Active
     flow_id: int = 0
     initiator: Orientation = Orientation.Forward
+    tcp: TcpPerf | None = None  # TCP flows with five-tuple keys
     kind: ClassVar[str] = "ended"
 
 

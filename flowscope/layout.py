@@ -156,9 +156,33 @@ PKT_DTYPE = np.dtype(
         ("vlan_inner", np.uint16),  # second VLAN id (QinQ), valid when nvlan >= 2
         ("nvlan", np.uint8),  # VLAN tags seen (vlan, vlan_inner hold the first two)
         ("_pad3", np.uint8, (5,)),
+        # tcpperf: the kernel's per-orientation sequence tracking (flowscope._kernels.tcpseq)
+        ("sq_start0", np.uint32),  # Zeek start_seq a -> b
+        ("sq_start1", np.uint32),
+        ("sq_high0", np.uint32),  # highest sequence end a -> b
+        ("sq_high1", np.uint32),
+        ("sq_acked0", np.uint32),  # highest ack b -> a sent for a -> b
+        ("sq_acked1", np.uint32),
+        ("rtx0", np.uint32),  # retransmitted segments a -> b
+        ("rtx1", np.uint32),
+        ("ooo0", np.uint32),  # out-of-order segments a -> b
+        ("ooo1", np.uint32),
+        ("zw0", np.uint32),  # zero-window advertisements a -> b
+        ("zw1", np.uint32),
+        ("rtxb0", np.uint64),  # retransmitted payload bytes a -> b
+        ("rtxb1", np.uint64),
+        ("sq_flags", np.uint8),  # SQF_* bits
+        ("_pad4", np.uint8, (7,)),
     ],
     align=True,
 )
+#: ``PKT_DTYPE.sq_flags`` bits (the kernel's ``fs_flow.seq_flags``, by orientation).
+SQF_INIT0 = 0x01  # a -> b sent a TCP packet (its sequence numbers are set)
+SQF_INIT1 = 0x02
+SQF_FIN0 = 0x04  # a -> b sent a FIN
+SQF_FIN1 = 0x08
+SQF_HOLE0 = 0x10  # (kernel only) a -> b has a sequence hole
+SQF_HOLE1 = 0x20
 
 # --- flow keys ------------------------------------------------------------
 # A key is KEY_WORDS uint64 words: a_hi, a_lo, b_hi, b_lo, meta with
@@ -348,6 +372,14 @@ EVENT_DTYPE = np.dtype(
         ("vlan", np.uint16, (2,)),  # Ended/Update: VLAN ids, outer first (nvlan of them)
         ("nvlan", np.uint8),  # Ended/Update: VLAN tags of the first packet (at most 2 kept)
         ("has_mac", np.uint8),  # Ended/Update: 1 when the first packet was Ethernet
+        # tcpperf (Ended, TCP): handshake times (ns, -1 = not measured) and loss signals,
+        # [initiator, responder] (flowscope._kernels.tcpseq)
+        ("rtt_resp", np.int64),  # SYN -> SYN/ACK
+        ("rtt_init", np.int64),  # SYN/ACK -> the ACK completing the handshake
+        ("retrans_pkts", np.uint64, (2,)),
+        ("retrans_bytes", np.uint64, (2,)),
+        ("zero_win", np.uint64, (2,)),
+        ("ooo_pkts", np.uint64, (2,)),
     ],
     align=True,
 )

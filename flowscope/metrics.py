@@ -47,6 +47,11 @@ Exposed (metric names as scraped):
 ``flowscope_ring_events_drained_total{interface,direction}``  counter  by userspace
 ``flowscope_ring_events_stale_total``                         counter  dropped after an idle sync
 ``flowscope_engine_lag_seconds``                              gauge    wall clock - newest event
+``flowscope_tcp_handshake_rtt_seconds{interface}``            hist.    tcp_rtt of ended flows
+``flowscope_tcp_retransmitted_segments_total{interface}``     counter  of ended TCP flows
+``flowscope_tcp_retransmitted_bytes_total{interface}``        counter  their payload bytes
+``flowscope_tcp_out_of_order_segments_total{interface}``      counter  of ended TCP flows
+``flowscope_tcp_zero_windows_total{interface}``               counter  of ended TCP flows
 ============================================================  =======  =============================
 """
 
@@ -72,7 +77,7 @@ class Family(NamedTuple):
     """One metric family: name as scraped (without ``_total``), type, unit, labels, help."""
 
     name: str
-    type: str  # "counter" or "gauge"
+    type: str  # "counter", "gauge" or "histogram"
     unit: str  # what one count is: packets, bytes, flows, events, drops, races, seconds, info
     labels: tuple[str, ...]
     help: str
@@ -129,7 +134,26 @@ FAMILIES = (
            "Drained events of flows removed as idle, dropped as stale."),
     Family("flowscope_engine_lag_seconds", "gauge", "seconds", (),
            "Wall-clock time minus the kernel time of the newest event at the last drain."),
+    Family("flowscope_tcp_handshake_rtt_seconds", "histogram", "seconds", ("interface",),
+           "Handshake round-trip time (SYN to the ACK completing it, seen at the sensor) of "
+           "the ended TCP flows that had one, by interface."),
+    Family("flowscope_tcp_retransmitted_segments", "counter", "segments", ("interface",),
+           "Retransmitted TCP segments (both sides) of the ended flows, by interface."),
+    Family("flowscope_tcp_retransmitted_bytes", "counter", "bytes", ("interface",),
+           "Payload bytes of those retransmitted segments, by interface."),
+    Family("flowscope_tcp_out_of_order_segments", "counter", "segments", ("interface",),
+           "Out-of-order TCP segments (both sides) of the ended flows, by interface."),
+    Family("flowscope_tcp_zero_windows", "counter", "windows", ("interface",),
+           "Zero-window advertisements (both sides) of the ended TCP flows, by interface."),
 )
+
+#: Upper bounds (seconds) of the handshake RTT histogram buckets (+Inf added).
+RTT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+               0.5, 1.0, 2.5)
+#: ``SensorStats.tcp`` counters per ifindex -> family.
+TCP_COUNTS = (("flowscope_tcp_retransmitted_segments", 0),
+              ("flowscope_tcp_retransmitted_bytes", 1),
+              ("flowscope_tcp_out_of_order_segments", 2), ("flowscope_tcp_zero_windows", 3))
 
 #: ``fs_counter`` -> (family, label value): where each kernel counter is exposed.
 KERNEL = {
@@ -208,6 +232,12 @@ def snapshot(tracker_stats: Any, kernel_counters: Optional[Mapping[str, int]],
                 ("flowscope_ring_events_stale", (), int(s.stale_events))]
         out += [("flowscope_ring_events_drained", (names.get(i, str(i)), DIRECTIONS[h]), int(n))
                 for (i, h), n in sorted(s.events_by_hook.items())]
+        for i, c in sorted(getattr(s, "tcp", {}).items()):
+            name = names.get(i, str(i))
+            out += [(fam, (name,), int(c[k])) for fam, k in TCP_COUNTS]
+            # histogram: (cumulative bucket counts ..., +Inf = count), sum
+            out.append(("flowscope_tcp_handshake_rtt_seconds", (name,),
+                        (tuple(int(x) for x in c[4]), float(c[5]))))
     out.append(("flowscope_engine_lag_seconds", (), float(engine_lag_seconds)))
     return Snapshot(tuple(out))
 
@@ -226,12 +256,20 @@ def families(snap: Optional[Snapshot]):
     of ``FAMILIES`` is there, without samples when the snapshot has none for it."""
     if snap is None:
         return []
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.core import (
+        CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
+    )
 
-    kinds = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
+    kinds = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily,
+             "histogram": HistogramMetricFamily}
     out = {f.name: kinds[f.type](f.name, f.help, labels=f.labels) for f in FAMILIES}
     for name, labels, value in snap.samples:
-        out[name].add_metric(labels, value)
+        if isinstance(value, tuple):  # a histogram: cumulative bucket counts, sum
+            counts, total = value
+            les = [repr(b) for b in RTT_BUCKETS] + ["+Inf"]
+            out[name].add_metric(labels, list(zip(les, counts)), total)
+        else:
+            out[name].add_metric(labels, value)
     return list(out.values())
 
 

@@ -38,6 +38,7 @@ from .events import (
     Packet,
     Started,
     StateChange,
+    TcpPerf,
     Timestamp,
     Update,
 )
@@ -379,6 +380,15 @@ def ended_from_record(rec: np.void, key: object) -> Ended:
     """Build an Ended event from an engine record."""
     hl = int(rec["hist_len"])
     stats = _stats(rec)
+    kind, _l3, proto, _pa, _pb = layout.unpack_meta(rec["key"][4])
+    tcp = None
+    if proto == layout.IPPROTO_TCP and kind in layout.FIVE_TUPLE_KINDS:
+        resp, init = int(rec["rtt_resp"]), int(rec["rtt_init"])
+        rp, rb, zw, oo = (rec[f] for f in ("retrans_pkts", "retrans_bytes", "zero_win",
+                                            "ooo_pkts"))
+        tcp = TcpPerf(resp / 1e9 if resp >= 0 else None, init / 1e9 if init >= 0 else None,
+                      int(rp[0]), int(rp[1]), int(rb[0]), int(rb[1]), int(zw[0]), int(zw[1]),
+                      int(oo[0]), int(oo[1]))
     return Ended(
         key,
         EndReason(int(rec["reason"])),
@@ -388,4 +398,5 @@ def ended_from_record(rec: np.void, key: object) -> Ended:
         FlowState(int(rec["to_state"])),
         int(rec["flow_id"]),
         Orientation(int(rec["init_rev"])),
+        tcp,
     )

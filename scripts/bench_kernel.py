@@ -8,7 +8,9 @@ Everything runs through BPF_PROG_TEST_RUN and uses the kernel-reported ns per ru
   churn        --flows (default 100 k) flows created, then one run per flow in shuffled
                order (each touches a cold map entry), median.
 The floor is built in the same run from bpf/fs_parse.h: the same parser plus one per-CPU
-hash update keyed by the (non-canonical) 5-tuple, with the same map size.
+hash update keyed by the (non-canonical) 5-tuple, with the same map size. The established
+case is also measured on a build without TCP sequence tracking (-DFS_TCP_SEQ=0, ``seq off``),
+the cost of retransmission / out-of-order / zero-window counting, as ratios to the floor.
 
 Usage: sudo .venv/bin/python scripts/bench_kernel.py [--repeat 1000000] [--flows 100000]
 """
@@ -107,6 +109,7 @@ def main() -> int:
     tun = {"max_flows": args.max_flows}
     tun.update(dict(t.split("=", 1) for t in args.tunables))
     m = loader.load(tun)
+    m_off = loader.load({**tun, "tcp_seq": 0})
     bcc = loader.import_bcc()
     src = (loader.inline_sources(["fs_parse.h"])
            + "#include <uapi/linux/pkt_cls.h>\n" + FLOOR)
@@ -115,6 +118,8 @@ def main() -> int:
     floor = {"XDP": fb.load_func(b"floor_xdp", bcc.BPF.XDP).fd,
              "TC": fb.load_func(b"floor_tc", bcc.BPF.SCHED_CLS).fd}
     ours = {"XDP": m.xdp_fd, "TC": m.tc_fd}
+    ours_off = {"XDP": m_off.xdp_fd, "TC": m_off.tc_fd}
+    seq_rows = []
     ring = RingReader(m.events_fd)
     rng = random.Random(7)
     rows = []
@@ -126,6 +131,9 @@ def main() -> int:
             est = (median_repeat(ours[hook], f, args.repeat, args.rounds),
                    median_repeat(floor[hook], f, args.repeat, args.rounds))
             rows.append((hook, "established", *est))
+            m_off.bpf[b"fs_flows"].clear()
+            seq_rows.append((hook, median_repeat(ours_off[hook], f, args.repeat, args.rounds),
+                             *est))
             m.bpf[b"fs_flows"].clear()
             fb[b"floor_flows"].clear()
             frames = [frame(i) for i in range(1, args.new + 1)]
@@ -151,9 +159,15 @@ def main() -> int:
         ring.close()
         fb.cleanup()
         m.close()
+        m_off.close()
     print(f"{'hook':<5}{'case':<14}{'flowscope ns':>14}{'floor ns':>10}{'ratio':>8}")
     for hook, case, a, b in rows:
         print(f"{hook:<5}{case:<14}{a:>14.0f}{b:>10.0f}{a / b:>8.2f}")
+    print(f"\n{'hook':<5}{'established':<14}{'seq off':>9}{'seq on':>8}{'floor':>7}"
+          f"{'off/floor':>10}{'on/floor':>10}{'on/off':>8}")
+    for hook, off, on, fl in seq_rows:
+        print(f"{hook:<5}{'':<14}{off:>9.0f}{on:>8.0f}{fl:>7.0f}{off / fl:>10.2f}"
+              f"{on / fl:>10.2f}{on / off:>8.2f}")
     print(f"counters: map_full={c['map_full']} ring_full={c['ring_full']} "
           f"events={c['events']}")
     return 0

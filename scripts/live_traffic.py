@@ -8,8 +8,10 @@
 connection (RST), a half-open SYN (raw, from an address nobody answers for), a
 UDP request/response, an ICMP echo (ping), the same TCP/UDP over IPv6, a
 300 kB bulk transfer, a connection the client aborts with a RST while the
-server's data is still in flight, and VLAN-tagged frames written to IFACE with
-an AF_PACKET socket (``serve`` also writes one back). Every wait has a timeout;
+server's data is still in flight, VLAN-tagged frames written to IFACE with
+an AF_PACKET socket (``serve`` also writes one back), and a crafted lossy TCP
+exchange (retransmissions, out-of-order segments, zero windows) between two
+addresses nobody has, written the same way. Every wait has a timeout;
 the whole mix takes ~2 s.
 """
 
@@ -26,6 +28,7 @@ import time
 TCP_PORT, REFUSED_PORT, UDP_PORT, VLAN_PORT = 8080, 8081, 9090, 7777
 FRAG_PORT = 7778  # fragmented UDP datagrams (raw frames)
 BULK_PORT, ABORT_PORT = 8082, 8083
+LOSSY_PORT = 8084  # a crafted lossy TCP exchange (raw frames)
 BULK_BYTES = 300_000
 DEADLINE_S = 15
 
@@ -61,6 +64,44 @@ def _udp(sport: int, dport: int, payload: bytes) -> bytes:
 
 def _tcp_syn(sport: int, dport: int) -> bytes:
     return struct.pack("!HHIIBBHHH", sport, dport, 1000, 0, 5 << 4, 0x02, 8192, 0, 0)
+
+
+def _tcp(sport: int, dport: int, flags: int, seq: int, ack: int = 0, win: int = 8192,
+         payload: bytes = b"") -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4,
+                       flags, win, 0, 0) + payload
+
+
+def lossy_tcp(c: str, s: str, cport: int, sport: int) -> list[bytes]:
+    """IPv4 packets of a TCP exchange between two addresses nobody has, as a sensor in the
+    middle of a lossy path sees it: the handshake, data with every third segment sent twice,
+    a segment ahead of two missing ones that come next (out of order), a closed receive
+    window (12 zero-window ACKs), 95 more retransmissions (Zeek's T at 1, 10 and 100, well
+    past 16 history letters), a reply, and no FIN or RST (the flow stays open)."""
+    ci, si = 0xFFFFFF00, 7000  # the client's sequence numbers wrap
+    PA, A = 0x18, 0x10
+
+    def cs(fl, seq, ack, payload=b""):
+        return _ipv4(c, s, 6, _tcp(cport, sport, fl, seq, ack, payload=payload))
+
+    def sc(fl, seq, ack, win=8192, payload=b""):
+        return _ipv4(s, c, 6, _tcp(sport, cport, fl, seq, ack, win, payload))
+
+    out = [cs(0x02, ci, 0), sc(0x12, si, ci + 1), cs(A, ci + 1, si + 1)]
+    nxt = ci + 1
+    for i in range(30):
+        out.append(cs(PA, nxt, si + 1, b"x" * 100))
+        if i % 3 == 0:
+            out.append(cs(PA, nxt, si + 1, b"x" * 100))
+        out.append(sc(A, si + 1, nxt + 100))
+        nxt += 100
+    out += [cs(PA, nxt + 200, si + 1, b"y" * 100), cs(PA, nxt, si + 1, b"y" * 100),
+            cs(PA, nxt + 100, si + 1, b"y" * 100)]
+    nxt += 300
+    out += [sc(A, si + 1, nxt, win=0) for _ in range(12)]
+    out += [cs(PA, nxt - 100, si + 1, b"y" * 100) for _ in range(95)]
+    out.append(sc(PA, si + 1, nxt, payload=b"r" * 50))
+    return out
 
 
 def fragments(src: str, dst: str, ident: int, l4: bytes, size: int) -> list[bytes]:
@@ -218,6 +259,12 @@ def drive(a4: str, a6: str, ifname: str) -> None:
     # connection to have a duration
     time.sleep(0.05)
     _raw_send(ifname, [dst + src + b"\x08\x00" + f for f in frag_b[::-1]])
+    # a lossy TCP exchange between two more addresses nobody has (both directions leave
+    # through our interface; the peer drops them): retransmissions, out-of-order segments,
+    # zero windows, Zeek's T/W letters after the 16th history letter, sizes without a FIN
+    lossy = lossy_tcp(str(ipaddress.ip_address(a4) + 52), str(ipaddress.ip_address(a4) + 53),
+                      41000, LOSSY_PORT)
+    _raw_send(ifname, [dst + src + b"\x08\x00" + f for f in lossy])
     time.sleep(0.3)  # let the last ACKs and replies land
 
 

@@ -53,6 +53,23 @@ class NaiveJsonlWriter:
         return (f'"proto":"{proto_slug(proto)}","ip_proto":{proto},"src_ip":"{src}",'
                 f'"src_port":{sport},"dst_ip":"{dst}","dst_port":{dport}')
 
+    @staticmethod
+    def _tcpperf(r, key) -> str:
+        kind, _l3, proto, _pa, _pb = layout.unpack_meta(key[4])
+        if proto != layout.IPPROTO_TCP or kind in (layout.EXTRACT_MAC_PAIR,
+                                                    layout.EXTRACT_IP_PAIR):
+            return ""
+        resp, init = int(r["rtt_resp"]), int(r["rtt_init"])
+        rtt = resp + init if resp >= 0 and init >= 0 else -1
+
+        def t(ns):
+            return "null" if ns < 0 else _num_ts(ns)
+        out = f',"tcp_rtt":{t(rtt)},"tcp_rtt_resp":{t(resp)},"tcp_rtt_init":{t(init)}'
+        for name, col in (("retrans_pkts", "retrans_pkts"), ("retrans_bytes", "retrans_bytes"),
+                          ("zero_win", "zero_win"), ("ooo_pkts", "ooo_pkts")):
+            out += f',"init_{name}":{int(r[col][0])},"resp_{name}":{int(r[col][1])}'
+        return out
+
     def write_records(self, recs: np.ndarray) -> None:
         if recs.shape[0] == 0:
             return
@@ -87,7 +104,8 @@ class NaiveJsonlWriter:
                     f'"init_payload_bytes":{pay[i][0]},"resp_payload_bytes":{pay[i][1]},'
                     f'"init_tcp_flags":{fl[i][0]},"resp_tcp_flags":{fl[i][1]}'
                     + self._context(recs[i])
-                    + (f',"sample_rate":{sr[i]}' if sr[i] > 1 else "") + '}\n')
+                    + (f',"sample_rate":{sr[i]}' if sr[i] > 1 else "")
+                    + f'{self._tcpperf(recs[i], keys[i])}}}\n')
             elif kind == layout.EV_PACKET:
                 r = recs[i]
                 lines.append(f'{head},"side":"{SIDE_SLUGS[r["side"]]}","len":{r["length"]}}}\n')

@@ -67,6 +67,85 @@ class Endpoint:
         return (seq - self.start_seq) & U32
 
 
+class SeqTrack:
+    """Twin of ``flowscope._kernels.tcpseq.seq_step``: per-side sequence numbers, one hole,
+    retransmissions, out-of-order segments and zero windows of one TCP flow."""
+
+    def __init__(self):
+        self.init = [False, False]
+        self.fin = [False, False]
+        self.start, self.high, self.acked = [0, 0], [0, 0], [0, 0]
+        self.hole = [None, None]  # (lo, hi)
+        self.rtx, self.rtx_bytes, self.ooo, self.zw = [0, 0], [0, 0], [0, 0], [0, 0]
+        self.syn_ts = self.synack_ts = None
+        self.rtt_resp = self.rtt_init = -1
+
+    def step(self, side: int, flags: int, seq: int, ack: int, length: int, window: int) -> int:
+        """One TCP packet; returns 1 (T count grew) | 2 (zero-window count grew)."""
+        peer = 1 - side
+        syn, fin, rst, ackf = (bool(flags & f) for f in (SYN, FIN, RST, ACK))
+        end = (seq + (0 if rst else length) + syn + fin) & U32
+        ret = 0
+        if not self.init[side]:
+            self.start[side] = self.acked[side] = seq if syn else (seq - 1) & U32
+            self.high[side] = end if syn else seq
+            self.hole[side] = None
+            self.init[side] = True
+        elif syn and seq != self.start[side]:
+            self.start[side] = self.acked[side] = seq
+            self.high[side] = end
+            self.hole[side] = None
+        if window == 0 and not rst and not self.fin[peer]:
+            self.zw[side] += 1
+            ret |= 2
+        if fin:
+            self.fin[side] = True
+        if ackf:
+            if not self.init[peer]:
+                self.start[peer] = self.acked[peer] = self.high[peer] = (ack - 1) & U32
+            elif not rst and seq_delta(ack, self.start[peer]) >= 0:
+                d = seq_delta(ack, self.acked[peer])
+                if d > 0 and not (ack == 0 and d > TOO_LARGE_SEQ_DELTA):
+                    self.acked[peer] = ack
+        high = self.high[side]
+        delta = seq_delta(end, high)
+        if (syn or rst) and abs(delta) > TOO_LARGE_SEQ_DELTA:
+            pass
+        elif fin and high == (self.start[side] + 1) & U32:
+            if not syn and not rst and seq_delta(seq, high) > 0:
+                self.hole[side] = (high, seq)
+            self.high[side] = end
+        elif delta > 0:
+            if (length > 0 or fin) and not syn and not rst and seq_delta(seq, high) > 0:
+                self.hole[side] = (high, seq)
+            self.high[side] = end
+        elif length > 0:
+            h = self.hole[side]
+            if (h is not None and seq_delta(seq, h[0]) >= 0 and seq_delta(end, h[1]) <= 0
+                    and seq_delta(end, seq) > 0):
+                self.ooo[side] += 1
+                lo, hi = h
+                if seq == lo:
+                    lo = end
+                elif end == hi:
+                    hi = seq
+                self.hole[side] = (lo, hi) if seq_delta(hi, lo) > 0 else None
+            else:
+                self.rtx[side] += 1
+                self.rtx_bytes[side] += length
+            ret |= 1
+        return ret
+
+    def rtt(self, side: int, flags: int, old_state: int, new_state: int, ts: int) -> None:
+        """Twin of ``tcpseq.rtt_step`` (engine states 0 Active .. 3 Established)."""
+        if side == 0 and flags & (SYN | ACK) == SYN and old_state <= 1:
+            self.syn_ts = ts
+        elif new_state == 2 and old_state == 1 and self.syn_ts is not None:
+            self.rtt_resp, self.synack_ts = ts - self.syn_ts, ts
+        elif new_state == 3 and old_state == 2 and self.synack_ts is not None:
+            self.rtt_init = ts - self.synack_ts
+
+
 class ZeekConn:
     """Zeek's view of one flow; ``packet(p, side)`` with flowscope sides (0 = initiator)."""
 
@@ -77,6 +156,7 @@ class ZeekConn:
         self.history = ""
         self.hist_seen: set = set()  # (is_orig, kind)
         self.last_time = 0
+        self.seq = SeqTrack()  # the shared sequence tracking Zeek's numbers come from
 
     # ---- history (Connection / TCP_Endpoint) -------------------------------------
 
@@ -164,60 +244,28 @@ class ZeekConn:
         is_orig = side == self.orig  # stale after a flip inside this packet, as in Zeek
         fl = p["tcp_flags"]
         syn, fin, rst, ack = bool(fl & SYN), bool(fl & FIN), bool(fl & RST), bool(fl & ACK)
-        seq, ack_seq, length = p["seq"], p["ack"], p["payload_len"]
-        seg_len = 0 if rst else length
-        seg_len += syn + fin
-        seq_end = (seq + seg_len) & U32
+        seq, length = p["seq"], p["payload_len"]
 
-        self.init_endpoint(ep, syn, seq, seq_end)
+        # sequence numbers, T and W counts: the shared tracking (init_endpoint, the acks,
+        # update_last_seq and update_window's zero windows, by tcpseq's rules)
+        sq = self.seq
+        ret = sq.step(side, fl, seq, p["ack"], length, p["window"])
+        for e, t in ((self.ep[0], 0), (self.ep[1], 1)):
+            e.init_seqs(sq.start[t], sq.acked[t], sq.high[t])
         rel = ep.rel(seq)
         self.update_history(side, ep, syn, fin, rst, ack, rel, length)
-        if p["window"] == 0 and not rst and peer.state != CLOSED and ep.state != RESET:
+        if ret & 2:
             self.scaled_entry(side, "W", "win0")
         if not (self.ep[0].did_close and self.ep[1].did_close):
             self.last_time = p["ts"]
         if fin:
             ep.fin_cnt += 1
-        if ack:
-            if peer.state == INACTIVE:
-                # init_peer: number the silent peer as if its SYN had been seen
-                peer.init_seqs(ack_seq - 1, ack_seq - 1, ack_seq - 1)
-            elif seq_delta(ack_seq, peer.start_seq) >= 0 and not rst:
-                d = seq_delta(ack_seq, peer.ack_seq)
-                if not (ack_seq == 0 and d > TOO_LARGE_SEQ_DELTA) and d > 0:
-                    peer.ack_seq = ack_seq
-        delta_last = seq_delta(seq_end, ep.last_seq)
-        if (syn or rst) and abs(delta_last) > TOO_LARGE_SEQ_DELTA:
-            pass
-        elif fin and ep.last_seq == (ep.start_seq + 1) & U32:
-            ep.last_seq = seq_end
-        elif ep.state == RESET:
-            pass
-        elif delta_last > 0:
-            ep.last_seq = seq_end
-        elif length > 0:
+        if ret & 1:
             self.scaled_entry(side, "T", "rxmt")
         do_close = self.update_state_machine(side, ep, peer, is_orig, syn, fin, rst, ack, seq,
                                              length)
         if do_close:
             ep.did_close = True
-
-    @staticmethod
-    def init_endpoint(ep: Endpoint, syn: bool, seq: int, seq_end: int) -> None:
-        if ep.state == INACTIVE:
-            if syn:
-                ep.init_seqs(seq, seq, seq_end)
-            else:  # partial: as though a SYN had been seen, first packet not a duplicate
-                ep.init_seqs(seq - 1, seq - 1, seq)
-        elif not syn:
-            pass
-        elif ep.state in (SYN_SENT, SYN_ACK_SENT):
-            if seq != ep.start_seq:  # SYN_seq_jump
-                ep.init_seqs(seq, seq, seq_end)
-        elif ep.state in (ESTABLISHED, PARTIAL):
-            ep.init_seqs(seq, seq, seq_end)
-        elif ep.state == RESET and ep.prev_state == INACTIVE:
-            ep.init_seqs(seq, seq, seq_end)
 
     def update_history(self, side, ep, syn, fin, rst, ack, rel, length) -> None:
         bits = syn + fin + rst

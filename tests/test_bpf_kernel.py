@@ -1219,3 +1219,145 @@ def test_fragment_flows_live_equal_offline(h):
     assert (c["frag_keyed"], c["truncated_l4"]) == (s.fragments_keyed, s.truncated_l4)
     assert c["frag_held"] - c["frag_resolved"] - c["frag_orphaned"] == s.fragments_orphaned == 1
     assert live.stats.packets_matched == s.packets_matched == len(frames) - 1
+
+
+# ---------------------------------------------------------------------------
+# TCP sequence tracking (tcpperf): the kernel's counts equal the offline engine's
+
+
+def _lossy_session():
+    """A TCP exchange with retransmissions, a hole filled out of order, zero windows and more
+    than 16 history letters, ending without FIN (the flow is still open at the end)."""
+    c = dict(src="10.0.0.1", sport=4321, dst="10.0.0.2", dport=80)
+    s = dict(src="10.0.0.2", sport=80, dst="10.0.0.1", dport=4321)
+    ci, si = 0xFFFFFF00, 5000  # the initiator's numbers wrap
+    M = 0xFFFFFFFF
+
+    def t4(**kw):
+        kw["seq"] &= M
+        kw["ack"] = kw.get("ack", 0) & M
+        return tcp4(**kw)
+    out = [t4(flags=SYN, seq=ci, **c), t4(flags=SYN | ACK, seq=si, ack=ci + 1, **s),
+           t4(flags=ACK, seq=ci + 1, ack=si + 1, **c)]
+    nxt = ci + 1
+    for i in range(30):  # data with a retransmission of every third segment
+        out.append(t4(flags=PSH | ACK, seq=nxt, ack=si + 1, payload=b"x" * 100, **c))
+        if i % 3 == 0:
+            out.append(t4(flags=PSH | ACK, seq=nxt, ack=si + 1, payload=b"x" * 100, **c))
+        out.append(t4(flags=ACK, seq=si + 1, ack=nxt + 100, **s))
+        nxt += 100
+    # a hole: 200 bytes ahead, then the two missing segments out of order
+    out.append(t4(flags=PSH | ACK, seq=nxt + 200, ack=si + 1, payload=b"y" * 100, **c))
+    out.append(t4(flags=PSH | ACK, seq=nxt, ack=si + 1, payload=b"y" * 100, **c))
+    out.append(t4(flags=PSH | ACK, seq=nxt + 100, ack=si + 1, payload=b"y" * 100, **c))
+    nxt += 300
+    for _ in range(12):  # the responder closes its window
+        out.append(t4(flags=ACK, seq=si + 1, ack=nxt, win=0, **s))
+    for _ in range(95):  # 100+ retransmissions: T at 1, 10 and 100
+        out.append(t4(flags=PSH | ACK, seq=nxt - 100, ack=si + 1, payload=b"y" * 100, **c))
+    out.append(t4(flags=PSH | ACK, seq=si + 1, ack=nxt, payload=b"r" * 50, **s))
+    return out
+
+
+def test_seq_events_only_at_zeek_thresholds(h):
+    frames = _lossy_session()
+    for f in frames:
+        h.run(f)
+    ev = h.events()
+    seq = [e for e in ev if int(e["reason"]) & L.EventReason.SEQ]
+    _, vals = h.flows()
+    v = vals[0]
+    fwd = 0  # 10.0.0.1 is address a: the initiator sends FWD
+    assert v["rtx_pkts"].tolist()[fwd] == 10 + 95 and v["ooo_pkts"].tolist()[fwd] == 2
+    assert v["rtx_bytes"].tolist()[fwd] == 105 * 100
+    assert v["zero_win"].tolist() == [0, 12]
+    # T (1, 10, 100 of rtx + ooo) and W (1, 10): five threshold events, nothing else extra
+    assert len(seq) == 5
+    assert sorted(int(e["rtx_pkts"][0] + e["ooo_pkts"][0]) for e in seq if e["dir"] == 0) == [
+        1, 10, 100]
+    assert [int(e["zero_win"][1]) for e in seq if e["dir"] == 1] == [1, 10]
+    assert len(ev) < len(frames) // 4  # the bulk of the packets only updated the map
+
+
+def test_seq_tracking_live_equals_offline(h):
+    """The lossy exchange through XDP test_run, ring events and a final sync through the live
+    engine path: the same loss counts and Zeek history and sizes as offline."""
+    from flowscope import FlowTracker
+    from flowscope.output.zeek import conn_record
+    from flowscope.pcap import parse_bytes
+    from flowscope.sensor.rows import rows_from_events, sync_rows
+
+    frames = _lossy_session()
+    for f in frames:
+        h.run(f)
+    ev = h.events()
+    keys, vals = h.flows()
+
+    def ended(t, batches):
+        return [r for g in batches for b in g for r in b if int(r["kind"]) == plo.EV_ENDED]
+
+    live = FlowTracker(events="ended", zeek=True)
+    got = ended(live, [live.process(rows_from_events(ev, 0, {})),
+                       live.process(sync_rows(keys, vals, 0)), live.process_finish()])
+    off = FlowTracker(events="ended", zeek=True)
+    arr = np.concatenate([parse_bytes(f, (i + 1) * 1000, 1) for i, f in enumerate(frames)])
+    want = ended(off, [off.process(arr), off.process_finish()])
+    assert len(got) == len(want) == 1
+    g, w = got[0], want[0]
+    for f in ("retrans_pkts", "retrans_bytes", "zero_win", "ooo_pkts", "pkts", "payload"):
+        assert g[f].tolist() == w[f].tolist(), f
+    assert w["retrans_pkts"].tolist() == [105, 0] and w["ooo_pkts"].tolist() == [2, 0]
+    assert (int(g["rtt_resp"]) >= 0, int(g["rtt_init"]) >= 0) == (True, True)
+    gz, wz = conn_record(g), conn_record(w)
+    for f in ("history", "orig_bytes", "resp_bytes", "conn_state", "orig_ip_bytes",
+              "resp_ip_bytes", "missed_bytes"):
+        assert gz[f] == wz[f], f
+    assert wz["history"] == "ShADTaTwwTd" and wz["orig_bytes"] == 3300 and wz["resp_bytes"] == 50
+
+
+def test_seq_step_equals_twin_on_random_segments(h):
+    """The kernel's fs_seq_step against the plain-Python twin (tests/naive_zeek.py SeqTrack):
+    random segments (flags, sequence and ack numbers near a wrapping ISN, payloads, zero
+    windows) through XDP test_run, the flow entry's tracking compared after every packet."""
+    import random
+
+    from naive_zeek import SeqTrack
+
+    rng = random.Random(20261201)
+    c = dict(src="10.0.0.1", sport=5555, dst="10.0.0.2", dport=80)  # a: FWD = side 0 here
+    s = dict(src="10.0.0.2", sport=80, dst="10.0.0.1", dport=5555)
+    flags = [ACK, PSH | ACK, PSH | ACK, SYN, SYN | ACK, FIN | ACK, FIN, ACK, PSH | ACK]
+    seen = {"rtx": 0, "ooo": 0, "zw": 0, "restart": 0}
+    for trial in range(6):
+        h.reset()
+        twin = SeqTrack()
+        gen = 0
+        isn = rng.choice([0, 2**31 - 5, 2**32 - 300, 1234])
+        for i in range(60):
+            side = rng.randrange(2)
+            fl = rng.choice(flags)
+            seq = (isn + rng.randrange(-200, 2000)) % 2**32
+            ack = (isn + rng.randrange(-200, 2000)) % 2**32
+            n = rng.choice([0, 0, 1, 10, 100])
+            win = rng.choice([0, 100, 8192])
+            h.run(tcp4(flags=fl, seq=seq, ack=ack, win=win, payload=b"z" * n,
+                       **(c if side == 0 else s)))
+            _, vals = h.flows()
+            v = vals[0]
+            if int(v["gen"]) != gen:  # the FIN handshake closed the flow: this packet restarted it
+                gen, twin = int(v["gen"]), SeqTrack()
+                seen["restart"] += 1
+            twin.step(side, fl, seq, ack, n, win)
+            seen["rtx"] = max(seen["rtx"], sum(twin.rtx))
+            seen["ooo"] = max(seen["ooo"], sum(twin.ooo))
+            seen["zw"] = max(seen["zw"], sum(twin.zw))
+            where = f"trial {trial} packet {i}"
+            assert v["seq_start"].tolist() == twin.start, where
+            assert v["seq_high"].tolist() == twin.high, where
+            assert v["seq_acked"].tolist() == twin.acked, where
+            assert v["rtx_pkts"].tolist() == twin.rtx, where
+            assert v["rtx_bytes"].tolist() == twin.rtx_bytes, where
+            assert v["ooo_pkts"].tolist() == twin.ooo, where
+            assert v["zero_win"].tolist() == twin.zw, where
+        h.events()
+    assert all(seen.values()), seen  # every rule came up

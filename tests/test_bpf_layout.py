@@ -208,12 +208,24 @@ def _golden_event() -> bytes:
     b += bytes.fromhex("1b")  # 160 flags_or[0] = FIN|SYN|PSH|ACK
     b += bytes.fromhex("12")  # 161 flags_or[1] = SYN|ACK
     b += bytes(22)  # 162 padding
-    b += bytes.fromhex("0100000000020000")  # 184 smac = 02:00:00:00:00:01
-    b += bytes.fromhex("0200000000020000")  # 192 dmac = 02:00:00:00:00:02
-    b += bytes.fromhex("0a00")  # 200 vlan[0] = 10 (outer)
-    b += bytes.fromhex("1400")  # 202 vlan[1] = 20
-    b += bytes.fromhex("02")  # 204 nvlan = 2
-    b += bytes(3)  # 205 padding
+    # tcpperf
+    b += bytes.fromhex("7756341200000000")  # 184 seq_start = [0x12345677, 0]
+    b += bytes.fromhex("8256341201000000")  # 192 seq_high = [0x12345682, 1]
+    b += bytes.fromhex("0000000002000000")  # 200 seq_acked = [0, 2]
+    b += bytes.fromhex("0500000000000000")  # 208 rtx_pkts = [5, 0]
+    b += bytes.fromhex("0100000000000000")  # 216 ooo_pkts = [1, 0]
+    b += bytes.fromhex("000000000a000000")  # 224 zero_win = [0, 10]
+    b += bytes.fromhex("dc05000000000000")  # 232 rtx_bytes[0] = 1500
+    b += bytes.fromhex("0000000000000000")  # 240 rtx_bytes[1] = 0
+    b += bytes.fromhex("07")  # 248 seq_flags = INIT_FWD|INIT_REV|FIN_FWD
+    b += bytes(7)  # 249 padding
+    # context
+    b += bytes.fromhex("0100000000020000")  # 256 smac = 02:00:00:00:00:01
+    b += bytes.fromhex("0200000000020000")  # 264 dmac = 02:00:00:00:00:02
+    b += bytes.fromhex("0a00")  # 272 vlan[0] = 10 (outer)
+    b += bytes.fromhex("1400")  # 274 vlan[1] = 20
+    b += bytes.fromhex("02")  # 276 nvlan = 2
+    b += bytes(3)  # 277 padding
     return b
 
 
@@ -248,6 +260,15 @@ def test_golden_event_decode():
     assert e["_pad"].tolist() == [0] * 22
     assert (int(e["smac"]), int(e["dmac"])) == (0x020000000001, 0x020000000002)
     assert e["vlan"].tolist() == [10, 20] and int(e["nvlan"]) == 2
+    assert e["seq_start"].tolist() == [0x12345677, 0]
+    assert e["seq_high"].tolist() == [0x12345682, 1]
+    assert e["seq_acked"].tolist() == [0, 2]
+    assert (e["rtx_pkts"].tolist(), e["ooo_pkts"].tolist(), e["zero_win"].tolist()) == (
+        [5, 0], [1, 0], [0, 10])
+    assert e["rtx_bytes"].tolist() == [1500, 0]
+    assert layout.SeqFlag(int(e["seq_flags"])) == (
+        layout.SeqFlag.INIT_FWD | layout.SeqFlag.INIT_REV | layout.SeqFlag.FIN_FWD)
+    assert e["_pad2"].tolist() == [0] * 7
 
 
 def test_key_words_match_engine_meta():

@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowscope import FlowTracker, TrackerConfig, layout
+from flowscope._kernels import engine as K
+from flowscope._kernels import tcpseq as T
 from flowscope._kernels import zeek as Z
 from flowscope.config import ConfigError
 from flowscope.output.zeek import conn_record
@@ -17,6 +19,7 @@ from flowscope.pcap import CaptureReader, parse_bytes
 from naive_csum import naive_csum, ones_sum
 from naive_parse import FIELDS
 from naive_zeek import ZeekConn
+from test_zeek_twin import seq_row
 
 MAC = bytes(12)
 
@@ -217,6 +220,8 @@ def test_zeek_bad_checksum_equals_twin(seq):
         r["csum"] = bits
     fz = np.zeros((1, Z.ZEEK_WORDS), dtype=np.int64)
     fzh = np.zeros((1, Z.ZEEK_HISTORY_MAX), dtype=np.uint8)
+    fint = np.zeros((1, K.F_SIZE), dtype=np.int64)
+    T.seq_reset(fint, 0)
     twin = ZeekConn()
     for i, (side, bits, _p) in enumerate(seq):
         d = {f: int(arr[i][f]) for f in FIELDS if arr[i][f].shape == ()}
@@ -224,7 +229,8 @@ def test_zeek_bad_checksum_equals_twin(seq):
             Z.zeek_bad_checksum(fz, fzh, 0, side, arr, i)
             twin.bad_checksum(d, side)
         else:
-            Z.zeek_packet(fz, fzh, 0, side, arr, i)
+            seq_row(fint, arr, i, side)
+            Z.zeek_packet(fz, fzh, 0, side, arr, i, fint)
             twin.packet(d, side)
         w, h = twin.pack()
         assert [int(x) for x in fz[0]] == w

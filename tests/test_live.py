@@ -125,13 +125,18 @@ def _live_and_offline(topo, tmp_path, fmt: str, ipfix: bool = False, args=()):
 COMPARED = ("proto", "src_ip", "src_port", "dst_ip", "dst_port", "reason", "state", "history",
             "init_pkts", "resp_pkts", "init_bytes", "resp_bytes", "init_payload_bytes",
             "resp_payload_bytes", "init_tcp_flags", "resp_tcp_flags", "vlan", "init_mac",
-            "resp_mac")
+            "resp_mac",
+            # tcpperf (TCP flows; handshake times are compared as measured / not measured)
+            "init_retrans_pkts", "resp_retrans_pkts", "init_retrans_bytes", "resp_retrans_bytes",
+            "init_zero_win", "resp_zero_win", "init_ooo_pkts", "resp_ooo_pkts", "rtt_measured")
+RTTS = ("tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init")
 #: Fields that hold times or ids, which live and offline cannot share (the capture's clock is
 #: tcpdump's, the sensor's is the hook's), per format.
 #: ``in_iface``: the live sensor names the interface, a tcpdump capture (classic pcap) has no
 #: interface names (JSON Lines ``iface`` is left out of COMPARED for the same reason).
-VOLATILE = {"eve": ("timestamp", "flow_id", "flow.start", "flow.end", "flow.age", "in_iface"),
-            "zeek-json": ("ts", "uid", "duration"), "zeek": ("ts", "uid", "duration")}
+VOLATILE = {"eve": ("timestamp", "flow_id", "flow.start", "flow.end", "flow.age", "in_iface",
+                    *(f"tcp.{k}" for k in RTTS)),
+            "zeek-json": ("ts", "uid", "duration", *RTTS), "zeek": ("ts", "uid", "duration", *RTTS)}
 
 
 def _ours(src: str, prefixes) -> bool:
@@ -162,6 +167,7 @@ def _records(path: Path, fmt: str, prefixes) -> list:
         for line in text.splitlines():
             r = json.loads(line)
             if r["event"] == "ended" and r["proto"] != "icmp6" and _ours(r["src_ip"], prefixes):
+                r["rtt_measured"] = tuple(r.get(k) is not None for k in RTTS)
                 out.append(tuple(_val(r.get(k, "")) for k in COMPARED))
     elif fmt in ("eve", "zeek-json"):
         src = "src_ip" if fmt == "eve" else "id.orig_h"
@@ -236,6 +242,15 @@ def test_live_equals_offline(topo, tmp_path, fmt):
         assert [(r["init_pkts"], r["resp_pkts"]) for r in frag] == [(6, 0)]
         assert any(r["resp_payload_bytes"] == 300_000 for r in rows)  # the bulk transfer
         assert sum(1 for r in rows if r["dst_port"] == 8083 and r["reason"] == "rst") == 1
+        lossy = [r for r in rows if r["dst_port"] == 8084]  # retransmissions, holes, zero windows
+        assert [(r["init_retrans_pkts"], r["init_ooo_pkts"], r["resp_zero_win"], r["history"])
+                for r in lossy] == [(105, 2, 12, "Ss" + "D" * 14)]
+        assert all(r["rtt_measured"] == (True, True, True) for r in lossy)
+    if fmt == "zeek-json":  # T and W after the 16th history letter, sizes without a FIN
+        lossy = [json.loads(line) for line in live.read_text().splitlines()
+                 if '"id.resp_p":8084' in line]
+        assert [(r["history"], r["orig_bytes"], r["resp_bytes"]) for r in lossy] == [
+            ("ShADTaTwwTd", 3300, 50)]
     assert "ring_full 0" in err and "map_full 0" in err
     assert "in flight 0" in err  # the conservation identity holds at exit
 

@@ -43,9 +43,25 @@ def kernel(k: int = 1) -> dict[str, int]:
 
 
 def sensor(k: int = 1) -> SensorStats:
-    return SensorStats(events=13 * k, events_by_hook={(3, Hook.XDP): 5 * k, (3, Hook.TC): 7 * k,
-                                                      (9, Hook.XDP): 1 * k},
-                       stale_events=2 * k, lost_ends=4 * k, sweep_races=1 * k)
+    s = SensorStats(events=13 * k, events_by_hook={(3, Hook.XDP): 5 * k, (3, Hook.TC): 7 * k,
+                                                   (9, Hook.XDP): 1 * k},
+                    stale_events=2 * k, lost_ends=4 * k, sweep_races=1 * k)
+    s.count_tcp(tcp_records(), np.array([3, 3, 9]))
+    return s
+
+
+def tcp_records():
+    """Three Ended TCP records: RTTs 0.3 ms, 40 ms and none; some loss signals."""
+    from flowscope import layout as FL
+
+    r = np.zeros(3, dtype=FL.EVENT_DTYPE)
+    r["kind"] = FL.EV_ENDED
+    r["rtt_resp"], r["rtt_init"] = [200_000, 39_000_000, -1], [100_000, 1_000_000, -1]
+    r["retrans_pkts"] = [[1, 2], [0, 0], [5, 0]]
+    r["retrans_bytes"] = [[100, 2800], [0, 0], [500, 0]]
+    r["ooo_pkts"] = [[0, 1], [0, 0], [0, 0]]
+    r["zero_win"] = [[0, 0], [3, 0], [0, 0]]
+    return r
 
 
 IFACES = {3: "eth0", 9: "eth1"}
@@ -71,7 +87,8 @@ def parse(text: str) -> dict:
     return out
 
 
-UNITS = {"packets", "bytes", "flows", "events", "drops", "races", "seconds", "info"}
+UNITS = {"packets", "bytes", "flows", "events", "drops", "races", "seconds", "info",
+         "segments", "windows"}
 BASE_UNITS = {"bytes", "seconds"}  # Prometheus base units: the name's last word
 
 
@@ -91,6 +108,11 @@ def check_naming_rules(text: str) -> None:
             assert words[-1] == spec.unit, fam.name
         for s in fam.samples:
             assert re.fullmatch(r"flowscope_[a-z_]+", s.name), s.name
+            if fam.type == "histogram":
+                assert s.name in (fam.name + "_bucket", fam.name + "_sum", fam.name + "_count")
+                extra = {"le"} if s.name.endswith("_bucket") else set()
+                assert set(s.labels) == set(spec.labels) | extra, (s.name, s.labels)
+                continue
             assert s.name == (fam.name + "_total" if fam.type == "counter" else fam.name)
             assert set(s.labels) == set(spec.labels), (s.name, s.labels)
 
@@ -143,6 +165,19 @@ def test_values_types_and_labels(server):
     assert sum(m["flowscope_ring_events_drained_total"].values()) == sensor().events
     assert m["flowscope_ring_events_stale_total"] == {(): 2}
     assert m["flowscope_engine_lag_seconds"] == {(): 0.25}
+    e0, e1 = (("interface", "eth0"),), (("interface", "eth1"),)
+    assert m["flowscope_tcp_retransmitted_segments_total"] == {e0: 3, e1: 5}
+    assert m["flowscope_tcp_retransmitted_bytes_total"] == {e0: 2900, e1: 500}
+    assert m["flowscope_tcp_out_of_order_segments_total"] == {e0: 1, e1: 0}
+    assert m["flowscope_tcp_zero_windows_total"] == {e0: 3, e1: 0}
+    b = m["flowscope_tcp_handshake_rtt_seconds_bucket"]
+    assert b[(("interface", "eth0"), ("le", "0.00025"))] == 0
+    assert b[(("interface", "eth0"), ("le", "0.0005"))] == 1
+    assert b[(("interface", "eth0"), ("le", "0.05"))] == 2
+    assert b[(("interface", "eth0"), ("le", "+Inf"))] == 2
+    assert b[(("interface", "eth1"), ("le", "+Inf"))] == 0  # no handshake timed there
+    assert m["flowscope_tcp_handshake_rtt_seconds_count"][e0] == 2
+    assert abs(m["flowscope_tcp_handshake_rtt_seconds_sum"][e0] - 0.0403) < 1e-9
     check_naming_rules(scrape_text(server.port))
 
 
@@ -380,3 +415,7 @@ def test_a_live_sensor_exports_every_family(topo, tmp_path):
     assert m["flowscope_flows_active"][()] + sum(m["flowscope_flows_ended_total"].values()) == \
         m["flowscope_flows_created_total"][()]
     assert m["flowscope_engine_lag_seconds"][()] >= 0
+    # the TCP exchange ended with a FIN after a full handshake: one timed handshake, no loss
+    iface = (("interface", ifname),)
+    assert m["flowscope_tcp_handshake_rtt_seconds_count"][iface] >= 1
+    assert m["flowscope_tcp_retransmitted_segments_total"][iface] == 0

@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowscope import layout
+from flowscope._kernels import engine as K
+from flowscope._kernels import tcpseq as T
 from flowscope._kernels import zeek as Z
 from flowscope.pcap import CaptureError, CaptureReader
 from flowscope.tracker import FlowTracker
@@ -61,6 +63,14 @@ def _rows(flow: dict, pkts: list[dict]) -> np.ndarray:
     return arr
 
 
+def seq_row(fint: np.ndarray, arr: np.ndarray, i: int, side: int) -> None:
+    """What the engine does before ``zeek_packet`` for a TCP row: the shared sequence step."""
+    r = arr[i]
+    if r["proto"] == 6 and r["pflags"] & layout.PF_TCP:
+        T.seq_step(fint, 0, side, int(r["tcp_flags"]), int(r["seq"]), int(r["ack"]),
+                   int(r["payload_len"]), int(r["window"]))
+
+
 def _as_dict(row) -> dict:
     return {f: int(row[f]) for f in FIELDS if row[f].shape == ()}
 
@@ -69,9 +79,12 @@ def _kernel_rows(arr: np.ndarray, sides: list[int]):
     """``zeek_packet`` over ``arr``; yields the (words, history) after each packet."""
     fz = np.zeros((1, Z.ZEEK_WORDS), dtype=np.int64)
     fzh = np.zeros((1, Z.ZEEK_HISTORY_MAX), dtype=np.uint8)
+    fint = np.zeros((1, K.F_SIZE), dtype=np.int64)
     Z.zeek_reset(fz, fzh, 0)
+    T.seq_reset(fint, 0)
     for i, side in enumerate(sides):
-        Z.zeek_packet(fz, fzh, 0, side, arr, i)
+        seq_row(fint, arr, i, side)
+        Z.zeek_packet(fz, fzh, 0, side, arr, i, fint)
         n = int(fz[0, Z.Z_HLEN])
         yield [int(w) for w in fz[0]], bytes(fzh[0, :n])
 

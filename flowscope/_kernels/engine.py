@@ -38,13 +38,19 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
     EV_STARTED, EV_STATE_CHANGE, EV_UPDATE, EXTRACT_FIVE_TUPLE_DIRECTIONAL, EXTRACT_IP_PAIR,
     EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
     PERR_L4_SHORT, PF_ABS, PF_FRAG, PF_ICMP, PF_MAC, PF_MORE_FRAGS, PF_PORTS, PF_SYNC,
-    PF_TCP, ST_ACTIVE, ST_CLOSED, ST_CLOSING_TCP, ST_ESTABLISHED, ST_FIN_WAIT, ST_RESET,
+    PF_TCP, SQF_FIN0, SQF_FIN1, SQF_INIT0, SQF_INIT1, ST_ACTIVE, ST_CLOSED, ST_CLOSING_TCP,
+    ST_ESTABLISHED, ST_FIN_WAIT, ST_RESET,
     ST_SYN_RECEIVED, ST_SYN_SENT, TH_ACK, TH_FIN, TH_RST, TH_SYN, Z_HLEN, Z_IP_BYTES0, Z_PAY0,
     ZEEK_HISTORY_MAX, ZEEK_WORDS,
 )
 from .common import KIND_SHIFT, L3_SHIFT, PORT_A_SHIFT, PROTO_SHIFT, inline_kernel, kernel
 from .flowfilter import flow_passes, sample_hash
 from .frag import FR_HELD, FR_KEYED, frag_lookup
+from .tcpseq import (
+    F_OOO0, F_RTT_INIT, F_RTT_RESP, F_RTX0, F_RTXB0, F_SQ_ACKED0, F_SQ_FLAGS, F_SQ_HIGH0,
+    F_SQ_START0, F_ZW0, SQ_FIN0, SQ_INIT0, SQ_RTT_SYN, SQ_RTT_SYNACK, rtt_step, seq_reset,
+    seq_step,
+)
 from .zeek import zeek_bad_checksum, zeek_kernel_counters, zeek_packet, zeek_reset
 
 # ---- ctl slots -------------------------------------------------------------
@@ -136,6 +142,7 @@ F_UPD_BYTES1 = 60
 F_L2 = 61  # iface | outer VLAN << 16 | inner VLAN << 28 | tags << 40 | has_mac << 48
 F_MAC_INIT = 62  # the initiator's MAC (48 bits)
 F_MAC_RESP = 63  # the responder's MAC
+# 24..47: TCP sequence tracking and handshake times (tcpseq.F_*)
 F_SIZE = 64
 
 NO_FLOW = np.iinfo(np.int64).max  # deadline of a free slot (its serial is -1: FREE_SERIAL)
@@ -410,6 +417,13 @@ def _emit_counts(ctl, fint, fhist, r, s):
     r.has_mac = (l2 >> 48) & 1
     r.init_mac = fint[s, F_MAC_INIT]
     r.resp_mac = fint[s, F_MAC_RESP]
+    r.rtt_resp = fint[s, F_RTT_RESP]
+    r.rtt_init = fint[s, F_RTT_INIT]
+    for d in range(2):
+        r.retrans_pkts[d] = fint[s, F_RTX0 + d]
+        r.retrans_bytes[d] = fint[s, F_RTXB0 + d]
+        r.zero_win[d] = fint[s, F_ZW0 + d]
+        r.ooo_pkts[d] = fint[s, F_OOO0 + d]
     if ctl[C_ACTIVE_TMO] > 0:
         r.exported_pkts[0] = fint[s, F_UPD_PKTS0]
         r.exported_pkts[1] = fint[s, F_UPD_PKTS1]
@@ -692,6 +706,7 @@ def _new_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, ev, e, pkts, i, p
     fint[s, F_ICMP] = 0
     if p.pflags & PF_ICMP:
         fint[s, F_ICMP] = ICMP_VALID | (np.int64(p.icmp_type) << 8) | p.icmp_code
+    seq_reset(fint, s)
     if ctl[C_ZEEK] != 0:
         zeek_reset(fz, fzh, s)
     side = 0 if rev == init_rev else 1
@@ -752,6 +767,40 @@ def _set_kernel_counters(ctl, fint, s, p):
     fint[s, F_FLAGS0 + rev] = np.int64(p.cnt_flags1)
     ctl[C_MATCHED_PKTS] += fint[s, F_PKTS0] + fint[s, F_PKTS1] - old_p
     ctl[C_MATCHED_BYTES] += fint[s, F_BYTES0] + fint[s, F_BYTES1] - old_b
+    if p.proto == IPPROTO_TCP:
+        _set_kernel_seq(fint, s, fwd, p)
+
+
+@inline_kernel
+def _set_kernel_seq(fint, s, fwd, p):
+    """Live TCP rows: the kernel's sequence tracking (tcpseq's rules, run on every packet in
+    the flow entry) replaces the engine's, per key orientation like the other counters."""
+    rev = 1 - fwd
+    fint[s, F_SQ_START0 + fwd] = np.int64(p.sq_start0)
+    fint[s, F_SQ_START0 + rev] = np.int64(p.sq_start1)
+    fint[s, F_SQ_HIGH0 + fwd] = np.int64(p.sq_high0)
+    fint[s, F_SQ_HIGH0 + rev] = np.int64(p.sq_high1)
+    fint[s, F_SQ_ACKED0 + fwd] = np.int64(p.sq_acked0)
+    fint[s, F_SQ_ACKED0 + rev] = np.int64(p.sq_acked1)
+    fint[s, F_RTX0 + fwd] = np.int64(p.rtx0)
+    fint[s, F_RTX0 + rev] = np.int64(p.rtx1)
+    fint[s, F_RTXB0 + fwd] = np.int64(p.rtxb0)
+    fint[s, F_RTXB0 + rev] = np.int64(p.rtxb1)
+    fint[s, F_OOO0 + fwd] = np.int64(p.ooo0)
+    fint[s, F_OOO0 + rev] = np.int64(p.ooo1)
+    fint[s, F_ZW0 + fwd] = np.int64(p.zw0)
+    fint[s, F_ZW0 + rev] = np.int64(p.zw1)
+    kf = np.int64(p.sq_flags)
+    fl = fint[s, F_SQ_FLAGS] & (SQ_RTT_SYN | SQ_RTT_SYNACK)  # the engine's own
+    if kf & SQF_INIT0:
+        fl |= SQ_INIT0 << fwd
+    if kf & SQF_INIT1:
+        fl |= SQ_INIT0 << rev
+    if kf & SQF_FIN0:
+        fl |= SQ_FIN0 << fwd
+    if kf & SQF_FIN1:
+        fl |= SQ_FIN0 << rev
+    fint[s, F_SQ_FLAGS] = fl
 
 
 @inline_kernel
@@ -765,6 +814,7 @@ def _tcp_step(ctl, fkey, fint, fhist, ev, e, s, side, flags, payload_len, ts):
     state = fint[s, F_STATE]
     new_state, fin_side = tcp_transition(state, side, flags, fint[s, F_FIN_SIDE])
     fint[s, F_FIN_SIDE] = fin_side
+    rtt_step(fint, s, side, flags, state, new_state, ts)
     if new_state == state:
         return e, state
     fint[s, F_STATE] = new_state
@@ -958,11 +1008,15 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
         fdl[s, 0] = sat_add(ts, fint[s, F_TIMEOUT])
         state = fint[s, F_STATE]
         if not sync:
+            if (not live and not bad_csum and (pf & PF_TCP) != 0
+                    and p.proto == IPPROTO_TCP):
+                seq_step(fint, s, side, np.int64(p.tcp_flags), np.int64(p.seq),
+                         np.int64(p.ack), np.int64(p.payload_len), np.int64(p.window))
             if zeek:
                 if bad_csum:
                     zeek_bad_checksum(fz, fzh, s, side, pkts, i - 1)
                 else:
-                    zeek_packet(fz, fzh, s, side, pkts, i - 1)
+                    zeek_packet(fz, fzh, s, side, pkts, i - 1, fint)
             if has_tcp:
                 e, state = _tcp_step(ctl, fkey, fint, fhist, ev, e, s, side,
                                      np.int64(p.tcp_flags), np.int64(p.payload_len), ts)
@@ -973,7 +1027,7 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
                 e += 1
         if live:
             if zeek:
-                zeek_kernel_counters(fz, s, fint[s, F_INIT_REV], pkts, i - 1)
+                zeek_kernel_counters(fz, s, fint[s, F_INIT_REV], pkts, i - 1, fint)
             state = _kernel_terminal_state(fint, s, state, np.int64(p.kstate))
         if state == ST_CLOSED:
             e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, END_FIN, ts)

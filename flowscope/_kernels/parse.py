@@ -214,6 +214,24 @@ def _clear(r):
     r.nvlan = 0
     for k in range(5):
         r._pad3[k] = 0
+    # tcpperf: live rows only
+    r.sq_start0 = 0
+    r.sq_start1 = 0
+    r.sq_high0 = 0
+    r.sq_high1 = 0
+    r.sq_acked0 = 0
+    r.sq_acked1 = 0
+    r.rtx0 = 0
+    r.rtx1 = 0
+    r.ooo0 = 0
+    r.ooo1 = 0
+    r.zw0 = 0
+    r.zw1 = 0
+    r.rtxb0 = 0
+    r.rtxb1 = 0
+    r.sq_flags = 0
+    for k in range(7):
+        r._pad4[k] = 0
 
 
 @inline_kernel

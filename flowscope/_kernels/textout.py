@@ -12,11 +12,12 @@ import numpy as np
 
 from ..layout import (
     EV_ENDED, EV_PACKET, EV_STARTED, EV_STATE_CHANGE, EV_UPDATE, EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR,
-    KIND_SLUGS, PROTO_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS,
+    IPPROTO_TCP, KIND_SLUGS, PROTO_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS,
 )
 from .common import kernel, unpack_meta
 
-#: Upper bound of one formatted line (an Ended record of an IPv6 flow is ~560 bytes).
+#: Upper bound of one formatted line (an Ended record of an IPv6 TCP flow is
+# ~900 bytes at most).
 MAX_LINE = 1024
 
 
@@ -82,6 +83,18 @@ LITS, LIT_LENS = _table([
     ',"init_mac":"',  # 39
     '","resp_mac":"',  # 40
     '"',  # 41
+    ',"tcp_rtt":',  # 42 (tcpperf: TCP flows only)
+    ',"tcp_rtt_resp":',  # 43
+    ',"tcp_rtt_init":',  # 44
+    ',"init_retrans_pkts":',  # 45
+    ',"resp_retrans_pkts":',  # 46
+    ',"init_retrans_bytes":',  # 47
+    ',"resp_retrans_bytes":',  # 48
+    ',"init_zero_win":',  # 49
+    ',"resp_zero_win":',  # 50
+    ',"init_ooo_pkts":',  # 51
+    ',"resp_ooo_pkts":',  # 52
+    'null',  # 53
 ])
 #: Interface name table of ``format_jsonl``: ``MAX_IFNAME`` bytes per interface.
 MAX_IFNAME = 64
@@ -274,6 +287,42 @@ def _flow(buf, pos, r):
 
 
 @kernel
+def _rtt(buf, pos, ns):
+    """A handshake time (ns, -1 = not measured) as seconds or null."""
+    if ns < 0:
+        return _lit(buf, pos, 53)
+    return _ns(buf, pos, ns)
+
+
+@kernel
+def _tcpperf(buf, pos, r):
+    """The TCP performance fields of an Ended record (docs/output.md)."""
+    pos = _lit(buf, pos, 42)
+    both = r.rtt_resp >= 0 and r.rtt_init >= 0
+    pos = _rtt(buf, pos, r.rtt_resp + r.rtt_init if both else np.int64(-1))
+    pos = _lit(buf, pos, 43)
+    pos = _rtt(buf, pos, r.rtt_resp)
+    pos = _lit(buf, pos, 44)
+    pos = _rtt(buf, pos, r.rtt_init)
+    pos = _lit(buf, pos, 45)
+    pos = _uint(buf, pos, r.retrans_pkts[0])
+    pos = _lit(buf, pos, 46)
+    pos = _uint(buf, pos, r.retrans_pkts[1])
+    pos = _lit(buf, pos, 47)
+    pos = _uint(buf, pos, r.retrans_bytes[0])
+    pos = _lit(buf, pos, 48)
+    pos = _uint(buf, pos, r.retrans_bytes[1])
+    pos = _lit(buf, pos, 49)
+    pos = _uint(buf, pos, r.zero_win[0])
+    pos = _lit(buf, pos, 50)
+    pos = _uint(buf, pos, r.zero_win[1])
+    pos = _lit(buf, pos, 51)
+    pos = _uint(buf, pos, r.ooo_pkts[0])
+    pos = _lit(buf, pos, 52)
+    return _uint(buf, pos, r.ooo_pkts[1])
+
+
+@kernel
 def format_jsonl(recs, buf, names, name_lens):
     """Format ``recs`` (EVENT_DTYPE[n]) into ``buf`` (uint8[m]); returns (done, nbytes).
 
@@ -355,6 +404,9 @@ def format_jsonl(recs, buf, names, name_lens):
             if r.sample_rate > 1:
                 pos = _lit(buf, pos, 34)
                 pos = _uint(buf, pos, r.sample_rate)
+            kind_, _l3, proto, _pa, _pb = unpack_meta(r.key[4])
+            if proto == IPPROTO_TCP and kind_ != EXTRACT_MAC_PAIR and kind_ != EXTRACT_IP_PAIR:
+                pos = _tcpperf(buf, pos, r)
             pos = _lit(buf, pos, 30)
         elif kind == EV_PACKET:
             pos = _lit(buf, pos, 12)

@@ -57,6 +57,7 @@ from ..layout import (  # the words' layout is shared with the Zeek writer
     ZEEK_HISTORY_MAX, ZEEK_WORDS,
 )
 from .common import inline_kernel, kernel
+from .tcpseq import F_OOO0, F_RTX0, F_SQ_ACKED0, F_SQ_HIGH0, F_SQ_START0, F_ZW0
 
 # history-seen bits (as Zeek's HIST_* masks, one set per direction, shifted into Z_CTL)
 HIST_SYN = 0x1
@@ -67,7 +68,6 @@ HIST_DATA = 0x10
 HIST_ACK = 0x20
 HIST_MULTI = 0x40
 
-TOO_LARGE_SEQ_DELTA = 1048576
 _U32 = 0xFFFFFFFF
 
 # Likely server ports of Zeek's default scripts (``likely_server_ports``, filled by
@@ -143,20 +143,35 @@ def _set_state(fz, s, side, new):
 
 
 @inline_kernel
-def _sd(a, b):
-    """Zeek's seq_delta: (a - b) as a signed 32-bit number."""
-    d = (a - b) & _U32
-    return d - (1 << 32) if d >= (1 << 31) else d
-
-
-@inline_kernel
-def _set_seqs(fz, s, side, start, ack, last):
-    fz[s, Z_SEQ0 + side] = (start & _U32) | ((last & _U32) << 32)
-    fz[s, Z_ACK0 + side] = (fz[s, Z_ACK0 + side] & ~np.int64(_U32)) | (ack & _U32)
+def _seq_words(fz, fint, s):
+    """Zeek's start_seq / last_seq / ack_seq words (what the writer sizes endpoints by) from
+    the shared sequence tracking."""
+    for side in range(2):
+        fz[s, Z_SEQ0 + side] = fint[s, F_SQ_START0 + side] | (fint[s, F_SQ_HIGH0 + side] << 32)
+        fz[s, Z_ACK0 + side] = ((fz[s, Z_ACK0 + side] & ~np.int64(_U32))
+                                | fint[s, F_SQ_ACKED0 + side])
 
 
 @kernel
-def _tcp_packet(fz, fzh, s, side, p):
+def _scaled_letters(fz, fzh, s, side, shift, count, code, is_orig):
+    """Zeek's ScaledHistoryEntry: the letter at the 1st, 10th, 100th, ... occurrence. The
+    endpoint word keeps the count letters were made for; each threshold passed since adds one
+    (one at a time offline; live, a lost event's letter comes with the next one)."""
+    ep = fz[s, Z_EP0 + side]
+    old = (ep >> shift) & EP_CNT_MASK
+    new = min(count, EP_CNT_MASK)
+    if new <= old:
+        return
+    fz[s, Z_EP0 + side] = (ep & ~(EP_CNT_MASK << shift)) | (np.int64(new) << shift)
+    t = 1
+    while t <= new:
+        if t > old:
+            _add(fz, fzh, s, _letter(code, is_orig))
+        t *= 10
+
+
+@kernel
+def _tcp_packet(fz, fzh, s, side, p, fint):
     peer = 1 - side
     ctl = fz[s, Z_CTL]
     is_orig = side == (ctl & CTL_ORIG1)
@@ -166,31 +181,15 @@ def _tcp_packet(fz, fzh, s, side, p):
     rst = (flags & TH_RST) != 0
     ackf = (flags & TH_ACK) != 0
     seq = np.int64(p.seq)
-    ackv = np.int64(p.ack)
     ln = np.int64(p.payload_len)
-
-    seg_len = ln + (1 if syn else 0) + (1 if fin else 0)
-    if rst:
-        seg_len -= ln
-    seq_end = (seq + seg_len) & _U32
 
     ep = fz[s, Z_EP0 + side]
     state = ep & EP_STATE_MASK
-    prev = (ep >> EP_PREV_SHIFT) & 0xF
     pstate = fz[s, Z_EP0 + peer] & EP_STATE_MASK
 
-    # init_endpoint
-    if state == TCP_INACTIVE:
-        if syn:
-            _set_seqs(fz, s, side, seq, seq, seq_end)
-        else:
-            _set_seqs(fz, s, side, seq - 1, seq - 1, seq)
-    elif syn and (((state == TCP_SYN_SENT or state == TCP_SYN_ACK_SENT)
-                   and seq != (fz[s, Z_SEQ0 + side] & _U32))
-                  or state == TCP_ESTABLISHED or state == TCP_PARTIAL
-                  or (state == TCP_RESET and prev == TCP_INACTIVE)):
-        _set_seqs(fz, s, side, seq, seq, seq_end)
-    start = fz[s, Z_SEQ0 + side] & _U32
+    # init_endpoint: the sequence numbers come from the shared tracking (tcpseq.seq_step,
+    # run on this packet before, or the kernel's values on a live row)
+    start = fint[s, F_SQ_START0 + side] & _U32
     rel = (seq - start) & _U32
 
     # update_history
@@ -224,51 +223,15 @@ def _tcp_packet(fz, fzh, s, side, p):
             _check(fz, fzh, s, is_orig, HIST_ACK, 65)  # 'A'
         is_orig = side == (fz[s, Z_CTL] & CTL_ORIG1)  # the check may have flipped the roles
 
-    # update_window: zero windows
-    if p.window == 0 and not rst and pstate != TCP_CLOSED and state != TCP_RESET:
-        ep = fz[s, Z_EP0 + side]
-        n = (ep >> EP_WIN0_SHIFT) & EP_CNT_MASK
-        if n < EP_CNT_MASK:
-            n += 1
-            fz[s, Z_EP0 + side] = (ep & ~(EP_CNT_MASK << EP_WIN0_SHIFT)) | (n << EP_WIN0_SHIFT)
-            if _is_scaled(n):
-                _add(fz, fzh, s, _letter(87, is_orig))  # 'W'
+    # update_window (W) and update_last_seq (T): counts from the shared tracking
+    _scaled_letters(fz, fzh, s, side, EP_WIN0_SHIFT, fint[s, F_ZW0 + side], 87, is_orig)
+    _scaled_letters(fz, fzh, s, side, EP_RXMIT_SHIFT,
+                    fint[s, F_RTX0 + side] + fint[s, F_OOO0 + side], 84, is_orig)
 
     if fin:
         fz[s, Z_EP0 + side] |= EP_FIN
 
-    # acks: initialise a silent peer's numbering, else advance its acked sequence
-    if ackf:
-        if pstate == TCP_INACTIVE:
-            _set_seqs(fz, s, peer, ackv - 1, ackv - 1, ackv - 1)
-        elif not rst:
-            pstart = fz[s, Z_SEQ0 + peer] & _U32
-            if _sd(ackv, pstart) >= 0:
-                pa = fz[s, Z_ACK0 + peer]
-                d = _sd(ackv, pa & _U32)
-                if not (ackv == 0 and d > TOO_LARGE_SEQ_DELTA) and d > 0:
-                    fz[s, Z_ACK0 + peer] = (pa & ~np.int64(_U32)) | ackv
-
-    # update_last_seq (retransmissions)
-    sq = fz[s, Z_SEQ0 + side]
-    last = (sq >> 32) & _U32
-    delta_last = _sd(seq_end, last)
-    if (syn or rst) and (delta_last > TOO_LARGE_SEQ_DELTA or delta_last < -TOO_LARGE_SEQ_DELTA):
-        pass
-    elif fin and last == ((sq + 1) & _U32):
-        fz[s, Z_SEQ0 + side] = (sq & _U32) | (seq_end << 32)
-    elif state == TCP_RESET:
-        pass
-    elif delta_last > 0:
-        fz[s, Z_SEQ0 + side] = (sq & _U32) | (seq_end << 32)
-    elif ln > 0:
-        ep = fz[s, Z_EP0 + side]
-        n = (ep >> EP_RXMIT_SHIFT) & EP_CNT_MASK
-        if n < EP_CNT_MASK:
-            n += 1
-            fz[s, Z_EP0 + side] = (ep & ~(EP_CNT_MASK << EP_RXMIT_SHIFT)) | (n << EP_RXMIT_SHIFT)
-            if _is_scaled(n):
-                _add(fz, fzh, s, _letter(84, is_orig))  # 'T'
+    _seq_words(fz, fint, s)
 
     if (fz[s, Z_EP0] & fz[s, Z_EP1] & EP_DID_CLOSE) == 0:
         fz[s, Z_LAST] = p.ts
@@ -279,8 +242,7 @@ def _tcp_packet(fz, fzh, s, side, p):
             if is_orig:
                 _set_state(fz, s, side, TCP_SYN_ACK_SENT if ackf else TCP_SYN_SENT)
             else:
-                if (not ackf and pstate == TCP_SYN_ACK_SENT
-                        and seq == (fz[s, Z_SEQ0 + side] & _U32)):
+                if not ackf and pstate == TCP_SYN_ACK_SENT and seq == start:
                     # SYN/SYN-ACK reversal: flip the roles and establish
                     fz[s, Z_CTL] ^= CTL_ORIG1
                     _add(fz, fzh, s, 94)  # '^'
@@ -347,10 +309,12 @@ def _choose_originator(fz, fzh, s, side, p):
 
 
 @kernel
-def zeek_packet(fz, fzh, s, side, pkts, i):
+def zeek_packet(fz, fzh, s, side, pkts, i, fint):
     """Account packet ``pkts[i]`` (side 0 initiator / 1 responder) to slot ``s``.
 
-    fz: int64[cap, ZEEK_WORDS]; fzh: uint8[cap, ZEEK_HISTORY_MAX]; pkts: PKT_DTYPE[n].
+    fz: int64[cap, ZEEK_WORDS]; fzh: uint8[cap, ZEEK_HISTORY_MAX]; pkts: PKT_DTYPE[n];
+    fint: the engine's int64[cap, F_SIZE], whose sequence columns (``tcpseq``) already
+    include this packet.
     """
     p = pkts[i]
     fz[s, Z_IP_BYTES0 + side] += np.int64(p.ip_len)
@@ -359,7 +323,7 @@ def zeek_packet(fz, fzh, s, side, pkts, i):
         fz[s, Z_LAST] = p.ts
     proto = p.proto
     if proto == IPPROTO_TCP and (p.pflags & PF_TCP) != 0:
-        _tcp_packet(fz, fzh, s, side, p)
+        _tcp_packet(fz, fzh, s, side, p, fint)
         return
     fz[s, Z_LAST] = p.ts
     fz[s, Z_PAY0 + side] += np.int64(p.payload_len)  # ICMP: already net of its header
@@ -399,7 +363,7 @@ def zeek_bad_checksum(fz, fzh, s, side, pkts, i):
 
 
 @kernel
-def zeek_kernel_counters(fz, s, fwd, pkts, i):
+def zeek_kernel_counters(fz, s, fwd, pkts, i, fint):
     """Live sensor rows (PF_ABS / PF_SYNC): the kernel's per-orientation totals replace
     the per-packet sums (IP bytes, non-TCP payload); ``fwd`` is the side sending a -> b.
 
@@ -414,6 +378,8 @@ def zeek_kernel_counters(fz, s, fwd, pkts, i):
     if p.proto != IPPROTO_TCP:
         fz[s, Z_PAY0 + fwd] = np.int64(p.cnt_pay0)
         fz[s, Z_PAY0 + rev] = np.int64(p.cnt_pay1)
+    if p.proto == IPPROTO_TCP:
+        _seq_words(fz, fint, s)  # the kernel's sequence numbers (sizes of unclosed flows)
     if (p.pflags & PF_SYNC) != 0 and p.ts > fz[s, Z_LAST]:
         if p.proto != IPPROTO_TCP or (fz[s, Z_EP0] & fz[s, Z_EP1] & EP_DID_CLOSE) == 0:
             fz[s, Z_LAST] = p.ts

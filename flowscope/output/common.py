@@ -51,3 +51,15 @@ class RecordFormatter:
             return kind, proto, b, pb, a, pa
         return kind, proto, a, pa, b, pb
 
+
+
+#: Loss signals of TCP Ended records: (name stem, EVENT_DTYPE field), [initiator, responder].
+TCPPERF_COUNTS = (("retrans_pkts", "retrans_pkts"), ("retrans_bytes", "retrans_bytes"),
+                  ("zero_win", "zero_win"), ("ooo_pkts", "ooo_pkts"))
+
+
+def tcp_rtts(rec) -> tuple:
+    """``(tcp_rtt, tcp_rtt_resp, tcp_rtt_init)`` of an Ended record, seconds or None."""
+    resp, init = int(rec["rtt_resp"]), int(rec["rtt_init"])
+    total = resp + init if resp >= 0 and init >= 0 else -1
+    return tuple(None if v < 0 else v / 1e9 for v in (total, resp, init))

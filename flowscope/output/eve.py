@@ -29,6 +29,7 @@ from .. import layout
 from ..community_id import community_id_for_record
 from ..keys import mac_str
 from .common import RecordFormatter
+from .common import TCPPERF_COUNTS, RecordFormatter, tcp_rtts
 
 #: Suricata's protocol names (its ``known_proto`` table); others print as the number.
 EVE_PROTO_NAMES = {layout.IPPROTO_ICMP: "ICMP", layout.IPPROTO_TCP: "TCP",
@@ -65,6 +66,19 @@ _FLAG_NAMES = ((layout.TH_SYN, "syn"), (layout.TH_FIN, "fin"), (layout.TH_RST, "
 _FLAG_JSON = [",".join(f'"{n}":true' for bit, n in _FLAG_NAMES if f & bit) for f in range(256)]
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _tcpperf(rec) -> str:
+    """flowscope's extension fields of the ``tcp`` object: handshake times (seconds, left
+    out when not measured) and loss signals to server (initiator) and to client."""
+    out = []
+    for name, v in zip(("tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init"), tcp_rtts(rec)):
+        if v is not None:
+            out.append(f',"{name}":{v:.9f}')
+    for stem, field in TCPPERF_COUNTS:
+        ts, tc = (int(x) for x in rec[field])
+        out.append(f',"{stem}_toserver":{ts},"{stem}_toclient":{tc}')
+    return "".join(out)
 
 
 def eve_time(ns: int) -> str:
@@ -232,6 +246,7 @@ class EveWriter:
                 tstate = _tcp_state(sta[i], fts, ftc)
                 if tstate is not None:
                     tcp.append(f',"state":"{tstate}"')
+                tcp.append(_tcpperf(ended[i]))
                 parts.append(',"tcp":{' + "".join(tcp) + "}")
             if macs[i]:
                 parts.append(f',"ether":{{"src_macs":["{mac_str(imac[i])}"],'

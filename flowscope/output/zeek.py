@@ -26,16 +26,22 @@ from .. import layout
 from .. import layout as Z  # Z_*, EP_*, TCP_*: the Zeek-style words of Ended records
 from ..community_id import community_id_v1, icmp_port_equivalents
 from ..keys import mac_str
+from .common import TCPPERF_COUNTS, tcp_rtts
 
+#: Extension fields (TCP only; docs/zeek-compat.md): handshake times, loss signals.
+TCPPERF_FIELDS = ("tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init", "orig_retrans_pkts",
+                  "resp_retrans_pkts", "orig_retrans_bytes", "resp_retrans_bytes",
+                  "orig_zero_win", "resp_zero_win", "orig_ooo_pkts", "resp_ooo_pkts")
 FIELDS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service",
           "duration", "orig_bytes", "resp_bytes", "conn_state", "local_orig", "local_resp",
           "missed_bytes", "history", "orig_pkts", "orig_ip_bytes", "resp_pkts",
           "resp_ip_bytes", "tunnel_parents", "community_id",
           # context, as Zeek's policy scripts conn/vlan-logging and conn/mac-logging add it
-          "vlan", "inner_vlan", "orig_l2_addr", "resp_l2_addr")
+          "vlan", "inner_vlan", "orig_l2_addr", "resp_l2_addr", *TCPPERF_FIELDS)
 TYPES = ("time", "string", "addr", "port", "addr", "port", "enum", "string", "interval",
          "count", "count", "string", "bool", "bool", "count", "string", "count", "count",
-         "count", "count", "set[string]", "string", "int", "int", "string", "string")
+         "count", "count", "set[string]", "string", "int", "int", "string", "string",
+         "interval", "interval", "interval", *("count",) * 8)
 
 _PROTO_NAMES = {layout.IPPROTO_TCP: "tcp", layout.IPPROTO_UDP: "udp",
                 layout.IPPROTO_ICMP: "icmp", layout.IPPROTO_ICMPV6: "icmp"}
@@ -173,6 +179,12 @@ def conn_record(rec) -> Optional[dict]:
     nv = int(rec["nvlan"])
     macs = [mac_str(int(rec["init_mac"])), mac_str(int(rec["resp_mac"]))] if int(
         rec["has_mac"]) else [None, None]
+    ext = dict.fromkeys(TCPPERF_FIELDS)
+    if proto == layout.IPPROTO_TCP:
+        ext["tcp_rtt"], ext["tcp_rtt_resp"], ext["tcp_rtt_init"] = tcp_rtts(rec)
+        for stem, field in TCPPERF_COUNTS:
+            v = rec[field]
+            ext[f"orig_{stem}"], ext[f"resp_{stem}"] = int(v[o]), int(v[r])
     return {
         "ts": started / 1e9,
         "uid": make_uid(int(rec["flow_id"]), started),
@@ -193,6 +205,7 @@ def conn_record(rec) -> Optional[dict]:
         "vlan": int(rec["vlan"][0]) if nv > 0 else None,
         "inner_vlan": int(rec["vlan"][1]) if nv > 1 else None,
         "orig_l2_addr": macs[o], "resp_l2_addr": macs[r],
+        **ext,
     }
 
 
@@ -237,7 +250,7 @@ class ZeekTsvWriter:
     def _fmt(name: str, v) -> str:
         if v is None:
             return "-"
-        if name in ("ts", "duration"):
+        if name in ("ts", "duration", "tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init"):
             return f"{v:.6f}"
         if isinstance(v, bool):
             return "T" if v else "F"

@@ -62,6 +62,7 @@ class EventReason(IntFlag):
     STATE = 0x08
     SAMPLE = 0x10
     ZEEK = 0x20
+    SEQ = 0x40
 
 
 class DirBit(IntFlag):
@@ -71,6 +72,12 @@ class DirBit(IntFlag):
     ACK = 0x02
     DATA = 0x04
     CLOSE = 0x08
+
+
+SeqFlag = IntFlag("SeqFlag", {"INIT_FWD": L.SQF_INIT0, "INIT_REV": L.SQF_INIT1,
+                              "FIN_FWD": L.SQF_FIN0, "FIN_REV": L.SQF_FIN1,
+                              "HOLE_FWD": L.SQF_HOLE0, "HOLE_REV": L.SQF_HOLE1})
+SeqFlag.__doc__ = "``fs_flow.seq_flags`` (``enum fs_seq_flag``): ``PKT_DTYPE.sq_flags`` bits."
 
 
 class Counter(IntEnum):
@@ -129,15 +136,28 @@ def _struct(*fields, size: int) -> np.dtype:
 
 
 U8X2 = ("<u8", (2,))
-#: ``struct fs_flow`` (128 bytes), the flow map value.
+U4X2 = ("<u4", (2,))
+#: tcpperf fields shared by fs_flow and fs_event: (name, format, offset from the block start)
+_SEQ = (("seq_start", U4X2, 0), ("seq_high", U4X2, 8), ("seq_acked", U4X2, 16))
+_SEQ_COUNTS = (("rtx_pkts", U4X2, 0), ("ooo_pkts", U4X2, 8), ("zero_win", U4X2, 16),
+               ("rtx_bytes", U8X2, 24), ("seq_flags", "u1", 40), ("_pad2", ("u1", (7,)), 41))
+
+
+def _at(fields, base):
+    return tuple((n, f, base + o) for n, f, o in fields)
+
+
+#: ``struct fs_flow`` (216 bytes), the flow map value.
 FLOW_DTYPE = _struct(
     ("first_ns", "<u8", 0), ("last_ns", "<u8", 8), ("pkts", U8X2, 16), ("bytes", U8X2, 32),
     ("payload", U8X2, 48), ("ip_bytes", U8X2, 64), ("events", "<u8", 80), ("gen", "<u4", 88),
     ("tcp_flags", ("u1", (2,)), 92), ("first_dir", "u1", 94), ("state", "u1", 95),
     ("hist_len", "u1", 96), ("fin_side", "u1", 97), ("dir_bits", ("u1", (2,)), 98),
-    ("ev_lost", "u1", 100), ("_pad", ("u1", (27,)), 101), size=128)
+    ("ev_lost", "u1", 100), ("_pad", ("u1", (27,)), 101),
+    *_at(_SEQ, 128), ("hole_lo", U4X2, 152), ("hole_hi", U4X2, 160), *_at(_SEQ_COUNTS, 168),
+    size=216)
 
-#: ``struct fs_event`` (208 bytes), one ring buffer record.
+#: ``struct fs_event`` (280 bytes), one ring buffer record.
 EVENT_DTYPE = _struct(
     ("key", FLOW_KEY_DTYPE, 0), ("ts_ns", "<u8", 40), ("first_ns", "<u8", 48),
     ("pkts", U8X2, 56), ("bytes", U8X2, 72), ("payload", U8X2, 88), ("ip_bytes", U8X2, 104),
@@ -147,10 +167,10 @@ EVENT_DTYPE = _struct(
     ("tcp_flags", "u1", 151), ("reason", "u1", 152), ("first_dir", "u1", 153),
     ("state", "u1", 154), ("hist_len", "u1", 155), ("hook", "u1", 156), ("pflags", "u1", 157),
     ("icmp_type", "u1", 158), ("icmp_code", "u1", 159), ("flags_or", ("u1", (2,)), 160),
-    ("_pad", ("u1", (22,)), 162),
+    ("_pad", ("u1", (22,)), 162), *_at(_SEQ, 184), *_at(_SEQ_COUNTS, 208),
     # context
-    ("smac", "<u8", 184), ("dmac", "<u8", 192), ("vlan", ("<u2", (2,)), 200),
-    ("nvlan", "u1", 204), ("_pad2", ("u1", (3,)), 205), size=208)
+    ("smac", "<u8", 256), ("dmac", "<u8", 264), ("vlan", ("<u2", (2,)), 272),
+    ("nvlan", "u1", 276), ("_pad3", ("u1", (3,)), 277), size=280)
 
 #: ``struct fs_cidr_key`` (24 bytes), the key of the flow filter's CIDR tries.
 CIDR_KEY_DTYPE = _struct(("prefixlen", "<u4", 0), ("l3", "u1", 4), ("addr", ("u1", (16,)), 5),
@@ -174,6 +194,7 @@ ENUMS = {
     "fs_pkt_flag": PktFlag,
     "fs_event_reason": EventReason,
     "fs_dir_bit": DirBit,
+    "fs_seq_flag": SeqFlag,
     "fs_counter": Counter,
     "fs_filter_bit": FilterBit,
     "fs_filter_mark": FilterMark,
@@ -189,6 +210,7 @@ ENUM_PREFIX = {
     "fs_pkt_flag": "FS_PF_",
     "fs_event_reason": "FS_EVR_",
     "fs_dir_bit": "FS_DB_",
+    "fs_seq_flag": "FS_SQ_",
     "fs_counter": "FS_CNT_",
     "fs_filter_bit": "FS_FLT_",
     "fs_filter_mark": "FS_FLT_",

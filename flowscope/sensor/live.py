@@ -138,6 +138,30 @@ class SensorStats:
     synced: int = 0  # sync rows sent to the engine
     ticks: int = 0
     extra: dict = field(default_factory=dict)
+    # ifindex -> [retransmitted segments, their bytes, out-of-order segments, zero windows,
+    #             cumulative RTT bucket counts (metrics.RTT_BUCKETS + Inf), RTT sum (s)]
+    #             of the ended TCP flows (metrics on only)
+    tcp: dict = field(default_factory=dict)
+
+    def count_tcp(self, recs: np.ndarray, ifindex: np.ndarray) -> None:
+        """Add the Ended TCP records ``recs`` (``layout.EVENT_DTYPE``) seen on ``ifindex``."""
+        from ..metrics import RTT_BUCKETS
+
+        resp, init = recs["rtt_resp"], recs["rtt_init"]
+        has = (resp >= 0) & (init >= 0)
+        rtt = (resp + init) / 1e9
+        edges = np.asarray(RTT_BUCKETS + (np.inf,))
+        for i in np.unique(ifindex).tolist():
+            m = ifindex == i
+            c = self.tcp.setdefault(i, [0, 0, 0, 0, np.zeros(len(edges), np.int64), 0.0])
+            c[0] += int(recs["retrans_pkts"][m].sum())
+            c[1] += int(recs["retrans_bytes"][m].sum())
+            c[2] += int(recs["ooo_pkts"][m].sum())
+            c[3] += int(recs["zero_win"][m].sum())
+            r = rtt[m & has]
+            if len(r):
+                c[4] += (r[:, None] <= edges[None, :]).sum(axis=0)
+                c[5] += float(r.sum())
 
     def count_hooks(self, ev: np.ndarray) -> None:
         """Add ring events (``EVENT_DTYPE``) to ``events_by_hook``, by interface and hook."""
@@ -205,6 +229,8 @@ class Sensor:
         # interfaces only: which flows to end when one of them disappears
         self._seen: dict[int, list[np.ndarray]] = {}
         self._seen_n: dict[int, int] = {}
+        # metrics with several interfaces: engine key -> ifindex of the TCP flow's last event
+        self._iface_of: dict[tuple, int] = {}
 
     # ---- set-up ------------------------------------------------------------------------
 
@@ -261,7 +287,26 @@ class Sensor:
     def _feed(self, rows: np.ndarray) -> None:
         if len(rows):
             for recs in self.tracker.process(rows):
+                self._count_tcp(recs)
                 self.writer.write_records(recs)
+
+    def _count_tcp(self, recs: np.ndarray) -> None:
+        """Metrics on: the TCP loss signals and handshake times of the Ended records, by the
+        interface of the flow's events (with one interface, that one)."""
+        if self.metrics is None or not len(recs):
+            return
+        meta = recs["key"][:, 4]
+        tcp = recs[(recs["kind"] == L.EV_ENDED)
+                   & (((meta >> np.uint64(L.META_PROTO_SHIFT)) & np.uint64(0xFF))
+                      == L.IPPROTO_TCP)]
+        if not len(tcp):
+            return
+        if len(self.attachments) <= 1 and not self._iface_of:
+            ifx = self.attachments[0].ifindex if self.attachments else 0
+            self.stats.count_tcp(tcp, np.full(len(tcp), ifx, np.int64))
+            return
+        keys = [tuple(k) for k in tcp["key"].tolist()]
+        self.stats.count_tcp(tcp, np.array([self._iface_of.pop(k, 0) for k in keys], np.int64))
 
     def _drain_once(self) -> np.ndarray:
         n = self.ring.drain(self._evbuf)
@@ -273,6 +318,8 @@ class Sensor:
             self._lag = max(0.0, (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - newest) / 1e9)
             if len(self.ifnames) > 1:
                 self._remember_interfaces(self._evbuf[:n])
+                if self.metrics is not None:
+                    self._note_tcp_interfaces(self._evbuf[:n])
         return self._evbuf[:n]
 
     def drain(self, max_batches: int = 64) -> int:
@@ -448,6 +495,17 @@ class Sensor:
                 self._seen_n[at.ifindex] = self._seen_n.get(at.ifindex, 0) + len(mine)
                 if self._seen_n[at.ifindex] > 2 * self.map_size + 4096:
                     self._compact_seen(at.ifindex)
+
+    def _note_tcp_interfaces(self, ev: np.ndarray) -> None:
+        """Metrics with several interfaces: the interface of each TCP flow's latest event,
+        which its loss signals are counted to when it ends (bounded like ``_seen``)."""
+        tcp = ev[ev["key"]["proto"] == L.IPPROTO_TCP]
+        if not len(tcp):
+            return
+        for k, i in zip(map(tuple, _engine_keys(tcp["key"]).tolist()), tcp["ifindex"].tolist()):
+            self._iface_of[k] = i
+        if len(self._iface_of) > 2 * self.map_size + 4096:
+            self._iface_of.clear()  # flows ended without a record (never: a safety bound)
 
     def _seen_keys(self, ifindex: int) -> np.ndarray:
         """The distinct keys seen on ``ifindex`` (void view of FLOW_KEY_DTYPE)."""

@@ -39,6 +39,7 @@ TUNABLES = {
     "packet_events": "FS_PACKET_EVENTS",
     "precise_last_seen": "FS_PRECISE_LAST_SEEN",
     "atomic_counters": "FS_ATOMIC_COUNTERS",
+    "tcp_seq": "FS_TCP_SEQ",
     "pull_bytes": "FS_PULL_BYTES",
     "max_l2_layers": "FS_MAX_L2_LAYERS",
     "max_mpls_labels": "FS_MAX_MPLS_LABELS",

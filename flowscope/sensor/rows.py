@@ -76,6 +76,13 @@ def _counters(rows, src):
     flags = src["flags_or"] if "flags_or" in src.dtype.names else src["tcp_flags"]
     rows["cnt_flags0"] = flags[:, 0]
     rows["cnt_flags1"] = flags[:, 1]
+    # tcpperf: the kernel's sequence tracking (the engine's _set_kernel_seq)
+    for name, field in (("sq_start", "seq_start"), ("sq_high", "seq_high"),
+                        ("sq_acked", "seq_acked"), ("rtx", "rtx_pkts"), ("ooo", "ooo_pkts"),
+                        ("zw", "zero_win"), ("rtxb", "rtx_bytes")):
+        rows[f"{name}0"] = src[field][:, 0]
+        rows[f"{name}1"] = src[field][:, 1]
+    rows["sq_flags"] = src["seq_flags"] & (L.SQF_INIT0 | L.SQF_INIT1 | L.SQF_FIN0 | L.SQF_FIN1)
 
 
 def sync_rows(keys: np.ndarray, vals: np.ndarray, offset_ns: int,
