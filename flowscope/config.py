@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .layout import FRAG_TIMEOUT_S, NS_PER_S, TIMEOUT_CLASSES
+from .layout import FRAG_TIMEOUT_S, GENEVE_PORT, NS_PER_S, TIMEOUT_CLASSES, VXLAN_PORT
 
 
 class ConfigError(ValueError):
@@ -206,6 +206,12 @@ class TrackerConfig:
         Zeek's ``-C``): bad ones are counted in ``bad_checksums`` and give
         Zeek's ``C``/``c`` history letters. Needs rows from a reader that
         verified them (``CaptureReader(verify_checksums=True)``).
+    decapsulate : bool
+        Decapsulate tunnels (docs/tunnels.md; default True): every packet carried
+        by VXLAN, Geneve, GRE, IP in IP, GTP-U, Teredo or AYIYA is also a packet of
+        an inner flow linked to its outer flow. Capture files only.
+    vxlan_port, geneve_port : int
+        UDP ports of VXLAN (default 4789) and Geneve (default 6081).
     """
 
     tcp_timeout: float = 300.0
@@ -218,6 +224,9 @@ class TrackerConfig:
     sweep_interval: Optional[float] = None
     fragment_timeout: float = FRAG_TIMEOUT_S
     verify_checksums: bool = False
+    decapsulate: bool = True
+    vxlan_port: int = VXLAN_PORT
+    geneve_port: int = GENEVE_PORT
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -354,6 +363,9 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("sweep_interval", "sweep_interval", seconds, "--sweep-interval"),
         Key("fragment_timeout", "fragment_timeout", seconds),
         Key("verify_checksums", "verify_checksums", boolean, "--verify-checksums"),
+        Key("decapsulate", "decapsulate", boolean, "--no-decapsulate"),
+        Key("vxlan_port", "vxlan_port", integer(1, 65535), "--vxlan-port"),
+        Key("geneve_port", "geneve_port", integer(1, 65535), "--geneve-port"),
         *(_timeout_key(name) for name, _protos in TIMEOUT_CLASSES),
         Key("timeout_fn", "timeout_fn", callable_or_none, yaml=False),
     ),

@@ -76,6 +76,8 @@ class TrackerStats:
     fragments_orphaned: int = 0  # held fragments whose first fragment never came (unmatched)
     truncated_l4: int = 0  # packets whose TCP/UDP header was cut short (keyed with ports 0)
     bad_checksums: int = 0  # matched packets with a bad checksum (verify_checksums)
+    packets_decapsulated: int = 0  # rows of decapsulated (inner) packets, in the counts above
+    frames_not_ip: int = 0  # frames with no IP packet (ARP, LLDP, ...; error PERR_NOT_IP)
 
 
 def event_mask(events: str | int) -> int:
@@ -167,8 +169,11 @@ class FlowTracker:
         ctl[K.C_ZEEK] = int(zeek)
         ctl[K.C_FRAG_TMO] = int(round(self.config.fragment_timeout * NS_PER_S))
         ctl[K.C_VERIFY] = int(self.config.verify_checksums)
+        ctl[K.C_TUN_PID:K.C_TUN_PID + layout.TUN_MAX_DEPTH] = -1
         self._ev = np.zeros(max(int(event_capacity), 64), dtype=layout.EVENT_DTYPE)
         self._keys: dict[int, object] = {}  # flow_id -> decoded key, for open flows
+        self._decapsulated = 0
+        self._not_ip = 0
 
     # ---- raw (array) interface ------------------------------------------
 
@@ -184,6 +189,10 @@ class FlowTracker:
         """
         if pkts.dtype != layout.PKT_DTYPE:
             raise TypeError("pkts: expected an array of flowscope.layout.PKT_DTYPE")
+        if pkts.shape[0]:
+            inner = pkts["tun_depth"] != 0
+            self._decapsulated += int(np.count_nonzero(inner))
+            self._not_ip += int(np.count_nonzero((pkts["error"] == layout.PERR_NOT_IP) & ~inner))
         i = 0
         args = self._state() + (self._frk, self._frv, self._ev)
         while True:
@@ -248,7 +257,8 @@ class FlowTracker:
         from .pcap import parse_bytes
 
         pkts = parse_bytes(view.frame, view.timestamp.to_ns(), view.linktype,
-                           self.config.verify_checksums)
+                           self.config.verify_checksums, self.config.decapsulate,
+                           self.config.vxlan_port, self.config.geneve_port)
         return self.track_batch(pkts)
 
     def track_batch(self, pkts: np.ndarray) -> list[FlowEvent]:
@@ -293,6 +303,8 @@ class FlowTracker:
             fragments_orphaned=int(c[K.C_FRAG_ORPHANS]),
             truncated_l4=int(c[K.C_TRUNC_L4]),
             bad_checksums=int(c[K.C_BAD_CSUM]),
+            packets_decapsulated=self._decapsulated,
+            frames_not_ip=self._not_ip,
         )
 
     def __len__(self) -> int:

@@ -11,6 +11,16 @@ from flowscope.layout import KIND_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS, 
 from flowscope.output.common import RecordFormatter
 
 
+def _tunnel(r) -> str:
+    """The ``tunnel`` object of an inner flow's Ended record ('' for other flows)."""
+    if int(r["tun"]) == 0:
+        return ""
+    ttype, depth, key, seen, _changes = layout.unpack_tun(r["tun"])
+    parents = ",".join(str(int(p)) for p in r["tun_parent"] if p >= 0)
+    return (f',"tunnel":{{"type":"{layout.TUN_SLUGS.get(ttype, "other")}","depth":{depth},'
+            f'"key":{key},"parents":[{parents}],"parents_seen":{seen}}}')
+
+
 def _num_ts(ns: int) -> str:
     sign = "-" if ns < 0 else ""
     s, n = divmod(abs(ns), 1_000_000_000)
@@ -69,7 +79,8 @@ class NaiveJsonlWriter:
                     f'"init_pkts":{pk[i][0]},"init_bytes":{by[i][0]},'
                     f'"resp_pkts":{pk[i][1]},"resp_bytes":{by[i][1]},'
                     f'"init_payload_bytes":{pay[i][0]},"resp_payload_bytes":{pay[i][1]},'
-                    f'"init_tcp_flags":{fl[i][0]},"resp_tcp_flags":{fl[i][1]}}}\n')
+                    f'"init_tcp_flags":{fl[i][0]},"resp_tcp_flags":{fl[i][1]}'
+                    f'{_tunnel(recs[i])}}}\n')
             elif kind == layout.EV_PACKET:
                 r = recs[i]
                 lines.append(f'{head},"side":"{SIDE_SLUGS[r["side"]]}","len":{r["length"]}}}\n')

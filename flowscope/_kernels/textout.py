@@ -12,7 +12,8 @@ import numpy as np
 
 from ..layout import (
     EV_ENDED, EV_PACKET, EV_STARTED, EV_STATE_CHANGE, EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR,
-    KIND_SLUGS, PROTO_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS,
+    KIND_SLUGS, PROTO_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS, TUN_PARENTS_MAX, TUN_SLUGS,
+    TUN_WORD_DEPTH_SHIFT, TUN_WORD_NPAR_SHIFT, TUN_WORD_TYPE_SHIFT,
 )
 from .common import kernel, unpack_meta
 
@@ -74,7 +75,15 @@ LITS, LIT_LENS = _table([
     '"src_ip":"',  # 31
     '","dst_ip":"',  # 32
     '"}\n',  # 33
+    ',"tunnel":{"type":"',  # 34
+    '","depth":',  # 35
+    ',"key":',  # 36
+    ',"parents":[',  # 37
+    ',',  # 38
+    '],"parents_seen":',  # 39
+    '}',  # 40
 ])
+TUNS, TUN_LENS = _table([TUN_SLUGS.get(t, "other") for t in range(256)])
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
 @kernel
@@ -264,6 +273,29 @@ def _flow(buf, pos, r):
 
 
 @kernel
+def _tunnel(buf, pos, r):
+    """The ``tunnel`` object of an inner flow's Ended record (docs/output.md)."""
+    w = np.int64(r.tun)
+    pos = _lit(buf, pos, 34)
+    pos = _row(buf, pos, TUNS, TUN_LENS, (w >> TUN_WORD_TYPE_SHIFT) & 0xFF)
+    pos = _lit(buf, pos, 35)
+    pos = _uint(buf, pos, (w >> TUN_WORD_DEPTH_SHIFT) & 0xF)
+    pos = _lit(buf, pos, 36)
+    pos = _uint(buf, pos, w & 0xFFFFFFFF)
+    pos = _lit(buf, pos, 37)
+    first = True
+    for k in range(TUN_PARENTS_MAX):
+        if r.tun_parent[k] >= 0:
+            if not first:
+                pos = _lit(buf, pos, 38)
+            pos = _uint(buf, pos, r.tun_parent[k])
+            first = False
+    pos = _lit(buf, pos, 39)
+    pos = _uint(buf, pos, (w >> TUN_WORD_NPAR_SHIFT) & 0xF)
+    return _lit(buf, pos, 40)
+
+
+@kernel
 def format_jsonl(recs, buf):
     """Format ``recs`` (EVENT_DTYPE[n]) into ``buf`` (uint8[m]); returns (done, nbytes)."""
     pos = 0
@@ -312,6 +344,8 @@ def format_jsonl(recs, buf):
             pos = _uint(buf, pos, np.int64(r.flags_or[0]))
             pos = _lit(buf, pos, 29)
             pos = _uint(buf, pos, np.int64(r.flags_or[1]))
+            if r.tun != 0:
+                pos = _tunnel(buf, pos, r)
             pos = _lit(buf, pos, 30)
         elif kind == EV_PACKET:
             pos = _lit(buf, pos, 12)

@@ -82,12 +82,14 @@ class TableWriter:
 def summary_of(stats, files: int = 0) -> dict:
     """The figures of the table's closing lines, from a ``TrackerStats``."""
     return {
-        "files": files, "packets": stats.packets_matched + stats.packets_unmatched,
+        "files": files,
+        "packets": stats.packets_matched + stats.packets_unmatched - stats.packets_decapsulated,
         "unmatched": stats.packets_unmatched, "flows": stats.flows_created,
         "fin": stats.ended_fin, "rst": stats.ended_rst, "idle": stats.ended_idle,
         "evicted": stats.flows_evicted, "shutdown": stats.ended_shutdown,
         "fragments_keyed": stats.fragments_keyed,
         "fragments_orphaned": stats.fragments_orphaned, "truncated_l4": stats.truncated_l4,
+        "decapsulated": stats.packets_decapsulated,
     }
 
 
@@ -105,4 +107,6 @@ def format_summary(s: dict) -> str:
     if fk or fo or tl:
         text += (f"\nfragments: {fk} in their datagram's flow, {fo} orphaned (unmatched); "
                  f"{tl} cut-short L4")
+    if s.get("decapsulated"):
+        text += f"\ntunnels: {s['decapsulated']} decapsulated packets in inner flows"
     return text
