@@ -282,6 +282,7 @@ def test_help_defaults_come_from_the_config():
                        " ".join((pcap + live).split()))
     quoted = {a or b for a, b in found}
     known = {str(t.max_flows), f"{SWEEP_INTERVAL:g}", s.xdp_mode, "five-tuple", "ended",
+             str(t.vxlan_port), str(t.geneve_port),
              *(f"{getattr(t, f'{p}_timeout'):g}" for p in ("tcp", "udp", "icmp", "other")),
              *(k.path for keys in SCHEMA.values() for k in keys)}  # or the config key
     assert len(quoted) >= 6
