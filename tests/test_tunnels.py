@@ -228,3 +228,14 @@ def test_jsonl_twin_formats_tunnels_the_same():
         JsonlWriter(a).write_records(recs)
         NaiveJsonlWriter(b).write_records(recs)
         assert a.getvalue() == b.getvalue(), stem
+
+
+def test_parent_ended_before_its_inner_packet_is_still_the_parent():
+    """max_flows 1: the inner packet's flow evicts its outer flow before it is linked."""
+    recs = _records("vxlan", max_flows=1)
+    outer = {int(r["flow_id"]): int(r["started"]) for r in recs if int(r["tun"]) == 0}
+    inner = [r for r in recs if int(r["tun"]) != 0]
+    assert len(inner) == 6 and len(outer) == 6  # every flow evicted by the next one
+    for r in inner:
+        p, st = int(r["tun_parent"][0]), int(r["tun_parent_started"][0])
+        assert outer[p] == st

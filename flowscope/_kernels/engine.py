@@ -95,7 +95,7 @@ C_BAD_CSUM = C_FRAG_TMO + 7  # matched packets with a bad IP / L4 checksum (C_VE
 # tunnels: the flow (id, started) of the last row at each depth, for the rows of the
 # same frame one encapsulation further in (-1: that row made no flow)
 C_TUN_PID = C_FRAG_TMO + 8  # .. + TUN_MAX_DEPTH - 1: flow id at depth 0 ..
-C_TUN_PST = C_FRAG_TMO + 12  # .. + TUN_MAX_DEPTH - 1: started at depth 0 ..
+C_TUN_PST = C_FRAG_TMO + 12  # .. + TUN_MAX_DEPTH - 1: its start (set when a row follows)
 C_SIZE = C_FRAG_TMO + 16
 
 # ---- fint columns ----------------------------------------------------------
@@ -904,7 +904,10 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
         fdl[s, 0] = sat_add(ts, fint[s, F_TIMEOUT])
         if depth < TUN_MAX_DEPTH:
             ctl[C_TUN_PID + depth] = fint[s, F_ID]
-            ctl[C_TUN_PST + depth] = fint[s, F_STARTED]
+            # the start time only for a frame with an inner row next (the parent may end
+            # before that row is linked: an idle sweep, an eviction)
+            if i < n and pkts[i].tun_depth > depth:
+                ctl[C_TUN_PST + depth] = fint[s, F_STARTED]
         if (depth > 0 or fint[s, F_TUN] != 0) and not live:
             _tun_link(ctl, fint, fz, fzh, s, depth, np.int64(p.tun_type), np.int64(p.tun_key),
                       zeek)
