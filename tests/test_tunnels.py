@@ -239,3 +239,43 @@ def test_parent_ended_before_its_inner_packet_is_still_the_parent():
     for r in inner:
         p, st = int(r["tun_parent"][0]), int(r["tun_parent_started"][0])
         assert outer[p] == st
+
+
+def _depths(frame):
+    rows = parse_bytes(frame, 0)
+    return [(int(r["tun_depth"]), int(r["tun_type"])) for r in rows]
+
+
+def test_zeek_rules_on_the_edges():
+    tcp4 = MK.ip_packet(*MK.TRAFFIC[0])
+    tcp6 = MK.ip_packet(*MK.TRAFFIC6[0])
+    # Teredo and AYIYA are recognised by content on any UDP port (Zeek's protocol detection)
+    f = MK.outer_frame(MK.outer_ip(17, MK.udp(40000, 40001, tcp6), 0), 0)
+    assert _depths(f) == [(0, 0), (1, layout.TUN_TEREDO)]
+    ay = MK.ayiya(0, tcp4)[14 + 20 + 8:]
+    f = MK.outer_frame(MK.outer_ip(17, MK.udp(40000, 40001, ay), 0), 0)
+    assert _depths(f) == [(0, 0), (1, layout.TUN_AYIYA)]
+    # ... but not a plain IPv6 packet without Teredo addresses
+    plain6 = MK.ip_packet(*MK.TRAFFIC[5])
+    assert _depths(MK.outer_frame(MK.outer_ip(17, MK.udp(40000, 40001, plain6), 0), 0)) == [
+        (0, 0)]
+    # IP in IP: the inner length must be the bytes left, the version the protocol's
+    assert _depths(MK.outer_frame(MK.outer_ip(4, tcp4 + b"xx", 0), 0)) == [(0, 0)]
+    assert _depths(MK.outer_frame(MK.outer_ip(41, tcp4, 0), 0)) == [(0, 0)]
+    assert _depths(MK.outer_frame(MK.outer_ip(4, tcp4, 0), 0)) == [(0, 0), (1, layout.TUN_IP)]
+    # GTP is never tunnelled in GTP
+    inner = MK.gtpu(0, tcp4)[14:]
+    f = MK.gtpu(0, inner)
+    assert _depths(f) == [(0, 0), (1, layout.TUN_GTPV1)]
+    # VXLAN without the I flag, Geneve of another version: no tunnel
+    vx = bytearray(MK.vxlan(0, tcp4))
+    vx[14 + 20 + 8] = 0
+    assert _depths(bytes(vx)) == [(0, 0)]
+    gn = bytearray(MK.geneve(0, tcp4))
+    gn[14 + 20 + 8] |= 0x40
+    assert _depths(bytes(gn)) == [(0, 0)]
+    # an ARP frame inside VXLAN gives no inner packet
+    arp = MK.MAC_S + MK.MAC_C + b"\x08\x06" + bytes(28)
+    body = b"\x08\0\0\0\0\0\x2a\0" + arp
+    f = MK.outer_frame(MK.outer_ip(17, MK.udp(40000, 4789, body), 0), 0)
+    assert _depths(f) == [(0, 0)]

@@ -800,7 +800,8 @@ def _gre(buf, q, pend):
                     return q, _TK_NONE, 0
                 skip += 8
         elif (((pt & 0x8200) == 0x8200 and (pt & 0x0F) == 0)
-              or ((pt & 0x8300) == 0x8300 and (pt & 0x0F) == 0 and pt <= 0x8370)):
+              or ((pt & 0x8300) == 0x8300 and (pt & 0x0F) == 0 and pt <= 0x8370)
+              or pt == 0x9000):
             if n <= glen:
                 return q, _TK_NONE, 0
             kind = _TK_WLAN
@@ -813,25 +814,31 @@ def _gre(buf, q, pend):
         if ppp != PPP_IPV4 and ppp != PPP_IPV6:
             return q, _TK_NONE, 0
         skip += 4
+        if not _exact_ip(buf, q + skip, pend, 4 if ppp == PPP_IPV4 else 6, False):
+            return q, _TK_NONE, 0
     return q + skip, kind, key
 
 
 @inline_kernel
-def _exact_ip(buf, q, pend, v6_only):
-    """Zeek's ``IP::ParsePacket`` check for GTP and Teredo: an IP header at ``q`` whose
-    total length is exactly the bytes left (a Teredo bubble may have more)."""
+def _exact_ip(buf, q, pend, ver, bubble):
+    """Zeek's ``IP::ParsePacket`` check (IP in IP, GRE version 1, GTP, Teredo): an IP
+    header at ``q`` of version ``ver`` (0: either) whose total length is exactly the bytes
+    left; with ``bubble``, a Teredo bubble (IPv6, next header 59, no payload) may have more.
+    """
     n = pend - q
     if n < 1:
         return False
     v = buf[q] >> 4
+    if ver != 0 and v != ver:
+        return False
     if v == 6:
         if n < 40:
             return False
         tot = 40 + _be16(buf, q + 4)
         if tot == n:
             return True
-        return v6_only and tot < n and buf[q + 6] == 59 and tot == 40
-    if v == 4 and not v6_only:
+        return bubble and tot < n and buf[q + 6] == 59 and tot == 40
+    if v == 4:
         return n >= 20 and _be16(buf, q + 2) == n
     return False
 
@@ -861,7 +868,7 @@ def _teredo(buf, q, pend):
             auth = True
             q += tot
         elif (tag >> 12) == 6:
-            if n < 40 or not _exact_ip(buf, q, pend, True):
+            if n < 40 or not _exact_ip(buf, q, pend, 6, True):
                 return -1
             return q
         else:
@@ -939,7 +946,8 @@ def _tunnel(buf, start, end, r, tcfg, prev_type):
     proto = r.proto
     q = start + np.int64(r.l4_off)
     if proto == 4 or proto == 41:
-        if pend - q < 1:
+        # the inner version must be the protocol's, its length the bytes left
+        if not _exact_ip(buf, q, pend, 4 if proto == 4 else 6, False):
             return none
         return q, _TK_IP, TUN_IP, 0
     if proto == 47:
@@ -1002,7 +1010,7 @@ def _tunnel(buf, start, end, r, tcfg, prev_type):
                     break
             if not ok:
                 return none
-        if not _exact_ip(buf, q + hdr, pend, False):
+        if not _exact_ip(buf, q + hdr, pend, 0, False):
             return none
         return q + hdr, _TK_IP, TUN_GTPV1, teid
     if port == GRE_UDP_PORT:
