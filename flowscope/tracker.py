@@ -38,6 +38,7 @@ from .events import (
     Packet,
     Started,
     StateChange,
+    Tunnel,
     Timestamp,
 )
 from .keys import Extractor, FiveTuple
@@ -375,4 +376,14 @@ def ended_from_record(rec: np.void, key: object) -> Ended:
         FlowState(int(rec["to_state"])),
         int(rec["flow_id"]),
         Orientation(int(rec["init_rev"])),
+        _tunnel_of(rec),
     )
+
+
+def _tunnel_of(rec) -> Optional[Tunnel]:
+    """The ``Tunnel`` of an inner flow's Ended record (None for other flows)."""
+    if int(rec["tun"]) == 0:
+        return None
+    ttype, depth, key, seen, _changes = layout.unpack_tun(rec["tun"])
+    return Tunnel(layout.TUN_SLUGS.get(ttype, "other"), depth, key,
+                  tuple(int(p) for p in rec["tun_parent"] if p >= 0), seen)

@@ -323,3 +323,18 @@ def test_parser_equals_its_twin_on_tunnel_frames_and_mutations():
         if rng.random() < 0.3:
             f = f[:rng.randint(14, len(f))]
         same(bytes(f))
+
+
+def test_ended_events_carry_the_tunnel():
+    from flowscope import Ended, Tunnel
+    t = FlowTracker(events="ended")
+    evs = [e for b in CaptureReader(DATA / "gtpu.pcap") for e in t.track_batch(b.copy())]
+    evs += t.finish()
+    ended = [e for e in evs if isinstance(e, Ended)]
+    inner = [e for e in ended if e.tunnel is not None]
+    outer_ids = {e.flow_id for e in ended if e.tunnel is None}
+    assert len(inner) == 4 and all(isinstance(e.tunnel, Tunnel) for e in inner)
+    for e in inner:
+        assert (e.tunnel.type, e.tunnel.depth) == ("gtpv1", 1)
+        assert set(e.tunnel.parents) <= outer_ids and e.tunnel.parents
+        assert len(e.tunnel.parents) == min(e.tunnel.parents_seen, layout.TUN_PARENTS_MAX)
