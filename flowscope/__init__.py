@@ -7,7 +7,7 @@ What's here:
   ``TrackerConfig`` (``flowscope.config``) is its one configuration type.
 * Events and value types (``flowscope.events``): ``Started``, ``Packet``,
   ``Established``, ``StateChange``, ``Ended`` (all ``FlowEvent``),
-  ``Timestamp``, ``FlowSide``, ``Orientation``, ``L4Proto``, ``TcpInfo``,
+  ``Timestamp``, ``FlowSide``, ``Orientation``, ``L4Proto``, ``TcpInfo``, ``Tunnel``,
   ``FlowState``, ``EndReason``, ``FlowStats``, ``HistoryString``, ``TcpPerf``
   (``Ended.tcp``).
 * Extractors (``flowscope.keys``): ``FiveTuple`` (bidirectional, or
@@ -36,6 +36,7 @@ from .events import (
     StateChange,
     TcpInfo,
     TcpPerf,
+    Tunnel,
     Timestamp,
 )
 from .keys import Extracted, FiveTuple, FiveTupleKey, IpPair, IpPairKey, MacPair, MacPairKey
@@ -48,6 +49,7 @@ __all__ = [
     "ConfigError", "EndReason", "Ended", "Established", "Extracted", "FiveTuple", "FiveTupleKey",
     "FlowEvent", "FlowSide", "FlowState", "FlowStats", "FlowTracker", "HistoryString",
     "IpPair", "IpPairKey", "L4Proto", "MacPair", "MacPairKey", "Orientation", "Packet",
-    "PacketView", "Started", "StateChange", "TcpInfo", "TcpPerf", "Timestamp", "TrackerConfig",
+    "PacketView", "Started", "StateChange", "TcpInfo", "TcpPerf", "Timestamp", "Tunnel",
+    "TrackerConfig",
     "TrackerStats", "load_config", "warmup",
 ]

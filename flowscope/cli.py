@@ -110,6 +110,13 @@ def _tracker_args(p: argparse.ArgumentParser, live: bool) -> None:
                        help="a flow first seen as SYN+ACK is initiated by the other side")
         g.add_argument(_flag("", "verify_checksums"), action="store_true", default=None,
                        help="verify IP/TCP/UDP/ICMP checksums (Zeek's C/c history letters)")
+        g.add_argument(_flag("", "decapsulate"), dest="decapsulate", action="store_false",
+                       default=None, help="count tunnels as their outer flows only (do not "
+                                          "decapsulate VXLAN, GRE, ...)")
+        g.add_argument(_flag("", "vxlan_port"), type=int, metavar="PORT",
+                       help=f"UDP port of VXLAN (default {d.vxlan_port})")
+        g.add_argument(_flag("", "geneve_port"), type=int, metavar="PORT",
+                       help=f"UDP port of Geneve (default {d.geneve_port})")
         g.add_argument("--extractor", choices=EXTRACTORS, default=EXTRACTORS[0],
                        help=f"what a flow is (default {EXTRACTORS[0]}, bidirectional)")
     o = p.add_argument_group("output")
@@ -202,6 +209,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
         changes["infer_tcp_initiator"] = True
     if getattr(args, "verify_checksums", None):
         changes["verify_checksums"] = True
+    if getattr(args, "decapsulate", None) is False:
+        changes["decapsulate"] = False
+    for name in ("vxlan_port", "geneve_port"):
+        if getattr(args, name, None) is not None:
+            changes[name] = getattr(args, name)
     try:
         tracker = cfg.tracker.replace(**changes)
     except ConfigError as exc:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .layout import FRAG_TIMEOUT_S, NS_PER_S, PROTO_SLUGS, TIMEOUT_CLASSES
+from .layout import FRAG_TIMEOUT_S, GENEVE_PORT, NS_PER_S, PROTO_SLUGS, TIMEOUT_CLASSES, VXLAN_PORT
 
 
 class ConfigError(ValueError):
@@ -272,6 +272,12 @@ class TrackerConfig:
         (1 = every flow). The filter and the sampler decide when a flow would be
         created; the packets of dropped flows are counted (``packets_filtered``,
         ``packets_sampled_out``).
+    decapsulate : bool
+        Decapsulate tunnels (docs/tunnels.md; default True): every packet carried
+        by VXLAN, Geneve, GRE, IP in IP, GTP-U, Teredo or AYIYA is also a packet of
+        an inner flow linked to its outer flow. Capture files only.
+    vxlan_port, geneve_port : int
+        UDP ports of VXLAN (default 4789) and Geneve (default 6081).
     """
 
     tcp_timeout: float = 300.0
@@ -292,6 +298,9 @@ class TrackerConfig:
     exclude_protocols: tuple = ()
     sample_rate: int = 1
     active_timeout: Optional[float] = None
+    decapsulate: bool = True
+    vxlan_port: int = VXLAN_PORT
+    geneve_port: int = GENEVE_PORT
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -431,6 +440,9 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("sweep_interval", "sweep_interval", seconds, "--sweep-interval"),
         Key("fragment_timeout", "fragment_timeout", seconds),
         Key("verify_checksums", "verify_checksums", boolean, "--verify-checksums"),
+        Key("decapsulate", "decapsulate", boolean, "--no-decapsulate"),
+        Key("vxlan_port", "vxlan_port", integer(1, 65535), "--vxlan-port"),
+        Key("geneve_port", "geneve_port", integer(1, 65535), "--geneve-port"),
         *(_timeout_key(name) for name, _protos in TIMEOUT_CLASSES),
         *(Key(f"filter.{side}.{what}", f"{side}_{what}", check)
           for side in FILTER_SIDES

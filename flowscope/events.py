@@ -260,11 +260,29 @@ class StateChange(FlowEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class Tunnel:
+    """The encapsulation of an inner flow (docs/tunnels.md).
+
+    ``type`` is a ``layout.TUN_SLUGS`` slug (``vxlan``, ``gre``, ...), ``depth`` the
+    encapsulations around the flow's first decapsulated packet, ``key`` the VNI / GRE key /
+    TEID (0: none), ``parents`` the flow ids of the first outer flows that carried it and
+    ``parents_seen`` how many different ones did.
+    """
+
+    type: str
+    depth: int
+    key: int
+    parents: tuple[int, ...]
+    parents_seen: int
+
+
+@dataclass(frozen=True, slots=True)
 class Ended(FlowEvent):
     """The flow is over; ``ts`` is the time it was ended (packet or sweep time).
 
     ``initiator`` is the orientation of the initiator's packets relative to the
     key (Forward: the initiator is endpoint a); ``state`` is the final state.
+    ``tunnel`` is set for an inner flow of a tunnel.
     """
 
     flow_key: Any
@@ -276,6 +294,7 @@ class Ended(FlowEvent):
     flow_id: int = 0
     initiator: Orientation = Orientation.Forward
     tcp: TcpPerf | None = None  # TCP flows with five-tuple keys
+    tunnel: Tunnel | None = None
     kind: ClassVar[str] = "ended"
 
 

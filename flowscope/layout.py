@@ -173,6 +173,11 @@ PKT_DTYPE = np.dtype(
         ("rtxb1", np.uint64),
         ("sq_flags", np.uint8),  # SQF_* bits
         ("_pad4", np.uint8, (7,)),
+        # tunnels: set on the rows of decapsulated packets (depth >= 1), zero otherwise
+        ("tun_type", np.uint8),  # TUN_* of the encapsulation this row came out of
+        ("tun_depth", np.uint8),  # 0: the frame's outermost packet; n: n encapsulations in
+        ("_pad5", np.uint16),
+        ("tun_key", np.uint32),  # VXLAN / Geneve VNI, GRE key, GTP TEID (0 when none)
     ],
     align=True,
 )
@@ -277,6 +282,55 @@ HISTORY_MAX = 16
 CSUM_IP_BAD = 0x01  # the IPv4 header checksum is wrong
 CSUM_L4_BAD = 0x02  # the TCP / UDP / ICMP / ICMPv6 checksum is wrong (whole segment captured)
 
+# --- tunnels ---------------------------------------------------------------
+#: Encapsulations flowscope decapsulates (docs/tunnels.md). Rows of decapsulated packets
+#: carry the type in ``PKT_DTYPE.tun_type``; Ended records of inner flows in ``tun``.
+TUN_NONE = 0
+TUN_IP = 1  # IP in IP: 4in4, 6in4, 4in6, 6in6 (IP protocols 4 and 41)
+TUN_GRE = 2  # GRE v0 (IP, transparent Ethernet bridging, ERSPAN I/II/III), v1 (PPTP)
+TUN_VXLAN = 3
+TUN_GENEVE = 4
+TUN_GTPV1 = 5  # GTP-U G-PDUs
+TUN_TEREDO = 6
+TUN_AYIYA = 7
+#: Tunnel type -> slug (JSON ``tunnel.type``; Zeek's Tunnel::Type names, lower case).
+TUN_SLUGS = {TUN_IP: "ip", TUN_GRE: "gre", TUN_VXLAN: "vxlan", TUN_GENEVE: "geneve",
+             TUN_GTPV1: "gtpv1", TUN_TEREDO: "teredo", TUN_AYIYA: "ayiya"}
+#: Most nested encapsulations decapsulated in one frame (Zeek's Tunnel::max_depth).
+TUN_MAX_DEPTH = 4
+#: Rows one frame may give: its outer packet and one per encapsulation.
+TUN_MAX_ROWS = TUN_MAX_DEPTH + 1
+#: Outer flows (tunnel parents) an inner flow remembers; more are counted, not kept.
+TUN_PARENTS_MAX = 2
+#: Zeek stops reporting a connection's encapsulation changes after this many and adds
+#: the history letter X (Tunnel::max_changes_per_connection).
+TUN_MAX_CHANGES = 5
+#: Default UDP ports (Zeek's defaults). Teredo and AYIYA are also recognised by their
+#: content on other UDP ports, as Zeek's protocol detection does.
+VXLAN_PORT = 4789
+GENEVE_PORT = 6081
+GTPV1_PORTS = (2152, 2123)
+TEREDO_PORT = 3544
+AYIYA_PORT = 5072
+GRE_UDP_PORT = 4754  # GRE in UDP
+#: ``EVENT_DTYPE.tun``: key (VNI, GRE key, TEID) in bits 0..31, encapsulation changes
+#: (saturating at 255) in 32..39, type in 40..47, depth in 48..51, parents seen (saturating
+#: at 15) in 52..55, index of the current parent in 56..57 (3: none / not kept).
+TUN_WORD_CHANGES_SHIFT = 32
+TUN_WORD_TYPE_SHIFT = 40
+TUN_WORD_DEPTH_SHIFT = 48
+TUN_WORD_NPAR_SHIFT = 52
+TUN_WORD_CUR_SHIFT = 56
+
+
+def unpack_tun(word):
+    """``(type, depth, key, parents_seen, changes)`` of an ``EVENT_DTYPE.tun`` word."""
+    w = int(word)
+    return ((w >> TUN_WORD_TYPE_SHIFT) & 0xFF, (w >> TUN_WORD_DEPTH_SHIFT) & 0xF,
+            w & 0xFFFFFFFF, (w >> TUN_WORD_NPAR_SHIFT) & 0xF,
+            (w >> TUN_WORD_CHANGES_SHIFT) & 0xFF)
+
+
 # --- IP fragments -----------------------------------------------------------
 #: Non-first fragments of TCP, UDP and SCTP datagrams carry no ports: the engine (and the live
 #: kernel) keeps a table from (addresses, protocol, IP id) to the ports of the datagram's first
@@ -319,6 +373,7 @@ CTL_ORIG1 = 1  # Zeek's originator is flowscope side 1
 CTL_STARTED = 2
 CTL_HS_SHIFT_ORIG = 8  # history-seen bits of the Zeek originator (HIST_* in the kernel)
 CTL_HS_SHIFT_RESP = 24  # ... of the responder
+CTL_HIST_X = 1 << 40  # tunnels: X (Zeek's analyzer-limit letter) is in the history
 
 # endpoint word fields
 EP_STATE_MASK = 0xF  # bits 0..3: state
@@ -380,6 +435,11 @@ EVENT_DTYPE = np.dtype(
         ("retrans_bytes", np.uint64, (2,)),
         ("zero_win", np.uint64, (2,)),
         ("ooo_pkts", np.uint64, (2,)),
+        # tunnels (Ended): the encapsulation of an inner flow (TUN_WORD_* packed word) and
+        # the flow ids / start times of its first TUN_PARENTS_MAX outer flows
+        ("tun", np.int64),
+        ("tun_parent", np.int64, (2,)),  # flow id, -1 none
+        ("tun_parent_started", np.int64, (2,)),  # the outer flow's started (its Zeek uid)
     ],
     align=True,
 )

@@ -73,7 +73,10 @@ def run_pcap(config: Config, files: Sequence[str], events: str = "ended",
             reader = None
             try:
                 reader = CaptureReader(path, batch_size=8192, chunk_bytes=4 << 20,
-                                       verify_checksums=config.tracker.verify_checksums)
+                                       verify_checksums=config.tracker.verify_checksums,
+                                       decapsulate=config.tracker.decapsulate,
+                                       vxlan_port=config.tracker.vxlan_port,
+                                       geneve_port=config.tracker.geneve_port)
                 files_read += 1
                 names: list[str] = []
                 for batch in reader.prefetched():

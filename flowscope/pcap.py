@@ -66,8 +66,10 @@ import numpy as np
 
 from ._kernels import capture as K
 from ._kernels.csum import verify_frame
-from ._kernels.parse import SUPPORTED_LINKTYPES, parse_frame
-from .layout import PKT_DTYPE
+from ._kernels.parse import (
+    SUPPORTED_LINKTYPES, TC_DECAP, TC_GENEVE, TC_SIZE, TC_VXLAN, parse_frame_rows,
+)
+from .layout import GENEVE_PORT, PKT_DTYPE, TUN_MAX_ROWS, VXLAN_PORT
 
 __all__ = [
     "CaptureError",
@@ -100,9 +102,21 @@ class CaptureError(Exception):
     """A capture file cannot be read (or not further). ``str()`` is one line naming the file."""
 
 
+def tunnel_settings(decapsulate: bool = True, vxlan_port: int = VXLAN_PORT,
+                    geneve_port: int = GENEVE_PORT) -> np.ndarray:
+    """The ``tcfg`` array of the parser (``parse.TC_*``) for these settings."""
+    tcfg = np.zeros(TC_SIZE, dtype=np.int64)
+    tcfg[TC_DECAP] = int(bool(decapsulate))
+    tcfg[TC_VXLAN] = int(vxlan_port)
+    tcfg[TC_GENEVE] = int(geneve_port)
+    return tcfg
+
+
 def parse_bytes(frame: bytes, ts_ns: int, linktype: int = 1,
-                verify_checksums: bool = False) -> np.ndarray:
-    """Parse one frame into a 1-row ``PKT_DTYPE`` array.
+                verify_checksums: bool = False, decapsulate: bool = True,
+                vxlan_port: int = VXLAN_PORT, geneve_port: int = GENEVE_PORT) -> np.ndarray:
+    """Parse one frame into a ``PKT_DTYPE`` array: one row, and one more per decapsulated
+    tunnel layer (docs/tunnels.md).
 
     Parameters
     ----------
@@ -114,19 +128,26 @@ def parse_bytes(frame: bytes, ts_ns: int, linktype: int = 1,
         pcap LINKTYPE of ``frame`` (1 = Ethernet).
     verify_checksums : bool
         Also verify the IPv4 header and TCP/UDP/ICMP checksums (``csum`` bits).
+    decapsulate, vxlan_port, geneve_port
+        Tunnel decapsulation (the ``decapsulate``, ``vxlan_port``, ``geneve_port``
+        settings).
 
     Returns
     -------
     numpy.ndarray
-        Shape (1,), dtype ``PKT_DTYPE``; ``caplen`` = ``wirelen`` = ``len(frame)``.
+        Shape (rows,), dtype ``PKT_DTYPE``; row 0 has ``caplen`` = ``wirelen`` =
+        ``len(frame)``.
     """
     buf = np.frombuffer(frame, dtype=np.uint8).copy()
-    out = np.empty(1, dtype=PKT_DTYPE)
+    out = np.empty(TUN_MAX_ROWS, dtype=PKT_DTYPE)
     n = buf.shape[0]
-    parse_frame(buf, 0, n, n, int(linktype), int(ts_ns), out, 0)
+    tcfg = tunnel_settings(decapsulate, vxlan_port, geneve_port)
+    rows = abs(parse_frame_rows(buf, 0, n, n, int(linktype), int(ts_ns), out, 0, tcfg,
+                                TUN_MAX_ROWS))
     if verify_checksums:
-        verify_frame(buf, 0, n, out, 0)
-    return out
+        for k in range(rows):
+            verify_frame(buf, 0, n, out, k)
+    return out[:rows]
 
 
 def _read_exactly(f, n: int) -> bytes:
@@ -159,6 +180,9 @@ class CaptureReader:
     verify_checksums : bool
         Verify the IPv4 header and TCP/UDP/ICMP checksums of every frame and
         set the rows' ``csum`` bits (``layout.CSUM_*``); off by default.
+    decapsulate, vxlan_port, geneve_port
+        Tunnel decapsulation (docs/tunnels.md): a frame carrying a tunnel gives one
+        more row per decapsulated packet, right after its outer packet's row.
 
     Iterating yields ``PKT_DTYPE`` arrays of up to ``batch_size`` rows. The
     array is a view of a buffer reused for the next batch: process (or copy)
@@ -194,9 +218,11 @@ class CaptureReader:
     """
 
     def __init__(self, path, batch_size: int = 65536, chunk_bytes: int = 16 << 20,
-                 verify_checksums: bool = False):
+                 verify_checksums: bool = False, decapsulate: bool = True,
+                 vxlan_port: int = VXLAN_PORT, geneve_port: int = GENEVE_PORT):
         self.path = os.fspath(path)
         self.verify_checksums = bool(verify_checksums)
+        self.tcfg = tunnel_settings(decapsulate, vxlan_port, geneve_port)
         if int(batch_size) < 1:
             raise ValueError("batch_size must be >= 1")
         if int(chunk_bytes) < 64:
@@ -352,6 +378,7 @@ class CaptureReader:
             st = np.zeros(K.ST_SIZE, dtype=np.int64)
             st[K.ST_BE] = int(self.big_endian)
             st[K.ST_VERIFY] = int(self.verify_checksums)
+            st[K.ST_DECAP:K.ST_DECAP + TC_SIZE] = self.tcfg
             if pcapng:
                 ifs = np.zeros((K.MAX_IFACES, K.IF_COLS), dtype=np.int64)
                 self._ifs, self._st = ifs, st
@@ -415,10 +442,12 @@ class CaptureReader:
                     status = int(st[K.ST_STATUS])
                     if status != K.S_FULL:
                         break
+                    # a frame whose inner packets do not fit ends a batch early
+                    full = int(st[K.ST_N])
                     st[K.ST_N] = 0
                     if pcapng:
                         self._note_linktypes(seen)
-                    yield out
+                    yield out if full == out.shape[0] else out[:full]
                 n = int(st[K.ST_N])
                 if pcapng:
                     self._note_linktypes(seen)

@@ -39,6 +39,7 @@ from .events import (
     Started,
     StateChange,
     TcpPerf,
+    Tunnel,
     Timestamp,
     Update,
 )
@@ -81,6 +82,8 @@ class TrackerStats:
     bad_checksums: int = 0  # matched packets with a bad checksum (verify_checksums)
     packets_filtered: int = 0  # packets of flows the flow filter dropped (never tracked)
     packets_sampled_out: int = 0  # packets of flows flow sampling left out (never tracked)
+    packets_decapsulated: int = 0  # rows of decapsulated (inner) packets, in the counts above
+    frames_not_ip: int = 0  # frames with no IP packet (ARP, LLDP, ...; error PERR_NOT_IP)
 
 
 def event_mask(events: str | int) -> int:
@@ -177,8 +180,11 @@ class FlowTracker:
         ctl[K.C_VERIFY] = int(self.config.verify_checksums)
         ctl[K.C_FILTER], self._flt = engine_table(self.config)
         ctl[K.C_SAMPLE_RATE] = self.config.sample_rate
+        ctl[K.C_TUN_PID:K.C_TUN_PID + layout.TUN_MAX_DEPTH] = -1
         self._ev = np.zeros(max(int(event_capacity), 64), dtype=layout.EVENT_DTYPE)
         self._keys: dict[int, object] = {}  # flow_id -> decoded key, for open flows
+        self._decapsulated = 0
+        self._not_ip = 0
 
     # ---- raw (array) interface ------------------------------------------
 
@@ -194,6 +200,10 @@ class FlowTracker:
         """
         if pkts.dtype != layout.PKT_DTYPE:
             raise TypeError("pkts: expected an array of flowscope.layout.PKT_DTYPE")
+        if pkts.shape[0]:
+            inner = pkts["tun_depth"] != 0
+            self._decapsulated += int(np.count_nonzero(inner))
+            self._not_ip += int(np.count_nonzero((pkts["error"] == layout.PERR_NOT_IP) & ~inner))
         i = 0
         args = self._state() + (self._frk, self._frv, self._flt, self._ev)
         while True:
@@ -258,7 +268,8 @@ class FlowTracker:
         from .pcap import parse_bytes
 
         pkts = parse_bytes(view.frame, view.timestamp.to_ns(), view.linktype,
-                           self.config.verify_checksums)
+                           self.config.verify_checksums, self.config.decapsulate,
+                           self.config.vxlan_port, self.config.geneve_port)
         return self.track_batch(pkts)
 
     def track_batch(self, pkts: np.ndarray) -> list[FlowEvent]:
@@ -305,6 +316,8 @@ class FlowTracker:
             bad_checksums=int(c[K.C_BAD_CSUM]),
             packets_filtered=int(c[K.C_FILTERED]),
             packets_sampled_out=int(c[K.C_SAMPLED_OUT]),
+            packets_decapsulated=self._decapsulated,
+            frames_not_ip=self._not_ip,
         )
 
     def __len__(self) -> int:
@@ -399,4 +412,14 @@ def ended_from_record(rec: np.void, key: object) -> Ended:
         int(rec["flow_id"]),
         Orientation(int(rec["init_rev"])),
         tcp,
+        _tunnel_of(rec),
     )
+
+
+def _tunnel_of(rec) -> Optional[Tunnel]:
+    """The ``Tunnel`` of an inner flow's Ended record (None for other flows)."""
+    if int(rec["tun"]) == 0:
+        return None
+    ttype, depth, key, seen, _changes = layout.unpack_tun(rec["tun"])
+    return Tunnel(layout.TUN_SLUGS.get(ttype, "other"), depth, key,
+                  tuple(int(p) for p in rec["tun_parent"] if p >= 0), seen)

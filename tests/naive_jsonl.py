@@ -12,6 +12,16 @@ from flowscope.keys import mac_str
 from flowscope.output.common import RecordFormatter
 
 
+def _tunnel(r) -> str:
+    """The ``tunnel`` object of an inner flow's Ended record ('' for other flows)."""
+    if int(r["tun"]) == 0:
+        return ""
+    ttype, depth, key, seen, _changes = layout.unpack_tun(r["tun"])
+    parents = ",".join(str(int(p)) for p in r["tun_parent"] if p >= 0)
+    return (f',"tunnel":{{"type":"{layout.TUN_SLUGS.get(ttype, "other")}","depth":{depth},'
+            f'"key":{key},"parents":[{parents}],"parents_seen":{seen}}}')
+
+
 def _num_ts(ns: int) -> str:
     sign = "-" if ns < 0 else ""
     s, n = divmod(abs(ns), 1_000_000_000)
@@ -105,7 +115,7 @@ class NaiveJsonlWriter:
                     f'"init_tcp_flags":{fl[i][0]},"resp_tcp_flags":{fl[i][1]}'
                     + self._context(recs[i])
                     + (f',"sample_rate":{sr[i]}' if sr[i] > 1 else "")
-                    + f'{self._tcpperf(recs[i], keys[i])}}}\n')
+                    + f'{self._tcpperf(recs[i], keys[i])}{_tunnel(recs[i])}}}\n')
             elif kind == layout.EV_PACKET:
                 r = recs[i]
                 lines.append(f'{head},"side":"{SIDE_SLUGS[r["side"]]}","len":{r["length"]}}}\n')

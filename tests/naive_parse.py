@@ -258,6 +258,11 @@ def _ethertype(f, p, et, row):
 
 def _parse(f, linktype, row):
     p, ver = _l2(f, linktype, row)
+    _ip(f, p, ver, row)
+
+
+def _ip(f, p, ver, row):
+    """The IP header at ``p`` (version ``ver``) and its L4 header (offsets from f[0])."""
     later_frag = False
     if ver == 4:
         if len(f) < p + 20:
@@ -342,3 +347,219 @@ def _parse(f, linktype, row):
             row["icmp_type"], row["icmp_code"] = f[l4], f[l4 + 1]
             row["pflags"] |= L.PF_ICMP
         row["payload_len"] = max(0, l4len - 8)  # after the 8-byte ICMP header
+
+
+# ---- tunnels (docs/tunnels.md), written from the rules, struct-based --------------------
+
+TUN_PORTS_FIXED = {2152: "gtp", 2123: "gtp", 3544: "teredo", 5072: "ayiya", 4754: "gre"}
+
+
+def _exact(f, q, end, ver, bubble=False):
+    """An IP header at q of version ver (0: any) whose total length is end - q exactly."""
+    n = end - q
+    if n < 1 or (ver and f[q] >> 4 != ver):
+        return False
+    if f[q] >> 4 == 6:
+        if n < 40:
+            return False
+        tot = 40 + struct.unpack_from("!H", f, q + 4)[0]
+        return tot == n or (bubble and tot == 40 < n and f[q + 6] == 59)
+    if f[q] >> 4 == 4:
+        return n >= 20 and struct.unpack_from("!H", f, q + 2)[0] == n
+    return False
+
+
+def _gre_naive(f, q, end):
+    if end - q < 4:
+        return None
+    fv, pt = struct.unpack_from("!HH", f, q)
+    opt = [fv & 0x8000, fv & 0x2000, fv & 0x1000, fv & 0x0080]
+    glen = 4 + 4 * sum(1 for o in opt if o)
+    key = 0
+    if fv & 0x2000:
+        at = q + 4 + (4 if fv & 0x8000 else 0)
+        if end - q >= at - q + 4:
+            key = struct.unpack_from("!I", f, at)[0]
+    if (fv & 7) > 1 or fv & 0x4000 or fv & 0x0078:
+        return None
+    n = end - q
+    if fv & 7 == 1:
+        if pt != 0x880B or n < glen + 4:
+            return None
+        ppp = struct.unpack_from("!H", f, q + glen + 2)[0]
+        if ppp not in (0x21, 0x57) or not _exact(f, q + glen + 4, end, 4 if ppp == 0x21 else 6):
+            return None
+        return q + glen + 4, "ip", key
+    if pt == 0x6558:
+        return (q + glen, "eth", key) if n > glen + 14 else None
+    if pt == 0x88BE:
+        if n <= glen + 14:
+            return None
+        skip = glen + (8 if fv & 0x1000 else 0)
+        return (q + skip, "eth", key) if n >= skip + 14 else None
+    if pt == 0x22EB:
+        if n <= glen + 26:
+            return None
+        skip = glen + 12
+        if f[q + glen + 11] & 1:
+            if n <= glen + 34:
+                return None
+            skip += 8
+        return (q + skip, "eth", key) if n >= skip + 14 else None
+    if (pt & 0x8200 == 0x8200 and pt & 15 == 0) or (
+            pt & 0x8300 == 0x8300 and pt & 15 == 0 and pt <= 0x8370) or pt == 0x9000:
+        return (q + glen, "wlan", key) if n > glen else None
+    return q + glen, "ip", key
+
+
+def _teredo_naive(f, q, end):
+    seen_origin = seen_auth = False
+    while True:
+        n = end - q
+        if n < 2:
+            return None
+        tag = struct.unpack_from("!H", f, q)[0]
+        if tag == 0 and not seen_origin and n >= 8:
+            seen_origin, q = True, q + 8
+        elif tag == 1 and not seen_origin and not seen_auth and n >= 4:
+            tot = 13 + f[q + 2] + f[q + 3]
+            if n < tot:
+                return None
+            seen_auth, q = True, q + tot
+        elif tag >> 12 == 6 and n >= 40 and _exact(f, q, end, 6, bubble=True):
+            return q
+        else:
+            return None
+
+
+def _teredo_detect_naive(f, q, end):
+    d = f[q:end]
+    if len(d) < 40 or (d[0] >> 4 != 6 and not (d[0] == 0 and d[1] in (0, 1))):
+        return False
+    if d[0] >> 4 == 6 and (d[8:12] == b"\x20\x01\0\0" or d[24:28] == b"\x20\x01\0\0"):
+        return True
+    val = d[1]
+    if val == 1:
+        skip = 13 + d[2] + d[3]
+        d = d[skip:]
+        if len(d) < 40:
+            return False
+        val = struct.unpack_from("!H", d, 0)[0]
+    if val == 0:
+        d = d[8:]
+        return len(d) >= 40 and d[0] >> 4 == 6
+    return False
+
+
+def _ayiya_naive(f, q, end):
+    n = end - q
+    if n < 8:
+        return None
+    hdr = 8 + (1 << (f[q] >> 4)) + (f[q + 1] >> 4) * 4
+    if n < hdr or f[q + 2] & 15 != 1 or f[q + 3] not in (4, 41) or n == hdr:
+        return None
+    return q + hdr
+
+
+def _tunnel_naive(f, r, prev, vx, gn):
+    """(inner offset, kind, TUN_*, key) of the packet in row r, or None."""
+    if r["l3"] not in (4, 6) or r["pflags"] & (L.PF_FRAG | L.PF_MORE_FRAGS) or r["error"]:
+        return None
+    end = min(len(f), r["l3_off"] + r["ip_len"])
+    q = r["l4_off"]
+    if r["proto"] in (4, 41):
+        if _exact(f, q, end, 4 if r["proto"] == 4 else 6):
+            return q, "ip", L.TUN_IP, 0
+        return None
+    if r["proto"] == 47:
+        g = _gre_naive(f, q, end)
+        return g and (g[0], g[1], L.TUN_GRE, g[2])
+    if r["proto"] != 17 or not r["pflags"] & L.PF_PORTS:
+        return None
+    q += 8
+    n = end - q
+    if n <= 0:
+        return None
+    ports = {vx: "vxlan", gn: "geneve", **{p: k for p, k in TUN_PORTS_FIXED.items()
+                                            if p not in (vx, gn)}}
+    kind = ports.get(r["dport"]) or ports.get(r["sport"])
+    if kind == "vxlan":
+        if n <= 8 or not f[q] & 8:
+            return None
+        return q + 8, "eth", L.TUN_VXLAN, int.from_bytes(f[q + 4:q + 7], "big")
+    if kind == "geneve":
+        if n < 8 or f[q] >> 6:
+            return None
+        hdr = 8 + (f[q] & 0x3F) * 4
+        nh = struct.unpack_from("!H", f, q + 2)[0]
+        vni = int.from_bytes(f[q + 4:q + 7], "big")
+        if n <= hdr or nh not in (0x6558, 0x0800, 0x86DD):
+            return None
+        return q + hdr, "eth" if nh == 0x6558 else "ip", L.TUN_GENEVE, vni
+    if kind == "gtp":
+        if prev == L.TUN_GTPV1 or n < 8 or f[q] >> 5 != 1 or not f[q] & 0x10 or f[q + 1] != 255:
+            return None
+        hdr = 8 + (4 if f[q] & 7 else 0)
+        if f[q] & 4:
+            for _ in range(8):
+                if n < hdr + 1 or f[q + hdr] == 0 or n < hdr + f[q + hdr] * 4:
+                    return None
+                hdr += f[q + hdr] * 4
+                if f[q + hdr - 1] == 0:
+                    break
+            else:
+                return None
+        if not _exact(f, q + hdr, end, 0):
+            return None
+        return q + hdr, "ip", L.TUN_GTPV1, struct.unpack_from("!I", f, q + 4)[0]
+    if kind == "gre":
+        g = _gre_naive(f, q, end)
+        return g and (g[0], g[1], L.TUN_GRE, g[2])
+    if kind == "teredo" or (kind is None and not (n >= 3 and f[q + 1] == 0x52
+                                                   and f[q + 2] == 0x11)
+                             and _teredo_detect_naive(f, q, end)):
+        t = _teredo_naive(f, q, end)
+        return None if t is None else (t, "ip", L.TUN_TEREDO, 0)
+    if kind == "ayiya" or (kind is None and n >= 3 and f[q + 1] == 0x52 and f[q + 2] == 0x11):
+        t = _ayiya_naive(f, q, end)
+        return None if t is None else (t, "ip", L.TUN_AYIYA, 0)
+    return None
+
+
+def naive_parse_rows(frame: bytes, ts: int = 0, linktype: int = 1, wirelen=None,
+                     vx: int = 4789, gn: int = 6081) -> list:
+    """``naive_parse`` and one more row per decapsulated packet (as parse_frame_rows)."""
+    f = bytes(frame)
+    wl = len(f) if wirelen is None else wirelen
+    rows = [naive_parse(f, ts, linktype, wl)]
+    prev = 0
+    for depth in range(1, L.TUN_MAX_DEPTH + 1):
+        t = _tunnel_naive(f, rows[-1], prev, vx, gn)
+        if t is None:
+            break
+        q, kind, ttype, key = t
+        row = dict.fromkeys(FIELDS, 0)
+        row.update(ts=ts, caplen=max(0, len(f) - q), wirelen=max(0, wl - q))
+        try:
+            if kind == "ip":
+                if len(f) - q < 1 or f[q] >> 4 not in (4, 6):
+                    break
+                p, ver = q, f[q] >> 4
+            elif kind == "eth":
+                if len(f) - q < 14:
+                    break
+                row["dmac"] = int.from_bytes(f[q:q + 6], "big")
+                row["smac"] = int.from_bytes(f[q + 6:q + 12], "big")
+                row["pflags"] = L.PF_MAC
+                p, ver = _ethertype(f, q + 14, struct.unpack_from("!H", f, q + 12)[0], row)
+            else:
+                p, ver = _wlan(f, q, row)
+            _ip(f, p, ver, row)
+        except _Stop:
+            break
+        if row["l3"] not in (4, 6) or row["error"] not in (0, L.PERR_L4_SHORT):
+            break
+        row.update(tun_type=ttype, tun_depth=depth, tun_key=key)
+        rows.append(row)
+        prev = ttype
+    return rows

@@ -52,7 +52,8 @@ def _model():
 
 def test_corpus_under_numba_boundscheck(tmp_path):
     model = _model()
-    files = sorted(DATA.glob("*.pcap*")) + sorted((DATA / "fuzz").glob("*.pcap*"))
+    files = (sorted(DATA.glob("*.pcap*")) + sorted((DATA / "fuzz").glob("*.pcap*"))
+             + sorted((DATA / "tunnels").glob("*.pcap")))
     args = [f"{p}:{model(p.read_bytes())[0]}" for p in files]
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
     p = subprocess.run([sys.executable, "-c", DRIVER, *args], capture_output=True, text=True,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -457,6 +458,38 @@ def _assert_event_matches_row(e, row):
 def _held_fragment(row) -> bool:
     """A non-first fragment of a TCP/UDP/SCTP datagram: alone, it waits for its first one."""
     return bool(int(row["pflags"]) & plo.PF_FRAG) and int(row["proto"]) in plo.PORT_PROTOS
+
+
+def _tunnel_frames():
+    """(capture, frame index) of every frame of the tunnel captures (tests/data/tunnels)."""
+    d = Path(__file__).parent / "data" / "tunnels"
+    out = []
+    for p in sorted(d.glob("*.pcap")):
+        data = p.read_bytes()
+        pos, k = 24, 0
+        while pos + 16 <= len(data):
+            incl = int.from_bytes(data[pos + 8:pos + 12], "little")
+            out.append((p.stem, k, data[pos + 16:pos + 16 + incl]))
+            pos += 16 + incl
+            k += 1
+    return out
+
+
+TUNNEL_FRAMES = _tunnel_frames()
+
+
+@pytest.mark.parametrize("i", range(len(TUNNEL_FRAMES)),
+                         ids=[f"{s}-{k}" for s, k, _f in TUNNEL_FRAMES])
+def test_kernel_counts_a_tunnel_frame_as_its_outer_packet(h, i):
+    """The kernel does not decapsulate (docs/tunnels.md): a tunnel frame is one packet of
+    its outer flow, exactly the offline parser's outer row (``tun_depth`` 0)."""
+    _stem, _k, frame = TUNNEL_FRAMES[i]
+    row = _offline_row(frame)
+    assert int(row["error"]) == 0 and int(row["tun_depth"]) == 0
+    h.run(frame)
+    ev = h.events()
+    assert len(ev) == 1 and len(h.flows()[1]) == 1
+    _assert_event_matches_row(ev[0], row)
 
 
 @pytest.mark.parametrize("i", range(len(OFFLINE_FRAMES)))

@@ -282,6 +282,7 @@ def test_help_defaults_come_from_the_config():
                        " ".join((pcap + live).split()))
     quoted = {a or b for a, b in found}
     known = {str(t.max_flows), f"{SWEEP_INTERVAL:g}", s.xdp_mode, "five-tuple", "ended",
+             str(t.vxlan_port), str(t.geneve_port),
              *(f"{getattr(t, f'{p}_timeout'):g}" for p in ("tcp", "udp", "icmp", "other")),
              *(k.path for keys in SCHEMA.values() for k in keys)}  # or the config key
     assert len(quoted) >= 6
@@ -294,3 +295,25 @@ def test_live_refuses_infer_tcp_initiator_from_the_config_by_its_key(capsys, tmp
     code, out, err = run(capsys, "live", "-i", "lo", "--config", cfg)
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "infer_tcp_initiator" in err and "--infer-tcp-initiator" not in err
+
+
+def test_tunnels_decapsulated_unless_turned_off(capsys, tmp_path):
+    vx = DATA / "tunnels" / "vxlan.pcap"
+    _, out, err = run(capsys, "pcap", "--json", vx)
+    recs = jsonl(out)
+    assert sum(1 for r in recs if "tunnel" in r) == 4
+    _, out, _ = run(capsys, "pcap", "--json", "--no-decapsulate", vx)
+    assert not any("tunnel" in r for r in jsonl(out)) and len(jsonl(out)) == 6
+    _, out, _ = run(capsys, "pcap", "--json", "--vxlan-port", "8472", vx)
+    assert not any("tunnel" in r for r in jsonl(out))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("decapsulate: false\n")
+    _, out, _ = run(capsys, "pcap", "--json", "--config", cfg, vx)
+    assert not any("tunnel" in r for r in jsonl(out))
+    cfg.write_text("geneve_port: 0\n")
+    code, out, err = run(capsys, "pcap", "--config", cfg, vx)
+    assert code == 2 and "geneve_port" in err and err.count("\n") == 1 and out == ""
+    code, _, err = run(capsys, "pcap", "--vxlan-port", "70000", vx)
+    assert code == 2 and "vxlan-port" in err
+    _, out, err = run(capsys, "pcap", "--format", "table", vx)
+    assert "6 packets (0 unmatched)" in err + out and "tunnels: 6 decapsulated" in err + out

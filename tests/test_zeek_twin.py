@@ -312,4 +312,11 @@ def test_golden_capture_kernel_equals_twin(name, data_dir):
         words, hist = naive_zeek(pkts)
         kw = [int(w) for w in rec["zeek"]]
         kh = bytes(rec["zhist"][: int(rec["zhist_len"])])
+        if int(rec["tun"]) and b"X" in kh:
+            # an inner flow whose outer flow changed more than Zeek reports: the engine's
+            # X (engine._tun_link), which the twin does not model; the rest is the same
+            assert layout.unpack_tun(rec["tun"])[4] == layout.TUN_MAX_CHANGES
+            kh = kh.replace(b"X", b"")
+            kw[layout.Z_HLEN] -= 1
+            kw[layout.Z_CTL] &= ~layout.CTL_HIST_X
         assert (kw, kh) == (words, hist), f"flow {fid}: {_diff(kw, words)}; {kh} vs {hist}"

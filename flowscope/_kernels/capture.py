@@ -24,6 +24,10 @@ buffer (carrying the partial record over), hand the batch on, or raise.
 * ``ST_NIF``, ``ST_LAST_TS`` (pcapng): interfaces defined in the current
   section; timestamp of the last timed packet (used for Simple Packet Blocks).
 * ``ST_VERIFY`` (in): 1 to verify checksums of each parsed frame (``csum``).
+* ``ST_DECAP`` .. (in): the tunnel decapsulation settings (``parse.TC_*``). A frame
+  may fill several rows (``parse.parse_frame_rows``): a frame whose rows do not fit
+  starts the next batch (in a batch of its own that is too small, its innermost
+  packets are left out).
 * ``ST_SKIP``, ``ST_TRAIL`` (pcapng): bytes of an oversized block still to
   stream past, and the block length its trailing length field must repeat
   (0 when no block is being skipped).
@@ -51,7 +55,7 @@ import numpy as np
 
 from .common import inline_kernel, kernel
 from .csum import verify_frame
-from .parse import parse_frame
+from .parse import TC_SIZE, parse_frame_rows
 
 ST_POS = 0
 ST_FILL = 1
@@ -69,7 +73,8 @@ ST_TRAIL = 12
 ST_BIG_PKTS = 13
 ST_BIG_IDBS = 14
 ST_VERIFY = 15
-ST_SIZE = 16
+ST_DECAP = 16  # ST_DECAP .. ST_DECAP + TC_SIZE - 1 (in): parse.TC_* decapsulation settings
+ST_SIZE = ST_DECAP + TC_SIZE
 
 S_NEED_MORE = 0
 S_FULL = 1
@@ -138,6 +143,7 @@ def walk_pcap(buf, st, out):
     cap = out.shape[0]
     status = S_NEED_MORE
     need = np.int64(16)
+    tcfg = st[ST_DECAP:ST_DECAP + TC_SIZE]
     while True:
         if n >= cap:
             status = S_FULL
@@ -155,10 +161,17 @@ def walk_pcap(buf, st, out):
             status = S_NEED_MORE
             break
         ts = _rd32(buf, pos, be) * 1_000_000_000 + _rd32(buf, pos + 4, be) * mult
-        parse_frame(buf, pos + 16, incl, _rd32(buf, pos + 12, be), link, ts, out, n)
+        rows = parse_frame_rows(buf, pos + 16, incl, _rd32(buf, pos + 12, be), link, ts, out,
+                                n, tcfg, cap - n)
+        if rows < 0:
+            if n > 0:  # the frame's inner packets do not fit: it starts the next batch
+                status = S_FULL
+                break
+            rows = -rows
         if st[ST_VERIFY] != 0:
-            verify_frame(buf, pos + 16, incl, out, n)
-        n += 1
+            for k in range(rows):
+                verify_frame(buf, pos + 16, incl, out, n + k)
+        n += rows
         frames += 1
         pos += 16 + incl
     st[ST_POS] = pos
@@ -302,6 +315,7 @@ def walk_pcapng(buf, st, out, ifs, seen):
     cap = out.shape[0]
     status = S_NEED_MORE
     need = np.int64(12)
+    tcfg = st[ST_DECAP:ST_DECAP + TC_SIZE]
     while True:
         if skip > 0:  # streaming past an oversized block
             d = min(skip, fill - pos)
@@ -417,11 +431,17 @@ def walk_pcapng(buf, st, out, ifs, seen):
             elif btype != BT_SPB:
                 ts = _ts_ns(hi, lo, 6, np.int64(0))
             last_ts = ts
-            parse_frame(buf, data, incl, wirelen, link, ts, out, n)
-            if st[ST_VERIFY] != 0:
-                verify_frame(buf, data, incl, out, n)
-            out[n].iface = iface
-            n += 1
+            rows = parse_frame_rows(buf, data, incl, wirelen, link, ts, out, n, tcfg, cap - n)
+            if rows < 0:
+                if n > 0:  # the frame's inner packets do not fit: it starts the next batch
+                    status = S_FULL
+                    break
+                rows = -rows
+            for k in range(rows):
+                if st[ST_VERIFY] != 0:
+                    verify_frame(buf, data, incl, out, n + k)
+                out[n + k].iface = iface
+            n += rows
             frames += 1
         pos += blen
     st[ST_POS] = pos

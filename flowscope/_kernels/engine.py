@@ -39,7 +39,9 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
     EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
     PERR_L4_SHORT, PF_ABS, PF_FRAG, PF_ICMP, PF_MAC, PF_MORE_FRAGS, PF_PORTS, PF_SYNC,
     PF_TCP, SQF_FIN0, SQF_FIN1, SQF_INIT0, SQF_INIT1, ST_ACTIVE, ST_CLOSED, ST_CLOSING_TCP,
-    ST_ESTABLISHED, ST_FIN_WAIT, ST_RESET,
+    ST_ESTABLISHED, ST_FIN_WAIT, ST_RESET, TUN_MAX_CHANGES, TUN_MAX_DEPTH, TUN_PARENTS_MAX,
+    TUN_WORD_CHANGES_SHIFT, TUN_WORD_CUR_SHIFT, TUN_WORD_DEPTH_SHIFT, TUN_WORD_NPAR_SHIFT,
+    TUN_WORD_TYPE_SHIFT,
     ST_SYN_RECEIVED, ST_SYN_SENT, TH_ACK, TH_FIN, TH_RST, TH_SYN, Z_HLEN, Z_IP_BYTES0, Z_PAY0,
     ZEEK_HISTORY_MAX, ZEEK_WORDS,
 )
@@ -51,7 +53,9 @@ from .tcpseq import (
     F_SQ_START0, F_ZW0, SQ_FIN0, SQ_INIT0, SQ_RTT_SYN, SQ_RTT_SYNACK, rtt_step, seq_reset,
     seq_step,
 )
-from .zeek import zeek_bad_checksum, zeek_kernel_counters, zeek_packet, zeek_reset
+from .zeek import (
+    zeek_bad_checksum, zeek_kernel_counters, zeek_limit_reached, zeek_packet, zeek_reset,
+)
 
 # ---- ctl slots -------------------------------------------------------------
 C_LQ_HEAD = 0  # access queue: first live-or-stale entry (monotonic position)
@@ -96,6 +100,10 @@ C_FRAG_ORPHANS = C_FRAG_TMO + 4  # held fragments given up (unmatched)
 C_TRUNC_L4 = C_FRAG_TMO + 5  # packets whose TCP/UDP header was cut short (keyed with ports 0)
 C_VERIFY = C_FRAG_TMO + 6  # verify_checksums: act on the rows' csum bits
 C_BAD_CSUM = C_FRAG_TMO + 7  # matched packets with a bad IP / L4 checksum (C_VERIFY)
+# tunnels: the flow (id, started) of the last row at each depth, for the rows of the
+# same frame one encapsulation further in (-1: that row made no flow)
+C_TUN_PID = C_FRAG_TMO + 8  # .. + TUN_MAX_DEPTH - 1: flow id at depth 0 ..
+C_TUN_PST = C_FRAG_TMO + 12  # .. + TUN_MAX_DEPTH - 1: its start (set when a row follows)
 # flow filter and sampling (flowfilter.py)
 C_FILTER = C_FRAG_TMO + 40  # filter mode: layout.FLT_* bits of the lists in force (0 = none)
 C_SAMPLE_RATE = C_FRAG_TMO + 41  # keep 1 flow in this many (0 or 1 = every flow)
@@ -132,6 +140,13 @@ F_STARTED = 16
 F_PROTO = 17  # L4 protocol number of the first packet
 F_ICMP = 18  # ICMP_VALID | type << 8 | code of the first packet, 0 if not ICMP
 F_FREE = 19  # free-slot stack storage (indexed by stack position, not by slot)
+# tunnels (inner flows): F_TUN is layout's TUN_WORD_* packed word (0: never encapsulated);
+# F_TUN_PAR the low 32 bits of the first two parents' flow ids (parent 1 in bits 32..63);
+# F_TUN_ST0 / F_TUN_ST1 their start times
+F_TUN = 20
+F_TUN_PAR = 21
+F_TUN_ST0 = 22
+F_TUN_ST1 = 23
 # active timeout
 F_NEXT_UPD = 56  # time the next Update is due (started + k * active timeout); NO_FLOW: never
 F_UPD_PKTS0 = 57  # initiator packets reported by the Updates so far
@@ -455,6 +470,19 @@ def _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, reason, ts)
                 r.zhist[j] = fzh[s, j] if j < zl else 0
         else:
             r.zhist_len = 0
+        w = fint[s, F_TUN]
+        r.tun = w
+        npar = (w >> TUN_WORD_NPAR_SHIFT) & 0xF
+        last = ctl[C_SERIAL] - 1
+        for k in range(TUN_PARENTS_MAX):
+            if k < npar:
+                low = (fint[s, F_TUN_PAR] >> (32 * k)) & 0xFFFFFFFF
+                # the newest flow id with these low 32 bits
+                r.tun_parent[k] = last - ((last - low) & 0xFFFFFFFF)
+                r.tun_parent_started[k] = fint[s, F_TUN_ST0 + k]
+            else:
+                r.tun_parent[k] = -1
+                r.tun_parent_started[k] = 0
         e += 1
     _table_delete(table, fkey, ctl[C_TABLE_MASK], s)
     fdl[s, 0] = NO_FLOW
@@ -704,6 +732,7 @@ def _new_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, ev, e, pkts, i, p
     fint[s, F_TIMEOUT] = ctl[C_TMO + proto]
     fint[s, F_FIN_SIDE] = -1
     fint[s, F_ICMP] = 0
+    fint[s, F_TUN] = 0
     if p.pflags & PF_ICMP:
         fint[s, F_ICMP] = ICMP_VALID | (np.int64(p.icmp_type) << 8) | p.icmp_code
     seq_reset(fint, s)
@@ -864,6 +893,68 @@ def _add_held(ctl, fint, fz, s, side, proto, zeek, hp, hb, hpay, hipb):
 
 
 @kernel
+def _tun_link(ctl, fint, fz, fzh, s, depth, ttype, key, zeek):
+    """Record the encapsulation of a packet of flow ``s`` (``depth`` 0: none).
+
+    As Zeek's Connection::CheckEncapsulation: the flow's first packet sets it; every
+    later packet whose encapsulation (its parent flow) differs is a change, which adds
+    that parent to the flow's tunnel parents, until TUN_MAX_CHANGES changes: a change
+    after that adds the history letter X instead (Zeek's tunnel_changed limit).
+    """
+    w = fint[s, F_TUN]
+    pid = np.int64(-1)
+    pst = np.int64(0)
+    low = np.int64(0)
+    if depth > 0:
+        pid = ctl[C_TUN_PID + depth - 1]
+        pst = ctl[C_TUN_PST + depth - 1]
+    first = fint[s, F_PKTS0] + fint[s, F_PKTS1] <= 1
+    changes = np.int64(0)
+    npar = np.int64(0)
+    cur = np.int64(3)
+    if w == 0:
+        w = ((key & 0xFFFFFFFF) | (np.int64(ttype) << TUN_WORD_TYPE_SHIFT)
+             | (np.int64(depth) << TUN_WORD_DEPTH_SHIFT))
+    else:
+        changes = (w >> TUN_WORD_CHANGES_SHIFT) & 0xFF
+        npar = (w >> TUN_WORD_NPAR_SHIFT) & 0xF
+        cur = (w >> TUN_WORD_CUR_SHIFT) & 3
+    idx = np.int64(3)  # 3: no encapsulation
+    if pid >= 0:
+        low = pid & 0xFFFFFFFF
+        par = fint[s, F_TUN_PAR]
+        if npar >= 1 and (par & 0xFFFFFFFF) == low and fint[s, F_TUN_ST0] == pst:
+            idx = 0
+        elif npar >= 2 and ((par >> 32) & 0xFFFFFFFF) == low and fint[s, F_TUN_ST1] == pst:
+            idx = 1
+        else:
+            idx = 2  # a parent not (yet) kept
+    changed = not first and (idx != cur or idx == 2)
+    add = idx == 2 and (first or changed)
+    if changed:
+        if changes >= TUN_MAX_CHANGES:
+            add = False
+            if zeek:
+                zeek_limit_reached(fz, fzh, s)
+        else:
+            changes += 1
+    if add:
+        if npar < TUN_PARENTS_MAX:
+            if npar == 0:
+                fint[s, F_TUN_PAR] = low
+            else:
+                fint[s, F_TUN_PAR] = (fint[s, F_TUN_PAR] & 0xFFFFFFFF) | (low << 32)
+            fint[s, F_TUN_ST0 + npar] = pst
+            idx = npar
+        if npar < 15:
+            npar += 1
+    w &= ~((np.int64(0xFF) << TUN_WORD_CHANGES_SHIFT) | (np.int64(0xF) << TUN_WORD_NPAR_SHIFT)
+           | (np.int64(3) << TUN_WORD_CUR_SHIFT))
+    fint[s, F_TUN] = (w | (changes << TUN_WORD_CHANGES_SHIFT) | (npar << TUN_WORD_NPAR_SHIFT)
+                      | (idx << TUN_WORD_CUR_SHIFT))
+
+
+@kernel
 def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sbuf, frk, frv,
                 flt, ev, e):
     """Run packets ``pkts[start:]`` through the tracker.
@@ -930,6 +1021,9 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
             if not ok:
                 return i, e, S_EV_FULL
         pf = np.int64(p.pflags)
+        depth = np.int64(p.tun_depth)
+        if depth < TUN_MAX_DEPTH:
+            ctl[C_TUN_PID + depth] = -1
         fsp = np.int64(-1)
         fdp = np.int64(-1)
         hp = np.int64(0)
@@ -1006,6 +1100,15 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
                 _add_held(ctl, fint, fz, s, side, np.int64(p.proto), zeek, hp, hb, hpay, hipb)
         fint[s, F_LAST] = ts
         fdl[s, 0] = sat_add(ts, fint[s, F_TIMEOUT])
+        if depth < TUN_MAX_DEPTH:
+            ctl[C_TUN_PID + depth] = fint[s, F_ID]
+            # the start time only for a frame with an inner row next (the parent may end
+            # before that row is linked: an idle sweep, an eviction)
+            if i < n and pkts[i].tun_depth > depth:
+                ctl[C_TUN_PST + depth] = fint[s, F_STARTED]
+        if (depth > 0 or fint[s, F_TUN] != 0) and not live:
+            _tun_link(ctl, fint, fz, fzh, s, depth, np.int64(p.tun_type), np.int64(p.tun_key),
+                      zeek)
         state = fint[s, F_STATE]
         if not sync:
             if (not live and not bad_csum and (pf & PF_TCP) != 0

@@ -63,6 +63,17 @@ from ..layout import (
     PF_MORE_FRAGS,
     PF_PORTS,
     PF_TCP,
+    TUN_AYIYA,
+    TUN_GENEVE,
+    TUN_GRE,
+    TUN_GTPV1,
+    TUN_IP,
+    TUN_MAX_DEPTH,
+    TUN_TEREDO,
+    TUN_VXLAN,
+    AYIYA_PORT,
+    GRE_UDP_PORT,
+    TEREDO_PORT,
 )
 from .common import inline_kernel, kernel
 
@@ -136,6 +147,25 @@ WLAN_FLAG_ORDER = 0x80
 NFLOG_AF_INET = 2
 NFLOG_AF_INET6 = 10
 NFULA_PAYLOAD = 9
+
+#: ``tcfg`` (int64[TC_SIZE]) slots: the decapsulation settings of ``parse_frame_rows``.
+TC_DECAP = 0  # 1: decapsulate tunnels
+TC_VXLAN = 1  # VXLAN UDP port
+TC_GENEVE = 2  # Geneve UDP port
+TC_SIZE = 3
+GTPV1_U_PORT = 2152
+GTPV1_C_PORT = 2123
+ETH_P_TEB = 0x6558  # transparent Ethernet bridging (GRE, Geneve)
+ETH_P_ERSPAN2 = 0x88BE  # ERSPAN type I (no header) / II (8-byte header with GRE seq)
+ETH_P_ERSPAN3 = 0x22EB
+ETH_P_PPTP = 0x880B  # GRE version 1 (enhanced GRE, PPTP)
+#: GTP-U extension headers walked at most.
+MAX_GTP_EXT = 8
+#: ``_tunnel`` results: what follows the encapsulation header.
+_TK_NONE = 0
+_TK_ETHER = 1
+_TK_IP = 2  # IP by its version nibble
+_TK_WLAN = 3  # IEEE 802.11 (Aruba GRE)
 
 _NOT_IP = -1  # _link_layer result: no IP inside (error PERR_NOT_IP)
 _TRUNC = -2  # _link_layer result: captured bytes end inside an L2 header
@@ -232,6 +262,10 @@ def _clear(r):
     r.sq_flags = 0
     for k in range(7):
         r._pad4[k] = 0
+    r.tun_type = 0
+    r.tun_depth = 0
+    r._pad5 = 0
+    r.tun_key = 0
 
 
 @inline_kernel
@@ -406,6 +440,152 @@ def _wlan(buf, p, end, r):
     if p > end:
         return end, _TRUNC
     return p, _ET_LLC
+
+
+@inline_kernel
+def _ip_l4(buf, start, p, end, ver, r):
+    """Sections 2) and 3) of ``parse_frame``: the IP header at ``p`` (version ``ver``)
+    and its L4 header, into ``r``; offsets are relative to the frame at ``start``."""
+    # ---- 2) IP -----------------------------------------------------------
+    frag_later = False
+    if ver == 4:
+        if end - p < 20:
+            r.error = PERR_TRUNCATED
+            return
+        if (buf[p] >> 4) != 4:
+            r.error = PERR_BAD_HEADER
+            return
+        ihl = np.int64(buf[p] & 0xF) * 4
+        if ihl < 20:
+            r.error = PERR_BAD_HEADER
+            return
+        if end - p < ihl:
+            r.error = PERR_TRUNCATED
+            return
+        ip_len = _be16(buf, p + 2)
+        fragw = _be16(buf, p + 6)
+        r.frag_id = _be16(buf, p + 4)
+        r.frag_off = (fragw & 0x1FFF) * 8
+        r.frag_mf = 1 if (fragw & 0x2000) != 0 else 0
+        proto = np.int64(buf[p + 9])
+        r.src_lo = _be_u64(buf, p + 12, 4)
+        r.dst_lo = _be_u64(buf, p + 16, 4)
+        l4 = p + ihl
+        if (fragw & 0x1FFF) != 0:
+            frag_later = True
+        elif (fragw & 0x2000) != 0:
+            r.pflags |= PF_MORE_FRAGS
+    else:
+        if end - p < 40:
+            r.error = PERR_TRUNCATED
+            return
+        if (buf[p] >> 4) != 6:
+            r.error = PERR_BAD_HEADER
+            return
+        ip_len = 40 + _be16(buf, p + 4)
+        proto = np.int64(buf[p + 6])
+        r.src_hi = _be_u64(buf, p + 8, 8)
+        r.src_lo = _be_u64(buf, p + 16, 8)
+        r.dst_hi = _be_u64(buf, p + 24, 8)
+        r.dst_lo = _be_u64(buf, p + 32, 8)
+        l4 = p + 40
+        for _ in range(MAX_IPV6_EXT):
+            if (proto == 0 or proto == 43 or proto == 60 or proto == 135
+                    or proto == 139 or proto == 140):
+                if end - l4 < 2:
+                    r.error = PERR_TRUNCATED
+                    return
+                nxt = np.int64(buf[l4])
+                l4 += (np.int64(buf[l4 + 1]) + 1) * 8
+                proto = nxt
+            elif proto == 51:
+                if end - l4 < 2:
+                    r.error = PERR_TRUNCATED
+                    return
+                nxt = np.int64(buf[l4])
+                l4 += (np.int64(buf[l4 + 1]) + 2) * 4
+                proto = nxt
+            elif proto == 44:
+                if end - l4 < 8:
+                    r.error = PERR_TRUNCATED
+                    return
+                nxt = np.int64(buf[l4])
+                fo = _be16(buf, l4 + 2)
+                r.frag_id = _be32(buf, l4 + 4)
+                r.frag_off = fo & 0xFFF8
+                r.frag_mf = fo & 1
+                l4 += 8
+                proto = nxt
+                if (fo >> 3) != 0:
+                    frag_later = True
+                    break
+                if (fo & 1) != 0:
+                    r.pflags |= PF_MORE_FRAGS
+            else:
+                break
+
+    r.l3 = L3_IPV4 if ver == 4 else L3_IPV6
+    r.proto = proto
+    r.ip_len = ip_len
+    r.l3_off = min(p - start, 0xFFFF)
+    r.l4_off = min(l4 - start, 0xFFFF)
+    # L4 bytes by the IP length fields (may be < 0 for a bogus length).
+    l4len = (p + ip_len) - l4
+    if l4len < 0:
+        l4len = 0
+    r.payload_len = l4len
+    pofs = l4 - start
+    r.payload_off = pofs if pofs < 0xFFFF else 0xFFFF
+    if frag_later:
+        r.pflags |= PF_FRAG
+        return
+
+    # ---- 3) L4 -----------------------------------------------------------
+    if proto == 6:
+        if end - l4 < 20 or l4len < 20:
+            r.error = PERR_L4_SHORT  # keyed at the IP level (ports 0)
+            return
+        doff = np.int64(buf[l4 + 12] >> 4) * 4
+        if doff < 20:
+            r.l3 = L3_NONE
+            r.error = PERR_BAD_HEADER
+            return
+        r.sport = _be16(buf, l4)
+        r.dport = _be16(buf, l4 + 2)
+        r.seq = _be32(buf, l4 + 4)
+        r.ack = _be32(buf, l4 + 8)
+        r.tcp_flags = buf[l4 + 13]
+        r.window = _be16(buf, l4 + 14)
+        pl = l4len - doff
+        r.payload_len = pl if pl > 0 else 0
+        pofs = l4 + doff - start
+        r.payload_off = pofs if pofs < 0xFFFF else 0xFFFF
+        r.pflags |= PF_PORTS | PF_TCP
+    elif proto == 17:
+        if end - l4 < 8 or l4len < 8:
+            r.error = PERR_L4_SHORT  # keyed at the IP level (ports 0)
+            return
+        r.sport = _be16(buf, l4)
+        r.dport = _be16(buf, l4 + 2)
+        pl = l4len - 8
+        r.payload_len = pl if pl > 0 else 0
+        pofs = l4 + 8 - start
+        r.payload_off = pofs if pofs < 0xFFFF else 0xFFFF
+        r.pflags |= PF_PORTS
+    elif proto == 132:
+        if end - l4 >= 4:
+            r.sport = _be16(buf, l4)
+            r.dport = _be16(buf, l4 + 2)
+            r.pflags |= PF_PORTS
+    elif proto == 1 or proto == 58:
+        if end - l4 >= 2:
+            r.icmp_type = buf[l4]
+            r.icmp_code = buf[l4 + 1]
+            r.pflags |= PF_ICMP
+        # the message after the 8-byte ICMP header, as Zeek sizes it
+        pl = l4len - 8
+        r.payload_len = pl if pl > 0 else 0
+    r.error = PERR_NONE
 
 
 @kernel
@@ -591,146 +771,369 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
         r.error = PERR_TRUNCATED if ver == _TRUNC else PERR_NOT_IP
         return
 
-    # ---- 2) IP -----------------------------------------------------------
-    frag_later = False
-    if ver == 4:
-        if end - p < 20:
-            r.error = PERR_TRUNCATED
-            return
-        if (buf[p] >> 4) != 4:
-            r.error = PERR_BAD_HEADER
-            return
-        ihl = np.int64(buf[p] & 0xF) * 4
-        if ihl < 20:
-            r.error = PERR_BAD_HEADER
-            return
-        if end - p < ihl:
-            r.error = PERR_TRUNCATED
-            return
-        ip_len = _be16(buf, p + 2)
-        fragw = _be16(buf, p + 6)
-        r.frag_id = _be16(buf, p + 4)
-        r.frag_off = (fragw & 0x1FFF) * 8
-        r.frag_mf = 1 if (fragw & 0x2000) != 0 else 0
-        proto = np.int64(buf[p + 9])
-        r.src_lo = _be_u64(buf, p + 12, 4)
-        r.dst_lo = _be_u64(buf, p + 16, 4)
-        l4 = p + ihl
-        if (fragw & 0x1FFF) != 0:
-            frag_later = True
-        elif (fragw & 0x2000) != 0:
-            r.pflags |= PF_MORE_FRAGS
+    _ip_l4(buf, start, p, end, ver, r)
+
+
+@inline_kernel
+def _gre(buf, q, pend):
+    """GRE at ``q`` (payload ends at ``pend``) -> ``(inner, kind, key)``, as Zeek's
+    GRE analyzer: version 0 carries IP (by its version nibble), Ethernet (0x6558),
+    ERSPAN I/II (0x88be: an 8-byte header when the GRE sequence bit is set, then
+    Ethernet), ERSPAN III (0x22eb: 12 bytes, + 8 with the O flag) or 802.11 (Aruba);
+    version 1 (0x880b) carries PPP with IPv4/IPv6. The routing bit and the flag bits
+    0x0078 are refused."""
+    if pend - q < 4:
+        return q, _TK_NONE, 0
+    fv = _be16(buf, q)
+    pt = _be16(buf, q + 2)
+    ver = fv & 7
+    glen = 4
+    if (fv & 0x8000) != 0:
+        glen += 4
+    key = 0
+    if (fv & 0x2000) != 0:
+        if pend - q >= glen + 4:
+            key = _be32(buf, q + glen)
+        glen += 4
+    if (fv & 0x1000) != 0:
+        glen += 4
+    if (fv & 0x0080) != 0:
+        glen += 4
+    if ver > 1 or (fv & 0x4000) != 0 or (fv & 0x0078) != 0:
+        return q, _TK_NONE, 0
+    n = pend - q
+    kind = _TK_IP
+    skip = glen
+    if ver == 0:
+        if pt == ETH_P_TEB:
+            if n <= glen + 14:
+                return q, _TK_NONE, 0
+            kind = _TK_ETHER
+        elif pt == ETH_P_ERSPAN2:
+            if n <= glen + 14:
+                return q, _TK_NONE, 0
+            kind = _TK_ETHER
+            if (fv & 0x1000) != 0:
+                skip += 8
+        elif pt == ETH_P_ERSPAN3:
+            if n <= glen + 14 + 12:
+                return q, _TK_NONE, 0
+            kind = _TK_ETHER
+            skip += 12
+            if (buf[q + glen + 11] & 1) != 0:
+                if n <= glen + 12 + 8 + 14:
+                    return q, _TK_NONE, 0
+                skip += 8
+        elif (((pt & 0x8200) == 0x8200 and (pt & 0x0F) == 0)
+              or ((pt & 0x8300) == 0x8300 and (pt & 0x0F) == 0 and pt <= 0x8370)
+              or pt == 0x9000):
+            if n <= glen:
+                return q, _TK_NONE, 0
+            kind = _TK_WLAN
+        if kind == _TK_ETHER and n < skip + 14:
+            return q, _TK_NONE, 0
     else:
-        if end - p < 40:
-            r.error = PERR_TRUNCATED
-            return
-        if (buf[p] >> 4) != 6:
-            r.error = PERR_BAD_HEADER
-            return
-        ip_len = 40 + _be16(buf, p + 4)
-        proto = np.int64(buf[p + 6])
-        r.src_hi = _be_u64(buf, p + 8, 8)
-        r.src_lo = _be_u64(buf, p + 16, 8)
-        r.dst_hi = _be_u64(buf, p + 24, 8)
-        r.dst_lo = _be_u64(buf, p + 32, 8)
-        l4 = p + 40
-        for _ in range(MAX_IPV6_EXT):
-            if (proto == 0 or proto == 43 or proto == 60 or proto == 135
-                    or proto == 139 or proto == 140):
-                if end - l4 < 2:
-                    r.error = PERR_TRUNCATED
-                    return
-                nxt = np.int64(buf[l4])
-                l4 += (np.int64(buf[l4 + 1]) + 1) * 8
-                proto = nxt
-            elif proto == 51:
-                if end - l4 < 2:
-                    r.error = PERR_TRUNCATED
-                    return
-                nxt = np.int64(buf[l4])
-                l4 += (np.int64(buf[l4 + 1]) + 2) * 4
-                proto = nxt
-            elif proto == 44:
-                if end - l4 < 8:
-                    r.error = PERR_TRUNCATED
-                    return
-                nxt = np.int64(buf[l4])
-                fo = _be16(buf, l4 + 2)
-                r.frag_id = _be32(buf, l4 + 4)
-                r.frag_off = fo & 0xFFF8
-                r.frag_mf = fo & 1
-                l4 += 8
-                proto = nxt
-                if (fo >> 3) != 0:
-                    frag_later = True
+        if pt != ETH_P_PPTP or n < glen + 4:
+            return q, _TK_NONE, 0
+        ppp = _be16(buf, q + glen + 2)
+        if ppp != PPP_IPV4 and ppp != PPP_IPV6:
+            return q, _TK_NONE, 0
+        skip += 4
+        if not _exact_ip(buf, q + skip, pend, 4 if ppp == PPP_IPV4 else 6, False):
+            return q, _TK_NONE, 0
+    return q + skip, kind, key
+
+
+@inline_kernel
+def _exact_ip(buf, q, pend, ver, bubble):
+    """Zeek's ``IP::ParsePacket`` check (IP in IP, GRE version 1, GTP, Teredo): an IP
+    header at ``q`` of version ``ver`` (0: either) whose total length is exactly the bytes
+    left; with ``bubble``, a Teredo bubble (IPv6, next header 59, no payload) may have more.
+    """
+    n = pend - q
+    if n < 1:
+        return False
+    v = buf[q] >> 4
+    if ver != 0 and v != ver:
+        return False
+    if v == 6:
+        if n < 40:
+            return False
+        tot = 40 + _be16(buf, q + 4)
+        if tot == n:
+            return True
+        return bubble and tot < n and buf[q + 6] == 59 and tot == 40
+    if v == 4:
+        return n >= 20 and _be16(buf, q + 2) == n
+    return False
+
+
+@inline_kernel
+def _teredo(buf, q, pend):
+    """Teredo at ``q``: optional authentication and origin indication headers, then
+    IPv6 -> the inner offset, or -1 (Zeek's TeredoEncapsulation::DoParse)."""
+    origin = False
+    auth = False
+    for _ in range(3):
+        n = pend - q
+        if n < 2:
+            return -1
+        tag = _be16(buf, q)
+        if tag == 0:
+            if origin or n < 8:
+                return -1
+            origin = True
+            q += 8
+        elif tag == 1:
+            if origin or auth or n < 4:
+                return -1
+            tot = 4 + np.int64(buf[q + 2]) + np.int64(buf[q + 3]) + 9
+            if n < tot:
+                return -1
+            auth = True
+            q += tot
+        elif (tag >> 12) == 6:
+            if n < 40 or not _exact_ip(buf, q, pend, 6, True):
+                return -1
+            return q
+        else:
+            return -1
+    return -1
+
+
+@inline_kernel
+def _teredo_detect(buf, q, pend):
+    """Zeek's Teredo protocol detection (UDP payloads on other ports)."""
+    n = pend - q
+    if n < 40:
+        return False
+    if (buf[q] >> 4) != 6 and (buf[q] != 0 or (buf[q + 1] != 0 and buf[q + 1] != 1)):
+        return False
+    if (buf[q] >> 4) == 6:
+        # an IPv6 header with a Teredo (2001:0::/32) source or destination
+        if (buf[q + 8] == 0x20 and buf[q + 9] == 0x01 and buf[q + 10] == 0
+                and buf[q + 11] == 0):
+            return True
+        if (buf[q + 24] == 0x20 and buf[q + 25] == 0x01 and buf[q + 26] == 0
+                and buf[q + 27] == 0):
+            return True
+    val = np.int64(buf[q + 1])
+    if val == 1:
+        skip = 13 + np.int64(buf[q + 2]) + np.int64(buf[q + 3])
+        if n < skip:
+            return False
+        q += skip
+        n -= skip
+        if n < 40:
+            return False
+        val = _be16(buf, q)
+    if val == 0:
+        q += 8
+        n -= 8
+        if n < 40:
+            return False
+        return (buf[q] >> 4) == 6
+    return False
+
+
+@inline_kernel
+def _ayiya(buf, q, pend):
+    """AYIYA at ``q`` -> the inner IP offset or -1 (forwarding op code, next header
+    IPv4/IPv6, as Zeek's AYIYA analyzer)."""
+    n = pend - q
+    if n < 8:
+        return -1
+    hdr = 8 + (np.int64(1) << (buf[q] >> 4)) + (buf[q + 1] >> 4) * 4
+    if n < hdr or (buf[q + 2] & 0x0F) != 1:
+        return -1
+    nh = buf[q + 3]
+    if (nh != 4 and nh != 41) or n == hdr:
+        return -1
+    return q + hdr
+
+
+@inline_kernel
+def _tunnel(buf, start, end, r, tcfg, prev_type):
+    """The encapsulation carried by the parsed packet ``r`` (docs/tunnels.md).
+
+    Returns ``(inner, kind, type, key)``: the offset of what it carries, ``_TK_*``
+    (``_TK_NONE``: not a tunnel), ``TUN_*`` and the VNI / GRE key / TEID.
+    """
+    none = (start, _TK_NONE, 0, 0)
+    if (r.l3 != 4 and r.l3 != 6) or (r.pflags & (PF_FRAG | PF_MORE_FRAGS)) != 0:
+        return none
+    if r.error != PERR_NONE:
+        return none
+    # the IP payload as Zeek sees it: by the IP length, cut by the capture
+    pend = start + np.int64(r.l3_off) + np.int64(r.ip_len)
+    if pend > end:
+        pend = end
+    proto = r.proto
+    q = start + np.int64(r.l4_off)
+    if proto == 4 or proto == 41:
+        # the inner version must be the protocol's, its length the bytes left
+        if not _exact_ip(buf, q, pend, 4 if proto == 4 else 6, False):
+            return none
+        return q, _TK_IP, TUN_IP, 0
+    if proto == 47:
+        q2, kind, key = _gre(buf, q, pend)
+        return q2, kind, TUN_GRE, key
+    if proto != 17 or (r.pflags & PF_PORTS) == 0:
+        return none
+    q += 8
+    if pend - q <= 0:
+        return none
+    # Zeek dispatches on the responder port; its likely-server-port rule makes a
+    # tunnel port the responder's whichever side sends it
+    vx = tcfg[TC_VXLAN]
+    gn = tcfg[TC_GENEVE]
+    port = np.int64(r.dport)
+    sp = np.int64(r.sport)
+    if (port != vx and port != gn and port != GTPV1_U_PORT and port != GTPV1_C_PORT
+            and port != TEREDO_PORT and port != AYIYA_PORT and port != GRE_UDP_PORT):
+        port = sp
+    n = pend - q
+    if port == vx:
+        if n <= 8 or (buf[q] & 0x08) == 0:
+            return none
+        return q + 8, _TK_ETHER, TUN_VXLAN, np.int64(_be_u64(buf, q + 4, 3))
+    if port == gn:
+        if n < 8 or (buf[q] >> 6) != 0:
+            return none
+        hdr = 8 + np.int64(buf[q] & 0x3F) * 4
+        if n <= hdr:
+            return none
+        nh = _be16(buf, q + 2)
+        vni = np.int64(_be_u64(buf, q + 4, 3))
+        if nh == ETH_P_TEB:
+            return q + hdr, _TK_ETHER, TUN_GENEVE, vni
+        if nh == ETH_P_IPV4 or nh == ETH_P_IPV6:
+            return q + hdr, _TK_IP, TUN_GENEVE, vni
+        return none
+    if port == GTPV1_U_PORT or port == GTPV1_C_PORT:
+        if prev_type == TUN_GTPV1 or n < 8:
+            return none
+        fl = buf[q]
+        if (fl >> 5) != 1 or (fl & 0x10) == 0 or buf[q + 1] != 255:
+            return none
+        teid = _be32(buf, q + 4)
+        hdr = 8
+        if (fl & 0x07) != 0:
+            hdr += 4
+        if (fl & 0x04) != 0:
+            ok = False
+            for _ in range(MAX_GTP_EXT):
+                if n < hdr + 1:
+                    return none
+                el = np.int64(buf[q + hdr]) * 4
+                if el == 0 or n < hdr + el:
+                    return none
+                nxt = buf[q + hdr + el - 1]
+                hdr += el
+                if nxt == 0:
+                    ok = True
                     break
-                if (fo & 1) != 0:
-                    r.pflags |= PF_MORE_FRAGS
-            else:
+            if not ok:
+                return none
+        if not _exact_ip(buf, q + hdr, pend, 0, False):
+            return none
+        return q + hdr, _TK_IP, TUN_GTPV1, teid
+    if port == GRE_UDP_PORT:
+        q2, kind, key = _gre(buf, q, pend)
+        return q2, kind, TUN_GRE, key
+    if port == TEREDO_PORT:
+        t = _teredo(buf, q, pend)
+        if t < 0:
+            return none
+        return t, _TK_IP, TUN_TEREDO, 0
+    if port == AYIYA_PORT:
+        t = _ayiya(buf, q, pend)
+        if t < 0:
+            return none
+        return t, _TK_IP, TUN_AYIYA, 0
+    # protocol detection on any other port: AYIYA, then Teredo (Zeek's order)
+    if n >= 3 and buf[q + 1] == 0x52 and buf[q + 2] == 0x11:
+        t = _ayiya(buf, q, pend)
+        if t < 0:
+            return none
+        return t, _TK_IP, TUN_AYIYA, 0
+    if _teredo_detect(buf, q, pend):
+        t = _teredo(buf, q, pend)
+        if t < 0:
+            return none
+        return t, _TK_IP, TUN_TEREDO, 0
+    return none
+
+
+@kernel
+def parse_frame_rows(buf, off, caplen, wirelen, linktype, ts, out, i, tcfg, room):
+    """Parse one frame into ``out[i]`` and, when it carries a tunnel, one more row per
+    decapsulated packet (at most ``TUN_MAX_DEPTH`` and ``room - 1``).
+
+    ``tcfg``: int64[TC_SIZE] (``TC_*``). Inner rows have ``tun_depth`` 1, 2, ... and
+    the encapsulation's ``tun_type`` / ``tun_key``; their ``caplen`` / ``wirelen`` are
+    the bytes from the start of the encapsulated frame (its Ethernet header, or its IP
+    header); ``l3_off``, ``l4_off`` and ``payload_off`` stay relative to the captured
+    frame. A decapsulated payload that is not IP, or whose IP header is unusable,
+    gives no row (the frame is counted by its outer packet). Returns the rows
+    written, negated when ``room`` rows were not enough for every decapsulated
+    packet (the rows written are still valid: outer packet first).
+    """
+    parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i)
+    if tcfg[TC_DECAP] == 0:
+        return 1
+    start = off
+    end = off + caplen
+    if end > buf.shape[0]:
+        end = buf.shape[0]
+    rows = 1
+    prev_type = 0
+    for depth in range(1, TUN_MAX_DEPTH + 1):
+        q, kind, ttype, key = _tunnel(buf, start, end, out[i + rows - 1], tcfg, prev_type)
+        if kind == _TK_NONE:
+            break
+        if rows >= room:
+            return -rows  # out of rows: the caller parses the frame again with more room
+        r = out[i + rows]
+        _clear(r)
+        r.ts = ts
+        r.caplen = end - q if end > q else 0
+        w = wirelen - (q - start)
+        r.wirelen = w if w > 0 else 0
+        p = q
+        ver = _NOT_IP
+        if kind == _TK_IP:
+            if end - p < 1:
                 break
-
-    r.l3 = L3_IPV4 if ver == 4 else L3_IPV6
-    r.proto = proto
-    r.ip_len = ip_len
-    r.l3_off = min(p - start, 0xFFFF)
-    r.l4_off = min(l4 - start, 0xFFFF)
-    # L4 bytes by the IP length fields (may be < 0 for a bogus length).
-    l4len = (p + ip_len) - l4
-    if l4len < 0:
-        l4len = 0
-    r.payload_len = l4len
-    pofs = l4 - start
-    r.payload_off = pofs if pofs < 0xFFFF else 0xFFFF
-    if frag_later:
-        r.pflags |= PF_FRAG
-        return
-
-    # ---- 3) L4 -----------------------------------------------------------
-    if proto == 6:
-        if end - l4 < 20 or l4len < 20:
-            r.error = PERR_L4_SHORT  # keyed at the IP level (ports 0)
-            return
-        doff = np.int64(buf[l4 + 12] >> 4) * 4
-        if doff < 20:
-            r.l3 = L3_NONE
-            r.error = PERR_BAD_HEADER
-            return
-        r.sport = _be16(buf, l4)
-        r.dport = _be16(buf, l4 + 2)
-        r.seq = _be32(buf, l4 + 4)
-        r.ack = _be32(buf, l4 + 8)
-        r.tcp_flags = buf[l4 + 13]
-        r.window = _be16(buf, l4 + 14)
-        pl = l4len - doff
-        r.payload_len = pl if pl > 0 else 0
-        pofs = l4 + doff - start
-        r.payload_off = pofs if pofs < 0xFFFF else 0xFFFF
-        r.pflags |= PF_PORTS | PF_TCP
-    elif proto == 17:
-        if end - l4 < 8 or l4len < 8:
-            r.error = PERR_L4_SHORT  # keyed at the IP level (ports 0)
-            return
-        r.sport = _be16(buf, l4)
-        r.dport = _be16(buf, l4 + 2)
-        pl = l4len - 8
-        r.payload_len = pl if pl > 0 else 0
-        pofs = l4 + 8 - start
-        r.payload_off = pofs if pofs < 0xFFFF else 0xFFFF
-        r.pflags |= PF_PORTS
-    elif proto == 132:
-        if end - l4 >= 4:
-            r.sport = _be16(buf, l4)
-            r.dport = _be16(buf, l4 + 2)
-            r.pflags |= PF_PORTS
-    elif proto == 1 or proto == 58:
-        if end - l4 >= 2:
-            r.icmp_type = buf[l4]
-            r.icmp_code = buf[l4 + 1]
-            r.pflags |= PF_ICMP
-        # the message after the 8-byte ICMP header, as Zeek sizes it
-        pl = l4len - 8
-        r.payload_len = pl if pl > 0 else 0
-    r.error = PERR_NONE
+            v = buf[p] >> 4
+            if v != 4 and v != 6:
+                break
+            ver = v
+        else:
+            if kind == _TK_ETHER:
+                if end - p < 14:
+                    break
+                r.dmac = _be_u64(buf, p, 6)
+                r.smac = _be_u64(buf, p + 6, 6)
+                r.pflags = PF_MAC
+                et = _be16(buf, p + 12)
+                p += 14
+            else:
+                p, et = _wlan(buf, p, end, r)
+                if et < _ET_LLC:
+                    break
+            p, ver = _ethertype_walk(buf, p, end, et, r)
+            if ver < 0:
+                break
+        _ip_l4(buf, start, p, end, ver, r)
+        if (r.l3 != 4 and r.l3 != 6) or (r.error != PERR_NONE and r.error != PERR_L4_SHORT):
+            break
+        r.tun_type = ttype
+        r.tun_depth = depth
+        r.tun_key = key
+        prev_type = ttype
+        rows += 1
+    return rows
 
 
 @kernel

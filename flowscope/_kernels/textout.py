@@ -12,7 +12,8 @@ import numpy as np
 
 from ..layout import (
     EV_ENDED, EV_PACKET, EV_STARTED, EV_STATE_CHANGE, EV_UPDATE, EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR,
-    IPPROTO_TCP, KIND_SLUGS, PROTO_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS,
+    IPPROTO_TCP, KIND_SLUGS, PROTO_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS, TUN_PARENTS_MAX,
+    TUN_SLUGS, TUN_WORD_DEPTH_SHIFT, TUN_WORD_NPAR_SHIFT, TUN_WORD_TYPE_SHIFT,
 )
 from .common import kernel, unpack_meta
 
@@ -95,9 +96,17 @@ LITS, LIT_LENS = _table([
     ',"init_ooo_pkts":',  # 51
     ',"resp_ooo_pkts":',  # 52
     'null',  # 53
+    ',"tunnel":{"type":"',  # 54
+    '","depth":',  # 55
+    ',"key":',  # 56
+    ',"parents":[',  # 57
+    ',',  # 58
+    '],"parents_seen":',  # 59
+    '}',  # 60
 ])
 #: Interface name table of ``format_jsonl``: ``MAX_IFNAME`` bytes per interface.
 MAX_IFNAME = 64
+TUNS, TUN_LENS = _table([TUN_SLUGS.get(t, "other") for t in range(256)])
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
 @kernel
@@ -287,6 +296,29 @@ def _flow(buf, pos, r):
 
 
 @kernel
+def _tunnel(buf, pos, r):
+    """The ``tunnel`` object of an inner flow's Ended record (docs/output.md)."""
+    w = np.int64(r.tun)
+    pos = _lit(buf, pos, 54)
+    pos = _row(buf, pos, TUNS, TUN_LENS, (w >> TUN_WORD_TYPE_SHIFT) & 0xFF)
+    pos = _lit(buf, pos, 55)
+    pos = _uint(buf, pos, (w >> TUN_WORD_DEPTH_SHIFT) & 0xF)
+    pos = _lit(buf, pos, 56)
+    pos = _uint(buf, pos, w & 0xFFFFFFFF)
+    pos = _lit(buf, pos, 57)
+    first = True
+    for k in range(TUN_PARENTS_MAX):
+        if r.tun_parent[k] >= 0:
+            if not first:
+                pos = _lit(buf, pos, 58)
+            pos = _uint(buf, pos, r.tun_parent[k])
+            first = False
+    pos = _lit(buf, pos, 59)
+    pos = _uint(buf, pos, (w >> TUN_WORD_NPAR_SHIFT) & 0xF)
+    return _lit(buf, pos, 60)
+
+
+@kernel
 def _rtt(buf, pos, ns):
     """A handshake time (ns, -1 = not measured) as seconds or null."""
     if ns < 0:
@@ -407,6 +439,8 @@ def format_jsonl(recs, buf, names, name_lens):
             kind_, _l3, proto, _pa, _pb = unpack_meta(r.key[4])
             if proto == IPPROTO_TCP and kind_ != EXTRACT_MAC_PAIR and kind_ != EXTRACT_IP_PAIR:
                 pos = _tcpperf(buf, pos, r)
+            if r.tun != 0:
+                pos = _tunnel(buf, pos, r)
             pos = _lit(buf, pos, 30)
         elif kind == EV_PACKET:
             pos = _lit(buf, pos, 12)

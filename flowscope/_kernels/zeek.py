@@ -48,9 +48,8 @@ orientation is applied by the writer from ``Z_CTL`` bit 0.
 import numpy as np
 
 from ..layout import (  # the words' layout is shared with the Zeek writer
-    CSUM_IP_BAD, CSUM_L4_BAD, CTL_HS_SHIFT_ORIG, CTL_HS_SHIFT_RESP, CTL_ORIG1, CTL_STARTED,
-    EP_CNT_MASK, EP_DID_CLOSE,
-    EP_FIN, EP_PREV_SHIFT, EP_RXMIT_SHIFT, EP_STATE_MASK, EP_WIN0_SHIFT, IPPROTO_TCP,
+    CSUM_IP_BAD, CSUM_L4_BAD, CTL_HIST_X, CTL_HS_SHIFT_ORIG, CTL_HS_SHIFT_RESP, CTL_ORIG1,
+    CTL_STARTED, EP_CNT_MASK, EP_DID_CLOSE, EP_FIN, EP_PREV_SHIFT, EP_RXMIT_SHIFT, EP_STATE_MASK, EP_WIN0_SHIFT, IPPROTO_TCP,
     IPPROTO_UDP, PF_PORTS, PF_SYNC, PF_TCP, TCP_CLOSED, TCP_ESTABLISHED, TCP_INACTIVE,
     TCP_PARTIAL, TCP_RESET, TCP_SYN_ACK_SENT, TCP_SYN_SENT, TH_ACK, TH_FIN, TH_RST, TH_SYN,
     Z_ACK0, Z_CSUM, Z_CTL, Z_EP0, Z_EP1, Z_HLEN, Z_HSEQ0, Z_IP_BYTES0, Z_LAST, Z_PAY0, Z_SEQ0,
@@ -285,6 +284,14 @@ def _tcp_packet(fz, fzh, s, side, p, fint):
     now = fz[s, Z_EP0 + side] & EP_STATE_MASK
     if now != state and (now == TCP_CLOSED or now == TCP_RESET):
         fz[s, Z_EP0 + side] |= EP_DID_CLOSE
+
+
+@kernel
+def zeek_limit_reached(fz, fzh, s):
+    """Zeek's ``CheckHistory(HIST_ANALYZER_LIMIT_REACHED, 'X')`` (once per connection)."""
+    if (fz[s, Z_CTL] & CTL_HIST_X) == 0:
+        fz[s, Z_CTL] |= CTL_HIST_X
+        _add(fz, fzh, s, 88)  # 'X'
 
 
 @kernel

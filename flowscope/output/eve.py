@@ -81,6 +81,14 @@ def _tcpperf(rec) -> str:
     return "".join(out)
 
 
+def tunnel_json(rec) -> str:
+    """``,"tunnel":{...}`` of an inner flow's Ended record (as in JSON Lines, docs/output.md)."""
+    ttype, depth, key, seen, _changes = layout.unpack_tun(rec["tun"])
+    parents = ",".join(str(int(p)) for p in rec["tun_parent"] if p >= 0)
+    return (f',"tunnel":{{"type":"{layout.TUN_SLUGS.get(ttype, "other")}","depth":{depth},'
+            f'"key":{key},"parents":[{parents}],"parents_seen":{seen}}}')
+
+
 def eve_time(ns: int) -> str:
     """Suricata's timestamp format in UTC: ``2024-01-02T03:04:05.123456+0000``."""
     s, rem = divmod(int(ns), 1_000_000_000)
@@ -202,6 +210,7 @@ class EveWriter:
         imac = ended["init_mac"].tolist()
         rmac = ended["resp_mac"].tolist()
         names = self.iface_names
+        tun = ended["tun"].tolist()
         lines = []
         for i in range(ended.shape[0]):
             kind, proto, src, sport, dst, dport = self.fmt.endpoints(keys[i], revs[i])
@@ -255,6 +264,8 @@ class EveWriter:
                 cid = community_id_for_record(ended[i], self.seed)
                 if cid is not None:
                     parts.append(f',"community_id":"{cid}"')
+            if tun[i]:
+                parts.append(tunnel_json(ended[i]))
             parts.append("}\n")
             lines.append("".join(parts))
         self.out.write("".join(lines))

@@ -82,14 +82,16 @@ class TableWriter:
 def summary_of(stats, files: int = 0) -> dict:
     """The figures of the table's closing lines, from a ``TrackerStats``."""
     return {
-        "files": files, "packets": (stats.packets_matched + stats.packets_unmatched
-                                    + stats.packets_filtered + stats.packets_sampled_out),
+        "files": files,
+        "packets": (stats.packets_matched + stats.packets_unmatched + stats.packets_filtered
+                    + stats.packets_sampled_out - stats.packets_decapsulated),
         "unmatched": stats.packets_unmatched, "flows": stats.flows_created,
         "fin": stats.ended_fin, "rst": stats.ended_rst, "idle": stats.ended_idle,
         "evicted": stats.flows_evicted, "shutdown": stats.ended_shutdown,
         "fragments_keyed": stats.fragments_keyed,
         "fragments_orphaned": stats.fragments_orphaned, "truncated_l4": stats.truncated_l4,
         "filtered": stats.packets_filtered, "sampled_out": stats.packets_sampled_out,
+        "decapsulated": stats.packets_decapsulated,
     }
 
 
@@ -111,4 +113,6 @@ def format_summary(s: dict) -> str:
     fl, so = s.get("filtered", 0), s.get("sampled_out", 0)
     if fl or so:
         text += f"\nnot tracked: {fl} packets filtered, {so} sampled out"
+    if s.get("decapsulated"):
+        text += f"\ntunnels: {s['decapsulated']} decapsulated packets in inner flows"
     return text

@@ -7,7 +7,8 @@ addresses come from the flowscope record itself. ``conn_record`` turns one
 Ended record into the conn.log fields; the writers only format them.
 
 Fields that need Zeek's application analyzers or site configuration are
-unset: ``service``, ``local_orig``, ``local_resp``, ``tunnel_parents``.
+unset: ``service``, ``local_orig``, ``local_resp``. ``tunnel_parents`` holds the
+uids of an inner flow's outer flows (docs/tunnels.md).
 ``missed_bytes`` is 0: content gaps are not measured (no stream reassembly).
 See docs/zeek-compat.md.
 """
@@ -200,13 +201,22 @@ def conn_record(rec) -> Optional[dict]:
         "history": hist if hist else None,
         "orig_pkts": pkts[o], "orig_ip_bytes": ipb[o],
         "resp_pkts": pkts[r], "resp_ip_bytes": ipb[r],
-        "tunnel_parents": None,
+        "tunnel_parents": tunnel_parent_uids(rec),
         "community_id": cid,
         "vlan": int(rec["vlan"][0]) if nv > 0 else None,
         "inner_vlan": int(rec["vlan"][1]) if nv > 1 else None,
         "orig_l2_addr": macs[o], "resp_l2_addr": macs[r],
         **ext,
     }
+
+
+def tunnel_parent_uids(rec) -> Optional[list]:
+    """The uids of the outer flows of an inner flow (sorted; None when not an inner flow)."""
+    if "tun" not in rec.dtype.names or int(rec["tun"]) == 0:
+        return None
+    uids = sorted(make_uid(int(pid), int(st))
+                  for pid, st in zip(rec["tun_parent"], rec["tun_parent_started"]) if pid >= 0)
+    return uids or None
 
 
 def _ended(recs: np.ndarray):
@@ -256,6 +266,8 @@ class ZeekTsvWriter:
             return "T" if v else "F"
         if isinstance(v, str):
             return v if v else "(empty)"
+        if isinstance(v, list):
+            return ",".join(v) if v else "(empty)"
         return str(v)
 
     def write_records(self, recs: np.ndarray) -> None:
