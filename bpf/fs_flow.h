@@ -66,6 +66,9 @@
 #ifndef FS_FRAG_TIMEOUT_NS
 #define FS_FRAG_TIMEOUT_NS 30000000000ULL /* fragment_timeout (layout.FRAG_TIMEOUT_S) */
 #endif
+#ifndef FS_KEY_VLAN
+#define FS_KEY_VLAN 0 /* 1: the outer VLAN id is part of the flow key (key_vlan) */
+#endif
 #ifndef FS_FILTER
 #define FS_FILTER 0 /* enum fs_filter_bit: the flow filter's lists in force (0: no filter) */
 #endif
@@ -406,8 +409,9 @@ static __always_inline __u64 fs_smix(__u64 h, __u64 w)
  * flowscope/_kernels/flowfilter.py (meta = l3 << 48 | proto << 32 | port_a << 16 | port_b). */
 static __always_inline __u64 fs_sample_hash(const struct fs_flow_key *k)
 {
-	__u64 meta =
-	        (__u64)k->l3 << 48 | (__u64)k->proto << 32 | (__u64)k->port_a << 16 | k->port_b;
+	__u64 meta = (__u64)k->l3 << 48 | (__u64)k->proto << 32 | (__u64)k->port_a << 16 |
+	             k->port_b | (__u64)(k->vlan & 0xFF) << FS_META_VLAN_LO_SHIFT |
+	             (__u64)((k->vlan >> 8) & 0xF) << FS_META_VLAN_HI_SHIFT;
 	__u64 h = fs_smix(FS_SAMPLE_SEED, k->a_hi);
 	h = fs_smix(h, k->a_lo);
 	h = fs_smix(h, k->b_hi);
@@ -561,6 +565,9 @@ static __always_inline void fs_process(void *data, void *data_end, __u32 frame_l
 	}
 	k.l3 = p.l3;
 	k.proto = p.proto;
+	/* key_vlan: no branch (vlan[0] is 0 without a tag): one more way through the rest of the
+	 * program would double what the verifier walks */
+	k.vlan = FS_KEY_VLAN ? p.vlan[0] : 0;
 	dir &= 1; /* keeps the verifier's range of dir at [0, 1] for the [2] arrays */
 
 	/* 3) find or create the entry */

@@ -159,7 +159,7 @@ struct fs_flow_key {
 	__u16 port_b; /* 34: host order */
 	__u8 l3;      /* 36: enum fs_l3 */
 	__u8 proto;   /* 37: IP protocol (IPv6: after extension headers) */
-	__u8 _pad[2]; /* 38: zero (hashed with the key) */
+	__u16 vlan;   /* 38: the outer VLAN id with FS_KEY_VLAN (key_vlan), else 0; host order */
 };
 
 /*
@@ -287,5 +287,10 @@ struct fs_cidr_key {
 #define FS_HASH_M1 0xBF58476D1CE4E5B9
 #define FS_HASH_M2 0x94D049BB133111EB
 #define FS_SAMPLE_SEED 0x5851F42D4C957F2D
+
+/* Where fs_flow_key.vlan goes in the engine's metadata word (layout.META_VLAN_*_SHIFT): its
+ * low 8 bits at bit 40, its high 4 bits at bit 60. */
+#define FS_META_VLAN_LO_SHIFT 40
+#define FS_META_VLAN_HI_SHIFT 60
 
 #endif /* FS_SHARED_H */

@@ -262,6 +262,9 @@ class TrackerConfig:
         The same for the flow's ports (either side; 0 for protocols without ports).
     include_protocols, exclude_protocols : tuple of int
         The same for the IP protocol (names allowed: tcp, udp, icmp, icmp6, sctp).
+    key_vlan : bool
+        Make the outer VLAN id part of the flow key (for overlapping address
+        spaces): the same five-tuple in two VLANs is two flows. Off by default.
     active_timeout : float, optional
         Seconds: a flow open longer than this gets an interim Update record
         (counters so far) every ``active_timeout`` from its start, at the first
@@ -301,6 +304,7 @@ class TrackerConfig:
     decapsulate: bool = True
     vxlan_port: int = VXLAN_PORT
     geneve_port: int = GENEVE_PORT
+    key_vlan: bool = False
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -448,6 +452,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
           for side in FILTER_SIDES
           for what, check in (("cidrs", cidrs), ("ports", ports), ("protocols", protocols))),
         Key("sample_rate", "sample_rate", integer(1, 1 << 31), "--sample-rate"),
+        Key("key_vlan", "key_vlan", boolean),
         Key("active_timeout", "active_timeout", lambda k, v: float(seconds(k, v, maximum=1e9)),
             "--active-timeout"),
         Key("timeout_fn", "timeout_fn", callable_or_none, yaml=False),

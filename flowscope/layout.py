@@ -191,12 +191,29 @@ SQF_HOLE1 = 0x20
 
 # --- flow keys ------------------------------------------------------------
 # A key is KEY_WORDS uint64 words: a_hi, a_lo, b_hi, b_lo, meta with
-# meta = kind << 56 | l3 << 48 | proto << 32 | port_a << 16 | port_b.
+# meta = vlan_hi << 60 | kind << 56 | l3 << 48 | vlan_lo << 40 | proto << 32 | port_a << 16
+#        | port_b
+# where vlan (12 bits, split in vlan_lo = its low 8 bits and vlan_hi = its high 4) is 0
+# unless key_vlan puts the outer VLAN id of the packet in the key.
 KEY_WORDS = 5
 META_KIND_SHIFT = 56
+META_KIND_MASK = 0x0F
 META_L3_SHIFT = 48
 META_PROTO_SHIFT = 32
 META_PORT_A_SHIFT = 16
+META_VLAN_LO_SHIFT = 40
+META_VLAN_HI_SHIFT = 60
+
+
+def meta_vlan(vlan: int) -> int:
+    """The bits a VLAN id (12 bits) sets in a key's metadata word (``key_vlan``)."""
+    return ((vlan & 0xFF) << META_VLAN_LO_SHIFT) | (((vlan >> 8) & 0xF) << META_VLAN_HI_SHIFT)
+
+
+def key_vlan_of(meta: int) -> int:
+    """The VLAN id a key's metadata word holds (0 unless ``key_vlan``)."""
+    m = int(meta)
+    return ((m >> META_VLAN_LO_SHIFT) & 0xFF) | (((m >> META_VLAN_HI_SHIFT) & 0xF) << 8)
 
 #: Extractor kinds (``meta >> 56``).
 EXTRACT_FIVE_TUPLE = 0
@@ -216,13 +233,14 @@ def unpack_meta(meta):
     """
     if isinstance(meta, np.ndarray):
         m = meta.astype(np.uint64, copy=False)
-        return ((m >> np.uint64(META_KIND_SHIFT)).astype(np.int64),
+        return (((m >> np.uint64(META_KIND_SHIFT)) & np.uint64(META_KIND_MASK)).astype(np.int64),
                 ((m >> np.uint64(META_L3_SHIFT)) & np.uint64(0xFF)).astype(np.int64),
                 ((m >> np.uint64(META_PROTO_SHIFT)) & np.uint64(0xFF)).astype(np.int64),
                 ((m >> np.uint64(META_PORT_A_SHIFT)) & np.uint64(0xFFFF)).astype(np.int64),
                 (m & np.uint64(0xFFFF)).astype(np.int64))
     m = int(meta)
-    return (m >> META_KIND_SHIFT, (m >> META_L3_SHIFT) & 0xFF, (m >> META_PROTO_SHIFT) & 0xFF,
+    return ((m >> META_KIND_SHIFT) & META_KIND_MASK, (m >> META_L3_SHIFT) & 0xFF,
+            (m >> META_PROTO_SHIFT) & 0xFF,
             (m >> META_PORT_A_SHIFT) & 0xFFFF, m & 0xFFFF)
 
 

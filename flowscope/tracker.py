@@ -181,6 +181,7 @@ class FlowTracker:
         ctl[K.C_FILTER], self._flt = engine_table(self.config)
         ctl[K.C_SAMPLE_RATE] = self.config.sample_rate
         ctl[K.C_TUN_PID:K.C_TUN_PID + layout.TUN_MAX_DEPTH] = -1
+        ctl[K.C_KEY_VLAN] = int(self.config.key_vlan)
         self._ev = np.zeros(max(int(event_capacity), 64), dtype=layout.EVENT_DTYPE)
         self._keys: dict[int, object] = {}  # flow_id -> decoded key, for open flows
         self._decapsulated = 0

@@ -140,3 +140,45 @@ def test_sampled_flow_takes_both_directions(sampled):
     assert len(vals) and (vals["pkts"][:, 0] == 1).all() and (vals["pkts"][:, 1] == 1).all()
     assert h.counters()["sampled_out"] == 2 * (60 - len(vals))
     assert np.all(vals["first_ns"] > 0)
+
+
+@pytest.fixture(scope="module")
+def vlan_keyed():
+    require_bpf()
+    cfg = TrackerConfig(key_vlan=True, sample_rate=2)
+    m, r = _load(cfg)
+    yield Harness(m, r), cfg
+    r.close()
+    m.close()
+
+
+def test_key_vlan_in_the_kernel_key_and_the_sampler(vlan_keyed):
+    """key_vlan: the kernel keys by the outer VLAN id too; its keys, turned into engine
+    words, and the flows its sampler keeps (the hash covers the VLAN bits) are the
+    engine's."""
+    h, cfg = vlan_keyed
+    h.reset()
+    frames = []
+    for vid in (0, 6, 10, 0x7FF, 0xABC):
+        for port in range(1000, 1040):
+            tags = [(0x8100, vid)] if vid else []
+            frames.append(eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(port, 53)), tags=tags))
+            frames.append(eth(ipv4("10.0.0.2", "10.0.0.1", 17, udp(53, port)),
+                              tags=[(0x88A8, vid), (0x8100, 99)] if vid else []))
+    for f in frames:
+        h.run(f)
+    want, stats = offline(cfg, frames)
+    got = kernel_keys(h)
+    assert got == want
+    assert len({(k[4] >> 40) & 0xFF for k in got}) > 3  # several VLANs in the keys
+    assert h.counters()["sampled_out"] == stats.packets_sampled_out > 0
+
+
+def test_every_option_at_once_passes_the_verifier():
+    """Every filter list, sampling and key_vlan together: the largest program still loads."""
+    require_bpf()
+    from flowscope.sensor import loader
+
+    m = loader.load({"filter": 63, "sample_rate": 7, "key_vlan": 1, "max_flows": 1024,
+                     "ring_pages": 16})
+    m.close()

@@ -176,7 +176,7 @@ def _golden_event() -> bytes:
     b += bytes.fromhex("5000")  # 34  port_b = 80
     b += bytes.fromhex("04")  # 36  l3 = IPv4
     b += bytes.fromhex("06")  # 37  proto = TCP
-    b += bytes.fromhex("0000")  # 38  key padding
+    b += bytes.fromhex("0000")  # 38  vlan = 0 (key_vlan off)
     b += bytes.fromhex("0807060504030201")  # 40  ts_ns = 0x0102030405060708
     b += bytes.fromhex("0007060504030201")  # 48  first_ns = 0x0102030405060700
     b += bytes.fromhex("0300000000000000")  # 56  pkts[0] = 3

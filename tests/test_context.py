@@ -138,3 +138,30 @@ def test_pcapng_interface_names_name_the_iface(tmp_path):
         got[fmt] = [json.loads(x) for x in r.stdout.splitlines()]
     assert sorted(r["iface"] for r in got["jsonl"]) == ["1", "eth7"]
     assert sorted(str(r.get("in_iface")) for r in got["eve"]) == ["None", "eth7"]
+
+
+def test_key_vlan_splits_a_five_tuple_by_vlan():
+    a = eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1000, 53)), tags=[(0x8100, 6)])
+    b = eth(ipv4("10.0.0.2", "10.0.0.1", 17, udp(53, 1000)), tags=[(0x88A8, 1), (0x8100, 10)],
+            dst=MAC_A, src=MAC_B)
+    c = eth(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1000, 53)), tags=[(0x8100, 0x7FF)])
+    assert [r["vlan"] for r in _jsonl(_records([a, b, c]))] == [[6]]
+    rows = _jsonl(_records([a, b, c, a], TrackerConfig(key_vlan=True)))
+    assert sorted((r["vlan"], r["init_pkts"], r["resp_pkts"]) for r in rows) == [
+        ([1, 10], 1, 0), ([6], 2, 0), ([0x7FF], 1, 0)]
+    # the key holds the VLAN id: the same five-tuple decodes to the same addresses
+    recs = _records([a, c], TrackerConfig(key_vlan=True))
+    assert sorted(layout.key_vlan_of(int(r["key"][4])) for r in recs) == [6, 0x7FF]
+    assert {layout.unpack_meta(int(r["key"][4])) for r in recs} == {
+        (layout.EXTRACT_FIVE_TUPLE, 4, 17, 1000, 53)}
+
+
+def test_key_vlan_makes_both_suricata_vlan_checks_apply(shared_pcaps):
+    from test_eve import FLOW_CHECKS, eve_lines, matches
+
+    cap = "suri__eve-flow-vlan__input.pcap"
+    events = eve_lines(shared_pcaps / cap, config=TrackerConfig(key_vlan=True))
+    checks = [f for c, _i, f in FLOW_CHECKS if c == cap]
+    assert len(checks) == 2
+    for check in checks:
+        assert sum(matches(e, check["match"]) for e in events) == check["count"]

@@ -45,7 +45,9 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
     ST_SYN_RECEIVED, ST_SYN_SENT, TH_ACK, TH_FIN, TH_RST, TH_SYN, Z_HLEN, Z_IP_BYTES0, Z_PAY0,
     ZEEK_HISTORY_MAX, ZEEK_WORDS,
 )
-from .common import KIND_SHIFT, L3_SHIFT, PORT_A_SHIFT, PROTO_SHIFT, inline_kernel, kernel
+from .common import (
+    KIND_SHIFT, L3_SHIFT, PORT_A_SHIFT, PROTO_SHIFT, inline_kernel, kernel, meta_vlan,
+)
 from .flowfilter import flow_passes, sample_hash
 from .frag import FR_HELD, FR_KEYED, frag_lookup
 from .tcpseq import (
@@ -114,6 +116,7 @@ C_ACTIVE_TMO = C_FRAG_TMO + 44  # active timeout, ns (0 = off)
 C_UPD_POS = C_FRAG_TMO + 45  # scan for due Updates in progress: next slot + 1 (0 = none)
 C_UPD_NOW = C_FRAG_TMO + 46  # time of that scan
 C_UPDATES = C_FRAG_TMO + 47  # Update records produced
+C_KEY_VLAN = C_FRAG_TMO + 48  # key_vlan: the outer VLAN id is part of the key
 C_SIZE = C_FRAG_TMO + 56
 
 # ---- fint columns ----------------------------------------------------------
@@ -202,22 +205,24 @@ def extract_key(pkts, i, kind):
     Returns ``(ok, k0, k1, k2, k3, k4, rev)``: ``ok`` is False for an
     unmatched packet; ``rev`` is 1 when the packet travels b -> a.
     """
-    return extract_key_ports(pkts, i, kind, -1, -1)
+    return extract_key_ports(pkts, i, kind, -1, -1, False)
 
 
 @inline_kernel
-def extract_key_ports(pkts, i, kind, fsp, fdp):
+def extract_key_ports(pkts, i, kind, fsp, fdp, kvlan):
     """``extract_key`` with ports ``fsp``/``fdp`` when ``fsp >= 0`` (a non-first
-    fragment keyed with its datagram's ports from the fragment table)."""
+    fragment keyed with its datagram's ports from the fragment table); with ``kvlan``
+    the packet's outer VLAN id goes into the metadata word (``key_vlan``)."""
     p = pkts[i]
     z = np.uint64(0)
     l3 = np.int64(p.l3)
+    vbits = meta_vlan(p.vlan) if kvlan and p.nvlan > 0 else z
     if kind == EXTRACT_MAC_PAIR:
         if (p.pflags & PF_MAC) == 0:
             return False, z, z, z, z, z, 0
         s = np.uint64(p.smac)
         d = np.uint64(p.dmac)
-        meta = np.uint64(EXTRACT_MAC_PAIR) << KIND_SHIFT
+        meta = (np.uint64(EXTRACT_MAC_PAIR) << KIND_SHIFT) | vbits
         if s <= d:
             return True, z, s, z, d, meta, 0
         return True, z, d, z, s, meta, 1
@@ -228,7 +233,7 @@ def extract_key_ports(pkts, i, kind, fsp, fdp):
     dh = np.uint64(p.dst_hi)
     dl = np.uint64(p.dst_lo)
     if kind == EXTRACT_IP_PAIR:
-        meta = (np.uint64(EXTRACT_IP_PAIR) << KIND_SHIFT) | (np.uint64(l3) << L3_SHIFT)
+        meta = (np.uint64(EXTRACT_IP_PAIR) << KIND_SHIFT) | (np.uint64(l3) << L3_SHIFT) | vbits
         if sh < dh or (sh == dh and sl <= dl):
             return True, sh, sl, dh, dl, meta, 0
         return True, dh, dl, sh, sl, meta, 1
@@ -240,7 +245,7 @@ def extract_key_ports(pkts, i, kind, fsp, fdp):
     if fsp >= 0:
         sp = np.uint64(fsp)
         dp = np.uint64(fdp)
-    base = (np.uint64(l3) << L3_SHIFT) | (np.uint64(p.proto) << PROTO_SHIFT)
+    base = (np.uint64(l3) << L3_SHIFT) | (np.uint64(p.proto) << PROTO_SHIFT) | vbits
     if kind == EXTRACT_FIVE_TUPLE_DIRECTIONAL:
         meta = (np.uint64(EXTRACT_FIVE_TUPLE_DIRECTIONAL) << KIND_SHIFT) | base
         return True, sh, sl, dh, dl, meta | (sp << PORT_A_SHIFT) | dp, 0
@@ -993,6 +998,7 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
     verify = ctl[C_VERIFY] != 0
     ftmo = ctl[C_FRAG_TMO]
     interval = ctl[C_SWEEP_INTERVAL]
+    kvlan = ctl[C_KEY_VLAN] != 0
     fmode = ctl[C_FILTER]
     srate = ctl[C_SAMPLE_RATE]
     choose = fmode != 0 or srate > 1
@@ -1048,7 +1054,7 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
                 ctl[C_FRAG_KEYED] += 1
                 fsp = sp
                 fdp = dp
-        ok, k0, k1, k2, k3, k4, rev = extract_key_ports(pkts, i, kind, fsp, fdp)
+        ok, k0, k1, k2, k3, k4, rev = extract_key_ports(pkts, i, kind, fsp, fdp, kvlan)
         i += 1
         if not ok:
             ctl[C_UNMATCHED] += 1

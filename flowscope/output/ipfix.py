@@ -133,7 +133,8 @@ TEMPLATES = {
 
 def templates(records: str, sampled: bool = False):
     """``((template id, fields) for IPv4, same for IPv6)`` of a records mode."""
-    return tuple((tid, fields + (SAMPLING if sampled else [])) for tid, fields in TEMPLATES[records])
+    extra = SAMPLING if sampled else []
+    return tuple((tid, fields + extra) for tid, fields in TEMPLATES[records])
 
 
 def template_record(template_id: int, fields) -> bytes:

@@ -122,8 +122,8 @@ class FilterMark(IntFlag):
 #: ``struct fs_flow_key`` (40 bytes).
 FLOW_KEY_DTYPE = np.dtype(
     {
-        "names": ["a_hi", "a_lo", "b_hi", "b_lo", "port_a", "port_b", "l3", "proto", "_pad"],
-        "formats": ["<u8", "<u8", "<u8", "<u8", "<u2", "<u2", "u1", "u1", ("u1", (2,))],
+        "names": ["a_hi", "a_lo", "b_hi", "b_lo", "port_a", "port_b", "l3", "proto", "vlan"],
+        "formats": ["<u8", "<u8", "<u8", "<u8", "<u2", "<u2", "u1", "u1", "<u2"],
         "offsets": [0, 8, 16, 24, 32, 34, 36, 37, 38],
         "itemsize": 40,
     }
@@ -218,4 +218,6 @@ ENUM_PREFIX = {
 
 #: ``#define`` constants of fs_shared.h.
 DEFINES = {"FS_ABI_VERSION": FS_ABI_VERSION, "FS_HISTORY_MAX": FS_HISTORY_MAX,
-           "FS_HASH_M1": L.HASH_M1, "FS_HASH_M2": L.HASH_M2, "FS_SAMPLE_SEED": L.SAMPLE_SEED}
+           "FS_HASH_M1": L.HASH_M1, "FS_HASH_M2": L.HASH_M2, "FS_SAMPLE_SEED": L.SAMPLE_SEED,
+           "FS_META_VLAN_LO_SHIFT": L.META_VLAN_LO_SHIFT,
+           "FS_META_VLAN_HI_SHIFT": L.META_VLAN_HI_SHIFT}

@@ -695,6 +695,9 @@ def _engine_keys(keys: np.ndarray) -> np.ndarray:
                  | (keys["proto"].astype(np.uint64) << np.uint64(L.META_PROTO_SHIFT))
                  | (keys["port_a"].astype(np.uint64) << np.uint64(L.META_PORT_A_SHIFT))
                  | keys["port_b"].astype(np.uint64))
+    v = keys["vlan"].astype(np.uint64)  # key_vlan (0 otherwise)
+    out[:, 4] |= (((v & np.uint64(0xFF)) << np.uint64(L.META_VLAN_LO_SHIFT))
+                  | (((v >> np.uint64(8)) & np.uint64(0xF)) << np.uint64(L.META_VLAN_HI_SHIFT)))
     return out
 
 

@@ -45,6 +45,7 @@ TUNABLES = {
     "max_mpls_labels": "FS_MAX_MPLS_LABELS",
     "max_ipv6_ext": "FS_MAX_IPV6_EXT",
     "filter": "FS_FILTER",
+    "key_vlan": "FS_KEY_VLAN",
     "sample_rate": "FS_SAMPLE_RATE",
     "filter_cidrs_max": "FS_FLT_CIDRS_MAX",
 }

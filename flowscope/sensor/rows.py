@@ -65,6 +65,9 @@ def _endpoints(rows, keys, rev):
     rows["dport"] = np.where(rev, keys["port_a"], keys["port_b"])
     rows["l3"] = keys["l3"]
     rows["proto"] = keys["proto"]
+    # key_vlan: the key's VLAN id keys the row like the kernel (0 otherwise)
+    rows["vlan"] = keys["vlan"]
+    rows["nvlan"] = keys["vlan"] != 0
 
 
 def _counters(rows, src):

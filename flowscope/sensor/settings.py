@@ -46,6 +46,7 @@ def tunables(sensor: SensorConfig, tracker: TrackerConfig) -> dict:
             "ring_pages": max(1, sensor.ring_size // PAGE_SIZE),
             "frag_timeout_ns": int(round(tracker.fragment_timeout * NS_PER_S)),
             "filter": filter_mode(tracker), "sample_rate": tracker.sample_rate,
+            "key_vlan": int(tracker.key_vlan),
             "filter_cidrs_max": max(16, len(tracker.include_cidrs), len(tracker.exclude_cidrs))}
 
 
