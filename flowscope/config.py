@@ -206,6 +206,10 @@ class TrackerConfig:
         Zeek's ``-C``): bad ones are counted in ``bad_checksums`` and give
         Zeek's ``C``/``c`` history letters. Needs rows from a reader that
         verified them (``CaptureReader(verify_checksums=True)``).
+    dns : bool
+        Keep each flow's first DNS query name, qtype, rcode, answer count and
+        query-to-response time (port 53, UDP and TCP; default on). Costs
+        ``DNS_NAME_MAX`` (256) bytes of memory per flow slot in use.
     """
 
     tcp_timeout: float = 300.0
@@ -218,6 +222,7 @@ class TrackerConfig:
     sweep_interval: Optional[float] = None
     fragment_timeout: float = FRAG_TIMEOUT_S
     verify_checksums: bool = False
+    dns: bool = True
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -272,6 +277,9 @@ class SensorConfig:
         Interfaces to attach to when ``-i`` is not given on the command line.
     reattach : bool
         Attach again when an interface that disappeared comes back under its name.
+    drops : bool
+        Count the kernel's packet drops (``skb:kfree_skb``) to their flows and by
+        reason (default on).
     """
 
     map_size: Optional[int] = None
@@ -284,6 +292,7 @@ class SensorConfig:
     batch: int = 4096
     interfaces: tuple = ()
     reattach: bool = False
+    drops: bool = True
 
     def __post_init__(self) -> None:
         _check_fields(self, "sensor")
@@ -354,6 +363,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("sweep_interval", "sweep_interval", seconds, "--sweep-interval"),
         Key("fragment_timeout", "fragment_timeout", seconds),
         Key("verify_checksums", "verify_checksums", boolean, "--verify-checksums"),
+        Key("dns", "dns", boolean),
         *(_timeout_key(name) for name, _protos in TIMEOUT_CLASSES),
         Key("timeout_fn", "timeout_fn", callable_or_none, yaml=False),
     ),
@@ -370,6 +380,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("sensor.batch", "batch", integer(16, 1 << 20)),
         Key("sensor.interfaces", "interfaces", names("interface names", max_len=15), "-i"),
         Key("sensor.reattach", "reattach", boolean),
+        Key("sensor.drops", "drops", boolean),
     ),
     "output": (
         Key("output.format", "format", _output_format, "--format"),

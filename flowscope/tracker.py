@@ -76,6 +76,8 @@ class TrackerStats:
     fragments_orphaned: int = 0  # held fragments whose first fragment never came (unmatched)
     truncated_l4: int = 0  # packets whose TCP/UDP header was cut short (keyed with ports 0)
     bad_checksums: int = 0  # matched packets with a bad checksum (verify_checksums)
+    dns_messages: int = 0  # DNS messages on matched packets (header decoded; dns on)
+    dns_matched: int = 0  # responses matched to their flow's first query (dns_rtt)
 
 
 def event_mask(events: str | int) -> int:
@@ -143,7 +145,9 @@ class FlowTracker:
         self._table = np.zeros(_table_size(cap), dtype=np.int32)
         self._fkey = np.zeros((cap, layout.KEY_WORDS), dtype=np.uint64)
         self._fint = np.zeros((cap, K.F_SIZE), dtype=np.int64)
-        self._fhist = np.zeros((cap, layout.HISTORY_MAX), dtype=np.uint8)
+        # per-flow bytes: history letters, then (dns) the first DNS query name
+        hw = K.FB_DNS_NAME + layout.DNS_NAME_MAX if self.config.dns else layout.HISTORY_MAX
+        self._fhist = np.zeros((cap, hw), dtype=np.uint8)
         # rows at and above C_HIGH are never read: no need to touch their pages
         self._fdl = np.empty((cap, 2), dtype=np.int64)
         self._lq = np.zeros((_pow2_at_least(2 * cap + 16), 2), dtype=np.int64)
@@ -167,6 +171,7 @@ class FlowTracker:
         ctl[K.C_ZEEK] = int(zeek)
         ctl[K.C_FRAG_TMO] = int(round(self.config.fragment_timeout * NS_PER_S))
         ctl[K.C_VERIFY] = int(self.config.verify_checksums)
+        ctl[K.C_DNS] = int(self.config.dns)
         self._ev = np.zeros(max(int(event_capacity), 64), dtype=layout.EVENT_DTYPE)
         self._keys: dict[int, object] = {}  # flow_id -> decoded key, for open flows
 
@@ -293,6 +298,8 @@ class FlowTracker:
             fragments_orphaned=int(c[K.C_FRAG_ORPHANS]),
             truncated_l4=int(c[K.C_TRUNC_L4]),
             bad_checksums=int(c[K.C_BAD_CSUM]),
+            dns_messages=int(c[K.C_DNS_MSGS]),
+            dns_matched=int(c[K.C_DNS_MATCHED]),
         )
 
     def __len__(self) -> int:

@@ -17,6 +17,26 @@ def _num_ts(ns: int) -> str:
     return f"{sign}{s}.{n:09d}"
 
 
+def _dns(r) -> str:
+    d = int(r["dns"])
+    out = ""
+    if d & layout.EVD_QUERY:
+        name = bytes(r["dns_qname"][: int(r["dns_qlen"])]).decode("ascii")
+        qt = int(r["dns_qtype"])
+        out += f',"dns_query":"{name}","dns_qtype":{qt}'
+        if qt in layout.DNS_QTYPE_NAMES:
+            out += f',"dns_qtype_name":"{layout.DNS_QTYPE_NAMES[qt]}"'
+    if d & layout.EVD_RESPONSE:
+        rc = int(r["dns_rcode"])
+        out += f',"dns_rcode":{rc}'
+        if rc < len(layout.DNS_RCODE_NAMES):
+            out += f',"dns_rcode_name":"{layout.DNS_RCODE_NAMES[rc]}"'
+        out += f',"dns_answers":{int(r["dns_answers"])}'
+    if d & layout.EVD_RTT:
+        out += f',"dns_rtt":{_num_ts(int(r["dns_rtt"]))}'
+    return out
+
+
 class NaiveJsonlWriter:
     """Writes engine event records as JSON Lines to a text stream.
 
@@ -69,7 +89,8 @@ class NaiveJsonlWriter:
                     f'"init_pkts":{pk[i][0]},"init_bytes":{by[i][0]},'
                     f'"resp_pkts":{pk[i][1]},"resp_bytes":{by[i][1]},'
                     f'"init_payload_bytes":{pay[i][0]},"resp_payload_bytes":{pay[i][1]},'
-                    f'"init_tcp_flags":{fl[i][0]},"resp_tcp_flags":{fl[i][1]}}}\n')
+                    f'"init_tcp_flags":{fl[i][0]},"resp_tcp_flags":{fl[i][1]}'
+                    f'{_dns(recs[i])}}}\n')
             elif kind == layout.EV_PACKET:
                 r = recs[i]
                 lines.append(f'{head},"side":"{SIDE_SLUGS[r["side"]]}","len":{r["length"]}}}\n')

@@ -11,13 +11,14 @@ produces the same bytes.
 import numpy as np
 
 from ..layout import (
-    EV_ENDED, EV_PACKET, EV_STARTED, EV_STATE_CHANGE, EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR,
+    DNS_QTYPE_NAMES, DNS_RCODE_NAMES, EVD_QUERY, EVD_RESPONSE, EVD_RTT, EV_ENDED, EV_PACKET, EV_STARTED, EV_STATE_CHANGE, EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR,
     KIND_SLUGS, PROTO_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS,
 )
 from .common import kernel, unpack_meta
 
-#: Upper bound of one formatted line (an Ended record of an IPv6 flow is ~560 bytes).
-MAX_LINE = 1024
+#: Upper bound of one formatted line (an Ended record of an IPv6 flow is ~560 bytes, plus
+#: up to ~420 of DNS fields).
+MAX_LINE = 1280
 
 
 def _table(words):
@@ -74,7 +75,16 @@ LITS, LIT_LENS = _table([
     '"src_ip":"',  # 31
     '","dst_ip":"',  # 32
     '"}\n',  # 33
+    ',"dns_query":"',  # 34
+    '","dns_qtype":',  # 35
+    ',"dns_qtype_name":"',  # 36
+    ',"dns_rcode":',  # 37
+    ',"dns_rcode_name":"',  # 38
+    ',"dns_answers":',  # 39
+    ',"dns_rtt":',  # 40
 ])
+QTYPES, QTYPE_LENS = _table([DNS_QTYPE_NAMES.get(n, "") for n in range(max(DNS_QTYPE_NAMES) + 1)])
+RCODES, RCODE_LENS = _table(list(DNS_RCODE_NAMES))
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
 @kernel
@@ -264,6 +274,38 @@ def _flow(buf, pos, r):
 
 
 @kernel
+def _dns(buf, pos, r):
+    """The DNS fields of an Ended record (those its ``dns`` bits say it has)."""
+    d = np.int64(r.dns)
+    if d & EVD_QUERY:
+        pos = _lit(buf, pos, 34)
+        for k in range(r.dns_qlen):
+            buf[pos + k] = r.dns_qname[k]
+        pos += np.int64(r.dns_qlen)
+        pos = _lit(buf, pos, 35)
+        qt = np.int64(r.dns_qtype)
+        pos = _uint(buf, pos, qt)
+        if qt < QTYPES.shape[0] and QTYPE_LENS[qt] > 0:
+            pos = _lit(buf, pos, 36)
+            pos = _row(buf, pos, QTYPES, QTYPE_LENS, qt)
+            pos = _lit(buf, pos, 11)
+    if d & EVD_RESPONSE:
+        rc = np.int64(r.dns_rcode)
+        pos = _lit(buf, pos, 37)
+        pos = _uint(buf, pos, rc)
+        if rc < RCODES.shape[0]:
+            pos = _lit(buf, pos, 38)
+            pos = _row(buf, pos, RCODES, RCODE_LENS, rc)
+            pos = _lit(buf, pos, 11)
+        pos = _lit(buf, pos, 39)
+        pos = _uint(buf, pos, np.int64(r.dns_answers))
+    if d & EVD_RTT:
+        pos = _lit(buf, pos, 40)
+        pos = _ns(buf, pos, r.dns_rtt)
+    return pos
+
+
+@kernel
 def format_jsonl(recs, buf):
     """Format ``recs`` (EVENT_DTYPE[n]) into ``buf`` (uint8[m]); returns (done, nbytes)."""
     pos = 0
@@ -312,6 +354,8 @@ def format_jsonl(recs, buf):
             pos = _uint(buf, pos, np.int64(r.flags_or[0]))
             pos = _lit(buf, pos, 29)
             pos = _uint(buf, pos, np.int64(r.flags_or[1]))
+            if r.dns != 0:
+                pos = _dns(buf, pos, r)
             pos = _lit(buf, pos, 30)
         elif kind == EV_PACKET:
             pos = _lit(buf, pos, 12)

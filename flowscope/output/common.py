@@ -51,3 +51,25 @@ class RecordFormatter:
             return kind, proto, b, pb, a, pa
         return kind, proto, a, pa, b, pb
 
+
+
+def dns_fields(rec) -> dict:
+    """The DNS fields of an Ended record (``EVENT_DTYPE``) by their JSON names, in order;
+    empty when the flow carried no DNS. ``dns_rtt`` is in seconds (float)."""
+    d = int(rec["dns"])
+    out: dict = {}
+    if d & layout.EVD_QUERY:
+        out["dns_query"] = bytes(rec["dns_qname"][: int(rec["dns_qlen"])]).decode("ascii")
+        qt = int(rec["dns_qtype"])
+        out["dns_qtype"] = qt
+        if qt in layout.DNS_QTYPE_NAMES:
+            out["dns_qtype_name"] = layout.DNS_QTYPE_NAMES[qt]
+    if d & layout.EVD_RESPONSE:
+        rc = int(rec["dns_rcode"])
+        out["dns_rcode"] = rc
+        if rc < len(layout.DNS_RCODE_NAMES):
+            out["dns_rcode_name"] = layout.DNS_RCODE_NAMES[rc]
+        out["dns_answers"] = int(rec["dns_answers"])
+    if d & layout.EVD_RTT:
+        out["dns_rtt"] = int(rec["dns_rtt"]) / layout.NS_PER_S
+    return out

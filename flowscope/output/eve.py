@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import layout
 from ..community_id import community_id_for_record
-from .common import RecordFormatter
+from .common import RecordFormatter, dns_fields
 
 #: Suricata's protocol names (its ``known_proto`` table); others print as the number.
 EVE_PROTO_NAMES = {layout.IPPROTO_ICMP: "ICMP", layout.IPPROTO_TCP: "TCP",
@@ -63,6 +63,24 @@ _FLAG_NAMES = ((layout.TH_SYN, "syn"), (layout.TH_FIN, "fin"), (layout.TH_RST, "
 _FLAG_JSON = [",".join(f'"{n}":true' for bit, n in _FLAG_NAMES if f & bit) for f in range(256)]
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def eve_dns(rec) -> str:
+    """The ``flowscope.dns`` extension object of an Ended record with DNS fields: the
+    names of Suricata's ``dns`` event (``rrname``, ``rrtype``, ``rcode``) plus
+    ``qtype`` (number), ``answers`` and ``rtt`` (seconds)."""
+    f = dns_fields(rec)
+    parts = []
+    if "dns_query" in f:
+        parts.append(f'"rrname":"{f["dns_query"]}"')
+        parts.append(f'"rrtype":"{f.get("dns_qtype_name", f["dns_qtype"])}"')
+        parts.append(f'"qtype":{f["dns_qtype"]}')
+    if "dns_rcode" in f:
+        parts.append(f'"rcode":"{f.get("dns_rcode_name", f["dns_rcode"])}"')
+        parts.append(f'"answers":{f["dns_answers"]}')
+    if "dns_rtt" in f:
+        parts.append(f'"rtt":{f["dns_rtt"]:.9f}')
+    return "{" + ",".join(parts) + "}"
 
 
 def eve_time(ns: int) -> str:
@@ -177,6 +195,7 @@ class EveWriter:
         sta = ended["to_state"].tolist()
         fl = ended["flags_or"].tolist()
         icmp = ended["icmp"].tolist()
+        dns = ended["dns"].tolist()
         lines = []
         for i in range(ended.shape[0]):
             kind, proto, src, sport, dst, dport = self.fmt.endpoints(keys[i], revs[i])
@@ -220,6 +239,8 @@ class EveWriter:
                 cid = community_id_for_record(ended[i], self.seed)
                 if cid is not None:
                     parts.append(f',"community_id":"{cid}"')
+            if dns[i]:
+                parts.append(',"flowscope":{"dns":' + eve_dns(ended[i]) + "}")
             parts.append("}\n")
             lines.append("".join(parts))
         self.out.write("".join(lines))

@@ -25,14 +25,22 @@ import numpy as np
 from .. import layout
 from .. import layout as Z  # Z_*, EP_*, TCP_*: the Zeek-style words of Ended records
 from ..community_id import community_id_v1, icmp_port_equivalents
+from .common import dns_fields
 
 FIELDS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service",
           "duration", "orig_bytes", "resp_bytes", "conn_state", "local_orig", "local_resp",
           "missed_bytes", "history", "orig_pkts", "orig_ip_bytes", "resp_pkts",
-          "resp_ip_bytes", "tunnel_parents", "community_id")
+          "resp_ip_bytes", "tunnel_parents", "community_id",
+          # flowscope extension fields (docs/zeek-compat.md): the flow's first DNS query and
+          # its response, as Zeek's dns.log names them with a "dns_" prefix
+          "dns_query", "dns_qtype", "dns_qtype_name", "dns_rcode", "dns_rcode_name",
+          "dns_answers", "dns_rtt")
 TYPES = ("time", "string", "addr", "port", "addr", "port", "enum", "string", "interval",
          "count", "count", "string", "bool", "bool", "count", "string", "count", "count",
-         "count", "count", "set[string]", "string")
+         "count", "count", "set[string]", "string",
+         "string", "count", "string", "count", "string", "count", "interval")
+#: The extension fields (unset when the flow carried no DNS).
+DNS_FIELDS = FIELDS[-7:]
 
 _PROTO_NAMES = {layout.IPPROTO_TCP: "tcp", layout.IPPROTO_UDP: "udp",
                 layout.IPPROTO_ICMP: "icmp", layout.IPPROTO_ICMPV6: "icmp"}
@@ -184,6 +192,8 @@ def conn_record(rec) -> Optional[dict]:
         "resp_pkts": pkts[r], "resp_ip_bytes": ipb[r],
         "tunnel_parents": None,
         "community_id": cid,
+        **dict.fromkeys(DNS_FIELDS),
+        **dns_fields(rec),
     }
 
 
@@ -228,7 +238,7 @@ class ZeekTsvWriter:
     def _fmt(name: str, v) -> str:
         if v is None:
             return "-"
-        if name in ("ts", "duration"):
+        if name in ("ts", "duration", "dns_rtt"):
             return f"{v:.6f}"
         if isinstance(v, bool):
             return "T" if v else "F"
