@@ -88,6 +88,7 @@ struct fs_pkt {
 	__u8 l3, proto, tcp_flags, pflags, icmp_type, icmp_code;
 	__u8 l4_short; /* TCP/UDP header cut short: keyed at the IP level (ports 0) */
 	__u32 frag_id; /* IPv4 identification / IPv6 fragment id (fragments only) */
+	__u32 pay_off; /* TCP/UDP: offset of the L4 payload from the frame start (dns) */
 };
 
 static __always_inline int fs_is_vlan(__u16 et)
@@ -373,6 +374,7 @@ static __always_inline int parse_tcphdr(struct fs_cursor *c, void *data_end, str
 	p->window = fs_ntohs(th->window);
 	p->tcp_flags = ((__u8 *)th)[13];
 	*l4len -= doff;
+	p->pay_off = doff; /* parse_frame adds the header's offset */
 	p->pflags |= FS_PF_PORTS | FS_PF_TCP;
 	return 0;
 }
@@ -388,6 +390,7 @@ static __always_inline int parse_udphdr(struct fs_cursor *c, void *data_end, str
 	p->sport = fs_ntohs(uh->source);
 	p->dport = fs_ntohs(uh->dest);
 	*l4len -= sizeof(*uh);
+	p->pay_off = sizeof(*uh); /* parse_frame adds the header's offset */
 	p->pflags |= FS_PF_PORTS;
 	return 0;
 }
@@ -443,6 +446,8 @@ static __always_inline int parse_frame(void *data, void *data_end, struct fs_pkt
 	}
 	if (r < 0)
 		return r;
+	if (p->pay_off)
+		p->pay_off += (__u32)(c.pos - data);
 	if (l4len < 0)
 		l4len = 0;
 	p->payload_len = l4len;

@@ -66,6 +66,11 @@ enum fs_tcp_state {
 /* History letters a flow can hold (semantics.md "History"). */
 #define FS_HISTORY_MAX 16
 
+/* dns: bytes of a port-53 packet's L4 payload a FS_EVR_DNS record carries (fs_dns_event.dns):
+ * the 12-byte header, the longest question name (255) and QTYPE/QCLASS, after TCP's 2-byte
+ * length, rounded up to 8. Userspace decodes them with the offline DNS parser. */
+#define FS_DNS_BYTES 296
+
 /* fs_event.pflags: what the parser found in this packet. */
 enum fs_pkt_flag {
 	FS_PF_PORTS = 0x01,      /* ports come from a TCP/UDP/SCTP header */
@@ -89,6 +94,9 @@ enum fs_event_reason {
 				 * packet of a direction, the first pure ACK and the first data
 				 * segment of a direction, any packet once both directions sent
 				 * FIN or RST */
+	/* dns */
+	FS_EVR_DNS = 0x80, /* a UDP or TCP packet to or from port 53 with a payload that can hold
+			    * a DNS header: the record is a struct fs_dns_event */
 };
 
 /* fs_flow.dir_bits[dir]: what a direction has already sent (drives FS_EVR_ZEEK). */
@@ -124,7 +132,11 @@ enum fs_counter {
 	FS_CNT_FRAG_RESOLVED = 14, /* held fragments added to their datagram's flow */
 	FS_CNT_FRAG_ORPHANED = 15, /* held fragments given up after FS_FRAG_TIMEOUT_NS (held -
 				    * resolved - orphaned are still held or were evicted) */
-	FS_CNT_MAX = 16,
+	/* dns and drops */
+	FS_CNT_DNS = 24,         /* FS_EVR_DNS records submitted */
+	FS_CNT_DROPS = 25,       /* kernel drops (skb:kfree_skb) counted to a flow of the map */
+	FS_CNT_DROPS_OTHER = 26, /* kernel drops of watched interfaces matching no flow */
+	FS_CNT_MAX = 27,
 };
 
 /*
@@ -169,11 +181,18 @@ struct fs_flow {
 	__u8 ev_lost;     /* 100: 1 when the event that made the state terminal was lost (ring
 			    * full): the entry keeps counting instead of restarting, and the
 			    * next map sync ends the flow with what the kernel counted */
-	__u8 _pad[27];    /* 101 */
+	__u8 _pad[3];     /* 101 */
+	/* drops: packets of this flow the kernel dropped (skb:kfree_skb), per orientation, and
+	 * the majority drop reason (Boyer-Moore vote: the most frequent one whenever one reason
+	 * makes up more than half of the drops) */
+	__u32 drops[2];    /* 104 */
+	__u16 drop_reason; /* 112: enum skb_drop_reason of the running vote */
+	__u16 drop_votes;  /* 114: the vote's counter */
+	__u8 _pad2[12];    /* 116 */
 };
 
 /*
- * Ring buffer record, 184 bytes: one control event (see FS_EVR_*). Counters are the flow's
+ * Ring buffer record, 200 bytes: one control event (see FS_EVR_*). Counters are the flow's
  * values right after this packet was counted, so userspace keeps exact per-flow statistics
  * without per-packet records.
  */
@@ -205,6 +224,22 @@ struct fs_event {
 	__u8 icmp_code;         /* 159 */
 	__u8 flags_or[2]; /* 160: the flow's TCP flags per orientation, this packet included */
 	__u8 _pad[22];    /* 162: zero */
+	/* drops: the flow's kernel drops so far (fs_flow.drops, drop_reason) */
+	__u32 drops[2];    /* 184 */
+	__u16 drop_reason; /* 192 */
+	__u8 _pad2[6];     /* 194: zero */
+};
+
+/*
+ * dns: a ring record with FS_EVR_DNS set, 504 bytes: the event, then the first bytes of the
+ * packet's L4 payload (UDP: the DNS message; TCP: its 2-byte length, then the message).
+ * Other records are a bare struct fs_event; the record length tells them apart.
+ */
+struct fs_dns_event {
+	struct fs_event ev; /*   0 */
+	__u16 dns_len;      /* 200: bytes of dns[] copied (min(payload, frame, FS_DNS_BYTES)) */
+	__u8 _pad[6];       /* 202: zero */
+	__u8 dns[296];      /* 208: FS_DNS_BYTES; bytes after dns_len are zero */
 };
 
 #endif /* FS_SHARED_H */

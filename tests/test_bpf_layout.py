@@ -148,7 +148,8 @@ def test_shared_codes_come_from_the_engine_layout(header):
 
 def test_counter_max_and_defines(header):
     _, enums, defines = header
-    assert enums["fs_counter"]["FS_CNT_MAX"] == layout.FS_CNT_MAX == len(layout.Counter)
+    # indices are reserved per feature, so the enum may have gaps below its maximum
+    assert enums["fs_counter"]["FS_CNT_MAX"] == layout.FS_CNT_MAX == max(layout.Counter) + 1
     for name, value in layout.DEFINES.items():
         assert defines[name] == value
 
@@ -204,6 +205,9 @@ def _golden_event() -> bytes:
     b += bytes.fromhex("1b")  # 160 flags_or[0] = FIN|SYN|PSH|ACK
     b += bytes.fromhex("12")  # 161 flags_or[1] = SYN|ACK
     b += bytes(22)  # 162 padding
+    b += bytes.fromhex("0500000000000000")  # 184 drops = [5, 0]
+    b += bytes.fromhex("0200")  # 192 drop_reason = 2
+    b += bytes(6)  # 194 padding
     return b
 
 
@@ -236,6 +240,7 @@ def test_golden_event_decode():
     assert layout.PktFlag(int(e["pflags"])) == layout.PktFlag.PORTS | layout.PktFlag.TCP
     assert e["flags_or"].tolist() == [0x1B, 0x12]
     assert e["_pad"].tolist() == [0] * 22
+    assert e["drops"].tolist() == [5, 0] and int(e["drop_reason"]) == 2
 
 
 def test_key_words_match_engine_meta():

@@ -123,11 +123,16 @@ def _live_and_offline(topo, tmp_path, fmt: str, ipfix: bool = False):
 
 COMPARED = ("proto", "src_ip", "src_port", "dst_ip", "dst_port", "reason", "state", "history",
             "init_pkts", "resp_pkts", "init_bytes", "resp_bytes", "init_payload_bytes",
-            "resp_payload_bytes", "init_tcp_flags", "resp_tcp_flags")
+            "resp_payload_bytes", "init_tcp_flags", "resp_tcp_flags",
+            "dns_query", "dns_qtype", "dns_qtype_name", "dns_rcode", "dns_rcode_name",
+            "dns_answers")
 #: Fields that hold times or ids, which live and offline cannot share (the capture's clock is
-#: tcpdump's, the sensor's is the hook's), per format.
-VOLATILE = {"eve": ("timestamp", "flow_id", "flow.start", "flow.end", "flow.age"),
-            "zeek-json": ("ts", "uid", "duration"), "zeek": ("ts", "uid", "duration")}
+#: tcpdump's, the sensor's is the hook's), per format. The DNS RTT is a time: compared as
+#: present or not (``has_rtt``).
+VOLATILE = {"eve": ("timestamp", "flow_id", "flow.start", "flow.end", "flow.age",
+                    "flowscope.dns.rtt"),
+            "zeek-json": ("ts", "uid", "duration", "dns_rtt"),
+            "zeek": ("ts", "uid", "duration", "dns_rtt")}
 
 
 def _ours(src: str, prefixes) -> bool:
@@ -153,7 +158,7 @@ def _records(path: Path, fmt: str, prefixes) -> list:
         for line in text.splitlines():
             r = json.loads(line)
             if r["event"] == "ended" and r["proto"] != "icmp6" and _ours(r["src_ip"], prefixes):
-                out.append(tuple(r[k] for k in COMPARED))
+                out.append(tuple(r.get(k) for k in COMPARED) + ("dns_rtt" in r,))
     elif fmt in ("eve", "zeek-json"):
         src = "src_ip" if fmt == "eve" else "id.orig_h"
         for line in text.splitlines():
@@ -161,7 +166,9 @@ def _records(path: Path, fmt: str, prefixes) -> list:
             if not _ours(r[src], prefixes) or r.get("proto") == "IPv6-ICMP" or (
                     r.get("proto") == "icmp" and ":" in r[src]):
                 continue
-            out.append(tuple(sorted((k, v) for k, v in r.items() if k not in VOLATILE[fmt])))
+            rtt = r.get("flowscope.dns.rtt", r.get("dns_rtt"))
+            out.append(tuple(sorted((k, v) for k, v in r.items() if k not in VOLATILE[fmt]))
+                       + (("has_rtt", rtt is not None),))
     elif fmt == "zeek":
         fields = next(line.split("\t")[1:] for line in text.splitlines()
                       if line.startswith("#fields"))
@@ -172,7 +179,8 @@ def _records(path: Path, fmt: str, prefixes) -> list:
             if not _ours(r["id.orig_h"], prefixes) or (r["proto"] == "icmp"
                                                       and ":" in r["id.orig_h"]):
                 continue
-            out.append(tuple(sorted((k, v) for k, v in r.items() if k not in VOLATILE[fmt])))
+            out.append(tuple(sorted((k, v) for k, v in r.items() if k not in VOLATILE[fmt]))
+                       + (("has_rtt", r["dns_rtt"] != "-"),))
     else:  # table: the flow lines (the summary counts neighbour discovery too)
         for line in text.splitlines():
             cols = line.split()
@@ -224,6 +232,12 @@ def test_live_equals_offline(topo, tmp_path, fmt):
         assert [(r["init_pkts"], r["resp_pkts"]) for r in frag] == [(6, 0)]
         assert any(r["resp_payload_bytes"] == 300_000 for r in rows)  # the bulk transfer
         assert sum(1 for r in rows if r["dst_port"] == 8083 and r["reason"] == "rst") == 1
+        # DNS over UDP (an answer and an NXDOMAIN) and over TCP, each with its RTT
+        dns = sorted((r["proto"], r["dns_query"], r["dns_qtype"], r["dns_rcode"],
+                      r["dns_answers"]) for r, w in zip(rows, want) if r["dst_port"] == 53
+                     and w[-1])
+        assert dns == [("tcp", "flow.scope.test", 1, 0, 1), ("udp", "flow.scope.test", 1, 0, 1),
+                       ("udp", "nowhere.test", 28, 3, 0)]
     assert "ring_full 0" in err and "map_full 0" in err
     assert "in flight 0" in err  # the conservation identity holds at exit
 

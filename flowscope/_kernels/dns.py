@@ -120,3 +120,25 @@ def parse_dns(buf, p, end, r, tcp):
             r.dns_qlen = 0
     r.dns_flags = f
     return True
+
+
+@kernel
+def parse_dns_payloads(pay, lens, tcp, rows, idx):
+    """The live sensor's twin of the frame parser's DNS step, on the payload bytes a
+    FS_EVR_DNS ring record carries.
+
+    ``pay``: uint8[n, FS_DNS_BYTES] (the first payload bytes), ``lens``: int64[n] (bytes
+    valid), ``tcp``: bool[n], ``rows``: PKT_DTYPE[n], ``idx``: int64[k] (the rows to parse).
+    UDP: the payload is the message; TCP: a two-byte length, then the message (at least 14
+    bytes, as offline).
+    """
+    for j in range(idx.shape[0]):
+        i = idx[j]
+        n = min(lens[i], pay.shape[1])
+        buf = pay[i]
+        r = rows[i]
+        if tcp[i]:
+            if n >= 14:
+                parse_dns(buf, 2, min(n, 2 + _u16(buf, 0)), r, True)
+        else:
+            parse_dns(buf, 0, n, r, False)

@@ -739,6 +739,9 @@ def _set_kernel_counters(ctl, fint, s, p):
     fint[s, F_PAY0 + rev] = np.int64(p.cnt_pay1)
     fint[s, F_FLAGS0 + fwd] = np.int64(p.cnt_flags0)  # the kernel ORs every packet's flags
     fint[s, F_FLAGS0 + rev] = np.int64(p.cnt_flags1)
+    fint[s, F_DROPS0 + fwd] = np.int64(p.drops0)  # kernel drops (skb:kfree_skb) so far
+    fint[s, F_DROPS0 + rev] = np.int64(p.drops1)
+    fint[s, F_DROP_REASON] = np.int64(p.drop_reason)
     ctl[C_MATCHED_PKTS] += fint[s, F_PKTS0] + fint[s, F_PKTS1] - old_p
     ctl[C_MATCHED_BYTES] += fint[s, F_BYTES0] + fint[s, F_BYTES1] - old_b
 

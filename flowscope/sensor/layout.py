@@ -62,6 +62,8 @@ class EventReason(IntFlag):
     STATE = 0x08
     SAMPLE = 0x10
     ZEEK = 0x20
+    # dns
+    DNS = 0x80
 
 
 class DirBit(IntFlag):
@@ -92,9 +94,13 @@ class Counter(IntEnum):
     FRAG_HELD = 13
     FRAG_RESOLVED = 14
     FRAG_ORPHANED = 15
+    # dns and drops
+    DNS = 24
+    DROPS = 25
+    DROPS_OTHER = 26
 
 
-FS_CNT_MAX = 16
+FS_CNT_MAX = 27
 
 #: ``struct fs_flow_key`` (40 bytes).
 FLOW_KEY_DTYPE = np.dtype(
@@ -119,7 +125,10 @@ FLOW_DTYPE = _struct(
     ("payload", U8X2, 48), ("ip_bytes", U8X2, 64), ("events", "<u8", 80), ("gen", "<u4", 88),
     ("tcp_flags", ("u1", (2,)), 92), ("first_dir", "u1", 94), ("state", "u1", 95),
     ("hist_len", "u1", 96), ("fin_side", "u1", 97), ("dir_bits", ("u1", (2,)), 98),
-    ("ev_lost", "u1", 100), ("_pad", ("u1", (27,)), 101), size=128)
+    ("ev_lost", "u1", 100), ("_pad", ("u1", (3,)), 101),
+    # drops
+    ("drops", ("<u4", (2,)), 104), ("drop_reason", "<u2", 112), ("drop_votes", "<u2", 114),
+    ("_pad2", ("u1", (12,)), 116), size=128)
 
 #: ``struct fs_event`` (184 bytes), one ring buffer record.
 EVENT_DTYPE = _struct(
@@ -131,13 +140,30 @@ EVENT_DTYPE = _struct(
     ("tcp_flags", "u1", 151), ("reason", "u1", 152), ("first_dir", "u1", 153),
     ("state", "u1", 154), ("hist_len", "u1", 155), ("hook", "u1", 156), ("pflags", "u1", 157),
     ("icmp_type", "u1", 158), ("icmp_code", "u1", 159), ("flags_or", ("u1", (2,)), 160),
-    ("_pad", ("u1", (22,)), 162), size=184)
+    ("_pad", ("u1", (22,)), 162),
+    # drops
+    ("drops", ("<u4", (2,)), 184), ("drop_reason", "<u2", 192), ("_pad2", ("u1", (6,)), 194),
+    size=200)
+
+#: dns: bytes of the L4 payload a FS_EVR_DNS record carries.
+FS_DNS_BYTES = 296
+DNS_EVENT_DTYPE = _struct(
+    ("ev", EVENT_DTYPE, 0), ("dns_len", "<u2", 200), ("_pad", ("u1", (6,)), 202),
+    ("dns", ("u1", (FS_DNS_BYTES,)), 208), size=504)
 
 #: C struct name -> dtype, for the header and loader checks.
+#: What userspace drains ring records into: ``EVENT_DTYPE``'s fields, then the
+#: ``fs_dns_event`` tail (``dns_len``, ``dns``) at the same offsets; a bare fs_event record
+#: leaves the tail zero.
+RECORD_DTYPE = _struct(*((n, f[0], f[1]) for n, f in EVENT_DTYPE.fields.items()),
+                       ("dns_len", "<u2", 200), ("_pad_dns", ("u1", (6,)), 202),
+                       ("dns", ("u1", (FS_DNS_BYTES,)), 208), size=504)
+
 STRUCTS = {
     "fs_flow_key": FLOW_KEY_DTYPE,
     "fs_flow": FLOW_DTYPE,
     "fs_event": EVENT_DTYPE,
+    "fs_dns_event": DNS_EVENT_DTYPE,
 }
 
 #: C enum name -> IntEnum, for the header check.
@@ -167,4 +193,5 @@ ENUM_PREFIX = {
 }
 
 #: ``#define`` constants of fs_shared.h.
-DEFINES = {"FS_ABI_VERSION": FS_ABI_VERSION, "FS_HISTORY_MAX": FS_HISTORY_MAX}
+DEFINES = {"FS_ABI_VERSION": FS_ABI_VERSION, "FS_HISTORY_MAX": FS_HISTORY_MAX,
+           "FS_DNS_BYTES": FS_DNS_BYTES}

@@ -188,7 +188,7 @@ class Sensor:
         self.ring = None
         self.clock = None
         self.stats = SensorStats()
-        self._evbuf = np.zeros(max(16, config.batch), dtype=SL.EVENT_DTYPE)
+        self._evbuf = np.zeros(max(16, config.batch), dtype=SL.RECORD_DTYPE)
         self._slots: dict[int, int] = {}
         self._timeouts = tracker.config.timeout_table()  # ns, indexed by IP protocol
         self._next_sweep = 0.0
@@ -250,7 +250,10 @@ class Sensor:
     def _warm_sensor_paths(self) -> None:
         # the ring drain kernel and the row builders, on an empty ring: nothing is attached yet
         self.ring.drain(self._evbuf[:1])
-        rows_from_events(np.zeros(1, SL.EVENT_DTYPE), 0, {1: 0})
+        warm = np.zeros(2, SL.RECORD_DTYPE)
+        warm["reason"] = SL.EventReason.DNS
+        warm["pflags"][1] = L.PF_TCP
+        rows_from_events(warm, 0, {1: 0})
         sync_rows(np.zeros(1, SL.FLOW_KEY_DTYPE), np.zeros(1, SL.FLOW_DTYPE), 0)
         for _ in self.tracker.process_end(np.zeros((1, 5), np.uint64), 0):  # no such flow
             pass

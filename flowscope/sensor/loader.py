@@ -43,6 +43,7 @@ TUNABLES = {
     "max_l2_layers": "FS_MAX_L2_LAYERS",
     "max_mpls_labels": "FS_MAX_MPLS_LABELS",
     "max_ipv6_ext": "FS_MAX_IPV6_EXT",
+    "dns": "FS_DNS",
 }
 
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')

@@ -11,11 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import layout as L
+from .._kernels.dns import parse_dns_payloads
 from . import layout as SL
 
 
 def rows_from_events(ev: np.ndarray, offset_ns: int, slots: dict[int, int]) -> np.ndarray:
-    """Ring events (``sensor.layout.EVENT_DTYPE``) -> ``PKT_DTYPE`` rows with PF_ABS.
+    """Ring events (``sensor.layout.RECORD_DTYPE`` or ``EVENT_DTYPE``) -> ``PKT_DTYPE`` rows
+    with PF_ABS. The payload bytes of FS_EVR_DNS records go through the offline DNS parser.
 
     ``offset_ns`` turns CLOCK_MONOTONIC into wall time; ``slots`` maps ifindex
     -> the ``iface`` value (position of the interface on the command line).
@@ -44,6 +46,11 @@ def rows_from_events(ev: np.ndarray, offset_ns: int, slots: dict[int, int]) -> n
             iface[idx == ifindex] = slot
         rows["iface"] = iface
     _counters(rows, ev)
+    if "dns_len" in ev.dtype.names:
+        dns = np.flatnonzero(ev["reason"] & SL.EventReason.DNS)
+        if len(dns):
+            parse_dns_payloads(ev["dns"], ev["dns_len"].astype(np.int64),
+                               (ev["pflags"] & L.PF_TCP) != 0, rows, dns)
     return rows
 
 
@@ -69,6 +76,9 @@ def _counters(rows, src):
     flags = src["flags_or"] if "flags_or" in src.dtype.names else src["tcp_flags"]
     rows["cnt_flags0"] = flags[:, 0]
     rows["cnt_flags1"] = flags[:, 1]
+    rows["drops0"] = src["drops"][:, 0]
+    rows["drops1"] = src["drops"][:, 1]
+    rows["drop_reason"] = src["drop_reason"]
 
 
 def sync_rows(keys: np.ndarray, vals: np.ndarray, offset_ns: int,

@@ -40,7 +40,8 @@ def tunables(sensor: SensorConfig, tracker: TrackerConfig) -> dict:
     The map holds ``sensor.map_size`` flows, by default the tracker's ``max_flows``."""
     return {"max_flows": sensor.map_size or tracker.max_flows,
             "ring_pages": max(1, sensor.ring_size // PAGE_SIZE),
-            "frag_timeout_ns": int(round(tracker.fragment_timeout * NS_PER_S))}
+            "frag_timeout_ns": int(round(tracker.fragment_timeout * NS_PER_S)),
+            "dns": int(tracker.dns)}
 
 
 def live_settings(config: Config,
@@ -87,7 +88,7 @@ def sensor_bytes(sensor: SensorConfig, tracker: TrackerConfig) -> int:
     userspace copies of the whole map that a sweep and the shutdown drain make."""
     entries = sensor.map_size or tracker.max_flows
     scan = 2 * entries * (SL.FLOW_KEY_DTYPE.itemsize + SL.FLOW_DTYPE.itemsize)
-    return map_bytes(entries) + sensor.ring_size + scan + sensor.batch * SL.EVENT_DTYPE.itemsize
+    return map_bytes(entries) + sensor.ring_size + scan + sensor.batch * SL.RECORD_DTYPE.itemsize
 
 
 def mem_available() -> int | None:
