@@ -242,4 +242,14 @@ struct fs_dns_event {
 	__u8 dns[296];      /* 208: FS_DNS_BYTES; bytes after dns_len are zero */
 };
 
+/*
+ * drops: key of fs_drop_counts (kernel drops by interface and reason), 8 bytes. ifindex is the
+ * dropping skb's device when the sensor watches it, else 0 (a drop of a known flow's packet
+ * on another device, e.g. in another network namespace).
+ */
+struct fs_drop_key {
+	__u32 ifindex; /* 0: not a watched interface */
+	__u32 reason;  /* enum skb_drop_reason of the running kernel */
+};
+
 #endif /* FS_SHARED_H */

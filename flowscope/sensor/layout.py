@@ -159,11 +159,15 @@ RECORD_DTYPE = _struct(*((n, f[0], f[1]) for n, f in EVENT_DTYPE.fields.items())
                        ("dns_len", "<u2", 200), ("_pad_dns", ("u1", (6,)), 202),
                        ("dns", ("u1", (FS_DNS_BYTES,)), 208), size=504)
 
+#: drops: key of fs_drop_counts.
+DROP_KEY_DTYPE = _struct(("ifindex", "<u4", 0), ("reason", "<u4", 4), size=8)
+
 STRUCTS = {
     "fs_flow_key": FLOW_KEY_DTYPE,
     "fs_flow": FLOW_DTYPE,
     "fs_event": EVENT_DTYPE,
     "fs_dns_event": DNS_EVENT_DTYPE,
+    "fs_drop_key": DROP_KEY_DTYPE,
 }
 
 #: C enum name -> IntEnum, for the header check.

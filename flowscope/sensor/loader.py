@@ -44,6 +44,7 @@ TUNABLES = {
     "max_mpls_labels": "FS_MAX_MPLS_LABELS",
     "max_ipv6_ext": "FS_MAX_IPV6_EXT",
     "dns": "FS_DNS",
+    "drops": "FS_DROPS",
 }
 
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
@@ -106,7 +107,7 @@ def layout_asserts() -> str:
 
 def program_source() -> str:
     """The full text BCC compiles: both entry points, their headers, the layout asserts."""
-    return inline_sources(["fs_xdp.c", "fs_tc.c"]) + "\n" + layout_asserts()
+    return inline_sources(["fs_xdp.c", "fs_tc.c", "fs_drops.c"]) + "\n" + layout_asserts()
 
 
 def cflags_for(tunables: dict | None = None) -> list[str]:
@@ -165,6 +166,18 @@ class Loaded:
     counters_fd: int
     cflags: list[str]
     source: str = field(repr=False)
+    drops: bool = False  # the drop tracer is compiled in (fs_kfree_skb; attach_drops)
+    drops_attached: bool = False
+
+    def attach_drops(self) -> None:
+        """Attach the drop tracer to the raw tracepoint skb:kfree_skb (detached with
+        ``close`` or when the process ends)."""
+        if self.drops and not self.drops_attached:
+            self.bpf.attach_raw_tracepoint(tp=b"kfree_skb", fn_name=b"fs_kfree_skb")
+            self.drops_attached = True
+
+    def map_fd(self, name: str) -> int:
+        return _map_fd(self.bpf, name)
 
     def close(self) -> None:
         """Release the programs and maps (detach first: links hold their own references)."""
@@ -182,6 +195,7 @@ def check_map_sizes(b) -> None:
     want = {
         "fs_flows": (layout.FLOW_KEY_DTYPE.itemsize, layout.FLOW_DTYPE.itemsize),
         "fs_counters": (4, 8),
+        "fs_drop_counts": (layout.DROP_KEY_DTYPE.itemsize, 8),
     }
     for name, (ks, vs) in want.items():
         t = b.get_table(name.encode())
@@ -211,6 +225,11 @@ def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
     """
     bcc = import_bcc()
     cflags = cflags_for(tunables) + list(extra_cflags or [])
+    drops = bool((tunables or {}).get("drops"))
+    if drops:
+        from .btf import drop_tracer_cflags
+
+        cflags += drop_tracer_cflags()  # BtfError (one line) when the kernel has no BTF
     src = program_source()
     try:
         b = bcc.BPF(text=src.encode(), cflags=cflags, debug=debug)
@@ -232,6 +251,7 @@ def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
             counters_fd=_map_fd(b, "fs_counters"),
             cflags=cflags,
             source=src,
+            drops=drops,
         )
     except BaseException:
         b.cleanup()
