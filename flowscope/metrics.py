@@ -46,6 +46,9 @@ Exposed (metric names as scraped):
 ``flowscope_ring_events_drained_total{interface,direction}``  counter  by userspace
 ``flowscope_ring_events_stale_total``                         counter  dropped after an idle sync
 ``flowscope_engine_lag_seconds``                              gauge    wall clock - newest event
+``flowscope_ring_dns_events_total``                           counter  DNS records (port 53)
+``flowscope_kernel_drops_total{reason,interface}``            counter  host drops, by reason
+``flowscope_kernel_drops_matched_total{match}``               counter  flow, interface
 ============================================================  =======  =============================
 """
 
@@ -125,6 +128,19 @@ FAMILIES = (
            "Drained events of flows removed as idle, dropped as stale."),
     Family("flowscope_engine_lag_seconds", "gauge", "seconds", (),
            "Wall-clock time minus the kernel time of the newest event at the last drain."),
+    # dns
+    Family("flowscope_ring_dns_events", "counter", "events", (),
+           "DNS records (a port-53 packet's first payload bytes) the kernel put in the ring "
+           "buffer."),
+    # drops
+    Family("flowscope_kernel_drops", "counter", "drops", ("reason", "interface"),
+           "Packets the host kernel dropped (skb:kfree_skb) that belong to a tracked flow "
+           "or were dropped on a watched interface, by the kernel's drop reason and by "
+           "interface (\"other\": a device the sensor does not watch, such as the far end "
+           "of a veth pair)."),
+    Family("flowscope_kernel_drops_matched", "counter", "drops", ("match",),
+           "Kernel drops counted, by what made them count: flow (a flow of the map) or "
+           "interface (a watched interface, no known flow)."),
 )
 
 #: ``fs_counter`` -> (family, label value): where each kernel counter is exposed.
@@ -145,6 +161,9 @@ KERNEL = {
     Counter.FRAG_HELD: ("flowscope_fragment_packets", "held"),
     Counter.FRAG_RESOLVED: ("flowscope_fragment_packets", "resolved"),
     Counter.FRAG_ORPHANED: ("flowscope_fragment_packets", "orphaned"),
+    Counter.DNS: ("flowscope_ring_dns_events", None),
+    Counter.DROPS: ("flowscope_kernel_drops_matched", "flow"),
+    Counter.DROPS_OTHER: ("flowscope_kernel_drops_matched", "interface"),
 }
 _KERNEL_BY_NAME = {c.name.lower(): where for c, where in KERNEL.items()}
 
@@ -202,6 +221,9 @@ def snapshot(tracker_stats: Any, kernel_counters: Optional[Mapping[str, int]],
                 ("flowscope_ring_events_stale", (), int(s.stale_events))]
         out += [("flowscope_ring_events_drained", (names.get(i, str(i)), DIRECTIONS[h]), int(n))
                 for (i, h), n in sorted(s.events_by_hook.items())]
+        # {(ifindex or 0, reason name): drops}
+        out += [("flowscope_kernel_drops", (reason, names.get(i, str(i)) if i else "other"),
+                 int(n)) for (i, reason), n in sorted(getattr(s, "kernel_drops", {}).items())]
     out.append(("flowscope_engine_lag_seconds", (), float(engine_lag_seconds)))
     return Snapshot(tuple(out))
 

@@ -67,7 +67,7 @@ def _ring() -> None:
 
 def warmup() -> float:
     """Compile (or load from numba's cache) every kernel; return the seconds it took."""
-    from ._kernels.textout import format_jsonl
+    from ._kernels.textout import format_jsonl, reason_table
     from .config import TrackerConfig
     from .tracker import FlowTracker, PacketView
     from .events import Timestamp
@@ -75,14 +75,15 @@ def warmup() -> float:
     t0 = time.perf_counter()
     batches = [_walk(_pcap_image(_TCP_SYN), False), _walk(_pcapng_image(_TCP_SYN), True)]
     buf = np.zeros(1 << 14, dtype=np.uint8)
+    reasons = reason_table({})
     for zeek in (False, True):
         tr = FlowTracker(config=TrackerConfig(max_flows=4, sweep_interval=1.0), zeek=zeek)
         for batch in batches:
             for recs in tr.process(batch):
-                format_jsonl(recs, buf)
+                format_jsonl(recs, buf, *reasons)
         tr.track(PacketView(_TCP_SYN, Timestamp(2, 0)))
         tr.sweep(10**12)
         for recs in tr.process_finish():
-            format_jsonl(recs, buf)
+            format_jsonl(recs, buf, *reasons)
     _ring()
     return time.perf_counter() - t0

@@ -8,7 +8,7 @@ import numpy as np
 
 from flowscope import layout
 from flowscope.layout import KIND_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS, proto_slug
-from flowscope.output.common import RecordFormatter
+from flowscope.output.common import RecordFormatter, drop_reason_names
 
 
 def _num_ts(ns: int) -> str:
@@ -35,6 +35,14 @@ def _dns(r) -> str:
     if d & layout.EVD_RTT:
         out += f',"dns_rtt":{_num_ts(int(r["dns_rtt"]))}'
     return out
+
+
+def _drops(r) -> str:
+    if not r["drops"].any():
+        return ""
+    code = int(r["drop_reason"])
+    return (f',"init_drops":{int(r["drops"][0])},"resp_drops":{int(r["drops"][1])},'
+            f'"drop_reason":"{drop_reason_names().get(code, str(code))}"')
 
 
 class NaiveJsonlWriter:
@@ -90,7 +98,7 @@ class NaiveJsonlWriter:
                     f'"resp_pkts":{pk[i][1]},"resp_bytes":{by[i][1]},'
                     f'"init_payload_bytes":{pay[i][0]},"resp_payload_bytes":{pay[i][1]},'
                     f'"init_tcp_flags":{fl[i][0]},"resp_tcp_flags":{fl[i][1]}'
-                    f'{_dns(recs[i])}}}\n')
+                    f'{_dns(recs[i])}{_drops(recs[i])}}}\n')
             elif kind == layout.EV_PACKET:
                 r = recs[i]
                 lines.append(f'{head},"side":"{SIDE_SLUGS[r["side"]]}","len":{r["length"]}}}\n')

@@ -353,4 +353,4 @@ def test_zeek_tsv_non_dns_flow_unset():
     tsv = io.StringIO()
     ZeekTsvWriter(tsv).write_records(recs)
     values = [x for x in tsv.getvalue().splitlines() if not x.startswith("#")][0].split("\t")
-    assert values[-7:] == ["-"] * 7
+    assert values[-10:] == ["-"] * 10

@@ -82,6 +82,9 @@ LITS, LIT_LENS = _table([
     ',"dns_rcode_name":"',  # 38
     ',"dns_answers":',  # 39
     ',"dns_rtt":',  # 40
+    ',"init_drops":',  # 41
+    ',"resp_drops":',  # 42
+    ',"drop_reason":"',  # 43
 ])
 QTYPES, QTYPE_LENS = _table([DNS_QTYPE_NAMES.get(n, "") for n in range(max(DNS_QTYPE_NAMES) + 1)])
 RCODES, RCODE_LENS = _table(list(DNS_RCODE_NAMES))
@@ -306,8 +309,34 @@ def _dns(buf, pos, r):
 
 
 @kernel
-def format_jsonl(recs, buf):
-    """Format ``recs`` (EVENT_DTYPE[n]) into ``buf`` (uint8[m]); returns (done, nbytes)."""
+def _drops(buf, pos, r, reasons, reason_lens):
+    """The kernel drop fields of a live Ended record; the reason by its name in the table
+    (``reasons`` uint8[k, w], ``reason_lens`` int64[k]), else by number."""
+    pos = _lit(buf, pos, 41)
+    pos = _uint(buf, pos, r.drops[0])
+    pos = _lit(buf, pos, 42)
+    pos = _uint(buf, pos, r.drops[1])
+    pos = _lit(buf, pos, 43)
+    code = np.int64(r.drop_reason)
+    if code < reasons.shape[0] and reason_lens[code] > 0:
+        pos = _row(buf, pos, reasons, reason_lens, code)
+    else:
+        pos = _uint(buf, pos, code)
+    return _lit(buf, pos, 11)
+
+
+def reason_table(names: dict):
+    """``(uint8[k, w], int64[k])`` of drop reason names by value, for ``format_jsonl``."""
+    if not names:
+        return np.zeros((1, 1), dtype=np.uint8), np.zeros(1, dtype=np.int64)
+    return _table([names.get(v, "") for v in range(max(names) + 1)])
+
+
+@kernel
+def format_jsonl(recs, buf, reasons, reason_lens):
+    """Format ``recs`` (EVENT_DTYPE[n]) into ``buf`` (uint8[m]); returns (done, nbytes).
+
+    ``reasons``, ``reason_lens``: the kernel's drop reason names (``reason_table``)."""
     pos = 0
     cap = buf.shape[0]
     for i in range(recs.shape[0]):
@@ -356,6 +385,8 @@ def format_jsonl(recs, buf):
             pos = _uint(buf, pos, np.int64(r.flags_or[1]))
             if r.dns != 0:
                 pos = _dns(buf, pos, r)
+            if r.drops[0] != 0 or r.drops[1] != 0:
+                pos = _drops(buf, pos, r, reasons, reason_lens)
             pos = _lit(buf, pos, 30)
         elif kind == EV_PACKET:
             pos = _lit(buf, pos, 12)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from functools import lru_cache
+
 from .. import layout
 from ..keys import mac_str
 
@@ -51,6 +53,26 @@ class RecordFormatter:
             return kind, proto, b, pb, a, pa
         return kind, proto, a, pa, b, pb
 
+
+
+@lru_cache(maxsize=1)
+def drop_reason_names() -> dict[int, str]:
+    """The running kernel's ``enum skb_drop_reason`` names by value ({} without its BTF).
+    Only live records carry kernel drops, and they come from this kernel."""
+    from ..sensor.btf import drop_reason_names as names
+
+    return names()
+
+
+def drop_fields(rec) -> dict:
+    """The kernel drop fields of a live Ended record by their JSON names (empty without
+    drops): ``init_drops``, ``resp_drops``, ``drop_reason`` (its name, or the number)."""
+    d0, d1 = int(rec["drops"][0]), int(rec["drops"][1])
+    if not d0 and not d1:
+        return {}
+    code = int(rec["drop_reason"])
+    return {"init_drops": d0, "resp_drops": d1,
+            "drop_reason": drop_reason_names().get(code, str(code))}
 
 
 def dns_fields(rec) -> dict:

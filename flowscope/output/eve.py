@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import layout
 from ..community_id import community_id_for_record
-from .common import RecordFormatter, dns_fields
+from .common import RecordFormatter, dns_fields, drop_fields
 
 #: Suricata's protocol names (its ``known_proto`` table); others print as the number.
 EVE_PROTO_NAMES = {layout.IPPROTO_ICMP: "ICMP", layout.IPPROTO_TCP: "TCP",
@@ -196,6 +196,7 @@ class EveWriter:
         fl = ended["flags_or"].tolist()
         icmp = ended["icmp"].tolist()
         dns = ended["dns"].tolist()
+        drops = ended["drops"].any(axis=1).tolist()
         lines = []
         for i in range(ended.shape[0]):
             kind, proto, src, sport, dst, dport = self.fmt.endpoints(keys[i], revs[i])
@@ -239,8 +240,15 @@ class EveWriter:
                 cid = community_id_for_record(ended[i], self.seed)
                 if cid is not None:
                     parts.append(f',"community_id":"{cid}"')
+            ext = []
             if dns[i]:
-                parts.append(',"flowscope":{"dns":' + eve_dns(ended[i]) + "}")
+                ext.append('"dns":' + eve_dns(ended[i]))
+            if drops[i]:
+                d = drop_fields(ended[i])
+                ext.append(f'"drops":{{"toserver":{d["init_drops"]},'
+                           f'"toclient":{d["resp_drops"]},"reason":"{d["drop_reason"]}"}}')
+            if ext:
+                parts.append(',"flowscope":{' + ",".join(ext) + "}")
             parts.append("}\n")
             lines.append("".join(parts))
         self.out.write("".join(lines))

@@ -12,7 +12,8 @@ from typing import IO
 
 import numpy as np
 
-from .._kernels.textout import MAX_LINE, format_jsonl
+from .._kernels.textout import MAX_LINE, format_jsonl, reason_table
+from .common import drop_reason_names
 
 
 class JsonlWriter:
@@ -29,6 +30,8 @@ class JsonlWriter:
         self.lines = 0
         # write bytes to the binary layer below a text stream when there is one
         self._raw = getattr(out, "buffer", None) if isinstance(out, io.TextIOWrapper) else None
+        self._reasons = reason_table({})
+        self._reasons_loaded = False
 
     def _emit(self, n: int) -> None:
         data = self._buf[:n].tobytes()
@@ -41,8 +44,12 @@ class JsonlWriter:
     def write_records(self, recs: np.ndarray) -> None:
         start = 0
         total = recs.shape[0]
+        if not self._reasons_loaded and total and recs["drops"].any():
+            # live records with kernel drops: the running kernel's reason names, read once
+            self._reasons = reason_table(drop_reason_names())
+            self._reasons_loaded = True
         while start < total:
-            done, n = format_jsonl(recs[start:], self._buf)
+            done, n = format_jsonl(recs[start:], self._buf, *self._reasons)
             self._emit(n)
             start += done
         self.lines += total

@@ -25,7 +25,7 @@ import numpy as np
 from .. import layout
 from .. import layout as Z  # Z_*, EP_*, TCP_*: the Zeek-style words of Ended records
 from ..community_id import community_id_v1, icmp_port_equivalents
-from .common import dns_fields
+from .common import dns_fields, drop_fields
 
 FIELDS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service",
           "duration", "orig_bytes", "resp_bytes", "conn_state", "local_orig", "local_resp",
@@ -34,13 +34,17 @@ FIELDS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "prot
           # flowscope extension fields (docs/zeek-compat.md): the flow's first DNS query and
           # its response, as Zeek's dns.log names them with a "dns_" prefix
           "dns_query", "dns_qtype", "dns_qtype_name", "dns_rcode", "dns_rcode_name",
-          "dns_answers", "dns_rtt")
+          "dns_answers", "dns_rtt",
+          # flowscope extension fields: kernel drops of the connection's packets (live only)
+          "orig_drops", "resp_drops", "drop_reason")
 TYPES = ("time", "string", "addr", "port", "addr", "port", "enum", "string", "interval",
          "count", "count", "string", "bool", "bool", "count", "string", "count", "count",
          "count", "count", "set[string]", "string",
-         "string", "count", "string", "count", "string", "count", "interval")
-#: The extension fields (unset when the flow carried no DNS).
-DNS_FIELDS = FIELDS[-7:]
+         "string", "count", "string", "count", "string", "count", "interval",
+         "count", "count", "string")
+#: The extension fields (unset when the flow carried no DNS / had no kernel drops).
+DNS_FIELDS = FIELDS[-10:-3]
+DROP_FIELDS = FIELDS[-3:]
 
 _PROTO_NAMES = {layout.IPPROTO_TCP: "tcp", layout.IPPROTO_UDP: "udp",
                 layout.IPPROTO_ICMP: "icmp", layout.IPPROTO_ICMPV6: "icmp"}
@@ -194,7 +198,20 @@ def conn_record(rec) -> Optional[dict]:
         "community_id": cid,
         **dict.fromkeys(DNS_FIELDS),
         **dns_fields(rec),
+        **dict.fromkeys(DROP_FIELDS),
+        **_zeek_drops(rec, o),
     }
+
+
+def _zeek_drops(rec, o: int) -> dict:
+    """Kernel drops by Zeek's originator / responder (``o``: flowscope side of the
+    originator)."""
+    d = drop_fields(rec)
+    if not d:
+        return {}
+    by_side = (d["init_drops"], d["resp_drops"])
+    return {"orig_drops": by_side[o], "resp_drops": by_side[1 - o],
+            "drop_reason": d["drop_reason"]}
 
 
 def _ended(recs: np.ndarray):

@@ -138,6 +138,7 @@ class SensorStats:
     synced: int = 0  # sync rows sent to the engine
     ticks: int = 0
     extra: dict = field(default_factory=dict)
+    kernel_drops: dict = field(default_factory=dict)  # (ifindex or 0, reason name) -> drops
 
     def count_hooks(self, ev: np.ndarray) -> None:
         """Add ring events (``EVENT_DTYPE``) to ``events_by_hook``, by interface and hook."""
@@ -194,6 +195,7 @@ class Sensor:
         self._next_sweep = 0.0
         self._next_report = 0.0
         self._closed = False
+        self._drop_names: dict[int, str] = {}
         self.metrics = None  # a flowscope.metrics.MetricsServer, updated about once a second
         self._next_metrics = 0.0
         self._next_flush = 0.0
@@ -220,13 +222,25 @@ class Sensor:
 
         secs = warmup()
         self.clock = MonoToWall()
-        self.loaded = load_quietly(loader, self.tunables())
+        tun = self.tunables()
+        if tun.get("drops"):
+            from .btf import BtfError, drop_reason_names, drop_tracer_cflags
+
+            try:
+                drop_tracer_cflags()
+                self._drop_names = drop_reason_names()
+            except BtfError as exc:
+                tun["drops"] = 0
+                self.report(f"flowscope: kernel drops not tracked: {exc}")
+        self.loaded = load_quietly(loader, tun)
         try:
             self.ring = RingReader(self.loaded.events_fd)
             self._warm_sensor_paths()
             for i, name in enumerate(self.ifnames):
                 self.attachments.append(self._attach_one(attach, name))
                 self._slots[self.attachments[-1].ifindex] = i
+            if self.loaded.drops:
+                self.loaded.attach_drops()
         except BaseException:
             self._detach()
             self._release()
@@ -239,9 +253,28 @@ class Sensor:
 
     def _attach_one(self, attach, name):
         hooks = self.config.hooks
-        return attach.attach(self.loaded, name, xdp_mode=self.config.xdp_mode,
-                             egress="egress" in hooks,
-                             ingress=self.config.ingress if "ingress" in hooks else "")
+        at = attach.attach(self.loaded, name, xdp_mode=self.config.xdp_mode,
+                           egress="egress" in hooks,
+                           ingress=self.config.ingress if "ingress" in hooks else "")
+        if self.loaded.drops:  # drops on this device count even without a known flow
+            w = self.loaded.bpf[b"fs_watched"]
+            w[w.Key(at.ifindex)] = w.Leaf(1)
+        return at
+
+    def read_kernel_drops(self) -> dict:
+        """``{(ifindex or 0, reason name): drops}`` from the kernel's fs_drop_counts (also
+        kept in ``stats.kernel_drops``); {} when drops are not tracked."""
+        if self.loaded is None or not self.loaded.drops:
+            return {}
+        from . import maps
+
+        keys, vals = maps.drop_counts(self.loaded.map_fd("fs_drop_counts"))
+        out: dict = {}
+        for i, r, n in zip(keys["ifindex"].tolist(), keys["reason"].tolist(), vals.tolist()):
+            name = self._drop_names.get(r, str(r))
+            out[(i, name)] = out.get((i, name), 0) + n
+        self.stats.kernel_drops = out
+        return out
 
     def describe(self) -> str:
         """The interfaces and what is attached to each: ``eth0 (xdp native + tcx egress)``."""
@@ -304,6 +337,7 @@ class Sensor:
             from . import maps
 
             self._next_metrics = now + 1.0
+            self.read_kernel_drops()
             self.metrics.update(self.tracker.stats, maps.counters_dict(self.loaded.counters_fd),
                                 self.stats, {at.ifindex: at.ifname for at in self.attachments},
                                 self._lag if drained else 0.0)

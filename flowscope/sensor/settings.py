@@ -41,7 +41,8 @@ def tunables(sensor: SensorConfig, tracker: TrackerConfig) -> dict:
     return {"max_flows": sensor.map_size or tracker.max_flows,
             "ring_pages": max(1, sensor.ring_size // PAGE_SIZE),
             "frag_timeout_ns": int(round(tracker.fragment_timeout * NS_PER_S)),
-            "dns": int(tracker.dns)}
+            "dns": int(tracker.dns),
+            "drops": int(sensor.drops)}
 
 
 def live_settings(config: Config,
