@@ -490,3 +490,21 @@ def test_metrics_are_served_and_interfaces_come_from_the_config(topo, tmp_path):
     finally:
         assert _stop(proc) == 0, err.read_text()
     assert any(json.loads(line)["proto"] == "icmp" for line in out.read_text().splitlines())
+
+
+def test_print_bpf_drops_switch(tmp_path):
+    """sensor.drops (default on) compiles the drop tracer with this kernel's sk_buff offsets;
+    sensor.drops: false leaves it out."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sensor:\n  map_size: 4096\n")
+    on = _cli("live", "-i", "lo", "--config", str(cfg), "--print-bpf")
+    assert on.returncode == 0 and "fs_kfree_skb" in on.stdout
+    flags = on.stdout.splitlines()[-1]
+    assert "-DFS_DROPS=1" in flags and "-DFS_DNS=1" in flags
+    if os.path.exists("/sys/kernel/btf/vmlinux"):
+        assert "-DFS_SKB_HEAD=" in flags and "-DFS_NETDEV_IFINDEX=" in flags
+    cfg.write_text("dns: false\nsensor:\n  map_size: 4096\n  drops: false\n")
+    off = _cli("live", "-i", "lo", "--config", str(cfg), "--print-bpf")
+    flags = off.stdout.splitlines()[-1]
+    assert off.returncode == 0 and "-DFS_DROPS=0" in flags and "-DFS_DNS=0" in flags
+    assert "FS_SKB_HEAD" not in flags

@@ -205,6 +205,17 @@ def check_map_sizes(b) -> None:
             raise LayoutMismatch(f"map {name}: compiled key/value sizes {got}, mirror {(ks, vs)}")
 
 
+def build_cflags(tunables: dict | None = None) -> list[str]:
+    """The tunables' ``-D`` flags, plus, with ``drops``, the ``struct sk_buff`` offsets of the
+    running kernel the drop tracer reads (``btf.drop_tracer_cflags``; BtfError without BTF)."""
+    flags = cflags_for(tunables)
+    if (tunables or {}).get("drops"):
+        from .btf import drop_tracer_cflags
+
+        flags += drop_tracer_cflags()
+    return flags
+
+
 def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
          debug: int = 0) -> Loaded:
     """Compile and load both programs.
@@ -224,12 +235,8 @@ def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
         When fs_shared.h and ``flowscope.sensor.layout`` disagree.
     """
     bcc = import_bcc()
-    cflags = cflags_for(tunables) + list(extra_cflags or [])
+    cflags = build_cflags(tunables) + list(extra_cflags or [])  # BtfError without BTF
     drops = bool((tunables or {}).get("drops"))
-    if drops:
-        from .btf import drop_tracer_cflags
-
-        cflags += drop_tracer_cflags()  # BtfError (one line) when the kernel has no BTF
     src = program_source()
     try:
         b = bcc.BPF(text=src.encode(), cflags=cflags, debug=debug)
