@@ -81,6 +81,15 @@
 #define FS_TCP_SEQ 1
 #endif
 #define FS_TOO_LARGE_SEQ_DELTA 1048576
+#ifndef FS_DNS
+/* 1: packets to or from port 53 (FS_DNS_PORT) whose payload can hold a DNS header send a
+ * FS_EVR_DNS record with their first FS_DNS_BYTES payload bytes. 0: no DNS records. */
+#define FS_DNS 1
+#endif
+#ifndef FS_DNS_PORT
+#define FS_DNS_PORT 53 /* layout.DNS_PORT */
+#endif
+
 #ifndef FS_PRECISE_LAST_SEEN
 /* 0: packets that produce no event stamp last_ns with bpf_ktime_get_coarse_ns() (~3 ns, at
  * most one tick behind) instead of bpf_ktime_get_ns() (~23 ns, a third of the per-packet cost).
@@ -239,12 +248,47 @@ static __always_inline int fs_seq_step(struct fs_flow *f, __u8 dir, const struct
 	return hit;
 }
 
-/* Submit one event; returns 0, or -1 when the ring was full (counted). */
-static __always_inline int fs_emit(const struct fs_flow_key *k, const struct fs_flow *f,
-                                   const struct fs_pkt *p, __u64 now, __u32 frame_len,
-                                   __u32 ifindex, __u8 hook, __u8 dir, __u8 reason)
+/* dns: copy the first payload bytes of a FS_EVR_DNS packet into its record. The program type
+ * decides the helper (is_xdp is a constant at each entry point, so the other branch is
+ * compiled out); both read beyond the linear area too. */
+static __always_inline void fs_dns_copy(void *ctx, int is_xdp, struct fs_dns_event *d,
+                                        const struct fs_pkt *p, __u32 frame_len)
 {
-	struct fs_event *e = fs_events.ringbuf_reserve(sizeof(struct fs_event));
+	__builtin_memset(&d->dns_len, 0, sizeof(*d) - sizeof(d->ev));
+	if (p->pay_off >= frame_len)
+		return;
+	/* n is 64-bit and masked after a barrier: payload_len comes from a signed length, and
+	 * without this the compiler hands the helper the register before its clamps, of a range
+	 * the verifier rejects */
+	__u64 n = p->payload_len;
+	asm volatile("" : "+r"(n));
+	n &= 0xffff;
+	if (n > frame_len - p->pay_off)
+		n = frame_len - p->pay_off;
+	if (n > FS_DNS_BYTES)
+		n = FS_DNS_BYTES;
+	if (n == 0)
+		return;
+	int rc;
+	if (is_xdp)
+		rc = bpf_xdp_load_bytes(ctx, p->pay_off, d->dns, n);
+	else
+		rc = bpf_skb_load_bytes(ctx, p->pay_off, d->dns, n);
+	if (rc == 0)
+		d->dns_len = n;
+}
+
+/* Submit one event; returns 0, or -1 when the ring was full (counted). FS_EVR_DNS events are
+ * a struct fs_dns_event with the packet's first payload bytes. */
+static __always_inline int fs_emit(void *ctx, int is_xdp, const struct fs_flow_key *k,
+                                   const struct fs_flow *f, const struct fs_pkt *p, __u64 now,
+                                   __u32 frame_len, __u32 ifindex, __u8 hook, __u8 dir, __u8 reason)
+{
+	struct fs_event *e;
+	if (reason & FS_EVR_DNS)
+		e = fs_events.ringbuf_reserve(sizeof(struct fs_dns_event));
+	else
+		e = fs_events.ringbuf_reserve(sizeof(struct fs_event));
 	if (!e) {
 		fs_count(FS_CNT_RING_FULL, 1);
 		return -1;
@@ -307,6 +351,13 @@ static __always_inline int fs_emit(const struct fs_flow_key *k, const struct fs_
 		               (FS_SQ_INIT_FWD | FS_SQ_INIT_REV | FS_SQ_FIN_FWD | FS_SQ_FIN_REV);
 	}
 #endif
+	e->drops[0] = f->drops[0];
+	e->drops[1] = f->drops[1];
+	e->drop_reason = f->drop_reason;
+	if (reason & FS_EVR_DNS) {
+		fs_dns_copy(ctx, is_xdp, (struct fs_dns_event *)e, p, frame_len);
+		fs_count(FS_CNT_DNS, 1);
+	}
 	fs_events.ringbuf_submit(e, 0);
 	fs_count(FS_CNT_EVENTS, 1);
 	return 0;
@@ -518,8 +569,8 @@ static __always_inline void fs_flow_init(struct fs_flow *f, const struct fs_pkt 
 	}
 }
 
-static __always_inline void fs_process(void *data, void *data_end, __u32 frame_len, __u32 ifindex,
-                                       __u8 hook)
+static __always_inline void fs_process(void *ctx, int is_xdp, void *data, void *data_end,
+                                       __u32 frame_len, __u32 ifindex, __u8 hook)
 {
 	struct fs_pkt p = {};
 	struct fs_flow_key k = {};
@@ -682,6 +733,12 @@ existing:
 	if (((f->pkts[0] + f->pkts[1]) % FS_PACKET_EVENTS) == 0)
 		reason |= FS_EVR_SAMPLE;
 #endif
+#if FS_DNS
+	/* 4c) dns: a message to or from port 53 that can hold a header (TCP: after its length) */
+	if ((p.pflags & FS_PF_PORTS) && (p.sport == FS_DNS_PORT || p.dport == FS_DNS_PORT) &&
+	    p.payload_len >= ((p.pflags & FS_PF_TCP) ? 14 : 12))
+		reason |= FS_EVR_DNS;
+#endif
 
 	/* 5) time stamp and event */
 	if (reason) {
@@ -689,7 +746,8 @@ existing:
 			now = bpf_ktime_get_ns();
 		f->last_ns = now;
 		f->events += 1;
-		int lost = fs_emit(&k, f, &p, now, frame_len, ifindex, hook, dir, reason) < 0;
+		int lost = fs_emit(ctx, is_xdp, &k, f, &p, now, frame_len, ifindex, hook, dir,
+		                   reason) < 0;
 		/* ev_lost: userspace has not seen the flow's terminal state; such an entry keeps
 		 * counting (see 3) until an event with the terminal state gets through, or the
 		 * next map sync ends it. */

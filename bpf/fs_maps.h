@@ -69,4 +69,11 @@ BPF_PERCPU_ARRAY(fs_scratch, struct fs_flow, 1);
 /* Key: enum fs_counter. Value: __u64 per CPU (userspace sums the CPUs). */
 BPF_PERCPU_ARRAY(fs_counters, __u64, FS_CNT_MAX);
 
+/* drops. Key: ifindex of an interface the sensor is attached to. Value: 1 (filled by
+ * userspace; drops on these devices count even when their packet matches no flow). */
+BPF_HASH(fs_watched, __u32, __u8, 256);
+
+/* drops. Key: struct fs_drop_key. Value: __u64 drops (atomic adds). */
+BPF_HASH(fs_drop_counts, struct fs_drop_key, __u64, 4096);
+
 #endif /* FS_MAPS_H */

@@ -92,6 +92,7 @@ struct fs_pkt {
 	__u64 smac, dmac; /* 48-bit big-endian values (PBB/FabricPath: the inner header's) */
 	__u16 vlan[2];    /* the first two VLAN ids, outer first */
 	__u8 nvlan;       /* VLAN tags seen */
+	__u32 pay_off; /* TCP/UDP: offset of the L4 payload from the frame start (dns) */
 };
 
 /* A 6-byte MAC address as its 48-bit big-endian value. */
@@ -409,6 +410,7 @@ static __always_inline int parse_tcphdr(struct fs_cursor *c, void *data_end, str
 	p->window = fs_ntohs(th->window);
 	p->tcp_flags = ((__u8 *)th)[13];
 	*l4len -= doff;
+	p->pay_off = doff; /* parse_frame adds the header's offset */
 	p->pflags |= FS_PF_PORTS | FS_PF_TCP;
 	return 0;
 }
@@ -424,6 +426,7 @@ static __always_inline int parse_udphdr(struct fs_cursor *c, void *data_end, str
 	p->sport = fs_ntohs(uh->source);
 	p->dport = fs_ntohs(uh->dest);
 	*l4len -= sizeof(*uh);
+	p->pay_off = sizeof(*uh); /* parse_frame adds the header's offset */
 	p->pflags |= FS_PF_PORTS;
 	return 0;
 }
@@ -479,6 +482,8 @@ static __always_inline int parse_frame(void *data, void *data_end, struct fs_pkt
 	}
 	if (r < 0)
 		return r;
+	if (p->pay_off)
+		p->pay_off += (__u32)(c.pos - data);
 	if (l4len < 0)
 		l4len = 0;
 	p->payload_len = l4len;

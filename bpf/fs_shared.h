@@ -17,7 +17,7 @@
 #define FS_SHARED_H
 
 /* Size checks in the loader compare these with what the compiler produced. */
-#define FS_ABI_VERSION 2
+#define FS_ABI_VERSION 3
 
 /* fs_flow_key.l3 */
 enum fs_l3 {
@@ -66,6 +66,11 @@ enum fs_tcp_state {
 /* History letters a flow can hold (semantics.md "History"). */
 #define FS_HISTORY_MAX 16
 
+/* dns: bytes of a port-53 packet's L4 payload a FS_EVR_DNS record carries (fs_dns_event.dns):
+ * the 12-byte header, the longest question name (255) and QTYPE/QCLASS, after TCP's 2-byte
+ * length, rounded up to 8. Userspace decodes them with the offline DNS parser. */
+#define FS_DNS_BYTES 296
+
 /* fs_event.pflags: what the parser found in this packet. */
 enum fs_pkt_flag {
 	FS_PF_PORTS = 0x01,      /* ports come from a TCP/UDP/SCTP header */
@@ -92,6 +97,9 @@ enum fs_event_reason {
 	FS_EVR_SEQ = 0x40,    /* tcpperf: a direction's retransmission + out-of-order count or
 				 * its zero-window count reached 1, 10, 100, ... (Zeek's T and W
 				 * letters) */
+	/* dns */
+	FS_EVR_DNS = 0x80, /* a UDP or TCP packet to or from port 53 with a payload that can hold
+			    * a DNS header: the record is a struct fs_dns_event */
 };
 
 /* fs_flow.seq_flags / fs_event.seq_flags (tcpperf): per orientation, FWD bit << 0, REV << 1. */
@@ -137,6 +145,10 @@ enum fs_counter {
 	FS_CNT_FRAG_RESOLVED = 14, /* held fragments added to their datagram's flow */
 	FS_CNT_FRAG_ORPHANED = 15, /* held fragments given up after FS_FRAG_TIMEOUT_NS (held -
 				    * resolved - orphaned are still held or were evicted) */
+	/* dns and drops */
+	FS_CNT_DNS = 24,         /* FS_EVR_DNS records submitted */
+	FS_CNT_DROPS = 25,       /* kernel drops (skb:kfree_skb) counted to a flow of the map */
+	FS_CNT_DROPS_OTHER = 26, /* kernel drops of watched interfaces matching no flow */
 	/* flow filter and sampling */
 	FS_CNT_FILTERED = 28,    /* packets of new flows the filter dropped (no entry made; held
 				  * fragments a dropped first fragment resolved included) */
@@ -186,7 +198,14 @@ struct fs_flow {
 	__u8 ev_lost;     /* 100: 1 when the event that made the state terminal was lost (ring
 			    * full): the entry keeps counting instead of restarting, and the
 			    * next map sync ends the flow with what the kernel counted */
-	__u8 _pad[27];    /* 101 */
+	__u8 _pad[3];     /* 101 */
+	/* drops: packets of this flow the kernel dropped (skb:kfree_skb), per orientation, and
+	 * the majority drop reason (Boyer-Moore vote: the most frequent one whenever one reason
+	 * makes up more than half of the drops) */
+	__u32 drops[2];    /* 104 */
+	__u16 drop_reason; /* 112: enum skb_drop_reason of the running vote */
+	__u16 drop_votes;  /* 114: the vote's counter */
+	__u8 _pad2[12];    /* 116 */
 	/* tcpperf: per-orientation TCP sequence tracking, the rules of
 	 * flowscope/_kernels/tcpseq.py (host order) */
 	__u32 seq_start[2]; /* 128: Zeek's start_seq */
@@ -199,11 +218,11 @@ struct fs_flow {
 	__u32 zero_win[2];  /* 184: zero-window advertisements */
 	__u64 rtx_bytes[2]; /* 192: retransmitted payload bytes */
 	__u8 seq_flags;     /* 208: FS_SQ_* */
-	__u8 _pad2[7];      /* 209 */
+	__u8 _pad_seq[7];   /* 209 */
 };
 
 /*
- * Ring buffer record, 280 bytes: one control event (see FS_EVR_*). Counters are the flow's
+ * Ring buffer record, 296 bytes: one control event (see FS_EVR_*). Counters are the flow's
  * values right after this packet was counted, so userspace keeps exact per-flow statistics
  * without per-packet records.
  */
@@ -244,13 +263,39 @@ struct fs_event {
 	__u32 zero_win[2];  /* 224 */
 	__u64 rtx_bytes[2]; /* 232 */
 	__u8 seq_flags;     /* 248: FS_SQ_* */
-	__u8 _pad2[7];      /* 249: zero */
+	__u8 _pad_seq[7];   /* 249: zero */
 	/* context: the link layer of this packet */
 	__u64 smac;    /* 256: source MAC, 48-bit big-endian value in host order */
 	__u64 dmac;    /* 264: destination MAC */
 	__u16 vlan[2]; /* 272: the first two VLAN ids, outer first (nvlan of them valid) */
 	__u8 nvlan;    /* 276: VLAN tags of the frame */
 	__u8 _pad3[3]; /* 277: zero */
+	/* drops: the flow's kernel drops so far (fs_flow.drops, drop_reason) */
+	__u32 drops[2];    /* 280 */
+	__u16 drop_reason; /* 288 */
+	__u8 _pad2[6];     /* 290: zero */
+};
+
+/*
+ * dns: a ring record with FS_EVR_DNS set, 600 bytes: the event, then the first bytes of the
+ * packet's L4 payload (UDP: the DNS message; TCP: its 2-byte length, then the message).
+ * Other records are a bare struct fs_event; the record length tells them apart.
+ */
+struct fs_dns_event {
+	struct fs_event ev; /*   0 */
+	__u16 dns_len;      /* 296: bytes of dns[] copied (min(payload, frame, FS_DNS_BYTES)) */
+	__u8 _pad[6];       /* 298: zero */
+	__u8 dns[296];      /* 304: FS_DNS_BYTES; bytes after dns_len are zero */
+};
+
+/*
+ * drops: key of fs_drop_counts (kernel drops by interface and reason), 8 bytes. ifindex is the
+ * dropping skb's device when the sensor watches it, else 0 (a drop of a known flow's packet
+ * on another device, e.g. in another network namespace).
+ */
+struct fs_drop_key {
+	__u32 ifindex; /* 0: not a watched interface */
+	__u32 reason;  /* enum skb_drop_reason of the running kernel */
 };
 
 /* Flow filter and sampling. FS_FILTER (a -D flag) holds the fs_filter_bit bits of the lists

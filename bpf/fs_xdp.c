@@ -11,6 +11,7 @@ int fs_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 
-	fs_process(data, data_end, (__u32)(data_end - data), ctx->ingress_ifindex, FS_HOOK_XDP);
+	fs_process(ctx, 1, data, data_end, (__u32)(data_end - data), ctx->ingress_ifindex,
+	           FS_HOOK_XDP);
 	return XDP_PASS;
 }

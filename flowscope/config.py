@@ -281,6 +281,10 @@ class TrackerConfig:
         an inner flow linked to its outer flow. Capture files only.
     vxlan_port, geneve_port : int
         UDP ports of VXLAN (default 4789) and Geneve (default 6081).
+    dns : bool
+        Keep each flow's first DNS query name, qtype, rcode, answer count and
+        query-to-response time (port 53, UDP and TCP; default on). Costs
+        ``DNS_NAME_MAX`` (256) bytes of memory per flow slot in use.
     """
 
     tcp_timeout: float = 300.0
@@ -305,6 +309,7 @@ class TrackerConfig:
     vxlan_port: int = VXLAN_PORT
     geneve_port: int = GENEVE_PORT
     key_vlan: bool = False
+    dns: bool = True
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -359,6 +364,9 @@ class SensorConfig:
         Interfaces to attach to when ``-i`` is not given on the command line.
     reattach : bool
         Attach again when an interface that disappeared comes back under its name.
+    drops : bool
+        Count the kernel's packet drops (``skb:kfree_skb``) to their flows and by
+        reason (default on).
     """
 
     map_size: Optional[int] = None
@@ -371,6 +379,7 @@ class SensorConfig:
     batch: int = 4096
     interfaces: tuple = ()
     reattach: bool = False
+    drops: bool = True
 
     def __post_init__(self) -> None:
         _check_fields(self, "sensor")
@@ -447,6 +456,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("decapsulate", "decapsulate", boolean, "--no-decapsulate"),
         Key("vxlan_port", "vxlan_port", integer(1, 65535), "--vxlan-port"),
         Key("geneve_port", "geneve_port", integer(1, 65535), "--geneve-port"),
+        Key("dns", "dns", boolean),
         *(_timeout_key(name) for name, _protos in TIMEOUT_CLASSES),
         *(Key(f"filter.{side}.{what}", f"{side}_{what}", check)
           for side in FILTER_SIDES
@@ -470,6 +480,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("sensor.batch", "batch", integer(16, 1 << 20)),
         Key("sensor.interfaces", "interfaces", names("interface names", max_len=15), "-i"),
         Key("sensor.reattach", "reattach", boolean),
+        Key("sensor.drops", "drops", boolean),
     ),
     "output": (
         Key("output.format", "format", _output_format, "--format"),

@@ -103,6 +103,28 @@ PERR_LINKTYPE = 4  # link type not supported
 #: as protocols without ports are, and counted in the ``truncated_l4`` statistic.
 PERR_L4_SHORT = 5
 
+# --- DNS (port 53, over UDP and TCP) --------------------------------------
+#: Packets to or from this port carry a DNS message the parsers decode (UDP payload; TCP
+#: segments that start with a message's two-byte length). mDNS (5353) is left out.
+DNS_PORT = 53
+#: Bytes kept of a query name in its dotted text form (the longest legal name is 253).
+DNS_NAME_MAX = 256
+#: Pointer jumps followed in one name (each must point backwards: loops cannot occur).
+DNS_MAX_JUMPS = 32
+#: ``PKT_DTYPE.dns_flags`` bits.
+DNS_VALID = 0x01  # a DNS header was parsed (id, QR, rcode, answer count are valid)
+DNS_QR = 0x02  # the message is a response
+DNS_QUESTION = 0x04  # the first question parsed (dns_qname, dns_qtype are valid)
+DNS_TCP = 0x08  # the message came over TCP (after its length prefix)
+#: Common QTYPE numbers -> names (``dns_qtype_name``); other types print by number only.
+DNS_QTYPE_NAMES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 13: "HINFO", 15: "MX",
+                   16: "TXT", 28: "AAAA", 33: "SRV", 35: "NAPTR", 39: "DNAME", 41: "OPT",
+                   43: "DS", 46: "RRSIG", 47: "NSEC", 48: "DNSKEY", 64: "SVCB", 65: "HTTPS",
+                   99: "SPF", 252: "AXFR", 255: "ANY", 257: "CAA"}
+#: RCODE numbers -> names (``dns_rcode_name``), as RFC 1035 / 2136 spell them.
+DNS_RCODE_NAMES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+                   "YXDOMAIN", "YXRRSET", "NXRRSET", "NOTAUTH", "NOTZONE")
+
 PKT_DTYPE = np.dtype(
     [
         ("ts", np.int64),  # ns since the Unix epoch
@@ -178,6 +200,22 @@ PKT_DTYPE = np.dtype(
         ("tun_depth", np.uint8),  # 0: the frame's outermost packet; n: n encapsulations in
         ("_pad5", np.uint16),
         ("tun_key", np.uint32),  # VXLAN / Geneve VNI, GRE key, GTP TEID (0 when none)
+        # dns: the DNS message of a port-53 packet (valid with DNS_VALID in dns_flags). The
+        # scalars share the row's last cache line with the fields above; dns_qname comes last
+        # and is written only for DNS packets, so other packets never touch its bytes
+        ("dns_flags", np.uint8),  # DNS_* bits below; 0 = not a DNS message
+        ("dns_rcode", np.uint8),  # header RCODE (4 bits)
+        ("dns_id", np.uint16),  # transaction id
+        ("dns_qtype", np.uint16),  # first question's QTYPE (with DNS_QUESTION)
+        ("dns_answers", np.uint16),  # ANCOUNT
+        # drops: live rows only (kernel drops of the flow's packets, key orientation)
+        ("drops0", np.uint32),  # drops a -> b
+        ("drops1", np.uint32),  # drops b -> a
+        ("drop_reason", np.uint16),  # most frequent kernel drop reason (enum skb_drop_reason)
+        ("dns_qlen", np.uint8),  # bytes of dns_qname (with DNS_QUESTION)
+        ("_pad6", np.uint8, (5,)),
+        # only the first dns_qlen bytes are defined (the rest is left as it was)
+        ("dns_qname", np.uint8, (DNS_NAME_MAX,)),  # first question's name, dotted text
     ],
     align=True,
 )
@@ -369,6 +407,11 @@ ICMP_VALID = 1 << 16
 # 0/1 are per flowscope side (0 = initiator).
 ZEEK_WORDS = 16
 ZEEK_HISTORY_MAX = 32
+
+#: ``EVENT_DTYPE.dns`` bits: what an Ended record knows of the flow's DNS.
+EVD_QUERY = 0x01  # dns_qname / dns_qtype (from the first query, or a response's question)
+EVD_RESPONSE = 0x02  # dns_rcode / dns_answers (the response to the first query)
+EVD_RTT = 0x04  # dns_rtt
 Z_IP_BYTES0 = 0  # IP-level bytes (IPv4 total length / IPv6 40 + payload), side 0
 Z_IP_BYTES1 = 1  # ... side 1
 Z_HLEN = 2  # letters in zhist
@@ -458,6 +501,17 @@ EVENT_DTYPE = np.dtype(
         ("tun", np.int64),
         ("tun_parent", np.int64, (2,)),  # flow id, -1 none
         ("tun_parent_started", np.int64, (2,)),  # the outer flow's started (its Zeek uid)
+        # dns (Ended; valid with EVD_* bits in dns)
+        ("dns", np.uint8),  # EVD_* bits: which DNS fields the flow has
+        ("dns_rcode", np.uint8),
+        ("dns_qtype", np.uint16),
+        ("dns_answers", np.uint16),
+        ("dns_qlen", np.uint8),
+        ("dns_rtt", np.int64),  # ns, query to its response (EVD_RTT)
+        ("dns_qname", np.uint8, (DNS_NAME_MAX,)),
+        # drops (Ended, live only: 0 offline)
+        ("drops", np.uint64, (2,)),  # kernel drops [initiator, responder]
+        ("drop_reason", np.uint16),  # most frequent enum skb_drop_reason value (0 none)
     ],
     align=True,
 )

@@ -52,6 +52,9 @@ Exposed (metric names as scraped):
 ``flowscope_tcp_retransmitted_bytes_total{interface}``        counter  their payload bytes
 ``flowscope_tcp_out_of_order_segments_total{interface}``      counter  of ended TCP flows
 ``flowscope_tcp_zero_windows_total{interface}``               counter  of ended TCP flows
+``flowscope_ring_dns_events_total``                           counter  DNS records (port 53)
+``flowscope_kernel_drops_total{reason,interface}``            counter  host drops, by reason
+``flowscope_kernel_drops_matched_total{match}``               counter  flow, interface
 ============================================================  =======  =============================
 """
 
@@ -145,6 +148,19 @@ FAMILIES = (
            "Out-of-order TCP segments (both sides) of the ended flows, by interface."),
     Family("flowscope_tcp_zero_windows", "counter", "windows", ("interface",),
            "Zero-window advertisements (both sides) of the ended TCP flows, by interface."),
+    # dns
+    Family("flowscope_ring_dns_events", "counter", "events", (),
+           "DNS records (a port-53 packet's first payload bytes) the kernel put in the ring "
+           "buffer."),
+    # drops
+    Family("flowscope_kernel_drops", "counter", "drops", ("reason", "interface"),
+           "Packets the host kernel dropped (skb:kfree_skb) that belong to a tracked flow "
+           "or were dropped on a watched interface, by the kernel's drop reason and by "
+           "interface (\"other\": a device the sensor does not watch, such as the far end "
+           "of a veth pair)."),
+    Family("flowscope_kernel_drops_matched", "counter", "drops", ("match",),
+           "Kernel drops counted, by what made them count: flow (a flow of the map) or "
+           "interface (a watched interface, no known flow)."),
 )
 
 #: Upper bounds (seconds) of the handshake RTT histogram buckets (+Inf added).
@@ -175,6 +191,9 @@ KERNEL = {
     Counter.FRAG_ORPHANED: ("flowscope_fragment_packets", "orphaned"),
     Counter.FILTERED: ("flowscope_untracked_packets", "filtered"),
     Counter.SAMPLED_OUT: ("flowscope_untracked_packets", "sampled_out"),
+    Counter.DNS: ("flowscope_ring_dns_events", None),
+    Counter.DROPS: ("flowscope_kernel_drops_matched", "flow"),
+    Counter.DROPS_OTHER: ("flowscope_kernel_drops_matched", "interface"),
 }
 _KERNEL_BY_NAME = {c.name.lower(): where for c, where in KERNEL.items()}
 
@@ -238,6 +257,9 @@ def snapshot(tracker_stats: Any, kernel_counters: Optional[Mapping[str, int]],
             # histogram: (cumulative bucket counts ..., +Inf = count), sum
             out.append(("flowscope_tcp_handshake_rtt_seconds", (name,),
                         (tuple(int(x) for x in c[4]), float(c[5]))))
+        # {(ifindex or 0, reason name): drops}
+        out += [("flowscope_kernel_drops", (reason, names.get(i, str(i)) if i else "other"),
+                 int(n)) for (i, reason), n in sorted(getattr(s, "kernel_drops", {}).items())]
     out.append(("flowscope_engine_lag_seconds", (), float(engine_lag_seconds)))
     return Snapshot(tuple(out))
 

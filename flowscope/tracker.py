@@ -84,6 +84,8 @@ class TrackerStats:
     packets_sampled_out: int = 0  # packets of flows flow sampling left out (never tracked)
     packets_decapsulated: int = 0  # rows of decapsulated (inner) packets, in the counts above
     frames_not_ip: int = 0  # frames with no IP packet (ARP, LLDP, ...; error PERR_NOT_IP)
+    dns_messages: int = 0  # DNS messages on matched packets (header decoded; dns on)
+    dns_matched: int = 0  # responses matched to their flow's first query (dns_rtt)
 
 
 def event_mask(events: str | int) -> int:
@@ -151,7 +153,9 @@ class FlowTracker:
         self._table = np.zeros(_table_size(cap), dtype=np.int32)
         self._fkey = np.zeros((cap, layout.KEY_WORDS), dtype=np.uint64)
         self._fint = np.zeros((cap, K.F_SIZE), dtype=np.int64)
-        self._fhist = np.zeros((cap, layout.HISTORY_MAX), dtype=np.uint8)
+        # per-flow bytes: history letters, then (dns) the first DNS query name
+        hw = K.FB_DNS_NAME + layout.DNS_NAME_MAX if self.config.dns else layout.HISTORY_MAX
+        self._fhist = np.zeros((cap, hw), dtype=np.uint8)
         # rows at and above C_HIGH are never read: no need to touch their pages
         self._fdl = np.empty((cap, 2), dtype=np.int64)
         self._lq = np.zeros((_pow2_at_least(2 * cap + 16), 2), dtype=np.int64)
@@ -182,6 +186,7 @@ class FlowTracker:
         ctl[K.C_SAMPLE_RATE] = self.config.sample_rate
         ctl[K.C_TUN_PID:K.C_TUN_PID + layout.TUN_MAX_DEPTH] = -1
         ctl[K.C_KEY_VLAN] = int(self.config.key_vlan)
+        ctl[K.C_DNS] = int(self.config.dns)
         self._ev = np.zeros(max(int(event_capacity), 64), dtype=layout.EVENT_DTYPE)
         self._keys: dict[int, object] = {}  # flow_id -> decoded key, for open flows
         self._decapsulated = 0
@@ -319,6 +324,8 @@ class FlowTracker:
             packets_sampled_out=int(c[K.C_SAMPLED_OUT]),
             packets_decapsulated=self._decapsulated,
             frames_not_ip=self._not_ip,
+            dns_messages=int(c[K.C_DNS_MSGS]),
+            dns_matched=int(c[K.C_DNS_MATCHED]),
         )
 
     def __len__(self) -> int:

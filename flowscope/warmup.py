@@ -67,7 +67,7 @@ def _ring() -> None:
 
 def warmup() -> float:
     """Compile (or load from numba's cache) every kernel; return the seconds it took."""
-    from ._kernels.textout import MAX_IFNAME, format_jsonl
+    from ._kernels.textout import MAX_IFNAME, format_jsonl, reason_table
     from .config import TrackerConfig
     from .tracker import FlowTracker, PacketView
     from .events import Timestamp
@@ -76,14 +76,15 @@ def warmup() -> float:
     batches = [_walk(_pcap_image(_TCP_SYN), False), _walk(_pcapng_image(_TCP_SYN), True)]
     buf = np.zeros(1 << 14, dtype=np.uint8)
     names, name_lens = np.zeros((1, MAX_IFNAME), dtype=np.uint8), np.zeros(1, dtype=np.int64)
+    reasons = reason_table({})
     for zeek in (False, True):
         tr = FlowTracker(config=TrackerConfig(max_flows=4, sweep_interval=1.0), zeek=zeek)
         for batch in batches:
             for recs in tr.process(batch):
-                format_jsonl(recs, buf, names, name_lens)
+                format_jsonl(recs, buf, names, name_lens, *reasons)
         tr.track(PacketView(_TCP_SYN, Timestamp(2, 0)))
         tr.sweep(10**12)
         for recs in tr.process_finish():
-            format_jsonl(recs, buf, names, name_lens)
+            format_jsonl(recs, buf, names, name_lens, *reasons)
     _ring()
     return time.perf_counter() - t0

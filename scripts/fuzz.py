@@ -232,10 +232,65 @@ class Mutator:
                                            b"\x81\x00", b"\x00\x00", b"\xff\xff"]) + frame[14:]
         return frame[:12] + extra + et + frame[14:]
 
-    def l3_fields(self, frame: bytes) -> bytes:
-        """Set IPv4 / IPv6 / TCP / UDP header fields of an Ethernet frame to edge values."""
+    def dns_message(self, frame: bytes) -> bytes | None:
+        """Damage the DNS message of an Ethernet/IPv4 frame to or from port 53 (UDP, or TCP
+        after its length prefix): compression pointers (loops, forward, into the header,
+        chains), label lengths, counts, or a crafted message; the IP and UDP lengths are
+        kept consistent half of the time. None when the frame carries no DNS."""
         b = bytearray(frame)
         r = self.r
+        off = 14
+        if len(b) < off + 20 or b[12:14] != b"\x08\x00" or b[off] >> 4 != 4:
+            return None
+        ihl = (b[off] & 0xF) * 4
+        l4 = off + ihl
+        proto = b[off + 9]
+        if proto == 17 and l4 + 8 <= len(b):
+            m = l4 + 8
+        elif proto == 6 and l4 + 20 <= len(b):
+            m = l4 + (b[l4 + 12] >> 4) * 4 + 2
+        else:
+            return None
+        if 53 not in struct.unpack_from(">HH", b, l4) or m + 12 > len(b):
+            return None
+        which = r.randrange(6)
+        if which == 0:  # a pointer somewhere in the message
+            k = r.randrange(m + 12, len(b)) if len(b) > m + 12 else m + 12
+            if k + 2 <= len(b):
+                b[k] = 0xC0 | r.randrange(4)
+                b[k + 1] = self.pick([0, 12, 13, (k - m) & 0xFF, (k - m + 2) & 0xFF,
+                                      r.randrange(256)])
+        elif which == 1:  # a label length
+            if len(b) > m + 12:
+                b[r.randrange(m + 12, len(b))] = self.pick([0, 1, 63, 64, 0x80, 0xBF, 0xFF])
+        elif which == 2:  # counts and flags
+            _put(b, m + 2 * r.randrange(6), ">H", self.pick(I16 + [r.randrange(65536)]))
+        else:  # a crafted message: pointer loops and chains, long names
+            names = [b"\xc0\x0c", b"\xc0\x0e\xc0\x0c", b"\x01a\xc0\x0c",
+                     (b"\x3f" + b"a" * 63) * 5 + b"\x00", b"\x01\x00\xc0\x06", b"\x00",
+                     bytes(r.randrange(256) for _ in range(r.randrange(40)))]
+            msg = (struct.pack(">HHHHHH", r.randrange(65536), self.pick([0, 0x8180, 0x8183]),
+                               self.pick([0, 1, 2, 0xFFFF]), r.randrange(3), 0, 0)
+                   + self.pick(names) + b"\x00\x01\x00\x01"[: r.randrange(5)])
+            if proto == 6:
+                msg = struct.pack(">H", self.pick([len(msg), 0, 12, 0xFFFF])) + msg
+                m -= 2
+            b = b[:m] + msg
+            if r.random() < 0.5:
+                _put(b, off + 2, ">H", min(len(b) - off, 0xFFFF))
+                if proto == 17:
+                    _put(b, l4 + 4, ">H", min(len(b) - l4, 0xFFFF))
+        return bytes(b)
+
+    def l3_fields(self, frame: bytes) -> bytes:
+        """Set IPv4 / IPv6 / TCP / UDP header fields of an Ethernet frame to edge values
+        (or, for a frame to or from port 53, damage its DNS message)."""
+        r = self.r
+        if r.random() < 0.4:
+            dns = self.dns_message(frame)
+            if dns is not None:
+                return dns
+        b = bytearray(frame)
         if len(b) < 14:
             return frame
         off = 14
@@ -504,6 +559,10 @@ def check_output(fmt: str, text: str, frames: int) -> list[str]:
                 continue
             if fmt == "jsonl" and d.get("event") == "ended":
                 pkts += d.get("init_pkts", 0) + d.get("resp_pkts", 0)
+                q = d.get("dns_query")
+                if q is not None and (not isinstance(q, str) or not 0 < len(q) <= 255
+                                      or not all(33 <= ord(c) <= 126 for c in q)):
+                    problems.append(f"jsonl: line {i + 1}: bad dns_query {q!r}")
                 if d.get("flow_id") in ended:
                     problems.append(f"jsonl: flow {d.get('flow_id')} ended twice")
                 ended.add(d.get("flow_id"))

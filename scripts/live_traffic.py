@@ -9,10 +9,13 @@ connection (RST), a half-open SYN (raw, from an address nobody answers for), a
 UDP request/response, an ICMP echo (ping), the same TCP/UDP over IPv6, a
 300 kB bulk transfer, a connection the client aborts with a RST while the
 server's data is still in flight, VLAN-tagged frames written to IFACE with
-an AF_PACKET socket (``serve`` also writes one back), and a crafted lossy TCP
+an AF_PACKET socket (``serve`` also writes one back), a crafted lossy TCP
 exchange (retransmissions, out-of-order segments, zero windows) between two
-addresses nobody has, written the same way. Every wait has a timeout;
-the whole mix takes ~2 s.
+addresses nobody has, written the same way, DNS queries over UDP and TCP to a
+tiny responder on port 53 (an A record for ``DNS_NAME``, NXDOMAIN for anything
+else), and a UDP datagram to a closed port (the peer's kernel drops it and
+answers ICMP port unreachable). Every wait has a timeout; the whole mix takes
+~2 s.
 """
 
 from __future__ import annotations
@@ -31,6 +34,31 @@ BULK_PORT, ABORT_PORT = 8082, 8083
 LOSSY_PORT = 8084  # a crafted lossy TCP exchange (raw frames)
 BULK_BYTES = 300_000
 DEADLINE_S = 15
+DNS_PORT = 53
+DNS_NAME = "flow.scope.test"
+CLOSED_PORT = 9091  # nothing listens: the datagram is dropped (ICMP port unreachable)
+
+
+def dns_query(tid: int, name: str, qtype: int = 1) -> bytes:
+    q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return struct.pack("!HHHHHH", tid, 0x0100, 1, 0, 0, 0) + q + struct.pack("!HH", qtype, 1)
+
+
+def dns_answer(query: bytes) -> bytes:
+    """The response to a query: one A record (compressed name) for DNS_NAME, else NXDOMAIN."""
+    if len(query) < 12:
+        return b""
+    tid = struct.unpack_from("!H", query)[0]
+    end = 12
+    labels = []
+    while end < len(query) and query[end] and len(labels) < 64:
+        labels.append(query[end + 1:end + 1 + query[end]].decode("ascii", "replace"))
+        end += 1 + query[end]
+    question = query[12:end + 5]
+    if ".".join(labels) != DNS_NAME:
+        return struct.pack("!HHHHHH", tid, 0x8183, 1, 0, 0, 0) + question
+    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 30, 4) + bytes([192, 0, 2, 53])
+    return struct.pack("!HHHHHH", tid, 0x8180, 1, 1, 0, 0) + question + rr
 
 
 def _csum(b: bytes) -> int:
@@ -154,10 +182,18 @@ def serve(a4: str, a6: str) -> None:
         u = socket.socket(fam, socket.SOCK_DGRAM)
         u.bind((addr, UDP_PORT))
         socks.append(u)
+    d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # DNS over UDP
+    d.bind((a4, DNS_PORT))
+    socks.append(d)
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # DNS over TCP
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind((a4, DNS_PORT))
+    t.listen(4)
+    socks.append(t)
     print("ready", flush=True)
     end = time.monotonic() + DEADLINE_S
     tcp_done = udp_done = 0
-    while time.monotonic() < end and (tcp_done < 4 or udp_done < 2):
+    while time.monotonic() < end and (tcp_done < 5 or udp_done < 4):
         r, _, _ = select.select(socks, [], [], 0.2)
         for s in r:
             if s.type == socket.SOCK_STREAM:
@@ -170,6 +206,10 @@ def serve(a4: str, a6: str) -> None:
                     pass  # the aborted connection ends in a reset
                 c.close()
                 tcp_done += 1
+            elif s.getsockname()[1] == DNS_PORT:
+                data, peer = s.recvfrom(512)
+                s.sendto(dns_answer(data), peer)
+                udp_done += 1
             else:
                 data, peer = s.recvfrom(100)
                 s.sendto(b"pong:" + data, peer)
@@ -183,8 +223,24 @@ def serve(a4: str, a6: str) -> None:
         s.close()
 
 
+def _recv_exactly(c: socket.socket, n: int) -> bytes:
+    b = b""
+    while len(b) < n:
+        got = c.recv(n - len(b))
+        if not got:
+            break
+        b += got
+    return b
+
+
 def _serve_tcp(c: socket.socket, port: int) -> None:
-    if port == BULK_PORT:  # a bulk transfer, then a clean close
+    if port == DNS_PORT:  # one length-prefixed query, its answer, then the client's FIN
+        (n,) = struct.unpack("!H", _recv_exactly(c, 2) or b"\0\0")
+        a = dns_answer(_recv_exactly(c, n))
+        c.sendall(struct.pack("!H", len(a)) + a)
+        while c.recv(100):
+            pass
+    elif port == BULK_PORT:  # a bulk transfer, then a clean close
         c.sendall(bytes(BULK_BYTES))
         c.shutdown(socket.SHUT_WR)
         while c.recv(4096):
@@ -239,6 +295,25 @@ def drive(a4: str, a6: str, ifname: str) -> None:
             pass
     subprocess.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", a4], check=True,
                    capture_output=True, timeout=10)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:  # DNS over UDP: an answer
+        u.settimeout(5)
+        u.sendto(dns_query(0x1234, DNS_NAME), (a4, DNS_PORT))
+        u.recvfrom(512)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:  # and NXDOMAIN (AAAA)
+        u.settimeout(5)
+        u.sendto(dns_query(0x2345, "nowhere.test", 28), (a4, DNS_PORT))
+        u.recvfrom(512)
+    with socket.socket() as c:  # DNS over TCP
+        c.settimeout(5)
+        c.connect((a4, DNS_PORT))
+        q = dns_query(0x3456, DNS_NAME)
+        c.sendall(struct.pack("!H", len(q)) + q)
+        (n,) = struct.unpack("!H", _recv_exactly(c, 2))
+        _recv_exactly(c, n)
+        c.shutdown(socket.SHUT_WR)
+        c.recv(100)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:  # a closed port: dropped
+        u.sendto(b"anyone?", (a4, CLOSED_PORT))
     # raw frames: a half-open SYN from an address nobody answers ARP for (the SYN+ACK is
     # never sent), two VLAN-tagged frames (UDP and a TCP SYN) the peer ignores, and two
     # fragmented UDP datagrams to an address nobody has: one in order, one last fragment

@@ -9,7 +9,7 @@ import numpy as np
 from flowscope import layout
 from flowscope.layout import KIND_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS, proto_slug
 from flowscope.keys import mac_str
-from flowscope.output.common import RecordFormatter
+from flowscope.output.common import RecordFormatter, drop_reason_names
 
 
 def _tunnel(r) -> str:
@@ -26,6 +26,34 @@ def _num_ts(ns: int) -> str:
     sign = "-" if ns < 0 else ""
     s, n = divmod(abs(ns), 1_000_000_000)
     return f"{sign}{s}.{n:09d}"
+
+
+def _dns(r) -> str:
+    d = int(r["dns"])
+    out = ""
+    if d & layout.EVD_QUERY:
+        name = bytes(r["dns_qname"][: int(r["dns_qlen"])]).decode("ascii")
+        qt = int(r["dns_qtype"])
+        out += f',"dns_query":"{name}","dns_qtype":{qt}'
+        if qt in layout.DNS_QTYPE_NAMES:
+            out += f',"dns_qtype_name":"{layout.DNS_QTYPE_NAMES[qt]}"'
+    if d & layout.EVD_RESPONSE:
+        rc = int(r["dns_rcode"])
+        out += f',"dns_rcode":{rc}'
+        if rc < len(layout.DNS_RCODE_NAMES):
+            out += f',"dns_rcode_name":"{layout.DNS_RCODE_NAMES[rc]}"'
+        out += f',"dns_answers":{int(r["dns_answers"])}'
+    if d & layout.EVD_RTT:
+        out += f',"dns_rtt":{_num_ts(int(r["dns_rtt"]))}'
+    return out
+
+
+def _drops(r) -> str:
+    if not r["drops"].any():
+        return ""
+    code = int(r["drop_reason"])
+    return (f',"init_drops":{int(r["drops"][0])},"resp_drops":{int(r["drops"][1])},'
+            f'"drop_reason":"{drop_reason_names().get(code, str(code))}"')
 
 
 class NaiveJsonlWriter:
@@ -115,7 +143,8 @@ class NaiveJsonlWriter:
                     f'"init_tcp_flags":{fl[i][0]},"resp_tcp_flags":{fl[i][1]}'
                     + self._context(recs[i])
                     + (f',"sample_rate":{sr[i]}' if sr[i] > 1 else "")
-                    + f'{self._tcpperf(recs[i], keys[i])}{_tunnel(recs[i])}}}\n')
+                    + f'{self._tcpperf(recs[i], keys[i])}{_tunnel(recs[i])}'
+                    f'{_dns(recs[i])}{_drops(recs[i])}}}\n')
             elif kind == layout.EV_PACKET:
                 r = recs[i]
                 lines.append(f'{head},"side":"{SIDE_SLUGS[r["side"]]}","len":{r["length"]}}}\n')

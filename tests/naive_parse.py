@@ -9,8 +9,9 @@ from __future__ import annotations
 import struct
 
 from flowscope import layout as L
+from naive_dns import naive_dns
 
-FIELDS = [f for f in L.PKT_DTYPE.names if not f.startswith("_pad")]
+FIELDS = [f for f in L.PKT_DTYPE.names if not f.startswith("_pad") and f != "dns_qname"]
 
 VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 MPLS_TYPES = (0x8847, 0x8848)
@@ -34,6 +35,12 @@ def naive_parse(frame: bytes, ts: int = 0, linktype: int = 1, wirelen: int | Non
     except _Stop:
         pass
     return row
+
+
+def _dns(row, msg, tcp):
+    d = naive_dns(msg, tcp)
+    d.pop("dns_qname")
+    row.update(d)
 
 
 def _fail(row, err, l3=L.L3_NONE):
@@ -331,6 +338,11 @@ def _ip(f, p, ver, row):
         row.update(sport=sport, dport=dport, seq=seq, ack=ack, tcp_flags=flags, window=win,
                    payload_len=max(0, l4len - doff), payload_off=min(l4 + doff, 0xFFFF))
         row["pflags"] |= L.PF_PORTS | L.PF_TCP
+        pl = l4len - doff
+        if L.DNS_PORT in (sport, dport) and pl >= 14:
+            m = l4 + doff + 2
+            (mlen,) = struct.unpack_from("!H", f, m - 2)
+            _dns(row, f[m:min(len(f), p + ip_len, m + mlen)], True)
     elif proto == 17:
         if avail < 8 or l4len < 8:
             row["error"] = L.PERR_L4_SHORT
@@ -338,6 +350,8 @@ def _ip(f, p, ver, row):
         row["sport"], row["dport"] = struct.unpack_from("!HH", f, l4)
         row.update(payload_len=max(0, l4len - 8), payload_off=min(l4 + 8, 0xFFFF))
         row["pflags"] |= L.PF_PORTS
+        if L.DNS_PORT in (row["sport"], row["dport"]):
+            _dns(row, f[l4 + 8:min(len(f), p + ip_len)], False)
     elif proto == 132:
         if avail >= 4:
             row["sport"], row["dport"] = struct.unpack_from("!HH", f, l4)

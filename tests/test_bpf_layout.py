@@ -152,6 +152,7 @@ def test_shared_codes_come_from_the_engine_layout(header):
 
 def test_counter_max_and_defines(header):
     _, enums, defines = header
+    # indices are reserved per feature, so the enum may have gaps below its maximum
     assert enums["fs_counter"]["FS_CNT_MAX"] == layout.FS_CNT_MAX == max(layout.Counter) + 1
     for name, value in layout.DEFINES.items():
         assert defines[name] == value
@@ -226,6 +227,10 @@ def _golden_event() -> bytes:
     b += bytes.fromhex("1400")  # 274 vlan[1] = 20
     b += bytes.fromhex("02")  # 276 nvlan = 2
     b += bytes(3)  # 277 padding
+    # drops
+    b += bytes.fromhex("0500000000000000")  # 280 drops = [5, 0]
+    b += bytes.fromhex("0200")  # 288 drop_reason = 2
+    b += bytes(6)  # 290 padding
     return b
 
 
@@ -268,7 +273,8 @@ def test_golden_event_decode():
     assert e["rtx_bytes"].tolist() == [1500, 0]
     assert layout.SeqFlag(int(e["seq_flags"])) == (
         layout.SeqFlag.INIT_FWD | layout.SeqFlag.INIT_REV | layout.SeqFlag.FIN_FWD)
-    assert e["_pad2"].tolist() == [0] * 7
+    assert e["_pad_seq"].tolist() == [0] * 7
+    assert e["drops"].tolist() == [5, 0] and int(e["drop_reason"]) == 2
 
 
 def test_key_words_match_engine_meta():

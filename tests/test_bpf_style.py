@@ -29,4 +29,4 @@ def test_bpf_source_is_clang_formatted(path):
 
 def test_every_bpf_source_is_checked():
     assert {p.name for p in SOURCES} >= {"fs_shared.h", "fs_parse.h", "fs_flow.h", "fs_maps.h",
-                                         "fs_xdp.c", "fs_tc.c"}
+                                         "fs_xdp.c", "fs_tc.c", "fs_drops.c"}

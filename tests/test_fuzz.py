@@ -146,3 +146,34 @@ def test_256_mib_block_is_streamed_past_in_bounded_memory(tmp_path):
     assert fuzz.check_output("jsonl", p.stdout, frames) == []
     assert sum(json.loads(ln)["init_pkts"] + json.loads(ln)["resp_pkts"]
                for ln in p.stdout.splitlines()) == frames
+
+
+def test_fuzzer_damages_dns_messages_and_the_parser_matches_its_twin():
+    """The fuzzer's DNS mutations (pointer loops, forward pointers, long names, bad counts)
+    reach the DNS parser, which stays in bounds and agrees with its plain-Python twin."""
+    import random
+
+    from flowscope.pcap import parse_bytes
+    from naive_dns import naive_dns
+    from naive_parse import FIELDS, naive_parse
+
+    rng = random.Random(20261201)
+    mut = fuzz.Mutator(rng, [])
+    frames = []
+    for name in ("tcpdump__dns_udp.pcap", "tcpdump__dns_tcp.pcap", "zeek__dns53.pcap"):
+        _kind, _o, _head, units = fuzz.split_units((DATA / name).read_bytes())
+        frames += [bytes(u[16:]) for u in units]
+    damaged = 0
+    for k in range(3000):
+        f = mut.dns_message(frames[k % len(frames)])
+        if f is None:
+            continue
+        damaged += 1
+        row = parse_bytes(f, 1)[0]
+        assert {n: int(row[n]) for n in FIELDS} == naive_parse(f, 1)
+        ql = int(row["dns_qlen"])
+        assert ql <= layout.DNS_NAME_MAX - 1
+        if row["dns_flags"] & layout.DNS_QUESTION:
+            name = bytes(row["dns_qname"][:ql])
+            assert all(33 <= c <= 126 and c not in b'"\\' for c in name)
+    assert damaged >= 1000

@@ -128,15 +128,25 @@ COMPARED = ("proto", "src_ip", "src_port", "dst_ip", "dst_port", "reason", "stat
             "resp_mac",
             # tcpperf (TCP flows; handshake times are compared as measured / not measured)
             "init_retrans_pkts", "resp_retrans_pkts", "init_retrans_bytes", "resp_retrans_bytes",
-            "init_zero_win", "resp_zero_win", "init_ooo_pkts", "resp_ooo_pkts", "rtt_measured")
+            "init_zero_win", "resp_zero_win", "init_ooo_pkts", "resp_ooo_pkts", "rtt_measured",
+            "dns_query", "dns_qtype", "dns_qtype_name", "dns_rcode", "dns_rcode_name",
+            "dns_answers")
 RTTS = ("tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init")
 #: Fields that hold times or ids, which live and offline cannot share (the capture's clock is
-#: tcpdump's, the sensor's is the hook's), per format.
+#: tcpdump's, the sensor's is the hook's), per format. The DNS RTT is a time: compared as
+#: present or not (``has_rtt``).
 #: ``in_iface``: the live sensor names the interface, a tcpdump capture (classic pcap) has no
 #: interface names (JSON Lines ``iface`` is left out of COMPARED for the same reason).
 VOLATILE = {"eve": ("timestamp", "flow_id", "flow.start", "flow.end", "flow.age", "in_iface",
-                    *(f"tcp.{k}" for k in RTTS)),
-            "zeek-json": ("ts", "uid", "duration", *RTTS), "zeek": ("ts", "uid", "duration", *RTTS)}
+                    *(f"tcp.{k}" for k in RTTS), "flowscope.dns.rtt"),
+            "zeek-json": ("ts", "uid", "duration", *RTTS, "dns_rtt"),
+            "zeek": ("ts", "uid", "duration", *RTTS, "dns_rtt")}
+#: Kernel drops exist only live (a capture has none): left out of the comparison, checked
+#: on their own.
+LIVE_ONLY = {"eve": ("flowscope.drops.toserver", "flowscope.drops.toclient",
+                     "flowscope.drops.reason"),
+             "zeek-json": ("orig_drops", "resp_drops", "drop_reason"),
+             "zeek": ("orig_drops", "resp_drops", "drop_reason")}
 
 
 def _ours(src: str, prefixes) -> bool:
@@ -168,7 +178,7 @@ def _records(path: Path, fmt: str, prefixes) -> list:
             r = json.loads(line)
             if r["event"] == "ended" and r["proto"] != "icmp6" and _ours(r["src_ip"], prefixes):
                 r["rtt_measured"] = tuple(r.get(k) is not None for k in RTTS)
-                out.append(tuple(_val(r.get(k, "")) for k in COMPARED))
+                out.append(tuple(_val(r.get(k, "")) for k in COMPARED) + ("dns_rtt" in r,))
     elif fmt in ("eve", "zeek-json"):
         src = "src_ip" if fmt == "eve" else "id.orig_h"
         for line in text.splitlines():
@@ -176,7 +186,10 @@ def _records(path: Path, fmt: str, prefixes) -> list:
             if not _ours(r[src], prefixes) or r.get("proto") == "IPv6-ICMP" or (
                     r.get("proto") == "icmp" and ":" in r[src]):
                 continue
-            out.append(tuple(sorted((k, v) for k, v in r.items() if k not in VOLATILE[fmt])))
+            rtt = r.get("flowscope.dns.rtt", r.get("dns_rtt"))
+            out.append(tuple(sorted((k, v) for k, v in r.items() if k not in VOLATILE[fmt]
+                                    and k not in LIVE_ONLY[fmt]))
+                       + (("has_rtt", rtt is not None),))
     elif fmt == "zeek":
         fields = next(line.split("\t")[1:] for line in text.splitlines()
                       if line.startswith("#fields"))
@@ -187,7 +200,9 @@ def _records(path: Path, fmt: str, prefixes) -> list:
             if not _ours(r["id.orig_h"], prefixes) or (r["proto"] == "icmp"
                                                       and ":" in r["id.orig_h"]):
                 continue
-            out.append(tuple(sorted((k, v) for k, v in r.items() if k not in VOLATILE[fmt])))
+            out.append(tuple(sorted((k, v) for k, v in r.items() if k not in VOLATILE[fmt]
+                                    and k not in LIVE_ONLY[fmt]))
+                       + (("has_rtt", r["dns_rtt"] != "-"),))
     else:  # table: the flow lines (the summary counts neighbour discovery too)
         for line in text.splitlines():
             cols = line.split()
@@ -242,6 +257,18 @@ def test_live_equals_offline(topo, tmp_path, fmt):
         assert [(r["init_pkts"], r["resp_pkts"]) for r in frag] == [(6, 0)]
         assert any(r["resp_payload_bytes"] == 300_000 for r in rows)  # the bulk transfer
         assert sum(1 for r in rows if r["dst_port"] == 8083 and r["reason"] == "rst") == 1
+        # DNS over UDP (an answer and an NXDOMAIN) and over TCP, each with its RTT
+        dns = sorted((r["proto"], r["dns_query"], r["dns_qtype"], r["dns_rcode"],
+                      r["dns_answers"]) for r, w in zip(rows, want) if r["dst_port"] == 53
+                     and w[-1])
+        assert dns == [("tcp", "flow.scope.test", 1, 0, 1), ("udp", "flow.scope.test", 1, 0, 1),
+                       ("udp", "nowhere.test", 28, 3, 0)]
+        # the datagram to the closed port: dropped by the peer's kernel (live only)
+        drops = [json.loads(x) for x in live.read_text().splitlines()]
+        drops = [(r.get("init_drops"), r.get("resp_drops"), r.get("drop_reason")) for r in drops
+                 if r["event"] == "ended" and r.get("dst_port") == 9091]
+        assert drops == [(1, 0, "NO_SOCKET")]
+        assert not any("drop_reason" in line for line in off.read_text().splitlines())
         lossy = [r for r in rows if r["dst_port"] == 8084]  # retransmissions, holes, zero windows
         assert [(r["init_retrans_pkts"], r["init_ooo_pkts"], r["resp_zero_win"], r["history"])
                 for r in lossy] == [(105, 2, 12, "Ss" + "D" * 14)]
@@ -274,7 +301,9 @@ def test_no_leftovers_after_signal(topo, tmp_path, sig):
     try:
         ours = {i: t for i, t in _links().items() if i not in before}
         assert _xdp_on(ifname)
-        assert sorted(map(str, ours.values())) == ["11", "xdp"] or "tcx" in ours.values(), ours
+        # XDP, tcx egress and the drop tracer's raw tracepoint (sensor.drops, default on)
+        assert (sorted(map(str, ours.values())) == ["11", "raw_tracepoint", "xdp"]
+                or "tcx" in ours.values()), ours
     finally:
         rc = _stop(live, sig)
     if sig != signal.SIGKILL:
@@ -487,3 +516,21 @@ def test_metrics_are_served_and_interfaces_come_from_the_config(topo, tmp_path):
     finally:
         assert _stop(proc) == 0, err.read_text()
     assert any(json.loads(line)["proto"] == "icmp" for line in out.read_text().splitlines())
+
+
+def test_print_bpf_drops_switch(tmp_path):
+    """sensor.drops (default on) compiles the drop tracer with this kernel's sk_buff offsets;
+    sensor.drops: false leaves it out."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sensor:\n  map_size: 4096\n")
+    on = _cli("live", "-i", "lo", "--config", str(cfg), "--print-bpf")
+    assert on.returncode == 0 and "fs_kfree_skb" in on.stdout
+    flags = on.stdout.splitlines()[-1]
+    assert "-DFS_DROPS=1" in flags and "-DFS_DNS=1" in flags
+    if os.path.exists("/sys/kernel/btf/vmlinux"):
+        assert "-DFS_SKB_HEAD=" in flags and "-DFS_NETDEV_IFINDEX=" in flags
+    cfg.write_text("dns: false\nsensor:\n  map_size: 4096\n  drops: false\n")
+    off = _cli("live", "-i", "lo", "--config", str(cfg), "--print-bpf")
+    flags = off.stdout.splitlines()[-1]
+    assert off.returncode == 0 and "-DFS_DROPS=0" in flags and "-DFS_DNS=0" in flags
+    assert "FS_SKB_HEAD" not in flags

@@ -419,3 +419,15 @@ def test_a_live_sensor_exports_every_family(topo, tmp_path):
     iface = (("interface", ifname),)
     assert m["flowscope_tcp_handshake_rtt_seconds_count"][iface] >= 1
     assert m["flowscope_tcp_retransmitted_segments_total"][iface] == 0
+
+
+def test_kernel_drops_by_reason_and_interface():
+    s = SensorStats()
+    s.kernel_drops = {(3, "NO_SOCKET"): 4, (0, "NETFILTER_DROP"): 2}
+    snap = metrics.snapshot(flowscope.FlowTracker().stats, {"drops": 6, "drops_other": 0}, s,
+                            {3: "veth0"}, build=("v", "p", "n", "b"))
+    got = {(n, lab): v for n, lab, v in snap.samples if n.startswith("flowscope_kernel_drops")}
+    assert got == {("flowscope_kernel_drops", ("NETFILTER_DROP", "other")): 2,
+                   ("flowscope_kernel_drops", ("NO_SOCKET", "veth0")): 4,
+                   ("flowscope_kernel_drops_matched", ("flow",)): 6,
+                   ("flowscope_kernel_drops_matched", ("interface",)): 0}

@@ -440,12 +440,20 @@ def test_values_agree_with_tshark(data_dir):
             assert int(row["sport"]) == int(usp) and int(row["payload_len"]) == int(ulen) - 8
 
 
+def _defined(rows: np.ndarray) -> np.ndarray:
+    """``rows`` with the bytes of ``dns_qname`` after ``dns_qlen`` (left as they were by the
+    parser: undefined) zeroed."""
+    names = rows["dns_qname"]
+    names[np.arange(names.shape[1]) >= rows["dns_qlen"][:, None]] = 0
+    return rows
+
+
 def test_prefetched_iteration_gives_the_same_batches_and_errors(data_dir):
     from flowscope.pcap import CaptureError, CaptureReader
 
     path = data_dir / "zeek__wikipedia.pcap"
-    plain = np.concatenate([b.copy() for b in CaptureReader(path, batch_size=7)])
-    pre = np.concatenate(list(CaptureReader(path, batch_size=7).prefetched()))
+    plain = _defined(np.concatenate([b.copy() for b in CaptureReader(path, batch_size=7)]))
+    pre = _defined(np.concatenate(list(CaptureReader(path, batch_size=7).prefetched())))
     assert np.array_equal(plain, pre)
     cut = data_dir / "derived__zeek__http__get.cut-mid-record.pcap"
     got = []

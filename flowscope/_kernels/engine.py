@@ -9,7 +9,9 @@ objects. The state of one tracker is a handful of arrays (see ``new_state`` in
 ``fkey``  uint64[cap, 5]         the key of each flow slot (layout.KEY_WORDS)
 ``fint``  int64[cap, F_SIZE]     per-flow integers (columns F_*; the per-packet
                                  ones share the first cache line of a row)
-``fhist`` uint8[cap, 16]         per-flow history bytes
+``fhist`` uint8[cap, 16 or 272]  per-flow bytes: history letters in [0, 16); with
+                                 ctl[C_DNS] the DNS query name in [FB_DNS_NAME,
+                                 FB_DNS_NAME + DNS_NAME_MAX)
 ``fz``, ``fzh``                   Zeek-style state (see zeek.py), used when ctl[C_ZEEK]
 ``fdl``   int64[cap, 2]          (idle deadline = last_seen + timeout, touch serial);
                                  (NO_FLOW, -1) when the slot is free. Kept apart
@@ -34,6 +36,7 @@ runs out; a sweep that fills the event buffer is resumed by the next call.
 import numpy as np
 
 from ..layout import (  # module-level ints: numba folds them into the machine code
+    DNS_PORT, DNS_QR, DNS_QUESTION, EVD_QUERY, EVD_RESPONSE, EVD_RTT,
     END_EVICTED, END_FIN, END_IDLE, END_RST, END_SHUTDOWN, EV_ENDED, EV_ESTABLISHED, EV_PACKET,
     EV_STARTED, EV_STATE_CHANGE, EV_UPDATE, EXTRACT_FIVE_TUPLE_DIRECTIONAL, EXTRACT_IP_PAIR,
     EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
@@ -117,6 +120,10 @@ C_UPD_POS = C_FRAG_TMO + 45  # scan for due Updates in progress: next slot + 1 (
 C_UPD_NOW = C_FRAG_TMO + 46  # time of that scan
 C_UPDATES = C_FRAG_TMO + 47  # Update records produced
 C_KEY_VLAN = C_FRAG_TMO + 48  # key_vlan: the outer VLAN id is part of the key
+# dns (and kernel drops): C_FRAG_TMO + 32 .. + 39
+C_DNS = C_FRAG_TMO + 32  # track DNS per flow (fhist has FB_DNS_NAME.. columns)
+C_DNS_MSGS = C_FRAG_TMO + 33  # DNS messages seen on matched packets (header parsed)
+C_DNS_MATCHED = C_FRAG_TMO + 34  # responses matched to their flow's first query (dns_rtt)
 C_SIZE = C_FRAG_TMO + 56
 
 # ---- fint columns ----------------------------------------------------------
@@ -161,7 +168,23 @@ F_L2 = 61  # iface | outer VLAN << 16 | inner VLAN << 28 | tags << 40 | has_mac 
 F_MAC_INIT = 62  # the initiator's MAC (48 bits)
 F_MAC_RESP = 63  # the responder's MAC
 # 24..47: TCP sequence tracking and handshake times (tcpseq.F_*)
+# dns and kernel drops: columns 48..55
+F_DNS = 48  # DF_* bits | transaction id << 8 | querier side << 24 | dns_qlen << 32
+F_DNS_QTS = 49  # time of the first query, ns
+F_DNS_RTT = 50  # first query to its response, ns
+F_DNS_INFO = 51  # qtype | rcode << 16 | answers << 24
+F_DROPS0 = 52  # kernel drops of the initiator's packets (live)
+F_DROPS1 = 53
+F_DROP_REASON = 54  # most frequent drop reason (live)
 F_SIZE = 64
+
+# F_DNS bits
+DF_QUERY = 0x1  # a query was seen (id, side, ts, name/qtype of the first one)
+DF_RESPONSE = 0x2  # rcode / answers are set (response to the first query, or a lone one)
+DF_RTT = 0x4  # F_DNS_RTT is set
+DF_NAME = 0x8  # the name and qtype are set
+#: fhist column where the DNS query name starts (ctl[C_DNS])
+FB_DNS_NAME = HISTORY_MAX
 
 NO_FLOW = np.iinfo(np.int64).max  # deadline of a free slot (its serial is -1: FREE_SERIAL)
 FREE_SERIAL = -1
@@ -405,6 +428,76 @@ def _emit_head(ev, e, kind, ts, fkey, fint, s):
     return r
 
 
+@inline_kernel
+def _dns_record(ctl, fint, fhist, s, r):
+    """The DNS fields of the Ended record ``r`` of flow ``s``."""
+    d = fint[s, F_DNS]
+    bits = 0
+    r.dns_qlen = 0
+    if ctl[C_DNS] != 0:
+        if d & DF_NAME:
+            bits |= EVD_QUERY
+            ql = (d >> 32) & 0xFF
+            r.dns_qlen = ql
+            for j in range(ql):
+                r.dns_qname[j] = fhist[s, FB_DNS_NAME + j]
+        if d & DF_RESPONSE:
+            bits |= EVD_RESPONSE
+        if d & DF_RTT:
+            bits |= EVD_RTT
+    info = fint[s, F_DNS_INFO]
+    r.dns = bits
+    r.dns_qtype = info & 0xFFFF
+    r.dns_rcode = (info >> 16) & 0xFF
+    r.dns_answers = (info >> 24) & 0xFFFF
+    r.dns_rtt = fint[s, F_DNS_RTT]
+
+
+@inline_kernel
+def _dns_step(ctl, fint, fhist, s, side, p, ts):
+    """One DNS message (``p.dns_flags`` has DNS_VALID) on flow ``s`` from ``side``.
+
+    The flow keeps its first query (transaction id, side, time, name, qtype);
+    the first response from the other side with the same id sets rcode, answer
+    count and ``dns_rtt``. A response seen before any query (the capture began
+    after it) gives the name, qtype, rcode and answers, without an RTT.
+    """
+    ctl[C_DNS_MSGS] += 1
+    d = fint[s, F_DNS]
+    f = np.int64(p.dns_flags)
+    if d & DF_RESPONSE:
+        return
+    resp = (f & DNS_QR) != 0
+    if resp and (d & DF_QUERY) != 0:
+        if np.int64(p.dns_id) != ((d >> 8) & 0xFFFF) or side == ((d >> 24) & 1):
+            return
+        fint[s, F_DNS_RTT] = ts - fint[s, F_DNS_QTS]
+        info = fint[s, F_DNS_INFO] & 0xFFFF
+        fint[s, F_DNS_INFO] = info | (np.int64(p.dns_rcode) << 16) | (
+            np.int64(p.dns_answers) << 24)
+        fint[s, F_DNS] = d | DF_RESPONSE | DF_RTT
+        ctl[C_DNS_MATCHED] += 1
+        return
+    if not resp and (d & DF_QUERY) != 0:
+        return
+    d = np.int64(p.dns_id) << 8 | np.int64(side) << 24
+    info = np.int64(0)
+    if f & DNS_QUESTION:
+        ql = np.int64(p.dns_qlen)
+        for j in range(ql):
+            fhist[s, FB_DNS_NAME + j] = p.dns_qname[j]
+        d |= DF_NAME | (ql << 32)
+        info = np.int64(p.dns_qtype)
+    if resp:
+        d |= DF_RESPONSE
+        info |= (np.int64(p.dns_rcode) << 16) | (np.int64(p.dns_answers) << 24)
+    else:
+        d |= DF_QUERY
+        fint[s, F_DNS_QTS] = ts
+    fint[s, F_DNS] = d
+    fint[s, F_DNS_INFO] = info
+
+
 @kernel
 def _emit_counts(ctl, fint, fhist, r, s):
     """The counters, times, flags, state and history of flow ``s`` into record ``r``
@@ -488,6 +581,10 @@ def _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, reason, ts)
             else:
                 r.tun_parent[k] = -1
                 r.tun_parent_started[k] = 0
+        _dns_record(ctl, fint, fhist, s, r)
+        r.drops[0] = fint[s, F_DROPS0]
+        r.drops[1] = fint[s, F_DROPS1]
+        r.drop_reason = fint[s, F_DROP_REASON]
         e += 1
     _table_delete(table, fkey, ctl[C_TABLE_MASK], s)
     fdl[s, 0] = NO_FLOW
@@ -738,6 +835,12 @@ def _new_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, ev, e, pkts, i, p
     fint[s, F_FIN_SIDE] = -1
     fint[s, F_ICMP] = 0
     fint[s, F_TUN] = 0
+    fint[s, F_DNS] = 0
+    fint[s, F_DNS_INFO] = 0
+    fint[s, F_DNS_RTT] = 0
+    fint[s, F_DROPS0] = 0
+    fint[s, F_DROPS1] = 0
+    fint[s, F_DROP_REASON] = 0
     if p.pflags & PF_ICMP:
         fint[s, F_ICMP] = ICMP_VALID | (np.int64(p.icmp_type) << 8) | p.icmp_code
     seq_reset(fint, s)
@@ -799,6 +902,9 @@ def _set_kernel_counters(ctl, fint, s, p):
     fint[s, F_PAY0 + rev] = np.int64(p.cnt_pay1)
     fint[s, F_FLAGS0 + fwd] = np.int64(p.cnt_flags0)  # the kernel ORs every packet's flags
     fint[s, F_FLAGS0 + rev] = np.int64(p.cnt_flags1)
+    fint[s, F_DROPS0 + fwd] = np.int64(p.drops0)  # kernel drops (skb:kfree_skb) so far
+    fint[s, F_DROPS0 + rev] = np.int64(p.drops1)
+    fint[s, F_DROP_REASON] = np.int64(p.drop_reason)
     ctl[C_MATCHED_PKTS] += fint[s, F_PKTS0] + fint[s, F_PKTS1] - old_p
     ctl[C_MATCHED_BYTES] += fint[s, F_BYTES0] + fint[s, F_BYTES1] - old_b
     if p.proto == IPPROTO_TCP:
@@ -996,6 +1102,7 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
     pause_new = ctl[C_PAUSE_NEW] != 0
     five = kind != EXTRACT_IP_PAIR and kind != EXTRACT_MAC_PAIR
     verify = ctl[C_VERIFY] != 0
+    dns = ctl[C_DNS] != 0
     ftmo = ctl[C_FRAG_TMO]
     interval = ctl[C_SWEEP_INTERVAL]
     kvlan = ctl[C_KEY_VLAN] != 0
@@ -1126,6 +1233,8 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
                     zeek_bad_checksum(fz, fzh, s, side, pkts, i - 1)
                 else:
                     zeek_packet(fz, fzh, s, side, pkts, i - 1, fint)
+            if dns and (p.sport == DNS_PORT or p.dport == DNS_PORT) and p.dns_flags != 0:
+                _dns_step(ctl, fint, fhist, s, side, p, ts)
             if has_tcp:
                 e, state = _tcp_step(ctl, fkey, fint, fhist, ev, e, s, side,
                                      np.int64(p.tcp_flags), np.int64(p.payload_len), ts)

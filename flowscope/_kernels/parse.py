@@ -21,13 +21,17 @@ Logic of ``parse_frame``:
    ``frag_mf`` (the engine gives non-first fragments their datagram's ports).
    A TCP or UDP header cut short (captured bytes end inside it, or the IP
    length leaves no room for it) is matched at the IP level: ports 0, no
-   TcpInfo, ``error`` = ``PERR_L4_SHORT``.
+   TcpInfo, ``error`` = ``PERR_L4_SHORT``. A UDP datagram to or from port 53, or a
+   TCP segment there whose payload starts with a DNS message (two-byte length
+   first), has the message's header and first question decoded into the
+   ``dns_*`` fields (``flowscope._kernels.dns``).
 
 Rules that shape the code:
 
 * Only ``buf[off:off + caplen]`` is read (further clamped to ``len(buf)``);
   every header is bounds-checked before it is read and no input raises.
-* Every field of the output row is written, so rows can be reused.
+* Every field of the output row is written, so rows can be reused (``dns_qname``: its
+  first ``dns_qlen`` bytes, the only ones defined).
 * Lengths (``ip_len``, ``payload_len``) come from the IP header length fields,
   never from ``caplen``: Ethernet padding and snaplen truncation do not change
   them. A bogus IP length simply clamps ``payload_len`` at 0.
@@ -47,6 +51,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..layout import (
+    DNS_PORT,
     L3_ETHER,
     L3_IPV4,
     L3_IPV6,
@@ -76,6 +81,7 @@ from ..layout import (
     TEREDO_PORT,
 )
 from .common import inline_kernel, kernel
+from .dns import parse_dns
 
 #: Link types parse_frame understands (pcap LINKTYPE_* values).
 LINKTYPE_NULL = 0
@@ -266,6 +272,18 @@ def _clear(r):
     r.tun_depth = 0
     r._pad5 = 0
     r.tun_key = 0
+    # dns_qname is defined only up to dns_qlen: not cleared per packet
+    r.dns_flags = 0
+    r.dns_rcode = 0
+    r.dns_id = 0
+    r.dns_qtype = 0
+    r.dns_answers = 0
+    r.drops0 = 0
+    r.drops1 = 0
+    r.drop_reason = 0
+    r.dns_qlen = 0
+    for k in range(5):
+        r._pad6[k] = 0
 
 
 @inline_kernel
@@ -561,6 +579,11 @@ def _ip_l4(buf, start, p, end, ver, r):
         pofs = l4 + doff - start
         r.payload_off = pofs if pofs < 0xFFFF else 0xFFFF
         r.pflags |= PF_PORTS | PF_TCP
+        if (r.sport == DNS_PORT or r.dport == DNS_PORT) and pl >= 14:
+            # a segment that starts with a DNS message: two-byte length, then the message
+            m = l4 + doff + 2
+            mend = min(min(end, p + ip_len), m + _be16(buf, m - 2))
+            parse_dns(buf, m, mend, r, True)
     elif proto == 17:
         if end - l4 < 8 or l4len < 8:
             r.error = PERR_L4_SHORT  # keyed at the IP level (ports 0)
@@ -572,6 +595,8 @@ def _ip_l4(buf, start, p, end, ver, r):
         pofs = l4 + 8 - start
         r.payload_off = pofs if pofs < 0xFFFF else 0xFFFF
         r.pflags |= PF_PORTS
+        if r.sport == DNS_PORT or r.dport == DNS_PORT:
+            parse_dns(buf, l4 + 8, min(end, p + ip_len), r, False)
     elif proto == 132:
         if end - l4 >= 4:
             r.sport = _be16(buf, l4)

@@ -11,15 +11,16 @@ produces the same bytes.
 import numpy as np
 
 from ..layout import (
-    EV_ENDED, EV_PACKET, EV_STARTED, EV_STATE_CHANGE, EV_UPDATE, EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR,
-    IPPROTO_TCP, KIND_SLUGS, PROTO_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS, TUN_PARENTS_MAX,
-    TUN_SLUGS, TUN_WORD_DEPTH_SHIFT, TUN_WORD_NPAR_SHIFT, TUN_WORD_TYPE_SHIFT,
+    DNS_QTYPE_NAMES, DNS_RCODE_NAMES, EV_ENDED, EV_PACKET, EV_STARTED, EV_STATE_CHANGE,
+    EV_UPDATE, EVD_QUERY, EVD_RESPONSE, EVD_RTT, EXTRACT_IP_PAIR, EXTRACT_MAC_PAIR, IPPROTO_TCP,
+    KIND_SLUGS, PROTO_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS, TUN_PARENTS_MAX, TUN_SLUGS,
+    TUN_WORD_DEPTH_SHIFT, TUN_WORD_NPAR_SHIFT, TUN_WORD_TYPE_SHIFT,
 )
 from .common import kernel, unpack_meta
 
-#: Upper bound of one formatted line (an Ended record of an IPv6 TCP flow is
-# ~900 bytes at most).
-MAX_LINE = 1024
+#: Upper bound of one formatted line (an Ended record of an IPv6 TCP flow is ~900 bytes with
+#: its context, TCP and tunnel fields, plus up to ~420 of DNS and ~80 of drop fields).
+MAX_LINE = 2048
 
 
 def _table(words):
@@ -103,10 +104,22 @@ LITS, LIT_LENS = _table([
     ',',  # 58
     '],"parents_seen":',  # 59
     '}',  # 60
+    ',"dns_query":"',  # 61
+    '","dns_qtype":',  # 62
+    ',"dns_qtype_name":"',  # 63
+    ',"dns_rcode":',  # 64
+    ',"dns_rcode_name":"',  # 65
+    ',"dns_answers":',  # 66
+    ',"dns_rtt":',  # 67
+    ',"init_drops":',  # 68
+    ',"resp_drops":',  # 69
+    ',"drop_reason":"',  # 70
 ])
 #: Interface name table of ``format_jsonl``: ``MAX_IFNAME`` bytes per interface.
 MAX_IFNAME = 64
 TUNS, TUN_LENS = _table([TUN_SLUGS.get(t, "other") for t in range(256)])
+QTYPES, QTYPE_LENS = _table([DNS_QTYPE_NAMES.get(n, "") for n in range(max(DNS_QTYPE_NAMES) + 1)])
+RCODES, RCODE_LENS = _table(list(DNS_RCODE_NAMES))
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
 @kernel
@@ -355,11 +368,68 @@ def _tcpperf(buf, pos, r):
 
 
 @kernel
-def format_jsonl(recs, buf, names, name_lens):
+def _dns(buf, pos, r):
+    """The DNS fields of an Ended record (those its ``dns`` bits say it has)."""
+    d = np.int64(r.dns)
+    if d & EVD_QUERY:
+        pos = _lit(buf, pos, 61)
+        for k in range(r.dns_qlen):
+            buf[pos + k] = r.dns_qname[k]
+        pos += np.int64(r.dns_qlen)
+        pos = _lit(buf, pos, 62)
+        qt = np.int64(r.dns_qtype)
+        pos = _uint(buf, pos, qt)
+        if qt < QTYPES.shape[0] and QTYPE_LENS[qt] > 0:
+            pos = _lit(buf, pos, 63)
+            pos = _row(buf, pos, QTYPES, QTYPE_LENS, qt)
+            pos = _lit(buf, pos, 11)
+    if d & EVD_RESPONSE:
+        rc = np.int64(r.dns_rcode)
+        pos = _lit(buf, pos, 64)
+        pos = _uint(buf, pos, rc)
+        if rc < RCODES.shape[0]:
+            pos = _lit(buf, pos, 65)
+            pos = _row(buf, pos, RCODES, RCODE_LENS, rc)
+            pos = _lit(buf, pos, 11)
+        pos = _lit(buf, pos, 66)
+        pos = _uint(buf, pos, np.int64(r.dns_answers))
+    if d & EVD_RTT:
+        pos = _lit(buf, pos, 67)
+        pos = _ns(buf, pos, r.dns_rtt)
+    return pos
+
+
+@kernel
+def _drops(buf, pos, r, reasons, reason_lens):
+    """The kernel drop fields of a live Ended record; the reason by its name in the table
+    (``reasons`` uint8[k, w], ``reason_lens`` int64[k]), else by number."""
+    pos = _lit(buf, pos, 68)
+    pos = _uint(buf, pos, r.drops[0])
+    pos = _lit(buf, pos, 69)
+    pos = _uint(buf, pos, r.drops[1])
+    pos = _lit(buf, pos, 70)
+    code = np.int64(r.drop_reason)
+    if code < reasons.shape[0] and reason_lens[code] > 0:
+        pos = _row(buf, pos, reasons, reason_lens, code)
+    else:
+        pos = _uint(buf, pos, code)
+    return _lit(buf, pos, 11)
+
+
+def reason_table(names: dict):
+    """``(uint8[k, w], int64[k])`` of drop reason names by value, for ``format_jsonl``."""
+    if not names:
+        return np.zeros((1, 1), dtype=np.uint8), np.zeros(1, dtype=np.int64)
+    return _table([names.get(v, "") for v in range(max(names) + 1)])
+
+
+@kernel
+def format_jsonl(recs, buf, names, name_lens, reasons, reason_lens):
     """Format ``recs`` (EVENT_DTYPE[n]) into ``buf`` (uint8[m]); returns (done, nbytes).
 
     ``names`` (uint8[k, MAX_IFNAME]) and ``name_lens`` (int64[k]) name the interfaces by
-    ``iface`` value; an ``iface`` without a name is written as its number.
+    ``iface`` value; an ``iface`` without a name is written as its number. ``reasons``,
+    ``reason_lens``: the kernel's drop reason names (``reason_table``).
     """
     pos = 0
     cap = buf.shape[0]
@@ -441,6 +511,10 @@ def format_jsonl(recs, buf, names, name_lens):
                 pos = _tcpperf(buf, pos, r)
             if r.tun != 0:
                 pos = _tunnel(buf, pos, r)
+            if r.dns != 0:
+                pos = _dns(buf, pos, r)
+            if r.drops[0] != 0 or r.drops[1] != 0:
+                pos = _drops(buf, pos, r, reasons, reason_lens)
             pos = _lit(buf, pos, 30)
         elif kind == EV_PACKET:
             pos = _lit(buf, pos, 12)

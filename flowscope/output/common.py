@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from functools import lru_cache
+
 from .. import layout
 from ..keys import mac_str
 
@@ -63,3 +65,45 @@ def tcp_rtts(rec) -> tuple:
     resp, init = int(rec["rtt_resp"]), int(rec["rtt_init"])
     total = resp + init if resp >= 0 and init >= 0 else -1
     return tuple(None if v < 0 else v / 1e9 for v in (total, resp, init))
+
+
+@lru_cache(maxsize=1)
+def drop_reason_names() -> dict[int, str]:
+    """The running kernel's ``enum skb_drop_reason`` names by value ({} without its BTF).
+    Only live records carry kernel drops, and they come from this kernel."""
+    from ..sensor.btf import drop_reason_names as names
+
+    return names()
+
+
+def drop_fields(rec) -> dict:
+    """The kernel drop fields of a live Ended record by their JSON names (empty without
+    drops): ``init_drops``, ``resp_drops``, ``drop_reason`` (its name, or the number)."""
+    d0, d1 = int(rec["drops"][0]), int(rec["drops"][1])
+    if not d0 and not d1:
+        return {}
+    code = int(rec["drop_reason"])
+    return {"init_drops": d0, "resp_drops": d1,
+            "drop_reason": drop_reason_names().get(code, str(code))}
+
+
+def dns_fields(rec) -> dict:
+    """The DNS fields of an Ended record (``EVENT_DTYPE``) by their JSON names, in order;
+    empty when the flow carried no DNS. ``dns_rtt`` is in seconds (float)."""
+    d = int(rec["dns"])
+    out: dict = {}
+    if d & layout.EVD_QUERY:
+        out["dns_query"] = bytes(rec["dns_qname"][: int(rec["dns_qlen"])]).decode("ascii")
+        qt = int(rec["dns_qtype"])
+        out["dns_qtype"] = qt
+        if qt in layout.DNS_QTYPE_NAMES:
+            out["dns_qtype_name"] = layout.DNS_QTYPE_NAMES[qt]
+    if d & layout.EVD_RESPONSE:
+        rc = int(rec["dns_rcode"])
+        out["dns_rcode"] = rc
+        if rc < len(layout.DNS_RCODE_NAMES):
+            out["dns_rcode_name"] = layout.DNS_RCODE_NAMES[rc]
+        out["dns_answers"] = int(rec["dns_answers"])
+    if d & layout.EVD_RTT:
+        out["dns_rtt"] = int(rec["dns_rtt"]) / layout.NS_PER_S
+    return out

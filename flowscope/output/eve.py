@@ -28,8 +28,7 @@ import numpy as np
 from .. import layout
 from ..community_id import community_id_for_record
 from ..keys import mac_str
-from .common import RecordFormatter
-from .common import TCPPERF_COUNTS, RecordFormatter, tcp_rtts
+from .common import TCPPERF_COUNTS, RecordFormatter, dns_fields, drop_fields, tcp_rtts
 
 #: Suricata's protocol names (its ``known_proto`` table); others print as the number.
 EVE_PROTO_NAMES = {layout.IPPROTO_ICMP: "ICMP", layout.IPPROTO_TCP: "TCP",
@@ -87,6 +86,24 @@ def tunnel_json(rec) -> str:
     parents = ",".join(str(int(p)) for p in rec["tun_parent"] if p >= 0)
     return (f',"tunnel":{{"type":"{layout.TUN_SLUGS.get(ttype, "other")}","depth":{depth},'
             f'"key":{key},"parents":[{parents}],"parents_seen":{seen}}}')
+
+
+def eve_dns(rec) -> str:
+    """The ``flowscope.dns`` extension object of an Ended record with DNS fields: the
+    names of Suricata's ``dns`` event (``rrname``, ``rrtype``, ``rcode``) plus
+    ``qtype`` (number), ``answers`` and ``rtt`` (seconds)."""
+    f = dns_fields(rec)
+    parts = []
+    if "dns_query" in f:
+        parts.append(f'"rrname":"{f["dns_query"]}"')
+        parts.append(f'"rrtype":"{f.get("dns_qtype_name", f["dns_qtype"])}"')
+        parts.append(f'"qtype":{f["dns_qtype"]}')
+    if "dns_rcode" in f:
+        parts.append(f'"rcode":"{f.get("dns_rcode_name", f["dns_rcode"])}"')
+        parts.append(f'"answers":{f["dns_answers"]}')
+    if "dns_rtt" in f:
+        parts.append(f'"rtt":{f["dns_rtt"]:.9f}')
+    return "{" + ",".join(parts) + "}"
 
 
 def eve_time(ns: int) -> str:
@@ -211,6 +228,8 @@ class EveWriter:
         rmac = ended["resp_mac"].tolist()
         names = self.iface_names
         tun = ended["tun"].tolist()
+        dns = ended["dns"].tolist()
+        drops = ended["drops"].any(axis=1).tolist()
         lines = []
         for i in range(ended.shape[0]):
             kind, proto, src, sport, dst, dport = self.fmt.endpoints(keys[i], revs[i])
@@ -266,6 +285,15 @@ class EveWriter:
                     parts.append(f',"community_id":"{cid}"')
             if tun[i]:
                 parts.append(tunnel_json(ended[i]))
+            ext = []
+            if dns[i]:
+                ext.append('"dns":' + eve_dns(ended[i]))
+            if drops[i]:
+                d = drop_fields(ended[i])
+                ext.append(f'"drops":{{"toserver":{d["init_drops"]},'
+                           f'"toclient":{d["resp_drops"]},"reason":"{d["drop_reason"]}"}}')
+            if ext:
+                parts.append(',"flowscope":{' + ",".join(ext) + "}")
             parts.append("}\n")
             lines.append("".join(parts))
         self.out.write("".join(lines))

@@ -12,7 +12,8 @@ from typing import IO
 
 import numpy as np
 
-from .._kernels.textout import MAX_IFNAME, MAX_LINE, format_jsonl
+from .._kernels.textout import MAX_IFNAME, MAX_LINE, format_jsonl, reason_table
+from .common import drop_reason_names
 
 
 class JsonlWriter:
@@ -48,6 +49,8 @@ class JsonlWriter:
             b = b.replace(b'"', b"_").replace(b"\\", b"_")
             self._names[i, :len(b)] = np.frombuffer(b, dtype=np.uint8)
             self._name_lens[i] = len(b)
+        self._reasons = reason_table({})
+        self._reasons_loaded = False
 
     def _emit(self, n: int) -> None:
         data = self._buf[:n].tobytes()
@@ -60,8 +63,13 @@ class JsonlWriter:
     def write_records(self, recs: np.ndarray) -> None:
         start = 0
         total = recs.shape[0]
+        if not self._reasons_loaded and total and recs["drops"].any():
+            # live records with kernel drops: the running kernel's reason names, read once
+            self._reasons = reason_table(drop_reason_names())
+            self._reasons_loaded = True
         while start < total:
-            done, n = format_jsonl(recs[start:], self._buf, self._names, self._name_lens)
+            done, n = format_jsonl(recs[start:], self._buf, self._names, self._name_lens,
+                                   *self._reasons)
             self._emit(n)
             start += done
         self.lines += total

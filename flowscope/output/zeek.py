@@ -27,7 +27,7 @@ from .. import layout
 from .. import layout as Z  # Z_*, EP_*, TCP_*: the Zeek-style words of Ended records
 from ..community_id import community_id_v1, icmp_port_equivalents
 from ..keys import mac_str
-from .common import TCPPERF_COUNTS, tcp_rtts
+from .common import TCPPERF_COUNTS, dns_fields, drop_fields, tcp_rtts
 
 #: Extension fields (TCP only; docs/zeek-compat.md): handshake times, loss signals.
 TCPPERF_FIELDS = ("tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init", "orig_retrans_pkts",
@@ -38,11 +38,22 @@ FIELDS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "prot
           "missed_bytes", "history", "orig_pkts", "orig_ip_bytes", "resp_pkts",
           "resp_ip_bytes", "tunnel_parents", "community_id",
           # context, as Zeek's policy scripts conn/vlan-logging and conn/mac-logging add it
-          "vlan", "inner_vlan", "orig_l2_addr", "resp_l2_addr", *TCPPERF_FIELDS)
+          "vlan", "inner_vlan", "orig_l2_addr", "resp_l2_addr", *TCPPERF_FIELDS,
+          # flowscope extension fields (docs/zeek-compat.md): the flow's first DNS query and
+          # its response, as Zeek's dns.log names them with a "dns_" prefix
+          "dns_query", "dns_qtype", "dns_qtype_name", "dns_rcode", "dns_rcode_name",
+          "dns_answers", "dns_rtt",
+          # flowscope extension fields: kernel drops of the connection's packets (live only)
+          "orig_drops", "resp_drops", "drop_reason")
 TYPES = ("time", "string", "addr", "port", "addr", "port", "enum", "string", "interval",
          "count", "count", "string", "bool", "bool", "count", "string", "count", "count",
          "count", "count", "set[string]", "string", "int", "int", "string", "string",
-         "interval", "interval", "interval", *("count",) * 8)
+         "interval", "interval", "interval", *("count",) * 8,
+         "string", "count", "string", "count", "string", "count", "interval",
+         "count", "count", "string")
+#: The extension fields (unset when the flow carried no DNS / had no kernel drops).
+DNS_FIELDS = FIELDS[-10:-3]
+DROP_FIELDS = FIELDS[-3:]
 
 _PROTO_NAMES = {layout.IPPROTO_TCP: "tcp", layout.IPPROTO_UDP: "udp",
                 layout.IPPROTO_ICMP: "icmp", layout.IPPROTO_ICMPV6: "icmp"}
@@ -207,6 +218,10 @@ def conn_record(rec) -> Optional[dict]:
         "inner_vlan": int(rec["vlan"][1]) if nv > 1 else None,
         "orig_l2_addr": macs[o], "resp_l2_addr": macs[r],
         **ext,
+        **dict.fromkeys(DNS_FIELDS),
+        **dns_fields(rec),
+        **dict.fromkeys(DROP_FIELDS),
+        **_zeek_drops(rec, o),
     }
 
 
@@ -217,6 +232,17 @@ def tunnel_parent_uids(rec) -> Optional[list]:
     uids = sorted(make_uid(int(pid), int(st))
                   for pid, st in zip(rec["tun_parent"], rec["tun_parent_started"]) if pid >= 0)
     return uids or None
+
+
+def _zeek_drops(rec, o: int) -> dict:
+    """Kernel drops by Zeek's originator / responder (``o``: flowscope side of the
+    originator)."""
+    d = drop_fields(rec)
+    if not d:
+        return {}
+    by_side = (d["init_drops"], d["resp_drops"])
+    return {"orig_drops": by_side[o], "resp_drops": by_side[1 - o],
+            "drop_reason": d["drop_reason"]}
 
 
 def _ended(recs: np.ndarray):
@@ -260,7 +286,7 @@ class ZeekTsvWriter:
     def _fmt(name: str, v) -> str:
         if v is None:
             return "-"
-        if name in ("ts", "duration", "tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init"):
+        if name in ("ts", "duration", "tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init", "dns_rtt"):
             return f"{v:.6f}"
         if isinstance(v, bool):
             return "T" if v else "F"

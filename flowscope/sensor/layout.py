@@ -17,7 +17,7 @@ import numpy as np
 from .. import layout as L
 from ..events import FlowState
 
-FS_ABI_VERSION = 2
+FS_ABI_VERSION = 3
 FS_HISTORY_MAX = L.HISTORY_MAX
 
 
@@ -63,6 +63,8 @@ class EventReason(IntFlag):
     SAMPLE = 0x10
     ZEEK = 0x20
     SEQ = 0x40
+    # dns
+    DNS = 0x80
 
 
 class DirBit(IntFlag):
@@ -99,6 +101,10 @@ class Counter(IntEnum):
     FRAG_HELD = 13
     FRAG_RESOLVED = 14
     FRAG_ORPHANED = 15
+    # dns and drops
+    DNS = 24
+    DROPS = 25
+    DROPS_OTHER = 26
     # flow filter and sampling
     FILTERED = 28
     SAMPLED_OUT = 29
@@ -140,7 +146,7 @@ U4X2 = ("<u4", (2,))
 #: tcpperf fields shared by fs_flow and fs_event: (name, format, offset from the block start)
 _SEQ = (("seq_start", U4X2, 0), ("seq_high", U4X2, 8), ("seq_acked", U4X2, 16))
 _SEQ_COUNTS = (("rtx_pkts", U4X2, 0), ("ooo_pkts", U4X2, 8), ("zero_win", U4X2, 16),
-               ("rtx_bytes", U8X2, 24), ("seq_flags", "u1", 40), ("_pad2", ("u1", (7,)), 41))
+               ("rtx_bytes", U8X2, 24), ("seq_flags", "u1", 40), ("_pad_seq", ("u1", (7,)), 41))
 
 
 def _at(fields, base):
@@ -153,7 +159,11 @@ FLOW_DTYPE = _struct(
     ("payload", U8X2, 48), ("ip_bytes", U8X2, 64), ("events", "<u8", 80), ("gen", "<u4", 88),
     ("tcp_flags", ("u1", (2,)), 92), ("first_dir", "u1", 94), ("state", "u1", 95),
     ("hist_len", "u1", 96), ("fin_side", "u1", 97), ("dir_bits", ("u1", (2,)), 98),
-    ("ev_lost", "u1", 100), ("_pad", ("u1", (27,)), 101),
+    ("ev_lost", "u1", 100), ("_pad", ("u1", (3,)), 101),
+    # drops
+    ("drops", ("<u4", (2,)), 104), ("drop_reason", "<u2", 112), ("drop_votes", "<u2", 114),
+    ("_pad2", ("u1", (12,)), 116),
+    # tcpperf
     *_at(_SEQ, 128), ("hole_lo", U4X2, 152), ("hole_hi", U4X2, 160), *_at(_SEQ_COUNTS, 168),
     size=216)
 
@@ -170,18 +180,41 @@ EVENT_DTYPE = _struct(
     ("_pad", ("u1", (22,)), 162), *_at(_SEQ, 184), *_at(_SEQ_COUNTS, 208),
     # context
     ("smac", "<u8", 256), ("dmac", "<u8", 264), ("vlan", ("<u2", (2,)), 272),
-    ("nvlan", "u1", 276), ("_pad3", ("u1", (3,)), 277), size=280)
+    ("nvlan", "u1", 276), ("_pad3", ("u1", (3,)), 277),
+    # drops
+    ("drops", ("<u4", (2,)), 280), ("drop_reason", "<u2", 288), ("_pad2", ("u1", (6,)), 290),
+    size=296)
 
 #: ``struct fs_cidr_key`` (24 bytes), the key of the flow filter's CIDR tries.
 CIDR_KEY_DTYPE = _struct(("prefixlen", "<u4", 0), ("l3", "u1", 4), ("addr", ("u1", (16,)), 5),
                          ("_pad", ("u1", (3,)), 21), size=24)
 
+#: dns: bytes of the L4 payload a FS_EVR_DNS record carries.
+FS_DNS_BYTES = 296
+_EV = EVENT_DTYPE.itemsize
+#: ``struct fs_dns_event`` (600 bytes): a ring record with FS_EVR_DNS.
+DNS_EVENT_DTYPE = _struct(
+    ("ev", EVENT_DTYPE, 0), ("dns_len", "<u2", _EV), ("_pad", ("u1", (6,)), _EV + 2),
+    ("dns", ("u1", (FS_DNS_BYTES,)), _EV + 8), size=_EV + 8 + FS_DNS_BYTES)
+
 #: C struct name -> dtype, for the header and loader checks.
+#: What userspace drains ring records into: ``EVENT_DTYPE``'s fields, then the
+#: ``fs_dns_event`` tail (``dns_len``, ``dns``) at the same offsets; a bare fs_event record
+#: leaves the tail zero.
+RECORD_DTYPE = _struct(*((n, f[0], f[1]) for n, f in EVENT_DTYPE.fields.items()),
+                       ("dns_len", "<u2", _EV), ("_pad_dns", ("u1", (6,)), _EV + 2),
+                       ("dns", ("u1", (FS_DNS_BYTES,)), _EV + 8), size=DNS_EVENT_DTYPE.itemsize)
+
+#: drops: key of fs_drop_counts.
+DROP_KEY_DTYPE = _struct(("ifindex", "<u4", 0), ("reason", "<u4", 4), size=8)
+
 STRUCTS = {
     "fs_flow_key": FLOW_KEY_DTYPE,
     "fs_flow": FLOW_DTYPE,
     "fs_event": EVENT_DTYPE,
     "fs_cidr_key": CIDR_KEY_DTYPE,
+    "fs_dns_event": DNS_EVENT_DTYPE,
+    "fs_drop_key": DROP_KEY_DTYPE,
 }
 
 #: C enum name -> IntEnum, for the header check.
@@ -220,4 +253,4 @@ ENUM_PREFIX = {
 DEFINES = {"FS_ABI_VERSION": FS_ABI_VERSION, "FS_HISTORY_MAX": FS_HISTORY_MAX,
            "FS_HASH_M1": L.HASH_M1, "FS_HASH_M2": L.HASH_M2, "FS_SAMPLE_SEED": L.SAMPLE_SEED,
            "FS_META_VLAN_LO_SHIFT": L.META_VLAN_LO_SHIFT,
-           "FS_META_VLAN_HI_SHIFT": L.META_VLAN_HI_SHIFT}
+           "FS_META_VLAN_HI_SHIFT": L.META_VLAN_HI_SHIFT, "FS_DNS_BYTES": FS_DNS_BYTES}

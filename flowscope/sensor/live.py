@@ -162,6 +162,7 @@ class SensorStats:
             if len(r):
                 c[4] += (r[:, None] <= edges[None, :]).sum(axis=0)
                 c[5] += float(r.sum())
+    kernel_drops: dict = field(default_factory=dict)  # (ifindex or 0, reason name) -> drops
 
     def count_hooks(self, ev: np.ndarray) -> None:
         """Add ring events (``EVENT_DTYPE``) to ``events_by_hook``, by interface and hook."""
@@ -212,12 +213,13 @@ class Sensor:
         self.ring = None
         self.clock = None
         self.stats = SensorStats()
-        self._evbuf = np.zeros(max(16, config.batch), dtype=SL.EVENT_DTYPE)
+        self._evbuf = np.zeros(max(16, config.batch), dtype=SL.RECORD_DTYPE)
         self._slots: dict[int, int] = {}
         self._timeouts = tracker.config.timeout_table()  # ns, indexed by IP protocol
         self._next_sweep = 0.0
         self._next_report = 0.0
         self._closed = False
+        self._drop_names: dict[int, str] = {}
         self.metrics = None  # a flowscope.metrics.MetricsServer, updated about once a second
         self._next_metrics = 0.0
         self._next_flush = 0.0
@@ -246,7 +248,17 @@ class Sensor:
 
         secs = warmup()
         self.clock = MonoToWall()
-        self.loaded = load_quietly(loader, self.tunables())
+        tun = self.tunables()
+        if tun.get("drops"):
+            from .btf import BtfError, drop_reason_names, drop_tracer_cflags
+
+            try:
+                drop_tracer_cflags()
+                self._drop_names = drop_reason_names()
+            except BtfError as exc:
+                tun["drops"] = 0
+                self.report(f"flowscope: kernel drops not tracked: {exc}")
+        self.loaded = load_quietly(loader, tun)
         try:
             maps.write_filter(self.loaded.bpf, self.tracker.config)
             self.ring = RingReader(self.loaded.events_fd)
@@ -254,6 +266,8 @@ class Sensor:
             for i, name in enumerate(self.ifnames):
                 self.attachments.append(self._attach_one(attach, name))
                 self._slots[self.attachments[-1].ifindex] = i
+            if self.loaded.drops:
+                self.loaded.attach_drops()
         except BaseException:
             self._detach()
             self._release()
@@ -266,9 +280,28 @@ class Sensor:
 
     def _attach_one(self, attach, name):
         hooks = self.config.hooks
-        return attach.attach(self.loaded, name, xdp_mode=self.config.xdp_mode,
-                             egress="egress" in hooks,
-                             ingress=self.config.ingress if "ingress" in hooks else "")
+        at = attach.attach(self.loaded, name, xdp_mode=self.config.xdp_mode,
+                           egress="egress" in hooks,
+                           ingress=self.config.ingress if "ingress" in hooks else "")
+        if self.loaded.drops:  # drops on this device count even without a known flow
+            w = self.loaded.bpf[b"fs_watched"]
+            w[w.Key(at.ifindex)] = w.Leaf(1)
+        return at
+
+    def read_kernel_drops(self) -> dict:
+        """``{(ifindex or 0, reason name): drops}`` from the kernel's fs_drop_counts (also
+        kept in ``stats.kernel_drops``); {} when drops are not tracked."""
+        if self.loaded is None or not self.loaded.drops:
+            return {}
+        from . import maps
+
+        keys, vals = maps.drop_counts(self.loaded.map_fd("fs_drop_counts"))
+        out: dict = {}
+        for i, r, n in zip(keys["ifindex"].tolist(), keys["reason"].tolist(), vals.tolist()):
+            name = self._drop_names.get(r, str(r))
+            out[(i, name)] = out.get((i, name), 0) + n
+        self.stats.kernel_drops = out
+        return out
 
     def describe(self) -> str:
         """The interfaces and what is attached to each: ``eth0 (xdp native + tcx egress)``."""
@@ -277,7 +310,10 @@ class Sensor:
     def _warm_sensor_paths(self) -> None:
         # the ring drain kernel and the row builders, on an empty ring: nothing is attached yet
         self.ring.drain(self._evbuf[:1])
-        rows_from_events(np.zeros(1, SL.EVENT_DTYPE), 0, {1: 0})
+        warm = np.zeros(2, SL.RECORD_DTYPE)
+        warm["reason"] = SL.EventReason.DNS
+        warm["pflags"][1] = L.PF_TCP
+        rows_from_events(warm, 0, {1: 0})
         sync_rows(np.zeros(1, SL.FLOW_KEY_DTYPE), np.zeros(1, SL.FLOW_DTYPE), 0)
         for _ in self.tracker.process_end(np.zeros((1, 5), np.uint64), 0):  # no such flow
             pass
@@ -349,6 +385,7 @@ class Sensor:
             from . import maps
 
             self._next_metrics = now + 1.0
+            self.read_kernel_drops()
             self.metrics.update(self.tracker.stats, maps.counters_dict(self.loaded.counters_fd),
                                 self.stats, {at.ifindex: at.ifname for at in self.attachments},
                                 self._lag if drained else 0.0)

@@ -48,6 +48,8 @@ TUNABLES = {
     "key_vlan": "FS_KEY_VLAN",
     "sample_rate": "FS_SAMPLE_RATE",
     "filter_cidrs_max": "FS_FLT_CIDRS_MAX",
+    "dns": "FS_DNS",
+    "drops": "FS_DROPS",
 }
 
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
@@ -110,7 +112,7 @@ def layout_asserts() -> str:
 
 def program_source() -> str:
     """The full text BCC compiles: both entry points, their headers, the layout asserts."""
-    return inline_sources(["fs_xdp.c", "fs_tc.c"]) + "\n" + layout_asserts()
+    return inline_sources(["fs_xdp.c", "fs_tc.c", "fs_drops.c"]) + "\n" + layout_asserts()
 
 
 def cflags_for(tunables: dict | None = None) -> list[str]:
@@ -169,6 +171,18 @@ class Loaded:
     counters_fd: int
     cflags: list[str]
     source: str = field(repr=False)
+    drops: bool = False  # the drop tracer is compiled in (fs_kfree_skb; attach_drops)
+    drops_attached: bool = False
+
+    def attach_drops(self) -> None:
+        """Attach the drop tracer to the raw tracepoint skb:kfree_skb (detached with
+        ``close`` or when the process ends)."""
+        if self.drops and not self.drops_attached:
+            self.bpf.attach_raw_tracepoint(tp=b"kfree_skb", fn_name=b"fs_kfree_skb")
+            self.drops_attached = True
+
+    def map_fd(self, name: str) -> int:
+        return _map_fd(self.bpf, name)
 
     def close(self) -> None:
         """Release the programs and maps (detach first: links hold their own references)."""
@@ -186,6 +200,7 @@ def check_map_sizes(b) -> None:
     want = {
         "fs_flows": (layout.FLOW_KEY_DTYPE.itemsize, layout.FLOW_DTYPE.itemsize),
         "fs_counters": (4, 8),
+        "fs_drop_counts": (layout.DROP_KEY_DTYPE.itemsize, 8),
     }
     for name, (ks, vs) in want.items():
         t = b.get_table(name.encode())
@@ -193,6 +208,17 @@ def check_map_sizes(b) -> None:
         got = (ctypes.sizeof(t.Key), ctypes.sizeof(getattr(t, "sLeaf", t.Leaf)))
         if got != (ks, vs):
             raise LayoutMismatch(f"map {name}: compiled key/value sizes {got}, mirror {(ks, vs)}")
+
+
+def build_cflags(tunables: dict | None = None) -> list[str]:
+    """The tunables' ``-D`` flags, plus, with ``drops``, the ``struct sk_buff`` offsets of the
+    running kernel the drop tracer reads (``btf.drop_tracer_cflags``; BtfError without BTF)."""
+    flags = cflags_for(tunables)
+    if (tunables or {}).get("drops"):
+        from .btf import drop_tracer_cflags
+
+        flags += drop_tracer_cflags()
+    return flags
 
 
 def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
@@ -214,7 +240,8 @@ def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
         When fs_shared.h and ``flowscope.sensor.layout`` disagree.
     """
     bcc = import_bcc()
-    cflags = cflags_for(tunables) + list(extra_cflags or [])
+    cflags = build_cflags(tunables) + list(extra_cflags or [])  # BtfError without BTF
+    drops = bool((tunables or {}).get("drops"))
     src = program_source()
     try:
         b = bcc.BPF(text=src.encode(), cflags=cflags, debug=debug)
@@ -236,6 +263,7 @@ def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
             counters_fd=_map_fd(b, "fs_counters"),
             cflags=cflags,
             source=src,
+            drops=drops,
         )
     except BaseException:
         b.cleanup()

@@ -71,11 +71,17 @@ def counters_dict(counters_fd: int) -> dict[str, int]:
     return {m.name.lower(): int(c[m]) for m in layout.Counter}
 
 
-def _batch(flows_fd: int, delete: bool, batch: int, max_entries: int):
+def drop_counts(fd: int, max_entries: int = 4096):
+    """The fs_drop_counts map: ``(keys DROP_KEY_DTYPE[n], drops uint64[n])``."""
+    return _batch(fd, False, 1024, max_entries, layout.DROP_KEY_DTYPE, np.dtype(np.uint64))
+
+
+def _batch(flows_fd: int, delete: bool, batch: int, max_entries: int,
+           kdt=layout.FLOW_KEY_DTYPE, vdt=layout.FLOW_DTYPE):
     lib = _libbcc()
     fn = lib.bpf_lookup_and_delete_batch if delete else lib.bpf_lookup_batch
-    keys = np.zeros(max_entries, dtype=layout.FLOW_KEY_DTYPE)
-    vals = np.zeros(max_entries, dtype=layout.FLOW_DTYPE)
+    keys = np.zeros(max_entries, dtype=kdt)
+    vals = np.zeros(max_entries, dtype=vdt)
     # Separate tokens: the kernel reads in_batch and writes out_batch in one call.
     tok_in = ctypes.c_uint32(0)
     tok_out = ctypes.c_uint32(0)

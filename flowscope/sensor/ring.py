@@ -74,10 +74,12 @@ class RingReader:
         return int(self._prod[0] - self._cons[0])
 
     def drain(self, out: np.ndarray) -> int:
-        """Copy up to ``len(out)`` ready events into ``out`` (``layout.EVENT_DTYPE``)."""
-        if out.dtype != layout.EVENT_DTYPE or not out.flags.c_contiguous:
-            raise TypeError("out must be a C-contiguous EVENT_DTYPE array")
-        out64 = out.view(np.uint64).reshape(len(out), layout.EVENT_DTYPE.itemsize // 8)
+        """Copy up to ``len(out)`` ready events into ``out`` (``layout.RECORD_DTYPE``, or
+        ``layout.EVENT_DTYPE``, which cuts the DNS tail of FS_EVR_DNS records)."""
+        if (out.dtype not in (layout.EVENT_DTYPE, layout.RECORD_DTYPE)
+                or not out.flags.c_contiguous):
+            raise TypeError("out must be a C-contiguous RECORD_DTYPE or EVENT_DTYPE array")
+        out64 = out.view(np.uint64).reshape(len(out), out.dtype.itemsize // 8)
         return int(drain_records(self._cons, self._prod, self._data32, self._data64,
                                  self._mask, out64))
 
@@ -92,14 +94,14 @@ class RingReader:
         """Everything ready now, as one array (tests and tools; bounded by max_batches)."""
         parts = []
         for _ in range(max_batches):
-            out = np.zeros(batch, dtype=layout.EVENT_DTYPE)
+            out = np.zeros(batch, dtype=layout.RECORD_DTYPE)
             n = self.drain(out)
             if n:
                 parts.append(out[:n])
             if n < batch:
                 break
         if not parts:
-            return np.zeros(0, dtype=layout.EVENT_DTYPE)
+            return np.zeros(0, dtype=layout.RECORD_DTYPE)
         return np.concatenate(parts)
 
     def close(self) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import layout as L
+from .._kernels.dns import parse_dns_payloads
 from . import layout as SL
 
 
 def rows_from_events(ev: np.ndarray, offset_ns: int, slots: dict[int, int]) -> np.ndarray:
-    """Ring events (``sensor.layout.EVENT_DTYPE``) -> ``PKT_DTYPE`` rows with PF_ABS.
+    """Ring events (``sensor.layout.RECORD_DTYPE`` or ``EVENT_DTYPE``) -> ``PKT_DTYPE`` rows
+    with PF_ABS. The payload bytes of FS_EVR_DNS records go through the offline DNS parser.
 
     ``offset_ns`` turns CLOCK_MONOTONIC into wall time; ``slots`` maps ifindex
     -> the ``iface`` value (position of the interface on the command line).
@@ -51,6 +53,11 @@ def rows_from_events(ev: np.ndarray, offset_ns: int, slots: dict[int, int]) -> n
             iface[idx == ifindex] = slot
         rows["iface"] = iface
     _counters(rows, ev)
+    if "dns_len" in ev.dtype.names:
+        dns = np.flatnonzero(ev["reason"] & SL.EventReason.DNS)
+        if len(dns):
+            parse_dns_payloads(ev["dns"], ev["dns_len"].astype(np.int64),
+                               (ev["pflags"] & L.PF_TCP) != 0, rows, dns)
     return rows
 
 
@@ -86,6 +93,9 @@ def _counters(rows, src):
         rows[f"{name}0"] = src[field][:, 0]
         rows[f"{name}1"] = src[field][:, 1]
     rows["sq_flags"] = src["seq_flags"] & (L.SQF_INIT0 | L.SQF_INIT1 | L.SQF_FIN0 | L.SQF_FIN1)
+    rows["drops0"] = src["drops"][:, 0]
+    rows["drops1"] = src["drops"][:, 1]
+    rows["drop_reason"] = src["drop_reason"]
 
 
 def sync_rows(keys: np.ndarray, vals: np.ndarray, offset_ns: int,

@@ -25,11 +25,17 @@ EXIT_LOST = 1  # every monitored interface disappeared (the flows were still wri
 
 def print_bpf(config: Config) -> int:
     """Print the program text and cflags the sensor would compile (``--print-bpf``)."""
-    from .loader import cflags_for, program_source
+    from .btf import BtfError
+    from .loader import build_cflags, cflags_for, program_source
 
     tracker, sensor = live_settings(config)
+    tun = tunables(sensor, tracker)
     print(program_source())
-    print("// cflags: " + " ".join(cflags_for(tunables(sensor, tracker))))
+    try:
+        flags = build_cflags(tun)
+    except BtfError as exc:  # the sensor would start without the drop tracer
+        flags = cflags_for(dict(tun, drops=0)) + [f"(drops off: {exc})"]
+    print("// cflags: " + " ".join(flags))
     return EXIT_OK
 
 

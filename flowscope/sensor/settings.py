@@ -47,7 +47,9 @@ def tunables(sensor: SensorConfig, tracker: TrackerConfig) -> dict:
             "frag_timeout_ns": int(round(tracker.fragment_timeout * NS_PER_S)),
             "filter": filter_mode(tracker), "sample_rate": tracker.sample_rate,
             "key_vlan": int(tracker.key_vlan),
-            "filter_cidrs_max": max(16, len(tracker.include_cidrs), len(tracker.exclude_cidrs))}
+            "filter_cidrs_max": max(16, len(tracker.include_cidrs), len(tracker.exclude_cidrs)),
+            "dns": int(tracker.dns),
+            "drops": int(sensor.drops)}
 
 
 def live_settings(config: Config,
@@ -94,7 +96,7 @@ def sensor_bytes(sensor: SensorConfig, tracker: TrackerConfig) -> int:
     userspace copies of the whole map that a sweep and the shutdown drain make."""
     entries = sensor.map_size or tracker.max_flows
     scan = 2 * entries * (SL.FLOW_KEY_DTYPE.itemsize + SL.FLOW_DTYPE.itemsize)
-    return map_bytes(entries) + sensor.ring_size + scan + sensor.batch * SL.EVENT_DTYPE.itemsize
+    return map_bytes(entries) + sensor.ring_size + scan + sensor.batch * SL.RECORD_DTYPE.itemsize
 
 
 def mem_available() -> int | None:

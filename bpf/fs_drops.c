@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fs_drops.c - the kernel's packet drops (raw tracepoint skb:kfree_skb), counted to their flow.
+ *
+ * Logic: 1) skip frees that are no drop (reason <= NOT_SPECIFIED: consumed, not dropped yet,
+ * or a free that gives no reason); 2) read the dropped skb's IP header and ports through
+ * bpf_probe_read_kernel at the offsets of struct sk_buff this kernel has (-D flags from its
+ * BTF, flowscope/sensor/btf.py: there are no kernel headers to compile against); 3) build the
+ * canonical key and, when fs_flows holds that flow, add the drop to it (per orientation, and
+ * to the majority vote of its reason); 4) count the drop by (interface, reason) in
+ * fs_drop_counts when it belongs to a known flow or happened on a watched interface. Drops
+ * of other packets are ignored: the host's unrelated traffic is not the sensor's business.
+ * Compiled only with -DFS_DROPS=1.
+ */
+#include "fs_shared.h"
+#include "fs_maps.h"
+
+#ifndef FS_DROPS
+#define FS_DROPS 0
+#endif
+#if FS_DROPS
+
+#define FS_DROP_NOT_SPECIFIED 2 /* SKB_DROP_REASON_NOT_SPECIFIED (0, 1: not dropped, consumed) */
+#define FS_NO_HEADER 0xffff     /* an unset skb header offset */
+
+static __always_inline void fs_drop_count(__u32 idx)
+{
+	__u64 *v = fs_counters.lookup(&idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u64 fs_be64(const __u8 *b)
+{
+	__u64 v = 0;
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | b[i];
+	return v;
+}
+
+int fs_kfree_skb(struct bpf_raw_tracepoint_args *ctx)
+{
+	void *skb = (void *)ctx->args[0];
+	__u32 reason = (__u32)ctx->args[2];
+	if (reason <= FS_DROP_NOT_SPECIFIED)
+		return 0;
+	unsigned char *head = 0;
+	void *dev = 0;
+	__u16 nh = FS_NO_HEADER, th = FS_NO_HEADER;
+	__u32 ifindex = 0;
+	bpf_probe_read_kernel(&head, sizeof(head), skb + FS_SKB_HEAD);
+	bpf_probe_read_kernel(&dev, sizeof(dev), skb + FS_SKB_DEV);
+	bpf_probe_read_kernel(&nh, sizeof(nh), skb + FS_SKB_NETWORK_HEADER);
+	bpf_probe_read_kernel(&th, sizeof(th), skb + FS_SKB_TRANSPORT_HEADER);
+	if (dev)
+		bpf_probe_read_kernel(&ifindex, sizeof(ifindex), dev + FS_NETDEV_IFINDEX);
+	__u8 *watched = fs_watched.lookup(&ifindex);
+	struct fs_flow_key k = {};
+	struct fs_flow *f = 0;
+	__u8 dir = 0;
+	__u8 ip[40] = {};
+	if (head && nh != FS_NO_HEADER && bpf_probe_read_kernel(ip, sizeof(ip), head + nh) == 0) {
+		__u64 s_hi = 0, s_lo, d_hi = 0, d_lo;
+		__u8 proto;
+		__u32 l4 = 0; /* IP header length, when the transport header is unset */
+		int frag = 0;
+		if ((ip[0] >> 4) == 4) {
+			k.l3 = FS_L3_IPV4;
+			proto = ip[9];
+			s_lo = ((__u64)ip[12] << 24) | (ip[13] << 16) | (ip[14] << 8) | ip[15];
+			d_lo = ((__u64)ip[16] << 24) | (ip[17] << 16) | (ip[18] << 8) | ip[19];
+			l4 = (ip[0] & 0xf) * 4;
+			frag = ((ip[6] & 0x1f) | ip[7]) != 0; /* a non-first fragment: no ports */
+		} else if ((ip[0] >> 4) == 6) {
+			k.l3 = FS_L3_IPV6;
+			proto = ip
+			        [6]; /* extension headers are not walked: such drops match no flow */
+			s_hi = fs_be64(ip + 8);
+			s_lo = fs_be64(ip + 16);
+			d_hi = fs_be64(ip + 24);
+			d_lo = fs_be64(ip + 32);
+			l4 = 40;
+		} else {
+			goto count;
+		}
+		__u16 sp = 0, dp = 0;
+		if (!frag &&
+		    (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP)) {
+			__u8 ports[4] = {};
+			__u32 at = (th != FS_NO_HEADER && th > nh) ? th : nh + l4;
+			if (bpf_probe_read_kernel(ports, sizeof(ports), head + at) == 0) {
+				sp = (ports[0] << 8) | ports[1];
+				dp = (ports[2] << 8) | ports[3];
+			}
+		}
+		/* the canonical key, as fs_flow.h builds it */
+		if (s_hi < d_hi || (s_hi == d_hi && (s_lo < d_lo || (s_lo == d_lo && sp <= dp)))) {
+			k.a_hi = s_hi;
+			k.a_lo = s_lo;
+			k.b_hi = d_hi;
+			k.b_lo = d_lo;
+			k.port_a = sp;
+			k.port_b = dp;
+		} else {
+			dir = 1;
+			k.a_hi = d_hi;
+			k.a_lo = d_lo;
+			k.b_hi = s_hi;
+			k.b_lo = s_lo;
+			k.port_a = dp;
+			k.port_b = sp;
+		}
+		k.proto = proto;
+		f = fs_flows.lookup(&k);
+	}
+count:
+	if (!f && !watched)
+		return 0;
+	if (f) {
+		if (dir)
+			__sync_fetch_and_add(&f->drops[1], 1);
+		else
+			__sync_fetch_and_add(&f->drops[0], 1);
+		/* majority vote (plain stores: a race only blurs a tie) */
+		if (f->drop_votes == 0) {
+			f->drop_reason = reason;
+			f->drop_votes = 1;
+		} else if (f->drop_reason == reason) {
+			if (f->drop_votes < 0xffff)
+				f->drop_votes += 1;
+		} else {
+			f->drop_votes -= 1;
+		}
+		fs_drop_count(FS_CNT_DROPS);
+	} else {
+		fs_drop_count(FS_CNT_DROPS_OTHER);
+	}
+	struct fs_drop_key dk = {.ifindex = watched ? ifindex : 0, .reason = reason};
+	__u64 one = 1;
+	__u64 *c = fs_drop_counts.lookup(&dk);
+	if (c)
+		__sync_fetch_and_add(c, 1);
+	else
+		fs_drop_counts.update(&dk, &one);
+	return 0;
+}
+
+#endif /* FS_DROPS */
