@@ -92,7 +92,7 @@ struct fs_pkt {
 	__u64 smac, dmac; /* 48-bit big-endian values (PBB/FabricPath: the inner header's) */
 	__u16 vlan[2];    /* the first two VLAN ids, outer first */
 	__u8 nvlan;       /* VLAN tags seen */
-	__u32 pay_off; /* TCP/UDP: offset of the L4 payload from the frame start (dns) */
+	__u32 pay_off;    /* TCP/UDP: offset of the L4 payload from the frame start (dns) */
 };
 
 /* A 6-byte MAC address as its 48-bit big-endian value. */
