@@ -278,21 +278,12 @@ static __always_inline void fs_dns_copy(void *ctx, int is_xdp, struct fs_dns_eve
 		d->dns_len = n;
 }
 
-/* Submit one event; returns 0, or -1 when the ring was full (counted). FS_EVR_DNS events are
- * a struct fs_dns_event with the packet's first payload bytes. */
-static __always_inline int fs_emit(void *ctx, int is_xdp, const struct fs_flow_key *k,
-                                   const struct fs_flow *f, const struct fs_pkt *p, __u64 now,
-                                   __u32 frame_len, __u32 ifindex, __u8 hook, __u8 dir, __u8 reason)
+/* The event record of this packet into e (ring memory). */
+static __always_inline void fs_fill(struct fs_event *e, const struct fs_flow_key *k,
+                                    const struct fs_flow *f, const struct fs_pkt *p, __u64 now,
+                                    __u32 frame_len, __u32 ifindex, __u8 hook, __u8 dir,
+                                    __u8 reason)
 {
-	struct fs_event *e;
-	if (reason & FS_EVR_DNS)
-		e = fs_events.ringbuf_reserve(sizeof(struct fs_dns_event));
-	else
-		e = fs_events.ringbuf_reserve(sizeof(struct fs_event));
-	if (!e) {
-		fs_count(FS_CNT_RING_FULL, 1);
-		return -1;
-	}
 	/* Ring memory is not zeroed: clear everything first so records are deterministic. */
 	__builtin_memset(e, 0, sizeof(*e));
 	e->key = *k;
@@ -354,11 +345,37 @@ static __always_inline int fs_emit(void *ctx, int is_xdp, const struct fs_flow_k
 	e->drops[0] = f->drops[0];
 	e->drops[1] = f->drops[1];
 	e->drop_reason = f->drop_reason;
+}
+
+/* Submit one event; returns 0, or -1 when the ring was full (counted). FS_EVR_DNS events are
+ * a struct fs_dns_event with the packet's first payload bytes. The two kinds are reserved,
+ * filled and submitted in separate branches: the verifier then knows each record's size. */
+static __always_inline int fs_emit(void *ctx, int is_xdp, const struct fs_flow_key *k,
+                                   const struct fs_flow *f, const struct fs_pkt *p, __u64 now,
+                                   __u32 frame_len, __u32 ifindex, __u8 hook, __u8 dir, __u8 reason)
+{
+#if FS_DNS
 	if (reason & FS_EVR_DNS) {
-		fs_dns_copy(ctx, is_xdp, (struct fs_dns_event *)e, p, frame_len);
+		struct fs_dns_event *d = fs_events.ringbuf_reserve(sizeof(struct fs_dns_event));
+		if (!d) {
+			fs_count(FS_CNT_RING_FULL, 1);
+			return -1;
+		}
+		fs_fill(&d->ev, k, f, p, now, frame_len, ifindex, hook, dir, reason);
+		fs_dns_copy(ctx, is_xdp, d, p, frame_len);
 		fs_count(FS_CNT_DNS, 1);
+		fs_events.ringbuf_submit(d, 0);
+	} else
+#endif
+	{
+		struct fs_event *e = fs_events.ringbuf_reserve(sizeof(struct fs_event));
+		if (!e) {
+			fs_count(FS_CNT_RING_FULL, 1);
+			return -1;
+		}
+		fs_fill(e, k, f, p, now, frame_len, ifindex, hook, dir, reason);
+		fs_events.ringbuf_submit(e, 0);
 	}
-	fs_events.ringbuf_submit(e, 0);
 	fs_count(FS_CNT_EVENTS, 1);
 	return 0;
 }
@@ -569,6 +586,25 @@ static __always_inline void fs_flow_init(struct fs_flow *f, const struct fs_pkt 
 	}
 }
 
+/*
+ * The value v, as a value the verifier cannot know (a store to and a load from a per-CPU map
+ * slot, a few ns). reason holds a different known value on each path through the parser, the
+ * sequence step and the state mirror, and the verifier checks everything after it once per
+ * value: with TCP sequence tracking, DNS records, the filter and the context fields compiled
+ * in, that exceeds its budget of 1M processed instructions. Laundering reason after the
+ * sequence step (TCP packets) and before the event (evented packets) merges those states.
+ */
+static __always_inline __u8 fs_opaque(__u8 v)
+{
+	__u32 zero = 0;
+	__u64 *slot = fs_opaque_slot.lookup(&zero);
+	if (!slot) /* cannot happen (array index 0) */
+		return v;
+	*slot = v;
+	asm volatile("" ::: "memory");
+	return (__u8)*slot;
+}
+
 static __always_inline void fs_process(void *ctx, int is_xdp, void *data, void *data_end,
                                        __u32 frame_len, __u32 ifindex, __u8 hook)
 {
@@ -704,6 +740,7 @@ existing:
 #if FS_TCP_SEQ
 		if (fs_seq_step(f, dir, &p))
 			reason |= FS_EVR_SEQ;
+		reason = fs_opaque(reason);
 #endif
 		__u8 st = f->state;
 		__u8 hl = f->hist_len;
@@ -742,6 +779,7 @@ existing:
 
 	/* 5) time stamp and event */
 	if (reason) {
+		reason = fs_opaque(reason);
 		if (!now)
 			now = bpf_ktime_get_ns();
 		f->last_ns = now;

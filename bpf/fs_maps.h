@@ -65,6 +65,9 @@ BPF_RINGBUF_OUTPUT(fs_events, FS_RING_PAGES);
 /* Kernel-internal. Key: 0. Value: the struct fs_flow a new flow is built in before its
  * insert (per CPU: too large for the 512-byte BPF stack beside the parsed packet). */
 BPF_PERCPU_ARRAY(fs_scratch, struct fs_flow, 1);
+/* One slot per CPU that fs_opaque() passes a value through, so that the verifier sees an
+ * unknown value instead of one of its many known ones (see fs_opaque in fs_flow.h). */
+BPF_PERCPU_ARRAY(fs_opaque_slot, __u64, 1);
 
 /* Key: enum fs_counter. Value: __u64 per CPU (userspace sums the CPUs). */
 BPF_PERCPU_ARRAY(fs_counters, __u64, FS_CNT_MAX);

@@ -41,7 +41,9 @@ static __always_inline int fs_tc_body(struct __sk_buff *skb, __u8 hook)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
-	fs_process(skb, 0, data, data_end, len, skb->ifindex, hook);
+	/* skb->len read again (same value): the copy above carries the range of whichever
+	 * branch ran, and the verifier would check everything below once per range. */
+	fs_process(skb, 0, data, data_end, skb->len, skb->ifindex, hook);
 	return FS_TC_NEXT;
 }
 
