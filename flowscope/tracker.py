@@ -98,6 +98,16 @@ def event_mask(events: str | int) -> int:
         raise ValueError(f"events: expected one of all, lifecycle, ended; got {events!r}") from None
 
 
+def _zeros_aligned(shape: tuple[int, int], align: int = 64) -> np.ndarray:
+    """int64 zeros whose first element (so, with rows of 8k columns, every row) starts on an
+    ``align``-byte boundary: a flow's columns never straddle one cache line more than they
+    must."""
+    n = shape[0] * shape[1]
+    buf = np.zeros(n + align // 8, dtype=np.int64)
+    off = (-buf.ctypes.data % align) // 8
+    return buf[off:off + n].reshape(shape)
+
+
 def _pow2_at_least(n: int) -> int:
     size = 16
     while size < n:
@@ -152,7 +162,7 @@ class FlowTracker:
         self._ctl = np.zeros(K.C_SIZE, dtype=np.int64)
         self._table = np.zeros(_table_size(cap), dtype=np.int32)
         self._fkey = np.zeros((cap, layout.KEY_WORDS), dtype=np.uint64)
-        self._fint = np.zeros((cap, K.F_SIZE), dtype=np.int64)
+        self._fint = _zeros_aligned((cap, K.F_SIZE))  # rows on whole cache lines
         # per-flow bytes: history letters, then (dns) the first DNS query name
         hw = K.FB_DNS_NAME + layout.DNS_NAME_MAX if self.config.dns else layout.HISTORY_MAX
         self._fhist = np.zeros((cap, hw), dtype=np.uint8)
