@@ -199,8 +199,6 @@ class FlowTracker:
         ctl[K.C_DNS] = int(self.config.dns)
         self._ev = np.zeros(max(int(event_capacity), 64), dtype=layout.EVENT_DTYPE)
         self._keys: dict[int, object] = {}  # flow_id -> decoded key, for open flows
-        self._decapsulated = 0
-        self._not_ip = 0
 
     # ---- raw (array) interface ------------------------------------------
 
@@ -216,10 +214,6 @@ class FlowTracker:
         """
         if pkts.dtype != layout.PKT_DTYPE:
             raise TypeError("pkts: expected an array of flowscope.layout.PKT_DTYPE")
-        if pkts.shape[0]:
-            inner = pkts["tun_depth"] != 0
-            self._decapsulated += int(np.count_nonzero(inner))
-            self._not_ip += int(np.count_nonzero((pkts["error"] == layout.PERR_NOT_IP) & ~inner))
         i = 0
         args = self._state() + (self._frk, self._frv, self._flt, self._ev)
         while True:
@@ -332,8 +326,8 @@ class FlowTracker:
             bad_checksums=int(c[K.C_BAD_CSUM]),
             packets_filtered=int(c[K.C_FILTERED]),
             packets_sampled_out=int(c[K.C_SAMPLED_OUT]),
-            packets_decapsulated=self._decapsulated,
-            frames_not_ip=self._not_ip,
+            packets_decapsulated=int(c[K.C_DECAP]),
+            frames_not_ip=int(c[K.C_NOT_IP]),
             dns_messages=int(c[K.C_DNS_MSGS]),
             dns_matched=int(c[K.C_DNS_MATCHED]),
         )

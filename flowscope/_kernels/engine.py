@@ -40,7 +40,8 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
     END_EVICTED, END_FIN, END_IDLE, END_RST, END_SHUTDOWN, EV_ENDED, EV_ESTABLISHED, EV_PACKET,
     EV_STARTED, EV_STATE_CHANGE, EV_UPDATE, EXTRACT_FIVE_TUPLE_DIRECTIONAL, EXTRACT_IP_PAIR,
     EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
-    PERR_L4_SHORT, PF_ABS, PF_FRAG, PF_ICMP, PF_MAC, PF_MORE_FRAGS, PF_PORTS, PF_SYNC,
+    PERR_L4_SHORT, PERR_NOT_IP, PF_ABS, PF_FRAG, PF_ICMP, PF_MAC, PF_MORE_FRAGS, PF_PORTS,
+    PF_SYNC,
     PF_TCP, SQF_FIN0, SQF_FIN1, SQF_INIT0, SQF_INIT1, ST_ACTIVE, ST_CLOSED, ST_CLOSING_TCP,
     ST_ESTABLISHED, ST_FIN_WAIT, ST_RESET, TUN_MAX_CHANGES, TUN_MAX_DEPTH, TUN_PARENTS_MAX,
     TUN_WORD_CHANGES_SHIFT, TUN_WORD_CUR_SHIFT, TUN_WORD_DEPTH_SHIFT, TUN_WORD_NPAR_SHIFT,
@@ -120,6 +121,8 @@ C_UPD_POS = C_FRAG_TMO + 45  # scan for due Updates in progress: next slot + 1 (
 C_UPD_NOW = C_FRAG_TMO + 46  # time of that scan
 C_UPDATES = C_FRAG_TMO + 47  # Update records produced
 C_KEY_VLAN = C_FRAG_TMO + 48  # key_vlan: the outer VLAN id is part of the key
+C_DECAP = C_FRAG_TMO + 49  # rows of decapsulated (inner) packets (tun_depth > 0)
+C_NOT_IP = C_FRAG_TMO + 50  # outermost rows with no IP packet (error PERR_NOT_IP)
 # dns (and kernel drops): C_FRAG_TMO + 32 .. + 39
 C_DNS = C_FRAG_TMO + 32  # track DNS per flow (fhist has FB_DNS_NAME.. columns)
 C_DNS_MSGS = C_FRAG_TMO + 33  # DNS messages seen on matched packets (header parsed)
@@ -1138,6 +1141,10 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
                 return i, e, S_EV_FULL
         pf = np.int64(p.pflags)
         depth = np.int64(p.tun_depth)
+        if depth != 0:
+            ctl[C_DECAP] += 1
+        elif p.error == PERR_NOT_IP:
+            ctl[C_NOT_IP] += 1
         if depth < TUN_MAX_DEPTH:
             ctl[C_TUN_PID + depth] = -1
         fsp = np.int64(-1)
