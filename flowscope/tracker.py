@@ -98,6 +98,16 @@ def event_mask(events: str | int) -> int:
         raise ValueError(f"events: expected one of all, lifecycle, ended; got {events!r}") from None
 
 
+def _zeros_aligned(shape: tuple[int, int], align: int = 64) -> np.ndarray:
+    """int64 zeros whose first element (so, with rows of 8k columns, every row) starts on an
+    ``align``-byte boundary: a flow's columns never straddle one cache line more than they
+    must."""
+    n = shape[0] * shape[1]
+    buf = np.zeros(n + align // 8, dtype=np.int64)
+    off = (-buf.ctypes.data % align) // 8
+    return buf[off:off + n].reshape(shape)
+
+
 def _pow2_at_least(n: int) -> int:
     size = 16
     while size < n:
@@ -152,7 +162,7 @@ class FlowTracker:
         self._ctl = np.zeros(K.C_SIZE, dtype=np.int64)
         self._table = np.zeros(_table_size(cap), dtype=np.int32)
         self._fkey = np.zeros((cap, layout.KEY_WORDS), dtype=np.uint64)
-        self._fint = np.zeros((cap, K.F_SIZE), dtype=np.int64)
+        self._fint = _zeros_aligned((cap, K.F_SIZE))  # rows on whole cache lines
         # per-flow bytes: history letters, then (dns) the first DNS query name
         hw = K.FB_DNS_NAME + layout.DNS_NAME_MAX if self.config.dns else layout.HISTORY_MAX
         self._fhist = np.zeros((cap, hw), dtype=np.uint8)
@@ -189,8 +199,6 @@ class FlowTracker:
         ctl[K.C_DNS] = int(self.config.dns)
         self._ev = np.zeros(max(int(event_capacity), 64), dtype=layout.EVENT_DTYPE)
         self._keys: dict[int, object] = {}  # flow_id -> decoded key, for open flows
-        self._decapsulated = 0
-        self._not_ip = 0
 
     # ---- raw (array) interface ------------------------------------------
 
@@ -206,10 +214,6 @@ class FlowTracker:
         """
         if pkts.dtype != layout.PKT_DTYPE:
             raise TypeError("pkts: expected an array of flowscope.layout.PKT_DTYPE")
-        if pkts.shape[0]:
-            inner = pkts["tun_depth"] != 0
-            self._decapsulated += int(np.count_nonzero(inner))
-            self._not_ip += int(np.count_nonzero((pkts["error"] == layout.PERR_NOT_IP) & ~inner))
         i = 0
         args = self._state() + (self._frk, self._frv, self._flt, self._ev)
         while True:
@@ -322,8 +326,8 @@ class FlowTracker:
             bad_checksums=int(c[K.C_BAD_CSUM]),
             packets_filtered=int(c[K.C_FILTERED]),
             packets_sampled_out=int(c[K.C_SAMPLED_OUT]),
-            packets_decapsulated=self._decapsulated,
-            frames_not_ip=self._not_ip,
+            packets_decapsulated=int(c[K.C_DECAP]),
+            frames_not_ip=int(c[K.C_NOT_IP]),
             dns_messages=int(c[K.C_DNS_MSGS]),
             dns_matched=int(c[K.C_DNS_MATCHED]),
         )

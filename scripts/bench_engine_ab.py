@@ -21,7 +21,8 @@ import subprocess
 import sys
 
 CHILD = r"""
-import sys, time
+import os, sys, time
+import flowscope
 from flowscope.pcap import CaptureReader
 from flowscope import FlowTracker, TrackerConfig
 batches = [b.copy() for b in CaptureReader(sys.argv[1], batch_size=8192)]
@@ -35,15 +36,22 @@ for _ in range(5):
     for _r in tr.process_finish():
         pass
     best = min(best, time.perf_counter() - t0)
-print(sum(len(b) for b in batches) / best / 1e6)
+print(os.path.dirname(os.path.dirname(flowscope.__file__)),
+      sum(len(b) for b in batches) / best / 1e6)
 """
 
 
 def run(tree: str, capture: str) -> float:
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
-    out = subprocess.run([sys.executable, "-c", CHILD, capture], env=env, check=True,
-                         capture_output=True, text=True, timeout=900).stdout
-    return float(out.split()[-1])
+    tree = os.path.abspath(tree)
+    env = dict(os.environ, PYTHONPATH=tree)
+    # run in the tree: ``-c`` puts the working directory first on sys.path, before PYTHONPATH
+    out = subprocess.run([sys.executable, "-c", CHILD, os.path.abspath(capture)], env=env,
+                         cwd=tree, check=True, capture_output=True, text=True,
+                         timeout=900).stdout
+    tag, rate = out.split()[-2:]
+    if tag != tree:
+        raise SystemExit(f"{tree}: the child imported flowscope from {tag}")
+    return float(rate)
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ objects. The state of one tracker is a handful of arrays (see ``new_state`` in
 ``ctl``   int64[C_SIZE]          scalars: counters, queue positions, configuration
 ``table`` int32[2**k]            open-addressing hash index (slot + 1, 0 = empty)
 ``fkey``  uint64[cap, 5]         the key of each flow slot (layout.KEY_WORDS)
-``fint``  int64[cap, F_SIZE]     per-flow integers (columns F_*; the per-packet
-                                 ones share the first cache line of a row)
+``fint``  int64[cap, F_SIZE]     per-flow integers (columns F_*, by how often a packet
+                                 touches them: a TCP packet three cache lines, others two)
 ``fhist`` uint8[cap, 16 or 272]  per-flow bytes: history letters in [0, 16); with
                                  ctl[C_DNS] the DNS query name in [FB_DNS_NAME,
                                  FB_DNS_NAME + DNS_NAME_MAX)
@@ -40,7 +40,8 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
     END_EVICTED, END_FIN, END_IDLE, END_RST, END_SHUTDOWN, EV_ENDED, EV_ESTABLISHED, EV_PACKET,
     EV_STARTED, EV_STATE_CHANGE, EV_UPDATE, EXTRACT_FIVE_TUPLE_DIRECTIONAL, EXTRACT_IP_PAIR,
     EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
-    PERR_L4_SHORT, PF_ABS, PF_FRAG, PF_ICMP, PF_MAC, PF_MORE_FRAGS, PF_PORTS, PF_SYNC,
+    PERR_L4_SHORT, PERR_NOT_IP, PF_ABS, PF_FRAG, PF_ICMP, PF_MAC, PF_MORE_FRAGS, PF_PORTS,
+    PF_SYNC,
     PF_TCP, SQF_FIN0, SQF_FIN1, SQF_INIT0, SQF_INIT1, ST_ACTIVE, ST_CLOSED, ST_CLOSING_TCP,
     ST_ESTABLISHED, ST_FIN_WAIT, ST_RESET, TUN_MAX_CHANGES, TUN_MAX_DEPTH, TUN_PARENTS_MAX,
     TUN_WORD_CHANGES_SHIFT, TUN_WORD_CUR_SHIFT, TUN_WORD_DEPTH_SHIFT, TUN_WORD_NPAR_SHIFT,
@@ -120,6 +121,8 @@ C_UPD_POS = C_FRAG_TMO + 45  # scan for due Updates in progress: next slot + 1 (
 C_UPD_NOW = C_FRAG_TMO + 46  # time of that scan
 C_UPDATES = C_FRAG_TMO + 47  # Update records produced
 C_KEY_VLAN = C_FRAG_TMO + 48  # key_vlan: the outer VLAN id is part of the key
+C_DECAP = C_FRAG_TMO + 49  # rows of decapsulated (inner) packets (tun_depth > 0)
+C_NOT_IP = C_FRAG_TMO + 50  # outermost rows with no IP packet (error PERR_NOT_IP)
 # dns (and kernel drops): C_FRAG_TMO + 32 .. + 39
 C_DNS = C_FRAG_TMO + 32  # track DNS per flow (fhist has FB_DNS_NAME.. columns)
 C_DNS_MSGS = C_FRAG_TMO + 33  # DNS messages seen on matched packets (header parsed)
@@ -127,7 +130,8 @@ C_DNS_MATCHED = C_FRAG_TMO + 34  # responses matched to their flow's first query
 C_SIZE = C_FRAG_TMO + 56
 
 # ---- fint columns ----------------------------------------------------------
-# first cache line: what every packet touches
+# Ordered by how often a packet touches them (rows are 64-byte aligned, see tracker):
+# line 0: every packet
 F_STATE = 0
 F_INIT_REV = 1  # 1 when the initiator sends b -> a
 F_PKTS0 = 2  # initiator packets
@@ -135,8 +139,11 @@ F_PKTS1 = 3
 F_BYTES0 = 4
 F_BYTES1 = 5
 F_LAST = 6
-# column 7 is free
-# second line: TCP packets
+# tunnels (inner flows): F_TUN is layout's TUN_WORD_* packed word (0: never encapsulated),
+# read on every packet; F_TUN_PAR the low 32 bits of the first two parents' flow ids
+# (parent 1 in bits 32..63); F_TUN_ST0 / F_TUN_ST1 their start times
+F_TUN = 7
+# line 1: every packet (payload, deadline, id) and TCP packets
 F_PAY0 = 8
 F_PAY1 = 9
 F_HLEN = 10
@@ -145,37 +152,36 @@ F_FLAGS1 = 12
 F_FIN_SIDE = 13  # side whose FIN moved Established -> FinWait, -1 none
 F_TIMEOUT = 14  # idle timeout, ns
 F_ID = 15
-# third line: cold
-F_STARTED = 16
-F_PROTO = 17  # L4 protocol number of the first packet
-F_ICMP = 18  # ICMP_VALID | type << 8 | code of the first packet, 0 if not ICMP
-F_FREE = 19  # free-slot stack storage (indexed by stack position, not by slot)
-# tunnels (inner flows): F_TUN is layout's TUN_WORD_* packed word (0: never encapsulated);
-# F_TUN_PAR the low 32 bits of the first two parents' flow ids (parent 1 in bits 32..63);
-# F_TUN_ST0 / F_TUN_ST1 their start times
-F_TUN = 20
-F_TUN_PAR = 21
-F_TUN_ST0 = 22
-F_TUN_ST1 = 23
+# 16..36: TCP sequence tracking and handshake times (tcpseq.F_*; line 2 is what every TCP
+# packet touches)
+# cold: written when the flow starts, read when it ends, or used by features that are off
+# unless asked for
+F_STARTED = 37
+F_PROTO = 38  # L4 protocol number of the first packet
+F_ICMP = 39  # ICMP_VALID | type << 8 | code of the first packet, 0 if not ICMP
+F_FREE = 40  # free-slot stack storage (indexed by stack position, not by slot)
+F_TUN_PAR = 41
+F_TUN_ST0 = 42
+F_TUN_ST1 = 43
 # active timeout
-F_NEXT_UPD = 56  # time the next Update is due (started + k * active timeout); NO_FLOW: never
-F_UPD_PKTS0 = 57  # initiator packets reported by the Updates so far
-F_UPD_PKTS1 = 58
-F_UPD_BYTES0 = 59  # initiator frame bytes reported by the Updates so far
-F_UPD_BYTES1 = 60
+F_NEXT_UPD = 44  # time the next Update is due (started + k * active timeout); NO_FLOW: never
+F_UPD_PKTS0 = 45  # initiator packets reported by the Updates so far
+F_UPD_PKTS1 = 46
+F_UPD_BYTES0 = 47  # initiator frame bytes reported by the Updates so far
+F_UPD_BYTES1 = 48
 # context: where the flow's first packet was seen
-F_L2 = 61  # iface | outer VLAN << 16 | inner VLAN << 28 | tags << 40 | has_mac << 48
-F_MAC_INIT = 62  # the initiator's MAC (48 bits)
-F_MAC_RESP = 63  # the responder's MAC
-# 24..47: TCP sequence tracking and handshake times (tcpseq.F_*)
-# dns and kernel drops: columns 48..55
-F_DNS = 48  # DF_* bits | transaction id << 8 | querier side << 24 | dns_qlen << 32
-F_DNS_QTS = 49  # time of the first query, ns
-F_DNS_RTT = 50  # first query to its response, ns
-F_DNS_INFO = 51  # qtype | rcode << 16 | answers << 24
-F_DROPS0 = 52  # kernel drops of the initiator's packets (live)
-F_DROPS1 = 53
-F_DROP_REASON = 54  # most frequent drop reason (live)
+F_L2 = 49  # iface | outer VLAN << 16 | inner VLAN << 28 | tags << 40 | has_mac << 48
+F_MAC_INIT = 50  # the initiator's MAC (48 bits)
+F_MAC_RESP = 51  # the responder's MAC
+# dns and kernel drops
+F_DNS = 52  # DF_* bits | transaction id << 8 | querier side << 24 | dns_qlen << 32
+F_DNS_QTS = 53  # time of the first query, ns
+F_DNS_RTT = 54  # first query to its response, ns
+F_DNS_INFO = 55  # qtype | rcode << 16 | answers << 24
+F_DROPS0 = 56  # kernel drops of the initiator's packets (live)
+F_DROPS1 = 57
+F_DROP_REASON = 58  # most frequent drop reason (live)
+# 59..63 free; 64 columns keep every row on whole cache lines
 F_SIZE = 64
 
 # F_DNS bits
@@ -1135,6 +1141,10 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
                 return i, e, S_EV_FULL
         pf = np.int64(p.pflags)
         depth = np.int64(p.tun_depth)
+        if depth != 0:
+            ctl[C_DECAP] += 1
+        elif p.error == PERR_NOT_IP:
+            ctl[C_NOT_IP] += 1
         if depth < TUN_MAX_DEPTH:
             ctl[C_TUN_PID + depth] = -1
         fsp = np.int64(-1)

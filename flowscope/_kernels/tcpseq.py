@@ -33,28 +33,29 @@ import numpy as np
 
 from .common import inline_kernel
 
-# ---- fint columns (engine layout: 24..47 belong to this module) ---------------------------
-F_SQ_START0 = 24  # Zeek start_seq, side 0 (uint32 as int64)
-F_SQ_START1 = 25
-F_SQ_HIGH0 = 26  # Zeek last_seq: highest sequence end seen
-F_SQ_HIGH1 = 27
-F_SQ_ACKED0 = 28  # Zeek ack_seq: highest ack the peer sent for this side
-F_SQ_ACKED1 = 29
-F_SQ_HOLE0 = 30  # hole lo | hi << 32 (valid with SQ_HOLE0)
-F_SQ_HOLE1 = 31
-F_RTX0 = 32  # retransmitted segments
-F_RTX1 = 33
-F_RTXB0 = 34  # retransmitted payload bytes
-F_RTXB1 = 35
-F_OOO0 = 36  # out-of-order segments
-F_OOO1 = 37
-F_ZW0 = 38  # zero-window advertisements
-F_ZW1 = 39
-F_SQ_FLAGS = 40  # SQ_* bits
-F_RTT_SYN = 41  # time of the latest initiator SYN before the SYN/ACK (with SQ_RTT_SYN)
-F_RTT_SYNACK = 42  # time of the SYN/ACK that answered it (with SQ_RTT_SYNACK)
-F_RTT_RESP = 43  # SYN -> SYN/ACK, ns (-1 none)
-F_RTT_INIT = 44  # SYN/ACK -> the ACK completing the handshake, ns (-1 none)
+# ---- fint columns (engine layout: 16..36 belong to this module) ---------------------------
+# the first eight share one cache line: what every TCP packet reads or writes
+F_SQ_START0 = 16  # Zeek start_seq, side 0 (uint32 as int64)
+F_SQ_START1 = 17
+F_SQ_HIGH0 = 18  # Zeek last_seq: highest sequence end seen
+F_SQ_HIGH1 = 19
+F_SQ_ACKED0 = 20  # Zeek ack_seq: highest ack the peer sent for this side
+F_SQ_ACKED1 = 21
+F_SQ_FLAGS = 22  # SQ_* bits
+F_SQ_HOLE0 = 23  # hole lo | hi << 32 (valid with SQ_HOLE0)
+F_SQ_HOLE1 = 24
+F_RTX0 = 25  # retransmitted segments
+F_RTX1 = 26
+F_RTXB0 = 27  # retransmitted payload bytes
+F_RTXB1 = 28
+F_OOO0 = 29  # out-of-order segments
+F_OOO1 = 30
+F_ZW0 = 31  # zero-window advertisements
+F_ZW1 = 32
+F_RTT_SYN = 33  # time of the latest initiator SYN before the SYN/ACK (with SQ_RTT_SYN)
+F_RTT_SYNACK = 34  # time of the SYN/ACK that answered it (with SQ_RTT_SYNACK)
+F_RTT_RESP = 35  # SYN -> SYN/ACK, ns (-1 none)
+F_RTT_INIT = 36  # SYN/ACK -> the ACK completing the handshake, ns (-1 none)
 
 # F_SQ_FLAGS bits (the kernel's fs_flow.seq_flags, per orientation there)
 SQ_INIT0 = 1  # side 0 sent a TCP packet (its numbers are set)
