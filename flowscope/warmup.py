@@ -2,9 +2,15 @@
 
 Each kernel runs once on tiny in-memory inputs: both capture walkers and the
 frame parser on a one-packet pcap and pcapng image, the engine with and
-without Zeek-style state (packets, a sweep, the final flush), the JSON Lines
-formatter and the ring drain. A live sensor calls this before attaching, so
-the first real packet pays no compile time.
+without Zeek-style state (packets, a sweep, ending flows by key, the final
+flush), checksum verification, key extraction, the JSON Lines formatter and the
+ring drain. A live sensor calls this before attaching, so the first real packet
+pays no compile time.
+
+Every kernel a flowscope process calls from Python must be called here, with
+the argument types real work uses: ``python -m flowscope.aotbuild`` compiles
+ahead of time exactly the signatures this produces (other calls then fall back
+to numba's JIT; tests/test_aot.py checks that the corpus needs none).
 """
 
 from __future__ import annotations
@@ -69,18 +75,24 @@ def warmup() -> float:
     """Compile (or load from numba's cache) every kernel; return the seconds it took."""
     from ._kernels.textout import format_jsonl
     from .config import TrackerConfig
-    from .tracker import FlowTracker, PacketView
     from .events import Timestamp
+    from .keys import FiveTuple
+    from .tracker import FlowTracker, PacketView
 
     t0 = time.perf_counter()
     batches = [_walk(_pcap_image(_TCP_SYN), False), _walk(_pcapng_image(_TCP_SYN), True)]
     buf = np.zeros(1 << 14, dtype=np.uint8)
     for zeek in (False, True):
-        tr = FlowTracker(config=TrackerConfig(max_flows=4, sweep_interval=1.0), zeek=zeek)
+        tr = FlowTracker(config=TrackerConfig(max_flows=4, sweep_interval=1.0,
+                                              verify_checksums=zeek), zeek=zeek)
         for batch in batches:
             for recs in tr.process(batch):
                 format_jsonl(recs, buf)
-        tr.track(PacketView(_TCP_SYN, Timestamp(2, 0)))
+        view = PacketView(_TCP_SYN, Timestamp(2, 0))
+        tr.track(view)
+        FiveTuple().extract(view)
+        for recs in tr.process_end(np.zeros((1, 5), dtype=np.uint64), 3 * 10**9):
+            format_jsonl(recs, buf)
         tr.sweep(10**12)
         for recs in tr.process_finish():
             format_jsonl(recs, buf)

@@ -142,8 +142,8 @@ def _load_aot():
         return None
     try:
         mod = importlib.import_module("flowscope._aot")
-    except ImportError as e:
-        JIT_REASON = f"no compiled kernel module ({e})"
+    except ModuleNotFoundError:
+        JIT_REASON = "no compiled kernel module (flowscope._aot)"
         return None
     except Exception as e:  # noqa: BLE001 - a broken module must not stop the JIT
         JIT_REASON = f"the compiled kernel module failed to import ({type(e).__name__}: {e})"
