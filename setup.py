@@ -1,4 +1,4 @@
-"""Build hook: compile the kernels ahead of time into ``flowscope._aot`` (see flowscope/aotbuild.py).
+"""Build hook: the kernels compiled ahead of time into ``flowscope._aot`` (flowscope/aotbuild.py).
 
 The module is optional: without a C compiler (or with ``FLOWSCOPE_AOT=0``) the wheel holds
 no module, and flowscope compiles its kernels with numba's JIT on first use instead.

@@ -234,7 +234,8 @@ import socket, struct, sys
 ifname, src_mac, dst_mac, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
 s.bind((ifname, 0))
-eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00"
+eth = (bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", ""))
+       + b"\x08\x00")
 for i in range(n):  # bounded: n frames, one per flow
     sip = struct.pack("!I", (10 << 24) | (215 << 16) | ((i >> 8) & 0xFFFF))
     udp = struct.pack("!HHHH", 1024 + (i & 0xFF), 9, 8 + 18, 0) + bytes(18)

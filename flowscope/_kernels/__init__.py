@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import logging
 import os
 import re
 import sys
@@ -63,7 +62,6 @@ MODE: str = ""
 AOT = None
 #: Why the JIT runs (when it does): a short phrase for the debug log and the benchmarks.
 JIT_REASON: str = ""
-log = logging.getLogger("flowscope.kernels")
 
 #: Where the kernels are cached: "pycache", a directory path, or "memory". Set on import.
 CACHE_DIR: str = ""
@@ -312,5 +310,8 @@ if AOT is not None:
     MODE = "aot"
 else:
     MODE = "jit"
-    log.debug("flowscope: kernels compiled by numba's JIT: %s", JIT_REASON)
+    import logging
+
+    logging.getLogger("flowscope.kernels").debug("flowscope: kernels compiled by numba's JIT: %s",
+                                                 JIT_REASON)
     _guard_numba_cache()

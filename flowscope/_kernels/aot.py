@@ -17,12 +17,9 @@ says so at debug level. This module imports nothing of numba.
 from __future__ import annotations
 
 import hashlib
-import logging
 import types
 
 import numpy as np
-
-log = logging.getLogger("flowscope.kernels")
 
 #: Prefix of every exported kernel name in the extension module.
 PREFIX = "k_"
@@ -103,8 +100,11 @@ class AotKernel:
         if None not in tokens:
             fn = getattr(self._module, export_name(self.qualname, tokens), None)
         if fn is None:
-            log.debug("flowscope: %s%s is not in the compiled kernel module; using the JIT",
-                      self.qualname, tokens)
+            import logging
+
+            logging.getLogger("flowscope.kernels").debug(
+                "flowscope: %s%s is not in the compiled kernel module; using the JIT",
+                self.qualname, tokens)
             fn = self.jit()
         self._by_types[tokens] = fn
         return fn
