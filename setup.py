@@ -8,6 +8,7 @@ Editable installs skip it (``scripts/setup.sh`` builds the module in the checkou
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -24,11 +25,14 @@ class build_aot(build_ext):
     def build_extension(self, ext):
         dest = Path(self.get_ext_fullpath(ext.name)).resolve()
         dest.parent.mkdir(parents=True, exist_ok=True)
-        src = Path(__file__).resolve().parent
-        env = dict(os.environ, FLOWSCOPE_JIT="1", PYTHONPATH=str(src))
-        env.pop("NUMBA_CACHE_DIR", None)
-        r = subprocess.run([sys.executable, "-m", "flowscope.aotbuild", "--out-dir",
-                            str(dest.parent)], env=env, cwd=src)
+        # compile the very files the wheel holds (build_py has copied them), so that the
+        # module's hash is theirs; numba's cache goes to a temporary directory, not the wheel
+        pkgroot = Path(self.get_finalized_command("build_py").build_lib).resolve()
+        with tempfile.TemporaryDirectory() as tmp:
+            env = dict(os.environ, FLOWSCOPE_JIT="1", PYTHONPATH=str(pkgroot),
+                       NUMBA_CACHE_DIR=tmp, PYTHONDONTWRITEBYTECODE="1")
+            r = subprocess.run([sys.executable, "-m", "flowscope.aotbuild", "--out-dir",
+                                str(dest.parent)], env=env, cwd=tmp)
         if r.returncode != 0:
             print("flowscope: the ahead-of-time kernel module was not built; "
                   "the kernels will be compiled on first use", file=sys.stderr)

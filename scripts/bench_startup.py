@@ -84,7 +84,9 @@ class Softflowd:
 
 
 def env_for(mode: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "FLOWSCOPE_JIT"}
+    # as a user runs it: bytecode cached (PYTHONDONTWRITEBYTECODE would recompile every module)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FLOWSCOPE_JIT", "PYTHONDONTWRITEBYTECODE")}
     if mode == "jit":
         env["FLOWSCOPE_JIT"] = "1"
     return env
