@@ -65,9 +65,13 @@ def _walk(image: bytes, pcapng: bool) -> np.ndarray:
 def _ring() -> None:
     from ._kernels.ring import drain_records
 
-    i64 = np.zeros(1, dtype=np.int64)
+    # as flowscope.sensor.ring passes them: the producer page and the data pages are
+    # mapped read-only
+    cons = np.zeros(1, dtype=np.int64)
+    prod = np.zeros(1, dtype=np.int64)
     data = np.zeros(64, dtype=np.uint64)
-    drain_records(i64, i64.copy(), data.view(np.uint32), data, np.int64(255),
+    prod.flags.writeable = data.flags.writeable = False
+    drain_records(cons, prod, data.view(np.uint32), data, np.int64(255),
                   np.zeros((1, 2), dtype=np.uint64))
 
 

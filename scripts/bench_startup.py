@@ -285,6 +285,8 @@ def live(args) -> None:
         st1 = _status(proc.pid)
         idle1 = _idle_cpu(proc.pid, args.idle)
         st2 = _status(proc.pid)
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        jit = [n for n in ("libllvmlite", "libLLVM", "libclang") if n in maps]
         proc.send_signal(signal.SIGINT)
         proc.wait(120)
         flows = sum(1 for ln in open(tmp / "live.jsonl") if '"ended"' in ln)
@@ -294,7 +296,9 @@ def live(args) -> None:
               f"idle CPU {idle0:.2f}% over {args.idle:g} s")
         print(f"  {sent} flows held:    RSS {st1['VmRSS']:6.1f} MiB (peak {st2['VmHWM']:.1f}), "
               f"idle CPU {idle1:.2f}% over {args.idle:g} s")
-        print(f"  flows ended at exit: {flows}")
+        print(f"  flows ended at exit: {flows}; LLVM libraries mapped in the process: "
+              f"{', '.join(jit) or 'none'} (libllvmlite = numba's JIT ran; libLLVM/libclang = "
+              "BCC's compiler)")
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
