@@ -88,12 +88,16 @@ def sizes(args, tmp: Path) -> None:
     base = rows[0][2] / min(w for w, _ in rows[0][3])
     print("\nthroughput against capture size (whole process, best of runs; spread min-max)")
     print(f"{'copies':>7} {'MB':>8} {'packets':>11} {'flowscope s':>12} {'spread':>11} "
-          f"{'Mpkt/s':>7} {'x smallest':>10} {'peak MiB':>9} {'softflowd s':>12} "
-          f"{'sfd/fs':>7}")
+          f"{'Mpkt/s':>7} {'x smallest':>10} {'marginal':>9} {'peak MiB':>9} "
+          f"{'softflowd s':>12} {'sfd/fs':>7}")
+    prev = None
     for c, size, n, fs, sf in rows:
         w, s = min(x for x, _ in fs), min(x for x, _ in sf)
+        # packets/s of the extra packets over the previous row: the start-up cost cancels
+        marg = f"{(n - prev[0]) / (w - prev[1]) / 1e6:9.2f}" if prev and w > prev[1] else " " * 9
+        prev = (n, w)
         print(f"{c:>7} {size / 1e6:>8.0f} {n:>11,} {w:>12.3f} {_spread([x for x, _ in fs]):>11} "
-              f"{n / w / 1e6:>7.2f} {n / w / base:>10.2f} {max(r for _, r in fs):>9.0f} "
+              f"{n / w / 1e6:>7.2f} {n / w / base:>10.2f} {marg} {max(r for _, r in fs):>9.0f} "
               f"{s:>12.3f} {s / w:>7.2f}")
 
 
