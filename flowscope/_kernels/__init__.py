@@ -29,7 +29,7 @@ settings of this process, the kernels run from it and numba is never imported
 (``MODE == "aot"``). When the module is missing, fails to import or carries
 another hash, or ``FLOWSCOPE_JIT=1`` is set, numba compiles the kernels as above
 (``MODE == "jit"``); the reason goes to the ``flowscope.kernels`` logger at
-debug level (``flowscope -v``).
+debug level, and ``flowscope warmup`` prints it.
 """
 
 from __future__ import annotations
