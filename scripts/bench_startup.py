@@ -266,7 +266,7 @@ def live(args) -> None:
         err = tmp / "live.err"
         cmd = [FLOWSCOPE, "live", "-i", a, "--format", "jsonl", "-o", str(tmp / "live.jsonl"),
                "--max-flows", str(max(2 * args.flows, 100000)), "--udp-timeout", "3600",
-               "--duration", "600"]
+               "--sweep-interval", str(args.sweep_interval), "--duration", "600"]
         with open(err, "w") as ef:
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=ef,
                                     env=env_for(args.mode))
@@ -290,7 +290,8 @@ def live(args) -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(120)
         flows = sum(1 for ln in open(tmp / "live.jsonl") if '"ended"' in ln)
-        print(f"\nflowscope live ({args.mode}, max_flows {max(2 * args.flows, 100000)}) on veth; "
+        print(f"\nflowscope live ({args.mode}, max_flows {max(2 * args.flows, 100000)}, "
+              f"sweep_interval {args.sweep_interval:g} s) on veth; "
               f"targets: <= 150 MiB with 100k flows, <= 1% CPU idle")
         print(f"  no flows:            RSS {st0['VmRSS']:6.1f} MiB (peak {st0['VmHWM']:.1f}), "
               f"idle CPU {idle0:.2f}% over {args.idle:g} s")
@@ -318,6 +319,8 @@ def main() -> int:
     ap.add_argument("--flows", type=int, default=100000)
     ap.add_argument("--idle", type=float, default=10.0, help="seconds per idle CPU figure")
     ap.add_argument("--mode", choices=("aot", "jit"), default="aot", help="live: kernels")
+    ap.add_argument("--sweep-interval", type=float, default=1.0,
+                    help="live: sensor.sweep_interval (idle syncs), seconds")
     args = ap.parse_args()
     if args.live:
         live(args)
