@@ -249,8 +249,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "warmup":
         from .warmup import warmup
 
+        from . import _kernels
+
         secs = warmup()
-        print(f"flowscope engine ready: {secs:.2f} s to compile or load the numba kernels")
+        if _kernels.MODE == "aot":
+            print(f"flowscope engine ready: {secs:.2f} s to load the ahead-of-time kernels")
+        else:
+            print(f"flowscope engine ready: {secs:.2f} s to compile or load the numba kernels "
+                  f"(JIT: {_kernels.JIT_REASON})")
         return EXIT_OK
     config = config_from_args(args)
     if args.command == "pcap":

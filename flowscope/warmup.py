@@ -2,9 +2,15 @@
 
 Each kernel runs once on tiny in-memory inputs: both capture walkers and the
 frame parser on a one-packet pcap and pcapng image, the engine with and
-without Zeek-style state (packets, a sweep, the final flush), the JSON Lines
-formatter and the ring drain. A live sensor calls this before attaching, so
-the first real packet pays no compile time.
+without Zeek-style state (packets, a sweep, ending flows by key, the final
+flush), checksum verification, key extraction, the JSON Lines formatter and the
+ring drain. A live sensor calls this before attaching, so the first real packet
+pays no compile time.
+
+Every kernel a flowscope process calls from Python must be called here, with
+the argument types real work uses: ``python -m flowscope.aotbuild`` compiles
+ahead of time exactly the signatures this produces (other calls then fall back
+to numba's JIT; tests/test_aot.py checks that the corpus needs none).
 """
 
 from __future__ import annotations
@@ -59,9 +65,13 @@ def _walk(image: bytes, pcapng: bool) -> np.ndarray:
 def _ring() -> None:
     from ._kernels.ring import drain_records
 
-    i64 = np.zeros(1, dtype=np.int64)
+    # as flowscope.sensor.ring passes them: the producer page and the data pages are
+    # mapped read-only
+    cons = np.zeros(1, dtype=np.int64)
+    prod = np.zeros(1, dtype=np.int64)
     data = np.zeros(64, dtype=np.uint64)
-    drain_records(i64, i64.copy(), data.view(np.uint32), data, np.int64(255),
+    prod.flags.writeable = data.flags.writeable = False
+    drain_records(cons, prod, data.view(np.uint32), data, np.int64(255),
                   np.zeros((1, 2), dtype=np.uint64))
 
 
@@ -69,8 +79,9 @@ def warmup() -> float:
     """Compile (or load from numba's cache) every kernel; return the seconds it took."""
     from ._kernels.textout import MAX_IFNAME, format_jsonl, reason_table
     from .config import TrackerConfig
-    from .tracker import FlowTracker, PacketView
     from .events import Timestamp
+    from .keys import FiveTuple
+    from .tracker import FlowTracker, PacketView
 
     t0 = time.perf_counter()
     batches = [_walk(_pcap_image(_TCP_SYN), False), _walk(_pcapng_image(_TCP_SYN), True)]
@@ -78,11 +89,16 @@ def warmup() -> float:
     names, name_lens = np.zeros((1, MAX_IFNAME), dtype=np.uint8), np.zeros(1, dtype=np.int64)
     reasons = reason_table({})
     for zeek in (False, True):
-        tr = FlowTracker(config=TrackerConfig(max_flows=4, sweep_interval=1.0), zeek=zeek)
+        tr = FlowTracker(config=TrackerConfig(max_flows=4, sweep_interval=1.0,
+                                              verify_checksums=zeek), zeek=zeek)
         for batch in batches:
             for recs in tr.process(batch):
                 format_jsonl(recs, buf, names, name_lens, *reasons)
-        tr.track(PacketView(_TCP_SYN, Timestamp(2, 0)))
+        view = PacketView(_TCP_SYN, Timestamp(2, 0))
+        tr.track(view)
+        FiveTuple().extract(view)
+        for recs in tr.process_end(np.zeros((1, 5), dtype=np.uint64), 3 * 10**9):
+            format_jsonl(recs, buf, names, name_lens, *reasons)
         tr.sweep(10**12)
         for recs in tr.process_finish():
             format_jsonl(recs, buf, names, name_lens, *reasons)

@@ -52,5 +52,19 @@ if [[ ! -d /lib/modules/$(uname -r)/build/include ]]; then
 fi
 # Compile every numba kernel into the cache now (a no-op when the cache is current), so the
 # first `flowscope pcap` or `flowscope live` does not pay for it.
-.venv/bin/flowscope warmup >/dev/null
+FLOWSCOPE_JIT=1 .venv/bin/flowscope warmup >/dev/null
+# Then the same kernels ahead of time into flowscope/_aot*.so (numba.pycc; needs a C compiler),
+# so that a run imports neither numba nor llvmlite. Rebuilt only when the kernel sources or
+# NUMBA_* settings changed (the module carries their hash); without a compiler flowscope uses
+# the JIT.
+if ! .venv/bin/python -c 'import sys, flowscope._kernels as K; sys.exit(K.MODE != "aot")' \
+        2>/dev/null; then
+    if command -v cc >/dev/null 2>&1; then
+        echo "setup: compiling the kernels ahead of time (about a minute)" >&2
+        FLOWSCOPE_JIT=1 .venv/bin/python -m flowscope.aotbuild --quiet \
+            || echo "setup: ahead-of-time build failed; flowscope will use the JIT" >&2
+    else
+        echo "setup: no C compiler (cc): flowscope will compile its kernels with the JIT" >&2
+    fi
+fi
 echo "setup: ready (.venv/bin/flowscope)" >&2

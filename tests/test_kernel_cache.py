@@ -29,6 +29,7 @@ PROBE = ("import numpy as np, flowscope._kernels as k\n"
 def _env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("NUMBA_") and k not in ("CACHE_DIRECTORY", "XDG_CACHE_HOME")}
+    env["FLOWSCOPE_JIT"] = "1"  # numba's cache, not the ahead-of-time module (test_aot.py)
     env.update(extra)
     return env
 

@@ -62,6 +62,29 @@ def venv(wheel, tmp_path_factory):
     return py, env, work, Path(site)
 
 
+AOT_CHECK = """
+import sys
+from flowscope.cli import main
+import flowscope._kernels as K
+main(["pcap", "--json", "-o", "/dev/null", sys.argv[1]])
+print(K.MODE, *sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "llvmlite")))
+"""
+
+
+def aot_built(site: Path) -> bool:
+    """Whether the installed wheel holds the ahead-of-time kernel module."""
+    return bool(list((site / "flowscope").glob("_aot.*")))
+
+
+def test_wheel_holds_the_aot_module_where_a_compiler_exists(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    aot = [n for n in names if n.startswith("flowscope/_aot.")]
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler: the wheel is built without the AOT module")
+    assert len(aot) == 1 and aot[0].endswith(".so"), aot
+    assert not wheel.name.endswith("-none-any.whl"), wheel.name  # a platform wheel
+
+
 def test_wheel_holds_the_bpf_sources_and_the_header_recipe(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in (REPO / "bpf").iterdir():
@@ -77,16 +100,25 @@ def test_pcap_from_the_installed_wheel(venv):
     assert all(w.startswith(str(site)) for w in where), where
     flowscope = py.parent / "flowscope"
     r = _run([flowscope, "pcap", "--json", PCAP], env=env, cwd=work)
-    # a fresh install compiles: one line says so, and nothing else is on stderr
-    assert r.stderr.splitlines() == [
-        "flowscope: compiling the packet engine (first run after install or upgrade, "
-        f"about {COMPILE_SECONDS} s)..."], r.stderr
+    if aot_built(site):
+        # the kernels come compiled: nothing is compiled, numba is not even imported
+        assert r.stderr == "", r.stderr
+        mods = _run([py, "-c", AOT_CHECK, PCAP], env=env, cwd=work).stdout.split()
+        assert mods == ["aot"], mods
+    else:
+        # a fresh install compiles: one line says so, and nothing else is on stderr
+        assert r.stderr.splitlines() == [
+            "flowscope: compiling the packet engine (first run after install or upgrade, "
+            f"about {COMPILE_SECONDS} s)..."], r.stderr
     got = [json.loads(ln) for ln in r.stdout.splitlines()]
     assert any(g["event"] == "ended" and g["proto"] == "tcp" for g in got)
     want = _run([sys.executable, "-m", "flowscope", "pcap", "--json", PCAP], cwd=REPO).stdout
     assert r.stdout == want
     again = _run([flowscope, "pcap", "--json", PCAP], env=env, cwd=work)
-    assert "compiling" not in again.stderr  # the first run cached the kernels
+    assert "compiling" not in again.stderr  # the first run cached the kernels (or AOT)
+    # the JIT is still there as the fallback, and gives the same records
+    jit = _run([flowscope, "pcap", "--json", PCAP], env=dict(env, FLOWSCOPE_JIT="1"), cwd=work)
+    assert jit.stdout == want
 
 
 def test_bcc_hint_names_this_venv(venv):

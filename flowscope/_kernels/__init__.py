@@ -21,11 +21,21 @@ kernels, and drops that cache when it could be stale:
 When a kernel really has to be compiled (numba's ``numba:compile`` event, which
 a cache hit does not raise) in the ``flowscope`` command, one line on stderr says
 so, once per process; a library caller gets no output (``ANNOUNCE`` overrides).
+
+Ahead-of-time kernels: when the extension module ``flowscope._aot`` (built by
+``python -m flowscope.aotbuild``; ``scripts/setup.sh`` and the wheel build do it)
+imports and carries the hash ``aot_key()`` gives for the kernel sources and
+settings of this process, the kernels run from it and numba is never imported
+(``MODE == "aot"``). When the module is missing, fails to import or carries
+another hash, or ``FLOWSCOPE_JIT=1`` is set, numba compiles the kernels as above
+(``MODE == "jit"``); the reason goes to the ``flowscope.kernels`` logger at
+debug level, and ``flowscope warmup`` prints it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import re
 import sys
@@ -45,6 +55,13 @@ _IGNORED_ENV = {"NUMBA_CACHE_DIR", "NUMBA_DEBUG_CACHE", "NUMBA_NUM_THREADS",
                 "NUMBA_DISABLE_PERFORMANCE_WARNINGS", "NUMBA_COLOR_SCHEME",
                 "NUMBA_HIGHLIGHT_DUMPS", "NUMBA_SHOW_HELP", "NUMBA_FULL_TRACEBACKS"}
 _KERNEL_RE = re.compile(rb"^\s*@(?:numba\.)?(?:njit|jit|cfunc|vectorize)\b", re.M)
+
+#: "aot" (kernels from the extension module) or "jit" (numba). Set on import.
+MODE: str = ""
+#: The extension module when MODE == "aot".
+AOT = None
+#: Why the JIT runs (when it does): a short phrase for the debug log and the benchmarks.
+JIT_REASON: str = ""
 
 #: Where the kernels are cached: "pycache", a directory path, or "memory". Set on import.
 CACHE_DIR: str = ""
@@ -94,6 +111,56 @@ def cache_key(sources: list[str] | None = None) -> str:
     h.update(f"numba {numba.__version__} llvmlite {llvmlite.__version__} numpy "
              f"{numpy.__version__} python {sys.version} cpu {cpu}".encode())
     return h.hexdigest()
+
+
+def aot_key(sources: list[str] | None = None) -> str:
+    """Hash of what ahead-of-time machine code depends on: every kernel source (the kernels
+    call and inline each other across modules and fold ``flowscope/layout.py``'s constants),
+    the ``NUMBA_*`` settings (``NUMBA_BOUNDSCHECK`` changes the code), numpy's and Python's
+    versions. Needs neither numba nor llvmlite."""
+    import numpy
+
+    h = hashlib.sha256(b"flowscope-aot-1\0")
+    for p in kernel_sources() if sources is None else sources:
+        h.update(os.path.relpath(p, _PKG).encode() + b"\0")
+        with open(p, "rb") as f:
+            h.update(f.read())
+    for k in sorted(os.environ):
+        if k.startswith("NUMBA_") and k not in _IGNORED_ENV:
+            h.update(f"{k}={os.environ[k]}\0".encode())
+    h.update(f"numpy {numpy.__version__} python {sys.version}".encode())
+    return h.hexdigest()
+
+
+def _load_aot():
+    """The extension module when it may be used, else None (the reason in JIT_REASON)."""
+    global JIT_REASON
+    if os.environ.get("FLOWSCOPE_JIT", "") not in ("", "0"):
+        JIT_REASON = "FLOWSCOPE_JIT is set"
+        return None
+    try:
+        mod = importlib.import_module("flowscope._aot")
+    except ModuleNotFoundError:
+        JIT_REASON = "no compiled kernel module (flowscope._aot)"
+        return None
+    except Exception as e:  # noqa: BLE001 - a broken module must not stop the JIT
+        JIT_REASON = f"the compiled kernel module failed to import ({type(e).__name__}: {e})"
+        return None
+    if not hasattr(mod, "key_" + aot_key()[:32]):
+        JIT_REASON = ("the compiled kernel module was built from other kernel sources or "
+                      "NUMBA_* settings")
+        return None
+    return mod
+
+
+def enable_jit():
+    """Set numba's cache up (once) and return ``numba.njit``; the JIT path's entry point."""
+    global CACHE_DIR
+    if not CACHE_DIR:
+        _guard_numba_cache()
+    from numba import njit
+
+    return njit
 
 
 def _writable(path: str) -> bool:
@@ -238,4 +305,13 @@ def _guard_numba_cache() -> None:
     _announce_compiles(CACHE_DIR)
 
 
-_guard_numba_cache()
+AOT = _load_aot()
+if AOT is not None:
+    MODE = "aot"
+else:
+    MODE = "jit"
+    import logging
+
+    logging.getLogger("flowscope.kernels").debug("flowscope: kernels compiled by numba's JIT: %s",
+                                                 JIT_REASON)
+    _guard_numba_cache()

@@ -6,18 +6,31 @@ every helper that contains a loop increfs and decrefs each array argument with
 atomic calls on entry and exit (measured: ~50 ns of a ~60 ns packet).
 ``kernel`` is for functions called from Python or other kernels;
 ``inline_kernel`` for small helpers that are inlined into their callers.
+When the package runs its ahead-of-time module (``flowscope._kernels.MODE ==
+"aot"``) both wrap the function in an ``aot.AotKernel`` instead, and numba is
+not imported.
 """
 
 import numpy as np
-from numba import njit
 
 from ..layout import (
     META_KIND_MASK, META_KIND_SHIFT, META_L3_SHIFT, META_PORT_A_SHIFT, META_PROTO_SHIFT,
     META_VLAN_HI_SHIFT, META_VLAN_LO_SHIFT,
 )
+from . import AOT, enable_jit
 
-kernel = njit(cache=True, nogil=True, _nrt=False)
-inline_kernel = njit(cache=True, nogil=True, _nrt=False, inline="always")
+KERNEL_OPTIONS = dict(cache=True, nogil=True, _nrt=False)
+INLINE_OPTIONS = dict(KERNEL_OPTIONS, inline="always")
+
+if AOT is not None:
+    from .aot import decorator
+
+    kernel = decorator(AOT, KERNEL_OPTIONS)
+    inline_kernel = decorator(AOT, INLINE_OPTIONS)
+else:
+    njit = enable_jit()
+    kernel = njit(**KERNEL_OPTIONS)
+    inline_kernel = njit(**INLINE_OPTIONS)
 
 # the key's metadata word (layout "flow keys"): shifts as uint64, so numba keeps words unsigned
 KIND_SHIFT = np.uint64(META_KIND_SHIFT)
