@@ -190,7 +190,15 @@ def test_batches_never_split_a_frame():
         if size < 4:  # a batch too small for one frame keeps its outer rows only
             assert (np.diff(got["tun_depth"].astype(int)) <= 1).all()
             continue
-        assert got.tobytes() == whole.tobytes(), size
+        assert _defined(got).tobytes() == _defined(whole).tobytes(), size
+
+
+def _defined(rows: np.ndarray) -> np.ndarray:
+    """``rows`` with the bytes of ``dns_qname`` after ``dns_qlen`` (undefined: the parser
+    leaves them as they were) zeroed."""
+    names = rows["dns_qname"]
+    names[np.arange(names.shape[1]) >= rows["dns_qlen"][:, None]] = 0
+    return rows
 
 
 def test_outputs_carry_the_link():
