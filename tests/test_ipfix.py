@@ -739,3 +739,24 @@ def test_cli_ipfix_records_mode(tmp_path, flag, config, template_ids):
                 data_sets.add(set_id)
             pos += max(length, 4)
     assert data_sets == template_ids
+
+
+def test_kernel_drops_in_dropped_packet_delta_count():
+    """droppedPacketDeltaCount (133): biflow forward = init_drops, reverse = resp_drops (sent
+    first); uniflow: each direction's own; interim Update records carry 0."""
+    from flowscope.output.ipfix import TEMPLATE_V4
+
+    recs = np.zeros(3, dtype=layout.EVENT_DTYPE)
+    recs["kind"] = [layout.EV_ENDED, layout.EV_ENDED, layout.EV_UPDATE]
+    recs["key"][:, 1] = 0x0A000001
+    recs["key"][:, 3] = 0x0A000002
+    recs["key"][:, 4] = (np.uint64(layout.L3_IPV4) << np.uint64(layout.META_L3_SHIFT)) | (
+        np.uint64(17) << np.uint64(layout.META_PROTO_SHIFT))
+    recs["pkts"] = [[3, 2], [1, 0], [5, 5]]
+    recs["drops"] = [[2, 1], [0, 0], [4, 4]]
+    v4, _v6 = pack_records(recs)
+    assert v4["drops"].tolist() == [2, 0, 0] and v4["rev_drops"].tolist() == [1, 0, 0]
+    names = [f[0] for f in TEMPLATE_V4]
+    assert names.index("rev_drops") < names.index("drops")
+    uni = to_uniflow(v4)
+    assert uni["drops"].tolist() == [2, 1, 0, 0, 0]

@@ -211,7 +211,9 @@ def _records(path: Path, fmt: str, prefixes) -> list:
     return sorted(out)
 
 
-def _ipfix_records(dgrams, prefixes) -> list:
+def _ipfix_records(dgrams, prefixes, drops=None) -> list:
+    """The comparable IPFIX records (times and kernel drops left out); ``drops`` collects
+    the droppedPacketDeltaCount pairs (forward, reverse) of the records that have any."""
     from test_ipfix import decode_ipfix
 
     _, _, recs = decode_ipfix(dgrams)
@@ -220,8 +222,10 @@ def _ipfix_records(dgrams, prefixes) -> list:
         src = r.get((8, 0), r.get((27, 0)))
         if not _ours(str(src), prefixes) or r.get((4, 0)) == 58:
             continue
-        out.append(tuple(sorted((k, str(v)) for k, v in r.items()
-                                if k not in ((152, 0), (153, 0)))))  # flow start / end ms
+        if drops is not None and (r.get((133, 0)) or r.get((133, 29305))):
+            drops.append((r.get((133, 0)), r.get((133, 29305))))
+        out.append(tuple(sorted((k, str(v)) for k, v in r.items()  # flow start / end ms,
+                                if k not in ((152, 0), (153, 0), (133, 0), (133, 29305)))))
     return sorted(out)
 
 
@@ -237,8 +241,16 @@ def test_live_equals_offline(topo, tmp_path, fmt):
     assert got == want
     assert len(want) >= (8 if fmt == "table" else 10)  # the table shortens IPv6 endpoints
     if ipfix:
-        got_i, want_i = _ipfix_records(live_ipfix, prefixes), _ipfix_records(off_ipfix, prefixes)
+        live_drops, off_drops = [], []
+        got_i = _ipfix_records(live_ipfix, prefixes, live_drops)
+        want_i = _ipfix_records(off_ipfix, prefixes, off_drops)
         assert got_i == want_i and len(want_i) >= 10
+        # kernel drops, live only: droppedPacketDeltaCount holds what the JSON Lines records say
+        lines = [json.loads(x) for x in live.read_text().splitlines()]
+        want_d = sorted((r["init_drops"], r["resp_drops"]) for r in lines
+                        if r["event"] == "ended" and "init_drops" in r
+                        and r["proto"] != "icmp6" and _ours(r["src_ip"], prefixes))
+        assert sorted(live_drops) == want_d and (1, 0) in want_d and off_drops == []
     if fmt == "jsonl":
         rows = [dict(zip(COMPARED, r)) for r in want]
         kinds = {(r["proto"], r["reason"]) for r in rows}

@@ -83,12 +83,18 @@ _CONTEXT = [
     ("smac", 56, 0, "V6"),  # sourceMacAddress: the initiator's (the record's source)
     ("dmac", 80, 0, "V6"),  # destinationMacAddress: the responder's
 ]
+# Kernel drops of the flow's packets (live; 0 offline): droppedPacketDeltaCount and its
+# reverse, the reverse first for nfdump's sake (see _COMMON_TAIL).
+_DROPS = [
+    ("rev_drops", 133, REVERSE_PEN, ">u8"),  # reverse droppedPacketDeltaCount
+    ("drops", 133, 0, ">u8"),  # droppedPacketDeltaCount
+]
 _V4_HEAD = [("src", 8, 0, ">u4"), ("dst", 12, 0, ">u4")]  # source/destinationIPv4Address
 _V6_HEAD = [("src", 27, 0, "V16"), ("dst", 28, 0, "V16")]  # source/destinationIPv6Address
 _ICMP_V4 = [("icmp", 32, 0, ">u2")]  # icmpTypeCodeIPv4
 _ICMP_V6 = [("icmp", 139, 0, ">u2")]  # icmpTypeCodeIPv6
-TEMPLATE_V4 = _V4_HEAD + _COMMON_HEAD + _ICMP_V4 + _COMMON_TAIL + _CONTEXT
-TEMPLATE_V6 = _V6_HEAD + _COMMON_HEAD + _ICMP_V6 + _COMMON_TAIL + _CONTEXT
+TEMPLATE_V4 = _V4_HEAD + _COMMON_HEAD + _ICMP_V4 + _COMMON_TAIL + _CONTEXT + _DROPS
+TEMPLATE_V6 = _V6_HEAD + _COMMON_HEAD + _ICMP_V6 + _COMMON_TAIL + _CONTEXT + _DROPS
 
 # Uniflow records (``records="uniflow"``): one record per direction that sent
 # packets, source = the sender of that direction. biflowDirection (RFC 5103
@@ -101,8 +107,9 @@ BIFLOW_DIR_REVERSE_INITIATOR = 2
 _UNI_TAIL = [f for f in _COMMON_TAIL if f[2] != REVERSE_PEN] + [
     ("direction", 239, 0, "u1"),  # biflowDirection
 ]
-TEMPLATE_UNI_V4 = _V4_HEAD + _COMMON_HEAD + _ICMP_V4 + _UNI_TAIL + _CONTEXT
-TEMPLATE_UNI_V6 = _V6_HEAD + _COMMON_HEAD + _ICMP_V6 + _UNI_TAIL + _CONTEXT
+_UNI_DROPS = [f for f in _DROPS if f[2] != REVERSE_PEN]
+TEMPLATE_UNI_V4 = _V4_HEAD + _COMMON_HEAD + _ICMP_V4 + _UNI_TAIL + _CONTEXT + _UNI_DROPS
+TEMPLATE_UNI_V6 = _V6_HEAD + _COMMON_HEAD + _ICMP_V6 + _UNI_TAIL + _CONTEXT + _UNI_DROPS
 
 
 #: Appended to every template when flows are sampled (1 in N): samplingFlowInterval.
@@ -235,6 +242,11 @@ def pack_records(ended: np.ndarray, sampled: bool = False) -> tuple[np.ndarray, 
             r["vlan_inner"] = np.where(nv > 1, e["vlan"][:, 1], 0)
             r["smac"] = _mac6(e["init_mac"])
             r["dmac"] = _mac6(e["resp_mac"])
+            # drops are reported once, on the Ended record (Updates carry 0): the deltas of a
+            # flow's records still add up to its total
+            upd = e["kind"] == layout.EV_UPDATE
+            r["drops"] = np.where(upd, 0, e["drops"][:, 0])
+            r["rev_drops"] = np.where(upd, 0, e["drops"][:, 1])
         out.append(r)
     return out[0], out[1]
 
@@ -264,7 +276,7 @@ def to_uniflow(bi: np.ndarray) -> np.ndarray:
         init[fwd], init[rev] = bi[fwd], bi[rev]
         resp[fwd], resp[rev] = bi[rev], bi[fwd]
     init["icmp"] = bi["icmp"]
-    for name in ("tcp_flags", "pkts", "octets"):
+    for name in ("tcp_flags", "pkts", "octets", "drops"):
         init[name] = bi[name]
         resp[name] = bi["rev_" + name]
     init["direction"] = BIFLOW_DIR_INITIATOR
