@@ -88,13 +88,8 @@ def kernel_sources() -> list[str]:
     return out
 
 
-def cache_key(sources: list[str] | None = None) -> str:
-    """Hash of what a compiled kernel depends on beyond numba's own cache key."""
-    import llvmlite
-    import numba
-    import numpy
-
-    h = hashlib.sha256()
+def _hash_sources(h, sources: list[str] | None) -> None:
+    """Add every kernel source (path and bytes) and the ``NUMBA_*`` settings to hash ``h``."""
     for p in kernel_sources() if sources is None else sources:
         h.update(os.path.relpath(p, _PKG).encode() + b"\0")
         with open(p, "rb") as f:
@@ -102,6 +97,16 @@ def cache_key(sources: list[str] | None = None) -> str:
     for k in sorted(os.environ):
         if k.startswith("NUMBA_") and k not in _IGNORED_ENV:
             h.update(f"{k}={os.environ[k]}\0".encode())
+
+
+def cache_key(sources: list[str] | None = None) -> str:
+    """Hash of what a compiled kernel depends on beyond numba's own cache key."""
+    import llvmlite
+    import numba
+    import numpy
+
+    h = hashlib.sha256()
+    _hash_sources(h, sources)
     try:
         from llvmlite import binding
 
@@ -121,13 +126,7 @@ def aot_key(sources: list[str] | None = None) -> str:
     import numpy
 
     h = hashlib.sha256(b"flowscope-aot-1\0")
-    for p in kernel_sources() if sources is None else sources:
-        h.update(os.path.relpath(p, _PKG).encode() + b"\0")
-        with open(p, "rb") as f:
-            h.update(f.read())
-    for k in sorted(os.environ):
-        if k.startswith("NUMBA_") and k not in _IGNORED_ENV:
-            h.update(f"{k}={os.environ[k]}\0".encode())
+    _hash_sources(h, sources)
     h.update(f"numpy {numpy.__version__} python {sys.version}".encode())
     return h.hexdigest()
 
