@@ -250,13 +250,18 @@ def frames(stem):
     return [build(k, ip_packet(*t)) for k, t in enumerate(TRAFFIC)]
 
 
-def pcap_bytes(stem) -> bytes:
-    linktype, _build, big = CAPTURES[stem]
+def pcap_file(frames_, linktype: int = 1, big: bool = False) -> bytes:
+    """A classic pcap of ``frames_``, one every millisecond from TS0."""
     e = ">" if big else "<"
     out = [struct.pack(e + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)]
-    for k, f in enumerate(frames(stem)):
+    for k, f in enumerate(frames_):
         out.append(struct.pack(e + "IIII", TS0, k * 1000, len(f), len(f)) + f)
     return b"".join(out)
+
+
+def pcap_bytes(stem) -> bytes:
+    linktype, _build, big = CAPTURES[stem]
+    return pcap_file(frames(stem), linktype, big)
 
 
 def main(argv):

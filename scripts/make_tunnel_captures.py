@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from make_linktype_captures import (  # noqa: E402
-    MAC_B1, MAC_B2, MAC_C, MAC_S, TRAFFIC, TS0, _csum, ethertype_of, ip_packet, macs,
+    MAC_B1, MAC_B2, MAC_C, MAC_S, TRAFFIC, _csum, ethertype_of, ip_packet, macs, pcap_file,
 )
 
 OUTDIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "tunnels"
@@ -179,10 +179,7 @@ def frames(stem):
 
 
 def pcap_bytes(stem) -> bytes:
-    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
-    for k, f in enumerate(frames(stem)):
-        out.append(struct.pack("<IIII", TS0, k * 1000, len(f), len(f)) + f)
-    return b"".join(out)
+    return pcap_file(frames(stem))
 
 
 def main(argv):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -77,6 +78,19 @@ def veth_netns(name: str, octet: int, n: int, offloads_off: bool = False):
     finally:
         sh("ip", "link", "del", a, check=False)
         sh("ip", "netns", "del", ns, check=False)
+
+
+def stop(proc, sig=signal.SIGINT, limit=30):
+    """Send ``sig`` to ``proc`` (if still running) and return its exit status; kill it and
+    re-raise when it has not exited within ``limit`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(limit)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        raise
 
 
 def wait_for(path, text: str, proc, limit: float = 60.0) -> None:

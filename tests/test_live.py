@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bpf_helpers import require_bpf, sh, veth_netns, wait_for
+from bpf_helpers import require_bpf, sh, stop as _stop, veth_netns, wait_for
 from test_bpf_kernel import MAC_A, MAC_B, RST, SYN, eth, ipv4, tcp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,17 +54,6 @@ def _start_live(ifname, tmp, *extra):
         proc.wait(10)
         raise
     return proc, err
-
-
-def _stop(proc, sig=signal.SIGINT, limit=30):
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        return proc.wait(limit)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-        raise
 
 
 def _drive(ifname, v4, v6, ns):

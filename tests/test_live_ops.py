@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from bpf_helpers import require_bpf, sh, wait_for
+from bpf_helpers import require_bpf, sh, stop as _stop, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWSCOPE = [sys.executable, "-m", "flowscope"]
@@ -80,17 +80,6 @@ def _live(args, err: Path, stdout=subprocess.DEVNULL):
         _stop(proc, signal.SIGKILL)
         raise
     return proc
-
-
-def _stop(proc, sig=signal.SIGINT, limit=30):
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        return proc.wait(limit)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-        raise
 
 
 def _tcp_server(ns: str, port: int):
