@@ -8,7 +8,7 @@ cd "$here"
 
 APT_PACKAGES=(python3 python3-venv python3-dev python3-bpfcc libbpfcc bpftool iproute2 ethtool
               linux-libc-dev tcpdump iputils-ping tshark softflowd nfdump argus-server argus-client
-              clang-format tcptrace nftables)
+              clang-format tcptrace nftables gcc)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
