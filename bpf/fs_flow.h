@@ -69,6 +69,9 @@
 #ifndef FS_KEY_VLAN
 #define FS_KEY_VLAN 0 /* 1: the outer VLAN id is part of the flow key (key_vlan) */
 #endif
+#ifndef FS_KEY_ICMP
+#define FS_KEY_ICMP 0 /* 1: ICMP keyed by type and paired type or code, as Zeek (key_icmp) */
+#endif
 #ifndef FS_FILTER
 #define FS_FILTER 0 /* enum fs_filter_bit: the flow filter's lists in force (0: no filter) */
 #endif
@@ -605,6 +608,43 @@ static __always_inline __u8 fs_opaque(__u8 v)
 	return (__u8)*slot;
 }
 
+/* key_icmp: the ports Zeek keys an ICMP/ICMPv6 message by (its ICMP4_counterpart /
+ * ICMP6_counterpart; the tables of layout.ICMP_PAIRS / ICMP6_PAIRS): (type, paired type) for
+ * request/reply types, else (type, code). Only ICMP packets come here. */
+static __always_inline void fs_icmp_key_ports(struct fs_pkt *p)
+{
+	__u32 t = p->icmp_type;
+	int other = -1;
+	if (p->proto == IPPROTO_ICMP) {
+		if (t == 8 || t == 0)
+			other = 8 - t;
+		else if (t == 13 || t == 15 || t == 17)
+			other = t + 1;
+		else if (t == 14 || t == 16 || t == 18)
+			other = t - 1;
+		else if (t == 9 || t == 10)
+			other = 19 - t;
+	} else {
+		if (t == 128 || t == 130 || t == 133 || t == 135 || t == 139 || t == 144)
+			other = t + 1;
+		else if (t == 129 || t == 131 || t == 134 || t == 136 || t == 140 || t == 145)
+			other = t - 1;
+	}
+	/* the ports leave through the per-CPU slot (as in fs_opaque): each branch above knows
+	 * its type as a constant, and would otherwise verify the rest of the program apart */
+	__u64 w = (__u64)t << 16 | (other >= 0 ? (__u32)other : p->icmp_code);
+	__u32 zero = 0;
+	__u64 *slot = fs_opaque_slot.lookup(&zero);
+	if (slot) {
+		*slot = w;
+		asm volatile("" ::: "memory");
+		w = *slot;
+	}
+	p->sport = w >> 16;
+	p->dport = w & 0xFFFF;
+	p->pflags |= FS_PF_PORTS;
+}
+
 static __always_inline void fs_process(void *ctx, int is_xdp, void *data, void *data_end,
                                        __u32 frame_len, __u32 ifindex, __u8 hook)
 {
@@ -623,8 +663,12 @@ static __always_inline void fs_process(void *ctx, int is_xdp, void *data, void *
 	}
 	if (p.l4_short)
 		fs_count(FS_CNT_TRUNCATED_L4, 1);
+	if (FS_KEY_ICMP && (p.pflags & (FS_PF_ICMP | FS_PF_PORTS)) == FS_PF_ICMP &&
+	    (p.proto == IPPROTO_ICMP || p.proto == IPPROTO_ICMPV6))
+		fs_icmp_key_ports(&p);
 	if ((p.pflags & (FS_PF_FRAG | FS_PF_MORE_FRAGS)) &&
-	    (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP || p.proto == IPPROTO_SCTP)) {
+	    (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP || p.proto == IPPROTO_SCTP ||
+	     (FS_KEY_ICMP && (p.proto == IPPROTO_ICMP || p.proto == IPPROTO_ICMPV6)))) {
 		now = bpf_ktime_get_ns();
 		if (fs_frag_ports(&p, frame_len, now, &held))
 			return;

@@ -97,6 +97,9 @@ def _tracker_args(p: argparse.ArgumentParser, live: bool) -> None:
     g.add_argument(_flag("", "active_timeout"), type=float, metavar="SEC",
                    help="flows open longer than SEC seconds get an interim 'update' "
                         "record every SEC seconds (none unless given)")
+    g.add_argument(_flag("", "key_icmp"), action="store_true", default=None,
+                   help="key ICMP by type and paired type or code, as Zeek does "
+                        "(default: ports 0)")
     if live:
         g.add_argument(_flag("sensor", "sweep_interval"), type=float, metavar="SEC",
                        help="sync the kernel's flow map and end idle flows every SEC seconds "
@@ -207,6 +210,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         changes["active_timeout"] = args.active_timeout
     if getattr(args, "infer_tcp_initiator", None):
         changes["infer_tcp_initiator"] = True
+    if args.key_icmp:
+        changes["key_icmp"] = True
     if getattr(args, "verify_checksums", None):
         changes["verify_checksums"] = True
     if getattr(args, "decapsulate", None) is False:

@@ -29,31 +29,13 @@ __all__ = ["community_id_v1", "community_id_for_record", "icmp_port_equivalents"
 #: Protocols whose hash input carries ports (ICMP/ICMPv6: the type/code mapping).
 HASHED_PORT_PROTOS = frozenset(layout.PORT_PROTOS + layout.ICMP_PROTOS)
 
-_ICMP_PAIRS = {
-    8: 0, 0: 8,  # echo request / reply
-    13: 14, 14: 13,  # timestamp request / reply
-    15: 16, 16: 15,  # information request / reply
-    10: 9, 9: 10,  # router solicitation / advertisement
-    17: 18, 18: 17,  # address mask request / reply
-}
-
-_ICMP6_PAIRS = {
-    128: 129, 129: 128,  # echo request / reply
-    130: 131, 131: 130,  # multicast listener query / report
-    133: 134, 134: 133,  # router solicitation / advertisement
-    135: 136, 136: 135,  # neighbor solicitation / advertisement
-    139: 140, 140: 139,  # node information query / response
-    144: 145, 145: 144,  # home agent address discovery request / reply
-}
-
-
 def icmp_port_equivalents(proto: int, icmp_type: int, icmp_code: int) -> tuple[int, int, bool]:
     """``(sport, dport, one_way)`` standing for an ICMP/ICMPv6 message.
 
     A paired type maps to ``(type, counterpart)``; any other type to
     ``(type, code)`` with ``one_way`` True (its endpoints are not reordered).
     """
-    table = _ICMP6_PAIRS if proto == layout.IPPROTO_ICMPV6 else _ICMP_PAIRS
+    table = layout.ICMP6_PAIRS if proto == layout.IPPROTO_ICMPV6 else layout.ICMP_PAIRS
     other = table.get(icmp_type)
     if other is None:
         return icmp_type, icmp_code, True

@@ -265,6 +265,11 @@ class TrackerConfig:
     key_vlan : bool
         Make the outer VLAN id part of the flow key (for overlapping address
         spaces): the same five-tuple in two VLANs is two flows. Off by default.
+    key_icmp : bool
+        Key ICMP and ICMPv6 as Zeek does: the message type is the first port and the
+        paired type (echo request/reply, ...) or else the code the second, so an
+        echo exchange and the unreachables between the same hosts are separate
+        flows. Off by default: the reference semantics key ICMP with ports 0.
     active_timeout : float, optional
         Seconds: a flow open longer than this gets an interim Update record
         (counters so far) every ``active_timeout`` from its start, at the first
@@ -309,6 +314,7 @@ class TrackerConfig:
     vxlan_port: int = VXLAN_PORT
     geneve_port: int = GENEVE_PORT
     key_vlan: bool = False
+    key_icmp: bool = False
     dns: bool = True
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -463,6 +469,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
           for what, check in (("cidrs", cidrs), ("ports", ports), ("protocols", protocols))),
         Key("sample_rate", "sample_rate", integer(1, 1 << 31), "--sample-rate"),
         Key("key_vlan", "key_vlan", boolean),
+        Key("key_icmp", "key_icmp", boolean, "--key-icmp"),
         Key("active_timeout", "active_timeout", lambda k, v: float(seconds(k, v, maximum=1e9)),
             "--active-timeout"),
         Key("timeout_fn", "timeout_fn", callable_or_none, yaml=False),

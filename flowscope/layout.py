@@ -36,8 +36,38 @@ IPPROTO_ICMPV6 = 58
 IPPROTO_SCTP = 132
 #: Protocols whose keys carry ports.
 PORT_PROTOS = (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP)
-#: Protocols whose first packet's type/code is kept (ports 0 in the key).
+#: Protocols whose first packet's type/code is kept (ports 0 in the key unless key_icmp).
 ICMP_PROTOS = (IPPROTO_ICMP, IPPROTO_ICMPV6)
+#: ICMP request/reply pairs (Zeek's ``ICMP4_counterpart``, Community ID): a message of a
+#: paired type stands for the ports (type, paired type); any other for (type, code).
+ICMP_PAIRS = {
+    8: 0, 0: 8,  # echo request / reply
+    13: 14, 14: 13,  # timestamp request / reply
+    15: 16, 16: 15,  # information request / reply
+    10: 9, 9: 10,  # router solicitation / advertisement
+    17: 18, 18: 17,  # address mask request / reply
+}
+#: ICMPv6 pairs (Zeek's ``ICMP6_counterpart``). Mobile Prefix Solicitation/Advertisement
+#: (146/147) have no pair there nor in the Community ID reference, so they are one-way.
+ICMP6_PAIRS = {
+    128: 129, 129: 128,  # echo request / reply
+    130: 131, 131: 130,  # multicast listener query / report
+    133: 134, 134: 133,  # router solicitation / advertisement
+    135: 136, 136: 135,  # neighbor solicitation / advertisement
+    139: 140, 140: 139,  # node information query / response
+    144: 145, 145: 144,  # home agent address discovery request / reply
+}
+
+
+def icmp_pair_table() -> np.ndarray:
+    """``int16[2, 256]``: row 0 ICMP, row 1 ICMPv6; the paired type of a type, -1 if none."""
+    t = np.full((2, 256), -1, dtype=np.int16)
+    for row, pairs in enumerate((ICMP_PAIRS, ICMP6_PAIRS)):
+        for a, b in pairs.items():
+            t[row, a] = b
+    return t
+
+
 #: Protocol slugs (``L4Proto.slug``, JSON ``proto``); every other number is "other".
 PROTO_SLUGS = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp",
                IPPROTO_ICMPV6: "icmp6", IPPROTO_SCTP: "sctp"}

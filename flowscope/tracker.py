@@ -196,6 +196,7 @@ class FlowTracker:
         ctl[K.C_SAMPLE_RATE] = self.config.sample_rate
         ctl[K.C_TUN_PID:K.C_TUN_PID + layout.TUN_MAX_DEPTH] = -1
         ctl[K.C_KEY_VLAN] = int(self.config.key_vlan)
+        ctl[K.C_KEY_ICMP] = int(self.config.key_icmp)
         ctl[K.C_DNS] = int(self.config.dns)
         self._ev = np.zeros(max(int(event_capacity), 64), dtype=layout.EVENT_DTYPE)
         self._keys: dict[int, object] = {}  # flow_id -> decoded key, for open flows

@@ -4,7 +4,8 @@
 For every capture in the pcap directory with a Zeek baseline in ``expected/``
 (``*.zeek.*conn*.log``: a full conn.log or a zeek-cut of some columns;
 ``*.zeek.conn_state-RST-behavior.txt``: ``history, conn_state`` lines), run
-``FlowTracker(zeek=True)`` over the capture, match connections by
+``FlowTracker(zeek=True)`` over the capture (with ``key_icmp``, as Zeek keys ICMP,
+unless ``--reference-icmp``), match connections by
 (proto, orig_h, orig_p, resp_h, resp_p) -- or, for baselines without the
 endpoints, by position -- and count agreement per field.
 
@@ -29,6 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from flowscope.output.zeek import conn_record  # noqa: E402
 from flowscope.pcap import CaptureReader  # noqa: E402
+from flowscope.config import TrackerConfig  # noqa: E402
 from flowscope.tracker import FlowTracker  # noqa: E402
 
 DEFAULT_DIR = "/work/shared/pcaps"
@@ -51,8 +53,8 @@ class Result:
     tunnel: bool = False
 
 
-def run_flowscope(path: str) -> list[dict]:
-    t = FlowTracker(events="ended", zeek=True)
+def run_flowscope(path: str, key_icmp: bool = True) -> list[dict]:
+    t = FlowTracker(config=TrackerConfig(key_icmp=key_icmp), events="ended", zeek=True)
     out = []
     for batch in CaptureReader(path):
         for recs in t.process(batch):
@@ -198,12 +200,13 @@ def baselines(pcap_dir: str) -> list[tuple[str, str]]:
     return out
 
 
-def compare_all(pcap_dir: str = DEFAULT_DIR) -> list[Result]:
+def compare_all(pcap_dir: str = DEFAULT_DIR, key_icmp: bool = True) -> list[Result]:
+    """Every baseline's comparison; ``key_icmp`` (default, as Zeek keys ICMP) or not."""
     cache: dict[str, list[dict]] = {}
     results = []
     for cap, b in baselines(pcap_dir):
         if cap not in cache:
-            cache[cap] = run_flowscope(cap)
+            cache[cap] = run_flowscope(cap, key_icmp)
         results.append(compare(cap, b, cache[cap]))
     return results
 
@@ -212,8 +215,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("pcap_dir", nargs="?", default=DEFAULT_DIR)
     ap.add_argument("-v", "--verbose", action="store_true", help="list every difference")
+    ap.add_argument("--reference-icmp", action="store_true",
+                    help="key ICMP with ports 0 (the default keys; without it: key_icmp)")
     args = ap.parse_args(argv)
-    results = compare_all(args.pcap_dir)
+    results = compare_all(args.pcap_dir, not args.reference_icmp)
     short = {"conn_state": "state", "history": "hist", "orig_pkts": "opkt", "resp_pkts": "rpkt",
              "orig_ip_bytes": "oipb", "resp_ip_bytes": "ripb", "duration": "dur", "vlan": "vlan",
              "inner_vlan": "ivlan", "orig_l2_addr": "omac", "resp_l2_addr": "rmac",

@@ -174,11 +174,50 @@ def test_key_vlan_in_the_kernel_key_and_the_sampler(vlan_keyed):
     assert h.counters()["sampled_out"] == stats.packets_sampled_out > 0
 
 
+@pytest.fixture(scope="module")
+def icmp_keyed():
+    require_bpf()
+    cfg = TrackerConfig(key_icmp=True)
+    m, r = _load(cfg)
+    yield Harness(m, r), cfg
+    r.close()
+    m.close()
+
+
+def test_key_icmp_in_the_kernel_key(icmp_keyed):
+    """key_icmp: the kernel keys ICMP/ICMPv6 by type and paired type or code, and keys a
+    fragmented echo's non-first fragment (either order) through its fragment map, as the
+    engine does."""
+    from test_key_icmp import EXCHANGE
+
+    h, cfg = icmp_keyed
+    h.reset()
+    body = icmp(8, 0, payload=bytes(range(32)))
+    frames = list(EXCHANGE)
+    for n, src in enumerate(("10.1.0.1", "10.1.0.2")):
+        first = eth(ipv4(src, "10.1.0.9", 1, body[:24], mf=True))
+        rest = eth(ipv4(src, "10.1.0.9", 1, body[24:], frag=3))
+        frames += [first, rest] if n == 0 else [rest, first]
+    for f in frames:
+        h.run(f)
+    want, stats = offline(cfg, frames)
+    assert kernel_keys(h) == want
+    assert len(want) == 9
+    ports = {(int(k[4]) >> 16 & 0xFFFF, int(k[4]) & 0xFFFF) for k in want}
+    assert {(8, 0), (3, 3), (13, 14), (5, 1), (128, 129), (135, 136), (1, 4)} <= ports | {
+        (b, a) for a, b in ports}
+    _keys, vals = h.flows()
+    assert int(vals["pkts"].sum()) == stats.packets_matched == len(frames)
+    c = h.counters()
+    assert c["frag_keyed"] == stats.fragments_keyed == 2
+
+
 def test_every_option_at_once_passes_the_verifier():
     """Every filter list, sampling and key_vlan together: the largest program still loads."""
     require_bpf()
     from flowscope.sensor import loader
 
-    m = loader.load({"filter": 63, "sample_rate": 7, "key_vlan": 1, "max_flows": 1024,
+    m = loader.load({"filter": 63, "sample_rate": 7, "key_vlan": 1, "key_icmp": 1,
+                     "max_flows": 1024,
                      "ring_pages": 16})
     m.close()

@@ -283,6 +283,20 @@ def test_live_equals_offline(topo, tmp_path, fmt):
     assert "in flight 0" in err  # the conservation identity holds at exit
 
 
+def test_live_equals_offline_with_key_icmp(topo, tmp_path):
+    """--key-icmp live and offline: the same records, ICMP keyed by type as Zeek keys it
+    (the pings' echo flow apart from the port unreachable the closed UDP port draws)."""
+    ifname, v4, v6, ns = topo
+    live, off, err, _, _ = _live_and_offline(topo, tmp_path, "zeek", args=("--key-icmp",))
+    prefixes = (v4.rsplit(".", 1)[0] + ".", v6[:-1])
+    got, want = _records(live, "zeek", prefixes), _records(off, "zeek", prefixes)
+    assert got == want and len(want) >= 10
+    icmp = sorted((d["id.orig_p"], d["id.resp_p"]) for d in map(dict, want)
+                  if d["proto"] == "icmp")
+    assert ("8", "0") in icmp and ("3", "3") in icmp, icmp
+    assert "ring_full 0" in err and "in flight 0" in err
+
+
 def _links() -> dict[int, object]:
     """BPF link id -> type (bpftool 7.1 prints tcx links as type 11 with no interface)."""
     out = sh("bpftool", "-j", "link", "show", check=False).stdout or "[]"

@@ -266,18 +266,8 @@ KNOWN = {
 }
 
 
-# Connections that differ as a whole (docs/zeek-compat.md): flowscope keys ICMP without its
-# type and code (ports 0), so gre-sample's ICMP port unreachables join the ICMP echo flow
-# of the same hosts, which Zeek keeps apart.
-KNOWN_CONNS = {
-    ("gre-sample", ("icmp", "66.59.111.190", "8", "172.28.2.3", "0")),
-    ("gre-sample", ("icmp", "172.28.2.3", "3", "66.59.111.190", "3")),
-}
-
-
-def _known(baseline: str, field: str, key=()) -> bool:
-    return (any(b in baseline and f in (field, "*") for b, f in KNOWN)
-            or any(b in baseline and tuple(key) == k for b, k in KNOWN_CONNS))
+def _known(baseline: str, field: str) -> bool:
+    return any(b in baseline and f in (field, "*") for b, f in KNOWN)
 
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(PCAPS, "expected")), reason="no captures")
@@ -289,7 +279,7 @@ def test_real_captures_against_zeek_baselines():
     unexpected = []
     for r in results:
         for key, field, ours, zeek in r.diffs:
-            if not _known(r.baseline, field, key):
+            if not _known(r.baseline, field):
                 unexpected.append((r.baseline, key, field, ours, zeek))
     assert not unexpected, unexpected
     totals = {}
@@ -309,7 +299,8 @@ def test_real_captures_against_zeek_baselines():
                                         "zeek__tunnels__vxlan.pcap", "zeek__tunnels__geneve.pcap"}
     parents = [r.agree["tunnel_parents"] for r in tun if "tunnel_parents" in r.agree]
     assert len(parents) == 3 and all(a == c and c >= 3 for a, c in parents), parents
-    for r in tun:
-        for name in ("conn_state", "history"):
+    for r in tun:  # every connection of Zeek's (key_icmp: ICMP keyed as Zeek keys it)
+        assert r.matched == r.conns, r.baseline
+        for name in ("conn_state", "history", "orig_pkts", "resp_pkts"):
             a, c = r.agree[name]
             assert a == c == r.matched, (r.baseline, name)

@@ -39,7 +39,8 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
     DNS_PORT, DNS_QR, DNS_QUESTION, EVD_QUERY, EVD_RESPONSE, EVD_RTT,
     END_EVICTED, END_FIN, END_IDLE, END_RST, END_SHUTDOWN, EV_ENDED, EV_ESTABLISHED, EV_PACKET,
     EV_STARTED, EV_STATE_CHANGE, EV_UPDATE, EXTRACT_FIVE_TUPLE_DIRECTIONAL, EXTRACT_IP_PAIR,
-    EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+    EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
+    IPPROTO_TCP, IPPROTO_UDP,
     PERR_L4_SHORT, PERR_NOT_IP, PF_ABS, PF_FRAG, PF_ICMP, PF_MAC, PF_MORE_FRAGS, PF_PORTS,
     PF_SYNC,
     PF_TCP, SQF_FIN0, SQF_FIN1, SQF_INIT0, SQF_INIT1, ST_ACTIVE, ST_CLOSED, ST_CLOSING_TCP,
@@ -47,7 +48,7 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
     TUN_WORD_CHANGES_SHIFT, TUN_WORD_CUR_SHIFT, TUN_WORD_DEPTH_SHIFT, TUN_WORD_NPAR_SHIFT,
     TUN_WORD_TYPE_SHIFT,
     ST_SYN_RECEIVED, ST_SYN_SENT, TH_ACK, TH_FIN, TH_RST, TH_SYN, Z_HLEN, Z_IP_BYTES0, Z_PAY0,
-    ZEEK_HISTORY_MAX, ZEEK_WORDS,
+    ZEEK_HISTORY_MAX, ZEEK_WORDS, icmp_pair_table,
 )
 from .common import (
     KIND_SHIFT, L3_SHIFT, PORT_A_SHIFT, PROTO_SHIFT, inline_kernel, kernel, meta_vlan,
@@ -127,7 +128,9 @@ C_NOT_IP = C_FRAG_TMO + 50  # outermost rows with no IP packet (error PERR_NOT_I
 C_DNS = C_FRAG_TMO + 32  # track DNS per flow (fhist has FB_DNS_NAME.. columns)
 C_DNS_MSGS = C_FRAG_TMO + 33  # DNS messages seen on matched packets (header parsed)
 C_DNS_MATCHED = C_FRAG_TMO + 34  # responses matched to their flow's first query (dns_rtt)
-C_SIZE = C_FRAG_TMO + 56
+# key_icmp: ICMP/ICMPv6 keyed by type and paired type or code, as Zeek keys them
+C_KEY_ICMP = C_FRAG_TMO + 64
+C_SIZE = C_FRAG_TMO + 72
 
 # ---- fint columns ----------------------------------------------------------
 # Ordered by how often a packet touches them (rows are 64-byte aligned, see tracker):
@@ -235,6 +238,21 @@ def extract_key(pkts, i, kind):
     unmatched packet; ``rev`` is 1 when the packet travels b -> a.
     """
     return extract_key_ports(pkts, i, kind, -1, -1, False)
+
+
+# key_icmp: row 0 ICMP, row 1 ICMPv6: the paired type of each type, -1 if none
+ICMP_PAIR = icmp_pair_table()
+
+
+@inline_kernel
+def icmp_key_ports(p):
+    """key_icmp: give an ICMP/ICMPv6 row (PF_ICMP, no ports yet) the ports Zeek keys it by:
+    (type, paired type) for request/reply types, else (type, code); sets PF_PORTS."""
+    t = np.int64(p.icmp_type)
+    other = np.int64(ICMP_PAIR[1 if p.proto == IPPROTO_ICMPV6 else 0, t])
+    p.sport = t
+    p.dport = other if other >= 0 else np.int64(p.icmp_code)
+    p.pflags = p.pflags | PF_PORTS
 
 
 @inline_kernel
@@ -1112,6 +1130,7 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
     ftmo = ctl[C_FRAG_TMO]
     interval = ctl[C_SWEEP_INTERVAL]
     kvlan = ctl[C_KEY_VLAN] != 0
+    kicmp = ctl[C_KEY_ICMP] != 0
     fmode = ctl[C_FILTER]
     srate = ctl[C_SAMPLE_RATE]
     choose = fmode != 0 or srate > 1
@@ -1140,6 +1159,10 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
             if not ok:
                 return i, e, S_EV_FULL
         pf = np.int64(p.pflags)
+        if kicmp and (pf & (PF_ICMP | PF_PORTS)) == PF_ICMP and (
+                p.proto == IPPROTO_ICMP or p.proto == IPPROTO_ICMPV6):
+            icmp_key_ports(p)
+            pf = np.int64(p.pflags)
         depth = np.int64(p.tun_depth)
         if depth != 0:
             ctl[C_DECAP] += 1
@@ -1156,7 +1179,8 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
         if (five and (pf & (PF_FRAG | PF_MORE_FRAGS)) != 0 and (pf & (PF_ABS | PF_SYNC)) == 0
                 and (p.l3 == 4 or p.l3 == 6)
                 and (p.proto == IPPROTO_TCP or p.proto == IPPROTO_UDP
-                     or p.proto == IPPROTO_SCTP)):
+                     or p.proto == IPPROTO_SCTP
+                     or (kicmp and (p.proto == IPPROTO_ICMP or p.proto == IPPROTO_ICMPV6)))):
             res, sp, dp, orph, hp, hb, hpay, hipb = frag_lookup(
                 frk, frv, p, ftmo, (pf & PF_FRAG) == 0)
             if orph > 0:

@@ -46,6 +46,7 @@ TUNABLES = {
     "max_ipv6_ext": "FS_MAX_IPV6_EXT",
     "filter": "FS_FILTER",
     "key_vlan": "FS_KEY_VLAN",
+    "key_icmp": "FS_KEY_ICMP",
     "sample_rate": "FS_SAMPLE_RATE",
     "filter_cidrs_max": "FS_FLT_CIDRS_MAX",
     "dns": "FS_DNS",

@@ -47,6 +47,7 @@ def tunables(sensor: SensorConfig, tracker: TrackerConfig) -> dict:
             "frag_timeout_ns": int(round(tracker.fragment_timeout * NS_PER_S)),
             "filter": filter_mode(tracker), "sample_rate": tracker.sample_rate,
             "key_vlan": int(tracker.key_vlan),
+            "key_icmp": int(tracker.key_icmp),
             "filter_cidrs_max": max(16, len(tracker.include_cidrs), len(tracker.exclude_cidrs)),
             "dns": int(tracker.dns),
             "drops": int(sensor.drops)}
