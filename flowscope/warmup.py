@@ -3,8 +3,8 @@
 Each kernel runs once on tiny in-memory inputs: both capture walkers and the
 frame parser on a one-packet pcap and pcapng image, the engine with and
 without Zeek-style state (packets, a sweep, ending flows by key, the final
-flush), checksum verification, key extraction, the JSON Lines formatter and the
-ring drain. A live sensor calls this before attaching, so the first real packet
+flush), checksum verification, key extraction, the JSON Lines formatter, the
+ring drain and the live sensor's row builders. A live sensor calls this before attaching, so the first real packet
 pays no compile time.
 
 Every kernel a flowscope process calls from Python must be called here, with
@@ -75,6 +75,19 @@ def _ring() -> None:
                   np.zeros((1, 2), dtype=np.uint64))
 
 
+def _sensor_rows() -> None:
+    """The live sensor's row builders: ring records (one with a DNS payload, one TCP) and
+    map-sync rows, with the dtypes the sensor reads them in (no bcc needed)."""
+    from .sensor import layout as SL
+    from .sensor.rows import rows_from_events, sync_rows
+
+    warm = np.zeros(2, SL.RECORD_DTYPE)
+    warm["reason"] = SL.EventReason.DNS
+    warm["pflags"][1] = layout.PF_TCP
+    rows_from_events(warm, 0, {1: 0})
+    sync_rows(np.zeros(1, SL.FLOW_KEY_DTYPE), np.zeros(1, SL.FLOW_DTYPE), 0)
+
+
 def warmup() -> float:
     """Compile (or load from numba's cache) every kernel; return the seconds it took."""
     from ._kernels.textout import MAX_IFNAME, format_jsonl, reason_table
@@ -103,4 +116,5 @@ def warmup() -> float:
         for recs in tr.process_finish():
             format_jsonl(recs, buf, names, name_lens, *reasons)
     _ring()
+    _sensor_rows()
     return time.perf_counter() - t0

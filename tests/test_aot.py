@@ -133,6 +133,41 @@ def test_aot_process_imports_neither_numba_nor_llvmlite(aot_tree):
     assert not [m for m in imported if m.split(".")[0] in ("numba", "llvmlite")]
 
 
+LIVE_ROWS = r"""
+import sys
+import numpy as np
+from flowscope import FlowTracker, layout
+from flowscope.sensor import layout as SL
+from flowscope.sensor.rows import rows_from_events, sync_rows
+
+ev = np.zeros(2, SL.RECORD_DTYPE)  # as the sensor drains them: one with a DNS payload
+ev["reason"] = SL.EventReason.NEW | SL.EventReason.DNS
+ev["pflags"] = layout.PF_PORTS
+ev["key"]["l3"] = 4
+ev["key"]["proto"] = 17
+ev["key"]["port_b"] = 53
+ev["dns_len"][0] = 12
+ev["dns"][0, :12] = list(bytes.fromhex("12340100000100000000000000"))[:12]
+rows = rows_from_events(ev, 0, {1: 0})
+sync = sync_rows(np.zeros(1, SL.FLOW_KEY_DTYPE), np.zeros(1, SL.FLOW_DTYPE), 0)
+for zeek in (False, True):
+    t = FlowTracker(zeek=zeek)
+    n = sum(len(r) for b in (rows, sync) for r in t.process(b))
+    n += sum(len(r) for r in t.process_finish())
+    assert n > 0
+print(sorted(m for m in sys.modules if m.startswith(("numba", "llvmlite"))))
+"""
+
+
+def test_live_row_builders_need_no_jit(aot_tree):
+    """The live sensor's ring records (a DNS one included) and map-sync rows become engine
+    rows and records with the AOT module alone: warmup() exercises those signatures."""
+    r = subprocess.run([sys.executable, "-c", LIVE_ROWS], cwd=aot_tree, capture_output=True,
+                       text=True, env=_env(PYTHONPATH=str(aot_tree)), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "[]", r.stderr[-3000:]
+
+
 def test_forced_jit(aot_tree):
     assert _mode(aot_tree) == ["aot"]
     assert _mode(aot_tree, FLOWSCOPE_JIT="1") == ["jit", "FLOWSCOPE_JIT is set"]

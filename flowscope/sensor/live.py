@@ -308,13 +308,9 @@ class Sensor:
         return ", ".join(f"{at.ifname} ({at.label})" for at in self.attachments)
 
     def _warm_sensor_paths(self) -> None:
-        # the ring drain kernel and the row builders, on an empty ring: nothing is attached yet
+        # the ring drain on an empty ring (nothing is attached yet); warmup() ran the row
+        # builders
         self.ring.drain(self._evbuf[:1])
-        warm = np.zeros(2, SL.RECORD_DTYPE)
-        warm["reason"] = SL.EventReason.DNS
-        warm["pflags"][1] = L.PF_TCP
-        rows_from_events(warm, 0, {1: 0})
-        sync_rows(np.zeros(1, SL.FLOW_KEY_DTYPE), np.zeros(1, SL.FLOW_DTYPE), 0)
         for _ in self.tracker.process_end(np.zeros((1, 5), np.uint64), 0):  # no such flow
             pass
 
