@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -303,6 +304,21 @@ def _links() -> dict[int, object]:
     return {int(x["id"]): x["type"] for x in json.loads(out)}
 
 
+def _link_ids_of(pid: int) -> set[int]:
+    """The BPF links process ``pid`` holds open (their fds' ``link_id`` in fdinfo): the
+    sensor's own, whatever other sensors run on the machine at the same time."""
+    ids = set()
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            text = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        m = re.search(r"^link_id:\s*(\d+)", text, re.M)
+        if m:
+            ids.add(int(m.group(1)))
+    return ids
+
+
 def _xdp_on(ifname: str) -> bool:
     return "xdp" in sh("ip", "link", "show", "dev", ifname).stdout
 
@@ -311,10 +327,10 @@ def _xdp_on(ifname: str) -> bool:
                          ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_no_leftovers_after_signal(topo, tmp_path, sig):
     ifname = topo[0]
-    before = _links()
     live, err = _start_live(ifname, tmp_path)
     try:
-        ours = {i: t for i, t in _links().items() if i not in before}
+        mine = _link_ids_of(live.pid)
+        ours = {i: t for i, t in _links().items() if i in mine}
         assert _xdp_on(ifname)
         # XDP, tcx egress and the drop tracer's raw tracepoint (sensor.drops, default on)
         assert (sorted(map(str, ours.values())) == ["11", "raw_tracepoint", "xdp"]
