@@ -19,7 +19,8 @@
  *     An entry whose terminal event was lost (ring full: ev_lost) keeps counting instead, so
  *     the next map sync can still end that flow with every packet the kernel counted.
  *     Existing -> atomic adds of packets/bytes/payload/IP bytes for this orientation, OR of
- *     TCP flags.
+ *     TCP flags. A pure ACK that can change nothing else but two sequence fields (the
+ *     established fast path, fs_quiet_ack) does those, stamps last-seen and is done.
  *  4) TCP: track each orientation's sequence numbers, retransmissions, out-of-order segments
  *     and zero windows (fs_seq_step, FS_TCP_SEQ), count the history letters this packet adds
  *     (S, F, R, D; saturating at 16) and step the mirrored state machine (semantics.md
@@ -63,6 +64,9 @@
 #else
 #define fs_add(p, v) (*(p) += (v))
 #endif
+#ifndef FS_FAST_PATH
+#define FS_FAST_PATH 1 /* 1: pure ACKs that change nothing else take fs_quiet_ack (0: tests, A/B) */
+#endif
 #ifndef FS_FRAG_TIMEOUT_NS
 #define FS_FRAG_TIMEOUT_NS 30000000000ULL /* fragment_timeout (layout.FRAG_TIMEOUT_S) */
 #endif
@@ -94,9 +98,10 @@
 #endif
 
 #ifndef FS_PRECISE_LAST_SEEN
-/* 0: packets that produce no event stamp last_ns with bpf_ktime_get_coarse_ns() (~3 ns, at
- * most one tick behind) instead of bpf_ktime_get_ns() (~23 ns, a third of the per-packet cost).
- * last_ns only drives idle timeouts; event timestamps are always precise. */
+/* 0: packets that produce no event stamp last_ns with the coarse clock (fs_last_seen: at most
+ * one tick behind, two in a rare race) instead of bpf_ktime_get_ns() (~23 ns, a quarter of the
+ * per-packet cost). last_ns only drives idle timeouts and the last-seen time of flows synced
+ * from the map; event timestamps are always precise. */
 #define FS_PRECISE_LAST_SEEN 0
 #endif
 
@@ -105,6 +110,28 @@ static __always_inline void fs_count(__u32 idx, __u64 n)
 	__u64 *v = fs_counters.lookup(&idx);
 	if (v)
 		*v += n; /* per-CPU slot: no atomic needed */
+}
+
+/*
+ * Last-seen time of a packet that sends no event. The coarse clock (bpf_ktime_get_coarse_ns,
+ * a helper call: ~15 ns measured, the largest single cost of an established packet) only
+ * moves when the timekeeper is updated at a tick, which also advances jiffies. So the clock is
+ * read only by a flow's first packet in each jiffy (bpf_jiffies64, which the verifier inlines
+ * into one load, against last_jif); the later ones would read the same value. A packet that
+ * runs between the jiffies increment and the timekeeper update reads the previous tick's
+ * time, and the flow keeps it until its next jiffy: then last_ns is two ticks behind.
+ */
+static __always_inline void fs_last_seen(struct fs_flow *f)
+{
+#if FS_PRECISE_LAST_SEEN
+	f->last_ns = bpf_ktime_get_ns();
+#else
+	__u64 j = bpf_jiffies64();
+	if (j != f->last_jif) {
+		f->last_jif = j;
+		f->last_ns = bpf_ktime_get_coarse_ns();
+	}
+#endif
 }
 
 static __always_inline int fs_perr_counter(int err)
@@ -166,6 +193,21 @@ static __always_inline int fs_is_scaled(__u32 n)
 	       n == 1000000 || n == 10000000 || n == 100000000 || n == 1000000000;
 }
 
+/* A packet with ACK, acknowledging orientation od (sf: the flow's FS_SQ_* bits): number a
+ * silent od by the ACK, else advance od's acked sequence (not on a RST). */
+static __always_inline void fs_seq_ack(struct fs_flow *f, __u8 sf, __u8 od, __u32 ack, int rst)
+{
+	if (!(sf & (FS_SQ_INIT_FWD << od))) {
+		f->seq_start[od] = ack - 1;
+		f->seq_acked[od] = ack - 1;
+		f->seq_high[od] = ack - 1;
+	} else if (!rst && (__s32)(ack - f->seq_start[od]) >= 0) {
+		__s32 d = (__s32)(ack - f->seq_acked[od]);
+		if (d > 0 && !(ack == 0 && d > FS_TOO_LARGE_SEQ_DELTA))
+			f->seq_acked[od] = ack;
+	}
+}
+
 /*
  * One TCP packet of orientation dir: the sequence rules of flowscope/_kernels/tcpseq.py
  * (seq_step), step for step. Returns 1 when this direction's retransmission + out-of-order
@@ -205,16 +247,7 @@ static __always_inline int fs_seq_step(struct fs_flow *f, __u8 dir, const struct
 		sf |= FS_SQ_FIN_FWD << dir;
 	/* acks: number a silent peer, else advance its acked sequence */
 	if (fl & FS_TH_ACK) {
-		__u32 ack = p->ack;
-		if (!(sf & (FS_SQ_INIT_FWD << od))) {
-			f->seq_start[od] = ack - 1;
-			f->seq_acked[od] = ack - 1;
-			f->seq_high[od] = ack - 1;
-		} else if (!rst && (__s32)(ack - f->seq_start[od]) >= 0) {
-			__s32 d = (__s32)(ack - f->seq_acked[od]);
-			if (d > 0 && !(ack == 0 && d > FS_TOO_LARGE_SEQ_DELTA))
-				f->seq_acked[od] = ack;
-		}
+		fs_seq_ack(f, sf, od, p->ack, rst);
 	}
 	/* highest sequence, retransmissions, the hole */
 	__u32 high = f->seq_high[dir];
@@ -590,6 +623,40 @@ static __always_inline void fs_flow_init(struct fs_flow *f, const struct fs_pkt 
 }
 
 /*
+ * The established fast path: a pure ACK (ACK, no SYN/FIN/RST, no payload) of an existing flow
+ * whose counters are already added. Returns 1 when the packet needs nothing else, having done
+ * what the rest of fs_process would do for it: with a nonzero window, the direction's sequence
+ * numbers set, its first pure ACK already seen (fs_dir_bit), not both directions closed, and
+ * the mirror outside the two ACK-sensitive states, the rest sends no event and changes nothing
+ * but the sequence fields fs_seq_step sets for such a packet (the ACK numbers or advances the
+ * other orientation; end = seq may raise seq_high, without a hole) and last_ns.
+ */
+static __always_inline int fs_quiet_ack(struct fs_flow *f, __u8 dir, const struct fs_pkt *p,
+                                        const struct fs_held *held)
+{
+	__u8 want = FS_DB_SEEN | FS_DB_ACK;
+	__u8 db = f->dir_bits[dir];
+	__u8 st = f->state;
+
+	if (!FS_FAST_PATH || FS_PACKET_EVENTS > 0 || !(p->pflags & FS_PF_TCP) || p->payload_len ||
+	    held->pkts ||
+	    (p->tcp_flags & (FS_TH_SYN | FS_TH_FIN | FS_TH_RST | FS_TH_ACK)) != FS_TH_ACK ||
+	    (db & want) != want || (db & f->dir_bits[dir ^ 1] & FS_DB_CLOSE) ||
+	    st == FS_ST_SYN_RECEIVED || st == FS_ST_CLOSING_TCP)
+		return 0;
+#if FS_TCP_SEQ
+	__u8 sf = f->seq_flags;
+	if (p->window == 0 || !(sf & (FS_SQ_INIT_FWD << dir)))
+		return 0;
+	fs_seq_ack(f, sf, (dir ^ 1) & 1, p->ack, 0);
+	if ((__s32)(p->seq - f->seq_high[dir]) > 0)
+		f->seq_high[dir] = p->seq;
+#endif
+	fs_last_seen(f);
+	return 1;
+}
+
+/*
  * The value v, as a value the verifier cannot know (a store to and a load from a per-CPU map
  * slot, a few ns). reason holds a different known value on each path through the parser, the
  * sequence step and the state mirror, and the verifier checks everything after it once per
@@ -756,6 +823,8 @@ existing:
 		/* Store only when a new flag shows up: keeps the cache line clean on the hot path. */
 		if ((f->tcp_flags[dir] & p.tcp_flags) != p.tcp_flags)
 			f->tcp_flags[dir] |= p.tcp_flags;
+		if (fs_quiet_ack(f, dir, &p, &held))
+			return;
 		/* 4a) what the Zeek-style state needs: first packet / pure ACK / data of a direction,
 		 * and every packet after both directions closed (FS_DB_*). */
 		__u8 db = f->dir_bits[dir];
@@ -827,6 +896,8 @@ existing:
 		if (!now)
 			now = bpf_ktime_get_ns();
 		f->last_ns = now;
+		/* the precise time stands for the rest of the tick */
+		f->last_jif = bpf_jiffies64();
 		f->events += 1;
 		int lost = fs_emit(ctx, is_xdp, &k, f, &p, now, frame_len, ifindex, hook, dir,
 		                   reason) < 0;
@@ -836,11 +907,7 @@ existing:
 		if (f->state >= FS_ST_CLOSED && f->ev_lost != lost)
 			f->ev_lost = lost;
 	} else {
-#if FS_PRECISE_LAST_SEEN
-		f->last_ns = bpf_ktime_get_ns();
-#else
-		f->last_ns = bpf_ktime_get_coarse_ns();
-#endif
+		fs_last_seen(f);
 	}
 }
 

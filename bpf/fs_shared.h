@@ -17,7 +17,7 @@
 #define FS_SHARED_H
 
 /* Size checks in the loader compare these with what the compiler produced. */
-#define FS_ABI_VERSION 3
+#define FS_ABI_VERSION 4
 
 /* fs_flow_key.l3 */
 enum fs_l3 {
@@ -175,7 +175,7 @@ struct fs_flow_key {
 };
 
 /*
- * Flow map value, 216 bytes. Counters are indexed by orientation (enum fs_dir), not by side:
+ * Flow map value, 224 bytes. Counters are indexed by orientation (enum fs_dir), not by side:
  * the initiator is the orientation first_dir. Counters are updated with atomic adds; the
  * remaining fields are written without locks (a race between two CPUs on one flow can at worst
  * mis-order two state steps, which the counters in every event let userspace notice).
@@ -219,6 +219,9 @@ struct fs_flow {
 	__u64 rtx_bytes[2]; /* 192: retransmitted payload bytes */
 	__u8 seq_flags;     /* 208: FS_SQ_* */
 	__u8 _pad_seq[7];   /* 209 */
+	/* last-seen tick: bpf_jiffies64() when last_ns was last stored (with FS_PRECISE_LAST_SEEN
+	 * 0 a packet in the same jiffy leaves last_ns as it is) */
+	__u64 last_jif; /* 216 */
 };
 
 /*

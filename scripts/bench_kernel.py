@@ -10,7 +10,9 @@ Everything runs through BPF_PROG_TEST_RUN and uses the kernel-reported ns per ru
 The floor is built in the same run from bpf/fs_parse.h: the same parser plus one per-CPU
 hash update keyed by the (non-canonical) 5-tuple, with the same map size. The established
 case is also measured on a build without TCP sequence tracking (-DFS_TCP_SEQ=0, ``seq off``),
-the cost of retransmission / out-of-order / zero-window counting, as ratios to the floor.
+the cost of retransmission / out-of-order / zero-window counting, and on one without the
+established fast path (-DFS_FAST_PATH=0, ``no fast``: every pure ACK takes the full path), as
+ratios to the floor.
 
 Usage: sudo .venv/bin/python scripts/bench_kernel.py [--repeat 1000000] [--flows 100000]
 """
@@ -110,6 +112,7 @@ def main() -> int:
     tun.update(dict(t.split("=", 1) for t in args.tunables))
     m = loader.load(tun)
     m_off = loader.load({**tun, "tcp_seq": 0})
+    m_slow = loader.load(tun, extra_cflags=["-DFS_FAST_PATH=0"])
     bcc = loader.import_bcc()
     src = (loader.inline_sources(["fs_parse.h"])
            + "#include <uapi/linux/pkt_cls.h>\n" + FLOOR)
@@ -119,6 +122,7 @@ def main() -> int:
              "TC": fb.load_func(b"floor_tc", bcc.BPF.SCHED_CLS).fd}
     ours = {"XDP": m.xdp_fd, "TC": m.tc_fd}
     ours_off = {"XDP": m_off.xdp_fd, "TC": m_off.tc_fd}
+    ours_slow = {"XDP": m_slow.xdp_fd, "TC": m_slow.tc_fd}
     seq_rows = []
     ring = RingReader(m.events_fd)
     rng = random.Random(7)
@@ -132,8 +136,10 @@ def main() -> int:
                    median_repeat(floor[hook], f, args.repeat, args.rounds))
             rows.append((hook, "established", *est))
             m_off.bpf[b"fs_flows"].clear()
+            m_slow.bpf[b"fs_flows"].clear()
             seq_rows.append((hook, median_repeat(ours_off[hook], f, args.repeat, args.rounds),
-                             *est))
+                             *est,
+                             median_repeat(ours_slow[hook], f, args.repeat, args.rounds)))
             m.bpf[b"fs_flows"].clear()
             fb[b"floor_flows"].clear()
             frames = [frame(i) for i in range(1, args.new + 1)]
@@ -160,14 +166,15 @@ def main() -> int:
         fb.cleanup()
         m.close()
         m_off.close()
+        m_slow.close()
     print(f"{'hook':<5}{'case':<14}{'flowscope ns':>14}{'floor ns':>10}{'ratio':>8}")
     for hook, case, a, b in rows:
         print(f"{hook:<5}{case:<14}{a:>14.0f}{b:>10.0f}{a / b:>8.2f}")
     print(f"\n{'hook':<5}{'established':<14}{'seq off':>9}{'seq on':>8}{'floor':>7}"
-          f"{'off/floor':>10}{'on/floor':>10}{'on/off':>8}")
-    for hook, off, on, fl in seq_rows:
+          f"{'off/floor':>10}{'on/floor':>10}{'on/off':>8}{'no fast':>9}{'/floor':>8}")
+    for hook, off, on, fl, slow in seq_rows:
         print(f"{hook:<5}{'':<14}{off:>9.0f}{on:>8.0f}{fl:>7.0f}{off / fl:>10.2f}"
-              f"{on / fl:>10.2f}{on / off:>8.2f}")
+              f"{on / fl:>10.2f}{on / off:>8.2f}{slow:>9.0f}{slow / fl:>8.2f}")
     print(f"counters: map_full={c['map_full']} ring_full={c['ring_full']} "
           f"events={c['events']}")
     return 0

@@ -17,7 +17,7 @@ import numpy as np
 from .. import layout as L
 from ..events import FlowState
 
-FS_ABI_VERSION = 3
+FS_ABI_VERSION = 4
 FS_HISTORY_MAX = L.HISTORY_MAX
 
 
@@ -153,7 +153,7 @@ def _at(fields, base):
     return tuple((n, f, base + o) for n, f, o in fields)
 
 
-#: ``struct fs_flow`` (216 bytes), the flow map value.
+#: ``struct fs_flow`` (224 bytes), the flow map value.
 FLOW_DTYPE = _struct(
     ("first_ns", "<u8", 0), ("last_ns", "<u8", 8), ("pkts", U8X2, 16), ("bytes", U8X2, 32),
     ("payload", U8X2, 48), ("ip_bytes", U8X2, 64), ("events", "<u8", 80), ("gen", "<u4", 88),
@@ -165,7 +165,9 @@ FLOW_DTYPE = _struct(
     ("_pad2", ("u1", (12,)), 116),
     # tcpperf
     *_at(_SEQ, 128), ("hole_lo", U4X2, 152), ("hole_hi", U4X2, 160), *_at(_SEQ_COUNTS, 168),
-    size=216)
+    # last-seen tick
+    ("last_jif", "<u8", 216),
+    size=224)
 
 #: ``struct fs_event`` (280 bytes), one ring buffer record.
 EVENT_DTYPE = _struct(
