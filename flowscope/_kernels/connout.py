@@ -105,6 +105,7 @@ FLOW_STATES, FLOW_STATE_LENS = _table(["new", "established", "closed"])
 
 L_TAB = _lit_id("\t")
 L_DASH = _lit_id("-")
+L_EMPTY = _lit_id("(empty)")  # Zeek TSV's empty string
 L_COMMA = _lit_id(",")
 L_QUOTE = _lit_id('"')
 L_OBJ_END = _lit_id("}\n")
@@ -358,8 +359,9 @@ def _within(dh, dl, k, quarter):
 
 @kernel
 def _repr(buf, pos, d):
-    """Python's ``repr(d)`` (shortest round-trip digits, then ``float_repr_style`` 'short'
-    layout) for finite d with 1e-13 < |d| < 1e16 or d == 0."""
+    """Python's ``repr(d)``: the shortest digits that round-trip (the nearest such), laid out
+    as ``float_repr_style`` 'short' does. Exact for 0, for ``ns / 1e9`` of any int64 ``ns``
+    (at most 19 decimals are ever needed) and for any double with 1e-3 <= |d| < 1e16."""
     if d < 0 or (d == 0 and np.signbit(d)):
         buf[pos] = 45
         pos += 1
@@ -1017,7 +1019,10 @@ def _zeek_line(buf, pos, r, json, work, reasons, reason_lens):
         pos = _zq(buf, pos, json)
         for k in range(r.dns_qlen):
             buf[pos + k] = r.dns_qname[k]
-        pos = _zq(buf, pos + np.int64(r.dns_qlen), json)
+        pos += np.int64(r.dns_qlen)
+        if r.dns_qlen == 0 and not json:
+            pos = _row(buf, pos, LITS, LIT_LENS, L_EMPTY)
+        pos = _zq(buf, pos, json)
         qt = np.int64(r.dns_qtype)
         pos = _zcount(buf, pos, json, F_DQT, qt)
         if qt < QTYPES.shape[0] and QTYPE_LENS[qt] > 0:
