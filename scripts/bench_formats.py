@@ -16,7 +16,7 @@ Every time is the best of ``--repeat`` and is printed with its ratio to ``jsonl`
 in the same run (the machines here are noisy). Usage:
 
     .venv/bin/python scripts/bench_formats.py [--pcap /tmp/big.pcap] [--copies 460]
-        [--repeat 3] [--skip-process]
+        [--repeat 3] [--skip-process] [--process-python]
 """
 
 from __future__ import annotations
@@ -111,6 +111,8 @@ def main() -> int:
     ap.add_argument("--copies", type=int, default=460, help="make_big_pcap.sh copies")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-process", action="store_true", help="formatting alone")
+    ap.add_argument("--process-python", action="store_true",
+                    help="whole process with the Python formatters too (slow)")
     args = ap.parse_args()
     build_capture(args.pcap, args.copies)
 
@@ -140,7 +142,7 @@ def main() -> int:
         for f in FORMATS:
             cmds = [(f, [py, "-m", "flowscope", "pcap", "--no-progress", "--format", f,
                          "-o", os.devnull, str(args.pcap)])]
-            if f != "jsonl":
+            if f != "jsonl" and args.process_python:
                 cmds.append((f + " (Python)", [py, "-c", SWAP.format(tests=str(ROOT / "tests")),
                                                "pcap", "--no-progress", "--format", f, "-o",
                                                os.devnull, str(args.pcap)]))

@@ -118,7 +118,8 @@ def eve_flow_state(proto: int, to_state: int, pkts_tc: int) -> str:
 
 def _tcp_state(to_state: int, flags_ts: int, flags_tc: int) -> str | None:
     st = EVE_TCP_STATES.get(to_state)
-    if to_state == layout.ST_FIN_WAIT and (flags_ts & layout.TH_FIN) and not (flags_tc & layout.TH_FIN):
+    if (to_state == layout.ST_FIN_WAIT and (flags_ts & layout.TH_FIN)
+            and not (flags_tc & layout.TH_FIN)):
         # Suricata names states from the server's side: a client FIN is CLOSE_WAIT
         return "close_wait"
     return st

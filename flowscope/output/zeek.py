@@ -4,7 +4,9 @@ Records come from a tracker made with ``FlowTracker(..., zeek=True)``: their
 ``zeek`` words and ``zhist`` letters (see ``flowscope._kernels.zeek``) give
 Zeek's originator, endpoint states and history; packets, durations and
 addresses come from the flowscope record itself. ``conn_record`` turns one
-Ended record into the conn.log fields; the writers only format them.
+Ended record into the conn.log fields as Python values (for scripts and tests);
+the writers format whole batches of records into bytes with the numba kernel
+``flowscope._kernels.connout.format_zeek``, which derives the same fields.
 
 Fields that need Zeek's application analyzers or site configuration are
 unset: ``service``, ``local_orig``, ``local_resp``. ``tunnel_parents`` holds the
