@@ -15,6 +15,7 @@ to numba's JIT; tests/test_aot.py checks that the corpus needs none).
 
 from __future__ import annotations
 
+import io
 import time
 
 import numpy as np
@@ -91,6 +92,8 @@ def _sensor_rows() -> None:
 def warmup() -> float:
     """Compile (or load from numba's cache) every kernel; return the seconds it took."""
     from ._kernels.textout import MAX_IFNAME, format_jsonl, reason_table
+    from .output.eve import EveWriter
+    from .output.zeek import ZeekJsonWriter, ZeekTsvWriter
     from .config import TrackerConfig
     from .events import Timestamp
     from .keys import FiveTuple
@@ -101,12 +104,17 @@ def warmup() -> float:
     buf = np.zeros(1 << 14, dtype=np.uint8)
     names, name_lens = np.zeros((1, MAX_IFNAME), dtype=np.uint8), np.zeros(1, dtype=np.int64)
     reasons = reason_table({})
+    # the Zeek and EVE writers' kernels, with the argument types the writers pass
+    sink = io.StringIO()
+    text_writers = [ZeekTsvWriter(sink), ZeekJsonWriter(sink), EveWriter(sink)]
     for zeek in (False, True):
         tr = FlowTracker(config=TrackerConfig(max_flows=4, sweep_interval=1.0,
                                               verify_checksums=zeek), zeek=zeek)
         for batch in batches:
             for recs in tr.process(batch):
                 format_jsonl(recs, buf, names, name_lens, *reasons)
+                for w in text_writers:
+                    w.write_records(recs)
         view = PacketView(_TCP_SYN, Timestamp(2, 0))
         tr.track(view)
         FiveTuple().extract(view)
@@ -115,6 +123,8 @@ def warmup() -> float:
         tr.sweep(10**12)
         for recs in tr.process_finish():
             format_jsonl(recs, buf, names, name_lens, *reasons)
+            for w in text_writers:
+                w.write_records(recs)
     _ring()
     _sensor_rows()
     return time.perf_counter() - t0

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import ipaddress
 
 from functools import lru_cache
+
+import numpy as np
 
 from .. import layout
 from ..keys import mac_str
@@ -107,3 +110,54 @@ def dns_fields(rec) -> dict:
     if d & layout.EVD_RTT:
         out["dns_rtt"] = int(rec["dns_rtt"]) / layout.NS_PER_S
     return out
+
+
+class KernelTextWriter:
+    """Base of the writers whose text a numba kernel formats into a byte buffer.
+
+    ``_format(recs, buf)`` (the subclass) returns ``(done, nbytes, lines, skipped)``; the
+    bytes go to the binary layer below a text stream when there is one, else as ASCII
+    text. Kernel drop reason names are read once, from the first batch with drops.
+    """
+
+    def __init__(self, out, max_line: int, buffer_bytes: int = 1 << 20) -> None:
+        from .._kernels.connout import WORK_WORDS
+        from .._kernels.textout import reason_table
+
+        self.out = out
+        self.lines = 0
+        self.skipped = 0
+        self._buf = np.empty(max(buffer_bytes, 4 * max_line), dtype=np.uint8)
+        self._work = np.zeros(WORK_WORDS, dtype=np.uint64)
+        self._raw = getattr(out, "buffer", None) if isinstance(out, io.TextIOWrapper) else None
+        self._reasons = reason_table({})
+        self._reasons_loaded = False
+
+    def _emit(self, n: int) -> None:
+        if n == 0:
+            return
+        data = self._buf[:n].tobytes()
+        if self._raw is not None:
+            self.out.flush()
+            self._raw.write(data)
+        else:
+            self.out.write(data.decode("ascii"))
+
+    def _format(self, recs: np.ndarray, buf: np.ndarray):
+        raise NotImplementedError
+
+    def _write(self, recs: np.ndarray) -> None:
+        from .._kernels.textout import reason_table
+
+        total = recs.shape[0]
+        if not self._reasons_loaded and total and recs["drops"].any():
+            # live records with kernel drops: the running kernel's reason names, read once
+            self._reasons = reason_table(drop_reason_names())
+            self._reasons_loaded = True
+        start = 0
+        while start < total:
+            done, n, lines, skipped = self._format(recs[start:], self._buf)
+            self._emit(n)
+            self.lines += lines
+            self.skipped += skipped
+            start += done

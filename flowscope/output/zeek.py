@@ -4,7 +4,9 @@ Records come from a tracker made with ``FlowTracker(..., zeek=True)``: their
 ``zeek`` words and ``zhist`` letters (see ``flowscope._kernels.zeek``) give
 Zeek's originator, endpoint states and history; packets, durations and
 addresses come from the flowscope record itself. ``conn_record`` turns one
-Ended record into the conn.log fields; the writers only format them.
+Ended record into the conn.log fields as Python values (for scripts and tests);
+the writers format whole batches of records into bytes with the numba kernel
+``flowscope._kernels.connout.format_zeek``, which derives the same fields.
 
 Fields that need Zeek's application analyzers or site configuration are
 unset: ``service``, ``local_orig``, ``local_resp``. ``tunnel_parents`` holds the
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import time
 from typing import IO, Optional
 
@@ -27,24 +28,16 @@ from .. import layout
 from .. import layout as Z  # Z_*, EP_*, TCP_*: the Zeek-style words of Ended records
 from ..community_id import community_id_v1, icmp_port_equivalents
 from ..keys import mac_str
-from .common import TCPPERF_COUNTS, dns_fields, drop_fields, tcp_rtts
+from .._kernels.connout import MAX_LINE, ZEEK_FIELDS, ZEEK_PROTO_NAMES, format_zeek
+from .common import TCPPERF_COUNTS, KernelTextWriter, dns_fields, drop_fields, tcp_rtts
 
+#: The conn.log fields, in order (extension fields documented in docs/zeek-compat.md):
+#: context as Zeek's policy scripts conn/vlan-logging and conn/mac-logging add it, TCP
+#: handshake times and loss signals (TCP only), the flow's first DNS query and its response
+#: (as Zeek's dns.log names them, with a "dns_" prefix) and kernel drops (live only).
+FIELDS = ZEEK_FIELDS
 #: Extension fields (TCP only; docs/zeek-compat.md): handshake times, loss signals.
-TCPPERF_FIELDS = ("tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init", "orig_retrans_pkts",
-                  "resp_retrans_pkts", "orig_retrans_bytes", "resp_retrans_bytes",
-                  "orig_zero_win", "resp_zero_win", "orig_ooo_pkts", "resp_ooo_pkts")
-FIELDS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service",
-          "duration", "orig_bytes", "resp_bytes", "conn_state", "local_orig", "local_resp",
-          "missed_bytes", "history", "orig_pkts", "orig_ip_bytes", "resp_pkts",
-          "resp_ip_bytes", "tunnel_parents", "community_id",
-          # context, as Zeek's policy scripts conn/vlan-logging and conn/mac-logging add it
-          "vlan", "inner_vlan", "orig_l2_addr", "resp_l2_addr", *TCPPERF_FIELDS,
-          # flowscope extension fields (docs/zeek-compat.md): the flow's first DNS query and
-          # its response, as Zeek's dns.log names them with a "dns_" prefix
-          "dns_query", "dns_qtype", "dns_qtype_name", "dns_rcode", "dns_rcode_name",
-          "dns_answers", "dns_rtt",
-          # flowscope extension fields: kernel drops of the connection's packets (live only)
-          "orig_drops", "resp_drops", "drop_reason")
+TCPPERF_FIELDS = FIELDS[FIELDS.index("tcp_rtt"):FIELDS.index("dns_query")]
 TYPES = ("time", "string", "addr", "port", "addr", "port", "enum", "string", "interval",
          "count", "count", "string", "bool", "bool", "count", "string", "count", "count",
          "count", "count", "set[string]", "string", "int", "int", "string", "string",
@@ -55,8 +48,6 @@ TYPES = ("time", "string", "addr", "port", "addr", "port", "enum", "string", "in
 DNS_FIELDS = FIELDS[-10:-3]
 DROP_FIELDS = FIELDS[-3:]
 
-_PROTO_NAMES = {layout.IPPROTO_TCP: "tcp", layout.IPPROTO_UDP: "udp",
-                layout.IPPROTO_ICMP: "icmp", layout.IPPROTO_ICMPV6: "icmp"}
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _U32 = 0xFFFFFFFF
 _RSTOS0_EXCLUDED = set("HAFGIQ")
@@ -201,7 +192,7 @@ def conn_record(rec) -> Optional[dict]:
         "ts": started / 1e9,
         "uid": make_uid(int(rec["flow_id"]), started),
         "id.orig_h": oh[0], "id.orig_p": op, "id.resp_h": rh[0], "id.resp_p": rp,
-        "proto": _PROTO_NAMES.get(proto, "unknown_transport"),
+        "proto": ZEEK_PROTO_NAMES.get(proto, "unknown_transport"),
         "service": None,
         "duration": dur_ns / 1e9 if dur_ns > 0 else None,
         "orig_bytes": sizes[o] if dur_ns > 0 else None,
@@ -245,28 +236,20 @@ def _zeek_drops(rec, o: int) -> dict:
             "drop_reason": d["drop_reason"]}
 
 
-def _ended(recs: np.ndarray):
-    if recs.shape[0] == 0:
-        return
-    for i in np.flatnonzero(recs["kind"] == layout.EV_ENDED):
-        c = conn_record(recs[i])
-        if c is not None:
-            yield c
-
-
 def _zeek_time(t: float) -> str:
     return time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(t))
 
 
-class ZeekTsvWriter:
-    """Writes Ended records as a Zeek conn.log in Zeek's TSV format (zeek-cut, zat)."""
+class ZeekTsvWriter(KernelTextWriter):
+    """Writes Ended records as a Zeek conn.log in Zeek's TSV format (zeek-cut, zat).
+
+    The lines are formatted by ``flowscope._kernels.connout.format_zeek``."""
 
     ENDED_ONLY = True
     NEEDS_ZEEK = True
 
     def __init__(self, out: IO[str]) -> None:
-        self.out = out
-        self.lines = 0
+        super().__init__(out, MAX_LINE)
         self._header = False
         # a RotatingFile: every file it opens gets its own header, and #close when it closes
         self._rotating = hasattr(out, "on_open")
@@ -282,26 +265,13 @@ class ZeekTsvWriter:
                        "#types\t" + "\t".join(TYPES) + "\n")
         self._header = True
 
-    @staticmethod
-    def _fmt(name: str, v) -> str:
-        if v is None:
-            return "-"
-        if name in ("ts", "duration", "tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init", "dns_rtt"):
-            return f"{v:.6f}"
-        if isinstance(v, bool):
-            return "T" if v else "F"
-        if isinstance(v, str):
-            return v if v else "(empty)"
-        if isinstance(v, list):
-            return ",".join(v) if v else "(empty)"
-        return str(v)
+    def _format(self, recs, buf):
+        return format_zeek(recs, buf, False, self._work, *self._reasons)
 
     def write_records(self, recs: np.ndarray) -> None:
         if not self._header:
             self._write_header()
-        lines = ["\t".join(self._fmt(k, c[k]) for k in FIELDS) + "\n" for c in _ended(recs)]
-        self.out.write("".join(lines))
-        self.lines += len(lines)
+        self._write(recs)
 
     def flush(self) -> None:
         """Hand everything written so far to the operating system."""
@@ -315,23 +285,22 @@ class ZeekTsvWriter:
         self.out.flush()
 
 
-class ZeekJsonWriter:
-    """Writes Ended records as Zeek's JSON conn.log: one object per line, unset fields left out."""
+class ZeekJsonWriter(KernelTextWriter):
+    """Writes Ended records as Zeek's JSON conn.log: one object per line, unset fields left out.
+
+    The lines are formatted by ``flowscope._kernels.connout.format_zeek``."""
 
     ENDED_ONLY = True
     NEEDS_ZEEK = True
 
     def __init__(self, out: IO[str]) -> None:
-        self.out = out
-        self.lines = 0
+        super().__init__(out, MAX_LINE)
+
+    def _format(self, recs, buf):
+        return format_zeek(recs, buf, True, self._work, *self._reasons)
 
     def write_records(self, recs: np.ndarray) -> None:
-        lines = []
-        for c in _ended(recs):
-            obj = {k: v for k, v in c.items() if v is not None}
-            lines.append(json.dumps(obj, separators=(",", ":")) + "\n")
-        self.out.write("".join(lines))
-        self.lines += len(lines)
+        self._write(recs)
 
     def flush(self) -> None:
         """Hand everything written so far to the operating system."""
