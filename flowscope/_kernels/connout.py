@@ -17,7 +17,7 @@ kernels allocate nothing.
 import numpy as np
 
 from ..layout import (
-    CTL_ORIG1, CTL_STARTED, DNS_QTYPE_NAMES, DNS_RCODE_NAMES, END_EVICTED, END_FIN, END_IDLE,
+    CTL_ORIG1, CTL_STARTED, END_EVICTED, END_FIN, END_IDLE,
     END_RST, END_SHUTDOWN, EP_FIN, EP_PREV_SHIFT, EP_STATE_MASK, EV_ENDED, EVD_QUERY,
     EVD_RESPONSE, EVD_RTT, EXTRACT_FIVE_TUPLE, EXTRACT_FIVE_TUPLE_DIRECTIONAL, EXTRACT_MAC_PAIR,
     ICMP_VALID, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, L3_IPV4,
@@ -26,6 +26,7 @@ from ..layout import (
     TCP_PARTIAL, TCP_RESET, TCP_SYN_ACK_SENT, TCP_SYN_SENT, TH_ACK, TH_CWR, TH_ECE, TH_FIN,
     TH_PSH, TH_RST, TH_SYN, TH_URG, TUN_PARENTS_MAX, Z_ACK0, Z_CTL, Z_EP0, Z_IP_BYTES0, Z_LAST,
     Z_PAY0, Z_SEQ0,
+    icmp_pair_table,
 )
 from .common import inline_kernel, kernel, unpack_meta
 from .textout import HEX, QTYPE_LENS, QTYPES, RCODE_LENS, RCODES, _mac, _row, _table, _uint
@@ -185,11 +186,7 @@ B62 = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuv
 B64 = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
                     dtype=np.uint8).copy()
 # ICMP / ICMPv6 message type -> its counterpart (-1: none), as flowscope.community_id
-ICMP_PAIR = np.full((2, 256), -1, dtype=np.int64)
-for _a, _b in ((8, 0), (13, 14), (15, 16), (10, 9), (17, 18)):
-    ICMP_PAIR[0, _a], ICMP_PAIR[0, _b] = _b, _a
-for _a, _b in ((128, 129), (130, 131), (133, 134), (135, 136), (139, 140), (144, 145)):
-    ICMP_PAIR[1, _a], ICMP_PAIR[1, _b] = _b, _a
+ICMP_PAIR = icmp_pair_table().astype(np.int64)
 POW10 = np.array([10 ** k for k in range(20)], dtype=np.uint64)
 
 # BLAKE2b
