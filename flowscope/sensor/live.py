@@ -278,6 +278,9 @@ class Sensor:
         self._due_keys = np.zeros(0, SL.FLOW_KEY_DTYPE)
         self._due_at = np.zeros(0, np.int64)
         self._due_horizon = 0
+        # the earliest an entry of an event drained since the last read can turn idle: a
+        # flow that starts and goes idle between two reads is not waited for
+        self._event_due = INT64_MAX
         self._next_report = 0.0
         self._closed = False
         self._drop_names: dict[int, str] = {}
@@ -417,6 +420,9 @@ class Sensor:
         n = self.ring.drain(self._evbuf)
         self.stats.events += n
         if n:
+            ev = self._evbuf[:n]
+            self._event_due = min(self._event_due, int(
+                (ev["ts_ns"].astype(np.int64) + self._timeouts[ev["key"]["proto"]]).min()))
             self.stats.count_hooks(self._evbuf[:n])
             # how far behind the kernel the newest event is when it reaches the engine
             newest = int(self._evbuf["ts_ns"][:n].max())
@@ -507,7 +513,7 @@ class Sensor:
         marks = maps.change_marks(self.loaded.counters_fd)
         moved = marks != self._marks  # since the previous tick
         self._marks = marks
-        is_due = now_mono >= self._next_due
+        is_due = now_mono >= min(self._next_due, self._event_due)
         must = off != self._synced_off or self._reread
         if not must and not self._pending:
             if not moved and (not is_due or self._expire_known(now_mono, off)):
@@ -527,6 +533,7 @@ class Sensor:
         # after a tick without any
         self._pending, self._reread = moved, False
         self.stats.map_reads += 1
+        self._event_due = INT64_MAX  # the read has every entry of the events drained so far
         keys, vals = maps.lookup_flows(self.loaded.flows_fd, self.map_size)  # 2
         last_all = vals["last_ns"].astype(np.int64)
         due = last_all + self._timeouts[keys["proto"]]  # as maps.idle_mask

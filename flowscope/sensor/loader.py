@@ -328,7 +328,8 @@ def load_detached(tunables: dict | None = None, tc_ingress: bool = False) -> Loa
             proc = subprocess.Popen(
                 [sys.executable, "-c", "from flowscope.sensor.loader import _child_main; "
                  f"_child_main({theirs.fileno()})"],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                stdout=2, env=env)  # our stdout may carry the records
         fds: list[int] = []
         try:
             mine.sendall(req)
