@@ -174,7 +174,7 @@ def _attach_xdp(loaded: Loaded, at: Attachment, mode: str, allow_fallback: bool)
     if loaded.bpf is not None:
         bpf = loaded.bpf
         fn = bpf.load_func(b"fs_xdp", type(bpf).XDP)
-    else:  # loaded in a child process: BCC's netlink helpers are static methods
+    else:  # loaded in a child process: BCC's netlink calls are static methods
         from .loader import import_bcc
 
         bpf = import_bcc().BPF
