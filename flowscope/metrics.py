@@ -213,6 +213,10 @@ class Snapshot(NamedTuple):
 
 def _version(module: str) -> str:
     """The version of ``module`` as loaded in this process ("none" when it is not loaded)."""
+    if module == "bcc" and module not in sys.modules:  # the programs loaded in a child
+        loader = sys.modules.get("flowscope.sensor.loader")
+        if loader is not None and loader.BCC_VERSION:
+            return loader.BCC_VERSION
     return str(getattr(sys.modules.get(module), "__version__", "none"))
 
 

@@ -16,10 +16,11 @@ the spread (min-max) are printed, and every ratio is against softflowd of the sa
 Live (root, ``--live``): ``flowscope live`` on one end of a veth pair, the other end in a
 netns. Its RSS and CPU while idle with no flow, then after ``--flows`` distinct UDP flows
 (one packet each, sent over AF_PACKET from the netns) while it holds them, CPU again while
-idle with them held (utime + stime from /proc/PID/stat over ``--idle`` seconds).
+idle with them held (utime + stime from /proc/PID/stat over ``--idle`` seconds), with the
+packets the link carried meanwhile (``--silent-link``: IPv6 off on both ends, so none).
 
 Usage: .venv/bin/python scripts/bench_startup.py [--repeat 5] [--pcap /tmp/big.pcap]
-       sudo .venv/bin/python scripts/bench_startup.py --live [--flows 100000]
+       sudo .venv/bin/python scripts/bench_startup.py --live [--flows 100000] [--silent-link]
 """
 
 from __future__ import annotations
@@ -223,12 +224,19 @@ def _status(pid: int) -> dict:
     return out
 
 
-def _idle_cpu(pid: int, seconds: float) -> float:
-    """Percent of one CPU the process used over ``seconds``."""
+def _link_packets(ifname: str) -> int:
+    st = Path(f"/sys/class/net/{ifname}/statistics")
+    return int((st / "rx_packets").read_text()) + int((st / "tx_packets").read_text())
+
+
+def _idle_cpu(pid: int, seconds: float, ifname: str) -> tuple[float, int]:
+    """(percent of one CPU the process used over ``seconds``, packets on ``ifname`` meanwhile:
+    link-local chatter such as IPv6 router solicitations and MLD reports)."""
     hz = os.sysconf("SC_CLK_TCK")
-    t0, c0 = time.monotonic(), _cpu_ticks(pid)
+    t0, c0, p0 = time.monotonic(), _cpu_ticks(pid), _link_packets(ifname)
     time.sleep(seconds)
-    return 100.0 * (_cpu_ticks(pid) - c0) / hz / (time.monotonic() - t0)
+    cpu = 100.0 * (_cpu_ticks(pid) - c0) / hz / (time.monotonic() - t0)
+    return cpu, _link_packets(ifname) - p0
 
 
 SENDER = r"""
@@ -258,6 +266,10 @@ def live(args) -> None:
     try:
         _sh("ip", "netns", "add", ns)
         _sh("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)
+        if args.silent_link:  # no IPv6 on either end: no link-local chatter while idle
+            _sh("sysctl", "-q", "-w", f"net.ipv6.conf.{a}.disable_ipv6=1")
+            _sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+                f"net.ipv6.conf.{b}.disable_ipv6=1")
         _sh("ip", "addr", "add", "10.214.0.1/16", "dev", a)
         _sh("ip", "link", "set", a, "up")
         _sh("ip", "-n", ns, "link", "set", b, "up")
@@ -277,13 +289,13 @@ def live(args) -> None:
             time.sleep(0.1)
         time.sleep(2)
         st0 = _status(proc.pid)
-        idle0 = _idle_cpu(proc.pid, args.idle)
+        idle0, pk0 = _idle_cpu(proc.pid, args.idle, a)
         t0 = time.monotonic()
         sent = _sh("ip", "netns", "exec", ns, str(PY), "-c", SENDER, b, mac_b.strip(), mac_a,
                    str(args.flows)).stdout.strip()
         time.sleep(max(3.0, 2 * (time.monotonic() - t0)))
         st1 = _status(proc.pid)
-        idle1 = _idle_cpu(proc.pid, args.idle)
+        idle1, pk1 = _idle_cpu(proc.pid, args.idle, a)
         st2 = _status(proc.pid)
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
         jit = [n for n in ("libllvmlite", "libLLVM", "libclang") if n in maps]
@@ -294,9 +306,9 @@ def live(args) -> None:
               f"sweep_interval {args.sweep_interval:g} s) on veth; "
               f"targets: <= 150 MiB with 100k flows, <= 1% CPU idle")
         print(f"  no flows:            RSS {st0['VmRSS']:6.1f} MiB (peak {st0['VmHWM']:.1f}), "
-              f"idle CPU {idle0:.2f}% over {args.idle:g} s")
+              f"idle CPU {idle0:.2f}% over {args.idle:g} s ({pk0} link packets)")
         print(f"  {sent} flows held:    RSS {st1['VmRSS']:6.1f} MiB (peak {st2['VmHWM']:.1f}), "
-              f"idle CPU {idle1:.2f}% over {args.idle:g} s")
+              f"idle CPU {idle1:.2f}% over {args.idle:g} s ({pk1} link packets)")
         print(f"  flows ended at exit: {flows}; LLVM libraries mapped in the process: "
               f"{', '.join(jit) or 'none'} (libllvmlite = numba's JIT ran; libLLVM/libclang = "
               "BCC's compiler)")
@@ -321,6 +333,8 @@ def main() -> int:
     ap.add_argument("--mode", choices=("aot", "jit"), default="aot", help="live: kernels")
     ap.add_argument("--sweep-interval", type=float, default=1.0,
                     help="live: sensor.sweep_interval (idle syncs), seconds")
+    ap.add_argument("--silent-link", action="store_true",
+                    help="live: IPv6 off on the veth pair (no link-local chatter)")
     args = ap.parse_args()
     if args.live:
         live(args)

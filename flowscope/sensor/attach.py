@@ -171,21 +171,28 @@ def _attach_xdp(loaded: Loaded, at: Attachment, mode: str, allow_fallback: bool)
     if not allow_fallback:
         raise last
     m = "generic" if mode == "auto" else mode
-    fn = loaded.bpf.load_func(b"fs_xdp", type(loaded.bpf).XDP)
+    if loaded.bpf is not None:
+        bpf = loaded.bpf
+        fn = bpf.load_func(b"fs_xdp", type(bpf).XDP)
+    else:  # loaded in a child process: BCC's netlink calls are static methods
+        from .loader import import_bcc
+
+        bpf = import_bcc().BPF
+        fn = type("_Fn", (), {"fd": loaded.xdp_fd})
     try:  # never replace a program someone else attached
-        loaded.bpf.attach_xdp(at.ifname, fn, _xdp_flags(m) | XDP_FLAGS_UPDATE_IF_NOEXIST)
+        bpf.attach_xdp(at.ifname, fn, _xdp_flags(m) | XDP_FLAGS_UPDATE_IF_NOEXIST)
     except Exception as e:  # noqa: BLE001 - BCC raises a bare Exception
         if "busy" in str(e).lower() or "exist" in str(e).lower():
             raise _busy(at.ifname) from None
         raise
-    at.xdp_netlink = loaded.bpf
+    at.xdp_netlink = bpf
     at.xdp_mode = m
     at.how.append(f"xdp netlink ({m})")
 
 
 def tc_ingress_fd(loaded: Loaded) -> int:
     """The fd of ``fs_tc_ingress`` (loaded on first use: only ``ingress="tc"`` needs it)."""
-    fd = getattr(loaded, "_tc_ingress_fd", None)
+    fd = getattr(loaded, "_tc_ingress_fd", None) or loaded.fds.get("fs_tc_ingress")
     if fd is None:
         fd = loaded.bpf.load_func(b"fs_tc_ingress", type(loaded.bpf).SCHED_CLS).fd
         loaded._tc_ingress_fd = fd

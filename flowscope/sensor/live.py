@@ -58,6 +58,14 @@ CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
 FLUSH_INTERVAL = 0.25
 #: Seconds between checks that every monitored interface still exists under its index.
 IFACE_CHECK_INTERVAL = 1.0
+#: An idle sync reads the whole map but syncs only the entries stamped (``last_ns``) since
+#: the previous read minus this margin: it covers a packet stamped before that read whose
+#: map write landed after it (microseconds) and the coarse clock's lag (one jiffy).
+SYNC_SLACK_NS = 1_000_000_000
+INT64_MAX = np.iinfo(np.int64).max
+#: A read remembers the keys of this many entries that turn idle first: a quiet sync removes
+#: those when they are due without reading the map again.
+DUE_KEYS = 4096
 
 
 class StartError(RuntimeError):
@@ -68,15 +76,15 @@ class StartError(RuntimeError):
 DEBUG_ENV = "FLOWSCOPE_BPF_DEBUG"
 
 
-def load_quietly(loader, tunables: dict):
-    """``loader.load(tunables)`` with BCC's compiler output (on fd 2) kept in a file.
+def load_quietly(loader, tunables: dict, tc_ingress: bool = False):
+    """``loader.load_detached(tunables)`` with BCC's compiler output (on fd 2) kept in a file.
 
     A failure becomes one StartError line naming the file and a hint; the file is
     removed when the compile succeeds. With ``FLOWSCOPE_BPF_DEBUG=1`` nothing is captured.
     """
     if os.environ.get(DEBUG_ENV) == "1":
         try:
-            return loader.load(tunables)
+            return loader.load_detached(tunables, tc_ingress)
         except loader.LayoutMismatch as exc:
             raise StartError(f"live: BPF compile failed: {str(exc).splitlines()[0]}") from exc
     fd, path = tempfile.mkstemp(prefix="flowscope-bpf-", suffix=".log")
@@ -85,7 +93,7 @@ def load_quietly(loader, tunables: dict):
     os.dup2(fd, 2)
     ok = False
     try:
-        loaded = loader.load(tunables)
+        loaded = loader.load_detached(tunables, tc_ingress)
         ok = True
         return loaded
     except loader.LayoutMismatch as exc:
@@ -108,6 +116,42 @@ def load_quietly(loader, tunables: dict):
     errors = sum(1 for line in text.splitlines() if "error:" in line)
     raise StartError(f"live: BPF compile failed ({errors} errors; compiler output in {path}): "
                      f"{hint}") from cause
+
+
+def _libc():
+    import ctypes  # noqa: PLC0415
+    import ctypes.util  # noqa: PLC0415
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+#: glibc's mallopt parameter numbers.
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+#: Heap blocks at least this large get their own mapping, given back to the system when freed
+#: (a map read of 100 k entries is ~26 MiB). Setting it also stops glibc from raising the
+#: threshold after such a block is freed, which would keep later ones in the heap for good.
+MMAP_THRESHOLD = 256 * 1024
+
+
+def lean_heap() -> None:
+    """glibc only (elsewhere nothing happens): large blocks as their own mappings, and the
+    heap's free top returned above 1 MiB."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, 1024 * 1024)
+
+
+def trim_heap() -> None:
+    """Give the heap's free pages back to the system (glibc ``malloc_trim(0)``): after the
+    BPF compile, most of the compiler's heap is free but still resident."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def _lost(vals: np.ndarray) -> np.ndarray:
@@ -136,6 +180,9 @@ class SensorStats:
     put_back: int = 0  # entries removed while a packet raced the sweep, then reinserted
     sweep_races: int = 0  # ... that could not be put back (a newer entry existed)
     synced: int = 0  # sync rows sent to the engine
+    quiet_ticks: int = 0  # idle syncs that did not read the map (nothing changed, or wait)
+    map_reads: int = 0  # idle syncs that read the map
+    expired_known: int = 0  # entries removed as idle by a quiet sync (known from a read)
     ticks: int = 0
     extra: dict = field(default_factory=dict)
     # ifindex -> [retransmitted segments, their bytes, out-of-order segments, zero windows,
@@ -217,6 +264,23 @@ class Sensor:
         self._slots: dict[int, int] = {}
         self._timeouts = tracker.config.timeout_table()  # ns, indexed by IP protocol
         self._next_sweep = 0.0
+        # idle syncs (sync_idle): the change marks of the last tick; whether the map may
+        # hold changes the last read did not see; the clock offset, drop mark and time of
+        # the last map read; when its first entry turns idle
+        self._marks: tuple = ()
+        self._pending = True
+        self._reread = False
+        self._synced_off: Optional[int] = None
+        self._synced_drops = -1
+        self._t_ref = 0
+        self._next_due = 0
+        # the keys that turn idle first (by due time), and when the next of the others does
+        self._due_keys = np.zeros(0, SL.FLOW_KEY_DTYPE)
+        self._due_at = np.zeros(0, np.int64)
+        self._due_horizon = 0
+        # the earliest an entry of an event drained since the last read can turn idle: a
+        # flow that starts and goes idle between two reads is not waited for
+        self._event_due = INT64_MAX
         self._next_report = 0.0
         self._closed = False
         self._drop_names: dict[int, str] = {}
@@ -246,6 +310,7 @@ class Sensor:
         from .clock import MonoToWall
         from .ring import RingReader
 
+        lean_heap()
         secs = warmup()
         self.clock = MonoToWall()
         tun = self.tunables()
@@ -258,11 +323,17 @@ class Sensor:
             except BtfError as exc:
                 tun["drops"] = 0
                 self.report(f"flowscope: kernel drops not tracked: {exc}")
-        self.loaded = load_quietly(loader, tun)
+        self.loaded = load_quietly(loader, tun, tc_ingress=(
+            "ingress" in self.config.hooks and self.config.ingress == "tc"))
         try:
-            maps.write_filter(self.loaded.bpf, self.tracker.config)
+            maps.write_filter(self.loaded, self.tracker.config)
             self.ring = RingReader(self.loaded.events_fd)
             self._warm_sensor_paths()
+            if tun.get("drops"):  # the parsed kernel BTF (tens of MiB) served its purpose
+                from .btf import vmlinux
+
+                vmlinux.cache_clear()
+            trim_heap()
             for i, name in enumerate(self.ifnames):
                 self.attachments.append(self._attach_one(attach, name))
                 self._slots[self.attachments[-1].ifindex] = i
@@ -284,8 +355,9 @@ class Sensor:
                            egress="egress" in hooks,
                            ingress=self.config.ingress if "ingress" in hooks else "")
         if self.loaded.drops:  # drops on this device count even without a known flow
-            w = self.loaded.bpf[b"fs_watched"]
-            w[w.Key(at.ifindex)] = w.Leaf(1)
+            from . import maps
+
+            maps.watch(self.loaded, at.ifindex)
         return at
 
     def read_kernel_drops(self) -> dict:
@@ -344,6 +416,9 @@ class Sensor:
         n = self.ring.drain(self._evbuf)
         self.stats.events += n
         if n:
+            ev = self._evbuf[:n]
+            self._event_due = min(self._event_due, int(
+                (ev["ts_ns"].astype(np.int64) + self._timeouts[ev["key"]["proto"]]).min()))
             self.stats.count_hooks(self._evbuf[:n])
             # how far behind the kernel the newest event is when it reaches the engine
             newest = int(self._evbuf["ts_ns"][:n].max())
@@ -398,7 +473,7 @@ class Sensor:
             if flush is not None:
                 flush()
         if self._next_report and now >= self._next_report:
-            self.report(self.counters_line())
+            self.report(self.counters_line(self.counters(cheap=True)))
             self._next_report = now + self.config.report_interval
 
     def run(self, should_stop: Callable[[], bool], duration: Optional[float] = None) -> None:
@@ -431,8 +506,34 @@ class Sensor:
         self._drain_everything()  # 1
         off = self.clock.offset_ns
         now_mono = time.clock_gettime_ns(CLOCK_MONOTONIC)
+        marks = maps.change_marks(self.loaded.counters_fd)
+        moved = marks != self._marks  # since the previous tick
+        self._marks = marks
+        is_due = now_mono >= min(self._next_due, self._event_due)
+        must = off != self._synced_off or self._reread
+        if not must and not self._pending:
+            if not moved and (not is_due or self._expire_known(now_mono, off)):
+                # the map holds what the last read saw (less what was just removed)
+                self.stats.quiet_ticks += 1
+                for recs in self.tracker.process_sweep(now_mono + off):  # active timeouts
+                    self.writer.write_records(recs)
+                return
+            if moved and not is_due:
+                # first change after a quiet spell: read next tick, when every write of the
+                # packets counted so far has landed (the engine's sweep waits too: its view
+                # of the changed flows is behind)
+                self._pending = True
+                self.stats.quiet_ticks += 1
+                return
+        # a read taken while packets keep coming may miss the last ones' writes: read again
+        # after a tick without any
+        self._pending, self._reread = moved, False
+        self.stats.map_reads += 1
+        self._event_due = INT64_MAX  # the read has every entry of the events drained so far
         keys, vals = maps.lookup_flows(self.loaded.flows_fd, self.map_size)  # 2
-        idle = maps.idle_mask(keys, vals, now_mono, self._timeouts) & ~_lost(vals)
+        last_all = vals["last_ns"].astype(np.int64)
+        due = last_all + self._timeouts[keys["proto"]]  # as maps.idle_mask
+        idle = (due <= now_mono) & ~_lost(vals)
         gone_k, gone_v = maps.lookup_and_delete(self.loaded.flows_fd, keys[idle])
         if len(gone_k):
             gone_k, gone_v = self._put_back_raced(gone_k, gone_v, now_mono)
@@ -448,18 +549,38 @@ class Sensor:
         gone_v = np.concatenate([gone_v, lost_v[still]])
         idle |= lost
         # 3: events produced since step 1; drop removed flows' events up to a NEW one
+        later = self._drain_later(gone_k)
+        # 4: sync the live entries stamped since the last read (all of them after a clock
+        # step; with a new kernel drop, those with drops too), the removed ones with their
+        # final values
+        keep = ~idle
+        self.stats.open_packets = int(vals["pkts"][keep & _unreported(vals)].sum())
+        self._remember_due(keys, due, keep)
+        del due
+        if self._synced_off == off and self._t_ref:
+            changed = last_all >= self._t_ref - SYNC_SLACK_NS
+            if marks[1] != self._synced_drops:  # a drop changes an entry without a stamp
+                changed |= (vals["drops"] != 0).any(axis=1)
+            keep &= changed
+        self._t_ref, self._synced_off, self._synced_drops = now_mono, off, marks[1]
+        self._end_removed(keys[keep], vals[keep], gone_k, gone_v, n_idle, later, now_mono, off)
+
+    def _drain_later(self, gone_k: np.ndarray) -> np.ndarray:
+        """Step 3: the events produced since step 1, less those of the removed flows
+        ``gone_k`` produced before their removal (up to a NEW one)."""
         later = [self._drain_once().copy()]
         while len(later[-1]) == len(self._evbuf) and len(later) < 256:
             later.append(self._drain_once().copy())
         later = np.concatenate(later)
         if len(gone_k) and len(later):
             later = self._drop_stale(later, gone_k)
-        # 4: sync every live entry, the removed ones with their final values
-        keep = ~idle
-        live_k, live_v = keys[keep], vals[keep]
+        return later
+
+    def _end_removed(self, live_k, live_v, gone_k, gone_v, n_idle, later, now_mono, off):
+        """Steps 4-5: sync the live entries ``live_*`` and the removed ones ``gone_*`` (the
+        first ``n_idle`` removed as idle), sweep the engine, feed the ``later`` events."""
         all_k = np.concatenate([live_k, gone_k])
         all_v = np.concatenate([live_v, gone_v])
-        self.stats.open_packets = int(live_v["pkts"][_unreported(live_v)].sum())
         last = all_v["last_ns"].astype(np.int64)
         # a removed idle flow ends as idle even when a racing packet made it look busy
         idle_rows = slice(len(live_k), len(live_k) + n_idle)
@@ -470,6 +591,44 @@ class Sensor:
             self.writer.write_records(recs)
         # 5
         self._feed(rows_from_events(later, off, self._slots))
+
+    def _remember_due(self, keys: np.ndarray, due: np.ndarray, keep: np.ndarray) -> None:
+        """After a read: the keys of the ``DUE_KEYS`` entries (of ``keys[keep]``) that turn
+        idle first, by due time, and when the next of the others does."""
+        idx = np.flatnonzero(keep)
+        d = due[idx]
+        if len(d) > DUE_KEYS:
+            part = np.argpartition(d, DUE_KEYS)
+            self._due_horizon = int(d[part[DUE_KEYS:]].min())
+            idx, d = idx[part[:DUE_KEYS]], d[part[:DUE_KEYS]]
+        else:
+            self._due_horizon = INT64_MAX
+        order = np.argsort(d, kind="stable")
+        self._due_keys = keys[idx[order]]
+        self._due_at = d[order]
+        self._next_due = int(d[order[0]]) if len(d) else self._due_horizon
+
+    def _expire_known(self, now_mono: int, off: int) -> bool:
+        """Quiet map, some entries due: remove and end exactly those (known from the last
+        read) without reading the map. False when the known ones run out (read the map)."""
+        from . import maps
+
+        n = int(np.searchsorted(self._due_at, now_mono, side="right"))
+        if n == len(self._due_at) and self._due_horizon <= now_mono:
+            return False
+        ks = self._due_keys[:n]
+        self._due_keys, self._due_at = self._due_keys[n:], self._due_at[n:]
+        self._next_due = int(self._due_at[0]) if len(self._due_at) else self._due_horizon
+        self.stats.expired_known += n
+        gone_k, gone_v = maps.lookup_and_delete(self.loaded.flows_fd, ks)
+        if len(gone_k):
+            gone_k, gone_v = self._put_back_raced(gone_k, gone_v, now_mono)
+        self.stats.idle_removed += len(gone_k)
+        self.stats.open_packets -= int(gone_v["pkts"][_unreported(gone_v)].sum())
+        later = self._drain_later(gone_k)
+        none = gone_k[:0]
+        self._end_removed(none, gone_v[:0], gone_k, gone_v, len(gone_k), later, now_mono, off)
+        return True
 
     def _sync(self, keys: np.ndarray, vals: np.ndarray,
               last_ns: Optional[np.ndarray] = None) -> np.ndarray:
@@ -490,6 +649,7 @@ class Sensor:
         busy = ~maps.idle_mask(keys, vals, now_mono, self._timeouts)
         if not busy.any():
             return keys, vals
+        self._reread = True  # entries changed after this tick's read: read again next tick
         back = maps.insert_new(self.loaded.flows_fd, keys[busy], vals[busy])
         self.stats.put_back += int(back.sum())
         self.stats.sweep_races += int((~back).sum())
@@ -667,7 +827,7 @@ class Sensor:
 
     # ---- counters ----------------------------------------------------------------------
 
-    def counters(self) -> dict[str, int]:
+    def counters(self, cheap: bool = False) -> dict[str, int]:
         """Kernel counters (``Counter`` names) plus the tracker's and the sensor's.
 
         ``packets = ended_packets + open_packets + unparseable + map_full + frag_unresolved
@@ -678,12 +838,16 @@ class Sensor:
         map; ``filtered`` / ``sampled_out``: packets of flows the flow filter or the sampler
         kept out of the map).
         ``in_flight`` (packets counted between the reads) is 0 once detached.
+
+        ``cheap``: take ``open_packets`` from the last idle sync's map read when no packet
+        has been counted since (the periodic report), instead of reading the map.
         """
         from . import maps
 
         if self.loaded is None:
             return dict(getattr(self, "final_counters", {}))
-        keys, vals = maps.lookup_flows(self.loaded.flows_fd, self.map_size)
+        reuse = (cheap and not self._pending and not self._reread
+                 and maps.change_marks(self.loaded.counters_fd) == self._marks)
         c = maps.counters_dict(self.loaded.counters_fd)
         s = self.tracker.stats
         c["unparseable"] = c["truncated"] + c["not_ip"] + c["bad_header"]
@@ -693,7 +857,12 @@ class Sensor:
                         - c["not_tracked"])
         c["tracked_packets"] = s.packets_matched
         c["ended_packets"] = s.packets_ended
-        c["open_packets"] = int(vals["pkts"][_unreported(vals)].sum())
+        if reuse:
+            c["open_packets"] = self.stats.open_packets
+        else:
+            _, vals = maps.lookup_flows(self.loaded.flows_fd, self.map_size)
+            c["open_packets"] = int(vals["pkts"][_unreported(vals)].sum())
+            del vals
         c["in_flight"] = (c["packets"] - c["ended_packets"] - c["open_packets"]
                           - c["unparseable"] - c["map_full"] - c["frag_unresolved"]
                           - c["not_tracked"])

@@ -174,15 +174,25 @@ class Loaded:
     source: str = field(repr=False)
     drops: bool = False  # the drop tracer is compiled in (fs_kfree_skb; attach_drops)
     drops_attached: bool = False
+    # loaded by a child process (``load_detached``; ``bpf`` is None): name -> fd of every
+    # map and program, all owned by this object
+    fds: dict = field(default_factory=dict, repr=False)
+    bcc_version: str = ""
 
     def attach_drops(self) -> None:
         """Attach the drop tracer to the raw tracepoint skb:kfree_skb (detached with
         ``close`` or when the process ends)."""
         if self.drops and not self.drops_attached:
-            self.bpf.attach_raw_tracepoint(tp=b"kfree_skb", fn_name=b"fs_kfree_skb")
+            if self.bpf is not None:
+                self.bpf.attach_raw_tracepoint(tp=b"kfree_skb", fn_name=b"fs_kfree_skb")
+            else:
+                self.fds["tp:kfree_skb"] = raw_tracepoint_open(self.fds["fs_kfree_skb"],
+                                                               b"kfree_skb")
             self.drops_attached = True
 
     def map_fd(self, name: str) -> int:
+        if self.bpf is None:
+            return self.fds[name]
         return _map_fd(self.bpf, name)
 
     def close(self) -> None:
@@ -190,6 +200,12 @@ class Loaded:
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None
+        fds, self.fds = self.fds, {}
+        for fd in fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _map_fd(b, name: str) -> int:
@@ -269,6 +285,137 @@ def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
     except BaseException:
         b.cleanup()
         raise
+
+
+# --- loading in a child process ----------------------------------------------
+
+#: The version of the BCC that the last ``load_detached`` used (for the build_info metric).
+BCC_VERSION = ""
+#: The maps a sensor uses by name (the others are the programs' own).
+SENSOR_MAPS = ("fs_flows", "fs_events", "fs_counters", "fs_watched", "fs_drop_counts",
+               "fs_flt_ports", "fs_flt_protos", "fs_flt_cidr_in", "fs_flt_cidr_ex")
+
+
+def load_detached(tunables: dict | None = None, tc_ingress: bool = False) -> Loaded:
+    """As :func:`load`, but BCC compiles and loads the programs in a child process that
+    hands their fds and the maps' over a Unix socket and exits.
+
+    This process never maps BCC, LLVM or clang (over 100 MiB resident once a compile has
+    run in it). The child's compiler messages go to this process's stderr (fd 2).
+    ``tc_ingress`` also loads ``fs_tc_ingress`` (``Loaded.fds["fs_tc_ingress"]``).
+
+    Raises
+    ------
+    LayoutMismatch
+        When the compile fails (the message is the child's first line).
+    """
+    import json  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    ksrc = kernel_source_dir()
+    env = dict(os.environ)
+    if ksrc:
+        env["BCC_KERNEL_SOURCE"] = ksrc
+    cflags = build_cflags(tunables)  # BtfError without BTF
+    drops = bool((tunables or {}).get("drops"))
+    src = program_source()
+    req = json.dumps({"source": src, "cflags": cflags, "drops": drops,
+                      "tc_ingress": tc_ingress}).encode()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with mine:
+        with theirs:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "from flowscope.sensor.loader import _child_main; "
+                 f"_child_main({theirs.fileno()})"],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                stdout=2, env=env)  # our stdout may carry the records
+        fds: list[int] = []
+        try:
+            mine.sendall(req)
+            mine.shutdown(socket.SHUT_WR)
+            data = b""
+            for _ in range(1 << 16):  # bounded: the reply is a few hundred bytes
+                chunk, got, _flags, _addr = socket.recv_fds(mine, 1 << 16, 64)
+                fds += got
+                if not chunk:
+                    break
+                data += chunk
+            proc.wait()
+            reply = json.loads(data or b"{}")
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            proc.kill()
+            proc.wait()
+            raise
+    if not reply.get("ok"):
+        for fd in fds:
+            os.close(fd)
+        raise LayoutMismatch(reply.get("error") or
+                             f"BPF loader process exited with status {proc.returncode}")
+    global BCC_VERSION
+    BCC_VERSION = reply.get("bcc", "")
+    named = dict(zip(reply["names"], fds))
+    return Loaded(bpf=None, xdp_fd=named["fs_xdp"], tc_fd=named["fs_tc"],
+                  flows_fd=named["fs_flows"], events_fd=named["fs_events"],
+                  counters_fd=named["fs_counters"], cflags=cflags, source=src, drops=drops,
+                  fds=named, bcc_version=reply.get("bcc", ""))
+
+
+def _child_main(sock_fd: int) -> None:
+    """The child of :func:`load_detached`: compile, load, send the fds, exit."""
+    import json  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    sock = socket.socket(fileno=sock_fd)
+    data = b""
+    for _ in range(1 << 20):  # bounded: until the parent shuts its side
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    req = json.loads(data)
+    try:
+        bcc = import_bcc()
+        b = bcc.BPF(text=req["source"].encode(), cflags=req["cflags"])
+        check_map_sizes(b)
+        progs = [("fs_xdp", bcc.BPF.XDP), ("fs_tc", bcc.BPF.SCHED_CLS)]
+        if req["tc_ingress"]:
+            progs.append(("fs_tc_ingress", bcc.BPF.SCHED_CLS))
+        if req["drops"]:
+            progs.append(("fs_kfree_skb", bcc.BPF.RAW_TRACEPOINT))
+        names, fds = [], []
+        for name, kind in progs:
+            names.append(name)
+            fds.append(b.load_func(name.encode(), kind).fd)
+        for name in SENSOR_MAPS:
+            names.append(name)
+            fds.append(_map_fd(b, name))
+        reply = {"ok": True, "names": names, "bcc": str(getattr(bcc, "__version__", ""))}
+    except Exception as exc:  # noqa: BLE001 - BCC raises a bare Exception; reported as one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reply = {"ok": False, "error": f"BPF compile failed ({first}); if the messages above "
+                 "name flowscope.sensor.layout, fs_shared.h and its Python mirror disagree"}
+        fds = []
+    socket.send_fds(sock, [json.dumps(reply).encode()], fds)
+    sock.close()
+
+
+BPF_RAW_TRACEPOINT_OPEN = 17
+
+
+class _RawTpAttr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32),
+                ("_pad", ctypes.c_uint32), ("cookie", ctypes.c_uint64)]
+
+
+def raw_tracepoint_open(prog_fd: int, name: bytes) -> int:
+    """Attach a raw tracepoint program; returns the fd that keeps it attached."""
+    buf = ctypes.create_string_buffer(name)
+    return bpf_syscall(BPF_RAW_TRACEPOINT_OPEN,
+                       _RawTpAttr(name=ctypes.addressof(buf), prog_fd=prog_fd))
 
 
 # --- bpf(2) helpers ----------------------------------------------------------

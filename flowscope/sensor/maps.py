@@ -1,9 +1,10 @@
 """Read the sensor's maps into numpy: counters, flow scans, idle sweeps, drains.
 
 Flow entries move in batches straight into ``FLOW_KEY_DTYPE`` / ``FLOW_DTYPE``
-arrays through libbcc's ``bpf_lookup_batch`` / ``bpf_lookup_and_delete_batch``
-(one syscall per few thousand entries; BCC's Python wrapper is ~10x slower and
-aliases its in/out batch tokens, so it is not used). Idle sweeps scan in
+arrays through ``BPF_MAP_LOOKUP_BATCH`` / ``BPF_MAP_LOOKUP_AND_DELETE_BATCH``
+(one system call per few thousand entries, made here without BCC, which the
+sensor process never loads; BCC's Python wrapper is ~10x slower and aliases its
+in/out batch tokens). Idle sweeps scan in
 batches (the sensor picks the idle keys in numpy) and remove each with
 ``BPF_MAP_LOOKUP_AND_DELETE_ELEM``, so the value returned is the final one
 even when a packet raced the sweep; ``insert_new`` puts back an entry that a
@@ -44,10 +45,15 @@ def possible_cpus() -> int:
     return n
 
 
-def _libbcc():
-    from bcc import libbcc  # noqa: PLC0415 - lazy: only the sensor imports bcc
+BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
 
-    return libbcc.lib
+
+class _BatchAttr(ctypes.Structure):
+    _fields_ = [("in_batch", ctypes.c_uint64), ("out_batch", ctypes.c_uint64),
+                ("keys", ctypes.c_uint64), ("values", ctypes.c_uint64),
+                ("count", ctypes.c_uint32), ("map_fd", ctypes.c_uint32),
+                ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
 
 
 def read_counters(counters_fd: int) -> np.ndarray:
@@ -65,6 +71,26 @@ def read_counters(counters_fd: int) -> np.ndarray:
     return out
 
 
+def read_counter(counters_fd: int, index: int) -> int:
+    """One per-CPU counter (index: ``Counter``) summed over CPUs: one system call."""
+    vals = np.zeros(possible_cpus(), dtype=np.uint64)
+    key = ctypes.c_uint32(index)
+    bpf_syscall(BPF_MAP_LOOKUP_ELEM, _ElemAttr(map_fd=counters_fd, key=ctypes.addressof(key),
+                                               value=vals.ctypes.data))
+    return int(vals.sum())
+
+
+def change_marks(counters_fd: int) -> tuple[int, int]:
+    """``(packets, drops)``: the counters that move whenever a flow entry can change.
+
+    A packet program counts the packet before it touches the map; the drop tracer
+    counts a drop (``DROPS``) right after adding it to the flow's entry. While both stay
+    the same, the flow map holds what it held (the sensor's own removals aside).
+    """
+    return (read_counter(counters_fd, layout.Counter.PACKETS),
+            read_counter(counters_fd, layout.Counter.DROPS))
+
+
 def counters_dict(counters_fd: int) -> dict[str, int]:
     """Counters by lower-case name, e.g. ``{"packets": 10, "truncated": 1, ...}``."""
     c = read_counters(counters_fd)
@@ -78,14 +104,13 @@ def drop_counts(fd: int, max_entries: int = 4096):
 
 def _batch(flows_fd: int, delete: bool, batch: int, max_entries: int,
            kdt=layout.FLOW_KEY_DTYPE, vdt=layout.FLOW_DTYPE):
-    lib = _libbcc()
-    fn = lib.bpf_lookup_and_delete_batch if delete else lib.bpf_lookup_batch
+    cmd = BPF_MAP_LOOKUP_AND_DELETE_BATCH if delete else BPF_MAP_LOOKUP_BATCH
     keys = np.zeros(max_entries, dtype=kdt)
     vals = np.zeros(max_entries, dtype=vdt)
     # Separate tokens: the kernel reads in_batch and writes out_batch in one call.
-    tok_in = ctypes.c_uint32(0)
-    tok_out = ctypes.c_uint32(0)
-    cnt = ctypes.c_uint32(0)
+    tok_in = ctypes.c_uint64(0)
+    tok_out = ctypes.c_uint64(0)
+    a = _BatchAttr(map_fd=flows_fd, out_batch=ctypes.addressof(tok_out))
     total = 0
     first = True
     # Bounded: each call either returns entries or ends the walk (ENOENT).
@@ -93,19 +118,23 @@ def _batch(flows_fd: int, delete: bool, batch: int, max_entries: int,
         want = min(batch, max_entries - total)
         if want <= 0:
             break
-        cnt.value = want
-        r = fn(flows_fd, None if first else ctypes.byref(tok_in), ctypes.byref(tok_out),
-               ctypes.c_void_p(keys.ctypes.data + total * keys.itemsize),
-               ctypes.c_void_p(vals.ctypes.data + total * vals.itemsize), ctypes.byref(cnt))
-        err = ctypes.get_errno() if r != 0 else 0
-        total += cnt.value
-        if r != 0:
-            if err == errno.ENOENT or -r == errno.ENOENT:
+        a.in_batch = 0 if first else ctypes.addressof(tok_in)
+        a.keys = keys.ctypes.data + total * keys.itemsize
+        a.values = vals.ctypes.data + total * vals.itemsize
+        a.count = want
+        err = 0
+        try:
+            bpf_syscall(cmd, a)
+        except OSError as e:
+            err = e.errno
+        total += a.count  # also set when the walk ends (ENOENT)
+        if err:
+            if err == errno.ENOENT:
                 break
-            if (err == errno.ENOSPC or -r == errno.ENOSPC) and want < batch * 64:
+            if err == errno.ENOSPC and want < batch * 64:
                 batch *= 2  # a bucket holds more entries than one batch: grow and retry
                 continue
-            raise OSError(err or -r, f"map batch: {os.strerror(err or -r)}")
+            raise OSError(err, f"map batch: {os.strerror(err)}")
         tok_in.value = tok_out.value
         first = False
     return keys[:total], vals[:total]
@@ -179,17 +208,21 @@ def _update(map_fd: int, key, value) -> None:
     bpf_syscall(BPF_MAP_UPDATE_ELEM, a)
 
 
-def write_filter(bpf, tracker_config) -> None:
+def write_filter(loaded, tracker_config) -> None:
     """Fill the flow filter's maps (``fs_flt_*``) from the tracker's settings; call it
-    before attaching, so no packet meets a half-filled filter."""
+    before attaching, so no packet meets a half-filled filter. ``loaded``: a ``Loaded``."""
     from ..flowfilter import kernel_values, networks
 
+    if not hasattr(loaded, "map_fd"):  # a BCC module
+        bpf = loaded
+        loaded = type("_Named", (), {"map_fd": staticmethod(
+            lambda n: bpf.get_table(n.encode()).get_fd())})
     ports, protos = kernel_values(tracker_config)
-    for name, marks in ((b"fs_flt_ports", ports), (b"fs_flt_protos", protos)):
-        fd = bpf.get_table(name).get_fd()
+    for name, marks in (("fs_flt_ports", ports), ("fs_flt_protos", protos)):
+        fd = loaded.map_fd(name)
         for i in np.flatnonzero(marks):
             _update(fd, ctypes.c_uint32(int(i)), ctypes.c_uint8(int(marks[i])))
-    tries = [bpf.get_table(n).get_fd() for n in (b"fs_flt_cidr_in", b"fs_flt_cidr_ex")]
+    tries = [loaded.map_fd(n) for n in ("fs_flt_cidr_in", "fs_flt_cidr_ex")]
     one = ctypes.c_uint8(1)
     for which, l3, plen, addr in networks(tracker_config):
         key = np.zeros(1, layout.CIDR_KEY_DTYPE)
@@ -198,3 +231,9 @@ def write_filter(bpf, tracker_config) -> None:
         key["addr"][0] = np.frombuffer(addr, dtype=np.uint8)
         kbuf = ctypes.create_string_buffer(key.tobytes(), key.itemsize)
         _update(tries[which], kbuf, one)
+
+
+def watch(loaded, ifindex: int) -> None:
+    """Mark ``ifindex`` in ``fs_watched``: the drop tracer counts drops on it even for
+    packets of no known flow."""
+    _update(loaded.map_fd("fs_watched"), ctypes.c_uint32(ifindex), ctypes.c_uint8(1))

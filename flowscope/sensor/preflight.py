@@ -91,12 +91,21 @@ def bcc_hint() -> str:
 
 
 def _check_bcc() -> str | None:
+    """Is BCC there? Checked without importing it: the sensor process never loads BCC (a
+    child process compiles the programs), and importing it maps LLVM and clang."""
+    import ctypes.util  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+
     try:
-        import bcc  # noqa: F401, PLC0415 - lazy by design
-    except ImportError:
+        spec = importlib.util.find_spec("bcc")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
         return bcc_hint()
-    except OSError as exc:  # the Python package is there, libbcc.so is not
-        return f"BCC cannot load libbcc ({exc}): apt install libbpfcc"
+    if "bcc" in sys.modules:  # already imported (and so loadable)
+        return None
+    if not ctypes.util.find_library("bcc"):  # the Python package is there, libbcc.so is not
+        return "BCC cannot load libbcc (libbcc.so.0 not found): apt install libbpfcc"
     return None
 
 
