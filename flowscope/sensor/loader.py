@@ -50,6 +50,9 @@ TUNABLES = {
     "filter_cidrs_max": "FS_FLT_CIDRS_MAX",
     "dns": "FS_DNS",
     "drops": "FS_DROPS",
+    "decapsulate": "FS_DECAP",
+    "vxlan_port": "FS_VXLAN_PORT",
+    "geneve_port": "FS_GENEVE_PORT",
 }
 
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
@@ -254,6 +257,8 @@ def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
         check_map_sizes(b)
         xdp = b.load_func(b"fs_xdp", bcc.BPF.XDP)
         tc = b.load_func(b"fs_tc", bcc.BPF.SCHED_CLS)
+        if int((tunables or {}).get("decapsulate", 1)):
+            load_decap(b, bcc)
         return Loaded(
             bpf=b,
             xdp_fd=xdp.fd,
@@ -268,6 +273,17 @@ def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
     except BaseException:
         b.cleanup()
         raise
+
+
+def load_decap(b, bcc) -> None:
+    """Load the decapsulation programs (FS_DECAP) and put them in the program arrays the
+    entry points tail-call (``fs_xdp_progs``, ``fs_tc_progs``: FS_PROG_OUTER 0, FS_PROG_DECAP 1, FS_PROG_INNER 2).
+    """
+    for kind, prog_type in ((b"xdp", bcc.BPF.XDP), (b"tc", bcc.BPF.SCHED_CLS)):
+        progs = b[b"fs_" + kind + b"_progs"]
+        for idx, name in enumerate((b"outer", b"decap", b"inner")):
+            fn = b.load_func(b"fs_" + kind + b"_" + name, prog_type)
+            progs[ctypes.c_int(idx)] = ctypes.c_int(fn.fd)
 
 
 # --- bpf(2) helpers ----------------------------------------------------------
