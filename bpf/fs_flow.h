@@ -925,7 +925,8 @@ static __always_inline void fs_process(void *ctx, int is_xdp, void *data, void *
 		fs_count(fs_perr_counter(err), 1);
 		return;
 	}
-	if (fs_tun_candidate(p)) {
+	if (fs_tun_candidate(p) &&
+	    (p->proto != IPPROTO_UDP || fs_tun_udp_candidate(p, data, data_end))) {
 		st->frame_len = frame_len;
 		st->ifindex = ifindex;
 		st->hook = hook;

@@ -465,4 +465,35 @@ static __always_inline __u64 fs_tun_candidate(const struct fs_pkt *p)
 	return c & ~((fl >> 2) | (fl >> 4)) & 1; /* FS_PF_FRAG 0x04, FS_PF_MORE_FRAGS 0x10 */
 }
 
+/* A UDP port fs_tunnel dispatches on. */
+static __always_inline int fs_tun_port(__u32 port)
+{
+	return port == FS_VXLAN_PORT || port == FS_GENEVE_PORT || port == FS_GTPV1_U_PORT ||
+	       port == FS_GTPV1_C_PORT || port == FS_TEREDO_PORT || port == FS_AYIYA_PORT ||
+	       port == FS_GRE_UDP_PORT;
+}
+
+/* Might the UDP packet p carry a tunnel? A cheap superset of fs_tunnel's UDP rules, so that
+ * other UDP traffic stays on the entry point: a tunnel port on either side, or a payload that
+ * Zeek's AYIYA or Teredo detection could take (bytes 1-2 52 11; at least 40 bytes starting
+ * with an IPv6 version nibble or a Teredo authentication / origin indication header). */
+static __always_inline int fs_tun_udp_candidate(const struct fs_pkt *p, void *data, void *data_end)
+{
+	if (fs_tun_port(p->dport) || fs_tun_port(p->sport))
+		return 1;
+	__s64 end = data_end - data;
+	__s64 pend = (__s64)p->l3_off + p->ip_len;
+	if (pend > end)
+		pend = end;
+	__s64 q = (__s64)p->l4_off + 8;
+	__s64 n = pend - q;
+	if (n < 3)
+		return 0;
+	int b0 = fs_ld8(data, data_end, q), b1 = fs_ld8(data, data_end, q + 1);
+	int b2 = fs_ld8(data, data_end, q + 2);
+	if (b1 == 0x52 && b2 == 0x11)
+		return 1;
+	return n >= 40 && ((b0 >> 4) == 6 || (b0 == 0 && (b1 == 0 || b1 == 1)));
+}
+
 #endif /* FS_TUNNEL_H */
