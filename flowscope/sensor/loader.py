@@ -277,7 +277,8 @@ def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
 
 def load_decap(b, bcc) -> None:
     """Load the decapsulation programs (FS_DECAP) and put them in the program arrays the
-    entry points tail-call (``fs_xdp_progs``, ``fs_tc_progs``: FS_PROG_OUTER 0, FS_PROG_DECAP 1, FS_PROG_INNER 2).
+    entry points tail-call (``fs_xdp_progs``, ``fs_tc_progs``: FS_PROG_OUTER 0, FS_PROG_DECAP
+    1, FS_PROG_INNER 2).
     """
     for kind, prog_type in ((b"xdp", bcc.BPF.XDP), (b"tc", bcc.BPF.SCHED_CLS)):
         progs = b[b"fs_" + kind + b"_progs"]
