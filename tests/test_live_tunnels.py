@@ -118,7 +118,11 @@ VOLATILE = {"jsonl": ("ts", "start", "end", "duration", "flow_id", "iface", "tcp
                       "tcp_rtt_resp", "tcp_rtt_init", "init_drops", "resp_drops",
                       "drop_reason", "event"),
             "zeek-json": ("ts", "uid", "duration", "tcp_rtt", "tcp_rtt_resp", "tcp_rtt_init",
-                          "orig_drops", "resp_drops", "drop_reason")}
+                          "orig_drops", "resp_drops", "drop_reason"),
+            "eve": ("timestamp", "flow_id", "flow.start", "flow.end", "flow.age", "in_iface",
+                    "tcp.tcp_rtt", "tcp.tcp_rtt_resp", "tcp.tcp_rtt_init",
+                    "flowscope.drops.toserver", "flowscope.drops.toclient",
+                    "flowscope.drops.reason")}
 
 
 def _records(path, fmt, prefixes) -> list:
@@ -129,6 +133,10 @@ def _records(path, fmt, prefixes) -> list:
         recs = [r for r in recs if r.get("event") == "ended"]
         ident = "flow_id"
         src, sport, dst, dport = "src_ip", "src_port", "dst_ip", "dst_port"
+    elif fmt == "eve":
+        recs = [r for r in recs if r.get("event_type") == "flow"]
+        ident = "flow_id"
+        src, sport, dst, dport = "src_ip", "src_port", "dest_ip", "dest_port"
     else:
         ident = "uid"
         src, sport, dst, dport = "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p"
@@ -141,8 +149,11 @@ def _records(path, fmt, prefixes) -> list:
         r = dict(r)
         if "tunnel" in r:
             r["tunnel"] = dict(r["tunnel"])
-            r["tunnel"]["parents"] = sorted(names.get(p, ("?", p)) for p in
-                                            r["tunnel"]["parents"])
+            par = r["tunnel"]["parents"]
+            # EVE's flow_id is a hash of the key: its parents (flowscope ids) name no
+            # record there, so only their number is compared
+            r["tunnel"]["parents"] = (len(par) if fmt == "eve" else
+                                      sorted(names.get(p, ("?", p)) for p in par))
         if "tunnel_parents" in r:
             r["tunnel_parents"] = sorted(names.get(p, ("?", p)) for p in r["tunnel_parents"])
         flat = _flat(r)
@@ -151,11 +162,11 @@ def _records(path, fmt, prefixes) -> list:
     return sorted(out)
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "zeek-json"])
+@pytest.mark.parametrize("fmt", ["jsonl", "zeek-json", "eve"])
 def test_live_decapsulation_equals_offline(tunnels, tmp_path, fmt):
     """VXLAN over IPv4 and IPv6, with IPv4 and IPv6 inside: the live sensor gives the records
     flowscope pcap gives on a capture of the same packets, the inner flows linked to their
-    outer flows (JSON ``tunnel``, Zeek ``tunnel_parents``)."""
+    outer flows (JSON Lines and EVE ``tunnel``, Zeek ``tunnel_parents``)."""
     prefixes = tunnels[3]
     live, off, err = _live_and_offline(tunnels, tmp_path, fmt)
     got, want = _records(live, fmt, prefixes), _records(off, fmt, prefixes)
@@ -169,6 +180,8 @@ def test_live_decapsulation_equals_offline(tunnels, tmp_path, fmt):
         if fmt == "jsonl":
             assert d["tunnel.type"] == "vxlan" and d["tunnel.key"] in (42, 43)
             assert d["tunnel.depth"] == 1 and len(d["tunnel.parents"]) >= 1
+        elif fmt == "eve":
+            assert d["tunnel.type"] == "vxlan" and d["tunnel.parents"] >= 1
         else:
             assert len(d["tunnel_parents"]) >= 1
             assert all(p[0] == "udp" and p[4] == 4789 for p in d["tunnel_parents"])
