@@ -49,6 +49,7 @@
 #include "fs_shared.h"
 #include "fs_parse.h"
 #include "fs_maps.h"
+#include "fs_tunnel.h"
 
 #ifndef FS_PACKET_EVENTS
 #define FS_PACKET_EVENTS 0 /* 0: control events only; N > 0: also every Nth packet of a flow */
@@ -291,6 +292,7 @@ static __always_inline void fs_dns_copy(void *ctx, int is_xdp, struct fs_dns_eve
                                         const struct fs_pkt *p, __u32 frame_len)
 {
 	__builtin_memset(&d->dns_len, 0, sizeof(*d) - sizeof(d->ev));
+	frame_len += p->tun_off; /* a decapsulated packet's frame_len counts from tun_off */
 	if (p->pay_off >= frame_len)
 		return;
 	/* n is 64-bit and masked after a barrier: payload_len comes from a signed length, and
@@ -318,7 +320,7 @@ static __always_inline void fs_dns_copy(void *ctx, int is_xdp, struct fs_dns_eve
 static __always_inline void fs_fill(struct fs_event *e, const struct fs_flow_key *k,
                                     const struct fs_flow *f, const struct fs_pkt *p, __u64 now,
                                     __u32 frame_len, __u32 ifindex, __u8 hook, __u8 dir,
-                                    __u8 reason)
+                                    __u8 reason, const struct fs_flow_key *parent)
 {
 	/* Ring memory is not zeroed: clear everything first so records are deterministic. */
 	__builtin_memset(e, 0, sizeof(*e));
@@ -381,6 +383,14 @@ static __always_inline void fs_fill(struct fs_event *e, const struct fs_flow_key
 	e->drops[0] = f->drops[0];
 	e->drops[1] = f->drops[1];
 	e->drop_reason = f->drop_reason;
+	/* tunnels: NULL parent (a constant at the entry points) for the frame's outer packet */
+	if (parent) {
+		e->tun_parent = *parent;
+		e->tun_key = p->tun_key;
+		e->tun_type = p->tun_type;
+		e->tun_depth = p->tun_depth;
+		e->tun_ether = p->tun_ether;
+	}
 }
 
 /* Submit one event; returns 0, or -1 when the ring was full (counted). FS_EVR_DNS events are
@@ -388,7 +398,8 @@ static __always_inline void fs_fill(struct fs_event *e, const struct fs_flow_key
  * filled and submitted in separate branches: the verifier then knows each record's size. */
 static __always_inline int fs_emit(void *ctx, int is_xdp, const struct fs_flow_key *k,
                                    const struct fs_flow *f, const struct fs_pkt *p, __u64 now,
-                                   __u32 frame_len, __u32 ifindex, __u8 hook, __u8 dir, __u8 reason)
+                                   __u32 frame_len, __u32 ifindex, __u8 hook, __u8 dir, __u8 reason,
+                                   const struct fs_flow_key *parent)
 {
 #if FS_DNS
 	if (reason & FS_EVR_DNS) {
@@ -397,7 +408,7 @@ static __always_inline int fs_emit(void *ctx, int is_xdp, const struct fs_flow_k
 			fs_count(FS_CNT_RING_FULL, 1);
 			return -1;
 		}
-		fs_fill(&d->ev, k, f, p, now, frame_len, ifindex, hook, dir, reason);
+		fs_fill(&d->ev, k, f, p, now, frame_len, ifindex, hook, dir, reason, parent);
 		fs_dns_copy(ctx, is_xdp, d, p, frame_len);
 		fs_count(FS_CNT_DNS, 1);
 		fs_events.ringbuf_submit(d, 0);
@@ -409,7 +420,7 @@ static __always_inline int fs_emit(void *ctx, int is_xdp, const struct fs_flow_k
 			fs_count(FS_CNT_RING_FULL, 1);
 			return -1;
 		}
-		fs_fill(e, k, f, p, now, frame_len, ifindex, hook, dir, reason);
+		fs_fill(e, k, f, p, now, frame_len, ifindex, hook, dir, reason, parent);
 		fs_events.ringbuf_submit(e, 0);
 	}
 	fs_count(FS_CNT_EVENTS, 1);
@@ -712,60 +723,68 @@ static __always_inline void fs_icmp_key_ports(struct fs_pkt *p)
 	p->pflags |= FS_PF_PORTS;
 }
 
-static __always_inline void fs_process(void *ctx, int is_xdp, void *data, void *data_end,
-                                       __u32 frame_len, __u32 ifindex, __u8 hook)
+/* The canonical key of p into *k (step 2); returns the packet's orientation. */
+static __always_inline __u8 fs_key_of(const struct fs_pkt *p, struct fs_flow_key *k)
 {
-	struct fs_pkt p = {};
+	__u8 dir;
+	if (p->src_hi < p->dst_hi ||
+	    (p->src_hi == p->dst_hi &&
+	     (p->src_lo < p->dst_lo || (p->src_lo == p->dst_lo && p->sport <= p->dport)))) {
+		dir = FS_DIR_FWD;
+		k->a_hi = p->src_hi;
+		k->a_lo = p->src_lo;
+		k->b_hi = p->dst_hi;
+		k->b_lo = p->dst_lo;
+		k->port_a = p->sport;
+		k->port_b = p->dport;
+	} else {
+		dir = FS_DIR_REV;
+		k->a_hi = p->dst_hi;
+		k->a_lo = p->dst_lo;
+		k->b_hi = p->src_hi;
+		k->b_lo = p->src_lo;
+		k->port_a = p->dport;
+		k->port_b = p->sport;
+	}
+	k->l3 = p->l3;
+	k->proto = p->proto;
+	/* key_vlan: no branch (vlan[0] is 0 without a tag): one more way through the rest of the
+	 * program would double what the verifier walks */
+	k->vlan = FS_KEY_VLAN ? p->vlan[0] : 0;
+	return dir;
+}
+
+/*
+ * Steps 1b-5 for one parsed packet p: the frame's outer packet (parent NULL, a constant at the
+ * entry points) or a decapsulated one (parent: the key of the flow around it; frame_len counts
+ * from p->tun_off).
+ */
+static __always_inline void fs_account(void *ctx, int is_xdp, struct fs_pkt *p, __u32 frame_len,
+                                       __u32 ifindex, __u8 hook, const struct fs_flow_key *parent)
+{
 	struct fs_flow_key k = {};
 	struct fs_flow *f;
 	struct fs_held held = {};
 	__u8 dir, reason = 0;
 	__u64 now = 0;
+	/* tunnels: the parent flow of this packet, 0 for none (a constant at the entry points) */
+	__u64 tpar = parent ? (fs_sample_hash(parent) | 1) : 0;
 
-	fs_count(FS_CNT_PACKETS, 1);
-	int err = parse_frame(data, data_end, &p);
-	if (err < 0) {
-		fs_count(fs_perr_counter(err), 1);
-		return;
-	}
-	if (p.l4_short)
+	if (p->l4_short)
 		fs_count(FS_CNT_TRUNCATED_L4, 1);
-	if (FS_KEY_ICMP && (p.pflags & (FS_PF_ICMP | FS_PF_PORTS)) == FS_PF_ICMP &&
-	    (p.proto == IPPROTO_ICMP || p.proto == IPPROTO_ICMPV6))
-		fs_icmp_key_ports(&p);
-	if ((p.pflags & (FS_PF_FRAG | FS_PF_MORE_FRAGS)) &&
-	    (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP || p.proto == IPPROTO_SCTP ||
-	     (FS_KEY_ICMP && (p.proto == IPPROTO_ICMP || p.proto == IPPROTO_ICMPV6)))) {
+	if (FS_KEY_ICMP && (p->pflags & (FS_PF_ICMP | FS_PF_PORTS)) == FS_PF_ICMP &&
+	    (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6))
+		fs_icmp_key_ports(p);
+	if ((p->pflags & (FS_PF_FRAG | FS_PF_MORE_FRAGS)) &&
+	    (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP || p->proto == IPPROTO_SCTP ||
+	     (FS_KEY_ICMP && (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6)))) {
 		now = bpf_ktime_get_ns();
-		if (fs_frag_ports(&p, frame_len, now, &held))
+		if (fs_frag_ports(p, frame_len, now, &held))
 			return;
 	}
 
 	/* 2) canonical key */
-	if (p.src_hi < p.dst_hi ||
-	    (p.src_hi == p.dst_hi &&
-	     (p.src_lo < p.dst_lo || (p.src_lo == p.dst_lo && p.sport <= p.dport)))) {
-		dir = FS_DIR_FWD;
-		k.a_hi = p.src_hi;
-		k.a_lo = p.src_lo;
-		k.b_hi = p.dst_hi;
-		k.b_lo = p.dst_lo;
-		k.port_a = p.sport;
-		k.port_b = p.dport;
-	} else {
-		dir = FS_DIR_REV;
-		k.a_hi = p.dst_hi;
-		k.a_lo = p.dst_lo;
-		k.b_hi = p.src_hi;
-		k.b_lo = p.src_lo;
-		k.port_a = p.dport;
-		k.port_b = p.sport;
-	}
-	k.l3 = p.l3;
-	k.proto = p.proto;
-	/* key_vlan: no branch (vlan[0] is 0 without a tag): one more way through the rest of the
-	 * program would double what the verifier walks */
-	k.vlan = FS_KEY_VLAN ? p.vlan[0] : 0;
+	dir = fs_key_of(p, &k);
 	dir &= 1; /* keeps the verifier's range of dir at [0, 1] for the [2] arrays */
 
 	/* 3) find or create the entry */
@@ -786,7 +805,8 @@ static __always_inline void fs_process(void *ctx, int is_xdp, void *data, void *
 			return;
 		now = bpf_ktime_get_ns();
 		nf->gen = 0;
-		fs_flow_init(nf, &p, now, frame_len, dir);
+		fs_flow_init(nf, p, now, frame_len, dir);
+		nf->tun_parent = tpar;
 		int rc = fs_flows.insert(&k, nf);
 		if (rc == 0) {
 			fs_count(FS_CNT_FLOWS_NEW, 1);
@@ -809,32 +829,39 @@ static __always_inline void fs_process(void *ctx, int is_xdp, void *data, void *
 		/* The flow ended (FIN handshake done or RST): userspace closed it, so this packet
 		 * starts a new one with the same key. Plain stores: the old flow is finished. */
 		now = bpf_ktime_get_ns();
-		fs_flow_init(f, &p, now, frame_len, dir);
+		fs_flow_init(f, p, now, frame_len, dir);
 		f->gen += 1;
+		f->tun_parent = tpar;
 		fs_count(FS_CNT_FLOWS_RESTART, 1);
 		reason = FS_EVR_NEW;
 	} else {
 existing:
 		fs_add(&f->pkts[dir], 1);
 		fs_add(&f->bytes[dir], frame_len);
-		fs_add(&f->ip_bytes[dir], p.ip_len);
-		if (p.payload_len)
-			fs_add(&f->payload[dir], p.payload_len);
+		fs_add(&f->ip_bytes[dir], p->ip_len);
+		if (p->payload_len)
+			fs_add(&f->payload[dir], p->payload_len);
 		/* Store only when a new flag shows up: keeps the cache line clean on the hot path. */
-		if ((f->tcp_flags[dir] & p.tcp_flags) != p.tcp_flags)
-			f->tcp_flags[dir] |= p.tcp_flags;
-		if (fs_quiet_ack(f, dir, &p, &held))
+		if ((f->tcp_flags[dir] & p->tcp_flags) != p->tcp_flags)
+			f->tcp_flags[dir] |= p->tcp_flags;
+		/* (the fast path keeps the encapsulation: a change takes the full path) */
+		if (f->tun_parent == tpar && fs_quiet_ack(f, dir, p, &held))
 			return;
 		/* 4a) what the Zeek-style state needs: first packet / pure ACK / data of a direction,
 		 * and every packet after both directions closed (FS_DB_*). */
 		__u8 db = f->dir_bits[dir];
 		__u8 want = FS_DB_SEEN;
-		if (p.pflags & FS_PF_TCP)
-			want |= fs_tcp_dir_bits(p.tcp_flags, p.payload_len);
+		if (p->pflags & FS_PF_TCP)
+			want |= fs_tcp_dir_bits(p->tcp_flags, p->payload_len);
 		if ((db & want) != want) {
 			f->dir_bits[dir] = db | want;
 			reason |= FS_EVR_ZEEK;
 		} else if (db & f->dir_bits[dir ^ 1] & FS_DB_CLOSE) {
+			reason |= FS_EVR_ZEEK;
+		}
+		/* tunnels: an encapsulation change is an event (Zeek's CheckEncapsulation) */
+		if (f->tun_parent != tpar) {
+			f->tun_parent = tpar;
 			reason |= FS_EVR_ZEEK;
 		}
 	}
@@ -848,10 +875,10 @@ existing:
 	}
 
 	/* 4) TCP sequence tracking, history length and state mirror */
-	if (p.pflags & FS_PF_TCP) {
-		__u8 fl = p.tcp_flags;
+	if (p->pflags & FS_PF_TCP) {
+		__u8 fl = p->tcp_flags;
 #if FS_TCP_SEQ
-		if (fs_seq_step(f, dir, &p))
+		if (fs_seq_step(f, dir, p))
 			reason |= FS_EVR_SEQ;
 		reason = fs_opaque(reason);
 #endif
@@ -859,12 +886,12 @@ existing:
 		__u8 hl = f->hist_len;
 		if (fl & (FS_TH_SYN | FS_TH_FIN | FS_TH_RST))
 			reason |= FS_EVR_CTRL;
-		if (p.payload_len && hl < FS_HISTORY_MAX)
+		if (p->payload_len && hl < FS_HISTORY_MAX)
 			reason |= FS_EVR_DATA;
 		/* Fast path: a pure ACK / data packet outside the two ACK-sensitive states can
 		 * neither add a letter nor change the state. */
 		if (reason || st == FS_ST_SYN_RECEIVED || st == FS_ST_CLOSING_TCP) {
-			__u32 nl = hl + fs_letters(fl, p.payload_len);
+			__u32 nl = hl + fs_letters(fl, p->payload_len);
 			if (nl > FS_HISTORY_MAX)
 				nl = FS_HISTORY_MAX;
 			if (nl != hl)
@@ -885,8 +912,8 @@ existing:
 #endif
 #if FS_DNS
 	/* 4c) dns: a message to or from port 53 that can hold a header (TCP: after its length) */
-	if ((p.pflags & FS_PF_PORTS) && (p.sport == FS_DNS_PORT || p.dport == FS_DNS_PORT) &&
-	    p.payload_len >= ((p.pflags & FS_PF_TCP) ? 14 : 12))
+	if ((p->pflags & FS_PF_PORTS) && (p->sport == FS_DNS_PORT || p->dport == FS_DNS_PORT) &&
+	    p->payload_len >= ((p->pflags & FS_PF_TCP) ? 14 : 12))
 		reason |= FS_EVR_DNS;
 #endif
 
@@ -899,8 +926,8 @@ existing:
 		/* the precise time stands for the rest of the tick */
 		f->last_jif = bpf_jiffies64();
 		f->events += 1;
-		int lost = fs_emit(ctx, is_xdp, &k, f, &p, now, frame_len, ifindex, hook, dir,
-		                   reason) < 0;
+		int lost = fs_emit(ctx, is_xdp, &k, f, p, now, frame_len, ifindex, hook, dir,
+		                   reason, parent) < 0;
 		/* ev_lost: userspace has not seen the flow's terminal state; such an entry keeps
 		 * counting (see 3) until an event with the terminal state gets through, or the
 		 * next map sync ends it. */
@@ -909,6 +936,124 @@ existing:
 	} else {
 		fs_last_seen(f);
 	}
+}
+
+#if FS_DECAP
+/* Tail-call program idx of fs_*_progs; returning means the call failed (FS_CNT_TUN_LOST). */
+static __always_inline void fs_tun_call(void *ctx, int is_xdp, __u32 idx)
+{
+	if (is_xdp)
+		fs_xdp_progs.call(ctx, idx);
+	else
+		fs_tc_progs.call(ctx, idx);
+	fs_count(FS_CNT_TUN_LOST, 1);
+}
+
+/* The outer program's body: counts fs_tun_state.pkt, a tunnel candidate the entry point
+ * parsed, as the entry point counts any packet, then looks inside it. */
+static __always_inline void fs_outer(void *ctx, int is_xdp)
+{
+	__u32 slot = is_xdp ? 0 : 1;
+	struct fs_tun_st *st = fs_tun_state.lookup(&slot);
+	if (!st)
+		return;
+	fs_account(ctx, is_xdp, &st->pkt, st->frame_len, st->ifindex, st->hook,
+	           (const struct fs_flow_key *)0);
+	fs_tun_call(ctx, is_xdp, FS_PROG_DECAP);
+}
+
+/*
+ * The decapsulation program's body: opens the encapsulation of fs_tun_state.pkt (the packet
+ * the previous program counted), parses what it carries into .inner and tail-calls the
+ * program that counts it. Nothing happens when pkt carries no tunnel.
+ */
+static __always_inline void fs_decap(void *ctx, int is_xdp, void *data, void *data_end)
+{
+	__u32 slot = is_xdp ? 0 : 1;
+	struct fs_tun_st *st = fs_tun_state.lookup(&slot);
+	if (!st)
+		return;
+	__u8 kind = FS_TK_NONE, ttype = 0;
+	__u32 key = 0;
+	__s64 end = data_end - data;
+	__s64 q = fs_tunnel(data, data_end, &st->pkt, end, st->pkt.tun_type, &kind, &ttype, &key);
+	if (q < 0 || q > FS_TUN_OFF_MAX)
+		return;
+	__u8 depth = st->pkt.tun_depth + 1;
+	fs_key_of(&st->pkt, &st->parent);
+	__builtin_memset(&st->inner, 0, sizeof(st->inner));
+	if (fs_tun_inner(data, data_end, q, kind, end, &st->inner) < 0)
+		return;
+	st->inner.tun_type = ttype;
+	st->inner.tun_key = key;
+	st->inner.tun_depth = depth;
+	st->inner.tun_off = q;
+	fs_tun_call(ctx, is_xdp, FS_PROG_INNER);
+}
+
+/*
+ * The inner program's body: counts fs_tun_state.inner in its flow, linked to the flow of
+ * .pkt, then, up to FS_TUN_MAX_DEPTH, looks for a tunnel inside it in turn.
+ */
+static __always_inline void fs_inner(void *ctx, int is_xdp)
+{
+	__u32 slot = is_xdp ? 0 : 1;
+	struct fs_tun_st *st = fs_tun_state.lookup(&slot);
+	if (!st)
+		return;
+	/* packet and parent stay in the map value: the stack has no room beside fs_account's */
+	struct fs_pkt *p = &st->inner;
+	__u32 flen = st->frame_len;
+	__u32 len = flen > p->tun_off ? flen - p->tun_off : 0;
+	fs_count(FS_CNT_DECAP, 1);
+	fs_account(ctx, is_xdp, p, len, st->ifindex, st->hook, &st->parent);
+	if (p->tun_depth >= FS_TUN_MAX_DEPTH || !fs_tun_candidate(p))
+		return;
+	__builtin_memcpy(&st->pkt, p, sizeof(*p));
+	fs_tun_call(ctx, is_xdp, FS_PROG_DECAP);
+}
+#endif
+
+static __always_inline void fs_process(void *ctx, int is_xdp, void *data, void *data_end,
+                                       __u32 frame_len, __u32 ifindex, __u8 hook)
+{
+	fs_count(FS_CNT_PACKETS, 1);
+#if FS_DECAP
+	/*
+	 * tunnels: the packet is parsed into the per-CPU fs_tun_state (not the stack), so that a
+	 * tunnel candidate can go on in fs_*_outer (tail call), which counts it as below and then
+	 * looks inside it. When the call fails, the packet is counted here and its payload not
+	 * looked at (FS_CNT_TUN_LOST). The verifier knows nothing of map memory: it walks
+	 * fs_account once, not once per way through the parser.
+	 */
+	__u32 slot = is_xdp ? 0 : 1;
+	struct fs_tun_st *st = fs_tun_state.lookup(&slot);
+	if (!st) /* cannot happen (array index 0 or 1) */
+		return;
+	struct fs_pkt *p = &st->pkt;
+	__builtin_memset(p, 0, sizeof(*p));
+	int err = parse_frame(data, data_end, p);
+	if (err < 0) {
+		fs_count(fs_perr_counter(err), 1);
+		return;
+	}
+	if (fs_tun_candidate(p) &&
+	    (p->proto != IPPROTO_UDP || fs_tun_udp_candidate(p, data, data_end))) {
+		st->frame_len = frame_len;
+		st->ifindex = ifindex;
+		st->hook = hook;
+		fs_tun_call(ctx, is_xdp, FS_PROG_OUTER);
+	}
+	fs_account(ctx, is_xdp, p, frame_len, ifindex, hook, (const struct fs_flow_key *)0);
+#else
+	struct fs_pkt p = {};
+	int err = parse_frame(data, data_end, &p);
+	if (err < 0) {
+		fs_count(fs_perr_counter(err), 1);
+		return;
+	}
+	fs_account(ctx, is_xdp, &p, frame_len, ifindex, hook, (const struct fs_flow_key *)0);
+#endif
 }
 
 #endif /* FS_FLOW_H */

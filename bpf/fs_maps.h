@@ -7,6 +7,7 @@
 #define FS_MAPS_H
 
 #include "fs_shared.h"
+#include "fs_parse.h"
 
 #ifndef FS_MAX_FLOWS
 #define FS_MAX_FLOWS 131072 /* flow entries; a full map drops new flows (FS_CNT_MAP_FULL) */
@@ -78,5 +79,31 @@ BPF_HASH(fs_watched, __u32, __u8, 256);
 
 /* drops. Key: struct fs_drop_key. Value: __u64 drops (atomic adds). */
 BPF_HASH(fs_drop_counts, struct fs_drop_key, __u64, 4096);
+
+/* tunnels */
+#ifndef FS_DECAP
+#define FS_DECAP 1 /* 1: decapsulate tunnels (fs_tunnel.h; the decapsulate setting) */
+#endif
+#if FS_DECAP
+/* Key: FS_PROG_*. Value: the program a tunnel frame's walk tail-calls
+ * next (filled by the loader); one array per program type, as the kernel requires. */
+BPF_PROG_ARRAY(fs_xdp_progs, 3);
+BPF_PROG_ARRAY(fs_tc_progs, 3);
+#define FS_PROG_OUTER 0 /* fs_*_outer: counts a tunnel candidate, the packet in pkt */
+#define FS_PROG_DECAP 1 /* fs_*_decap: opens the next encapsulation of the packet in pkt */
+#define FS_PROG_INNER 2 /* fs_*_inner: counts the decapsulated packet in inner */
+struct fs_tun_st {
+	struct fs_pkt pkt;         /* the packet whose payload is looked at for a tunnel */
+	struct fs_pkt inner;       /* the packet decapsulated from it */
+	struct fs_flow_key parent; /* the key of pkt's flow: inner's parent */
+	__u32 frame_len;           /* the whole frame, as the entry point counted it */
+	__u32 ifindex;
+	__u8 hook;
+	__u8 _pad[3];
+};
+/* Kernel-internal. Key: 0 (XDP), 1 (TC). Value: struct fs_tun_st, what one program of a
+ * tunnel frame's walk hands the next (per CPU: a walk runs on one CPU, start to end). */
+BPF_PERCPU_ARRAY(fs_tun_state, struct fs_tun_st, 2);
+#endif
 
 #endif /* FS_MAPS_H */

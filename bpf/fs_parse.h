@@ -93,6 +93,12 @@ struct fs_pkt {
 	__u16 vlan[2];    /* the first two VLAN ids, outer first */
 	__u8 nvlan;       /* VLAN tags seen */
 	__u32 pay_off;    /* TCP/UDP: offset of the L4 payload from the frame start (dns) */
+	/* tunnels: where this packet's headers start in the frame, and the encapsulation it came
+	 * out of (fs_tunnel.h; depth 0: the frame's outer packet) */
+	__u32 l3_off, l4_off;
+	__u32 tun_off; /* offset of the encapsulated frame (its frame_len counts from there) */
+	__u32 tun_key;
+	__u8 tun_type, tun_depth, tun_ether;
 };
 
 /* A 6-byte MAC address as its 48-bit big-endian value. */
@@ -432,26 +438,25 @@ static __always_inline int parse_udphdr(struct fs_cursor *c, void *data_end, str
 }
 
 /*
- * The whole frame: fills *p and returns 0, or a FS_PERR_* code (p is then partly filled).
- * p must be zeroed by the caller (ports stay 0 for protocols without them).
+ * IP and L4 from c->pos, an IPv4 (l3 FS_L3_IPV4) or IPv6 header; offsets are kept relative to
+ * data, the frame start. Returns 0 or a FS_PERR_* code, as parse_frame.
  */
-static __always_inline int parse_frame(void *data, void *data_end, struct fs_pkt *p)
+static __always_inline int parse_l3l4(struct fs_cursor *c, void *data, void *data_end,
+                                      struct fs_pkt *p, int l3)
 {
-	struct fs_cursor c = {.pos = data};
 	__s32 l4len = 0;
 	int frag = 0;
 	int proto;
-	int l3 = parse_l2(&c, data, data_end, p);
-	if (l3 < 0)
-		return l3;
 	p->l3 = l3;
+	p->l3_off = (__u32)(c->pos - data);
 	if (l3 == FS_L3_IPV4)
-		proto = parse_iphdr(&c, data_end, p, &l4len, &frag);
+		proto = parse_iphdr(c, data_end, p, &l4len, &frag);
 	else
-		proto = parse_ip6hdr(&c, data_end, p, &l4len, &frag);
+		proto = parse_ip6hdr(c, data_end, p, &l4len, &frag);
 	if (proto < 0)
 		return proto;
 	p->proto = proto;
+	p->l4_off = (__u32)(c->pos - data);
 	if (l4len < 0)
 		l4len = 0;
 	if (frag) {
@@ -461,18 +466,18 @@ static __always_inline int parse_frame(void *data, void *data_end, struct fs_pkt
 	}
 	int r = 0;
 	if (proto == IPPROTO_TCP) {
-		r = parse_tcphdr(&c, data_end, p, &l4len);
+		r = parse_tcphdr(c, data_end, p, &l4len);
 	} else if (proto == IPPROTO_UDP) {
-		r = parse_udphdr(&c, data_end, p, &l4len);
+		r = parse_udphdr(c, data_end, p, &l4len);
 	} else if (proto == IPPROTO_SCTP) {
-		__be16 *ports = c.pos;
+		__be16 *ports = c->pos;
 		if ((void *)(ports + 2) <= data_end) {
 			p->sport = fs_ntohs(ports[0]);
 			p->dport = fs_ntohs(ports[1]);
 			p->pflags |= FS_PF_PORTS;
 		}
 	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
-		__u8 *ic = c.pos;
+		__u8 *ic = c->pos;
 		if ((void *)(ic + 2) <= data_end) {
 			p->icmp_type = ic[0];
 			p->icmp_code = ic[1];
@@ -483,11 +488,24 @@ static __always_inline int parse_frame(void *data, void *data_end, struct fs_pkt
 	if (r < 0)
 		return r;
 	if (p->pay_off)
-		p->pay_off += (__u32)(c.pos - data);
+		p->pay_off += p->l4_off;
 	if (l4len < 0)
 		l4len = 0;
 	p->payload_len = l4len;
 	return 0;
+}
+
+/*
+ * The whole frame: fills *p and returns 0, or a FS_PERR_* code (p is then partly filled).
+ * p must be zeroed by the caller (ports stay 0 for protocols without them).
+ */
+static __always_inline int parse_frame(void *data, void *data_end, struct fs_pkt *p)
+{
+	struct fs_cursor c = {.pos = data};
+	int l3 = parse_l2(&c, data, data_end, p);
+	if (l3 < 0)
+		return l3;
+	return parse_l3l4(&c, data, data_end, p, l3);
 }
 
 #endif /* FS_PARSE_H */

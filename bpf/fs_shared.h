@@ -81,6 +81,18 @@ enum fs_pkt_flag {
 	FS_PF_ICMP = 0x20,       /* icmp_type/icmp_code are valid */
 };
 
+/* tunnels: fs_event.tun_type, the encapsulation a decapsulated packet came out of; same
+ * values as layout.TUN_* (docs/tunnels.md). */
+enum fs_tun_type {
+	FS_TUN_IP = 1, /* IP in IP: 4in4, 6in4, 4in6, 6in6 */
+	FS_TUN_GRE = 2,
+	FS_TUN_VXLAN = 3,
+	FS_TUN_GENEVE = 4,
+	FS_TUN_GTPV1 = 5,
+	FS_TUN_TEREDO = 6,
+	FS_TUN_AYIYA = 7,
+};
+
 /* fs_event.reason: why this packet was sent to userspace (bits; several may be set). */
 enum fs_event_reason {
 	FS_EVR_NEW = 0x01,    /* first packet of the flow (entry created, or a terminal flow
@@ -93,7 +105,8 @@ enum fs_event_reason {
 	FS_EVR_ZEEK = 0x20,   /* a packet the Zeek-style state needs (FS_DB_* below): the first
 				 * packet of a direction, the first pure ACK and the first data
 				 * segment of a direction, any packet once both directions sent
-				 * FIN or RST */
+				 * FIN or RST, a packet whose encapsulation (fs_flow.tun_parent)
+				 * differs from the flow's previous packet's */
 	FS_EVR_SEQ = 0x40,    /* tcpperf: a direction's retransmission + out-of-order count or
 				 * its zero-window count reached 1, 10, 100, ... (Zeek's T and W
 				 * letters) */
@@ -145,6 +158,11 @@ enum fs_counter {
 	FS_CNT_FRAG_RESOLVED = 14, /* held fragments added to their datagram's flow */
 	FS_CNT_FRAG_ORPHANED = 15, /* held fragments given up after FS_FRAG_TIMEOUT_NS (held -
 				    * resolved - orphaned are still held or were evicted) */
+	/* tunnels */
+	FS_CNT_DECAP = 16,    /* decapsulated packets counted to their inner flow (not in
+			       * PACKETS: a tunnel frame is one packet there) */
+	FS_CNT_TUN_LOST = 17, /* a tunnel frame's inner packet not counted: the tail call to
+			       * the decapsulation program failed */
 	/* dns and drops */
 	FS_CNT_DNS = 24,         /* FS_EVR_DNS records submitted */
 	FS_CNT_DROPS = 25,       /* kernel drops (skb:kfree_skb) counted to a flow of the map */
@@ -175,7 +193,7 @@ struct fs_flow_key {
 };
 
 /*
- * Flow map value, 224 bytes. Counters are indexed by orientation (enum fs_dir), not by side:
+ * Flow map value, 232 bytes. Counters are indexed by orientation (enum fs_dir), not by side:
  * the initiator is the orientation first_dir. Counters are updated with atomic adds; the
  * remaining fields are written without locks (a race between two CPUs on one flow can at worst
  * mis-order two state steps, which the counters in every event let userspace notice).
@@ -222,10 +240,13 @@ struct fs_flow {
 	/* last-seen tick: bpf_jiffies64() when last_ns was last stored (with FS_PRECISE_LAST_SEEN
 	 * 0 a packet in the same jiffy leaves last_ns as it is) */
 	__u64 last_jif; /* 216 */
+	/* tunnels: the encapsulation of the flow's latest packet, fs_tun_parent_id() of the
+	 * key of the flow around it (0: not encapsulated); a change sends an event */
+	__u64 tun_parent; /* 224 */
 };
 
 /*
- * Ring buffer record, 296 bytes: one control event (see FS_EVR_*). Counters are the flow's
+ * Ring buffer record, 344 bytes: one control event (see FS_EVR_*). Counters are the flow's
  * values right after this packet was counted, so userspace keeps exact per-flow statistics
  * without per-packet records.
  */
@@ -277,18 +298,27 @@ struct fs_event {
 	__u32 drops[2];    /* 280 */
 	__u16 drop_reason; /* 288 */
 	__u8 _pad2[6];     /* 290: zero */
+	/* tunnels: a decapsulated packet (tun_depth >= 1) and the flow that carried it */
+	struct fs_flow_key tun_parent; /* 296: key of the flow around this packet (zero at
+					* depth 0) */
+	__u32 tun_key;                 /* 336: VXLAN/Geneve VNI, GRE key, GTP TEID */
+	__u8 tun_type;                 /* 340: layout.TUN_* of the encapsulation */
+	__u8 tun_depth;                /* 341: 0: the frame's outer packet; n: n inside */
+	__u8 tun_ether;                /* 342: 1: the encapsulated frame has an Ethernet header
+					* (smac, dmac, vlan are its own) */
+	__u8 _pad_tun;                 /* 343: zero */
 };
 
 /*
- * dns: a ring record with FS_EVR_DNS set, 600 bytes: the event, then the first bytes of the
+ * dns: a ring record with FS_EVR_DNS set, 648 bytes: the event, then the first bytes of the
  * packet's L4 payload (UDP: the DNS message; TCP: its 2-byte length, then the message).
  * Other records are a bare struct fs_event; the record length tells them apart.
  */
 struct fs_dns_event {
 	struct fs_event ev; /*   0 */
-	__u16 dns_len;      /* 296: bytes of dns[] copied (min(payload, frame, FS_DNS_BYTES)) */
-	__u8 _pad[6];       /* 298: zero */
-	__u8 dns[296];      /* 304: FS_DNS_BYTES; bytes after dns_len are zero */
+	__u16 dns_len;      /* 344: bytes of dns[] copied (min(payload, frame, FS_DNS_BYTES)) */
+	__u8 _pad[6];       /* 346: zero */
+	__u8 dns[296];      /* 352: FS_DNS_BYTES; bytes after dns_len are zero */
 };
 
 /*

@@ -56,3 +56,35 @@ int fs_tc_ingress(struct __sk_buff *skb)
 {
 	return fs_tc_body(skb, FS_HOOK_TC_INGRESS);
 }
+
+#if FS_DECAP
+#ifndef FS_TUN_PULL_BYTES
+/* Bytes made linear before decapsulating: every offset fs_tunnel.h may read, and the inner
+ * headers after it. */
+#define FS_TUN_PULL_BYTES (FS_TUN_OFF_MAX + 1 + FS_PULL_BYTES)
+#endif
+
+/* Decapsulation (tail-called by fs_tc / fs_tc_ingress for a tunnel candidate, see fs_flow.h):
+ * only tunnel frames pay for the longer pull. */
+int fs_tc_outer(struct __sk_buff *skb)
+{
+	fs_outer(skb, 0);
+	return FS_TC_NEXT;
+}
+
+int fs_tc_decap(struct __sk_buff *skb)
+{
+	__u32 len = skb->len;
+	__u32 want = len < FS_TUN_PULL_BYTES ? len : FS_TUN_PULL_BYTES;
+	if ((__u32)(skb->data_end - skb->data) < want && bpf_skb_pull_data(skb, want) < 0)
+		fs_count(FS_CNT_PULL_FAIL, 1);
+	fs_decap(skb, 0, (void *)(long)skb->data, (void *)(long)skb->data_end);
+	return FS_TC_NEXT;
+}
+
+int fs_tc_inner(struct __sk_buff *skb)
+{
+	fs_inner(skb, 0);
+	return FS_TC_NEXT;
+}
+#endif

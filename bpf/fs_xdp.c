@@ -3,6 +3,8 @@
  * fs_xdp.c - XDP entry point (ingress): counts the frame into its flow and always passes it
  * (XDP_PASS: the stack, and any TC program after us, still sees it).
  * The frame length is data_end - data: the whole L2 frame, as the offline path counts it.
+ * With FS_DECAP, a tunnel frame goes on through fs_xdp_decap and fs_xdp_inner (tail calls,
+ * fs_flow.h), one pair per encapsulation.
  */
 #include "fs_flow.h"
 
@@ -15,3 +17,23 @@ int fs_xdp(struct xdp_md *ctx)
 	           FS_HOOK_XDP);
 	return XDP_PASS;
 }
+
+#if FS_DECAP
+int fs_xdp_outer(struct xdp_md *ctx)
+{
+	fs_outer(ctx, 1);
+	return XDP_PASS;
+}
+
+int fs_xdp_decap(struct xdp_md *ctx)
+{
+	fs_decap(ctx, 1, (void *)(long)ctx->data, (void *)(long)ctx->data_end);
+	return XDP_PASS;
+}
+
+int fs_xdp_inner(struct xdp_md *ctx)
+{
+	fs_inner(ctx, 1);
+	return XDP_PASS;
+}
+#endif

@@ -100,6 +100,13 @@ def _tracker_args(p: argparse.ArgumentParser, live: bool) -> None:
     g.add_argument(_flag("", "key_icmp"), action="store_true", default=None,
                    help="key ICMP by type and paired type or code, as Zeek does "
                         "(default: ports 0)")
+    g.add_argument(_flag("", "decapsulate"), dest="decapsulate", action="store_false",
+                   default=None, help="count tunnels as their outer flows only (do not "
+                                      "decapsulate VXLAN, GRE, ...)")
+    g.add_argument(_flag("", "vxlan_port"), type=int, metavar="PORT",
+                   help=f"UDP port of VXLAN (default {d.vxlan_port})")
+    g.add_argument(_flag("", "geneve_port"), type=int, metavar="PORT",
+                   help=f"UDP port of Geneve (default {d.geneve_port})")
     if live:
         g.add_argument(_flag("sensor", "sweep_interval"), type=float, metavar="SEC",
                        help="sync the kernel's flow map and end idle flows every SEC seconds "
@@ -113,13 +120,6 @@ def _tracker_args(p: argparse.ArgumentParser, live: bool) -> None:
                        help="a flow first seen as SYN+ACK is initiated by the other side")
         g.add_argument(_flag("", "verify_checksums"), action="store_true", default=None,
                        help="verify IP/TCP/UDP/ICMP checksums (Zeek's C/c history letters)")
-        g.add_argument(_flag("", "decapsulate"), dest="decapsulate", action="store_false",
-                       default=None, help="count tunnels as their outer flows only (do not "
-                                          "decapsulate VXLAN, GRE, ...)")
-        g.add_argument(_flag("", "vxlan_port"), type=int, metavar="PORT",
-                       help=f"UDP port of VXLAN (default {d.vxlan_port})")
-        g.add_argument(_flag("", "geneve_port"), type=int, metavar="PORT",
-                       help=f"UDP port of Geneve (default {d.geneve_port})")
         g.add_argument("--extractor", choices=EXTRACTORS, default=EXTRACTORS[0],
                        help=f"what a flow is (default {EXTRACTORS[0]}, bidirectional)")
     o = p.add_argument_group("output")

@@ -132,6 +132,9 @@ PERR_LINKTYPE = 4  # link type not supported
 #: length leaves no room for it). The packet is keyed at the IP level (ports 0, no TcpInfo),
 #: as protocols without ports are, and counted in the ``truncated_l4`` statistic.
 PERR_L4_SHORT = 5
+#: Not a packet (live sensor rows only): the row names, by its addresses, ports and protocol,
+#: the flow around the decapsulated packet of the next row (its parent; ``tun_depth`` one less).
+PERR_TUN_PARENT = 6
 
 # --- DNS (port 53, over UDP and TCP) --------------------------------------
 #: Packets to or from this port carry a DNS message the parsers decode (UDP payload; TCP

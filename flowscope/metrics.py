@@ -35,6 +35,7 @@ Exposed (metric names as scraped):
 ``flowscope_fragment_packets_total{outcome}``                 counter  keyed, held, resolved, ...
 ``flowscope_unparsed_packets_total{kind}``                    counter  truncated, not_ip, bad_header
 ``flowscope_drops_total{reason}``                             counter  map_full, ring_full, ...
+``flowscope_decapsulated_packets_total``                      counter  taken out of tunnel frames
 ``flowscope_untracked_packets_total{reason}``                 counter  filtered, sampled_out
 ``flowscope_flows_active``                                    gauge    flows held now
 ``flowscope_flows_created_total``                             counter  by the tracker
@@ -109,8 +110,11 @@ FAMILIES = (
            "held (waiting for their first fragment), resolved (held, then counted), "
            "orphaned (held, given up)."),
     Family("flowscope_drops", "counter", "drops", ("reason",),
-           "Packets (map_full, pull_fail) or ring events (ring_full) the kernel could not "
-           "handle in full, by reason."),
+           "Packets (map_full, pull_fail, tun_lost) or ring events (ring_full) the kernel "
+           "could not handle in full, by reason."),
+    Family("flowscope_decapsulated_packets", "counter", "packets", (),
+           "Packets taken out of tunnel frames, each counted in an inner flow besides its "
+           "frame's outer packet."),
     Family("flowscope_untracked_packets", "counter", "packets", ("reason",),
            "Packets of flows kept out of the flow map on purpose, by reason: filtered (the "
            "flow filter), sampled_out (flow sampling)."),
@@ -180,6 +184,8 @@ KERNEL = {
     Counter.MAP_FULL: ("flowscope_drops", "map_full"),
     Counter.RING_FULL: ("flowscope_drops", "ring_full"),
     Counter.PULL_FAIL: ("flowscope_drops", "pull_fail"),
+    Counter.TUN_LOST: ("flowscope_drops", "tun_lost"),
+    Counter.DECAP: ("flowscope_decapsulated_packets", None),
     Counter.EVENTS: ("flowscope_ring_events_submitted", None),
     Counter.FLOWS_NEW: ("flowscope_kernel_flows_started", "new"),
     Counter.FLOWS_RESTART: ("flowscope_kernel_flows_started", "restart"),

@@ -478,18 +478,134 @@ def _tunnel_frames():
 TUNNEL_FRAMES = _tunnel_frames()
 
 
+def _offline_rows(frame: bytes, decap=True, vxlan=plo.VXLAN_PORT, geneve=plo.GENEVE_PORT):
+    """The offline parser's rows of one frame: its outer packet, then one per encapsulation."""
+    out = np.zeros(plo.TUN_MAX_ROWS, dtype=plo.PKT_DTYPE)
+    buf = np.frombuffer(frame, dtype=np.uint8).copy()
+    tcfg = np.array([int(decap), vxlan, geneve], dtype=np.int64)
+    n = offline_parse.parse_frame_rows(buf, 0, len(frame), len(frame), 1, 0, out, 0, tcfg,
+                                       plo.TUN_MAX_ROWS)
+    assert n > 0
+    return out[:n]
+
+
+def _row_key(row):
+    """(canonical key tuple, orientation) of an offline row."""
+    sp = int(row["sport"]) if int(row["pflags"]) & plo.PF_PORTS else 0
+    dp = int(row["dport"]) if int(row["pflags"]) & plo.PF_PORTS else 0
+    s = (int(row["src_hi"]), int(row["src_lo"]), sp)
+    d = (int(row["dst_hi"]), int(row["dst_lo"]), dp)
+    a, b = (s, d) if s <= d else (d, s)
+    return (a[0], a[1], b[0], b[1], a[2], b[2], int(row["l3"]), int(row["proto"]))
+
+
+@pytest.mark.parametrize("hook", ["xdp", "tc"])
 @pytest.mark.parametrize("i", range(len(TUNNEL_FRAMES)),
                          ids=[f"{s}-{k}" for s, k, _f in TUNNEL_FRAMES])
-def test_kernel_counts_a_tunnel_frame_as_its_outer_packet(h, i):
-    """The kernel does not decapsulate (docs/tunnels.md): a tunnel frame is one packet of
-    its outer flow, exactly the offline parser's outer row (``tun_depth`` 0)."""
+def test_kernel_decapsulates_as_the_offline_parser(h, i, hook):
+    """Every frame of the tunnel captures through the kernel (docs/tunnels.md): one packet
+    of each flow the offline parser gives it rows for, outer first, each decapsulated one
+    with its encapsulation (type, depth, key) and the key of the flow around it."""
     _stem, _k, frame = TUNNEL_FRAMES[i]
-    row = _offline_row(frame)
-    assert int(row["error"]) == 0 and int(row["tun_depth"]) == 0
-    h.run(frame)
+    rows = _offline_rows(frame)
+    assert int(rows[0]["error"]) == 0 and int(rows[0]["tun_depth"]) == 0
+    if not h.run(frame, hook, may_refuse=True):
+        pytest.skip("BPF_PROG_TEST_RUN refuses this frame for this hook")
     ev = h.events()
-    assert len(ev) == 1 and len(h.flows()[1]) == 1
-    _assert_event_matches_row(ev[0], row)
+    c = h.counters()
+    assert c["packets"] == 1 and c["tun_lost"] == 0
+    assert c["decap"] == len(rows) - 1
+    assert len(ev) == len(rows) and len(h.flows()[1]) == len({_row_key(r) for r in rows})
+    for depth, (e, row) in enumerate(zip(ev, rows)):
+        _assert_event_matches_row(e, row)
+        assert int(e["reason"]) & L.EventReason.NEW
+        assert (int(e["tun_depth"]), int(e["tun_type"]), int(e["tun_key"])) == (
+            depth, int(row["tun_type"]), int(row["tun_key"]))
+        if depth:
+            assert ktuple(e["tun_parent"]) == _row_key(rows[depth - 1])
+        else:
+            assert ktuple(e["tun_parent"]) == (0,) * 8
+
+
+def test_tunnel_frames_reach_every_depth_and_type():
+    """The parity test above covers every encapsulation and the deepest frames."""
+    types, depth = set(), 0
+    for _s, _k, frame in TUNNEL_FRAMES:
+        rows = _offline_rows(frame)
+        types |= {int(t) for t in rows["tun_type"][1:]}
+        depth = max(depth, len(rows) - 1)
+    assert types == set(plo.TUN_SLUGS) and depth == plo.TUN_MAX_DEPTH
+
+
+def test_later_packets_through_another_parent_send_an_event(h):
+    """An inner flow's packet through another outer flow is an event (Zeek's encapsulation
+    change); the same encapsulation again is not."""
+    inner = ipv4("192.168.1.1", "192.168.1.2", 17, udp(1000, 2000, b"q" * 20))
+    def vx(src):
+        return eth(ipv4(src, "10.0.0.9", 17, udp(40000, 4789, b"\x08\0\0\0\0\0\x2a\0"
+                                               + eth(inner))))
+    for src in ("10.0.0.1", "10.0.0.1", "10.0.0.2"):
+        h.run(vx(src))
+    ev = h.events()
+    inner_ev = ev[ev["tun_depth"] == 1]
+    assert len(inner_ev) == 2  # the first packet and the change of parent
+    assert int(inner_ev[1]["reason"]) == L.EventReason.ZEEK
+    assert int(inner_ev[1]["tun_parent"]["a_lo"]) == int(ipaddress.ip_address("10.0.0.2"))
+    assert int(inner_ev[0]["tun_key"]) == 42
+
+
+@pytest.fixture(scope="module")
+def mod_nodecap():
+    require_bpf()
+    from flowscope.sensor import loader
+    m = loader.load({"decapsulate": 0})
+    yield m
+    m.close()
+
+
+@pytest.mark.parametrize("i", range(0, len(TUNNEL_FRAMES), 3))
+def test_without_decapsulation_a_tunnel_frame_is_its_outer_packet(mod_nodecap, i):
+    """decapsulate: false compiles decapsulation out: a tunnel frame is one packet of its
+    outer flow, exactly the offline parser's outer row."""
+    from flowscope.sensor.ring import RingReader
+    _stem, _k, frame = TUNNEL_FRAMES[i]
+    r = RingReader(mod_nodecap.events_fd)
+    try:
+        hn = Harness(mod_nodecap, r)
+        rows = _offline_rows(frame, decap=False)
+        assert len(rows) == 1
+        hn.run(frame)
+        ev = hn.events()
+        assert len(ev) == 1 and len(hn.flows()[1]) == 1
+        _assert_event_matches_row(ev[0], rows[0])
+        assert int(ev[0]["tun_depth"]) == 0
+    finally:
+        r.close()
+
+
+def test_tunnel_ports_follow_the_configuration():
+    """vxlan_port / geneve_port are compiled in: VXLAN on another port is decapsulated
+    there, and no longer on 4789."""
+    from flowscope.sensor import loader
+    from flowscope.sensor.ring import RingReader
+    inner = ipv4("192.168.1.1", "192.168.1.2", 17, udp(1000, 2000, b"q" * 20))
+    def vx(port):
+        return eth(ipv4("10.0.0.1", "10.0.0.9", 17, udp(40000, port, b"\x08\0\0\0\0\0\x07\0"
+                                                       + eth(inner))))
+    m = loader.load({"vxlan_port": 8472})
+    r = RingReader(m.events_fd)
+    try:
+        hm = Harness(m, r)
+        hm.run(vx(4789))
+        assert len(hm.events()) == 1
+        assert len(_offline_rows(vx(8472), vxlan=8472)) == 2
+        hm.run(vx(8472))
+        ev = hm.events()
+        assert len(ev) == 2 and int(ev[1]["tun_type"]) == plo.TUN_VXLAN
+        assert hm.counters()["decap"] == 1
+    finally:
+        r.close()
+        m.close()
 
 
 @pytest.mark.parametrize("i", range(len(OFFLINE_FRAMES)))

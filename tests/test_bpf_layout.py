@@ -231,6 +231,18 @@ def _golden_event() -> bytes:
     b += bytes.fromhex("0500000000000000")  # 280 drops = [5, 0]
     b += bytes.fromhex("0200")  # 288 drop_reason = 2
     b += bytes(6)  # 290 padding
+    # tunnels: the parent key (40 bytes, as fs_flow_key), the encapsulation
+    b += bytes.fromhex("0000000000000000")  # 296 tun_parent.a_hi
+    b += bytes.fromhex("0100000a00000000")  # 304 tun_parent.a_lo = 10.0.0.1
+    b += bytes.fromhex("0000000000000000")  # 312 tun_parent.b_hi
+    b += bytes.fromhex("0900000a00000000")  # 320 tun_parent.b_lo = 10.0.0.9
+    b += bytes.fromhex("409cb512")  # 328 tun_parent.port_a = 40000, port_b = 4789
+    b += bytes.fromhex("04110000")  # 332 tun_parent.l3 = 4, proto = 17 (UDP), vlan = 0
+    b += bytes.fromhex("2a000000")  # 336 tun_key = 42 (VNI)
+    b += bytes.fromhex("03")  # 340 tun_type = VXLAN
+    b += bytes.fromhex("01")  # 341 tun_depth = 1
+    b += bytes.fromhex("01")  # 342 tun_ether = 1
+    b += bytes(1)  # 343 padding
     return b
 
 
@@ -275,6 +287,12 @@ def test_golden_event_decode():
         layout.SeqFlag.INIT_FWD | layout.SeqFlag.INIT_REV | layout.SeqFlag.FIN_FWD)
     assert e["_pad_seq"].tolist() == [0] * 7
     assert e["drops"].tolist() == [5, 0] and int(e["drop_reason"]) == 2
+    p = e["tun_parent"]
+    assert (int(p["a_lo"]), int(p["b_lo"]), int(p["port_a"]), int(p["port_b"])) == (
+        0x0A000001, 0x0A000009, 40000, 4789)
+    assert (int(p["l3"]), int(p["proto"]), int(p["vlan"])) == (layout.L3.IPV4, 17, 0)
+    assert (int(e["tun_key"]), int(e["tun_depth"]), int(e["tun_ether"])) == (42, 1, 1)
+    assert layout.TunType(int(e["tun_type"])) == layout.TunType.VXLAN
 
 
 def test_key_words_match_engine_meta():

@@ -145,7 +145,9 @@ def test_values_types_and_labels(server):
     assert m["flowscope_drops_total"] == {
         (("reason", "map_full"),): k[Counter.MAP_FULL],
         (("reason", "ring_full"),): k[Counter.RING_FULL],
-        (("reason", "pull_fail"),): k[Counter.PULL_FAIL]}
+        (("reason", "pull_fail"),): k[Counter.PULL_FAIL],
+        (("reason", "tun_lost"),): k[Counter.TUN_LOST]}
+    assert m["flowscope_decapsulated_packets_total"] == {(): k[Counter.DECAP]}
     assert m["flowscope_flows_active"] == {(): 10}
     assert m["flowscope_flows_created_total"] == {(): 100}
     assert m["flowscope_flows_ended_total"] == {
@@ -410,7 +412,8 @@ def test_a_live_sensor_exports_every_family(topo, tmp_path):
     assert set(dict(k)["kind"] for k in m["flowscope_unparsed_packets_total"]) == {
         "truncated", "not_ip", "bad_header"}
     assert m["flowscope_drops_total"] == {(("reason", r),): 0
-                                          for r in ("map_full", "ring_full", "pull_fail")}
+                                          for r in ("map_full", "ring_full", "pull_fail",
+                                                    "tun_lost")}
     assert m["flowscope_kernel_flows_started_total"][(("kind", "new"),)] >= 1
     assert m["flowscope_flows_active"][()] + sum(m["flowscope_flows_ended_total"].values()) == \
         m["flowscope_flows_created_total"][()]

@@ -41,7 +41,8 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
     EV_STARTED, EV_STATE_CHANGE, EV_UPDATE, EXTRACT_FIVE_TUPLE_DIRECTIONAL, EXTRACT_IP_PAIR,
     EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
     IPPROTO_TCP, IPPROTO_UDP,
-    PERR_L4_SHORT, PERR_NOT_IP, PF_ABS, PF_FRAG, PF_ICMP, PF_MAC, PF_MORE_FRAGS, PF_PORTS,
+    PERR_L4_SHORT, PERR_NOT_IP, PERR_TUN_PARENT, PF_ABS, PF_FRAG, PF_ICMP, PF_MAC,
+    PF_MORE_FRAGS, PF_PORTS,
     PF_SYNC,
     PF_TCP, SQF_FIN0, SQF_FIN1, SQF_INIT0, SQF_INIT1, ST_ACTIVE, ST_CLOSED, ST_CLOSING_TCP,
     ST_ESTABLISHED, ST_FIN_WAIT, ST_RESET, TUN_MAX_CHANGES, TUN_MAX_DEPTH, TUN_PARENTS_MAX,
@@ -1028,6 +1029,25 @@ def _add_held(ctl, fint, fz, s, side, proto, zeek, hp, hb, hpay, hipb):
 
 
 @kernel
+def _tun_parent_row(ctl, table, fkey, fint, mask, pkts, i, kind, kvlan):
+    """A PERR_TUN_PARENT row (live): the flow it names (id and start, -1 when the engine has
+    none) is the parent of the next row, as the row of depth ``tun_depth`` sets it offline."""
+    depth = np.int64(pkts[i].tun_depth)
+    if depth >= TUN_MAX_DEPTH:
+        return
+    pid = np.int64(-1)
+    pst = np.int64(0)
+    ok, k0, k1, k2, k3, k4, _rev = extract_key_ports(pkts, i, kind, -1, -1, kvlan)
+    if ok:
+        _pos, s = _find(table, fkey, mask, k0, k1, k2, k3, k4)
+        if s >= 0:
+            pid = fint[s, F_ID]
+            pst = fint[s, F_STARTED]
+    ctl[C_TUN_PID + depth] = pid
+    ctl[C_TUN_PST + depth] = pst
+
+
+@kernel
 def _tun_link(ctl, fint, fz, fzh, s, depth, ttype, key, zeek):
     """Record the encapsulation of a packet of flow ``s`` (``depth`` 0: none).
 
@@ -1153,6 +1173,11 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
             return i, e, S_EV_FULL
         p = pkts[i]
         ts = p.ts
+        if p.error == PERR_TUN_PARENT:
+            # live: the parent of the next row's decapsulated packet, named by its key
+            _tun_parent_row(ctl, table, fkey, fint, mask, pkts, i, kind, kvlan)
+            i += 1
+            continue
         if interval > 0 and ts >= ctl[C_NEXT_SWEEP]:
             e, ok = _auto_sweep(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e,
                                 cap_ev, ts)
@@ -1253,7 +1278,8 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
             # before that row is linked: an idle sweep, an eviction)
             if i < n and pkts[i].tun_depth > depth:
                 ctl[C_TUN_PST + depth] = fint[s, F_STARTED]
-        if (depth > 0 or fint[s, F_TUN] != 0) and not live:
+        # live rows are the kernel's events: it sends one on every change of encapsulation
+        if (depth > 0 or fint[s, F_TUN] != 0) and not sync:
             _tun_link(ctl, fint, fz, fzh, s, depth, np.int64(p.tun_type), np.int64(p.tun_key),
                       zeek)
         state = fint[s, F_STATE]

@@ -82,6 +82,12 @@ SeqFlag = IntFlag("SeqFlag", {"INIT_FWD": L.SQF_INIT0, "INIT_REV": L.SQF_INIT1,
 SeqFlag.__doc__ = "``fs_flow.seq_flags`` (``enum fs_seq_flag``): ``PKT_DTYPE.sq_flags`` bits."
 
 
+TunType = IntEnum("TunType", {"IP": L.TUN_IP, "GRE": L.TUN_GRE, "VXLAN": L.TUN_VXLAN,
+                              "GENEVE": L.TUN_GENEVE, "GTPV1": L.TUN_GTPV1,
+                              "TEREDO": L.TUN_TEREDO, "AYIYA": L.TUN_AYIYA})
+TunType.__doc__ = "``fs_event.tun_type`` (``enum fs_tun_type``): ``layout.TUN_*``."
+
+
 class Counter(IntEnum):
     """Indices of the per-CPU ``fs_counters`` array (``enum fs_counter``)."""
 
@@ -101,6 +107,9 @@ class Counter(IntEnum):
     FRAG_HELD = 13
     FRAG_RESOLVED = 14
     FRAG_ORPHANED = 15
+    # tunnels
+    DECAP = 16
+    TUN_LOST = 17
     # dns and drops
     DNS = 24
     DROPS = 25
@@ -167,9 +176,11 @@ FLOW_DTYPE = _struct(
     *_at(_SEQ, 128), ("hole_lo", U4X2, 152), ("hole_hi", U4X2, 160), *_at(_SEQ_COUNTS, 168),
     # last-seen tick
     ("last_jif", "<u8", 216),
-    size=224)
+    # tunnels
+    ("tun_parent", "<u8", 224),
+    size=232)
 
-#: ``struct fs_event`` (280 bytes), one ring buffer record.
+#: ``struct fs_event`` (344 bytes), one ring buffer record.
 EVENT_DTYPE = _struct(
     ("key", FLOW_KEY_DTYPE, 0), ("ts_ns", "<u8", 40), ("first_ns", "<u8", 48),
     ("pkts", U8X2, 56), ("bytes", U8X2, 72), ("payload", U8X2, 88), ("ip_bytes", U8X2, 104),
@@ -185,7 +196,10 @@ EVENT_DTYPE = _struct(
     ("nvlan", "u1", 276), ("_pad3", ("u1", (3,)), 277),
     # drops
     ("drops", ("<u4", (2,)), 280), ("drop_reason", "<u2", 288), ("_pad2", ("u1", (6,)), 290),
-    size=296)
+    # tunnels
+    ("tun_parent", FLOW_KEY_DTYPE, 296), ("tun_key", "<u4", 336), ("tun_type", "u1", 340),
+    ("tun_depth", "u1", 341), ("tun_ether", "u1", 342), ("_pad_tun", "u1", 343),
+    size=344)
 
 #: ``struct fs_cidr_key`` (24 bytes), the key of the flow filter's CIDR tries.
 CIDR_KEY_DTYPE = _struct(("prefixlen", "<u4", 0), ("l3", "u1", 4), ("addr", ("u1", (16,)), 5),
@@ -194,7 +208,7 @@ CIDR_KEY_DTYPE = _struct(("prefixlen", "<u4", 0), ("l3", "u1", 4), ("addr", ("u1
 #: dns: bytes of the L4 payload a FS_EVR_DNS record carries.
 FS_DNS_BYTES = 296
 _EV = EVENT_DTYPE.itemsize
-#: ``struct fs_dns_event`` (600 bytes): a ring record with FS_EVR_DNS.
+#: ``struct fs_dns_event`` (648 bytes): a ring record with FS_EVR_DNS.
 DNS_EVENT_DTYPE = _struct(
     ("ev", EVENT_DTYPE, 0), ("dns_len", "<u2", _EV), ("_pad", ("u1", (6,)), _EV + 2),
     ("dns", ("u1", (FS_DNS_BYTES,)), _EV + 8), size=_EV + 8 + FS_DNS_BYTES)
@@ -233,6 +247,7 @@ ENUMS = {
     "fs_counter": Counter,
     "fs_filter_bit": FilterBit,
     "fs_filter_mark": FilterMark,
+    "fs_tun_type": TunType,
 }
 
 #: C enum name -> the prefix its members carry in fs_shared.h.
@@ -249,6 +264,7 @@ ENUM_PREFIX = {
     "fs_counter": "FS_CNT_",
     "fs_filter_bit": "FS_FLT_",
     "fs_filter_mark": "FS_FLT_",
+    "fs_tun_type": "FS_TUN_",
 }
 
 #: ``#define`` constants of fs_shared.h.

@@ -830,8 +830,10 @@ class Sensor:
     def counters(self, cheap: bool = False) -> dict[str, int]:
         """Kernel counters (``Counter`` names) plus the tracker's and the sensor's.
 
-        ``packets = ended_packets + open_packets + unparseable + map_full + frag_unresolved
-        + filtered + sampled_out + in_flight`` is the conservation identity: every packet the
+        ``packets + decap = ended_packets + open_packets + unparseable + map_full +
+        frag_unresolved + filtered + sampled_out + in_flight`` is the conservation identity
+        (``decap``: packets decapsulated from tunnel frames, each in an inner flow of its own
+        besides the frame's outer packet): every packet the
         kernel counted is in an Ended record, in a flow still open in the kernel map, or in a
         named counter (``frag_unresolved``: non-first fragments held for a first fragment
         that has not come, orphaned after the fragment timeout or evicted from the fragment
@@ -853,8 +855,8 @@ class Sensor:
         c["unparseable"] = c["truncated"] + c["not_ip"] + c["bad_header"]
         c["frag_unresolved"] = c["frag_held"] - c["frag_resolved"]
         c["not_tracked"] = c["filtered"] + c["sampled_out"]
-        c["matched"] = (c["packets"] - c["unparseable"] - c["map_full"] - c["frag_unresolved"]
-                        - c["not_tracked"])
+        c["matched"] = (c["packets"] + c["decap"] - c["unparseable"] - c["map_full"]
+                        - c["frag_unresolved"] - c["not_tracked"])
         c["tracked_packets"] = s.packets_matched
         c["ended_packets"] = s.packets_ended
         if reuse:
@@ -863,7 +865,7 @@ class Sensor:
             _, vals = maps.lookup_flows(self.loaded.flows_fd, self.map_size)
             c["open_packets"] = int(vals["pkts"][_unreported(vals)].sum())
             del vals
-        c["in_flight"] = (c["packets"] - c["ended_packets"] - c["open_packets"]
+        c["in_flight"] = (c["packets"] + c["decap"] - c["ended_packets"] - c["open_packets"]
                           - c["unparseable"] - c["map_full"] - c["frag_unresolved"]
                           - c["not_tracked"])
         c["open_flows"] = s.open_flows
@@ -880,7 +882,8 @@ class Sensor:
                 "{flows_restart} | dropped: map_full {map_full} ring_full {ring_full} "
                 "unparseable {unparseable} (truncated {truncated} not_ip {not_ip} "
                 "bad_header {bad_header}) pull_fail {pull_fail} | tracker: open {open_flows} "
-                "ended {flows_ended} | packets {packets} = ended {ended_packets} + open "
+                "ended {flows_ended} | packets {packets} + decapsulated {decap} = ended "
+                "{ended_packets} + open "
                 "{open_packets} + unparseable {unparseable} + map_full {map_full} + fragments "
                 "unresolved {frag_unresolved} + filtered {filtered} + sampled out "
                 "{sampled_out} + in flight {in_flight}".format(**c))

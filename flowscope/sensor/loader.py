@@ -51,6 +51,9 @@ TUNABLES = {
     "filter_cidrs_max": "FS_FLT_CIDRS_MAX",
     "dns": "FS_DNS",
     "drops": "FS_DROPS",
+    "decapsulate": "FS_DECAP",
+    "vxlan_port": "FS_VXLAN_PORT",
+    "geneve_port": "FS_GENEVE_PORT",
 }
 
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
@@ -271,6 +274,8 @@ def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
         check_map_sizes(b)
         xdp = b.load_func(b"fs_xdp", bcc.BPF.XDP)
         tc = b.load_func(b"fs_tc", bcc.BPF.SCHED_CLS)
+        if int((tunables or {}).get("decapsulate", 1)):
+            load_decap(b, bcc)
         return Loaded(
             bpf=b,
             xdp_fd=xdp.fd,
@@ -294,6 +299,8 @@ BCC_VERSION = ""
 #: The maps a sensor uses by name (the others are the programs' own).
 SENSOR_MAPS = ("fs_flows", "fs_events", "fs_counters", "fs_watched", "fs_drop_counts",
                "fs_flt_ports", "fs_flt_protos", "fs_flt_cidr_in", "fs_flt_cidr_ex")
+#: With decapsulation (FS_DECAP): the program arrays the entry points tail-call.
+DECAP_MAPS = ("fs_xdp_progs", "fs_tc_progs")
 
 
 def load_detached(tunables: dict | None = None, tc_ingress: bool = False) -> Loaded:
@@ -321,8 +328,9 @@ def load_detached(tunables: dict | None = None, tc_ingress: bool = False) -> Loa
     cflags = build_cflags(tunables)  # BtfError without BTF
     drops = bool((tunables or {}).get("drops"))
     src = program_source()
+    decap = bool(int((tunables or {}).get("decapsulate", 1)))
     req = json.dumps({"source": src, "cflags": cflags, "drops": drops,
-                      "tc_ingress": tc_ingress}).encode()
+                      "tc_ingress": tc_ingress, "decap": decap}).encode()
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with mine:
         with theirs:
@@ -390,7 +398,13 @@ def _child_main(sock_fd: int) -> None:
         for name, kind in progs:
             names.append(name)
             fds.append(b.load_func(name.encode(), kind).fd)
-        for name in SENSOR_MAPS:
+        maps = SENSOR_MAPS
+        if req["decap"]:
+            # the program arrays' entries live as long as a process holds the arrays: the
+            # sensor keeps their fds
+            load_decap(b, bcc)
+            maps += DECAP_MAPS
+        for name in maps:
             names.append(name)
             fds.append(_map_fd(b, name))
         reply = {"ok": True, "names": names, "bcc": str(getattr(bcc, "__version__", ""))}
@@ -416,6 +430,18 @@ def raw_tracepoint_open(prog_fd: int, name: bytes) -> int:
     buf = ctypes.create_string_buffer(name)
     return bpf_syscall(BPF_RAW_TRACEPOINT_OPEN,
                        _RawTpAttr(name=ctypes.addressof(buf), prog_fd=prog_fd))
+
+
+def load_decap(b, bcc) -> None:
+    """Load the decapsulation programs (FS_DECAP) and put them in the program arrays the
+    entry points tail-call (``fs_xdp_progs``, ``fs_tc_progs``: FS_PROG_OUTER 0, FS_PROG_DECAP
+    1, FS_PROG_INNER 2).
+    """
+    for kind, prog_type in ((b"xdp", bcc.BPF.XDP), (b"tc", bcc.BPF.SCHED_CLS)):
+        progs = b[b"fs_" + kind + b"_progs"]
+        for idx, name in enumerate((b"outer", b"decap", b"inner")):
+            fn = b.load_func(b"fs_" + kind + b"_" + name, prog_type)
+            progs[ctypes.c_int(idx)] = ctypes.c_int(fn.fd)
 
 
 # --- bpf(2) helpers ----------------------------------------------------------

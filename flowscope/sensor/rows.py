@@ -39,8 +39,10 @@ def rows_from_events(ev: np.ndarray, offset_ns: int, slots: dict[int, int]) -> n
     rows["ip_len"] = ev["ip_len"]
     rows["first_ts"] = ev["first_ns"].astype(np.int64) + offset_ns
     rows["kstate"] = ev["state"]
-    # context: the hooks see Ethernet frames
-    rows["pflags"] |= L.PF_MAC
+    # context: the hooks see Ethernet frames; a decapsulated packet has its own Ethernet
+    # header, or none (IP in IP, GTP, ...)
+    depth = ev["tun_depth"]
+    rows["pflags"] |= np.where((depth == 0) | (ev["tun_ether"] != 0), L.PF_MAC, 0).astype(np.uint8)
     rows["smac"] = ev["smac"]
     rows["dmac"] = ev["dmac"]
     rows["vlan"] = ev["vlan"][:, 0]
@@ -58,7 +60,30 @@ def rows_from_events(ev: np.ndarray, offset_ns: int, slots: dict[int, int]) -> n
         if len(dns):
             parse_dns_payloads(ev["dns"], ev["dns_len"].astype(np.int64),
                                (ev["pflags"] & L.PF_TCP) != 0, rows, dns)
-    return rows
+    # tunnels
+    rows["tun_type"] = ev["tun_type"]
+    rows["tun_depth"] = depth
+    rows["tun_key"] = ev["tun_key"]
+    return _with_parents(rows, ev)
+
+
+def _with_parents(rows: np.ndarray, ev: np.ndarray) -> np.ndarray:
+    """``rows`` with a PERR_TUN_PARENT row before each decapsulated packet's row: its
+    parent flow (the event's ``tun_parent`` key), which the engine links it to."""
+    inner = np.flatnonzero(ev["tun_depth"] > 0)
+    if len(inner) == 0:
+        return rows
+    par = np.zeros(len(inner), dtype=L.PKT_DTYPE)
+    par["ts"] = rows["ts"][inner]
+    _endpoints(par, ev["tun_parent"][inner], np.zeros(len(inner), dtype=bool))
+    par["pflags"] = L.PF_PORTS  # the kernel's key: ports 0 where the protocol has none
+    par["error"] = L.PERR_TUN_PARENT
+    par["tun_depth"] = ev["tun_depth"][inner] - 1
+    out = np.zeros(len(rows) + len(inner), dtype=L.PKT_DTYPE)
+    at = np.arange(len(rows)) + np.cumsum(ev["tun_depth"] > 0)
+    out[at] = rows
+    out[at[inner] - 1] = par
+    return out
 
 
 def _endpoints(rows, keys, rev):

@@ -50,7 +50,9 @@ def tunables(sensor: SensorConfig, tracker: TrackerConfig) -> dict:
             "key_icmp": int(tracker.key_icmp),
             "filter_cidrs_max": max(16, len(tracker.include_cidrs), len(tracker.exclude_cidrs)),
             "dns": int(tracker.dns),
-            "drops": int(sensor.drops)}
+            "drops": int(sensor.drops),
+            "decapsulate": int(tracker.decapsulate), "vxlan_port": tracker.vxlan_port,
+            "geneve_port": tracker.geneve_port}
 
 
 def live_settings(config: Config,
