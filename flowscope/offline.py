@@ -79,11 +79,11 @@ def run_pcap(config: Config, files: Sequence[str], events: str = "ended",
                                        geneve_port=config.tracker.geneve_port)
                 files_read += 1
                 names: list[str] = []
-                for batch in reader.prefetched():
+                for batch, qnames in reader.prefetched_rows():
                     if reader.interface_names != names:  # pcapng if_name options
                         names = reader.interface_names
                         set_interface_names(writer, names)
-                    for recs in tracker.process(batch):
+                    for recs in tracker.process(batch, qnames):
                         writer.write_records(recs)
                     bar.update(path, reader.bytes_read, reader.file_size, frames + reader.frames)
                 frames += reader.frames

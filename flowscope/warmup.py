@@ -50,16 +50,18 @@ def _walk(image: bytes, pcapng: bool) -> np.ndarray:
     from ._kernels import capture as C
 
     buf = np.frombuffer(image, dtype=np.uint8).copy()
-    out = np.zeros(4, dtype=layout.PKT_DTYPE)
+    out = np.zeros(4, dtype=layout.ROW_DTYPE)
+    names = layout.name_array(4)
     st = np.zeros(C.ST_SIZE, dtype=np.int64)
     st[C.ST_FILL] = len(buf)
     if pcapng:
         ifs = np.zeros((C.MAX_IFACES, C.IF_COLS), dtype=np.int64)
-        C.walk_pcapng(buf, st, out, ifs, np.zeros(65536, dtype=np.uint8))
+        C.walk_pcapng(buf, st, out, names, ifs, np.zeros(65536, dtype=np.uint8))
     else:
         st[C.ST_LINK] = 1
-        C.walk_pcap(buf, st, out)
-    return out[: int(st[C.ST_N])]
+        C.walk_pcap(buf, st, out, names)
+    n = int(st[C.ST_N])
+    return out[:n], names[:n]
 
 
 def _ring() -> None:
@@ -92,7 +94,7 @@ def warmup() -> float:
         tr = FlowTracker(config=TrackerConfig(max_flows=4, sweep_interval=1.0,
                                               verify_checksums=zeek), zeek=zeek)
         for batch in batches:
-            for recs in tr.process(batch):
+            for recs in tr.process(*batch):
                 format_jsonl(recs, buf, names, name_lens, *reasons)
         view = PacketView(_TCP_SYN, Timestamp(2, 0))
         tr.track(view)

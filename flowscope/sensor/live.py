@@ -48,7 +48,7 @@ import numpy as np
 from .. import layout as L
 from ..config import SensorConfig
 from . import layout as SL
-from .rows import key_bytes, rows_from_events, sync_rows
+from .rows import event_rows, key_bytes, sync_rows
 from .settings import tunables
 
 CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
@@ -313,16 +313,16 @@ class Sensor:
         warm = np.zeros(2, SL.RECORD_DTYPE)
         warm["reason"] = SL.EventReason.DNS
         warm["pflags"][1] = L.PF_TCP
-        rows_from_events(warm, 0, {1: 0})
+        event_rows(warm, 0, {1: 0})
         sync_rows(np.zeros(1, SL.FLOW_KEY_DTYPE), np.zeros(1, SL.FLOW_DTYPE), 0)
         for _ in self.tracker.process_end(np.zeros((1, 5), np.uint64), 0):  # no such flow
             pass
 
     # ---- running -----------------------------------------------------------------------
 
-    def _feed(self, rows: np.ndarray) -> None:
+    def _feed(self, rows: np.ndarray, names: np.ndarray | None = None) -> None:
         if len(rows):
-            for recs in self.tracker.process(rows):
+            for recs in self.tracker.process(rows, names):
                 self._count_tcp(recs)
                 self.writer.write_records(recs)
 
@@ -366,7 +366,7 @@ class Sensor:
             if len(ev) == 0:
                 break
             total += len(ev)
-            self._feed(rows_from_events(ev, self.clock.offset_ns, self._slots))
+            self._feed(*event_rows(ev, self.clock.offset_ns, self._slots))
             if len(ev) < len(self._evbuf):
                 break
         return total
@@ -473,7 +473,7 @@ class Sensor:
         for recs in self.tracker.process_sweep(now_mono + off):
             self.writer.write_records(recs)
         # 5
-        self._feed(rows_from_events(later, off, self._slots))
+        self._feed(*event_rows(later, off, self._slots))
 
     def _sync(self, keys: np.ndarray, vals: np.ndarray,
               last_ns: Optional[np.ndarray] = None) -> np.ndarray:
