@@ -72,7 +72,9 @@ def run_pcap(config: Config, files: Sequence[str], events: str = "ended",
         for path in files:
             reader = None
             try:
-                reader = CaptureReader(path, batch_size=8192, chunk_bytes=4 << 20,
+                # 1 MiB reads: the bytes each read copies are still in the core's cache when
+                # the parser walks them (docs/benchmarks.md)
+                reader = CaptureReader(path, batch_size=8192, chunk_bytes=1 << 20,
                                        verify_checksums=config.tracker.verify_checksums,
                                        decapsulate=config.tracker.decapsulate,
                                        vxlan_port=config.tracker.vxlan_port,

@@ -205,7 +205,7 @@ def main() -> int:
 
     def pipeline():
         tr = FlowTracker(config=cfg, events="ended")
-        reader = CaptureReader(str(args.pcap), batch_size=8192, chunk_bytes=4 << 20)
+        reader = CaptureReader(str(args.pcap), batch_size=8192, chunk_bytes=1 << 20)
         for b, q in reader.prefetched_rows():
             for _ in tr.process(b, q):
                 pass
