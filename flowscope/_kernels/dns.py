@@ -131,8 +131,8 @@ def parse_dns_payloads(pay, lens, tcp, rows, names, idx):
     FS_EVR_DNS ring record carries.
 
     ``pay``: uint8[n, FS_DNS_BYTES] (the first payload bytes), ``lens``: int64[n] (bytes
-    valid), ``tcp``: bool[n], ``rows``: ROW_DTYPE[n] and ``names``: uint8[n, DNS_NAME_MAX] (their query
-    names), ``idx``: int64[k] (the rows to parse).
+    valid), ``tcp``: bool[n], ``rows``: ROW_DTYPE[n] and ``names``: uint8[n, DNS_NAME_MAX]
+    (their query names), ``idx``: int64[k] (the rows to parse).
     UDP: the payload is the message; TCP: a two-byte length, then the message (at least 14
     bytes, as offline).
     """
