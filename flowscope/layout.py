@@ -252,6 +252,43 @@ PKT_DTYPE = np.dtype(
     ],
     align=True,
 )
+#: The rows the parsers, the live row builders and the engine pass among themselves:
+#: ``PKT_DTYPE`` without ``dns_qname``, 256 bytes narrower. The query names travel beside
+#: the rows in a name array, uint8[rows, DNS_NAME_MAX]: row i's name is the first
+#: ``dns_qlen`` bytes of ``names[i]``, written only for DNS rows (the others never touch
+#: their bytes). ``join_rows`` / ``split_rows`` convert between the two forms.
+ROW_DTYPE = np.dtype([(n, PKT_DTYPE.fields[n][0]) for n in PKT_DTYPE.names if n != "dns_qname"],
+                     align=True)
+
+
+def name_array(n: int) -> np.ndarray:
+    """An (uninitialised) name array for ``n`` rows of ``ROW_DTYPE``."""
+    return np.empty((n, DNS_NAME_MAX), dtype=np.uint8)
+
+
+def join_rows(rows: np.ndarray, names: np.ndarray) -> np.ndarray:
+    """``ROW_DTYPE`` rows and their names -> a new ``PKT_DTYPE`` array (the bytes of
+    ``dns_qname`` after ``dns_qlen`` are undefined)."""
+    out = np.empty(len(rows), dtype=PKT_DTYPE)
+    for n in ROW_DTYPE.names:
+        out[n] = rows[n]
+    dns = np.flatnonzero(rows["dns_qlen"])
+    if len(dns):
+        out["dns_qname"][dns] = names[dns]
+    return out
+
+
+def split_rows(pkts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``PKT_DTYPE`` rows -> new ``ROW_DTYPE`` rows and their name array."""
+    rows = np.empty(len(pkts), dtype=ROW_DTYPE)
+    for n in ROW_DTYPE.names:
+        rows[n] = pkts[n]
+    names = name_array(len(pkts))
+    dns = np.flatnonzero(pkts["dns_qlen"])
+    if len(dns):
+        names[dns] = pkts["dns_qname"][dns]
+    return rows, names
+
 #: ``PKT_DTYPE.sq_flags`` bits (the kernel's ``fs_flow.seq_flags``, by orientation).
 SQF_INIT0 = 0x01  # a -> b sent a TCP packet (its sequence numbers are set)
 SQF_INIT1 = 0x02

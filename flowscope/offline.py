@@ -72,18 +72,20 @@ def run_pcap(config: Config, files: Sequence[str], events: str = "ended",
         for path in files:
             reader = None
             try:
-                reader = CaptureReader(path, batch_size=8192, chunk_bytes=4 << 20,
+                # 1 MiB reads: the bytes each read copies are still in the core's cache when
+                # the parser walks them (docs/benchmarks.md)
+                reader = CaptureReader(path, batch_size=8192, chunk_bytes=1 << 20,
                                        verify_checksums=config.tracker.verify_checksums,
                                        decapsulate=config.tracker.decapsulate,
                                        vxlan_port=config.tracker.vxlan_port,
                                        geneve_port=config.tracker.geneve_port)
                 files_read += 1
                 names: list[str] = []
-                for batch in reader.prefetched():
+                for batch, qnames in reader.prefetched_rows():
                     if reader.interface_names != names:  # pcapng if_name options
                         names = reader.interface_names
                         set_interface_names(writer, names)
-                    for recs in tracker.process(batch):
+                    for recs in tracker.process(batch, qnames):
                         writer.write_records(recs)
                     bar.update(path, reader.bytes_read, reader.file_size, frames + reader.frames)
                 frames += reader.frames

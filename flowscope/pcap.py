@@ -69,7 +69,8 @@ from ._kernels.csum import verify_frame
 from ._kernels.parse import (
     SUPPORTED_LINKTYPES, TC_DECAP, TC_GENEVE, TC_SIZE, TC_VXLAN, parse_frame_rows,
 )
-from .layout import GENEVE_PORT, PKT_DTYPE, TUN_MAX_ROWS, VXLAN_PORT
+from .layout import (GENEVE_PORT, PKT_DTYPE, ROW_DTYPE, TUN_MAX_ROWS, VXLAN_PORT, join_rows,
+                     name_array)
 
 __all__ = [
     "CaptureError",
@@ -81,6 +82,7 @@ __all__ = [
     "iter_captures",
     "open_capture",
     "parse_bytes",
+    "parse_rows",
 ]
 
 #: The read buffer never grows beyond this: no record or block that is read into it is
@@ -138,16 +140,25 @@ def parse_bytes(frame: bytes, ts_ns: int, linktype: int = 1,
         Shape (rows,), dtype ``PKT_DTYPE``; row 0 has ``caplen`` = ``wirelen`` =
         ``len(frame)``.
     """
+    return join_rows(*parse_rows(frame, ts_ns, linktype, verify_checksums, decapsulate,
+                                 vxlan_port, geneve_port))
+
+
+def parse_rows(frame: bytes, ts_ns: int, linktype: int = 1, verify_checksums: bool = False,
+               decapsulate: bool = True, vxlan_port: int = VXLAN_PORT,
+               geneve_port: int = GENEVE_PORT) -> tuple[np.ndarray, np.ndarray]:
+    """``parse_bytes`` in the parser's own form: ``ROW_DTYPE`` rows and their name array."""
     buf = np.frombuffer(frame, dtype=np.uint8).copy()
-    out = np.empty(TUN_MAX_ROWS, dtype=PKT_DTYPE)
+    out = np.empty(TUN_MAX_ROWS, dtype=ROW_DTYPE)
+    names = name_array(TUN_MAX_ROWS)
     n = buf.shape[0]
     tcfg = tunnel_settings(decapsulate, vxlan_port, geneve_port)
-    rows = abs(parse_frame_rows(buf, 0, n, n, int(linktype), int(ts_ns), out, 0, tcfg,
+    rows = abs(parse_frame_rows(buf, 0, n, n, int(linktype), int(ts_ns), out, names, 0, tcfg,
                                 TUN_MAX_ROWS))
     if verify_checksums:
         for k in range(rows):
             verify_frame(buf, 0, n, out, k)
-    return out[:rows]
+    return out[:rows], names[:rows]
 
 
 def _read_exactly(f, n: int) -> bytes:
@@ -187,7 +198,10 @@ class CaptureReader:
     Iterating yields ``PKT_DTYPE`` arrays of up to ``batch_size`` rows. The
     array is a view of a buffer reused for the next batch: process (or copy)
     each batch before asking for the next. Each iteration reads the file
-    from the start again.
+    from the start again. ``rows()`` and ``prefetched_rows()`` yield the
+    parser's own form, cheaper to make and to track: ``(rows, names)`` pairs of
+    ``ROW_DTYPE`` rows and their DNS query names (``layout.ROW_DTYPE``), which
+    ``FlowTracker.process(rows, names)`` takes.
 
     Attributes
     ----------
@@ -294,6 +308,12 @@ class CaptureReader:
                 f"frames={self.frames}, bytes_read={self.bytes_read})")
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        for rows, names in self._batches():
+            yield join_rows(rows, names)
+
+    def rows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Iterate over ``(rows, names)`` batches: ``ROW_DTYPE`` rows and their name array
+        (uint8[len(rows), DNS_NAME_MAX]), views of buffers reused for the next batch."""
         return self._batches()
 
     @property
@@ -319,6 +339,18 @@ class CaptureReader:
         at most ``depth`` batches wait in between. Errors (``CaptureError``)
         are raised here, in order, after every batch read before them.
         """
+        return self._prefetch((join_rows(r, n) for r, n in self._batches()), depth)
+
+    def prefetched_rows(self, depth: int = 2) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``prefetched()`` in the form of ``rows()``: ``(rows, names)`` batches, parsed by
+        the background thread straight into a ring of ``depth + 3`` buffers (no copy).
+        A batch stays valid until the next one is requested."""
+        depth = max(1, int(depth))
+        # in flight at once: one with the caller, ``depth`` queued, one being filled, one
+        # filled and waiting for room in the queue
+        return self._prefetch(self._batches(ring=depth + 3), depth)
+
+    def _prefetch(self, batches: Iterator, depth: int) -> Iterator:
         q: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
         stop = threading.Event()
         done = object()
@@ -334,8 +366,8 @@ class CaptureReader:
 
         def produce() -> None:
             try:
-                for batch in self._batches():
-                    if not put(batch.copy()):
+                for batch in batches:
+                    if not put(batch):
                         return
                 put(done)
             except BaseException as exc:  # handed to the consumer, raised there
@@ -355,7 +387,8 @@ class CaptureReader:
             stop.set()
             worker.join()
 
-    def _batches(self) -> Iterator[np.ndarray]:
+    def _batches(self, ring: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(rows, names) batches, parsed into ``ring`` buffers used in turn."""
         name = self.path
         self.frames = 0
         self.bytes_read = 0
@@ -374,7 +407,11 @@ class CaptureReader:
             head = None
         with f:
             buf = np.empty(self.chunk_bytes, dtype=np.uint8)
-            out = np.empty(self.batch_size, dtype=PKT_DTYPE)
+            # the name arrays are written for DNS rows only: the other pages stay untouched
+            bufs = [(np.empty(self.batch_size, dtype=ROW_DTYPE), name_array(self.batch_size))
+                    for _ in range(max(1, ring))]
+            turn = 0
+            out, names = bufs[0]
             st = np.zeros(K.ST_SIZE, dtype=np.int64)
             st[K.ST_BE] = int(self.big_endian)
             st[K.ST_VERIFY] = int(self.verify_checksums)
@@ -435,9 +472,9 @@ class CaptureReader:
                 # Walk the records in the buffer, handing on every full batch.
                 while True:
                     if pcapng:
-                        K.walk_pcapng(buf, st, out, ifs, seen)
+                        K.walk_pcapng(buf, st, out, names, ifs, seen)
                     else:
-                        K.walk_pcap(buf, st, out)
+                        K.walk_pcap(buf, st, out, names)
                     self.frames = int(st[K.ST_FRAMES])
                     status = int(st[K.ST_STATUS])
                     if status != K.S_FULL:
@@ -447,7 +484,12 @@ class CaptureReader:
                     st[K.ST_N] = 0
                     if pcapng:
                         self._note_linktypes(seen)
-                    yield out if full == out.shape[0] else out[:full]
+                    if full == out.shape[0]:
+                        yield out, names
+                    else:
+                        yield out[:full], names[:full]
+                    turn = (turn + 1) % len(bufs)
+                    out, names = bufs[turn]
                 n = int(st[K.ST_N])
                 if pcapng:
                     self._note_linktypes(seen)
@@ -456,14 +498,14 @@ class CaptureReader:
                 if status == K.S_CORRUPT:
                     if n:
                         st[K.ST_N] = 0
-                        yield out[:n]
+                        yield out[:n], names[:n]
                     off = base + int(st[K.ST_POS])
                     raise CaptureError(f"{name}: corrupt record header at offset {off} "
                                        f"(after {self.frames} packets)")
                 if eof:
                     if n:
                         st[K.ST_N] = 0
-                        yield out[:n]
+                        yield out[:n], names[:n]
                     if fill - int(st[K.ST_POS]) > 0 or st[K.ST_SKIP] or st[K.ST_TRAIL]:
                         what = "block" if pcapng else "packet record"
                         raise CaptureError(f"{name}: file ends in the middle of a {what} "
@@ -481,7 +523,7 @@ class CaptureReader:
 
     def read_all(self) -> np.ndarray:
         """All packets of the file in one (copied) array: for small files and tests."""
-        parts = [b.copy() for b in self]
+        parts = list(self)  # each batch is a new array
         if not parts:
             return np.empty(0, dtype=PKT_DTYPE)
         return np.concatenate(parts)

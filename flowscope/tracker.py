@@ -5,8 +5,9 @@ Two ways in, one engine:
 * ``track(view)`` takes one ``PacketView`` (raw frame bytes + timestamp) and
   returns that packet's events as objects, as the reference API does;
 * ``track_batch(pkts)`` / ``process(pkts)`` take a numpy array of parsed
-  packets (``layout.PKT_DTYPE``, as the capture reader and the live sensor
-  produce them) and create no Python object per packet: ``process`` yields the
+  packets (``layout.PKT_DTYPE``; or ``layout.ROW_DTYPE`` rows and their DNS
+  name array, as the capture reader's ``rows()`` and the live sensor produce
+  them) and create no Python object per packet: ``process`` yields the
   raw event records (``layout.EVENT_DTYPE``) for writers, ``track_batch``
   turns them into event objects.
 
@@ -86,6 +87,10 @@ class TrackerStats:
     frames_not_ip: int = 0  # frames with no IP packet (ARP, LLDP, ...; error PERR_NOT_IP)
     dns_messages: int = 0  # DNS messages on matched packets (header decoded; dns on)
     dns_matched: int = 0  # responses matched to their flow's first query (dns_rtt)
+
+
+#: The name array of rows that carry no DNS query name.
+_NO_NAMES = np.zeros((1, layout.DNS_NAME_MAX), dtype=np.uint8)
 
 
 def event_mask(events: str | int) -> int:
@@ -207,18 +212,31 @@ class FlowTracker:
         return (self._ctl, self._table, self._fkey, self._fint, self._fhist, self._fz, self._fzh,
                 self._fdl, self._lq, self._sbuf)
 
-    def process(self, pkts: np.ndarray) -> Iterator[np.ndarray]:
+    def process(self, pkts: np.ndarray, names: Optional[np.ndarray] = None
+                ) -> Iterator[np.ndarray]:
         """Run a batch of parsed packets; yield event records in order.
 
+        ``pkts``: ``PKT_DTYPE`` rows, or ``ROW_DTYPE`` rows with their DNS query names
+        ``names`` (uint8[len(pkts), DNS_NAME_MAX], as the capture reader's ``rows()``
+        gives them; may be left out when no row has ``DNS_QUESTION``).
         Each yielded array is a view of the engine's buffer, valid until the
         next item is requested.
         """
-        if pkts.dtype != layout.PKT_DTYPE:
+        if pkts.dtype == layout.PKT_DTYPE:
+            pkts, names = layout.split_rows(pkts)
+        elif pkts.dtype != layout.ROW_DTYPE:
             raise TypeError("pkts: expected an array of flowscope.layout.PKT_DTYPE")
+        elif names is None:
+            if (pkts["dns_flags"] & layout.DNS_QUESTION).any():
+                raise ValueError("names: the rows carry DNS query names")
+            names = _NO_NAMES
+        elif (names.dtype != np.uint8 or names.ndim != 2 or names.shape[0] < len(pkts)
+              or names.shape[1] != layout.DNS_NAME_MAX or not names.flags.c_contiguous):
+            raise TypeError("names: expected a C-contiguous uint8[len(pkts), DNS_NAME_MAX]")
         i = 0
         args = self._state() + (self._frk, self._frv, self._flt, self._ev)
         while True:
-            i, e, status = K.track_batch(pkts, i, *args, 0)
+            i, e, status = K.track_batch(pkts, names, i, *args, 0)
             if status == K.S_PAUSED:
                 self._apply_timeout_fn()
             if e:
@@ -276,17 +294,19 @@ class FlowTracker:
 
     def track(self, view: PacketView) -> list[FlowEvent]:
         """Track one packet; return its events in order."""
-        from .pcap import parse_bytes
+        from .pcap import parse_rows
 
-        pkts = parse_bytes(view.frame, view.timestamp.to_ns(), view.linktype,
-                           self.config.verify_checksums, self.config.decapsulate,
-                           self.config.vxlan_port, self.config.geneve_port)
-        return self.track_batch(pkts)
+        pkts, names = parse_rows(view.frame, view.timestamp.to_ns(), view.linktype,
+                                 self.config.verify_checksums, self.config.decapsulate,
+                                 self.config.vxlan_port, self.config.geneve_port)
+        return self.track_batch(pkts, names)
 
-    def track_batch(self, pkts: np.ndarray) -> list[FlowEvent]:
-        """Track a batch of parsed packets; return all their events in order."""
+    def track_batch(self, pkts: np.ndarray, names: Optional[np.ndarray] = None
+                    ) -> list[FlowEvent]:
+        """Track a batch of parsed packets (as ``process`` takes them); return all their
+        events in order."""
         out: list[FlowEvent] = []
-        for recs in self.process(pkts):
+        for recs in self.process(pkts, names):
             out.extend(self.events_from_records(recs))
         return out
 

@@ -51,16 +51,18 @@ def _walk(image: bytes, pcapng: bool) -> np.ndarray:
     from ._kernels import capture as C
 
     buf = np.frombuffer(image, dtype=np.uint8).copy()
-    out = np.zeros(4, dtype=layout.PKT_DTYPE)
+    out = np.zeros(4, dtype=layout.ROW_DTYPE)
+    names = layout.name_array(4)
     st = np.zeros(C.ST_SIZE, dtype=np.int64)
     st[C.ST_FILL] = len(buf)
     if pcapng:
         ifs = np.zeros((C.MAX_IFACES, C.IF_COLS), dtype=np.int64)
-        C.walk_pcapng(buf, st, out, ifs, np.zeros(65536, dtype=np.uint8))
+        C.walk_pcapng(buf, st, out, names, ifs, np.zeros(65536, dtype=np.uint8))
     else:
         st[C.ST_LINK] = 1
-        C.walk_pcap(buf, st, out)
-    return out[: int(st[C.ST_N])]
+        C.walk_pcap(buf, st, out, names)
+    n = int(st[C.ST_N])
+    return out[:n], names[:n]
 
 
 def _ring() -> None:
@@ -80,12 +82,12 @@ def _sensor_rows() -> None:
     """The live sensor's row builders: ring records (one with a DNS payload, one TCP) and
     map-sync rows, with the dtypes the sensor reads them in (no bcc needed)."""
     from .sensor import layout as SL
-    from .sensor.rows import rows_from_events, sync_rows
+    from .sensor.rows import event_rows, sync_rows
 
     warm = np.zeros(2, SL.RECORD_DTYPE)
     warm["reason"] = SL.EventReason.DNS
     warm["pflags"][1] = layout.PF_TCP
-    rows_from_events(warm, 0, {1: 0})
+    event_rows(warm, 0, {1: 0})
     sync_rows(np.zeros(1, SL.FLOW_KEY_DTYPE), np.zeros(1, SL.FLOW_DTYPE), 0)
 
 
@@ -111,7 +113,7 @@ def warmup() -> float:
         tr = FlowTracker(config=TrackerConfig(max_flows=4, sweep_interval=1.0,
                                               verify_checksums=zeek), zeek=zeek)
         for batch in batches:
-            for recs in tr.process(batch):
+            for recs in tr.process(*batch):
                 format_jsonl(recs, buf, names, name_lens, *reasons)
                 for w in text_writers:
                     w.write_records(recs)

@@ -19,7 +19,12 @@ netns. Its RSS and CPU while idle with no flow, then after ``--flows`` distinct 
 idle with them held (utime + stime from /proc/PID/stat over ``--idle`` seconds), with the
 packets the link carried meanwhile (``--silent-link``: IPv6 off on both ends, so none).
 
+``--base TREE`` adds another source tree to the interleaved runs (``PYTHONPATH=TREE``; the
+tree needs its own compiled kernels, ``python -m flowscope.aotbuild`` run in it), for a before
+and after in the same run; ``--no-jit`` leaves the JIT runs out.
+
 Usage: .venv/bin/python scripts/bench_startup.py [--repeat 5] [--pcap /tmp/big.pcap]
+       .venv/bin/python scripts/bench_startup.py --base /tmp/base --no-jit --big-repeat 5
        sudo .venv/bin/python scripts/bench_startup.py --live [--flows 100000] [--silent-link]
 """
 
@@ -84,13 +89,30 @@ class Softflowd:
             self.proc.kill()
 
 
+BASE: Path | None = None  # --base: another source tree, run with PYTHONPATH set to it
+JIT = True  # --no-jit: False
+
+
 def env_for(mode: str) -> dict:
     # as a user runs it: bytecode cached (PYTHONDONTWRITEBYTECODE would recompile every module)
     env = {k: v for k, v in os.environ.items()
-           if k not in ("FLOWSCOPE_JIT", "PYTHONDONTWRITEBYTECODE")}
+           if k not in ("FLOWSCOPE_JIT", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
     if mode == "jit":
         env["FLOWSCOPE_JIT"] = "1"
+    if mode == "base":
+        env["PYTHONPATH"] = str(BASE)
     return env
+
+
+def check_base(base: Path) -> None:
+    """Stop unless a process with ``env_for("base")`` imports flowscope, with its compiled
+    kernels, from ``base``."""
+    p = subprocess.run([str(PY), "-c", "import flowscope, flowscope._kernels as K; "
+                        "print(flowscope.__file__, K.MODE)"], capture_output=True, text=True,
+                       env=env_for("base"), cwd="/")
+    where, mode = p.stdout.split()
+    if not Path(where).resolve().is_relative_to(base.resolve()) or mode != "aot":
+        raise SystemExit(f"--base {base}: imported {where} ({mode})")
 
 
 def flowscope_cmd(pcap: Path, out: str = os.devnull) -> list[str]:
@@ -99,14 +121,19 @@ def flowscope_cmd(pcap: Path, out: str = os.devnull) -> list[str]:
 
 def interleaved(pcap: Path, repeat: int, sfd: Softflowd | None) -> dict[str, list]:
     """{name: [(wall, rss), ...]} over ``repeat`` interleaved rounds."""
-    runs: dict[str, list] = {"softflowd": [], "flowscope (AOT)": [], "flowscope (JIT)": []}
-    for mode in ("aot", "jit"):  # untimed first runs: the JIT's cache is filled
+    modes = {"flowscope (AOT)": "aot"}
+    if BASE is not None:
+        modes["base (AOT)"] = "base"
+    if JIT:
+        modes["flowscope (JIT)"] = "jit"
+    runs: dict[str, list] = {"softflowd": [], **{k: [] for k in modes}}
+    for mode in modes.values():  # untimed first runs: the JIT's cache is filled
         measured(flowscope_cmd(pcap), env_for(mode))
     for _ in range(repeat):
         if sfd is not None:
             runs["softflowd"].append(measured(sfd.cmd(pcap)))
-        runs["flowscope (AOT)"].append(measured(flowscope_cmd(pcap), env_for("aot")))
-        runs["flowscope (JIT)"].append(measured(flowscope_cmd(pcap), env_for("jit")))
+        for name, mode in modes.items():
+            runs[name].append(measured(flowscope_cmd(pcap), env_for(mode)))
     return {k: v for k, v in runs.items() if v}
 
 
@@ -180,15 +207,18 @@ def offline(args) -> None:
             big = interleaved(args.pcap, args.big_repeat, sfd)
             table(f"big capture: {args.pcap} ({args.pcap.stat().st_size / 1e9:.2f} GB; "
                   "target: softflowd / flowscope >= 2)", big)
-            if "softflowd" in big:
-                s = min(w for w, _ in big["softflowd"])
-                a = min(w for w, _ in big["flowscope (AOT)"])
-                print(f"  softflowd / flowscope (AOT), best of each: {s / a:.2f}x; per round: "
-                      + ", ".join(f"{x[0] / y[0]:.2f}" for x, y in
-                                  zip(big["softflowd"], big["flowscope (AOT)"])))
+            for name in ("flowscope (AOT)", "base (AOT)"):
+                if "softflowd" in big and name in big:
+                    s = min(w for w, _ in big["softflowd"])
+                    a = min(w for w, _ in big[name])
+                    print(f"  softflowd / {name}, best of each: {s / a:.2f}x; per round: "
+                          + ", ".join(f"{x[0] / y[0]:.2f}" for x, y in
+                                      zip(big["softflowd"], big[name])))
         finally:
             if sfd is not None:
                 sfd.close()
+    if args.no_corpus:
+        return
     peaks = []
     for f in corpus():
         try:
@@ -335,7 +365,16 @@ def main() -> int:
                     help="live: sensor.sweep_interval (idle syncs), seconds")
     ap.add_argument("--silent-link", action="store_true",
                     help="live: IPv6 off on the veth pair (no link-local chatter)")
+    ap.add_argument("--base", type=Path, help="offline: also run this source tree (its own "
+                    "compiled kernels), PYTHONPATH set to it, interleaved with the others")
+    ap.add_argument("--no-jit", action="store_true", help="offline: leave out the JIT runs")
+    ap.add_argument("--no-corpus", action="store_true",
+                    help="offline: only the tiny and big captures (no corpus RSS, no breakdown)")
     args = ap.parse_args()
+    global BASE, JIT
+    BASE, JIT = args.base, not args.no_jit
+    if BASE is not None:
+        check_base(BASE)
     if args.live:
         live(args)
     else:

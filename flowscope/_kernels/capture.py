@@ -127,11 +127,11 @@ def _rd32(buf, p, be):
 
 
 @kernel
-def walk_pcap(buf, st, out):
+def walk_pcap(buf, st, out, names):
     """Walk classic pcap records of ``buf[st[ST_POS]:st[ST_FILL]]`` into ``out``.
 
     ``buf``: uint8[:]; ``st``: int64[ST_SIZE] (see module docstring);
-    ``out``: PKT_DTYPE[batch].
+    ``out``: ROW_DTYPE[batch]; ``names``: uint8[batch, DNS_NAME_MAX] (their DNS names).
     """
     pos = st[ST_POS]
     fill = st[ST_FILL]
@@ -162,7 +162,7 @@ def walk_pcap(buf, st, out):
             break
         ts = _rd32(buf, pos, be) * 1_000_000_000 + _rd32(buf, pos + 4, be) * mult
         rows = parse_frame_rows(buf, pos + 16, incl, _rd32(buf, pos + 12, be), link, ts, out,
-                                n, tcfg, cap - n)
+                                names, n, tcfg, cap - n)
         if rows < 0:
             if n > 0:  # the frame's inner packets do not fit: it starts the next batch
                 status = S_FULL
@@ -295,10 +295,11 @@ def _idb(buf, pos, blen, be, ifs, st, seen):
 
 
 @kernel
-def walk_pcapng(buf, st, out, ifs, seen):
+def walk_pcapng(buf, st, out, names, ifs, seen):
     """Walk pcapng blocks of ``buf[st[ST_POS]:st[ST_FILL]]`` into ``out``.
 
-    ``buf``: uint8[:]; ``st``: int64[ST_SIZE]; ``out``: PKT_DTYPE[batch];
+    ``buf``: uint8[:]; ``st``: int64[ST_SIZE]; ``out``: ROW_DTYPE[batch]; ``names``: their
+    DNS names, uint8[batch, DNS_NAME_MAX];
     ``ifs``: int64[MAX_IFACES, IF_COLS] interface table of the current
     section; ``seen``: uint8[65536], set to 1 for each link type defined.
     Packets of an undefined interface (or one past ``MAX_IFACES``) are
@@ -431,7 +432,8 @@ def walk_pcapng(buf, st, out, ifs, seen):
             elif btype != BT_SPB:
                 ts = _ts_ns(hi, lo, 6, np.int64(0))
             last_ts = ts
-            rows = parse_frame_rows(buf, data, incl, wirelen, link, ts, out, n, tcfg, cap - n)
+            rows = parse_frame_rows(buf, data, incl, wirelen, link, ts, out, names, n, tcfg,
+                                    cap - n)
             if rows < 0:
                 if n > 0:  # the frame's inner packets do not fit: it starts the next batch
                     status = S_FULL

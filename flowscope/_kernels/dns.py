@@ -1,8 +1,9 @@
 """DNS message parsing in numba: the header and the first question of one message.
 
-``parse_dns(buf, p, end, r, tcp)`` reads the DNS message at ``buf[p:end]`` (a
+``parse_dns(buf, p, end, r, tcp, nm)`` reads the DNS message at ``buf[p:end]`` (a
 UDP payload, or a TCP segment's bytes after the two-byte length prefix) into
-the ``dns_*`` fields of the ``PKT_DTYPE`` row ``r``. Every read is bounds-checked
+the ``dns_*`` fields of the ``ROW_DTYPE`` row ``r`` and the query name into ``nm``
+(the row's line of the name array). Every read is bounds-checked
 against ``end``; a name is followed through at most ``DNS_MAX_JUMPS`` compression
 pointers, each of which must point before the label that holds it, so a loop is
 impossible and the work per message is bounded by ``DNS_NAME_MAX`` output bytes
@@ -30,8 +31,9 @@ def _u16(buf, p):
 
 
 @inline_kernel
-def _name(buf, msg, p, end, r):
-    """Decode the name at ``buf[p:]`` (message starts at ``msg``) into ``r.dns_qname``.
+def _name(buf, msg, p, end, r, nm):
+    """Decode the name at ``buf[p:]`` (message starts at ``msg``) into ``nm`` (the row's
+    bytes of the name array; ``r.dns_qlen`` = its length).
 
     Returns ``(ok, next)``: ``next`` is the offset after the name where it
     started (after its first pointer when it has one).
@@ -67,7 +69,7 @@ def _name(buf, msg, p, end, r):
         if out > 0:
             if out >= DNS_NAME_MAX:
                 return False, 0
-            r.dns_qname[out] = _DOT
+            nm[out] = _DOT
             out += 1
         if out + ln > DNS_NAME_MAX:
             return False, 0
@@ -75,11 +77,11 @@ def _name(buf, msg, p, end, r):
             c = buf[p + 1 + k]
             if c < 33 or c > 126 or c == 34 or c == 92 or c == _DOT:
                 c = _QM
-            r.dns_qname[out + k] = c
+            nm[out + k] = c
         out += ln
         p += 1 + ln
     if out == 0:
-        r.dns_qname[0] = _DOT
+        nm[0] = _DOT
         out = 1
     if out > 255:
         return False, 0
@@ -88,14 +90,15 @@ def _name(buf, msg, p, end, r):
 
 
 @kernel
-def parse_dns(buf, p, end, r, tcp):
-    """Parse the DNS message at ``buf[p:end]`` into row ``r``; returns True for a header.
+def parse_dns(buf, p, end, r, tcp, nm):
+    """Parse the DNS message at ``buf[p:end]`` into row ``r`` (its query name into ``nm``);
+    returns True for a header.
 
     Not inlined: the frame parser calls it only for port-53 packets, and its loops would
     otherwise weigh on the code of every packet's path.
 
-    ``buf``: uint8[:]; ``r``: a ``PKT_DTYPE`` record; ``tcp``: the message came
-    over TCP (sets ``DNS_TCP``).
+    ``buf``: uint8[:]; ``r``: a ``ROW_DTYPE`` record; ``tcp``: the message came
+    over TCP (sets ``DNS_TCP``); ``nm``: uint8[DNS_NAME_MAX], the row's name bytes.
     """
     r.dns_flags = 0
     r.dns_qlen = 0
@@ -112,7 +115,7 @@ def parse_dns(buf, p, end, r, tcp):
     if tcp:
         f |= DNS_TCP
     if _u16(buf, p + 4) > 0:
-        ok, q = _name(buf, p, p + 12, end, r)
+        ok, q = _name(buf, p, p + 12, end, r, nm)
         if ok and q + 4 <= end:
             r.dns_qtype = _u16(buf, q)
             f |= DNS_QUESTION
@@ -123,12 +126,13 @@ def parse_dns(buf, p, end, r, tcp):
 
 
 @kernel
-def parse_dns_payloads(pay, lens, tcp, rows, idx):
+def parse_dns_payloads(pay, lens, tcp, rows, names, idx):
     """The live sensor's twin of the frame parser's DNS step, on the payload bytes a
     FS_EVR_DNS ring record carries.
 
     ``pay``: uint8[n, FS_DNS_BYTES] (the first payload bytes), ``lens``: int64[n] (bytes
-    valid), ``tcp``: bool[n], ``rows``: PKT_DTYPE[n], ``idx``: int64[k] (the rows to parse).
+    valid), ``tcp``: bool[n], ``rows``: ROW_DTYPE[n] and ``names``: uint8[n, DNS_NAME_MAX]
+    (their query names), ``idx``: int64[k] (the rows to parse).
     UDP: the payload is the message; TCP: a two-byte length, then the message (at least 14
     bytes, as offline).
     """
@@ -139,6 +143,6 @@ def parse_dns_payloads(pay, lens, tcp, rows, idx):
         r = rows[i]
         if tcp[i]:
             if n >= 14:
-                parse_dns(buf, 2, min(n, 2 + _u16(buf, 0)), r, True)
+                parse_dns(buf, 2, min(n, 2 + _u16(buf, 0)), r, True, names[i])
         else:
-            parse_dns(buf, 0, n, r, False)
+            parse_dns(buf, 0, n, r, False, names[i])

@@ -20,7 +20,8 @@ objects. The state of one tracker is a handful of arrays (see ``new_state`` in
 ``lq``    int64[2**k, 2]         access queue: (slot, touch serial) per touch;
                                  2**k >= 2 * cap + 16
 ``sbuf``  int64[cap, 2]          (slot, serial) of the sweep in progress, in end order
-``pkts``  PKT_DTYPE[n]           parsed packets in
+``pkts``  ROW_DTYPE[n]           parsed packets in
+``names``  uint8[n, DNS_NAME_MAX] their DNS query names (read for DNS rows only)
 ``ev``    EVENT_DTYPE[m]         events out
 
 Access order: every touch gives the flow the next serial number (``fdl[s, 1]``)
@@ -479,8 +480,9 @@ def _dns_record(ctl, fint, fhist, s, r):
 
 
 @inline_kernel
-def _dns_step(ctl, fint, fhist, s, side, p, ts):
-    """One DNS message (``p.dns_flags`` has DNS_VALID) on flow ``s`` from ``side``.
+def _dns_step(ctl, fint, fhist, s, side, p, ts, nm):
+    """One DNS message (``p.dns_flags`` has DNS_VALID, query name in ``nm``) on flow ``s``
+    from ``side``.
 
     The flow keeps its first query (transaction id, side, time, name, qtype);
     the first response from the other side with the same id sets rcode, answer
@@ -510,7 +512,7 @@ def _dns_step(ctl, fint, fhist, s, side, p, ts):
     if f & DNS_QUESTION:
         ql = np.int64(p.dns_qlen)
         for j in range(ql):
-            fhist[s, FB_DNS_NAME + j] = p.dns_qname[j]
+            fhist[s, FB_DNS_NAME + j] = nm[j]
         d |= DF_NAME | (ql << 32)
         info = np.int64(p.dns_qtype)
     if resp:
@@ -1110,11 +1112,12 @@ def _tun_link(ctl, fint, fz, fzh, s, depth, ttype, key, zeek):
 
 
 @kernel
-def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sbuf, frk, frv,
-                flt, ev, e):
+def track_batch(pkts, names, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sbuf, frk,
+                frv, flt, ev, e):
     """Run packets ``pkts[start:]`` through the tracker.
 
-    pkts: PKT_DTYPE[n]; ev: EVENT_DTYPE[m] with events already at ``ev[:e]``;
+    pkts: ROW_DTYPE[n]; names: uint8[n, DNS_NAME_MAX], their DNS query names (the first
+    ``dns_qlen`` bytes of row i's line); ev: EVENT_DTYPE[m] with events already at ``ev[:e]``;
     frk, frv: the fragment table (``flowscope._kernels.frag``); flt: the flow filter's
     lists (``flowscope._kernels.flowfilter``).
     Returns ``(next_packet, e, status)``; status is S_DONE, S_EV_FULL (drain
@@ -1294,7 +1297,7 @@ def track_batch(pkts, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, sb
                 else:
                     zeek_packet(fz, fzh, s, side, pkts, i - 1, fint)
             if dns and (p.sport == DNS_PORT or p.dport == DNS_PORT) and p.dns_flags != 0:
-                _dns_step(ctl, fint, fhist, s, side, p, ts)
+                _dns_step(ctl, fint, fhist, s, side, p, ts, names[i - 1])
             if has_tcp:
                 e, state = _tcp_step(ctl, fkey, fint, fhist, ev, e, s, side,
                                      np.int64(p.tcp_flags), np.int64(p.payload_len), ts)

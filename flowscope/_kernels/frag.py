@@ -66,7 +66,7 @@ def _frag_hash(k0, k1, k2, k3, k4):
 
 @kernel
 def frag_lookup(frk, frv, p, tmo, first):
-    """Consult the table for fragment row ``p`` (a PKT_DTYPE record).
+    """Consult the table for fragment row ``p`` (a ROW_DTYPE record).
 
     ``first``: ``p`` is a first fragment (offset 0, MF) else a non-first one.
     Returns ``(result, sport, dport, orphaned, pkts, bytes, pay, ipb)``: FR_*,

@@ -1,6 +1,6 @@
-"""Frame parser: one captured frame -> one ``PKT_DTYPE`` row, inside numba.
+"""Frame parser: one captured frame -> one ``ROW_DTYPE`` row, inside numba.
 
-Logic of ``parse_frame``:
+Logic of ``parse_row`` (``parse_frame``: the same into a ``PKT_DTYPE`` row):
 
 1) Link layer by pcap LINKTYPE (the header rules follow Zeek's packet
    analyzers): Ethernet; Linux cooked v1/v2; BSD null/loopback; raw IP; PPP
@@ -30,8 +30,10 @@ Rules that shape the code:
 
 * Only ``buf[off:off + caplen]`` is read (further clamped to ``len(buf)``);
   every header is bounds-checked before it is read and no input raises.
-* Every field of the output row is written, so rows can be reused (``dns_qname``: its
-  first ``dns_qlen`` bytes, the only ones defined).
+* Every field of the output row is written, so rows can be reused. Rows are
+  ``ROW_DTYPE``; a DNS query name goes to the row's line of the name array
+  (``names[i]``): its first ``dns_qlen`` bytes, the only ones defined, are written only
+  for DNS packets.
 * Lengths (``ip_len``, ``payload_len``) come from the IP header length fields,
   never from ``caplen``: Ethernet padding and snaplen truncation do not change
   them. A bogus IP length simply clamps ``payload_len`` at 0.
@@ -272,7 +274,7 @@ def _clear(r):
     r.tun_depth = 0
     r._pad5 = 0
     r.tun_key = 0
-    # dns_qname is defined only up to dns_qlen: not cleared per packet
+    # the name array is defined only up to dns_qlen: not cleared per packet
     r.dns_flags = 0
     r.dns_rcode = 0
     r.dns_id = 0
@@ -461,8 +463,8 @@ def _wlan(buf, p, end, r):
 
 
 @inline_kernel
-def _ip_l4(buf, start, p, end, ver, r):
-    """Sections 2) and 3) of ``parse_frame``: the IP header at ``p`` (version ``ver``)
+def _ip_l4(buf, start, p, end, ver, r, nm):
+    """Sections 2) and 3) of ``parse_row``: the IP header at ``p`` (version ``ver``)
     and its L4 header, into ``r``; offsets are relative to the frame at ``start``."""
     # ---- 2) IP -----------------------------------------------------------
     frag_later = False
@@ -583,7 +585,7 @@ def _ip_l4(buf, start, p, end, ver, r):
             # a segment that starts with a DNS message: two-byte length, then the message
             m = l4 + doff + 2
             mend = min(min(end, p + ip_len), m + _be16(buf, m - 2))
-            parse_dns(buf, m, mend, r, True)
+            parse_dns(buf, m, mend, r, True, nm)
     elif proto == 17:
         if end - l4 < 8 or l4len < 8:
             r.error = PERR_L4_SHORT  # keyed at the IP level (ports 0)
@@ -596,7 +598,7 @@ def _ip_l4(buf, start, p, end, ver, r):
         r.payload_off = pofs if pofs < 0xFFFF else 0xFFFF
         r.pflags |= PF_PORTS
         if r.sport == DNS_PORT or r.dport == DNS_PORT:
-            parse_dns(buf, l4 + 8, min(end, p + ip_len), r, False)
+            parse_dns(buf, l4 + 8, min(end, p + ip_len), r, False, nm)
     elif proto == 132:
         if end - l4 >= 4:
             r.sport = _be16(buf, l4)
@@ -614,8 +616,8 @@ def _ip_l4(buf, start, p, end, ver, r):
 
 
 @kernel
-def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
-    """Parse one frame into ``out[i]``.
+def parse_row(buf, off, caplen, wirelen, linktype, ts, out, i, nm):
+    """Parse one frame into ``out[i]`` and its DNS query name into ``nm``.
 
     Parameters
     ----------
@@ -624,8 +626,11 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
     off, caplen, wirelen, linktype, ts : int
         Frame offset in ``buf``, captured and on-the-wire lengths, pcap
         LINKTYPE and timestamp (ns since the epoch).
-    out : PKT_DTYPE[:]
+    out : ROW_DTYPE[:]
         Output rows; every field of ``out[i]`` is written (``iface`` = 0).
+    nm : uint8[DNS_NAME_MAX]
+        The row's DNS query name (its line of the name array; written for DNS packets
+        only).
     i : int
         Row to fill.
     """
@@ -796,7 +801,7 @@ def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
         r.error = PERR_TRUNCATED if ver == _TRUNC else PERR_NOT_IP
         return
 
-    _ip_l4(buf, start, p, end, ver, r)
+    _ip_l4(buf, start, p, end, ver, r, nm)
 
 
 @inline_kernel
@@ -1091,7 +1096,7 @@ def _tunnel(buf, start, end, r, tcfg, prev_type):
 
 
 @kernel
-def parse_frame_rows(buf, off, caplen, wirelen, linktype, ts, out, i, tcfg, room):
+def parse_frame_rows(buf, off, caplen, wirelen, linktype, ts, out, names, i, tcfg, room):
     """Parse one frame into ``out[i]`` and, when it carries a tunnel, one more row per
     decapsulated packet (at most ``TUN_MAX_DEPTH`` and ``room - 1``).
 
@@ -1104,7 +1109,7 @@ def parse_frame_rows(buf, off, caplen, wirelen, linktype, ts, out, i, tcfg, room
     written, negated when ``room`` rows were not enough for every decapsulated
     packet (the rows written are still valid: outer packet first).
     """
-    parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i)
+    parse_row(buf, off, caplen, wirelen, linktype, ts, out, i, names[i])
     if tcfg[TC_DECAP] == 0:
         return 1
     start = off
@@ -1150,7 +1155,7 @@ def parse_frame_rows(buf, off, caplen, wirelen, linktype, ts, out, i, tcfg, room
             p, ver = _ethertype_walk(buf, p, end, et, r)
             if ver < 0:
                 break
-        _ip_l4(buf, start, p, end, ver, r)
+        _ip_l4(buf, start, p, end, ver, r, names[i + rows])
         if (r.l3 != 4 and r.l3 != 6) or (r.error != PERR_NONE and r.error != PERR_L4_SHORT):
             break
         r.tun_type = ttype
@@ -1159,6 +1164,13 @@ def parse_frame_rows(buf, off, caplen, wirelen, linktype, ts, out, i, tcfg, room
         prev_type = ttype
         rows += 1
     return rows
+
+
+@kernel
+def parse_frame(buf, off, caplen, wirelen, linktype, ts, out, i):
+    """``parse_row`` into a ``PKT_DTYPE`` row ``out[i]``, the query name in the row
+    (``dns_qname``): the form of the public API and of the tests' twins."""
+    parse_row(buf, off, caplen, wirelen, linktype, ts, out, i, out[i].dns_qname)
 
 
 @kernel

@@ -319,7 +319,7 @@ def _choose_originator(fz, fzh, s, side, p):
 def zeek_packet(fz, fzh, s, side, pkts, i, fint):
     """Account packet ``pkts[i]`` (side 0 initiator / 1 responder) to slot ``s``.
 
-    fz: int64[cap, ZEEK_WORDS]; fzh: uint8[cap, ZEEK_HISTORY_MAX]; pkts: PKT_DTYPE[n];
+    fz: int64[cap, ZEEK_WORDS]; fzh: uint8[cap, ZEEK_HISTORY_MAX]; pkts: ROW_DTYPE[n];
     fint: the engine's int64[cap, F_SIZE], whose sequence columns (``tcpseq``) already
     include this packet.
     """

@@ -48,7 +48,7 @@ import numpy as np
 from .. import layout as L
 from ..config import SensorConfig
 from . import layout as SL
-from .rows import key_bytes, rows_from_events, sync_rows
+from .rows import event_rows, key_bytes, sync_rows
 from .settings import tunables
 
 CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
@@ -388,9 +388,9 @@ class Sensor:
 
     # ---- running -----------------------------------------------------------------------
 
-    def _feed(self, rows: np.ndarray) -> None:
+    def _feed(self, rows: np.ndarray, names: np.ndarray | None = None) -> None:
         if len(rows):
-            for recs in self.tracker.process(rows):
+            for recs in self.tracker.process(rows, names):
                 self._count_tcp(recs)
                 self.writer.write_records(recs)
 
@@ -437,7 +437,7 @@ class Sensor:
             if len(ev) == 0:
                 break
             total += len(ev)
-            self._feed(rows_from_events(ev, self.clock.offset_ns, self._slots))
+            self._feed(*event_rows(ev, self.clock.offset_ns, self._slots))
             if len(ev) < len(self._evbuf):
                 break
         return total
@@ -590,7 +590,7 @@ class Sensor:
         for recs in self.tracker.process_sweep(now_mono + off):
             self.writer.write_records(recs)
         # 5
-        self._feed(rows_from_events(later, off, self._slots))
+        self._feed(*event_rows(later, off, self._slots))
 
     def _remember_due(self, keys: np.ndarray, due: np.ndarray, keep: np.ndarray) -> None:
         """After a read: the keys of the ``DUE_KEYS`` entries (of ``keys[keep]``) that turn

@@ -1,4 +1,4 @@
-"""Kernel records -> engine rows: ring events and map entries as ``PKT_DTYPE`` rows.
+"""Kernel records -> engine rows: ring events and map entries as ``ROW_DTYPE`` rows.
 
 Ring events become rows flagged ``PF_ABS`` (packets whose ``cnt_*`` are the
 flow's absolute counters after them); map entries become ``PF_SYNC`` rows (no
@@ -16,16 +16,23 @@ from . import layout as SL
 
 
 def rows_from_events(ev: np.ndarray, offset_ns: int, slots: dict[int, int]) -> np.ndarray:
-    """Ring events (``sensor.layout.RECORD_DTYPE`` or ``EVENT_DTYPE``) -> ``PKT_DTYPE`` rows
-    with PF_ABS. The payload bytes of FS_EVR_DNS records go through the offline DNS parser.
+    """``event_rows`` as one ``PKT_DTYPE`` array (the query names in the rows)."""
+    return L.join_rows(*event_rows(ev, offset_ns, slots))
+
+
+def event_rows(ev: np.ndarray, offset_ns: int,
+               slots: dict[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Ring events (``sensor.layout.RECORD_DTYPE`` or ``EVENT_DTYPE``) -> ``ROW_DTYPE`` rows
+    with PF_ABS, and their DNS name array (None when no record carries a DNS message).
+    The payload bytes of FS_EVR_DNS records go through the offline DNS parser.
 
     ``offset_ns`` turns CLOCK_MONOTONIC into wall time; ``slots`` maps ifindex
     -> the ``iface`` value (position of the interface on the command line).
     """
     n = len(ev)
-    rows = np.zeros(n, dtype=L.PKT_DTYPE)
+    rows = np.zeros(n, dtype=L.ROW_DTYPE)
     if n == 0:
-        return rows
+        return rows, None
     k = ev["key"]
     rev = ev["dir"] == SL.Dir.REV
     rows["ts"] = ev["ts_ns"].astype(np.int64) + offset_ns
@@ -55,35 +62,42 @@ def rows_from_events(ev: np.ndarray, offset_ns: int, slots: dict[int, int]) -> n
             iface[idx == ifindex] = slot
         rows["iface"] = iface
     _counters(rows, ev)
+    names = None
     if "dns_len" in ev.dtype.names:
         dns = np.flatnonzero(ev["reason"] & SL.EventReason.DNS)
         if len(dns):
+            names = L.name_array(n)
             parse_dns_payloads(ev["dns"], ev["dns_len"].astype(np.int64),
-                               (ev["pflags"] & L.PF_TCP) != 0, rows, dns)
+                               (ev["pflags"] & L.PF_TCP) != 0, rows, names, dns)
     # tunnels
     rows["tun_type"] = ev["tun_type"]
     rows["tun_depth"] = depth
     rows["tun_key"] = ev["tun_key"]
-    return _with_parents(rows, ev)
+    return _with_parents(rows, names, ev)
 
 
-def _with_parents(rows: np.ndarray, ev: np.ndarray) -> np.ndarray:
-    """``rows`` with a PERR_TUN_PARENT row before each decapsulated packet's row: its
-    parent flow (the event's ``tun_parent`` key), which the engine links it to."""
+def _with_parents(rows: np.ndarray, names: np.ndarray | None,
+                  ev: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``rows`` (and ``names``) with a PERR_TUN_PARENT row before each decapsulated packet's
+    row: its parent flow (the event's ``tun_parent`` key), which the engine links it to."""
     inner = np.flatnonzero(ev["tun_depth"] > 0)
     if len(inner) == 0:
-        return rows
-    par = np.zeros(len(inner), dtype=L.PKT_DTYPE)
+        return rows, names
+    par = np.zeros(len(inner), dtype=L.ROW_DTYPE)
     par["ts"] = rows["ts"][inner]
     _endpoints(par, ev["tun_parent"][inner], np.zeros(len(inner), dtype=bool))
     par["pflags"] = L.PF_PORTS  # the kernel's key: ports 0 where the protocol has none
     par["error"] = L.PERR_TUN_PARENT
     par["tun_depth"] = ev["tun_depth"][inner] - 1
-    out = np.zeros(len(rows) + len(inner), dtype=L.PKT_DTYPE)
+    out = np.zeros(len(rows) + len(inner), dtype=L.ROW_DTYPE)
     at = np.arange(len(rows)) + np.cumsum(ev["tun_depth"] > 0)
     out[at] = rows
     out[at[inner] - 1] = par
-    return out
+    out_names = None
+    if names is not None:  # parent rows carry no name (dns_qlen 0)
+        out_names = L.name_array(len(out))
+        out_names[at] = names
+    return out, out_names
 
 
 def _endpoints(rows, keys, rev):
@@ -125,14 +139,15 @@ def _counters(rows, src):
 
 def sync_rows(keys: np.ndarray, vals: np.ndarray, offset_ns: int,
               last_ns: np.ndarray | None = None) -> np.ndarray:
-    """Map entries (``FLOW_KEY_DTYPE``, ``FLOW_DTYPE``) -> PF_SYNC rows.
+    """Map entries (``FLOW_KEY_DTYPE``, ``FLOW_DTYPE``) -> PF_SYNC rows (``ROW_DTYPE``;
+    no DNS query names, so ``FlowTracker.process`` takes them without a name array).
 
     Each row is oriented like the flow's first packet (so a flow the engine
     does not hold is created with the kernel's initiator); ``last_ns``
     overrides the entries' last-seen times (monotonic ns).
     """
     n = len(keys)
-    rows = np.zeros(n, dtype=L.PKT_DTYPE)
+    rows = np.zeros(n, dtype=L.ROW_DTYPE)
     if n == 0:
         return rows
     rev = vals["first_dir"] == SL.Dir.REV
