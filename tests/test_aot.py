@@ -138,7 +138,7 @@ import sys
 import numpy as np
 from flowscope import FlowTracker, layout
 from flowscope.sensor import layout as SL
-from flowscope.sensor.rows import rows_from_events, sync_rows
+from flowscope.sensor.rows import event_rows, sync_rows
 
 ev = np.zeros(2, SL.RECORD_DTYPE)  # as the sensor drains them: one with a DNS payload
 ev["reason"] = SL.EventReason.NEW | SL.EventReason.DNS
@@ -148,11 +148,11 @@ ev["key"]["proto"] = 17
 ev["key"]["port_b"] = 53
 ev["dns_len"][0] = 12
 ev["dns"][0, :12] = list(bytes.fromhex("12340100000100000000000000"))[:12]
-rows = rows_from_events(ev, 0, {1: 0})
-sync = sync_rows(np.zeros(1, SL.FLOW_KEY_DTYPE), np.zeros(1, SL.FLOW_DTYPE), 0)
+rows = event_rows(ev, 0, {1: 0})
+sync = (sync_rows(np.zeros(1, SL.FLOW_KEY_DTYPE), np.zeros(1, SL.FLOW_DTYPE), 0), None)
 for zeek in (False, True):
     t = FlowTracker(zeek=zeek)
-    n = sum(len(r) for b in (rows, sync) for r in t.process(b))
+    n = sum(len(r) for b in (rows, sync) for r in t.process(*b))
     n += sum(len(r) for r in t.process_finish())
     assert n > 0
 print(sorted(m for m in sys.modules if m.startswith(("numba", "llvmlite"))))
@@ -196,6 +196,13 @@ def test_stale_missing_or_broken_module_falls_back_to_the_jit(aot_tree, tmp_path
     layout.write_text(ltext + "\n# changed\n")
     assert _mode(tree)[0] == "jit"
     layout.write_text(ltext)
+    # the files deciding which signatures are exported (a new warm-up call, a record dtype)
+    for f in (tree / "flowscope" / "warmup.py", tree / "flowscope" / "sensor" / "layout.py"):
+        ftext = f.read_text()
+        f.write_text(ftext + "\n# changed\n")
+        assert _mode(tree)[0] == "jit", f
+        f.write_text(ftext)
+    assert _mode(tree) == ["aot"]
     so.write_bytes(b"not an ELF file")
     mode, reason = _mode(tree)
     assert mode == "jit" and "failed to import" in reason

@@ -69,6 +69,12 @@ CACHE_DIR: str = ""
 ANNOUNCE: bool | None = None
 
 
+#: Files that decide which kernel signatures the ahead-of-time module exports (warmup()'s
+#: calls, and the record dtypes of the live sensor's ring and map rows): part of its key, so
+#: that a module built before a change in them is not taken for current.
+AOT_SIGNATURE_SOURCES = ("warmup.py", os.path.join("sensor", "layout.py"))
+
+
 def kernel_sources() -> list[str]:
     """Files whose change can make a cached kernel stale: every module of this package,
     ``flowscope/layout.py`` and any other flowscope module defining a numba kernel."""
@@ -121,12 +127,15 @@ def cache_key(sources: list[str] | None = None) -> str:
 def aot_key(sources: list[str] | None = None) -> str:
     """Hash of what ahead-of-time machine code depends on: every kernel source (the kernels
     call and inline each other across modules and fold ``flowscope/layout.py``'s constants),
+    the files deciding which signatures are exported (``AOT_SIGNATURE_SOURCES``),
     the ``NUMBA_*`` settings (``NUMBA_BOUNDSCHECK`` changes the code), numpy's and Python's
     versions. Needs neither numba nor llvmlite."""
     import numpy
 
     h = hashlib.sha256(b"flowscope-aot-1\0")
     _hash_sources(h, sources)
+    if sources is None:  # which signatures the module exports: the ones warmup() calls
+        _hash_sources(h, [os.path.join(_PKG, n) for n in AOT_SIGNATURE_SOURCES])
     h.update(f"numpy {numpy.__version__} python {sys.version}".encode())
     return h.hexdigest()
 
