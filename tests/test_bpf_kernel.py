@@ -480,11 +480,12 @@ TUNNEL_FRAMES = _tunnel_frames()
 
 def _offline_rows(frame: bytes, decap=True, vxlan=plo.VXLAN_PORT, geneve=plo.GENEVE_PORT):
     """The offline parser's rows of one frame: its outer packet, then one per encapsulation."""
-    out = np.zeros(plo.TUN_MAX_ROWS, dtype=plo.PKT_DTYPE)
+    out = np.zeros(plo.TUN_MAX_ROWS, dtype=plo.ROW_DTYPE)
+    names = plo.name_array(plo.TUN_MAX_ROWS)
     buf = np.frombuffer(frame, dtype=np.uint8).copy()
     tcfg = np.array([int(decap), vxlan, geneve], dtype=np.int64)
-    n = offline_parse.parse_frame_rows(buf, 0, len(frame), len(frame), 1, 0, out, 0, tcfg,
-                                       plo.TUN_MAX_ROWS)
+    n = offline_parse.parse_frame_rows(buf, 0, len(frame), len(frame), 1, 0, out, names, 0,
+                                       tcfg, plo.TUN_MAX_ROWS)
     assert n > 0
     return out[:n]
 
