@@ -61,6 +61,7 @@ Exposed (metric names as scraped):
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 import sys
 import threading
@@ -218,19 +219,24 @@ class Snapshot(NamedTuple):
 
 
 def _version(module: str) -> str:
-    """The version of ``module`` as loaded in this process ("none" when it is not loaded)."""
-    if module == "bcc" and module not in sys.modules:  # the programs loaded in a child
+    """The version of ``module`` as loaded in this process; when it is not loaded, BCC's as
+    the loader's child process reported it, numba's as installed (it compiled the kernel
+    module in use); "none" when neither is known."""
+    if module in sys.modules:
+        return str(getattr(sys.modules[module], "__version__", "none"))
+    if module == "bcc":  # the programs loaded in a child
         loader = sys.modules.get("flowscope.sensor.loader")
-        if loader is not None and loader.BCC_VERSION:
-            return loader.BCC_VERSION
-    return str(getattr(sys.modules.get(module), "__version__", "none"))
+        return loader.BCC_VERSION if loader is not None and loader.BCC_VERSION else "none"
+    try:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
 
 
 def build_info() -> tuple[str, ...]:
     """``flowscope_build_info`` label values: flowscope, Python, numba and BCC versions.
 
-    numba and BCC are read from the loaded modules (the sensor has loaded both
-    before its first metrics update), so making this never imports them.
+    Making this never imports numba or BCC (see ``_version``).
     """
     return (__version__, platform.python_version(), _version("numba"), _version("bcc"))
 
@@ -371,7 +377,7 @@ class MetricsServer:
         engine_lag_seconds : float
             Wall-clock time minus the time of the newest event drained.
         """
-        if self._build is None:  # on the first update: the sensor has loaded numba and BCC
+        if self._build is None:  # on the first update: the programs are loaded (BCC_VERSION)
             self._build = build_info()
         self._ifnames.update(interfaces or {})
         self._collector.snap = snapshot(tracker_stats, kernel_counters, sensor_stats,
