@@ -34,6 +34,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SHARED = Path(os.environ.get("FLOWSCOPE_SHARED", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(HERE))
+from bench_offline import build_capture  # noqa: E402
 
 FORMATS = ("jsonl", "zeek", "zeek-json", "eve")
 
@@ -47,17 +49,6 @@ O.FORMATS.update({{"zeek": NaiveZeekTsvWriter, "zeek-json": NaiveZeekJsonWriter,
 from flowscope.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-
-
-def build_capture(path: Path, copies: int) -> None:
-    if path.exists():
-        return
-    script = SHARED / "scripts" / "make_big_pcap.sh"
-    if not script.exists():
-        sys.exit(f"bench: {script} not found; pass --pcap with an existing capture")
-    print(f"building {path} ({copies} copies) ...", file=sys.stderr)
-    subprocess.run(["bash", str(script), str(path), str(copies)], check=True,
-                   stdout=subprocess.DEVNULL)
 
 
 def ended_batches(path: Path) -> list[np.ndarray]:

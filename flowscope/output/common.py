@@ -112,6 +112,22 @@ def dns_fields(rec) -> dict:
     return out
 
 
+class ByteSink:
+    """Bytes to a text stream: to its binary layer when it has one (after flushing the text
+    layer), else decoded as ASCII."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.raw = getattr(out, "buffer", None) if isinstance(out, io.TextIOWrapper) else None
+
+    def write(self, data: bytes) -> None:
+        if self.raw is not None:
+            self.out.flush()
+            self.raw.write(data)
+        else:
+            self.out.write(data.decode("ascii"))
+
+
 class KernelTextWriter:
     """Base of the writers whose text a numba kernel formats into a byte buffer.
 
@@ -129,19 +145,13 @@ class KernelTextWriter:
         self.skipped = 0
         self._buf = np.empty(max(buffer_bytes, 4 * max_line), dtype=np.uint8)
         self._work = np.zeros(WORK_WORDS, dtype=np.uint64)
-        self._raw = getattr(out, "buffer", None) if isinstance(out, io.TextIOWrapper) else None
+        self._sink = ByteSink(out)
         self._reasons = reason_table({})
         self._reasons_loaded = False
 
     def _emit(self, n: int) -> None:
-        if n == 0:
-            return
-        data = self._buf[:n].tobytes()
-        if self._raw is not None:
-            self.out.flush()
-            self._raw.write(data)
-        else:
-            self.out.write(data.decode("ascii"))
+        if n:
+            self._sink.write(self._buf[:n].tobytes())
 
     def _format(self, recs: np.ndarray, buf: np.ndarray):
         raise NotImplementedError

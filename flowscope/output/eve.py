@@ -26,7 +26,7 @@ from typing import IO
 import numpy as np
 
 from .._kernels.connout import (
-    EVE_PROTO_NAMES, EVE_REASON_NAMES, EVE_TCP_STATE_NAMES, MAX_LINE, format_eve,
+    EVE_REASON_NAMES, EVE_TCP_STATE_NAMES, MAX_LINE, format_eve,
 )
 from .common import KernelTextWriter
 

@@ -7,13 +7,12 @@ as much per event as tracking does.
 
 from __future__ import annotations
 
-import io
 from typing import IO
 
 import numpy as np
 
 from .._kernels.textout import MAX_IFNAME, MAX_LINE, format_jsonl, reason_table
-from .common import drop_reason_names
+from .common import ByteSink, drop_reason_names
 
 
 class JsonlWriter:
@@ -28,8 +27,7 @@ class JsonlWriter:
         self.out = out
         self._buf = np.empty(max(buffer_bytes, 4 * MAX_LINE), dtype=np.uint8)
         self.lines = 0
-        # write bytes to the binary layer below a text stream when there is one
-        self._raw = getattr(out, "buffer", None) if isinstance(out, io.TextIOWrapper) else None
+        self._sink = ByteSink(out)
         self.iface_names: list[str] = []
 
     @property
@@ -53,12 +51,7 @@ class JsonlWriter:
         self._reasons_loaded = False
 
     def _emit(self, n: int) -> None:
-        data = self._buf[:n].tobytes()
-        if self._raw is not None:
-            self.out.flush()
-            self._raw.write(data)
-        else:
-            self.out.write(data.decode("ascii"))
+        self._sink.write(self._buf[:n].tobytes())
 
     def write_records(self, recs: np.ndarray) -> None:
         start = 0
@@ -77,8 +70,8 @@ class JsonlWriter:
     def flush(self) -> None:
         """Hand everything written so far to the operating system."""
         self.out.flush()
-        if self._raw is not None:
-            self._raw.flush()
+        if self._sink.raw is not None:
+            self._sink.raw.flush()
 
     def close(self, summary: dict | None = None) -> None:
         self.flush()
