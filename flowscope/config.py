@@ -283,7 +283,7 @@ class TrackerConfig:
     decapsulate : bool
         Decapsulate tunnels (docs/tunnels.md; default True): every packet carried
         by VXLAN, Geneve, GRE, IP in IP, GTP-U, Teredo or AYIYA is also a packet of
-        an inner flow linked to its outer flow. Capture files only.
+        an inner flow linked to its outer flow, offline and live.
     vxlan_port, geneve_port : int
         UDP ports of VXLAN (default 4789) and Geneve (default 6081).
     dns : bool
