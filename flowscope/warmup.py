@@ -3,9 +3,9 @@
 Each kernel runs once on tiny in-memory inputs: both capture walkers and the
 frame parser on a one-packet pcap and pcapng image, the engine with and
 without Zeek-style state (packets, a sweep, ending flows by key, the final
-flush), checksum verification, key extraction, the JSON Lines formatter, the
-ring drain and the live sensor's row builders. A live sensor calls this before attaching, so the first real packet
-pays no compile time.
+flush), checksum verification, key extraction, the JSON Lines, Zeek and EVE
+formatters, the ring drain and the live sensor's row builders. A live sensor
+calls this before attaching, so the first real packet pays no compile time.
 
 Every kernel a flowscope process calls from Python must be called here, with
 the argument types real work uses: ``python -m flowscope.aotbuild`` compiles

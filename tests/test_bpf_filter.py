@@ -29,7 +29,7 @@ def _load(cfg):
 
     t = tunables(SensorConfig(ring_size=1 << 16), cfg.replace(max_flows=4096))
     m = loader.load(t)
-    maps.write_filter(m.bpf, cfg)
+    maps.write_filter(m, cfg)
     return m, RingReader(m.events_fd)
 
 

@@ -118,16 +118,6 @@ def load_quietly(loader, tunables: dict, tc_ingress: bool = False):
                      f"{hint}") from cause
 
 
-def _libc():
-    import ctypes  # noqa: PLC0415
-    import ctypes.util  # noqa: PLC0415
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
 #: glibc's mallopt parameter numbers.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -140,8 +130,9 @@ MMAP_THRESHOLD = 256 * 1024
 def lean_heap() -> None:
     """glibc only (elsewhere nothing happens): large blocks as their own mappings, and the
     heap's free top returned above 1 MiB."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
+    from .loader import _libc as libc  # noqa: PLC0415 - this process's C library
+
+    if hasattr(libc, "mallopt"):
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
         libc.mallopt(M_TRIM_THRESHOLD, 1024 * 1024)
 
@@ -149,8 +140,9 @@ def lean_heap() -> None:
 def trim_heap() -> None:
     """Give the heap's free pages back to the system (glibc ``malloc_trim(0)``): after the
     BPF compile, most of the compiler's heap is free but still resident."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
+    from .loader import _libc as libc  # noqa: PLC0415
+
+    if hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
 
 
@@ -531,8 +523,7 @@ class Sensor:
         self.stats.map_reads += 1
         self._event_due = INT64_MAX  # the read has every entry of the events drained so far
         keys, vals = maps.lookup_flows(self.loaded.flows_fd, self.map_size)  # 2
-        last_all = vals["last_ns"].astype(np.int64)
-        due = last_all + self._timeouts[keys["proto"]]  # as maps.idle_mask
+        due = maps.due_times(keys, vals, self._timeouts)
         idle = (due <= now_mono) & ~_lost(vals)
         gone_k, gone_v = maps.lookup_and_delete(self.loaded.flows_fd, keys[idle])
         if len(gone_k):
@@ -558,7 +549,7 @@ class Sensor:
         self._remember_due(keys, due, keep)
         del due
         if self._synced_off == off and self._t_ref:
-            changed = last_all >= self._t_ref - SYNC_SLACK_NS
+            changed = vals["last_ns"].astype(np.int64) >= self._t_ref - SYNC_SLACK_NS
             if marks[1] != self._synced_drops:  # a drop changes an entry without a stamp
                 changed |= (vals["drops"] != 0).any(axis=1)
             keep &= changed

@@ -188,13 +188,17 @@ def insert_new(flows_fd: int, keys: np.ndarray, vals: np.ndarray) -> np.ndarray:
                  (errno.EEXIST, errno.E2BIG))
 
 
+def due_times(keys: np.ndarray, vals: np.ndarray, timeout_table: np.ndarray) -> np.ndarray:
+    """The monotonic time (ns) at which each entry turns idle: its last-seen time plus its
+    protocol's timeout (``timeout_table``: int64[256], ns by IP protocol, as
+    ``TrackerConfig.timeout_table()``)."""
+    return vals["last_ns"].astype(np.int64) + timeout_table[keys["proto"]]
+
+
 def idle_mask(keys: np.ndarray, vals: np.ndarray, now_ns: int,
               timeout_table: np.ndarray) -> np.ndarray:
-    """Entries idle for at least their protocol's timeout at monotonic time ``now_ns``.
-
-    ``timeout_table``: int64[256], ns by IP protocol (``TrackerConfig.timeout_table()``).
-    """
-    return (np.int64(now_ns) - vals["last_ns"].astype(np.int64)) >= timeout_table[keys["proto"]]
+    """Entries idle for at least their protocol's timeout at monotonic time ``now_ns``."""
+    return due_times(keys, vals, timeout_table) <= np.int64(now_ns)
 
 
 def sweep_idle(flows_fd: int, max_entries: int, now_ns: int, timeout_table: np.ndarray):
@@ -213,10 +217,6 @@ def write_filter(loaded, tracker_config) -> None:
     before attaching, so no packet meets a half-filled filter. ``loaded``: a ``Loaded``."""
     from ..flowfilter import kernel_values, networks
 
-    if not hasattr(loaded, "map_fd"):  # a BCC module
-        bpf = loaded
-        loaded = type("_Named", (), {"map_fd": staticmethod(
-            lambda n: bpf.get_table(n.encode()).get_fd())})
     ports, protos = kernel_values(tracker_config)
     for name, marks in (("fs_flt_ports", ports), ("fs_flt_protos", protos)):
         fd = loaded.map_fd(name)
