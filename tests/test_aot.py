@@ -140,28 +140,36 @@ from flowscope import FlowTracker, layout
 from flowscope.sensor import layout as SL
 from flowscope.sensor.rows import event_rows, sync_rows
 
-ev = np.zeros(2, SL.RECORD_DTYPE)  # as the sensor drains them: one with a DNS payload
-ev["reason"] = SL.EventReason.NEW | SL.EventReason.DNS
-ev["pflags"] = layout.PF_PORTS
-ev["key"]["l3"] = 4
-ev["key"]["proto"] = 17
-ev["key"]["port_b"] = 53
-ev["dns_len"][0] = 12
-ev["dns"][0, :12] = list(bytes.fromhex("12340100000100000000000000"))[:12]
-rows = event_rows(ev, 0, {1: 0})
-sync = (sync_rows(np.zeros(1, SL.FLOW_KEY_DTYPE), np.zeros(1, SL.FLOW_DTYPE), 0), None)
-for zeek in (False, True):
-    t = FlowTracker(zeek=zeek)
-    n = sum(len(r) for b in (rows, sync) for r in t.process(*b))
-    n += sum(len(r) for r in t.process_finish())
-    assert n > 0
+def batch(n):  # as the sensor drains them: the first with a DNS payload
+    ev = np.zeros(n, SL.RECORD_DTYPE)
+    ev["reason"] = SL.EventReason.NEW | SL.EventReason.DNS
+    ev["pflags"] = layout.PF_PORTS
+    ev["key"]["l3"] = 4
+    ev["key"]["proto"] = 17
+    ev["key"]["port_b"] = 53
+    ev["key"]["port_a"] = 1024 + np.arange(n)
+    ev["dns_len"][0] = 12
+    ev["dns"][0, :12] = list(bytes.fromhex("12340100000100000000000000"))[:12]
+    return ev
+
+
+# one-record batches too: their field views are contiguous, longer batches' are strided
+for n in (1, 2, 3):
+    rows = event_rows(batch(n), 0, {1: 0})
+    sync = (sync_rows(np.zeros(n, SL.FLOW_KEY_DTYPE), np.zeros(n, SL.FLOW_DTYPE), 0), None)
+    for zeek in (False, True):
+        t = FlowTracker(zeek=zeek)
+        got = sum(len(r) for b in (rows, sync) for r in t.process(*b))
+        got += sum(len(r) for r in t.process_finish())
+        assert got > 0
 print(sorted(m for m in sys.modules if m.startswith(("numba", "llvmlite"))))
 """
 
 
 def test_live_row_builders_need_no_jit(aot_tree):
     """The live sensor's ring records (a DNS one included) and map-sync rows become engine
-    rows and records with the AOT module alone: warmup() exercises those signatures."""
+    rows and records with the AOT module alone, in batches of one record and more: warmup()
+    exercises those signatures."""
     r = subprocess.run([sys.executable, "-c", LIVE_ROWS], cwd=aot_tree, capture_output=True,
                        text=True, env=_env(PYTHONPATH=str(aot_tree)), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

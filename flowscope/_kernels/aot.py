@@ -9,7 +9,8 @@ carries the hash of what the machine code depends on (``flowscope._kernels.aot_k
 In a process using that module, ``kernel`` and ``inline_kernel`` (``common.py``)
 wrap each kernel function in an ``AotKernel``: a call looks the exported
 function up by the types of its arguments, as numba's dispatcher would type
-them. A call with types the module does not hold (a kernel or signature that
+them; a contiguous array also matches a signature compiled for any layout (a
+field view of a one-record batch is contiguous, of a longer one strided). A call with types the module does not hold (a kernel or signature that
 ``warmup()`` does not exercise) compiles the kernel with numba's JIT, once, and
 says so at debug level. This module imports nothing of numba.
 """
@@ -17,6 +18,7 @@ says so at debug level. This module imports nothing of numba.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import types
 
 import numpy as np
@@ -66,6 +68,17 @@ def value_token(v) -> str | None:
     return None
 
 
+def _widened(tokens: tuple):
+    """``tokens``, then every variant with some contiguous (C or F) array layouts widened to
+    any layout (A), fewest first: code compiled for layout A takes any array, and a field
+    view of a one-record batch is contiguous where a longer batch's is strided."""
+    yield tokens
+    at = [i for i, t in enumerate(tokens) if t[0] == "A" and t[2] in "CF"]
+    for k in range(1, len(at) + 1):
+        for pick in itertools.combinations(at, k):
+            yield tuple(t[:2] + "A" + t[3:] if i in pick else t for i, t in enumerate(tokens))
+
+
 def export_name(qualname: str, tokens) -> str:
     """The extension module's name for ``qualname`` compiled for argument ``tokens``."""
     text = qualname + "(" + ",".join(tokens) + ")"
@@ -98,7 +111,10 @@ class AotKernel:
     def _resolve(self, tokens: tuple):
         fn = None
         if None not in tokens:
-            fn = getattr(self._module, export_name(self.qualname, tokens), None)
+            for relaxed in _widened(tokens):
+                fn = getattr(self._module, export_name(self.qualname, relaxed), None)
+                if fn is not None:
+                    break
         if fn is None:
             import logging
 
