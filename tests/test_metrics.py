@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 import re
 import signal
@@ -189,8 +190,9 @@ def test_build_info(server):
     assert value == 1
     assert dict(labels) == {"version": flowscope.__version__,
                             "python": platform.python_version(),
+                            # numba: loaded, or installed (it built the compiled kernels)
                             "numba": sys.modules["numba"].__version__ if "numba" in sys.modules
-                            else "none",
+                            else importlib.metadata.version("numba"),
                             "bcc": sys.modules["bcc"].__version__ if "bcc" in sys.modules
                             else "none"}
     assert "bcc" not in sys.modules or dict(labels)["bcc"] != "none"

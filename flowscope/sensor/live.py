@@ -26,6 +26,15 @@ Idle flows, on a timer (``sweep_interval``):
    offset as ``now``, so kernel and engine agree on who is idle;
 5. the events drained in step 3 follow.
 
+A tick reads the map only when it has to: when an entry may have turned idle (the
+earliest due time of the last read, or of an event drained since), after a clock
+step, or, with ``active_timeout`` set, after any change (an interim record must
+carry the counters so far). Without an active timeout, packets on known flows
+only mark the engine's view as behind: the engine has nothing due before the next
+due time (a packet only moves a flow's due time later), so the read waits for it
+and then syncs everything stamped since the previous read; the engine's sweep
+waits with it.
+
 Shutdown detaches first (no packet is counted after that), drains the ring,
 removes every map entry, syncs them and ends every open flow as ``finish()``
 does (reason Shutdown, at the latest packet time), as the offline path does at
@@ -172,7 +181,7 @@ class SensorStats:
     put_back: int = 0  # entries removed while a packet raced the sweep, then reinserted
     sweep_races: int = 0  # ... that could not be put back (a newer entry existed)
     synced: int = 0  # sync rows sent to the engine
-    quiet_ticks: int = 0  # idle syncs that did not read the map (nothing changed, or wait)
+    quiet_ticks: int = 0  # idle syncs that did not read the map (nothing due, or wait)
     map_reads: int = 0  # idle syncs that read the map
     expired_known: int = 0  # entries removed as idle by a quiet sync (known from a read)
     ticks: int = 0
@@ -262,6 +271,10 @@ class Sensor:
         self._marks: tuple = ()
         self._pending = True
         self._reread = False
+        # the map changed since the last read, which waits for the next due time (no
+        # active timeout: nothing in the engine can come due before that)
+        self._behind = False
+        self._lazy = tracker.config.active_timeout is None
         self._synced_off: Optional[int] = None
         self._synced_drops = -1
         self._t_ref = 0
@@ -504,11 +517,19 @@ class Sensor:
         is_due = now_mono >= min(self._next_due, self._event_due)
         must = off != self._synced_off or self._reread
         if not must and not self._pending:
-            if not moved and (not is_due or self._expire_known(now_mono, off)):
+            if not moved and not self._behind and (
+                    not is_due or self._expire_known(now_mono, off)):
                 # the map holds what the last read saw (less what was just removed)
                 self.stats.quiet_ticks += 1
                 for recs in self.tracker.process_sweep(now_mono + off):  # active timeouts
                     self.writer.write_records(recs)
+                return
+            if (moved or self._behind) and not is_due and self._lazy:
+                # packets on known flows (or new flows, whose events the engine has): no
+                # entry can be due before the earliest due time seen, so the read, and the
+                # engine's sweep, wait for it
+                self._behind = True
+                self.stats.quiet_ticks += 1
                 return
             if moved and not is_due:
                 # first change after a quiet spell: read next tick, when every write of the
@@ -519,7 +540,7 @@ class Sensor:
                 return
         # a read taken while packets keep coming may miss the last ones' writes: read again
         # after a tick without any
-        self._pending, self._reread = moved, False
+        self._pending, self._reread, self._behind = moved, False, False
         self.stats.map_reads += 1
         self._event_due = INT64_MAX  # the read has every entry of the events drained so far
         keys, vals = maps.lookup_flows(self.loaded.flows_fd, self.map_size)  # 2
@@ -833,14 +854,17 @@ class Sensor:
         ``in_flight`` (packets counted between the reads) is 0 once detached.
 
         ``cheap``: take ``open_packets`` from the last idle sync's map read when no packet
-        has been counted since (the periodic report), instead of reading the map.
+        has been counted since, or when the next read waits for a due time (the periodic
+        report; the packets counted since are in flight), instead of reading the map.
         """
         from . import maps
 
         if self.loaded is None:
             return dict(getattr(self, "final_counters", {}))
-        reuse = (cheap and not self._pending and not self._reread
-                 and maps.change_marks(self.loaded.counters_fd) == self._marks)
+        # the map is as the last read saw it, or its read waits for a due time (what came
+        # since counts as in flight)
+        reuse = cheap and not self._reread and (self._behind or (
+            not self._pending and maps.change_marks(self.loaded.counters_fd) == self._marks))
         c = maps.counters_dict(self.loaded.counters_fd)
         s = self.tracker.stats
         c["unparseable"] = c["truncated"] + c["not_ip"] + c["bad_header"]
