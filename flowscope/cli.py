@@ -123,9 +123,9 @@ def _tracker_args(p: argparse.ArgumentParser, live: bool) -> None:
         g.add_argument("--extractor", choices=EXTRACTORS, default=EXTRACTORS[0],
                        help=f"what a flow is (default {EXTRACTORS[0]}, bidirectional)")
     o = p.add_argument_group("output")
+    from .config import IPFIX_RECORDS
     from .layout import EVENT_MASKS
     from .output import FORMATS
-    from .output.ipfix import TEMPLATES
 
     o.add_argument(_flag("output", "format"), choices=sorted(FORMATS), default=None,
                    help="table (default on a terminal), jsonl (JSON Lines, default "
@@ -140,7 +140,7 @@ def _tracker_args(p: argparse.ArgumentParser, live: bool) -> None:
                    help="write records to FILE instead of stdout")
     o.add_argument(_flag("output", "ipfix"), metavar="HOST:PORT",
                    help="also export ended flows as IPFIX (RFC 7011) over UDP")
-    o.add_argument(_flag("output", "ipfix_records"), choices=tuple(TEMPLATES), default=None,
+    o.add_argument(_flag("output", "ipfix_records"), choices=IPFIX_RECORDS, default=None,
                    help=f"{OutputSettings().ipfix_records} (default): one RFC 5103 biflow "
                         "record per flow; uniflow: one record per direction (nfdump then "
                         "shows both directions' TCP flags)")

@@ -26,6 +26,9 @@ import numpy as np
 
 from .layout import FRAG_TIMEOUT_S, GENEVE_PORT, NS_PER_S, PROTO_SLUGS, TIMEOUT_CLASSES, VXLAN_PORT
 
+#: ``output.ipfix_records`` names: one IPFIX record per flow, or one per direction.
+IPFIX_RECORDS = ("biflow", "uniflow")
+
 
 class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names the key."""
@@ -200,9 +203,7 @@ def _output_format(key: str, value: Any) -> str:
 
 
 def _ipfix_records(key: str, value: Any) -> str:
-    from .output.ipfix import TEMPLATES
-
-    return choice(*TEMPLATES)(key, value)
+    return choice(*IPFIX_RECORDS)(key, value)
 
 
 def _path(key: str, value: Any) -> Optional[str]:

@@ -317,3 +317,25 @@ def test_tunnels_decapsulated_unless_turned_off(capsys, tmp_path):
     assert code == 2 and "vxlan-port" in err
     _, out, err = run(capsys, "pcap", "--format", "table", vx)
     assert "6 packets (0 unmatched)" in err + out and "tunnels: 6 decapsulated" in err + out
+
+
+_LOADED_WRITERS = """
+import sys
+from flowscope.cli import main
+main(sys.argv[1:])
+print(sorted(m for m in sys.modules if m.startswith("flowscope.output.")), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("fmt, own", [("jsonl", {"jsonl"}), ("zeek", {"zeek"}),
+                                      ("eve", {"eve"})])
+def test_a_run_loads_only_its_own_writer(tmp_path, fmt, own):
+    """Each format's module (and the IPFIX exporter's) is imported only when used: a run
+    does not pay for the others' imports and tables."""
+    r = subprocess.run([sys.executable, "-c", _LOADED_WRITERS, "pcap", str(HTTP), "--format",
+                        fmt, "-o", str(tmp_path / "out")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    loaded = {m.split(".")[-1] for m in eval(r.stderr.strip().splitlines()[-1])}
+    # common: the shared helpers; table: the summary line
+    assert loaded == {"common", "table"} | own, loaded

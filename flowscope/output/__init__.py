@@ -9,21 +9,46 @@ system; the live sensor calls it on a timer) and ``close(summary=None)``; a writ
 is true needs a tracker made with ``zeek=True``.
 """
 
+import importlib
 import sys
+from collections.abc import Mapping
 from typing import IO, Optional
 
 from .. import layout
 from ..config import OutputSettings, UsageError
-from .common import RecordFormatter
-from .eve import EveWriter
-from .ipfix import IpfixExporter
-from .jsonl import JsonlWriter
-from .table import TableWriter
-from .zeek import ZeekJsonWriter, ZeekTsvWriter
+
+#: Where each writer class lives: the module of a format is imported only when it is used
+#: (a run writing JSON Lines never loads the Zeek and EVE formatters or the IPFIX exporter).
+_CLASSES = {"JsonlWriter": "jsonl", "TableWriter": "table", "EveWriter": "eve",
+            "ZeekTsvWriter": "zeek", "ZeekJsonWriter": "zeek", "IpfixExporter": "ipfix",
+            "RecordFormatter": "common"}
+
+
+def __getattr__(name: str):
+    if name in _CLASSES:
+        return getattr(importlib.import_module(f".{_CLASSES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Formats(Mapping):
+    """``--format`` name -> writer class, each imported on first use."""
+
+    def __init__(self, classes: dict[str, str]) -> None:
+        self._classes = classes
+
+    def __getitem__(self, fmt: str):
+        return __getattr__(self._classes[fmt])
+
+    def __iter__(self):
+        return iter(self._classes)
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
 
 #: ``--format`` name -> writer class (constructed with the output text stream).
-FORMATS = {"jsonl": JsonlWriter, "table": TableWriter, "eve": EveWriter,
-           "zeek": ZeekTsvWriter, "zeek-json": ZeekJsonWriter}
+FORMATS = _Formats({"jsonl": "JsonlWriter", "table": "TableWriter", "eve": "EveWriter",
+                    "zeek": "ZeekTsvWriter", "zeek-json": "ZeekJsonWriter"})
 
 
 class TeeWriter:
@@ -102,7 +127,7 @@ def open_output(settings: OutputSettings, path: Optional[str] = None, sample_rat
     if settings.ipfix:
         host, port = settings.ipfix
         try:
-            exporter = IpfixExporter(host, port, records=settings.ipfix_records,
+            exporter = __getattr__("IpfixExporter")(host, port, records=settings.ipfix_records,
                                      sample_rate=sample_rate)
         except OSError as exc:
             if out is not sys.stdout:

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from .. import layout
+from ..config import IPFIX_RECORDS
 
 IPFIX_VERSION = 10
 SET_ID_TEMPLATE = 2
@@ -132,10 +133,10 @@ _UNI_OF = {REC_V4: REC_UNI_V4, REC_V6: REC_UNI_V6, REC_S_V4: REC_S_UNI_V4,
            REC_S_V6: REC_S_UNI_V6}
 
 #: records mode -> ((template id, fields) for IPv4, same for IPv6)
-TEMPLATES = {
-    "biflow": ((TEMPLATE_ID_V4, TEMPLATE_V4), (TEMPLATE_ID_V6, TEMPLATE_V6)),
-    "uniflow": ((TEMPLATE_ID_UNI_V4, TEMPLATE_UNI_V4), (TEMPLATE_ID_UNI_V6, TEMPLATE_UNI_V6)),
-}
+TEMPLATES = dict(zip(IPFIX_RECORDS, (
+    ((TEMPLATE_ID_V4, TEMPLATE_V4), (TEMPLATE_ID_V6, TEMPLATE_V6)),  # biflow
+    ((TEMPLATE_ID_UNI_V4, TEMPLATE_UNI_V4), (TEMPLATE_ID_UNI_V6, TEMPLATE_UNI_V6)),  # uniflow
+)))
 
 
 def templates(records: str, sampled: bool = False):
