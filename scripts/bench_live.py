@@ -21,7 +21,8 @@ Part 2 - live veth throughput.
   (PACKET_QDISC_BYPASS); a UDP socket on our side that never reads (the stack takes every
   frame up to the socket queue, no ICMP); packets received = rx_packets of our veth end.
   Separate runs, alternating for --rounds rounds: none (baseline) and ``flowscope live -i <veth>
-  --format jsonl --xdp-mode M`` for each M of --xdp-modes (generic and native by default) as a
+  --format jsonl --xdp-mode M`` for each M of --xdp-modes (generic and native by default; tc
+  runs it with ``sensor.ingress: tc``, tcx instead of XDP on ingress) as a
   subprocess pinned to CPU 0; for flowscope, the ended flows' packets of that traffic are
   checked against what the interface received while the sensor was attached, and the sensor
   process's CPU time (utime + stime, /proc/PID/stat) over the sender run is divided by the
@@ -713,10 +714,16 @@ def _cpu_seconds(pid: int) -> float:
 def run_flowscope(v: Veth, args, tmp: Path, rnd: int, mode: str = "generic") -> dict:
     """``flowscope live`` on our veth end (pinned to CONSUMER_CPU) while the sender runs."""
     out, err = tmp / f"live{rnd}{mode}.jsonl", tmp / f"live{rnd}{mode}.err"
+    if mode == "tc":  # ingress on tcx instead of XDP
+        cfg = tmp / "tc.yaml"
+        cfg.write_text("sensor:\n  ingress: tc\n")
+        how = ["--config", str(cfg)]
+    else:
+        how = ["--xdp-mode", mode]
     with open(err, "w") as errf:  # inherits part2's pinning to CONSUMER_CPU
         proc = subprocess.Popen(
             [sys.executable, "-m", "flowscope", "live", "-i", v.a, "--format", "jsonl", "-o",
-             str(out), "--xdp-mode", mode, "--duration", str(args.veth_seconds + 120)],
+             str(out), *how, "--duration", str(args.veth_seconds + 120)],
             stdout=subprocess.DEVNULL, stderr=errf, cwd=REPO)
     try:
         end = time.monotonic() + 90
@@ -852,7 +859,8 @@ def report(args, r1: dict | None, r2: dict | None) -> int:
             pair = [f / n for f, n in zip(live, none)]
             ratio = statistics.median(live) / base
             fs_ratio = max(fs_ratio, ratio)
-            print(f"{'flowscope live, XDP ' + mode:<40}{_m(statistics.median(live)):>9}"
+            name = "tcx ingress" if mode == "tc" else "XDP " + mode
+            print(f"{'flowscope live, ' + name:<40}{_m(statistics.median(live)):>9}"
                   f"{_m(min(live)):>7}{_m(max(live)):>7}{ratio:>8.2f}x{min(pair):>6.2f}x"
                   f"{max(pair):>6.2f}x")
             ns = [1e9 * r["sensor_cpu_s"] / max(1, r["rx_while_attached"]) for r in runs[mode]]
@@ -929,7 +937,8 @@ def main() -> int:
     ap.add_argument("--flows", type=int, default=16, help="UDP flows in the veth traffic")
     ap.add_argument("--only", choices=("ring", "veth"), help="run one part only")
     ap.add_argument("--xdp-modes", default="generic,native",
-                    help="comma-separated sensor.xdp_mode values to run (default both)")
+                    help="comma-separated sensor.xdp_mode values to run (default both); "
+                         "tc = sensor.ingress: tc (ingress on tcx, no XDP)")
     args = ap.parse_args()
     args.xdp_modes = [m for m in args.xdp_modes.split(",") if m]
     q = args.quick
