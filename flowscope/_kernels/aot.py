@@ -10,7 +10,8 @@ In a process using that module, ``kernel`` and ``inline_kernel`` (``common.py``)
 wrap each kernel function in an ``AotKernel``: a call looks the exported
 function up by the types of its arguments, as numba's dispatcher would type
 them; a contiguous array also matches a signature compiled for any layout (a
-field view of a one-record batch is contiguous, of a longer one strided). A call with types the module does not hold (a kernel or signature that
+field view of a one-record batch is contiguous, of a longer one strided). A
+call with types the module does not hold (a kernel or signature that
 ``warmup()`` does not exercise) compiles the kernel with numba's JIT, once, and
 says so at debug level. This module imports nothing of numba.
 """
