@@ -285,6 +285,24 @@ static __always_inline int fs_seq_step(struct fs_flow *f, __u8 dir, const struct
 	return hit;
 }
 
+/*
+ * The value v, as a value the verifier cannot know (a store to and a load from a per-CPU map
+ * slot, a few ns). A value the verifier tracks precisely (a size handed to a helper, a branch
+ * it can decide) is tracked so back to where it was set: a value that differs from one way
+ * through the parser to the next then has the verifier check everything in between once per
+ * way. Laundering it stops that.
+ */
+static __always_inline __u64 fs_launder(__u64 v)
+{
+	__u32 zero = 0;
+	__u64 *slot = fs_opaque_slot.lookup(&zero);
+	if (!slot) /* cannot happen (array index 0) */
+		return v;
+	*slot = v;
+	asm volatile("" ::: "memory");
+	return *slot;
+}
+
 /* dns: copy the first payload bytes of a FS_EVR_DNS packet into its record. The program type
  * decides the helper (is_xdp is a constant at each entry point, so the other branch is
  * compiled out); both read beyond the linear area too. */
@@ -303,6 +321,9 @@ static __always_inline void fs_dns_copy(void *ctx, int is_xdp, struct fs_dns_eve
 	n &= 0xffff;
 	if (n > frame_len - p->pay_off)
 		n = frame_len - p->pay_off;
+	/* laundered (DNS records only): as the helper's size, n would make the verifier track
+	 * payload_len and pay_off, which the parser sets differently on each way through it */
+	n = fs_launder(n);
 	if (n > FS_DNS_BYTES)
 		n = FS_DNS_BYTES;
 	if (n == 0)
@@ -668,22 +689,15 @@ static __always_inline int fs_quiet_ack(struct fs_flow *f, __u8 dir, const struc
 }
 
 /*
- * The value v, as a value the verifier cannot know (a store to and a load from a per-CPU map
- * slot, a few ns). reason holds a different known value on each path through the parser, the
- * sequence step and the state mirror, and the verifier checks everything after it once per
- * value: with TCP sequence tracking, DNS records, the filter and the context fields compiled
- * in, that exceeds its budget of 1M processed instructions. Laundering reason after the
- * sequence step (TCP packets) and before the event (evented packets) merges those states.
+ * reason through fs_launder. reason holds a different known value on each path through the
+ * parser, the sequence step and the state mirror, and the verifier checks everything after it
+ * once per value: with TCP sequence tracking, DNS records, the filter and the context fields
+ * compiled in, that exceeds its budget of 1M processed instructions. Laundering reason after
+ * the sequence step (TCP packets) and before the event (evented packets) merges those states.
  */
 static __always_inline __u8 fs_opaque(__u8 v)
 {
-	__u32 zero = 0;
-	__u64 *slot = fs_opaque_slot.lookup(&zero);
-	if (!slot) /* cannot happen (array index 0) */
-		return v;
-	*slot = v;
-	asm volatile("" ::: "memory");
-	return (__u8)*slot;
+	return (__u8)fs_launder(v);
 }
 
 /* key_icmp: the ports Zeek keys an ICMP/ICMPv6 message by (its ICMP4_counterpart /

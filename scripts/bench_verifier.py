@@ -2,8 +2,8 @@
 """Processed instructions (the kernel's verified_insns) of every sensor program (root needed).
 
 Loads the default build and the build with every option compiled in (every filter list,
-sampling, key_vlan), as tests/test_bpf_filter.py does, and prints what the verifier walked for
-each program (limit 1 M; BCC reports an overflow as "Program too large").
+sampling, key_vlan, key_icmp), as tests/test_bpf_filter.py does, and prints what the verifier
+walked for each program (limit 1 M; BCC reports an overflow as "Program too large").
 
 Usage: sudo .venv/bin/python scripts/bench_verifier.py [tunable=value ...]
        (e.g. decapsulate=0)
@@ -23,7 +23,7 @@ BPF_OBJ_GET_INFO_BY_FD = 15
 VERIFIED_INSNS_OFF = 216  # struct bpf_prog_info.verified_insns (kernels >= 5.16)
 PROGRAMS = ("fs_xdp_outer", "fs_xdp_decap", "fs_xdp_inner", "fs_tc_outer", "fs_tc_decap",
             "fs_tc_inner")
-ALL_OPTIONS = {"filter": 63, "sample_rate": 7, "key_vlan": 1, "max_flows": 1024,
+ALL_OPTIONS = {"filter": 63, "sample_rate": 7, "key_vlan": 1, "key_icmp": 1, "max_flows": 1024,
                "ring_pages": 16}
 
 
