@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -336,6 +337,6 @@ def test_a_run_loads_only_its_own_writer(tmp_path, fmt, own):
                         fmt, "-o", str(tmp_path / "out")], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
-    loaded = {m.split(".")[-1] for m in eval(r.stderr.strip().splitlines()[-1])}
+    loaded = {m.split(".")[-1] for m in ast.literal_eval(r.stderr.strip().splitlines()[-1])}
     # common: the shared helpers; table: the summary line
     assert loaded == {"common", "table"} | own, loaded
