@@ -48,6 +48,18 @@ def sh(*args, check=True, timeout=20) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def free_subnet(octet: int, n: int) -> int:
+    """``n``, or the next value in 20..219 after it, whose 10.{octet}.{n}.0/24 no interface of
+    this netns has an address in (one left behind by a killed run would take the route)."""
+    out = sh("ip", "-4", "-o", "addr", "show").stdout
+    used = {int(w.split(".")[2]) for w in out.split() if w.startswith(f"10.{octet}.")}
+    for _ in range(200):
+        if n not in used:
+            return n
+        n = (n - 20 + 1) % 200 + 20
+    raise RuntimeError(f"no free 10.{octet}.x.0/24 subnet for a test veth pair")
+
+
 @contextlib.contextmanager
 def veth_netns(name: str, octet: int, n: int, offloads_off: bool = False):
     """A netns ``name`` joined to this one by the veth pair ``{name}a`` (here) /
@@ -57,9 +69,10 @@ def veth_netns(name: str, octet: int, n: int, offloads_off: bool = False):
     ``offloads_off`` turns GSO/TSO/GRO off on both ends (one packet per segment).
     """
     ns, a, b = name, f"{name}a", f"{name}b"
-    v4, v6 = f"10.{octet}.{n}", f"fd00:{octet}:{n:x}::"
     sh("ip", "netns", "del", ns, check=False)
     sh("ip", "link", "del", a, check=False)
+    n = free_subnet(octet, n)
+    v4, v6 = f"10.{octet}.{n}", f"fd00:{octet}:{n:x}::"
     try:
         sh("ip", "netns", "add", ns)
         sh("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from bpf_helpers import require_bpf, sh, stop as _stop, wait_for
+from bpf_helpers import free_subnet, require_bpf, sh, stop as _stop, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWSCOPE = [sys.executable, "-m", "flowscope"]
@@ -33,9 +33,11 @@ _seq = [0]
 
 
 def _veth(tag: str, ns: str, n: int):
-    """A veth pair ``fso{tag}a`` (here, 10.205.n.1) -- ``fso{tag}b`` (in ``ns``, .2)."""
+    """A veth pair ``fso{tag}a`` (here, 10.205.n.1, n moved on past a subnet in use) --
+    ``fso{tag}b`` (in ``ns``, .2)."""
     a, b = f"fso{tag}a", f"fso{tag}b"
     sh("ip", "link", "del", a, check=False)
+    n = free_subnet(205, n)
     sh("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)
     sh("ip", "addr", "add", f"10.205.{n}.1/24", "dev", a)
     sh("ip", "link", "set", a, "up")

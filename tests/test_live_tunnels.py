@@ -33,6 +33,7 @@ def tunnels():
     tag = f"{os.getpid() % 1000}{_seq[0]}"
     n = (os.getpid() + _seq[0]) % 200 + 20
     with veth_netns(f"fsdt{tag}", 207, n, offloads_off=True) as (ifname, v4, v6, ns):
+        n = int(v4.split(".")[2])  # as veth_netns chose it (past a subnet in use)
         peer = f"fsdt{tag}b"
         devs = [f"fdv4{tag}", f"fdv6{tag}"]
         in4, in6, in6b = f"10.208.{n}", f"10.209.{n}", f"fd00:209:{n:x}::"
