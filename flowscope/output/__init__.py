@@ -126,8 +126,10 @@ def open_output(settings: OutputSettings, path: Optional[str] = None, sample_rat
     writer = FORMATS[fmt](out)
     if settings.ipfix:
         host, port = settings.ipfix
+        from .ipfix import IpfixExporter
+
         try:
-            exporter = __getattr__("IpfixExporter")(host, port, records=settings.ipfix_records,
+            exporter = IpfixExporter(host, port, records=settings.ipfix_records,
                                      sample_rate=sample_rate)
         except OSError as exc:
             if out is not sys.stdout:
