@@ -276,11 +276,9 @@ def drive(a4: str, a6: str, ifname: str) -> None:
         c.settimeout(5)
         c.connect((a4, BULK_PORT))
         got = 0
-        while got < BULK_BYTES:
-            b = c.recv(65536)
-            if not b:
-                break
+        while b := c.recv(65536):  # to EOF: our FIN then follows the server's at every hook
             got += len(b)
+        assert got == BULK_BYTES, got
         c.shutdown(socket.SHUT_WR)
     with socket.socket() as c:  # abort: a RST sent while the server's data is in flight
         c.settimeout(5)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bpf_helpers import stop
-from test_bpf_kernel import ACK, eth, ipv4, tcp, udp
+from test_bpf_kernel import ACK, MAC_A, SYN, eth, ipv4, tcp, udp
 from test_live import _Collect, _start_live, topo  # noqa: F401 - fixture
 from test_live_filter import SENDER
 
@@ -167,3 +167,60 @@ def test_idle_syncs_skip_the_map_and_sync_only_what_changed(topo, monkeypatch): 
     assert got.get(30009) == (2, L.END_SHUTDOWN), got
     c = sensor.counters()
     assert c["in_flight"] == 0, c
+
+
+def test_a_flow_whose_first_packet_races_a_read_starts_from_its_event(topo, monkeypatch):  # noqa: F811
+    """A flow's first packets land between an idle sync's ring drain and its map read: the
+    read holds the entry, the NEW event comes after it. The flow is created from its event
+    (MAC addresses, the SYN's history letter), as without the race, and the entry's later
+    counts still reach the record."""
+    from flowscope import FlowTracker, TrackerConfig
+    from flowscope import layout as L
+    from flowscope.config import SensorConfig
+    from flowscope.sensor import live, maps
+
+    ifname, v4, _, ns = topo
+    peer, local = ifname[:-1] + "b", v4.rsplit(".", 1)[0] + ".1"
+    tracker = FlowTracker(config=TrackerConfig(max_flows=64, sweep_interval=None,
+                                               udp_timeout=30.0), events="ended")
+    out = _Collect()
+    sensor = live.Sensor([ifname], tracker, out,
+                         SensorConfig(map_size=64, sweep_interval=0.05, report_interval=0,
+                                      drops=False))
+    sensor._refresh_clock = lambda: None  # a clock step would force reads of its own
+    real_lookup, raced = maps.lookup_flows, []
+
+    def racing(*a):  # the packets arrive after step 1 drained the ring, before step 2
+        if not raced:
+            raced.append(True)
+            _send(ns, peer, v4, local, 30011, 3)
+            _send_frame(ns, peer, eth(ipv4(v4, local, 6, tcp(30012, 7000, SYN)), dst=NOBODY),
+                        1)
+            time.sleep(0.05)
+        return real_lookup(*a)
+
+    sensor.start()
+    try:
+        _poll(sensor, 0.3)
+        reads = sensor.stats.map_reads
+        monkeypatch.setattr(maps, "lookup_flows", racing)
+        sensor._reread = True  # the next tick reads the map
+        _poll(sensor, 0.3)
+        monkeypatch.setattr(maps, "lookup_flows", real_lookup)
+        assert raced and sensor.stats.map_reads > reads, sensor.stats
+        _send(ns, peer, v4, local, 30011, 2)  # no events: only a read brings these
+        sensor._reread = True
+        _poll(sensor, 0.3)
+    finally:
+        sensor.close()
+    recs = out.all()
+    ended = recs[recs["kind"] == L.EV_ENDED]
+    src = ((ended["key"][:, 4] >> np.uint64(L.META_PORT_A_SHIFT)) & np.uint64(0xFFFF))
+    dst = ended["key"][:, 4] & np.uint64(0xFFFF)
+    by_port = {int(a if b == 7000 else b): r for a, b, r in zip(src, dst, ended)}
+    for port, pkts, first in ((30011, 5, ""), (30012, 1, "S")):
+        r = by_port[port]
+        assert int(r["pkts"].sum()) == pkts, (port, r["pkts"])
+        assert r["has_mac"] and int(r["init_mac"]) == int.from_bytes(MAC_A, "big"), (
+            port, r["has_mac"], hex(int(r["init_mac"])))
+        assert bytes(r["history"][:r["hist_len"]]).decode() == first, (port, r["history"])

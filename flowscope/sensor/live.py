@@ -23,7 +23,10 @@ Idle flows, on a timer (``sweep_interval``):
 4. sync rows (``PF_SYNC``) with every entry's counters and last_seen go to the
    engine, then the engine's ``sweep(now)`` ends the removed flows as
    IdleTimeout: their last_seen is the kernel's, converted with the same clock
-   offset as ``now``, so kernel and engine agree on who is idle;
+   offset as ``now``, so kernel and engine agree on who is idle; an entry whose
+   flow's first (NEW) event is among those drained in step 3 is synced at the next
+   read instead: its event creates the flow, with what only a packet carries (MACs,
+   history);
 5. the events drained in step 3 follow.
 
 A tick reads the map only when it has to: when an entry may have turned idle (the
@@ -278,6 +281,9 @@ class Sensor:
         self._synced_off: Optional[int] = None
         self._synced_drops = -1
         self._t_ref = 0
+        # entries read before their flow's first event reached the engine: synced at the
+        # next read whatever their stamp (see sync_idle, step 4)
+        self._resync = _key_void(np.zeros(0, SL.FLOW_KEY_DTYPE))
         self._next_due = 0
         # the keys that turn idle first (by due time), and when the next of the others does
         self._due_keys = np.zeros(0, SL.FLOW_KEY_DTYPE)
@@ -569,11 +575,25 @@ class Sensor:
         self.stats.open_packets = int(vals["pkts"][keep & _unreported(vals)].sum())
         self._remember_due(keys, due, keep)
         del due
+        kv = _key_void(keys)
         if self._synced_off == off and self._t_ref:
             changed = vals["last_ns"].astype(np.int64) >= self._t_ref - SYNC_SLACK_NS
             if marks[1] != self._synced_drops:  # a drop changes an entry without a stamp
                 changed |= (vals["drops"] != 0).any(axis=1)
+            if len(self._resync):
+                changed |= np.isin(kv, self._resync)
             keep &= changed
+        # a flow whose first packet landed between steps 1 and 2 has its NEW event in
+        # ``later``: a sync row now would create the flow without that packet (no MACs,
+        # history or start as the first packet gives them), so the event creates it and
+        # the entry is synced at the next read
+        new = (later["reason"] & SL.EventReason.NEW) != 0
+        if new.any():
+            held = keep & np.isin(kv, _key_void(later["key"][new]))
+            keep &= ~held
+            self._resync = kv[held].copy()
+        else:
+            self._resync = kv[:0].copy()
         self._t_ref, self._synced_off, self._synced_drops = now_mono, off, marks[1]
         self._end_removed(keys[keep], vals[keep], gone_k, gone_v, n_idle, later, now_mono, off)
 
@@ -692,7 +712,7 @@ class Sensor:
 
     def _remember_interfaces(self, ev: np.ndarray) -> None:
         """Note the keys of events per interface (several interfaces only)."""
-        keys = np.ascontiguousarray(ev["key"]).view(f"V{SL.FLOW_KEY_DTYPE.itemsize}")
+        keys = _key_void(ev["key"])
         for at in self.attachments:
             mine = keys[ev["ifindex"] == at.ifindex]
             if len(mine):
@@ -714,7 +734,7 @@ class Sensor:
 
     def _seen_keys(self, ifindex: int) -> np.ndarray:
         """The distinct keys seen on ``ifindex`` (void view of FLOW_KEY_DTYPE)."""
-        parts = self._seen.get(ifindex) or [np.zeros(0, f"V{SL.FLOW_KEY_DTYPE.itemsize}")]
+        parts = self._seen.get(ifindex) or [_key_void(np.zeros(0, SL.FLOW_KEY_DTYPE))]
         return np.unique(np.concatenate(parts))
 
     def _compact_seen(self, ifindex: int) -> None:
@@ -722,7 +742,7 @@ class Sensor:
         from . import maps
 
         keys, _ = maps.lookup_flows(self.loaded.flows_fd, self.map_size)
-        live = np.ascontiguousarray(keys).view(f"V{SL.FLOW_KEY_DTYPE.itemsize}")
+        live = _key_void(keys)
         seen = self._seen_keys(ifindex)
         seen = seen[np.isin(seen, live)]
         self._seen[ifindex] = [seen]
@@ -902,6 +922,11 @@ class Sensor:
                 "{open_packets} + unparseable {unparseable} + map_full {map_full} + fragments "
                 "unresolved {frag_unresolved} + filtered {filtered} + sampled out "
                 "{sampled_out} + in flight {in_flight}".format(**c))
+
+
+def _key_void(keys: np.ndarray) -> np.ndarray:
+    """``FLOW_KEY_DTYPE`` keys as one opaque value each (for ``np.isin``)."""
+    return np.ascontiguousarray(keys).view(f"V{SL.FLOW_KEY_DTYPE.itemsize}")
 
 
 def _engine_keys(keys: np.ndarray) -> np.ndarray:
