@@ -85,7 +85,7 @@ def run_pcap(config: Config, files: Sequence[str], events: str = "ended",
                     if reader.interface_names != names:  # pcapng if_name options
                         names = reader.interface_names
                         set_interface_names(writer, names)
-                    for recs in tracker.process(batch, qnames):
+                    for recs in tracker.process(batch, qnames, scratch=True):
                         writer.write_records(recs)
                     bar.update(path, reader.bytes_read, reader.file_size, frames + reader.frames)
                 frames += reader.frames

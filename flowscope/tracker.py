@@ -212,13 +212,16 @@ class FlowTracker:
         return (self._ctl, self._table, self._fkey, self._fint, self._fhist, self._fz, self._fzh,
                 self._fdl, self._lq, self._sbuf)
 
-    def process(self, pkts: np.ndarray, names: Optional[np.ndarray] = None
-                ) -> Iterator[np.ndarray]:
+    def process(self, pkts: np.ndarray, names: Optional[np.ndarray] = None,
+                scratch: bool = False) -> Iterator[np.ndarray]:
         """Run a batch of parsed packets; yield event records in order.
 
         ``pkts``: ``PKT_DTYPE`` rows, or ``ROW_DTYPE`` rows with their DNS query names
         ``names`` (uint8[len(pkts), DNS_NAME_MAX], as the capture reader's ``rows()``
         gives them; may be left out when no row has ``DNS_QUESTION``).
+        ``scratch``: the rows may be changed in place (a buffer that is refilled next, as
+        the capture reader's are); otherwise they are left as they were (with
+        ``key_icmp`` the engine writes the ICMP key ports into a copy).
         Each yielded array is a view of the engine's buffer, valid until the
         next item is requested.
         """
@@ -226,6 +229,9 @@ class FlowTracker:
             pkts, names = layout.split_rows(pkts)
         elif pkts.dtype != layout.ROW_DTYPE:
             raise TypeError("pkts: expected an array of flowscope.layout.PKT_DTYPE")
+        elif not scratch and self.config.key_icmp and (
+                (pkts["pflags"] & (layout.PF_ICMP | layout.PF_PORTS)) == layout.PF_ICMP).any():
+            pkts = pkts.copy()
         elif names is None:
             if (pkts["dns_flags"] & layout.DNS_QUESTION).any():
                 raise ValueError("names: the rows carry DNS query names")

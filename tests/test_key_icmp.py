@@ -109,3 +109,21 @@ def test_gre_sample_as_zeek_only_with_key_icmp(shared_pcaps):
     hosts = {"66.59.111.190", "172.28.2.3"}
     assert ref.diffs and all(d[0][0] == "icmp" and {d[0][1], d[0][3]} == hosts
                              for d in ref.diffs)
+
+
+def test_a_callers_rows_are_left_as_they_were():
+    """key_icmp keys ICMP rows by ports the engine sets: on a copy of a caller's rows,
+    unless the caller hands them over as scratch (a buffer it refills next)."""
+    rows = np.concatenate([parse_bytes(f, (i + 1) * SEC) for i, f in enumerate(EXCHANGE)])
+    plain, pnames = layout.split_rows(rows)
+    before = plain.copy()
+    t = FlowTracker(config=TrackerConfig(key_icmp=True), events="ended")
+    for _ in t.process(plain, pnames):
+        pass
+    assert (plain == before).all()
+    t = FlowTracker(config=TrackerConfig(key_icmp=True), events="ended")
+    for _ in t.process(plain, pnames, scratch=True):
+        pass
+    icmp = (before["pflags"] & layout.PF_ICMP) != 0
+    assert icmp.all() and (plain["pflags"][icmp] & layout.PF_PORTS != 0).all()
+    assert plain["sport"].tolist() == before["icmp_type"].tolist()

@@ -401,7 +401,7 @@ class Sensor:
 
     def _feed(self, rows: np.ndarray, names: np.ndarray | None = None) -> None:
         if len(rows):
-            for recs in self.tracker.process(rows, names):
+            for recs in self.tracker.process(rows, names, scratch=True):  # rows built here
                 self._count_tcp(recs)
                 self.writer.write_records(recs)
 
