@@ -19,37 +19,39 @@ What's here:
 The command line lives in ``flowscope.cli`` (``flowscope pcap ...``).
 """
 
-from .config import ConfigError, TrackerConfig, load_config
-from .events import (
-    EndReason,
-    Ended,
-    Established,
-    FlowEvent,
-    FlowSide,
-    FlowState,
-    FlowStats,
-    HistoryString,
-    L4Proto,
-    Orientation,
-    Packet,
-    Started,
-    StateChange,
-    TcpInfo,
-    TcpPerf,
-    Tunnel,
-    Timestamp,
-)
-from .keys import Extracted, FiveTuple, FiveTupleKey, IpPair, IpPairKey, MacPair, MacPairKey
-from .tracker import FlowTracker, PacketView, TrackerStats
+from importlib import import_module
+
+# the function, not its module: loaded now (it imports nothing heavy), so that no later
+# ``import flowscope.warmup`` binds the module to this name
 from .warmup import warmup
+
+#: public name -> the module that defines it, imported on first use: ``import flowscope``
+#: loads nothing else (the command line sets up the process before numpy is imported)
+_HOMES = {
+    **dict.fromkeys(("ConfigError", "TrackerConfig", "load_config"), "config"),
+    **dict.fromkeys(("EndReason", "Ended", "Established", "FlowEvent", "FlowSide", "FlowState",
+                     "FlowStats", "HistoryString", "L4Proto", "Orientation", "Packet",
+                     "Started", "StateChange", "TcpInfo", "TcpPerf", "Tunnel", "Timestamp"),
+                    "events"),
+    **dict.fromkeys(("Extracted", "FiveTuple", "FiveTupleKey", "IpPair", "IpPairKey",
+                     "MacPair", "MacPairKey"), "keys"),
+    **dict.fromkeys(("FlowTracker", "PacketView", "TrackerStats"), "tracker"),
+}
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'flowscope' has no attribute {name!r}")
+    value = getattr(import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))
+
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConfigError", "EndReason", "Ended", "Established", "Extracted", "FiveTuple", "FiveTupleKey",
-    "FlowEvent", "FlowSide", "FlowState", "FlowStats", "FlowTracker", "HistoryString",
-    "IpPair", "IpPairKey", "L4Proto", "MacPair", "MacPairKey", "Orientation", "Packet",
-    "PacketView", "Started", "StateChange", "TcpInfo", "TcpPerf", "Timestamp", "Tunnel",
-    "TrackerConfig",
-    "TrackerStats", "load_config", "warmup",
-]
+__all__ = sorted([*_HOMES, "warmup"])

@@ -16,10 +16,14 @@ import sys
 import textwrap
 from typing import Optional, Sequence
 
-from . import __version__
-from .config import (SCHEMA, XDP_MODES, Config, ConfigError, OutputSettings, SensorConfig,
-                     TrackerConfig, flag_error, load, section_from_mapping)
-from .offline import EXIT_OK, EXIT_USAGE, err
+# before numpy is imported: flowscope does no linear algebra, and numpy's OpenBLAS would start
+# a thread per core that spins at start-up, taking a core from the reader and the engine
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from . import __version__  # noqa: E402 - after the environment is set
+from .config import (SCHEMA, XDP_MODES, Config, ConfigError, OutputSettings,  # noqa: E402
+                     SensorConfig, TrackerConfig, flag_error, load, section_from_mapping)
+from .offline import EXIT_OK, EXIT_USAGE, err  # noqa: E402
 
 #: Widest ``--help`` line, whatever the terminal's width (narrower terminals get narrower help).
 HELP_WIDTH = 79

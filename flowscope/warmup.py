@@ -18,10 +18,6 @@ from __future__ import annotations
 import io
 import time
 
-import numpy as np
-
-from . import layout
-
 #: A TCP SYN from 10.0.0.1:1234 to 10.0.0.2:80 in an Ethernet frame.
 _TCP_SYN = bytes.fromhex(
     "0000000000020000000000010800"  # Ethernet
@@ -47,7 +43,10 @@ def _pcapng_image(frame: bytes) -> bytes:
     return shb + idb + epb
 
 
-def _walk(image: bytes, pcapng: bool) -> np.ndarray:
+def _walk(image: bytes, pcapng: bool) -> tuple:
+    import numpy as np
+
+    from . import layout
     from ._kernels import capture as C
 
     buf = np.frombuffer(image, dtype=np.uint8).copy()
@@ -66,6 +65,8 @@ def _walk(image: bytes, pcapng: bool) -> np.ndarray:
 
 
 def _ring() -> None:
+    import numpy as np
+
     from ._kernels.ring import drain_records
 
     # as flowscope.sensor.ring passes them: the producer page and the data pages are
@@ -81,6 +82,9 @@ def _ring() -> None:
 def _sensor_rows() -> None:
     """The live sensor's row builders: ring records (one with a DNS payload, one TCP) and
     map-sync rows, with the dtypes the sensor reads them in (no bcc needed)."""
+    import numpy as np
+
+    from . import layout
     from .sensor import layout as SL
     from .sensor.rows import event_rows, sync_rows
 
@@ -93,6 +97,8 @@ def _sensor_rows() -> None:
 
 def warmup() -> float:
     """Compile (or load from numba's cache) every kernel; return the seconds it took."""
+    import numpy as np
+
     from ._kernels.textout import MAX_IFNAME, format_jsonl, reason_table
     from .output.eve import EveWriter
     from .output.zeek import ZeekJsonWriter, ZeekTsvWriter

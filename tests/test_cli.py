@@ -320,6 +320,34 @@ def test_tunnels_decapsulated_unless_turned_off(capsys, tmp_path):
     assert "6 packets (0 unmatched)" in err + out and "tunnels: 6 decapsulated" in err + out
 
 
+def test_importing_the_package_loads_nothing_heavy():
+    """``import flowscope`` imports no numpy (its names load on first use), so the command
+    line can set up the process first; every public name still resolves."""
+    code = ("import sys, flowscope; loaded = sorted(m for m in sys.modules if m == 'numpy' "
+            "or m.startswith(('numpy.', 'flowscope.')) and m != 'flowscope.warmup'); "
+            "print(loaded, callable(flowscope.warmup)); "
+            "[getattr(flowscope, n) for n in flowscope.__all__]")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["[]", "True"], r.stdout
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+@pytest.mark.parametrize("preset, threads", [(None, 1), ("2", 2)])
+def test_the_command_line_starts_no_blas_threads(preset, threads):
+    """numpy's OpenBLAS would start a thread per core that spins at start-up; the command
+    line asks for none (one thread: the main one), unless the user's environment says."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    code = "import os, flowscope.cli, numpy; print(len(os.listdir('/proc/self/task')))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) == threads, r.stdout
+
+
 _LOADED_WRITERS = """
 import sys
 from flowscope.cli import main
