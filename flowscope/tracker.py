@@ -227,11 +227,9 @@ class FlowTracker:
         """
         if pkts.dtype == layout.PKT_DTYPE:
             pkts, names = layout.split_rows(pkts)
+            scratch = True  # rows of our own
         elif pkts.dtype != layout.ROW_DTYPE:
             raise TypeError("pkts: expected an array of flowscope.layout.PKT_DTYPE")
-        elif not scratch and self.config.key_icmp and (
-                (pkts["pflags"] & (layout.PF_ICMP | layout.PF_PORTS)) == layout.PF_ICMP).any():
-            pkts = pkts.copy()
         elif names is None:
             if (pkts["dns_flags"] & layout.DNS_QUESTION).any():
                 raise ValueError("names: the rows carry DNS query names")
@@ -239,6 +237,9 @@ class FlowTracker:
         elif (names.dtype != np.uint8 or names.ndim != 2 or names.shape[0] < len(pkts)
               or names.shape[1] != layout.DNS_NAME_MAX or not names.flags.c_contiguous):
             raise TypeError("names: expected a C-contiguous uint8[len(pkts), DNS_NAME_MAX]")
+        if not scratch and self.config.key_icmp and (
+                (pkts["pflags"] & (layout.PF_ICMP | layout.PF_PORTS)) == layout.PF_ICMP).any():
+            pkts = pkts.copy()
         i = 0
         args = self._state() + (self._frk, self._frv, self._flt, self._ev)
         while True:
