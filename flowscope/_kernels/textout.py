@@ -16,7 +16,7 @@ from ..layout import (
     KIND_SLUGS, PROTO_SLUGS, REASON_SLUGS, SIDE_SLUGS, STATE_SLUGS, TUN_PARENTS_MAX, TUN_SLUGS,
     TUN_WORD_DEPTH_SHIFT, TUN_WORD_NPAR_SHIFT, TUN_WORD_TYPE_SHIFT,
 )
-from .common import kernel, unpack_meta
+from .common import inline_kernel, kernel, unpack_meta
 
 #: Upper bound of one formatted line (an Ended record of an IPv6 TCP flow is ~900 bytes with
 #: its context, TCP and tunnel fields, plus up to ~420 of DNS and ~80 of drop fields).
@@ -122,7 +122,7 @@ QTYPES, QTYPE_LENS = _table([DNS_QTYPE_NAMES.get(n, "") for n in range(max(DNS_Q
 RCODES, RCODE_LENS = _table(list(DNS_RCODE_NAMES))
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
-@kernel
+@inline_kernel
 def _row(buf, pos, tab, lens, i):
     n = lens[i]
     for k in range(n):
@@ -130,12 +130,12 @@ def _row(buf, pos, tab, lens, i):
     return pos + n
 
 
-@kernel
+@inline_kernel
 def _lit(buf, pos, i):
     return _row(buf, pos, LITS, LIT_LENS, i)
 
 
-@kernel
+@inline_kernel
 def _uint(buf, pos, v):
     """Decimal digits of ``v`` (any uint64; int64 arguments must be >= 0)."""
     v = np.uint64(v)
