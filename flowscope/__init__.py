@@ -19,6 +19,7 @@ What's here:
 The command line lives in ``flowscope.cli`` (``flowscope pcap ...``).
 """
 
+import sys
 from importlib import import_module
 
 # the function, not its module: loaded now (it imports nothing heavy), so that no later
@@ -39,13 +40,22 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str):
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'flowscope' has no attribute {name!r}")
-    value = getattr(import_module(f".{home}", __name__), name)
-    globals()[name] = value
-    return value
+def lazy_getattr(package: str, homes: dict[str, str]):
+    """A module ``__getattr__`` for ``package`` that imports each name of ``homes`` (name ->
+    submodule) from its submodule on first use, and keeps it."""
+
+    def __getattr__(name: str):
+        home = homes.get(name)
+        if home is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(import_module(f".{home}", package), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return __getattr__
+
+
+__getattr__ = lazy_getattr(__name__, _HOMES)
 
 
 def __dir__() -> list[str]:

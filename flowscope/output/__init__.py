@@ -9,12 +9,11 @@ system; the live sensor calls it on a timer) and ``close(summary=None)``; a writ
 is true needs a tracker made with ``zeek=True``.
 """
 
-import importlib
 import sys
 from collections.abc import Mapping
 from typing import IO, Optional
 
-from .. import layout
+from .. import layout, lazy_getattr
 from ..config import OutputSettings, UsageError
 
 #: Where each writer class lives: the module of a format is imported only when it is used
@@ -24,10 +23,7 @@ _CLASSES = {"JsonlWriter": "jsonl", "TableWriter": "table", "EveWriter": "eve",
             "RecordFormatter": "common"}
 
 
-def __getattr__(name: str):
-    if name in _CLASSES:
-        return getattr(importlib.import_module(f".{_CLASSES[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _CLASSES)
 
 
 class _Formats(Mapping):
