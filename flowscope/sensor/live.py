@@ -591,9 +591,9 @@ class Sensor:
         if new.any():
             held = keep & np.isin(kv, _key_void(later["key"][new]))
             keep &= ~held
-            self._resync = kv[held].copy()
+            self._resync = kv[held]  # a copy already (fancy indexing)
         else:
-            self._resync = kv[:0].copy()
+            self._resync = kv[:0].copy()  # not a view holding this read's keys
         self._t_ref, self._synced_off, self._synced_drops = now_mono, off, marks[1]
         self._end_removed(keys[keep], vals[keep], gone_k, gone_v, n_idle, later, now_mono, off)
 
