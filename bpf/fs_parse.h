@@ -38,10 +38,14 @@
 /* Longest layer that passes the walk on to another EtherType: a PBB I-TAG and the inner
  * Ethernet header (FabricPath 16, LLC/SNAP 8 or 9, VN-Tag 6, VLAN 4). */
 #define FS_L2_MAX_LAYER_BYTES 18
-/* Deepest L3 start the walk can return: Ethernet, FS_MAX_L2_LAYERS of the longest layer, then
- * a full MPLS stack or a PPPoE header (8 bytes), whichever is longer. */
+/* Longest header the walk starts after: an 802.11 data frame inside GRE (fs_tunnel.h: 30
+ * bytes with four addresses, QoS control 2, HT control 4, an A-MSDU subframe header 14);
+ * Ethernet is 14. */
+#define FS_L2_FIRST_MAX_BYTES 50
+/* Deepest L3 start the walk can return: that header, FS_MAX_L2_LAYERS of the longest layer,
+ * then a full MPLS stack or a PPPoE header (8 bytes), whichever is longer. */
 #define FS_L2_MAX_BYTES                                                                            \
-	(14 + FS_L2_MAX_LAYER_BYTES * FS_MAX_L2_LAYERS +                                           \
+	(FS_L2_FIRST_MAX_BYTES + FS_L2_MAX_LAYER_BYTES * FS_MAX_L2_LAYERS +                        \
 	 (FS_MAX_MPLS_LABELS > 2 ? 4 * FS_MAX_MPLS_LABELS : 8))
 #ifndef FS_MAX_IPV6_EXT
 #define FS_MAX_IPV6_EXT 8 /* same bound as the offline parser's MAX_IPV6_EXT */
@@ -206,24 +210,37 @@ static __always_inline int fs_rebase(struct fs_cursor *c, void *data)
  * layer is still bounds-checked (a frame cut inside it is truncated), but whatever follows it
  * is not IP.
  */
+static __always_inline int parse_l2_walk(struct fs_cursor *c, void *data, void *data_end,
+                                         struct fs_pkt *p, __u16 et);
+
 static __always_inline int parse_l2(struct fs_cursor *c, void *data, void *data_end,
                                     struct fs_pkt *p)
 {
 	struct ethhdr *eth = c->pos;
-	int l3 = FS_PERR_NOT_IP;
 	if ((void *)(eth + 1) > data_end)
 		return FS_PERR_TRUNCATED;
 	__u16 et = fs_ntohs(eth->h_proto);
 	p->dmac = fs_mac(eth->h_dest);
 	p->smac = fs_mac(eth->h_source);
 	c->pos = eth + 1;
+	return parse_l2_walk(c, data, data_end, p, et);
+}
+
+/*
+ * The EtherType chain from EtherType et with c->pos at what it heads (parse._ethertype_walk):
+ * after an Ethernet header, or after an 802.11 header with et 0 (LLC/SNAP follows).
+ */
+static __always_inline int parse_l2_walk(struct fs_cursor *c, void *data, void *data_end,
+                                         struct fs_pkt *p, __u16 et)
+{
+	int l3 = FS_PERR_NOT_IP;
 	/* Rebased before any layer's bounds check, too: a check on a pointer with data's own
 	 * identity also widens the range the verifier knows for data, which would then differ
 	 * from one way through the walk to the next and split the verification of everything
 	 * after it. Every way to IP thus ends with c->pos in the same state. */
 	if (fs_rebase(c, data) < 0)
-		return FS_PERR_TRUNCATED; /* cannot happen */
-		/* Unrolled: the verifier then sees a fixed number of bounds-checked steps. MPLS and
+		return FS_PERR_TRUNCATED; /* cannot happen after Ethernet */
+	/* Unrolled: the verifier then sees a fixed number of bounds-checked steps. MPLS and
 	 * PPPoE end the walk in their own layer; they are handled once, after the loop. */
 #pragma unroll
 	for (int i = 0; i < FS_MAX_L2_LAYERS + 1; i++) {

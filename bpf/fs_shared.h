@@ -304,8 +304,8 @@ struct fs_event {
 	__u32 tun_key;                 /* 336: VXLAN/Geneve VNI, GRE key, GTP TEID */
 	__u8 tun_type;                 /* 340: layout.TUN_* of the encapsulation */
 	__u8 tun_depth;                /* 341: 0: the frame's outer packet; n: n inside */
-	__u8 tun_ether;                /* 342: 1: the encapsulated frame has an Ethernet header
-					* (smac, dmac, vlan are its own) */
+	__u8 tun_ether;                /* 342: 1: the encapsulated frame has an Ethernet or
+					* 802.11 header (smac, dmac, vlan are its own) */
 	__u8 _pad_tun;                 /* 343: zero */
 };
 

@@ -13,7 +13,8 @@
  *     fs_parse.h for Ethernet, then IP and L4).
  * Offsets are scalars from the frame start, each read bounds-checked on its own (fs_ld*):
  * the verifier then sees each header field as one bounded access, whatever came before.
- * Not done (as offline): 802.11 inside GRE (Aruba) gives no inner packet in the kernel.
+ *     802.11 inside GRE (Aruba) is read as parse._wlan reads it, then the same walk from its
+ *     LLC/SNAP header.
  */
 #ifndef FS_TUNNEL_H
 #define FS_TUNNEL_H
@@ -46,6 +47,14 @@
 #define FS_TK_NONE 0
 #define FS_TK_ETHER 1
 #define FS_TK_IP 2
+#define FS_TK_WLAN 3 /* IEEE 802.11 (Aruba GRE) */
+
+/* IEEE 802.11 frame control (parse.WLAN_*). */
+#define FS_WLAN_TYPE_DATA 2
+#define FS_WLAN_SUBTYPE_NODATA 0x40
+#define FS_WLAN_SUBTYPE_QOS 0x80
+#define FS_WLAN_FLAG_PROTECTED 0x40
+#define FS_WLAN_FLAG_ORDER 0x80
 
 /* The bytes [off, off + len) of the frame, or NULL beyond it. The barriers keep the bound
  * check and the pointer arithmetic on one register, so the verifier sees the bounded offset. */
@@ -169,7 +178,9 @@ static __always_inline __s64 fs_gre(void *data, void *data_end, __s64 q, __s64 p
 		} else if ((((pt & 0x8200) == 0x8200) && (pt & 0x0F) == 0) ||
 		           (((pt & 0x8300) == 0x8300) && (pt & 0x0F) == 0 && pt <= 0x8370) ||
 		           pt == 0x9000) {
-			return -1; /* 802.11 (Aruba): not decapsulated in the kernel */
+			if (n <= glen)
+				return -1;
+			*kind = FS_TK_WLAN;
 		}
 		if (*kind == FS_TK_ETHER && n < skip + 14)
 			return -1;
@@ -414,9 +425,60 @@ static __always_inline __s64 fs_tunnel(void *data, void *data_end, const struct 
 }
 
 /*
- * The encapsulated packet at frame offset q (of kind FS_TK_ETHER or FS_TK_IP) into *np, as
- * parse_frame_rows parses it: 0, or -1 when it is no usable IP packet (the frame then counts in
- * its outer packets only). Offsets in *np stay relative to the frame start.
+ * The IEEE 802.11 frame at frame offset q (parse._wlan): the length of its header (the
+ * offset of its LLC header from q), or -1 when it carries no IP or is cut short. Data frames
+ * only (not the null / no-data subtypes, not protected); 24 bytes, + 6 with four addresses
+ * (ToDS and FromDS), + 2 of QoS control, + 4 of HT control (QoS with the Order bit); of an
+ * A-MSDU the first subframe (after its 14-byte header). Sets the MACs by ToDS / FromDS.
+ */
+static __always_inline __s64 fs_wlan(void *data, void *data_end, __s64 q, __s64 end,
+                                     struct fs_pkt *np)
+{
+	if (end - q < 24)
+		return -1;
+	int fc = fs_ld8(data, data_end, q), flags = fs_ld8(data, data_end, q + 1);
+	if (fc < 0 || flags < 0)
+		return -1;
+	if (((fc >> 2) & 3) != FS_WLAN_TYPE_DATA || (fc & FS_WLAN_SUBTYPE_NODATA))
+		return -1;
+	int ds = flags & 3;
+	__s64 hdr = ds == 3 ? 30 : 24;
+	if (end - q < hdr)
+		return -1;
+	/* source and destination address offsets: ds 0: 10, 4; 1 (ToDS): 10, 16;
+	 * 2 (FromDS): 16, 4; 3: 24, 16 */
+	__s64 so = ds == 0 || ds == 1 ? 10 : ds == 2 ? 16 : 24;
+	__s64 dof = ds == 0 || ds == 2 ? 4 : 16;
+	__u8 *sm = fs_at(data, data_end, q + so, 6), *dm = fs_at(data, data_end, q + dof, 6);
+	if (!sm || !dm)
+		return -1;
+	np->smac = fs_mac(sm);
+	np->dmac = fs_mac(dm);
+	if (flags & FS_WLAN_FLAG_PROTECTED)
+		return -1;
+	int amsdu = 0;
+	if (fc & FS_WLAN_SUBTYPE_QOS) {
+		if (end - q < hdr + 2)
+			return -1;
+		int qos = fs_ld8(data, data_end, q + hdr);
+		if (qos < 0)
+			return -1;
+		amsdu = qos & 0x80;
+		hdr += 2;
+		if (flags & FS_WLAN_FLAG_ORDER)
+			hdr += 4;
+	}
+	if (amsdu)
+		hdr += 14;
+	if (hdr > end - q)
+		return -1;
+	return hdr;
+}
+
+/*
+ * The encapsulated packet at frame offset q (of kind FS_TK_ETHER, FS_TK_WLAN or FS_TK_IP) into
+ * *np, as parse_frame_rows parses it: 0, or -1 when it is no usable IP packet (the frame then
+ * counts in its outer packets only). Offsets in *np stay relative to the frame start.
  */
 static __always_inline int fs_tun_inner(void *data, void *data_end, __s64 q, __u8 kind, __s64 end,
                                         struct fs_pkt *np)
@@ -438,10 +500,30 @@ static __always_inline int fs_tun_inner(void *data, void *data_end, __s64 q, __u
 		else
 			return -1;
 	} else {
-		if (end - q < 14)
-			return -1;
+		__u16 et;
+		if (kind == FS_TK_WLAN) {
+			__s64 hdr = fs_wlan(data, data_end, q, end, np);
+			if (hdr < 0)
+				return -1;
+			/* the LLC header (its first bytes are bounds-checked by the walk) */
+			__u8 *llc = fs_at(data, data_end, q + hdr, 0);
+			if (!llc)
+				return -1;
+			c.pos = llc;
+			et = 0;
+		} else {
+			if (end - q < 14)
+				return -1;
+			struct ethhdr *eth = c.pos;
+			if ((void *)(eth + 1) > data_end)
+				return -1;
+			et = fs_ntohs(eth->h_proto);
+			np->dmac = fs_mac(eth->h_dest);
+			np->smac = fs_mac(eth->h_source);
+			c.pos = eth + 1;
+		}
 		np->tun_ether = 1;
-		l3 = parse_l2(&c, base, data_end, np);
+		l3 = parse_l2_walk(&c, base, data_end, np, et);
 		if (l3 < 0)
 			return -1;
 	}

@@ -53,7 +53,15 @@ def counts(tunables: dict) -> dict:
 
 
 def main() -> None:
-    extra = dict((k, int(v)) for k, v in (a.split("=", 1) for a in sys.argv[1:]))
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__.strip())
+        return
+    extra = {}
+    for a in sys.argv[1:]:
+        k, eq, v = a.partition("=")
+        if not eq or not v.lstrip("-").isdigit():
+            sys.exit(f"bench_verifier: expected tunable=integer, got {a!r}")
+        extra[k] = int(v)
     for label, tun in (("default", extra), ("all options", {**ALL_OPTIONS, **extra})):
         c = counts(tun)
         print(f"{label:12} " + "  ".join(f"{k} {v / 1000:.0f}k" for k, v in c.items()))

@@ -6,7 +6,7 @@ Every capture carries the packets of scripts/make_linktype_captures.py's
 IPv4, a UDP datagram over IPv6), each wrapped in one encapsulation between two
 tunnel endpoints, over Ethernet. Within a capture the frames rotate through the
 encapsulation's variants (GRE with a key, a sequence number, transparent
-Ethernet bridging, ERSPAN II/III, PPTP; Geneve with options; GTP-U with a
+Ethernet bridging, ERSPAN II/III, PPTP; 802.11 in GRE (Aruba); Geneve with options; GTP-U with a
 sequence number; 4in4/6in4/4in6; Teredo with an origin indication; ...). Teredo
 carries IPv6 only: its capture carries ``TRAFFIC6``. ``nested`` wraps VXLAN in
 GRE in IP in IP (depth 3), and ``deep`` nests five IP-in-IP layers (beyond
@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from make_linktype_captures import (  # noqa: E402
-    MAC_B1, MAC_B2, MAC_C, MAC_S, TRAFFIC, _csum, ethertype_of, ip_packet, macs, pcap_file,
+    MAC_AP, MAC_B1, MAC_B2, MAC_C, MAC_S, TRAFFIC, _csum, ethertype_of, ip_packet, macs, pcap_file,
 )
 
 OUTDIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "tunnels"
@@ -120,6 +120,29 @@ def gre(k, pkt):
     return outer_frame(outer_ip(47, _gre_variant(k, pkt), k), k)
 
 
+def aruba(k, pkt):
+    """IEEE 802.11 data frames in GRE (Aruba, protocol 0x8200-0x82f0 / 0x8300-0x8370), then
+    LLC/SNAP: a plain data frame to the DS, a QoS data frame from the DS, a four-address QoS
+    frame with HT control (the Order bit), and an A-MSDU whose first subframe is read."""
+    a1, a2, a3 = macs(k % len(TRAFFIC)) + (MAC_AP,)
+    body = b"\xaa\xaa\x03\x00\x00\x00" + struct.pack("!H", ethertype_of(pkt)) + pkt
+    seq = struct.pack("!H", (k << 4) & 0xFFFF)
+    v = k % 4
+    if v == 0:  # data, ToDS: BSSID, source, destination
+        pt, hdr = 0x8200, struct.pack("!BBH", 0x08, 0x01, 0) + a3 + a2 + a1 + seq
+    elif v == 1:  # QoS data, FromDS: destination, BSSID, source; QoS control TID 5
+        pt, hdr = 0x8300, struct.pack("!BBH", 0x88, 0x02, 0) + a1 + a3 + a2 + seq + b"\x05\x00"
+    elif v == 2:  # QoS data, ToDS and FromDS (four addresses), Order bit: + HT control
+        pt = 0x8370
+        hdr = (struct.pack("!BBH", 0x88, 0x83, 0) + MAC_B1 + MAC_B2 + a1 + seq + a2
+               + b"\x00\x00" + bytes(4))
+    else:  # QoS data, A-MSDU present: a subframe header (DA, SA, length) first
+        pt = 0x8210
+        hdr = (struct.pack("!BBH", 0x88, 0x02, 0) + a1 + a3 + a2 + seq + b"\x80\x00"
+               + a1 + a2 + struct.pack("!H", len(body)))
+    return outer_frame(outer_ip(47, struct.pack("!HH", 0, pt) + hdr + body, k), k)
+
+
 def ipip(k, pkt):
     """4in4 and 6in4 (protocols 4 / 41 over IPv4); every third frame over IPv6 (4in6, 6in6)."""
     proto = 4 if pkt[0] >> 4 == 4 else 41
@@ -168,6 +191,7 @@ def deep(k, pkt):
 #: file stem -> (frame builder, traffic)
 CAPTURES = {
     "vxlan": (vxlan, TRAFFIC), "geneve": (geneve, TRAFFIC), "gre": (gre, TRAFFIC * 2),
+    "aruba": (aruba, TRAFFIC * 2),
     "ipip": (ipip, TRAFFIC), "gtpu": (gtpu, TRAFFIC), "teredo": (teredo, TRAFFIC6),
     "ayiya": (ayiya, TRAFFIC), "nested": (nested, TRAFFIC), "deep": (deep, TRAFFIC),
 }

@@ -2,7 +2,7 @@
 
 tests/data/tunnels/ holds one capture per encapsulation (written by
 scripts/make_tunnel_captures.py): the packets of the link-layer captures, each
-inside VXLAN, Geneve, GRE (plain, key, TEB, ERSPAN II/III, PPTP), IP in IP,
+inside VXLAN, Geneve, GRE (plain, key, TEB, ERSPAN II/III, PPTP, 802.11), IP in IP,
 GTP-U, Teredo or AYIYA, plus three nested encapsulations and a five-deep one.
 For every frame, the innermost packet flowscope decapsulates is the one tshark
 decodes innermost; every inner flow is linked to the outer flows that carried
@@ -38,7 +38,7 @@ _spec.loader.exec_module(MK)
 STEMS = sorted(MK.CAPTURES)
 #: stem -> (TUN_* of the innermost encapsulation, its depth) for every frame
 TYPES = {"vxlan": (layout.TUN_VXLAN, 1), "geneve": (layout.TUN_GENEVE, 1),
-         "gre": (layout.TUN_GRE, 1), "ipip": (layout.TUN_IP, 1), "gtpu": (layout.TUN_GTPV1, 1),
+         "gre": (layout.TUN_GRE, 1), "aruba": (layout.TUN_GRE, 1), "ipip": (layout.TUN_IP, 1), "gtpu": (layout.TUN_GTPV1, 1),
          "teredo": (layout.TUN_TEREDO, 1), "ayiya": (layout.TUN_AYIYA, 1),
          "nested": (layout.TUN_VXLAN, 3), "deep": (layout.TUN_IP, layout.TUN_MAX_DEPTH)}
 
@@ -89,6 +89,19 @@ def test_tunnel_keys():
     gre = rows_of("gre")[1::2]
     assert list(gre["tun_key"][[1, 7]]) == [0x1234, 0x1234]
     assert gre["tun_key"][0] == 0
+
+
+def test_aruba_frames_give_the_80211_source_and_destination():
+    """802.11 in GRE: the inner packet's MACs are the frame's source and destination
+    addresses (by its ToDS / FromDS bits), for every header variant the capture has."""
+    inner = rows_of("aruba")[1::2]
+    traffic = MK.CAPTURES["aruba"][1]
+    assert len(inner) == len(traffic) == 12
+    for k, r in enumerate(inner):
+        dst, src = MK.macs(k % len(MK.TRAFFIC))
+        assert int(r["pflags"]) & layout.PF_MAC
+        assert (int(r["smac"]), int(r["dmac"])) == (int.from_bytes(src, "big"),
+                                                    int.from_bytes(dst, "big")), k
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
