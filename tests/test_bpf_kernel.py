@@ -528,6 +528,25 @@ def test_kernel_decapsulates_as_the_offline_parser(h, i, hook):
             assert ktuple(e["tun_parent"]) == (0,) * 8
 
 
+@pytest.mark.parametrize("hook", ["xdp", "tc"])
+@pytest.mark.parametrize("k", range(4))
+def test_kernel_reads_80211_in_gre_type_9000_as_offline(h, k, hook):
+    """GRE protocol 0x9000 is 802.11 as well (Zeek's rule; tshark does not decode it, so
+    the capture uses Aruba's 0x82xx / 0x83xx types): each 802.11 header variant of
+    aruba.pcap with that type gives the offline parser's rows."""
+    frame = bytearray(next(f for s, i, f in TUNNEL_FRAMES if s == "aruba" and i == k))
+    assert frame[12:14] == b"\x08\x00" and frame[23] == 47  # Ethernet, IPv4, GRE
+    frame[36:38] = b"\x90\x00"
+    rows = _offline_rows(bytes(frame))
+    assert len(rows) == 2 and int(rows[1]["tun_type"]) == plo.TUN_GRE
+    assert h.run(bytes(frame), hook)
+    ev = h.events()
+    assert len(ev) == 2
+    for e, row in zip(ev, rows):
+        _assert_event_matches_row(e, row)
+    assert int(ev[1]["tun_ether"]) == 1
+
+
 def test_tunnel_frames_reach_every_depth_and_type():
     """The parity test above covers every encapsulation and the deepest frames."""
     types, depth = set(), 0
