@@ -359,7 +359,8 @@ class SensorConfig:
         ``xdp`` (default) or ``tc``: count ingress with a tcx ingress link, e.g. on an
         interface whose XDP hook another program holds.
     xdp_mode : str
-        ``auto`` (native where the driver has it, else generic), ``generic`` (works
+        ``auto`` (native where the driver has it, else generic; generic on veth, whose
+        native mode converts skbs and costs more), ``generic`` (works
         everywhere) or ``native`` (driver support needed).
     sweep_interval : float
         Seconds between idle syncs of the flow map.

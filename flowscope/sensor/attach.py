@@ -3,7 +3,9 @@
 Preferred: BPF links (``BPF_LINK_CREATE``), which the kernel removes when their
 last fd closes, so a process killed by SIGKILL leaves no program attached:
 * ingress: an XDP link, native where the driver has it and generic (SKB) mode
-  otherwise (``xdp_mode`` auto, the default), or one mode on request; or, with
+  otherwise (``xdp_mode`` auto, the default; generic on veth, whose native mode
+  only converts each skb and costs more, see ``SKB_NATIVE_DRIVERS``), or one mode
+  on request; or, with
   ``ingress="tc"``, a tcx ingress link (for an interface whose XDP hook another
   program holds).
 * egress: a tcx link (attach type ``BPF_TCX_EGRESS``, kernels >= 6.6).
@@ -24,8 +26,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import socket
+import struct
 from dataclasses import dataclass, field
 
 from .loader import Loaded, bpf_syscall
@@ -41,6 +45,13 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 #: or first / last of the chain when no relative program is given.
 BPF_F_BEFORE = 1 << 3
 BPF_F_AFTER = 1 << 4
+SIOCETHTOOL = 0x8946
+ETHTOOL_GDRVINFO = 3
+#: Drivers whose native XDP runs on skbs the stack has already built (converted to an
+#: xdp_buff, through a NAPI ring of the driver's own): ``xdp_mode: auto`` attaches generic
+#: XDP there. On veth, native costs more per packet than generic (docs/benchmarks.md,
+#: "Native XDP against generic on veth") and turns on the pair's NAPI receive path.
+SKB_NATIVE_DRIVERS = frozenset({"veth"})
 
 
 class XdpBusy(RuntimeError):
@@ -76,6 +87,19 @@ def link_create(prog_fd: int, ifindex: int, attach_type: int, flags: int = 0,
 def ifindex_of(ifname: str) -> int:
     """Interface index in the calling thread's namespace; OSError when missing."""
     return socket.if_nametoindex(ifname)
+
+
+def driver_of(ifname: str) -> str:
+    """The interface's driver name (``ethtool -i``: ETHTOOL_GDRVINFO), "" when unknown."""
+    info = ctypes.create_string_buffer(struct.pack("=I", ETHTOOL_GDRVINFO), 196)
+    # struct ifreq: the name, then ifr_data (a pointer to ethtool_drvinfo); 40 bytes
+    ifr = struct.pack("16sP", ifname.encode()[:15], ctypes.addressof(info)).ljust(40, b"\0")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
+    except OSError:
+        return ""
+    return info.raw[4:36].split(b"\0", 1)[0].decode("ascii", "replace")
 
 
 @dataclass
@@ -154,9 +178,14 @@ def _busy(ifname: str) -> XdpBusy:
 
 
 def _attach_xdp(loaded: Loaded, at: Attachment, mode: str, allow_fallback: bool) -> None:
-    """XDP link in ``mode`` (auto: native, else generic); netlink when links are missing."""
+    """XDP link in ``mode`` (auto: native, else generic; generic on ``SKB_NATIVE_DRIVERS``);
+    netlink when links are missing."""
     last = None
-    for m in ("native", "generic") if mode == "auto" else (mode,):
+    modes: tuple = (mode,)
+    if mode == "auto":
+        modes = (("generic",) if driver_of(at.ifname) in SKB_NATIVE_DRIVERS
+                 else ("native", "generic"))
+    for m in modes:
         try:
             at.xdp_link_fd = link_create(loaded.xdp_fd, at.ifindex, BPF_XDP, _xdp_flags(m))
             at.xdp_mode = m
@@ -234,7 +263,8 @@ def attach(loaded: Loaded, ifname: str, xdp_mode: str = "generic", egress: bool 
         Interface in the calling thread's network namespace.
     xdp_mode : {"auto", "generic", "native"}
         XDP attach mode (generic works on every device; native needs driver support; auto
-        tries native, then generic). ``Attachment.xdp_mode`` tells which one was used.
+        tries native, then generic, and takes generic at once on ``SKB_NATIVE_DRIVERS``).
+        ``Attachment.xdp_mode`` tells which one was used.
     allow_fallback : bool
         Use netlink XDP / clsact TC when links are unsupported (those survive a SIGKILL).
     ingress : {"xdp", "tc", ""}
