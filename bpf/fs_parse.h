@@ -240,7 +240,7 @@ static __always_inline int parse_l2_walk(struct fs_cursor *c, void *data, void *
 	 * after it. Every way to IP thus ends with c->pos in the same state. */
 	if (fs_rebase(c, data) < 0)
 		return FS_PERR_TRUNCATED; /* cannot happen after Ethernet */
-	/* Unrolled: the verifier then sees a fixed number of bounds-checked steps. MPLS and
+		/* Unrolled: the verifier then sees a fixed number of bounds-checked steps. MPLS and
 	 * PPPoE end the walk in their own layer; they are handled once, after the loop. */
 #pragma unroll
 	for (int i = 0; i < FS_MAX_L2_LAYERS + 1; i++) {
