@@ -22,7 +22,9 @@ Part 2 - live veth throughput.
   frame up to the socket queue, no ICMP); packets received = rx_packets of our veth end.
   Separate runs, alternating for --rounds rounds: none (baseline) and ``flowscope live -i <veth>
   --format jsonl --xdp-mode M`` for each M of --xdp-modes (generic and native by default; tc
-  runs it with ``sensor.ingress: tc``, tcx instead of XDP on ingress) as a
+  runs it with ``sensor.ingress: tc``, tcx instead of XDP on ingress; nodrops runs generic
+  XDP with ``sensor.drops: false``, no drop tracer: the receiving socket drops every
+  frame once its queue is full, and the tracer sees each of those drops) as a
   subprocess pinned to CPU 0; for flowscope, the ended flows' packets of that traffic are
   checked against what the interface received while the sensor was attached, and the sensor
   process's CPU time (utime + stime, /proc/PID/stat) over the sender run is divided by the
@@ -718,6 +720,10 @@ def run_flowscope(v: Veth, args, tmp: Path, rnd: int, mode: str = "generic") -> 
         cfg = tmp / "tc.yaml"
         cfg.write_text("sensor:\n  ingress: tc\n")
         how = ["--config", str(cfg)]
+    elif mode == "nodrops":  # generic XDP without the drop tracer (sensor.drops: false)
+        cfg = tmp / "nodrops.yaml"
+        cfg.write_text("sensor:\n  drops: false\n  xdp_mode: generic\n")
+        how = ["--config", str(cfg)]
     else:
         how = ["--xdp-mode", mode]
     with open(err, "w") as errf:  # inherits part2's pinning to CONSUMER_CPU
@@ -859,7 +865,8 @@ def report(args, r1: dict | None, r2: dict | None) -> int:
             pair = [f / n for f, n in zip(live, none)]
             ratio = statistics.median(live) / base
             fs_ratio = max(fs_ratio, ratio)
-            name = "tcx ingress" if mode == "tc" else "XDP " + mode
+            name = {"tc": "tcx ingress", "nodrops": "XDP generic, drops: false"}.get(
+                mode, "XDP " + mode)
             print(f"{'flowscope live, ' + name:<40}{_m(statistics.median(live)):>9}"
                   f"{_m(min(live)):>7}{_m(max(live)):>7}{ratio:>8.2f}x{min(pair):>6.2f}x"
                   f"{max(pair):>6.2f}x")
@@ -938,7 +945,8 @@ def main() -> int:
     ap.add_argument("--only", choices=("ring", "veth"), help="run one part only")
     ap.add_argument("--xdp-modes", default="generic,native",
                     help="comma-separated sensor.xdp_mode values to run (default both); "
-                         "tc = sensor.ingress: tc (ingress on tcx, no XDP)")
+                         "tc = sensor.ingress: tc (ingress on tcx, no XDP); nodrops = "
+                         "generic with sensor.drops: false (no drop tracer)")
     args = ap.parse_args()
     args.xdp_modes = [m for m in args.xdp_modes.split(",") if m]
     q = args.quick

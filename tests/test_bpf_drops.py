@@ -32,7 +32,7 @@ def drops_topo():
             mod.bpf[b"fs_watched"][mod.bpf[b"fs_watched"].Key(idx)] = (
                 mod.bpf[b"fs_watched"].Leaf(1))
             mod.attach_drops()
-            yield mod, maps, L, ifname, v4, ns, idx
+            yield mod, maps, L, ifname, v4, ns, idx, v6
         finally:
             if at is not None:
                 at.detach()
@@ -57,7 +57,7 @@ def _wait(cond, limit=5.0):
 def test_closed_udp_port_drop_counts_to_its_flow(drops_topo):
     from flowscope.sensor.btf import drop_reason_names
 
-    mod, maps, L, ifname, v4, ns, idx = drops_topo
+    mod, maps, L, ifname, v4, ns, idx, _v6 = drops_topo
     names = {v: k for k, v in drop_reason_names().items()}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
         for _ in range(3):
@@ -77,7 +77,7 @@ def test_closed_udp_port_drop_counts_to_its_flow(drops_topo):
 def test_nftables_drop_rule_counts_with_its_reason(drops_topo):
     from flowscope.sensor.btf import drop_reason_names
 
-    mod, maps, L, ifname, v4, ns, idx = drops_topo
+    mod, maps, L, ifname, v4, ns, idx, _v6 = drops_topo
     names = {v: k for k, v in drop_reason_names().items()}
     sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", "fsdrop")
     sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", "fsdrop", "input",
@@ -98,7 +98,7 @@ def test_nftables_drop_rule_counts_with_its_reason(drops_topo):
 
 
 def test_unrelated_drops_are_not_counted(drops_topo):
-    mod, maps, L, ifname, v4, ns, idx = drops_topo
+    mod, maps, L, ifname, v4, ns, idx, _v6 = drops_topo
     # a closed port inside the netns, from the netns itself: never on our interface, no flow
     sh("ip", "netns", "exec", ns, "python3", "-c",
        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
@@ -107,3 +107,29 @@ def test_unrelated_drops_are_not_counted(drops_topo):
     assert len(_flow(maps, mod, 9393)[1]) == 0
     dk, dv = maps.drop_counts(mod.map_fd("fs_drop_counts"))
     assert int(dv.sum()) == 0
+
+
+@pytest.mark.parametrize("case", ["udp6", "udp4-ip-options", "tcp4-syn"])
+def test_drops_count_to_their_flow_whatever_the_headers(drops_topo, case):
+    """The ports of a dropped packet come from the bytes read with its IP header (IPv6,
+    option-less IPv4) or from a read at its transport header (IPv4 with options, TCP)."""
+    mod, maps, L, ifname, v4, ns, idx, v6 = drops_topo
+    port = {"udp6": 9494, "udp4-ip-options": 9595, "tcp4-syn": 9696}[case]
+    if case == "tcp4-syn":  # a closed port: the SYN is dropped (NO_SOCKET), answered by a RST
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.settimeout(2)
+            with pytest.raises(OSError):
+                t.connect((v4, port))
+        want = 1
+    else:
+        fam = socket.AF_INET6 if case == "udp6" else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_DGRAM) as u:
+            if case == "udp4-ip-options":
+                u.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"\x01\x01\x01\x00")
+            for _ in range(3):
+                u.sendto(b"anyone?", (v6 if case == "udp6" else v4, port))
+        want = 3
+    assert _wait(lambda: int(_flow(maps, mod, port)[1]["drops"].sum()) == want), case
+    _keys, vals = _flow(maps, mod, port)
+    fwd = int(vals["first_dir"][0])
+    assert int(vals["drops"][0][fwd]) == want
