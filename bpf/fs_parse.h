@@ -239,7 +239,7 @@ static __always_inline int parse_l2_walk(struct fs_cursor *c, void *data, void *
 	 * from one way through the walk to the next and split the verification of everything
 	 * after it. Every way to IP thus ends with c->pos in the same state. */
 	if (fs_rebase(c, data) < 0)
-		return FS_PERR_TRUNCATED; /* cannot happen after Ethernet */
+		return FS_PERR_TRUNCATED; /* cannot happen */
 		/* Unrolled: the verifier then sees a fixed number of bounds-checked steps. MPLS and
 	 * PPPoE end the walk in their own layer; they are handled once, after the loop. */
 #pragma unroll
