@@ -4,15 +4,18 @@ capture of the same packets (docs/tunnels.md, docs/live.md).
 
 Root + BPF (failed under FLOWSCOPE_REQUIRE_BPF=1 without them). The tunnels are VXLAN over
 IPv4 and over IPv6 (the tunnel device types this kernel has; every other encapsulation is
-checked frame by frame against the offline parser in test_bpf_kernel.py).
+checked frame by frame against the offline parser in test_bpf_kernel.py), and 802.11 inside
+GRE (Aruba) as frames sent into the veth from the test namespace.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
 import socket
+import sys
 import time
 
 import pytest
@@ -187,3 +190,61 @@ def test_live_decapsulation_equals_offline(tunnels, tmp_path, fmt):
             assert len(d["tunnel_parents"]) >= 1
             assert all(p[0] == "udp" and p[4] == 4789 for p in d["tunnel_parents"])
     assert "ring_full 0" in err and "map_full 0" in err
+
+
+SEND_FRAMES = ("import socket, sys; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); "
+               "s.bind((sys.argv[1], 0)); "
+               "[s.send(bytes.fromhex(h)) for h in open(sys.argv[2]).read().split()]")
+
+
+def test_live_80211_in_gre_equals_offline(tmp_path):
+    """802.11 inside GRE (Aruba) decapsulated live as offline: the frames of
+    tests/data/tunnels/aruba.pcap (its four 802.11 header variants; outer addresses moved
+    into the test's subnet, outer MACs no host has, so the stack drops them after our hooks)
+    sent into our veth from the test namespace give the JSON Lines records ``flowscope pcap``
+    gives on a capture of them: the GRE flow and the four inner flows it carries, with the
+    802.11 source and destination as their MACs."""
+    require_bpf("ip", "tcpdump")
+    spec = importlib.util.spec_from_file_location(
+        "make_tunnel_captures", REPO / "scripts" / "make_tunnel_captures.py")
+    mk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mk)
+    _seq[0] += 1
+    tag = f"{os.getpid() % 1000}{_seq[0]}"
+    n = (os.getpid() + _seq[0]) % 200 + 20
+    with veth_netns(f"fsda{tag}", 211, n) as (ifname, v4, _v6, ns):
+        net = v4.rsplit(".", 1)[0]
+        mk.TEP4 = (f"{net}.2", f"{net}.3")
+        frames = mk.frames("aruba")
+        hexes = tmp_path / "frames.hex"
+        hexes.write_text("\n".join(f.hex() for f in frames))
+        pcap = tmp_path / "cap.pcap"
+        tcpd = subprocess_popen(["tcpdump", "-i", ifname, "--immediate-mode", "-U", "-s", "0",
+                                 "-w", str(pcap), "ip"], tmp_path / "tcpdump.err")
+        try:
+            wait_for(tmp_path / "tcpdump.err", "listening on", tcpd, 20)
+            live, err = _start_live(ifname, tmp_path)
+            try:
+                sent = sh("ip", "netns", "exec", ns, sys.executable, "-c", SEND_FRAMES,
+                          f"fsda{tag}b", str(hexes), timeout=20)
+                assert sent.returncode == 0, sent.stderr
+                time.sleep(0.5)
+            finally:
+                assert _stop(live) == 0, err.read_text()
+            time.sleep(0.3)
+        finally:
+            _stop(tcpd, signal.SIGINT, 10)
+        off = sh(*FLOWSCOPE, "pcap", "--format", "jsonl", "-o", str(tmp_path / "off.out"),
+                 str(pcap), timeout=120)
+        assert off.returncode == 0, off.stderr
+    prefixes = (f"{net}.", "192.0.2.", "198.51.100.", "2001:db8:")
+    got = _records(tmp_path / "live.jsonl", "jsonl", prefixes)
+    want = _records(tmp_path / "off.out", "jsonl", prefixes)
+    assert got == want
+    recs = [dict(json.loads(r)) for r in want]
+    inner = [r for r in recs if r.get("tunnel.type") == "gre"]
+    assert len(recs) == 5 and len(inner) == 4, recs
+    assert sum(r["init_pkts"] + r["resp_pkts"] for r in inner) == len(frames)
+    assert all({r["init_mac"], r["resp_mac"]} == {"02:00:00:00:00:01", "02:00:00:00:00:02"}
+               for r in inner)
+    assert "ring_full 0" in err.read_text()
