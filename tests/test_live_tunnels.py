@@ -81,8 +81,9 @@ def _traffic(targets) -> None:
             time.sleep(0.05)
 
 
-def _live_and_offline(tunnels, tmp_path, fmt):
-    ifname, _ns, targets, _prefixes, up = tunnels
+def _live_beside_tcpdump(ifname, tmp_path, fmt, act):
+    """``act()`` while the live sensor and tcpdump run on ``ifname``, then ``flowscope pcap``
+    on the capture: (the live output, the offline output, the sensor's stderr)."""
     pcap = tmp_path / "cap.pcap"
     tcpd_err = tmp_path / "tcpdump.err"
     tcpd = subprocess_popen(["tcpdump", "-i", ifname, "--immediate-mode", "-U", "-s", "0",
@@ -91,9 +92,7 @@ def _live_and_offline(tunnels, tmp_path, fmt):
         wait_for(tcpd_err, "listening on", tcpd, 20)
         live, err = _start_live(ifname, tmp_path, "--format", fmt)
         try:
-            up()  # now: what the new devices send goes to both the sensor and the capture
-            time.sleep(0.5)
-            _traffic(targets)
+            act()
             time.sleep(0.3)
         finally:
             assert _stop(live) == 0, err.read_text()
@@ -104,6 +103,17 @@ def _live_and_offline(tunnels, tmp_path, fmt):
              timeout=120)
     assert off.returncode == 0, off.stderr
     return tmp_path / "live.jsonl", tmp_path / "off.out", err.read_text()
+
+
+def _live_and_offline(tunnels, tmp_path, fmt):
+    ifname, _ns, targets, _prefixes, up = tunnels
+
+    def act():
+        up()  # now: what the new devices send goes to both the sensor and the capture
+        time.sleep(0.5)
+        _traffic(targets)
+
+    return _live_beside_tcpdump(ifname, tmp_path, fmt, act)
 
 
 def subprocess_popen(cmd, err_path):
@@ -218,28 +228,17 @@ def test_live_80211_in_gre_equals_offline(tmp_path):
         frames = mk.frames("aruba")
         hexes = tmp_path / "frames.hex"
         hexes.write_text("\n".join(f.hex() for f in frames))
-        pcap = tmp_path / "cap.pcap"
-        tcpd = subprocess_popen(["tcpdump", "-i", ifname, "--immediate-mode", "-U", "-s", "0",
-                                 "-w", str(pcap), "ip"], tmp_path / "tcpdump.err")
-        try:
-            wait_for(tmp_path / "tcpdump.err", "listening on", tcpd, 20)
-            live, err = _start_live(ifname, tmp_path)
-            try:
-                sent = sh("ip", "netns", "exec", ns, sys.executable, "-c", SEND_FRAMES,
-                          f"fsda{tag}b", str(hexes), timeout=20)
-                assert sent.returncode == 0, sent.stderr
-                time.sleep(0.5)
-            finally:
-                assert _stop(live) == 0, err.read_text()
-            time.sleep(0.3)
-        finally:
-            _stop(tcpd, signal.SIGINT, 10)
-        off = sh(*FLOWSCOPE, "pcap", "--format", "jsonl", "-o", str(tmp_path / "off.out"),
-                 str(pcap), timeout=120)
-        assert off.returncode == 0, off.stderr
+
+        def act():
+            sent = sh("ip", "netns", "exec", ns, sys.executable, "-c", SEND_FRAMES,
+                      f"fsda{tag}b", str(hexes), timeout=20)
+            assert sent.returncode == 0, sent.stderr
+            time.sleep(0.2)
+
+        live, off, err = _live_beside_tcpdump(ifname, tmp_path, "jsonl", act)
     prefixes = (f"{net}.", "192.0.2.", "198.51.100.", "2001:db8:")
-    got = _records(tmp_path / "live.jsonl", "jsonl", prefixes)
-    want = _records(tmp_path / "off.out", "jsonl", prefixes)
+    got = _records(live, "jsonl", prefixes)
+    want = _records(off, "jsonl", prefixes)
     assert got == want
     recs = [dict(json.loads(r)) for r in want]
     inner = [r for r in recs if r.get("tunnel.type") == "gre"]
@@ -247,4 +246,4 @@ def test_live_80211_in_gre_equals_offline(tmp_path):
     assert sum(r["init_pkts"] + r["resp_pkts"] for r in inner) == len(frames)
     assert all({r["init_mac"], r["resp_mac"]} == {"02:00:00:00:00:01", "02:00:00:00:00:02"}
                for r in inner)
-    assert "ring_full 0" in err.read_text()
+    assert "ring_full 0" in err
