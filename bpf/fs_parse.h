@@ -213,16 +213,27 @@ static __always_inline int fs_rebase(struct fs_cursor *c, void *data)
 static __always_inline int parse_l2_walk(struct fs_cursor *c, void *data, void *data_end,
                                          struct fs_pkt *p, __u16 et);
 
-static __always_inline int parse_l2(struct fs_cursor *c, void *data, void *data_end,
-                                    struct fs_pkt *p)
+/* The Ethernet header at c->pos: its MACs into p, its EtherType into *et, c->pos past it; -1
+ * when the frame ends inside it. */
+static __always_inline int fs_eth_hdr(struct fs_cursor *c, void *data_end, struct fs_pkt *p,
+                                      __u16 *et)
 {
 	struct ethhdr *eth = c->pos;
 	if ((void *)(eth + 1) > data_end)
-		return FS_PERR_TRUNCATED;
-	__u16 et = fs_ntohs(eth->h_proto);
+		return -1;
+	*et = fs_ntohs(eth->h_proto);
 	p->dmac = fs_mac(eth->h_dest);
 	p->smac = fs_mac(eth->h_source);
 	c->pos = eth + 1;
+	return 0;
+}
+
+static __always_inline int parse_l2(struct fs_cursor *c, void *data, void *data_end,
+                                    struct fs_pkt *p)
+{
+	__u16 et;
+	if (fs_eth_hdr(c, data_end, p, &et) < 0)
+		return FS_PERR_TRUNCATED;
 	return parse_l2_walk(c, data, data_end, p, et);
 }
 

@@ -511,16 +511,8 @@ static __always_inline int fs_tun_inner(void *data, void *data_end, __s64 q, __u
 				return -1;
 			c.pos = llc;
 			et = 0;
-		} else {
-			if (end - q < 14)
-				return -1;
-			struct ethhdr *eth = c.pos;
-			if ((void *)(eth + 1) > data_end)
-				return -1;
-			et = fs_ntohs(eth->h_proto);
-			np->dmac = fs_mac(eth->h_dest);
-			np->smac = fs_mac(eth->h_source);
-			c.pos = eth + 1;
+		} else if (end - q < 14 || fs_eth_hdr(&c, data_end, np, &et) < 0) {
+			return -1;
 		}
 		np->tun_ether = 1;
 		l3 = parse_l2_walk(&c, base, data_end, np, et);
