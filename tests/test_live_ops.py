@@ -490,7 +490,7 @@ def test_tc_ingress_and_xdp_modes_give_the_same_records(net, tmp_path):
     assert runs["native"] == runs["generic"] == runs["auto"] == runs["tc"]
 
 
-def test_auto_xdp_mode_is_generic_on_veth_only(net):
+def test_auto_xdp_mode_is_generic_on_veth_only(net, monkeypatch):
     """``xdp_mode: auto`` asks the driver (ETHTOOL_GDRVINFO): veth gets generic XDP at once,
     any other driver native first (a bridge has no native XDP: generic after the refusal)."""
     from flowscope.sensor import attach, loader
@@ -501,23 +501,21 @@ def test_auto_xdp_mode_is_generic_on_veth_only(net):
     sh("ip", "link", "add", br, "type", "bridge")
     assert attach.driver_of(ifname) == "veth" and attach.driver_of(br) == "bridge"
     assert attach.driver_of("fs-no-such-if") == ""
+    seen = []
+    real = attach.link_create
+
+    def spy(prog_fd, ifindex, attach_type, flags=0, relative=0):
+        if attach_type == attach.BPF_XDP:
+            seen.append("native" if flags & attach.XDP_FLAGS_DRV_MODE else "generic")
+        return real(prog_fd, ifindex, attach_type, flags, relative)
+
+    monkeypatch.setattr(attach, "link_create", spy)
     m = loader.load()
     try:
         for dev, tried in ((ifname, ["generic"]), (br, ["native", "generic"])):
-            seen = []
-            real = attach.link_create
-
-            def spy(prog_fd, ifindex, attach_type, flags=0, relative=0):
-                if attach_type == attach.BPF_XDP:
-                    seen.append("native" if flags & attach.XDP_FLAGS_DRV_MODE else "generic")
-                return real(prog_fd, ifindex, attach_type, flags, relative)
-
-            attach.link_create = spy
-            try:
-                with attach.attach(m, dev, xdp_mode="auto", egress=False) as at:
-                    assert at.xdp_mode == "generic" and at.label == "xdp generic"
-            finally:
-                attach.link_create = real
+            seen.clear()
+            with attach.attach(m, dev, xdp_mode="auto", egress=False) as at:
+                assert at.xdp_mode == "generic" and at.label == "xdp generic"
             assert seen == tried, (dev, seen)
     finally:
         m.close()
