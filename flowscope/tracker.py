@@ -168,11 +168,13 @@ class FlowTracker:
         self._table = np.zeros(_table_size(cap), dtype=np.int32)
         self._fkey = np.zeros((cap, layout.KEY_WORDS), dtype=np.uint64)
         self._fint = _zeros_aligned((cap, K.F_SIZE))  # rows on whole cache lines
-        # per-flow bytes: history letters, then (dns) the first DNS query name
-        hw = K.FB_DNS_NAME + layout.DNS_NAME_MAX if self.config.dns else layout.HISTORY_MAX
-        self._fhist = np.zeros((cap, hw), dtype=np.uint8)
-        # rows at and above C_HIGH are never read: no need to touch their pages
-        self._fdl = np.empty((cap, 2), dtype=np.int64)
+        # per-flow history letters, then (dns) the pool of first DNS query names: pages of
+        # the pool are touched only as names are handed out
+        rows = cap * (1 + K.NAME_ROWS) if self.config.dns else cap
+        self._fhist = np.zeros((rows, layout.HISTORY_MAX), dtype=np.uint8)
+        # slot rows at and above C_HIGH are never read: no need to touch their pages
+        self._fdl = np.empty((K.dl_rows(cap), 2), dtype=np.int64)
+        self._fdl[cap:] = (K.NO_FLOW, K.FREE_SERIAL)  # the blocks' deadline bounds
         self._lq = np.zeros((_pow2_at_least(2 * cap + 16), 2), dtype=np.int64)
         self._sbuf = np.zeros((cap, 2), dtype=np.int64)
         zcap = cap if zeek else 1
@@ -295,7 +297,10 @@ class FlowTracker:
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
                 raise ValueError(f"timeout_fn returned {seconds!r}; expected seconds > 0 or None")
             self._fint[s, K.F_TIMEOUT] = int(round(seconds * NS_PER_S))
-            self._fdl[s, 0] = self._fint[s, K.F_LAST] + self._fint[s, K.F_TIMEOUT]
+            deadline = self._fint[s, K.F_LAST] + self._fint[s, K.F_TIMEOUT]
+            self._fdl[s, 0] = deadline
+            b = self.config.max_flows + (s >> K.DL_BLOCK_SHIFT)
+            self._fdl[b, 0] = min(self._fdl[b, 0], deadline)
 
     # ---- object interface -----------------------------------------------
 

@@ -231,6 +231,19 @@ print(K.MODE, "numba" in sys.modules)
 print(int(engine.key_hash(np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4),
                           np.uint64(2**63 + 5))))
 print("numba" in sys.modules)
+# a kernel using the prefetch intrinsic (a JitOnly object in an AOT process)
+from flowscope.layout import ROW_DTYPE
+rows = np.zeros(3, dtype=ROW_DTYPE)
+rows["l3"] = 4
+rows["proto"] = 17
+rows["pflags"] = 1  # PF_PORTS
+rows["src_lo"] = [7, 8, 9]
+rows["dport"] = 53
+ctl = np.zeros(engine.C_SIZE, dtype=np.int64)
+table = np.zeros(1024, dtype=np.int32)
+for j in range(3):
+    engine._prefetch_entry(ctl, table, np.int64(1023), rows, np.int64(j), np.int64(0), False)
+print(ctl[engine.C_PFQ:engine.C_PFQ + 4].tolist())
 """
     got = {}
     for mode, env in (("aot", {}), ("jit", {"FLOWSCOPE_JIT": "1"})):
@@ -241,3 +254,7 @@ print("numba" in sys.modules)
     assert got["aot"][0] == "aot False" and got["aot"][2] == "True"
     assert got["jit"][0] == "jit True"
     assert got["aot"][1] == got["jit"][1]
+    # three keyed rows: three table positions, the fourth entry untouched
+    assert got["aot"][3] == got["jit"][3]
+    pos = [int(v) for v in got["aot"][3].strip("[]").split(",")]
+    assert all(0 <= v < 1024 for v in pos[:3]) and len(set(pos[:3])) == 3 and pos[3] == 0

@@ -266,8 +266,30 @@ def test_dns_over_tcp_rtt():
 def test_dns_off():
     (r,) = ended(query_response(), dns=False)[0]
     assert r["dns"] == 0
-    t = FlowTracker(config=TrackerConfig(dns=False))
-    assert t._fhist.shape[1] == L.HISTORY_MAX
+    t = FlowTracker(config=TrackerConfig(dns=False, max_flows=100))
+    assert t._fhist.shape == (100, L.HISTORY_MAX)  # history only: no name pool
+
+
+def test_name_pool_hands_out_and_takes_back_slots():
+    """300 DNS flows, each with its own query name (some of the longest, crossing every
+    row of a pool slot), at most 8 open at once: every Ended record carries its own
+    flow's name, the pool never holds more names than open flows, and every slot is
+    back on the free stack at the end."""
+    from flowscope._kernels import engine as K
+
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    names = [f"h{i}." + (longest[len(f"h{i}."):] if i % 50 == 7 else "x" * (1 + i % 62) + ".org")
+             for i in range(300)]
+    frames = [(i * 1_000_000, udp_dns(dns_msg(tid=i, name=n), sport=20000 + i))
+              for i, n in enumerate(names)]
+    t = FlowTracker(config=TrackerConfig(max_flows=8), events="ended")
+    recs = [r.copy() for r in t.process(frames_to_rows(frames))]
+    recs += [r.copy() for r in t.process_finish()]
+    got = sorted(bytes(r["dns_qname"][: r["dns_qlen"]]).decode() for r in np.concatenate(recs))
+    assert got == sorted(names) and max(map(len, names)) == 253
+    assert 0 < t._ctl[K.C_NAME_HIGH] <= 8
+    assert t._ctl[K.C_NAME_TOP] == t._ctl[K.C_NAME_HIGH]
+    assert t._fhist.shape == (8 * (1 + K.NAME_ROWS), L.HISTORY_MAX)
 
 
 def test_non_dns_flow_has_no_dns():

@@ -123,6 +123,37 @@ def test_engine_equals_naive_twin(pkts, cfg, sweep_at):
     assert (st_.packets_matched, st_.bytes_matched) == (naive.matched_pkts, naive.matched_bytes)
 
 
+# many flows over several blocks of the sweep's deadline bounds (K.DL_BLOCK slots each),
+# the last one partly used, with sweeps in between: flows of every timeout in every block
+packet_many = st.builds(
+    lambda ts, s, d, sp, dp, proto, flags: _mk(ts, s, d, sp, dp, proto, flags, 0, 60, 1),
+    ts=st.integers(0, 4), s=st.integers(0, 2), d=st.integers(0, 2),
+    sp=st.integers(0, 150), dp=st.integers(0, 3), proto=st.sampled_from([6, 17, 1]),
+    flags=st.sampled_from([0x02, 0x10, 0x11, 0x04, 0x00]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(packet_many, min_size=50, max_size=400), st.integers(K.DL_BLOCK + 1, 200),
+       st.lists(st.integers(0, 399), max_size=6))
+def test_sweeps_over_many_blocks_equal_naive_twin(pkts, max_flows, cuts):
+    pkts = _times(pkts, SEC)
+    cfg = {"max_flows": max_flows, "infer": True, "kind": 0, "interval": 0}
+    fast, naive = _trackers(cfg, capacity=1 << 10)
+    arr = to_array(pkts)
+    got, want, start = [], [], 0
+    for cut in sorted(set(c for c in cuts if c < len(pkts))) + [len(pkts)]:
+        got += _records(fast, fast.process(arr[start:cut]))
+        want += [e for p in pkts[start:cut] for e in naive.track(p)]
+        start = cut
+        now = pkts[cut - 1]["ts"] + 5 * SEC if cut else 0
+        got += _records(fast, fast.process_sweep(now))
+        want += naive.sweep(now)
+    got += _records(fast, fast.process_sweep(int(fast._ctl[K.C_LAST_TS]), K.END_SHUTDOWN))
+    want += naive.finish()
+    assert got == want
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.lists(packet, max_size=80), config_st)
 def test_invariants(pkts, cfg):

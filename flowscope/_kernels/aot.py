@@ -86,6 +86,22 @@ def export_name(qualname: str, tokens) -> str:
     return PREFIX + hashlib.sha1(text.encode()).hexdigest()[:24]
 
 
+class JitOnly:
+    """A numba object only compiled code calls (an intrinsic), made by ``build`` on first
+    JIT use: a kernel the extension module lacks is compiled with it (``AotKernel.jit``)."""
+
+    __slots__ = ("_build", "_obj")
+
+    def __init__(self, build):
+        self._build = build
+        self._obj = None
+
+    def jit(self):
+        if self._obj is None:
+            self._obj = self._build()
+        return self._obj
+
+
 class AotKernel:
     """A kernel function served by the extension module, with the JIT as the fallback."""
 
@@ -137,7 +153,7 @@ class AotKernel:
             g = dict(f.__globals__)
             for name in f.__code__.co_names:
                 v = g.get(name)
-                if isinstance(v, AotKernel):
+                if isinstance(v, (AotKernel, JitOnly)):
                     g[name] = v.jit()
             clone = types.FunctionType(f.__code__, g, f.__name__, f.__defaults__,
                                        f.__closure__)

@@ -9,14 +9,23 @@ objects. The state of one tracker is a handful of arrays (see ``new_state`` in
 ``fkey``  uint64[cap, 5]         the key of each flow slot (layout.KEY_WORDS)
 ``fint``  int64[cap, F_SIZE]     per-flow integers (columns F_*, by how often a packet
                                  touches them: a TCP packet three cache lines, others two)
-``fhist`` uint8[cap, 16 or 272]  per-flow bytes: history letters in [0, 16); with
-                                 ctl[C_DNS] the DNS query name in [FB_DNS_NAME,
-                                 FB_DNS_NAME + DNS_NAME_MAX)
+``fhist`` uint8[cap (+ cap * NAME_ROWS), 16]
+                                 rows [0, cap): each slot's history letters; with
+                                 ctl[C_DNS] the DNS name pool follows: name k (a
+                                 flow's first query name, handed out when it is
+                                 seen, see ``_name_row``) fills rows cap + k *
+                                 NAME_ROWS .. + NAME_ROWS - 1, so only as many
+                                 names' pages are touched as flows hold a name
+                                 at once
 ``fz``, ``fzh``                   Zeek-style state (see zeek.py), used when ctl[C_ZEEK]
-``fdl``   int64[cap, 2]          (idle deadline = last_seen + timeout, touch serial);
-                                 (NO_FLOW, -1) when the slot is free. Kept apart
-                                 from fint so that sweeps and the access queue
-                                 scan 16 bytes per flow, not a whole row
+``fdl``   int64[cap + blocks, 2] rows [0, cap): (idle deadline = last_seen + timeout,
+                                 touch serial) of each slot, (NO_FLOW, -1) when the
+                                 slot is free. Kept apart from fint so that sweeps
+                                 and the access queue scan 16 bytes per flow, not a
+                                 whole row. Row cap + b, column 0: a lower bound of
+                                 the deadlines of slots [b * DL_BLOCK, (b + 1) *
+                                 DL_BLOCK) (``dl_rows``), so that a sweep skips the
+                                 blocks with nothing due
 ``lq``    int64[2**k, 2]         access queue: (slot, touch serial) per touch;
                                  2**k >= 2 * cap + 16
 ``sbuf``  int64[cap, 2]          (slot, serial) of the sweep in progress, in end order
@@ -37,11 +46,11 @@ runs out; a sweep that fills the event buffer is resumed by the next call.
 import numpy as np
 
 from ..layout import (  # module-level ints: numba folds them into the machine code
-    DNS_PORT, DNS_QR, DNS_QUESTION, EVD_QUERY, EVD_RESPONSE, EVD_RTT,
+    DNS_NAME_MAX, DNS_PORT, DNS_QR, DNS_QUESTION, EVD_QUERY, EVD_RESPONSE, EVD_RTT,
     END_EVICTED, END_FIN, END_IDLE, END_RST, END_SHUTDOWN, EV_ENDED, EV_ESTABLISHED, EV_PACKET,
     EV_STARTED, EV_STATE_CHANGE, EV_UPDATE, EXTRACT_FIVE_TUPLE_DIRECTIONAL, EXTRACT_IP_PAIR,
     EXTRACT_MAC_PAIR, HISTORY_MAX, ICMP_VALID, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
-    IPPROTO_TCP, IPPROTO_UDP,
+    IPPROTO_TCP, IPPROTO_UDP, KEY_WORDS, ROW_DTYPE,
     PERR_L4_SHORT, PERR_NOT_IP, PERR_TUN_PARENT, PF_ABS, PF_FRAG, PF_ICMP, PF_MAC,
     PF_MORE_FRAGS, PF_PORTS,
     PF_SYNC,
@@ -53,7 +62,7 @@ from ..layout import (  # module-level ints: numba folds them into the machine c
     ZEEK_HISTORY_MAX, ZEEK_WORDS, icmp_pair_table,
 )
 from .common import (
-    KIND_SHIFT, L3_SHIFT, PORT_A_SHIFT, PROTO_SHIFT, inline_kernel, kernel, meta_vlan,
+    KIND_SHIFT, L3_SHIFT, PORT_A_SHIFT, PROTO_SHIFT, inline_kernel, kernel, meta_vlan, prefetch,
 )
 from .flowfilter import flow_passes, sample_hash
 from .frag import FR_HELD, FR_KEYED, frag_lookup
@@ -127,12 +136,17 @@ C_KEY_VLAN = C_FRAG_TMO + 48  # key_vlan: the outer VLAN id is part of the key
 C_DECAP = C_FRAG_TMO + 49  # rows of decapsulated (inner) packets (tun_depth > 0)
 C_NOT_IP = C_FRAG_TMO + 50  # outermost rows with no IP packet (error PERR_NOT_IP)
 # dns (and kernel drops): C_FRAG_TMO + 32 .. + 39
-C_DNS = C_FRAG_TMO + 32  # track DNS per flow (fhist has FB_DNS_NAME.. columns)
+C_DNS = C_FRAG_TMO + 32  # track DNS per flow (fhist holds the name pool)
 C_DNS_MSGS = C_FRAG_TMO + 33  # DNS messages seen on matched packets (header parsed)
 C_DNS_MATCHED = C_FRAG_TMO + 34  # responses matched to their flow's first query (dns_rtt)
+C_NAME_TOP = C_FRAG_TMO + 51  # entries on the stack of freed name slots (fint[:, F_NAME_FREE])
+C_NAME_HIGH = C_FRAG_TMO + 52  # name slots ever used; new ones come from the stack, else here
 # key_icmp: ICMP/ICMPv6 keyed by type and paired type or code, as Zeek keys them
 C_KEY_ICMP = C_FRAG_TMO + 64
-C_SIZE = C_FRAG_TMO + 72
+# prefetch pipeline (track_batch): the table position of packet j's key at C_PFQ + (j % PFQ)
+C_PFQ = C_FRAG_TMO + 72
+PFQ = 16
+C_SIZE = C_PFQ + PFQ
 
 # ---- fint columns ----------------------------------------------------------
 # Ordered by how often a packet touches them (rows are 64-byte aligned, see tracker):
@@ -186,7 +200,9 @@ F_DNS_INFO = 55  # qtype | rcode << 16 | answers << 24
 F_DROPS0 = 56  # kernel drops of the initiator's packets (live)
 F_DROPS1 = 57
 F_DROP_REASON = 58  # most frequent drop reason (live)
-# 59..63 free; 64 columns keep every row on whole cache lines
+F_NAME = 59  # the flow's DNS name slot + 1 (0: none)
+F_NAME_FREE = 60  # free name-slot stack storage (indexed by stack position, not by slot)
+# 61..63 free; 64 columns keep every row on whole cache lines
 F_SIZE = 64
 
 # F_DNS bits
@@ -194,10 +210,13 @@ DF_QUERY = 0x1  # a query was seen (id, side, ts, name/qtype of the first one)
 DF_RESPONSE = 0x2  # rcode / answers are set (response to the first query, or a lone one)
 DF_RTT = 0x4  # F_DNS_RTT is set
 DF_NAME = 0x8  # the name and qtype are set
-#: fhist column where the DNS query name starts (ctl[C_DNS])
-FB_DNS_NAME = HISTORY_MAX
+#: fhist rows per DNS name in the name pool (ctl[C_DNS])
+NAME_ROWS = DNS_NAME_MAX // HISTORY_MAX
 
 NO_FLOW = np.iinfo(np.int64).max  # deadline of a free slot (its serial is -1: FREE_SERIAL)
+#: Slots per block of ``fdl``'s deadline lower bounds (see the module docstring).
+DL_BLOCK_SHIFT = 6
+DL_BLOCK = 1 << DL_BLOCK_SHIFT
 FREE_SERIAL = -1
 
 MAX_EVENTS_PER_PACKET = 5
@@ -376,6 +395,64 @@ def _find(table, fkey, mask, k0, k1, k2, k3, k4):
         pos = (pos + 1) & mask
 
 
+#: Prefetch distances in packets (track_batch): the table entry of packet i + PF_FAR's key,
+#: then the flow rows that entry names at i + PF_NEAR. A batch's flows are scattered over
+#: the tables, so without the hints each packet waits on two dependent cache misses (table
+#: entry, then key row) before the rest of its row is even requested.
+PF_FAR = 8
+PF_NEAR = 4
+#: ... and the row itself at i + PF_ROW (the reader thread wrote it, on the other core): the
+#: bytes every packet reads, ``ts`` .. ``l4_off`` and ``tun_type`` .. the row's end
+#: (tunnel, DNS), as points no more than a cache line apart.
+PF_ROW = 16
+_ROW_MID = ROW_DTYPE.fields["first_ts"][1] - 1
+_ROW_TAIL = ROW_DTYPE.fields["tun_type"][1]
+_ROW_END = ROW_DTYPE.itemsize - 1
+
+
+@inline_kernel
+def _prefetch_entry(ctl, table, mask, pkts, j, kind, kvlan):
+    """Stage 1 for packet ``j``: hash its key, start loading its table entry and note the
+    position (-1: no key). Hints only: the packet's own turn looks everything up again."""
+    ok, k0, k1, k2, k3, k4, _ = extract_key_ports(pkts, j, kind, -1, -1, kvlan)
+    pos = np.int64(key_hash(k0, k1, k2, k3, k4) & np.uint64(mask)) if ok else np.int64(-1)
+    if pos >= 0:
+        prefetch(table, pos, 0, 0)
+    ctl[C_PFQ + (j & (PFQ - 1))] = pos
+
+
+@inline_kernel
+def _prefetch_rows(ctl, table, fkey, fint, fhist, fdl, j):
+    """Stage 2 for packet ``j``: start loading the rows of the flow its table entry names
+    (key, the three hot fint lines, history, deadline)."""
+    pos = ctl[C_PFQ + (j & (PFQ - 1))]
+    if pos >= 0:
+        s = np.int64(table[pos]) - 1
+        if s >= 0:
+            prefetch(fkey, s, 0, 0)
+            prefetch(fkey, s, KEY_WORDS - 1, 0)
+            prefetch(fint, s, 0, 1)
+            prefetch(fint, s, 8, 1)
+            prefetch(fint, s, 16, 1)
+            prefetch(fhist, s, 0, 1)
+            prefetch(fdl, s, 0, 1)
+
+
+#: Flows ahead in a sweep whose rows are requested before their turn: an Ended record reads
+#: the whole fint row and the key, which nothing else has touched since the flow's last packet.
+PF_SWEEP = 2
+
+
+@inline_kernel
+def _prefetch_flow(fkey, fint, fhist, s):
+    """Start loading every line of slot ``s``'s fint row, its key and its history."""
+    prefetch(fkey, s, 0, 0)
+    prefetch(fkey, s, KEY_WORDS - 1, 0)
+    for c in range(0, F_SIZE, 8):
+        prefetch(fint, s, c, 1)
+    prefetch(fhist, s, 0, 0)
+
+
 @kernel
 def _table_delete(table, fkey, mask, slot):
     """Remove ``slot`` from the index (linear probing, backward-shift delete)."""
@@ -454,6 +531,16 @@ def _emit_head(ev, e, kind, ts, fkey, fint, s):
     return r
 
 
+HIST_SHIFT = HISTORY_MAX.bit_length() - 1  # HISTORY_MAX is a power of two
+
+
+@inline_kernel
+def _name_row(ctl, k):
+    """First fhist row of name slot ``k`` (a flow holds at most one: its first query
+    name; a slot goes back to the stack when its flow ends)."""
+    return ctl[C_MAX_FLOWS] + k * NAME_ROWS
+
+
 @inline_kernel
 def _dns_record(ctl, fint, fhist, s, r):
     """The DNS fields of the Ended record ``r`` of flow ``s``."""
@@ -465,8 +552,9 @@ def _dns_record(ctl, fint, fhist, s, r):
             bits |= EVD_QUERY
             ql = (d >> 32) & 0xFF
             r.dns_qlen = ql
+            row = _name_row(ctl, fint[s, F_NAME] - 1)
             for j in range(ql):
-                r.dns_qname[j] = fhist[s, FB_DNS_NAME + j]
+                r.dns_qname[j] = fhist[row + (j >> HIST_SHIFT), j & (HISTORY_MAX - 1)]
         if d & DF_RESPONSE:
             bits |= EVD_RESPONSE
         if d & DF_RTT:
@@ -511,8 +599,18 @@ def _dns_step(ctl, fint, fhist, s, side, p, ts, nm):
     info = np.int64(0)
     if f & DNS_QUESTION:
         ql = np.int64(p.dns_qlen)
+        k = fint[s, F_NAME] - 1
+        if k < 0:
+            if ctl[C_NAME_TOP] > 0:
+                ctl[C_NAME_TOP] -= 1
+                k = fint[ctl[C_NAME_TOP], F_NAME_FREE]
+            else:
+                k = ctl[C_NAME_HIGH]
+                ctl[C_NAME_HIGH] = k + 1
+            fint[s, F_NAME] = k + 1
+        row = _name_row(ctl, k)
         for j in range(ql):
-            fhist[s, FB_DNS_NAME + j] = nm[j]
+            fhist[row + (j >> HIST_SHIFT), j & (HISTORY_MAX - 1)] = nm[j]
         d |= DF_NAME | (ql << 32)
         info = np.int64(p.dns_qtype)
     if resp:
@@ -614,6 +712,10 @@ def _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, reason, ts)
         r.drop_reason = fint[s, F_DROP_REASON]
         e += 1
     _table_delete(table, fkey, ctl[C_TABLE_MASK], s)
+    if fint[s, F_NAME] > 0:
+        fint[ctl[C_NAME_TOP], F_NAME_FREE] = fint[s, F_NAME] - 1
+        ctl[C_NAME_TOP] += 1
+        fint[s, F_NAME] = 0
     fdl[s, 0] = NO_FLOW
     fdl[s, 1] = FREE_SERIAL
     fint[ctl[C_FREE_TOP], F_FREE] = s
@@ -665,22 +767,49 @@ def _sort_by_serial(sbuf, n):
         _sift_down(sbuf, 0, end)
 
 
+def dl_rows(cap: int) -> int:
+    """Rows of ``fdl`` for ``cap`` slots: one per slot, then one per block of DL_BLOCK."""
+    return cap + (cap + DL_BLOCK - 1) // DL_BLOCK
+
+
+@inline_kernel
+def _set_deadline(ctl, fdl, s, deadline):
+    """Slot ``s``'s idle deadline, and its block's lower bound with it."""
+    fdl[s, 0] = deadline
+    b = ctl[C_MAX_FLOWS] + (s >> DL_BLOCK_SHIFT)
+    if deadline < fdl[b, 0]:
+        fdl[b, 0] = deadline
+
+
 @kernel
 def _sweep_collect(ctl, fint, fdl, sbuf, now, reason):
     """Start a sweep: the expired (or, for END_SHUTDOWN, all) flows in access order.
 
     Free slots are told by their serial (FREE_SERIAL), never by their deadline,
     so no packet time (INT64_MAX included) can make a sweep end a free slot.
+    A block whose lower bound is later than ``now`` holds nothing due and is
+    skipped; a block scanned gets the earliest deadline of its flows that stay
+    (the others end in this sweep).
     """
     n = 0
     shutdown = reason == END_SHUTDOWN
-    for s in range(ctl[C_HIGH]):
-        if fdl[s, 1] == FREE_SERIAL:
+    high = ctl[C_HIGH]
+    cap = ctl[C_MAX_FLOWS]
+    for b in range((high + DL_BLOCK - 1) >> DL_BLOCK_SHIFT):
+        if not shutdown and fdl[cap + b, 0] > now:
             continue
-        if shutdown or fdl[s, 0] <= now:
-            sbuf[n, 0] = s
-            sbuf[n, 1] = fdl[s, 1]
-            n += 1
+        low = NO_FLOW
+        for s in range(b << DL_BLOCK_SHIFT, min((b + 1) << DL_BLOCK_SHIFT, high)):
+            if fdl[s, 1] == FREE_SERIAL:
+                continue
+            d = fdl[s, 0]
+            if shutdown or d <= now:
+                sbuf[n, 0] = s
+                sbuf[n, 1] = fdl[s, 1]
+                n += 1
+            elif d < low:
+                low = d
+        fdl[cap + b, 0] = low
     _sort_by_serial(sbuf, n)
     ctl[C_SWEEP_POS] = 0
     ctl[C_SWEEP_N] = n
@@ -695,10 +824,17 @@ def _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, cap_ev
     reason = ctl[C_SWEEP_REASON]
     k = ctl[C_SWEEP_POS]
     n = ctl[C_SWEEP_N]
+    mask = ctl[C_TABLE_MASK]
     while k < n:
         if e >= cap_ev:
             ctl[C_SWEEP_POS] = k
             return e, False
+        if k + PF_SWEEP < n:
+            _prefetch_flow(fkey, fint, fhist, sbuf[k + PF_SWEEP, 0])
+        if k + 1 < n:  # its key requested a turn ago: the table entry it will delete
+            t = sbuf[k + 1, 0]
+            prefetch(table, np.int64(key_hash(fkey[t, 0], fkey[t, 1], fkey[t, 2], fkey[t, 3],
+                                              fkey[t, 4]) & np.uint64(mask)), 0, 1)
         e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, sbuf[k, 0], reason,
                       now)
         k += 1
@@ -863,6 +999,7 @@ def _new_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, ev, e, pkts, i, p
     fint[s, F_ICMP] = 0
     fint[s, F_TUN] = 0
     fint[s, F_DNS] = 0
+    fint[s, F_NAME] = 0
     fint[s, F_DNS_INFO] = 0
     fint[s, F_DNS_RTT] = 0
     fint[s, F_DROPS0] = 0
@@ -1159,6 +1296,8 @@ def track_batch(pkts, names, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl,
     choose = fmode != 0 or srate > 1
     ctl[C_NEW_SLOT] = -1
     i = start
+    for j in range(start, min(start + PF_FAR, n)):
+        _prefetch_entry(ctl, table, mask, pkts, j, kind, kvlan)
     # a sweep (and its scan for due Updates) left unfinished by a full event buffer comes first
     if ctl[C_SWEEP_POS] >= 0:
         e, done = _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, cap_ev)
@@ -1174,6 +1313,16 @@ def track_batch(pkts, names, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl,
     while i < n:
         if e + MAX_EVENTS_PER_PACKET > cap_ev:
             return i, e, S_EV_FULL
+        if i + PF_ROW < n:
+            prefetch(pkts, i + PF_ROW, 0, 0)
+            prefetch(pkts, i + PF_ROW, 64, 0)
+            prefetch(pkts, i + PF_ROW, _ROW_MID, 0)
+            prefetch(pkts, i + PF_ROW, _ROW_TAIL, 0)
+            prefetch(pkts, i + PF_ROW, _ROW_END, 0)
+        if i + PF_FAR < n:
+            _prefetch_entry(ctl, table, mask, pkts, i + PF_FAR, kind, kvlan)
+        if i + PF_NEAR < n:
+            _prefetch_rows(ctl, table, fkey, fint, fhist, fdl, i + PF_NEAR)
         p = pkts[i]
         ts = p.ts
         if p.error == PERR_TUN_PARENT:
@@ -1274,7 +1423,7 @@ def track_batch(pkts, names, start, ctl, table, fkey, fint, fhist, fz, fzh, fdl,
             if hp > 0:
                 _add_held(ctl, fint, fz, s, side, np.int64(p.proto), zeek, hp, hb, hpay, hipb)
         fint[s, F_LAST] = ts
-        fdl[s, 0] = sat_add(ts, fint[s, F_TIMEOUT])
+        _set_deadline(ctl, fdl, s, sat_add(ts, fint[s, F_TIMEOUT]))
         if depth < TUN_MAX_DEPTH:
             ctl[C_TUN_PID + depth] = fint[s, F_ID]
             # the start time only for a frame with an inner row next (the parent may end
