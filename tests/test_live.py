@@ -257,7 +257,11 @@ def test_live_equals_offline(topo, tmp_path, fmt):
         # flow with every fragment in it
         frag = [r for r in rows if r["proto"] == "udp" and 7778 in (r["src_port"], r["dst_port"])]
         assert [(r["init_pkts"], r["resp_pkts"]) for r in frag] == [(6, 0)]
-        assert any(r["resp_payload_bytes"] == 300_000 for r in rows)  # the bulk transfer
+        # the bulk transfer (live_traffic.py: BULK_BYTES to BULK_PORT): every byte once,
+        # apart from what the server sent again (a busy machine's veth drops segments now
+        # and then: 62 of 273 resent in one run)
+        assert any(r["proto"] == "tcp" and r["dst_port"] == 8082
+                   and r["resp_payload_bytes"] - r["resp_retrans_bytes"] == 300_000 for r in rows)
         assert sum(1 for r in rows if r["dst_port"] == 8083 and r["reason"] == "rst") == 1
         # DNS over UDP (an answer and an NXDOMAIN) and over TCP, each with its RTT
         dns = sorted((r["proto"], r["dns_query"], r["dns_qtype"], r["dns_rcode"],
