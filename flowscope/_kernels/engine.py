@@ -453,6 +453,32 @@ def _prefetch_flow(fkey, fint, fhist, s):
     prefetch(fhist, s, 0, 0)
 
 
+@inline_kernel
+def _home(fkey, t, mask):
+    """Table position slot ``t``'s key hashes to (where its probe starts)."""
+    return np.int64(
+        key_hash(fkey[t, 0], fkey[t, 1], fkey[t, 2], fkey[t, 3], fkey[t, 4]) & np.uint64(mask))
+
+
+@inline_kernel
+def _take_slot(ctl, fint, top, col, high):
+    """A slot from the stack of freed ones (``ctl[top]`` entries, kept in ``fint[:, col]``),
+    else the next never-used one (``ctl[high]``)."""
+    if ctl[top] > 0:
+        ctl[top] -= 1
+        return fint[ctl[top], col]
+    k = ctl[high]
+    ctl[high] = k + 1
+    return k
+
+
+@inline_kernel
+def _give_slot(ctl, fint, top, col, k):
+    """Slot ``k`` back onto the stack ``_take_slot`` takes from."""
+    fint[ctl[top], col] = k
+    ctl[top] += 1
+
+
 @kernel
 def _table_delete(table, fkey, mask, slot):
     """Remove ``slot`` from the index (linear probing, backward-shift delete)."""
@@ -466,9 +492,7 @@ def _table_delete(table, fkey, mask, slot):
         t = np.int64(table[j]) - 1
         if t < 0:
             break
-        home = np.int64(
-            key_hash(fkey[t, 0], fkey[t, 1], fkey[t, 2], fkey[t, 3], fkey[t, 4]) & np.uint64(mask)
-        )
+        home = _home(fkey, t, mask)
         # move t into the hole when its home is not cyclically in (hole, j]
         if ((j - home) & mask) >= ((j - hole) & mask):
             table[hole] = table[j]
@@ -601,12 +625,7 @@ def _dns_step(ctl, fint, fhist, s, side, p, ts, nm):
         ql = np.int64(p.dns_qlen)
         k = fint[s, F_NAME] - 1
         if k < 0:
-            if ctl[C_NAME_TOP] > 0:
-                ctl[C_NAME_TOP] -= 1
-                k = fint[ctl[C_NAME_TOP], F_NAME_FREE]
-            else:
-                k = ctl[C_NAME_HIGH]
-                ctl[C_NAME_HIGH] = k + 1
+            k = _take_slot(ctl, fint, C_NAME_TOP, F_NAME_FREE, C_NAME_HIGH)
             fint[s, F_NAME] = k + 1
         row = _name_row(ctl, k)
         for j in range(ql):
@@ -713,13 +732,11 @@ def _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, s, reason, ts)
         e += 1
     _table_delete(table, fkey, ctl[C_TABLE_MASK], s)
     if fint[s, F_NAME] > 0:
-        fint[ctl[C_NAME_TOP], F_NAME_FREE] = fint[s, F_NAME] - 1
-        ctl[C_NAME_TOP] += 1
+        _give_slot(ctl, fint, C_NAME_TOP, F_NAME_FREE, fint[s, F_NAME] - 1)
         fint[s, F_NAME] = 0
     fdl[s, 0] = NO_FLOW
     fdl[s, 1] = FREE_SERIAL
-    fint[ctl[C_FREE_TOP], F_FREE] = s
-    ctl[C_FREE_TOP] += 1
+    _give_slot(ctl, fint, C_FREE_TOP, F_FREE, s)
     ctl[C_COUNT] -= 1
     ctl[C_ENDED] += 1
     ctl[C_ENDED_PKTS] += fint[s, F_PKTS0] + fint[s, F_PKTS1]
@@ -832,9 +849,7 @@ def _sweep_step(ctl, table, fkey, fint, fhist, fz, fzh, fdl, sbuf, ev, e, cap_ev
         if k + PF_SWEEP < n:
             _prefetch_flow(fkey, fint, fhist, sbuf[k + PF_SWEEP, 0])
         if k + 1 < n:  # its key requested a turn ago: the table entry it will delete
-            t = sbuf[k + 1, 0]
-            prefetch(table, np.int64(key_hash(fkey[t, 0], fkey[t, 1], fkey[t, 2], fkey[t, 3],
-                                              fkey[t, 4]) & np.uint64(mask)), 0, 1)
+            prefetch(table, _home(fkey, sbuf[k + 1, 0], mask), 0, 1)
         e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, sbuf[k, 0], reason,
                       now)
         k += 1
@@ -962,12 +977,8 @@ def _new_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, lq, ev, e, pkts, i, p
         e = _end_flow(ctl, table, fkey, fint, fhist, fz, fzh, fdl, ev, e, victim,
                       END_EVICTED, p.ts)
         pos, _gone = _find(table, fkey, ctl[C_TABLE_MASK], k0, k1, k2, k3, k4)
-    if ctl[C_FREE_TOP] > 0:
-        ctl[C_FREE_TOP] -= 1
-        s = fint[ctl[C_FREE_TOP], F_FREE]
-    else:  # never-used rows are touched only now: memory grows with the flows
-        s = ctl[C_HIGH]
-        ctl[C_HIGH] = s + 1
+    # never-used rows are touched only when taken: memory grows with the flows
+    s = _take_slot(ctl, fint, C_FREE_TOP, F_FREE, C_HIGH)
     table[pos] = s + 1
     fkey[s, 0] = k0
     fkey[s, 1] = k1
