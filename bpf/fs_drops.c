@@ -3,7 +3,9 @@
  * fs_drops.c - the kernel's packet drops (raw tracepoint skb:kfree_skb), counted to their flow.
  *
  * Logic: 1) skip frees that are no drop (reason <= NOT_SPECIFIED: consumed, not dropped yet,
- * or a free that gives no reason); 2) read the dropped skb's IP header and ports through
+ * or a free that gives no reason) and frames addressed to another host (OTHERHOST: on a mirror
+ * port or a promiscuous link every frame not for this host is freed so, and nothing was lost;
+ * values from BTF, -1 when the kernel has no such reason); 2) read the dropped skb's IP header and ports through
  * bpf_probe_read_kernel at the offsets of struct sk_buff this kernel has (-D flags from its
  * BTF, flowscope/sensor/btf.py: there are no kernel headers to compile against); 3) build the
  * canonical key and, when fs_flows holds that flow, add the drop to it (per orientation, and
@@ -22,6 +24,12 @@
 
 #define FS_DROP_NOT_SPECIFIED 2 /* SKB_DROP_REASON_NOT_SPECIFIED (0, 1: not dropped, consumed) */
 #define FS_NO_HEADER 0xffff     /* an unset skb header offset */
+#ifndef FS_DROP_OTHERHOST
+#define FS_DROP_OTHERHOST -1
+#endif
+#ifndef FS_DROP_NS_OTHERHOST
+#define FS_DROP_NS_OTHERHOST -1
+#endif
 
 static __always_inline void fs_drop_count(__u32 idx)
 {
@@ -64,7 +72,8 @@ int fs_kfree_skb(struct bpf_raw_tracepoint_args *ctx)
 {
 	void *skb = (void *)ctx->args[0];
 	__u32 reason = (__u32)ctx->args[2];
-	if (reason <= FS_DROP_NOT_SPECIFIED)
+	if (reason <= FS_DROP_NOT_SPECIFIED || reason == (__u32)FS_DROP_OTHERHOST ||
+	    reason == (__u32)FS_DROP_NS_OTHERHOST)
 		return 0;
 	unsigned char *head = 0;
 	void *dev = 0;

@@ -133,3 +133,41 @@ def test_drops_count_to_their_flow_whatever_the_headers(drops_topo, case):
     _keys, vals = _flow(maps, mod, port)
     fwd = int(vals["first_dir"][0])
     assert int(vals["drops"][0][fwd]) == want
+
+
+def _frame_to(ifname: str, dst_mac: bytes, v4: str, port: int) -> bytes:
+    """An Ethernet + IPv4 + UDP frame from our end of the pair to ``v4``:``port``."""
+    import struct
+
+    src_mac = bytes.fromhex(open(f"/sys/class/net/{ifname}/address").read().strip()
+                            .replace(":", ""))
+    src = socket.inet_aton(sh("ip", "-j", "-4", "addr", "show", "dev", ifname).stdout
+                           .split('"local":"')[1].split('"')[0])
+    payload = b"not for you"
+    udp = struct.pack("!HHHH", 40404, port, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, src,
+                     socket.inet_aton(v4))
+    s = sum(struct.unpack("!10H", ip))
+    s = (s & 0xFFFF) + (s >> 16)
+    ip = ip[:10] + struct.pack("!H", ~s & 0xFFFF) + ip[12:]
+    return dst_mac + src_mac + b"\x08\x00" + ip + udp
+
+
+def test_frames_for_another_host_are_no_drops(drops_topo):
+    """A frame whose destination MAC is not the receiver's is dropped by the receiving
+    stack (OTHERHOST): on a mirror port or a promiscuous link that is every frame not
+    addressed to the sensor's host, which lost nothing. Such frees are not drops."""
+    mod, maps, L, ifname, v4, ns, idx, _v6 = drops_topo
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as p:
+        p.bind((ifname, 0))
+        for _ in range(4):
+            p.send(_frame_to(ifname, b"\x02\x00\x00\x00\x00\x99", v4, 9797))
+    assert _wait(lambda: int(_flow(maps, mod, 9797)[1]["pkts"].sum()) == 4)
+    time.sleep(0.3)
+    _keys, vals = _flow(maps, mod, 9797)
+    assert int(vals["drops"].sum()) == 0
+    dk, _dv = maps.drop_counts(mod.map_fd("fs_drop_counts"))
+    from flowscope.sensor.btf import drop_reason_names
+
+    other = {k for k, v in drop_reason_names().items() if v.endswith("OTHERHOST")}
+    assert not other & {int(k["reason"]) for k in dk}

@@ -138,10 +138,15 @@ SKB_FIELDS = {("sk_buff", "head"): "FS_SKB_HEAD", ("sk_buff", "dev"): "FS_SKB_DE
               ("sk_buff", "network_header"): "FS_SKB_NETWORK_HEADER",
               ("sk_buff", "transport_header"): "FS_SKB_TRANSPORT_HEADER",
               ("net_device", "ifindex"): "FS_NETDEV_IFINDEX"}
+#: Drop reasons that are no loss -> -D name (-1 when the kernel has no such reason): a frame
+#: addressed to another host (a mirror port, a promiscuous link) is freed with these.
+NOT_LOST = {"OTHERHOST": "FS_DROP_OTHERHOST",
+            "IPV6_NDISC_NS_OTHERHOST": "FS_DROP_NS_OTHERHOST"}
 
 
 def drop_tracer_cflags(btf: Btf | None = None) -> list[str]:
-    """``-D`` flags with the member offsets (and sizes, checked) the drop tracer needs."""
+    """``-D`` flags with the member offsets (and sizes, checked) the drop tracer needs, and the
+    values of the reasons it skips (``NOT_LOST``)."""
     btf = btf or vmlinux()
     out = []
     want = {"head": 8, "dev": 8, "network_header": 2, "transport_header": 2, "ifindex": 4}
@@ -150,6 +155,8 @@ def drop_tracer_cflags(btf: Btf | None = None) -> list[str]:
         if size != want[member]:
             raise BtfError(f"BTF: {sname}.{member} is {size} bytes, expected {want[member]}")
         out.append(f"-D{macro}={off}")
+    value = {n: v for v, n in drop_reason_names(btf).items()}
+    out += [f"-D{macro}={value.get(name, -1)}" for name, macro in NOT_LOST.items()]
     return out
 
 
