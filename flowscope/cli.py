@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     _tracker_args(lp, live=True)
     lp.add_argument(_flag("sensor", "xdp_mode"), choices=XDP_MODES, default=None,
                     help=f"XDP attach mode (default: sensor.xdp_mode, else {s.xdp_mode})")
+    lp.add_argument(_flag("sensor", "promisc"), dest="promisc", action="store_false",
+                    default=None, help="leave the interfaces' promiscuous mode as it is "
+                                       "(default: on while attached, as tcpdump does)")
     lp.add_argument("--duration", type=float, metavar="SEC",
                     help="stop after SEC seconds as if interrupted")
     lp.add_argument(_flag("output", "metrics"), metavar="HOST:PORT",
@@ -239,6 +242,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     sensor = {}
     if getattr(args, "xdp_mode", None):
         sensor["xdp_mode"] = args.xdp_mode
+    if getattr(args, "promisc", None) is False:
+        sensor["promisc"] = False
     try:
         output = section_from_mapping("output", out, cfg.output)
     except ConfigError as exc:

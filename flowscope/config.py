@@ -375,6 +375,10 @@ class SensorConfig:
     drops : bool
         Count the kernel's packet drops (``skb:kfree_skb``) to their flows and by
         reason (default on).
+    promisc : bool
+        Hold each interface in promiscuous mode while attached (default on, as tcpdump
+        and Zeek do), so that frames addressed to other hosts, e.g. on a mirror port,
+        are seen.
     """
 
     map_size: Optional[int] = None
@@ -388,6 +392,7 @@ class SensorConfig:
     interfaces: tuple = ()
     reattach: bool = False
     drops: bool = True
+    promisc: bool = True
 
     def __post_init__(self) -> None:
         _check_fields(self, "sensor")
@@ -490,6 +495,7 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("sensor.interfaces", "interfaces", names("interface names", max_len=15), "-i"),
         Key("sensor.reattach", "reattach", boolean),
         Key("sensor.drops", "drops", boolean),
+        Key("sensor.promisc", "promisc", boolean, "--no-promisc"),
     ),
     "output": (
         Key("output.format", "format", _output_format, "--format"),

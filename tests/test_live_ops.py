@@ -433,7 +433,7 @@ def test_xdp_held_by_another_program_exit_2_then_tc_ingress(net, tmp_path, how):
         proc = _live(["-i", ifname, "--config", str(cfg), "--format", "jsonl", "-o", str(out)],
                      err)
         try:
-            assert f"{ifname} (tcx ingress + tcx egress)" in err.read_text()
+            assert f"{ifname} (tcx ingress + tcx egress, promiscuous)" in err.read_text()
             _ping(peer, 2)
         finally:
             assert _stop(proc) == 0, err.read_text()
@@ -484,7 +484,7 @@ def test_tc_ingress_and_xdp_modes_give_the_same_records(net, tmp_path):
         # auto: generic on veth (attach.SKB_NATIVE_DRIVERS)
         want = {"native": "xdp native", "generic": "xdp generic", "auto": "xdp generic",
                 "tc": "tcx ingress"}[name]
-        assert f"{ifname} ({want} + tcx egress)" in text, text
+        assert f"{ifname} ({want} + tcx egress, promiscuous)" in text, text
     assert set(runs["native"]) == {"tcp", "icmp"}
     assert runs["native"]["tcp"][1] == "fin"
     assert runs["native"] == runs["generic"] == runs["auto"] == runs["tc"]
@@ -687,3 +687,36 @@ def test_engine_keys_match_the_tracker_keys():
     assert len(ended) == 1 and int(ended["reason"][0]) == layout.END_SHUTDOWN
     assert t.stats.open_flows == 1
     assert ended["pkts"][0].tolist() == [2, 1]
+
+
+def _promiscuity(ifname: str) -> int:
+    return json.loads(sh("ip", "-d", "-j", "link", "show", "dev", ifname).stdout)[0][
+        "promiscuity"]
+
+
+@pytest.mark.parametrize("end", ["sigint", "sigkill"])
+def test_promiscuous_while_attached_and_never_after(net, tmp_path, end):
+    """A sensor on a mirror port must see frames addressed to other hosts: each interface is
+    promiscuous while the sensor is attached (one count of the device's promiscuity, so a
+    tcpdump beside it keeps its own), and is not once the sensor is gone, even by SIGKILL;
+    ``--no-promisc`` leaves it alone."""
+    _ns, pair = net
+    ifname, _peer = pair()
+    assert _promiscuity(ifname) == 0
+    err = tmp_path / "live.err"
+    proc = _live(["-i", ifname, "-o", os.devnull], err)
+    try:
+        assert f"{ifname} (xdp generic + tcx egress, promiscuous)" in err.read_text()
+        assert _promiscuity(ifname) == 1
+    finally:
+        if end == "sigkill":
+            _stop(proc, signal.SIGKILL)
+        else:
+            assert _stop(proc) == 0, err.read_text()
+    assert _promiscuity(ifname) == 0
+    proc = _live(["-i", ifname, "--no-promisc", "-o", os.devnull], err)
+    try:
+        assert f"{ifname} (xdp generic + tcx egress)" in err.read_text()
+        assert _promiscuity(ifname) == 0
+    finally:
+        assert _stop(proc) == 0, err.read_text()

@@ -26,7 +26,11 @@ from flowscope.sensor import preflight as pf
 
 REPO = Path(__file__).resolve().parents[1]
 TRAFFIC = REPO / "scripts" / "live_traffic.py"
-UNIT_CAPS = "+bpf,+net_admin,+perfmon"
+#: the unit's AmbientCapabilities=, as setpriv spells them
+UNIT_CAPS = ",".join(
+    "+" + c.removeprefix("CAP_").lower()
+    for line in (REPO / "scripts" / "flowscope.service").read_text().splitlines()
+    if line.startswith("AmbientCapabilities=") for c in line.split("=", 1)[1].split())
 NOBODY_UID = 65534
 
 
@@ -39,6 +43,16 @@ def test_missing_caps_names_each_one():
     assert pf.missing_caps(bit(pf.CAP_BPF, pf.CAP_NET_ADMIN)) == ["CAP_PERFMON"]
     assert pf.missing_caps(bit(pf.CAP_BPF, pf.CAP_NET_ADMIN, pf.CAP_PERFMON)) == []
     assert pf.missing_caps(bit(pf.CAP_SYS_ADMIN)) == []
+    # promiscuous mode: a packet socket, which only CAP_NET_RAW opens
+    full = bit(pf.CAP_BPF, pf.CAP_NET_ADMIN, pf.CAP_PERFMON)
+    assert pf.missing_caps(full, promisc=True) == ["CAP_NET_RAW"]
+    assert pf.missing_caps(bit(pf.CAP_SYS_ADMIN), promisc=True) == ["CAP_NET_RAW"]
+    assert pf.missing_caps(full | bit(pf.CAP_NET_RAW), promisc=True) == []
+
+
+def test_the_unit_grants_what_the_sensor_needs():
+    caps = sum(1 << getattr(pf, "CAP_" + c[1:].upper()) for c in UNIT_CAPS.split(","))
+    assert pf.missing_caps(caps, promisc=True) == []
 
 
 def _problems(monkeypatch, ifnames, caps_ok=True) -> list[str]:
@@ -210,6 +224,19 @@ def test_live_as_nobody_without_net_admin_is_one_line(service_cache):
     lines = [ln for ln in r.stderr.splitlines() if "compiling the packet engine" not in ln]
     assert r.returncode == 2, r.stderr
     assert len(lines) == 1 and "CAP_NET_ADMIN" in lines[0], r.stderr
+
+
+def test_live_as_nobody_without_net_raw_names_promisc(service_cache):
+    """Promiscuous mode (on by default) holds a packet socket, which needs CAP_NET_RAW."""
+    require_bpf("setpriv")
+    cmd = [*_setpriv("+bpf,+net_admin,+perfmon"), sys.executable, "-m", "flowscope", "live",
+           "-i", "lo", "--duration", "1"]
+    r = subprocess.run(cmd, env=_service_env(service_cache), capture_output=True, text=True,
+                       timeout=300, cwd="/")
+    lines = [ln for ln in r.stderr.splitlines() if "compiling the packet engine" not in ln]
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and "missing capability CAP_NET_RAW" in lines[0], r.stderr
+    assert "sensor.promisc: false" in lines[0]
 
 
 PREFLIGHT = ("import sys\n"

@@ -46,6 +46,9 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 BPF_F_BEFORE = 1 << 3
 BPF_F_AFTER = 1 << 4
 SIOCETHTOOL = 0x8946
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
 ETHTOOL_GDRVINFO = 3
 #: Drivers whose native XDP runs on skbs the stack has already built (converted to an
 #: xdp_buff, through a NAPI ring of the driver's own): ``xdp_mode: auto`` attaches generic
@@ -115,11 +118,12 @@ class Attachment:
     tc_link_fd: int = -1
     xdp_netlink: object = None  # the BCC object used for a netlink XDP attachment
     tc_clsact: bool = False  # a pyroute2 filter we must delete
+    promisc: object = None  # the packet socket whose membership holds promiscuous mode
     how: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
-        """What is attached, for the start-up line: ``xdp native + tcx egress``."""
+        """What is attached, for the start-up line: ``xdp native + tcx egress, promiscuous``."""
         parts = []
         if self.xdp_link_fd >= 0 or self.xdp_netlink is not None:
             parts.append(f"xdp {self.xdp_mode}")
@@ -129,11 +133,14 @@ class Attachment:
             parts.append("tcx egress")
         elif self.tc_clsact:
             parts.append("clsact egress")
-        return " + ".join(parts)
+        return " + ".join(parts) + (", promiscuous" if self.promisc is not None else "")
 
     def detach(self) -> None:
         """Remove everything attached; safe to call twice."""
         errors = []
+        if self.promisc is not None:
+            self.promisc, s = None, self.promisc
+            s.close()  # the kernel drops the membership, and promiscuity, with the socket
         for name in ("xdp_link_fd", "tci_link_fd", "tc_link_fd"):
             fd = getattr(self, name)
             if fd >= 0:
@@ -251,8 +258,27 @@ def _clsact_remove(ifindex: int) -> None:
         ipr.tc("del", "clsact", ifindex)
 
 
+def promiscuous(ifindex: int) -> socket.socket:
+    """Promiscuous mode on ``ifindex`` for as long as the returned socket is open.
+
+    A packet socket of protocol 0 receives nothing; its ``PACKET_MR_PROMISC`` membership
+    raises the device's promiscuity count by one (as libpcap does for tcpdump or Zeek), and
+    the kernel takes it back when the socket closes, however the process ends.
+    """
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        # struct packet_mreq: ifindex, type, address length, address[8]
+        s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP,
+                     struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b""))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
 def attach(loaded: Loaded, ifname: str, xdp_mode: str = "generic", egress: bool = True,
-           allow_fallback: bool = True, ingress: str = "xdp") -> Attachment:
+           allow_fallback: bool = True, ingress: str = "xdp",
+           promisc: bool = False) -> Attachment:
     """Attach the ingress program (XDP or tcx) and, unless ``egress=False``, TC (egress).
 
     Parameters
@@ -269,6 +295,9 @@ def attach(loaded: Loaded, ifname: str, xdp_mode: str = "generic", egress: bool 
         Use netlink XDP / clsact TC when links are unsupported (those survive a SIGKILL).
     ingress : {"xdp", "tc", ""}
         How ingress is counted: XDP, a tcx ingress link, or not at all.
+    promisc : bool
+        Hold the interface in promiscuous mode while attached (:func:`promiscuous`), so
+        that a mirror port's frames for other hosts reach the hooks.
 
     Raises
     ------
@@ -302,6 +331,9 @@ def attach(loaded: Loaded, ifname: str, xdp_mode: str = "generic", egress: bool 
                 _clsact_add(at.ifindex, loaded.tc_fd)
                 at.tc_clsact = True
                 at.how.append("clsact egress filter")
+        if promisc:
+            at.promisc = promiscuous(at.ifindex)
+            at.how.append("promiscuous")
     except BaseException:
         at.detach()
         raise

@@ -364,7 +364,8 @@ class Sensor:
         hooks = self.config.hooks
         at = attach.attach(self.loaded, name, xdp_mode=self.config.xdp_mode,
                            egress="egress" in hooks,
-                           ingress=self.config.ingress if "ingress" in hooks else "")
+                           ingress=self.config.ingress if "ingress" in hooks else "",
+                           promisc=self.config.promisc)
         if self.loaded.drops:  # drops on this device count even without a known flow
             from . import maps
 

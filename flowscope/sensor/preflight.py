@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .kinclude import KincludeError
 
-CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
+CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 13, 21, 38, 39
 DISTRO_BCC = Path("/usr/lib/python3/dist-packages/bcc")
 
 
@@ -47,10 +47,12 @@ def effective_caps() -> int:
     return 0
 
 
-def missing_caps(caps: int | None = None) -> list[str]:
-    """Names of the capabilities loading and attaching the programs needs and ``caps`` lacks.
+def missing_caps(caps: int | None = None, promisc: bool = False) -> list[str]:
+    """Names of the capabilities loading and attaching the programs needs and ``caps`` lacks,
+    with CAP_NET_RAW when ``promisc`` (the packet socket that holds promiscuous mode).
 
-    CAP_SYS_ADMIN stands in for all three (kernels before 5.8 have no CAP_BPF or CAP_PERFMON).
+    CAP_SYS_ADMIN stands in for the first three (kernels before 5.8 have no CAP_BPF or
+    CAP_PERFMON), not for CAP_NET_RAW.
     """
     caps = effective_caps() if caps is None else caps
 
@@ -64,6 +66,8 @@ def missing_caps(caps: int | None = None) -> list[str]:
         out.append("CAP_NET_ADMIN")
     if not (has(CAP_PERFMON) or has(CAP_SYS_ADMIN)):
         out.append("CAP_PERFMON")
+    if promisc and not has(CAP_NET_RAW):
+        out.append("CAP_NET_RAW")
     return out
 
 
@@ -109,7 +113,7 @@ def _check_bcc() -> str | None:
     return None
 
 
-def preflight(ifnames) -> None:
+def preflight(ifnames, promisc: bool = False) -> None:
     """Check that ``flowscope live`` can run on ``ifnames``; raise PreflightError if not.
 
     On success the kernel include tree is ready and ``BCC_KERNEL_SOURCE`` points at
@@ -123,11 +127,13 @@ def preflight(ifnames) -> None:
     from . import loader  # noqa: PLC0415
 
     problems = []
-    lacking = missing_caps()
+    lacking = missing_caps(promisc=promisc)
     if lacking:
+        raw = ("; and CAP_NET_RAW for promiscuous mode (or sensor.promisc: false)"
+               if promisc else "")
         problems.append(f"missing capabilit{'y' if len(lacking) == 1 else 'ies'} "
                         f"{', '.join(lacking)}: the live sensor needs CAP_BPF, CAP_NET_ADMIN "
-                        "and CAP_PERFMON (or CAP_SYS_ADMIN); run it as "
+                        f"and CAP_PERFMON (or CAP_SYS_ADMIN){raw}; run it as "
                         "root or grant them (systemd: AmbientCapabilities=)")
     for name in ifnames:
         try:

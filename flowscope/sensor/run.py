@@ -39,12 +39,12 @@ def print_bpf(config: Config) -> int:
     return EXIT_OK
 
 
-def _checks(interfaces: Sequence[str]) -> None:
+def _checks(interfaces: Sequence[str], promisc: bool) -> None:
     """Capabilities, interfaces, BPF and BCC, before anything is opened."""
     from .preflight import PreflightError, preflight
 
     try:
-        preflight(interfaces)
+        preflight(interfaces, promisc)
     except PreflightError as exc:  # one "live: ..." line per problem
         raise UsageError("\nflowscope: ".join(exc.problems)) from None
 
@@ -65,7 +65,7 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
     if not interfaces:
         raise UsageError("live: name at least one interface (-i IFACE or sensor.interfaces)")
     check_limits(config.sensor, config.tracker)  # as given: names max_flows when it sets the map
-    _checks(interfaces)
+    _checks(interfaces, config.sensor.promisc)
     out, writer, fmt = open_output(config.output, output_file, config.tracker.sample_rate)
     tracker = FlowTracker(FiveTuple(), tracker_cfg, events=event_mask(fmt, events),
                           zeek=needs_zeek(fmt))
