@@ -1028,8 +1028,23 @@ static __always_inline void fs_inner(void *ctx, int is_xdp)
 }
 #endif
 
+/*
+ * A VLAN tag the stack keeps out of the frame (TC: skb metadata, FS_HW_VLAN | id; on ingress
+ * the stack moves the outer tag there before TC runs, on egress a VLAN device puts it there
+ * for a driver that inserts it) was the frame's outermost: it goes in front of the tags the
+ * parser found, as a capture shows it (libpcap inserts it again).
+ */
+static __always_inline void fs_hw_vlan(struct fs_pkt *p, __u32 hw_vlan)
+{
+	if (hw_vlan) {
+		p->vlan[1] = p->vlan[0];
+		p->vlan[0] = hw_vlan & 0xFFF;
+		p->nvlan++;
+	}
+}
+
 static __always_inline void fs_process(void *ctx, int is_xdp, void *data, void *data_end,
-                                       __u32 frame_len, __u32 ifindex, __u8 hook)
+                                       __u32 frame_len, __u32 ifindex, __u8 hook, __u32 hw_vlan)
 {
 	fs_count(FS_CNT_PACKETS, 1);
 #if FS_DECAP
@@ -1051,6 +1066,7 @@ static __always_inline void fs_process(void *ctx, int is_xdp, void *data, void *
 		fs_count(fs_perr_counter(err), 1);
 		return;
 	}
+	fs_hw_vlan(p, hw_vlan);
 	if (fs_tun_candidate(p) &&
 	    (p->proto != IPPROTO_UDP || fs_tun_udp_candidate(p, data, data_end))) {
 		st->frame_len = frame_len;
@@ -1066,6 +1082,7 @@ static __always_inline void fs_process(void *ctx, int is_xdp, void *data, void *
 		fs_count(fs_perr_counter(err), 1);
 		return;
 	}
+	fs_hw_vlan(&p, hw_vlan);
 	fs_account(ctx, is_xdp, &p, frame_len, ifindex, hook, (const struct fs_flow_key *)0);
 #endif
 }

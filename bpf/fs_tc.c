@@ -7,7 +7,8 @@
  *
  * Logic: 1) make the headers linear (skbs from AF_PACKET and GSO paths keep only a few bytes in
  * the linear area, so direct packet access would see data_end - data = 14); 2) run the shared
- * body on the linear part; 3) return TCX_NEXT, never a verdict.
+ * body on the linear part, with the VLAN tag the skb holds outside the frame (fs_hw_vlan) and
+ * its 4 bytes counted; 3) return TCX_NEXT, never a verdict.
  */
 #include <uapi/linux/pkt_cls.h>
 #include "fs_flow.h"
@@ -25,6 +26,9 @@
  * the packet passes. BCC's bundled bpf.h may predate TCX_NEXT, hence the local name. */
 #define FS_TC_NEXT TC_ACT_UNSPEC
 
+/* fs_process's hw_vlan: a tag is present (its id in the low 12 bits) */
+#define FS_HW_VLAN (1u << 16)
+
 /* fs_event.hook tells ingress from egress; on ingress the TC program reports what the XDP
  * program would, so records do not depend on which hook counted the packet. */
 #define FS_HOOK_TC_INGRESS FS_HOOK_XDP
@@ -41,9 +45,12 @@ static __always_inline int fs_tc_body(struct __sk_buff *skb, __u8 hook)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
+	/* A tag outside the frame (skb metadata): the frame a capture shows has its 4 bytes. */
+	__u32 hw_vlan = skb->vlan_present ? FS_HW_VLAN | (skb->vlan_tci & 0xFFF) : 0;
 	/* skb->len read again (same value): the copy above carries the range of whichever
 	 * branch ran, and the verifier would check everything below once per range. */
-	fs_process(skb, 0, data, data_end, skb->len, skb->ifindex, hook);
+	fs_process(skb, 0, data, data_end, skb->len + (hw_vlan ? 4 : 0), skb->ifindex, hook,
+	           hw_vlan);
 	return FS_TC_NEXT;
 }
 

@@ -14,7 +14,7 @@ int fs_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 
 	fs_process(ctx, 1, data, data_end, (__u32)(data_end - data), ctx->ingress_ifindex,
-	           FS_HOOK_XDP);
+	           FS_HOOK_XDP, 0);
 	return XDP_PASS;
 }
 

@@ -81,16 +81,17 @@ def _traffic(targets) -> None:
             time.sleep(0.05)
 
 
-def _live_beside_tcpdump(ifname, tmp_path, fmt, act):
-    """``act()`` while the live sensor and tcpdump run on ``ifname``, then ``flowscope pcap``
-    on the capture: (the live output, the offline output, the sensor's stderr)."""
+def _live_beside_tcpdump(ifname, tmp_path, fmt, act, extra=()):
+    """``act()`` while the live sensor (with the arguments ``extra``) and tcpdump run on
+    ``ifname``, then ``flowscope pcap`` on the capture: (the live output, the offline output,
+    the sensor's stderr)."""
     pcap = tmp_path / "cap.pcap"
     tcpd_err = tmp_path / "tcpdump.err"
     tcpd = subprocess_popen(["tcpdump", "-i", ifname, "--immediate-mode", "-U", "-s", "0",
                              "-w", str(pcap)], tcpd_err)
     try:
         wait_for(tcpd_err, "listening on", tcpd, 20)
-        live, err = _start_live(ifname, tmp_path, "--format", fmt)
+        live, err = _start_live(ifname, tmp_path, "--format", fmt, *extra)
         try:
             act()
             time.sleep(0.3)
