@@ -340,7 +340,7 @@ class TrackerConfig:
 
 HOOKS = ("ingress", "egress")
 XDP_MODES = ("auto", "generic", "native")
-INGRESS = ("xdp", "tc")
+INGRESS = ("auto", "xdp", "tc")
 
 
 @dataclass(frozen=True)
@@ -356,12 +356,14 @@ class SensorConfig:
     hooks : tuple of str
         ``ingress`` (XDP, or TC with ``ingress: tc``) and/or ``egress`` (TC, tcx link).
     ingress : str
-        ``xdp`` (default) or ``tc``: count ingress with a tcx ingress link, e.g. on an
-        interface whose XDP hook another program holds.
+        ``auto`` (default: native XDP where the driver has it, else a tcx ingress link,
+        which costs less than generic XDP; generic XDP only without tcx), ``xdp`` or
+        ``tc`` (e.g. on an interface whose XDP hook another program holds).
     xdp_mode : str
-        ``auto`` (native where the driver has it, else generic; generic on veth, whose
-        native mode converts skbs and costs more), ``generic`` (works
-        everywhere) or ``native`` (driver support needed).
+        When XDP is attached: ``auto`` (native where the driver has it, else generic;
+        generic on veth, whose native mode converts skbs and costs more), ``generic``
+        (works everywhere) or ``native`` (driver support needed). A mode other than
+        ``auto`` makes ``ingress: auto`` attach XDP in that mode.
     sweep_interval : float
         Seconds between idle syncs of the flow map.
     report_interval : float
@@ -384,7 +386,7 @@ class SensorConfig:
     map_size: Optional[int] = None
     ring_size: int = 4 << 20
     hooks: tuple = HOOKS
-    ingress: str = "xdp"
+    ingress: str = "auto"
     xdp_mode: str = "auto"
     sweep_interval: float = 1.0
     report_interval: float = 10.0

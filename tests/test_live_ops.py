@@ -418,9 +418,10 @@ def test_xdp_held_by_another_program_exit_2_then_tc_ingress(net, tmp_path, how):
     try:
         assert holder.stdout.readline().strip() == "ready"
         prog_before = sh("ip", "-j", "link", "show", "dev", ifname).stdout
-        r = subprocess.run(FLOWSCOPE + ["live", "-i", ifname, "--duration", "5", "-o",
-                                        os.devnull], capture_output=True, text=True,
-                           timeout=120, cwd=REPO)
+        # an XDP mode asks for XDP (ingress auto takes tcx on veth and never meets the holder)
+        r = subprocess.run(FLOWSCOPE + ["live", "-i", ifname, "--xdp-mode", "generic",
+                                        "--duration", "5", "-o", os.devnull],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
         assert r.returncode == 2, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and "sensor.ingress: tc" in lines[0] and ifname in lines[0]
@@ -481,8 +482,8 @@ def test_tc_ingress_and_xdp_modes_give_the_same_records(net, tmp_path):
                                       ("auto", []),
                                       ("tc", ["--config", str(cfg)])]):
         runs[name], text = _exchange_records(args, tmp_path, ns, ifname, peer, 21000 + i)
-        # auto: generic on veth (attach.SKB_NATIVE_DRIVERS)
-        want = {"native": "xdp native", "generic": "xdp generic", "auto": "xdp generic",
+        # auto: tcx on veth (attach.SKB_NATIVE_DRIVERS); an XDP mode asks for XDP
+        want = {"native": "xdp native", "generic": "xdp generic", "auto": "tcx ingress",
                 "tc": "tcx ingress"}[name]
         assert f"{ifname} ({want} + tcx egress, promiscuous)" in text, text
     assert set(runs["native"]) == {"tcp", "icmp"}
@@ -492,7 +493,8 @@ def test_tc_ingress_and_xdp_modes_give_the_same_records(net, tmp_path):
 
 def test_auto_xdp_mode_is_generic_on_veth_only(net, monkeypatch):
     """``xdp_mode: auto`` asks the driver (ETHTOOL_GDRVINFO): veth gets generic XDP at once,
-    any other driver native first (a bridge has no native XDP: generic after the refusal)."""
+    any other driver native first (a bridge has no native XDP: generic after the refusal);
+    ``ingress: auto`` takes tcx where ``xdp_mode: auto`` would take generic XDP."""
     from flowscope.sensor import attach, loader
 
     ns, pair = net
@@ -507,6 +509,8 @@ def test_auto_xdp_mode_is_generic_on_veth_only(net, monkeypatch):
     def spy(prog_fd, ifindex, attach_type, flags=0, relative=0):
         if attach_type == attach.BPF_XDP:
             seen.append("native" if flags & attach.XDP_FLAGS_DRV_MODE else "generic")
+        elif attach_type == attach.BPF_TCX_INGRESS:
+            seen.append("tcx")
         return real(prog_fd, ifindex, attach_type, flags, relative)
 
     monkeypatch.setattr(attach, "link_create", spy)
@@ -517,6 +521,16 @@ def test_auto_xdp_mode_is_generic_on_veth_only(net, monkeypatch):
             with attach.attach(m, dev, xdp_mode="auto", egress=False) as at:
                 assert at.xdp_mode == "generic" and at.label == "xdp generic"
             assert seen == tried, (dev, seen)
+        # ingress auto: tcx at once on veth; native first elsewhere, tcx after the refusal
+        for dev, tried in ((ifname, ["tcx"]), (br, ["native", "tcx"])):
+            seen.clear()
+            with attach.attach(m, dev, xdp_mode="auto", egress=False, ingress="auto") as at:
+                assert at.label == "tcx ingress"
+            assert seen == tried, (dev, seen)
+        # an XDP mode other than auto: XDP in that mode
+        seen.clear()
+        with attach.attach(m, ifname, xdp_mode="generic", egress=False, ingress="auto") as at:
+            assert at.label == "xdp generic" and seen == ["generic"]
     finally:
         m.close()
         sh("ip", "link", "del", br, check=False)
@@ -655,7 +669,7 @@ def test_new_sensor_keys_and_their_defaults():
     from flowscope.config import ConfigError, sensor_settings
 
     s = sensor_settings({})
-    assert (s.ingress, s.xdp_mode, s.reattach) == ("xdp", "auto", False)
+    assert (s.ingress, s.xdp_mode, s.reattach) == ("auto", "auto", False)
     s = sensor_settings({"ingress": "tc", "xdp_mode": "native", "reattach": True})
     assert (s.ingress, s.xdp_mode, s.reattach) == ("tc", "native", True)
     for key, bad in (("ingress", "egress"), ("xdp_mode", "turbo"), ("reattach", "yes")):
@@ -706,7 +720,7 @@ def test_promiscuous_while_attached_and_never_after(net, tmp_path, end):
     err = tmp_path / "live.err"
     proc = _live(["-i", ifname, "-o", os.devnull], err)
     try:
-        assert f"{ifname} (xdp generic + tcx egress, promiscuous)" in err.read_text()
+        assert f"{ifname} (tcx ingress + tcx egress, promiscuous)" in err.read_text()
         assert _promiscuity(ifname) == 1
     finally:
         if end == "sigkill":
@@ -716,7 +730,7 @@ def test_promiscuous_while_attached_and_never_after(net, tmp_path, end):
     assert _promiscuity(ifname) == 0
     proc = _live(["-i", ifname, "--no-promisc", "-o", os.devnull], err)
     try:
-        assert f"{ifname} (xdp generic + tcx egress)" in err.read_text()
+        assert f"{ifname} (tcx ingress + tcx egress)" in err.read_text()
         assert _promiscuity(ifname) == 0
     finally:
         assert _stop(proc) == 0, err.read_text()

@@ -2,12 +2,14 @@
 
 Preferred: BPF links (``BPF_LINK_CREATE``), which the kernel removes when their
 last fd closes, so a process killed by SIGKILL leaves no program attached:
-* ingress: an XDP link, native where the driver has it and generic (SKB) mode
-  otherwise (``xdp_mode`` auto, the default; generic on veth, whose native mode
-  only converts each skb and costs more, see ``SKB_NATIVE_DRIVERS``), or one mode
-  on request; or, with
-  ``ingress="tc"``, a tcx ingress link (for an interface whose XDP hook another
-  program holds).
+* ingress (``ingress="auto"``, the default): native XDP where the driver runs it
+  before building an skb; otherwise (veth, whose native mode only converts each
+  skb, see ``SKB_NATIVE_DRIVERS``, or a driver without native XDP) a tcx ingress
+  link, which costs less than generic XDP (that copies most skbs to give them
+  256 bytes of headroom); generic XDP only where tcx is missing (kernels < 6.6).
+  ``ingress="xdp"`` insists on XDP (``xdp_mode``: auto = native, else generic;
+  generic at once on veth), ``ingress="tc"`` on tcx (also for an interface whose
+  XDP hook another program holds).
 * egress: a tcx link (attach type ``BPF_TCX_EGRESS``, kernels >= 6.6).
 tcx links are appended to the interface's chain and our programs return
 TCX_NEXT, so programs before and after ours keep seeing every packet. An XDP
@@ -51,9 +53,10 @@ PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 ETHTOOL_GDRVINFO = 3
 #: Drivers whose native XDP runs on skbs the stack has already built (converted to an
-#: xdp_buff, through a NAPI ring of the driver's own): ``xdp_mode: auto`` attaches generic
-#: XDP there. On veth, native costs more per packet than generic (docs/benchmarks.md,
-#: "Native XDP against generic on veth") and turns on the pair's NAPI receive path.
+#: xdp_buff, through a NAPI ring of the driver's own): ``ingress: auto`` attaches tcx there
+#: and ``xdp_mode: auto`` generic XDP. On veth, native costs more per packet than generic
+#: (docs/benchmarks.md, "Native XDP against generic on veth") and turns on the pair's NAPI
+#: receive path; tcx costs less than either ("Ingress on tcx instead of XDP").
 SKB_NATIVE_DRIVERS = frozenset({"veth"})
 
 
@@ -226,8 +229,34 @@ def _attach_xdp(loaded: Loaded, at: Attachment, mode: str, allow_fallback: bool)
     at.how.append(f"xdp netlink ({m})")
 
 
+def _attach_tci(loaded: Loaded, at: Attachment) -> None:
+    at.tci_link_fd = link_create(tc_ingress_fd(loaded), at.ifindex, BPF_TCX_INGRESS)
+    at.how.append("tcx ingress link")
+
+
+def _attach_auto(loaded: Loaded, at: Attachment, xdp_mode: str, allow_fallback: bool) -> None:
+    """``ingress="auto"``: native XDP, else tcx ingress, else generic XDP (module docstring);
+    XDP in ``xdp_mode`` when that is not auto."""
+    if xdp_mode != "auto":
+        _attach_xdp(loaded, at, xdp_mode, allow_fallback)
+        return
+    if driver_of(at.ifname) not in SKB_NATIVE_DRIVERS:
+        try:
+            _attach_xdp(loaded, at, "native", False)  # XdpBusy when the hook is held
+            return
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+    try:
+        _attach_tci(loaded, at)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        _attach_xdp(loaded, at, "generic", allow_fallback)
+
+
 def tc_ingress_fd(loaded: Loaded) -> int:
-    """The fd of ``fs_tc_ingress`` (loaded on first use: only ``ingress="tc"`` needs it)."""
+    """The fd of ``fs_tc_ingress`` (loaded on first use unless loaded with the others)."""
     fd = getattr(loaded, "_tc_ingress_fd", None) or loaded.fds.get("fs_tc_ingress")
     if fd is None:
         fd = loaded.bpf.load_func(b"fs_tc_ingress", type(loaded.bpf).SCHED_CLS).fd
@@ -293,8 +322,9 @@ def attach(loaded: Loaded, ifname: str, xdp_mode: str = "generic", egress: bool 
         ``Attachment.xdp_mode`` tells which one was used.
     allow_fallback : bool
         Use netlink XDP / clsact TC when links are unsupported (those survive a SIGKILL).
-    ingress : {"xdp", "tc", ""}
-        How ingress is counted: XDP, a tcx ingress link, or not at all.
+    ingress : {"auto", "xdp", "tc", ""}
+        How ingress is counted: the cheapest hook the interface has (module docstring),
+        XDP, a tcx ingress link, or not at all.
     promisc : bool
         Hold the interface in promiscuous mode while attached (:func:`promiscuous`), so
         that a mirror port's frames for other hosts reach the hooks.
@@ -302,7 +332,7 @@ def attach(loaded: Loaded, ifname: str, xdp_mode: str = "generic", egress: bool 
     Raises
     ------
     XdpBusy
-        ``ingress="xdp"`` and another program holds the XDP hook (it is left alone).
+        XDP was to be attached and another program holds the hook (it is left alone).
 
     Returns
     -------
@@ -314,13 +344,14 @@ def attach(loaded: Loaded, ifname: str, xdp_mode: str = "generic", egress: bool 
     at = Attachment(ifname=ifname, ifindex=ifindex_of(ifname), xdp_mode=xdp_mode,
                     ingress=ingress)
     try:
-        if ingress == "xdp":
+        if ingress == "auto":
+            _attach_auto(loaded, at, xdp_mode, allow_fallback)
+        elif ingress == "xdp":
             _attach_xdp(loaded, at, xdp_mode, allow_fallback)
         elif ingress == "tc":
-            at.tci_link_fd = link_create(tc_ingress_fd(loaded), at.ifindex, BPF_TCX_INGRESS)
-            at.how.append("tcx ingress link")
+            _attach_tci(loaded, at)
         elif ingress:
-            raise ValueError(f"ingress must be 'xdp', 'tc' or '', not {ingress!r}")
+            raise ValueError(f"ingress must be 'auto', 'xdp', 'tc' or '', not {ingress!r}")
         if egress:
             try:
                 at.tc_link_fd = link_create(loaded.tc_fd, at.ifindex, BPF_TCX_EGRESS)

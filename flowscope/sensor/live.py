@@ -335,7 +335,7 @@ class Sensor:
                 tun["drops"] = 0
                 self.report(f"flowscope: kernel drops not tracked: {exc}")
         self.loaded = load_quietly(loader, tun, tc_ingress=(
-            "ingress" in self.config.hooks and self.config.ingress == "tc"))
+            "ingress" in self.config.hooks and self.config.ingress in ("auto", "tc")))
         try:
             maps.write_filter(self.loaded, self.tracker.config)
             self.ring = RingReader(self.loaded.events_fd)
