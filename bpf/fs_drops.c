@@ -5,13 +5,14 @@
  * Logic: 1) skip frees that are no drop (reason <= NOT_SPECIFIED: consumed, not dropped yet,
  * or a free that gives no reason) and frames addressed to another host (OTHERHOST: on a mirror
  * port or a promiscuous link every frame not for this host is freed so, and nothing was lost;
- * values from BTF, -1 when the kernel has no such reason); 2) read the dropped skb's IP header and ports through
- * bpf_probe_read_kernel at the offsets of struct sk_buff this kernel has (-D flags from its
- * BTF, flowscope/sensor/btf.py: there are no kernel headers to compile against); 3) build the
- * canonical key and, when fs_flows holds that flow, add the drop to it (per orientation, and
- * to the majority vote of its reason); 4) count the drop by (interface, reason) in
- * fs_drop_counts when it belongs to a known flow or happened on a watched interface. Drops
- * of other packets are ignored: the host's unrelated traffic is not the sensor's business.
+ * values from BTF, -1 when the kernel has no such reason); 2) read the dropped skb's IP header
+ * and ports through bpf_probe_read_kernel at the offsets of struct sk_buff this kernel has (-D
+ * flags from its BTF, flowscope/sensor/btf.py: there are no kernel headers to compile
+ * against); 3) build the canonical key and, when fs_flows holds that flow, add the drop to it
+ * (per orientation, and to the majority vote of its reason); 4) count the drop by (interface,
+ * reason) in fs_drop_counts when it belongs to a known flow or happened on a watched
+ * interface. Drops of other packets are ignored: the host's unrelated traffic is not the
+ * sensor's business.
  * Compiled only with -DFS_DROPS=1.
  */
 #include "fs_shared.h"
