@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     s = SensorConfig()
     lp = sub.add_parser("live", help="track flows on network interfaces (root, BPF)",
-                        description="Track flows live with XDP (ingress) and TC (egress) "
+                        description="Track flows live with XDP or TC (ingress) and TC (egress) "
                                     "programs on each named interface; Ctrl-C (or SIGTERM) "
                                     "ends every open flow and exits. See docs/live.md.",
                         epilog=_examples("live"), formatter_class=_HelpFormatter)
@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "sensor.interfaces in the config)")
     _tracker_args(lp, live=True)
     lp.add_argument(_flag("sensor", "xdp_mode"), choices=XDP_MODES, default=None,
-                    help=f"XDP attach mode (default: sensor.xdp_mode, else {s.xdp_mode})")
+                    help=f"XDP attach mode; generic or native also make ingress XDP "
+                         f"(default: sensor.xdp_mode, else {s.xdp_mode})")
     lp.add_argument(_flag("sensor", "promisc"), dest="promisc", action="store_false",
                     default=None, help="leave the interfaces' promiscuous mode as it is "
                                        "(default: on while attached, as tcpdump does)")
