@@ -18,22 +18,27 @@ Part 1 - ring buffer drain, sustained, producer and consumer on different CPUs.
 Part 2 - live veth throughput.
   A netns + veth pair (GSO/TSO/GRO off, IPv6 off so no ND/MLD frames), a sender in the netns
   pinned to CPU 1 writing 60-byte UDP frames with sendmmsg over an AF_PACKET socket
-  (PACKET_QDISC_BYPASS); a UDP socket on our side that never reads (the stack takes every
-  frame up to the socket queue, no ICMP); packets received = rx_packets of our veth end.
+  (PACKET_QDISC_BYPASS); packets received = rx_packets of our veth end. What receives them
+  (--sink): ``full``, a UDP socket on our side that never reads (the stack takes every frame
+  up to the socket queue and drops it there, no ICMP: a drop storm, and the sensor's drop
+  tracer sees each drop); ``read``, the same socket drained by a busy recvmmsg loop pinned to
+  CPU 0 (a host whose application keeps up: nothing is dropped); ``mirror``, frames addressed
+  to another MAC, which the stack frees in ip_rcv as a host on a mirror port does (reason
+  OTHERHOST, which the drop tracer skips).
   Separate runs, alternating for --rounds rounds: none (baseline) and ``flowscope live -i <veth>
-  --format jsonl --xdp-mode M`` for each M of --xdp-modes (generic and native by default; tc
-  runs it with ``sensor.ingress: tc``, tcx instead of XDP on ingress; nodrops runs generic
-  XDP with ``sensor.drops: false``, no drop tracer: the receiving socket drops every
-  frame once its queue is full, and the tracer sees each of those drops) as a
-  subprocess pinned to CPU 0; for flowscope, the ended flows' packets of that traffic are
+  --format jsonl`` in each mode of --xdp-modes (default auto and generic: auto is the default
+  config, which attaches a tcx ingress link on veth; generic and native pass --xdp-mode, so
+  XDP in that mode; tc runs it with ``sensor.ingress: tc``; nodrops runs generic XDP with
+  ``sensor.drops: false``, no drop tracer) as a subprocess pinned to CPU 0; for flowscope, the ended flows' packets of that traffic are
   checked against what the interface received while the sensor was attached, and the sensor
   process's CPU time (utime + stime, /proc/PID/stat) over the sender run is divided by the
   packets received: its CPU cost per packet at that rate.
   The rate on this kind of VM jumps between two levels (about 0.7 and 1.25 Mpps here) for
   seconds at a time, whatever runs, so one more measurement alternates short slices inside
-  one sender run: nothing attached / empty XDP (generic) + tcx programs / flowscope's own
-  XDP (generic) + TC programs / flowscope's XDP in native (driver) mode + TC, each slice
-  compared with the unattached slices around it.
+  one sender run: nothing attached / empty XDP (generic) + tcx programs / empty programs on
+  both tcx hooks / flowscope's own XDP (generic) + TC programs / flowscope's TC programs on
+  both tcx hooks / flowscope's XDP in native (driver) mode + TC, each slice compared with the
+  unattached slices around it (no drop tracer in the slices).
 
 Everything created here (netns, veth pair, programs, child processes) is removed on exit,
 Ctrl-C or error. Default run time about 2 minutes; --quick about 30 s.
@@ -511,15 +516,58 @@ def sender_main(argv) -> int:
     return 0
 
 
+SINKS = {"full": "a UDP socket that never reads (every frame dropped at its full queue)",
+         "read": "a UDP socket drained by a busy recvmmsg loop on CPU 0",
+         "mirror": "frames for another MAC, freed in ip_rcv (OTHERHOST), as on a mirror port"}
+#: --sink mirror: the frames' destination, a MAC no interface here has
+MIRROR_DST_MAC = "02:00:5e:10:00:01"
+
+READER = r"""
+import ctypes, os, signal, socket, sys, time
+fd, cpu, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+os.sched_setaffinity(0, {cpu})
+libc = ctypes.CDLL(None, use_errno=True)
+class IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class MsgHdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+class MMsgHdr(ctypes.Structure):
+    _fields_ = [("hdr", MsgHdr), ("len", ctypes.c_uint)]
+vlen = 1024
+buf = ctypes.create_string_buffer(64 * vlen)
+iovs, msgs = (IoVec * vlen)(), (MMsgHdr * vlen)()
+for i in range(vlen):
+    iovs[i].base, iovs[i].len = ctypes.addressof(buf) + 64 * i, 64
+    msgs[i].hdr.iov, msgs[i].hdr.iovlen = ctypes.addressof(iovs[i]), 1
+rec = libc.recvmmsg
+rec.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+got, end, ptr = 0, time.monotonic() + seconds, ctypes.addressof(msgs)
+print("ready", flush=True)
+while not stop and time.monotonic() < end:  # bounded; busy: no wake-ups on the sender's CPU
+    for _ in range(256):
+        n = rec(fd, ptr, vlen, 0x40, None)  # MSG_DONTWAIT
+        if n > 0:
+            got += n
+print(got, flush=True)
+"""
+
+
 class Veth:
     """netns + veth pair; our end stays in this namespace. Removed by close()."""
 
-    def __init__(self):
+    def __init__(self, sink: str = "full"):
         tag = f"fsbl{os.getpid() % 100000}"
         self.ns, self.a, self.b = tag, f"{tag}a", f"{tag}b"
         n = os.getpid() % 200 + 20
         self.ip_a, self.ip_b = f"10.213.{n}.1", f"10.213.{n}.2"
         self.sink = None
+        self.sink_kind = sink
+        self.reader = None
         self.created = False
 
     def open(self) -> None:
@@ -542,14 +590,44 @@ class Veth:
         _sh("ethtool", "-K", self.a, "gso", "off", "tso", "off", "gro", "off")
         _sh("ip", "netns", "exec", self.ns, "ethtool", "-K", self.b, "gso", "off", "tso", "off",
             "gro", "off")
-        # the receiver: a bound UDP socket that never reads (full stack path, no ICMP back)
-        self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sink.bind((self.ip_a, UDP_PORT))
+        # the receiver (--sink): a bound UDP socket that never reads (full stack path, no
+        # ICMP back), the same socket drained by a reader process, or none (mirror)
+        if self.sink_kind != "mirror":
+            self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            if self.sink_kind == "read":
+                self.sink.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE
+            else:
+                self.sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            self.sink.bind((self.ip_a, UDP_PORT))
         self.mac_a = Path(f"/sys/class/net/{self.a}/address").read_text().strip()
+        self.dst_mac = MIRROR_DST_MAC if self.sink_kind == "mirror" else self.mac_a
         self.mac_b = json.loads(_sh("ip", "-n", self.ns, "-j", "link", "show", "dev",
                                     self.b).stdout)[0]["address"]
         self.ifindex = socket.if_nametoindex(self.a)
+
+    def start_reader(self, seconds: float) -> None:
+        """--sink read: drain the socket from a process pinned to CONSUMER_CPU."""
+        if self.sink_kind != "read":
+            return
+        fd = self.sink.fileno()
+        self.reader = subprocess.Popen(
+            [sys.executable, "-c", READER, str(fd), str(CONSUMER_CPU), str(seconds)],
+            pass_fds=(fd,), stdout=subprocess.PIPE, text=True)
+        if self.reader.stdout.readline().strip() != "ready":
+            raise RuntimeError("sink reader did not start")
+
+    def stop_reader(self) -> int:
+        """Stop the reader; the datagrams it took (-1 without one)."""
+        if self.reader is None:
+            return -1
+        r, self.reader = self.reader, None
+        try:
+            time.sleep(0.1)  # what is still queued
+            r.send_signal(signal.SIGTERM)
+            return int(r.communicate(timeout=120)[0].strip() or -1)
+        finally:
+            if r.poll() is None:
+                _kill(r.pid)
 
     def rx(self) -> int:
         return int(Path(f"/sys/class/net/{self.a}/statistics/rx_packets").read_text())
@@ -558,6 +636,7 @@ class Veth:
         return int(Path(f"/sys/class/net/{self.a}/statistics/rx_dropped").read_text())
 
     def close(self) -> None:
+        self.stop_reader()
         if self.sink is not None:
             self.sink.close()
             self.sink = None
@@ -590,10 +669,12 @@ def send_traffic(v: Veth, args, seconds: float, during=None) -> dict:
     ``during(end)``, when given, runs while the sender is in its window (``end`` is the
     monotonic time the window closes) and must return before then.
     """
-    p = {"cpu": PRODUCER_CPU, "ifname": v.b, "src_mac": v.mac_b, "dst_mac": v.mac_a,
+    p = {"cpu": PRODUCER_CPU, "ifname": v.b, "src_mac": v.mac_b, "dst_mac": v.dst_mac,
          "src_ip": v.ip_b, "dst_ip": v.ip_a, "port": UDP_PORT, "flows": args.flows,
          "warm": 0.3, "seconds": seconds, "max_packets": (seconds + 0.3) * 20e6}
     rx_start, drop_start = v.rx(), v.rx_dropped()
+    udp_start = _udp_rcvbuf_errors()
+    v.start_reader(seconds + 40)
     proc = subprocess.Popen(["ip", "netns", "exec", v.ns, sys.executable,
                              str(Path(__file__).resolve()), "--sender", json.dumps(p)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -613,24 +694,40 @@ def send_traffic(v: Veth, args, seconds: float, during=None) -> dict:
     finally:
         if proc.poll() is None:
             _kill(proc.pid)
+        read = v.stop_reader()
     return {"rx_pps": (r1 - r0) / (t1 - t0), "tx_pps": int(w_sent) / float(w_dt),
             "sent": int(total), "send_errors": int(errors), "rx": v.rx() - rx_start,
-            "rx_dropped": v.rx_dropped() - drop_start}
+            "rx_dropped": v.rx_dropped() - drop_start, "sink_read": read,
+            "sink_drops": _udp_rcvbuf_errors() - udp_start}
+
+
+def _udp_rcvbuf_errors() -> int:
+    """UDP datagrams this namespace dropped for a full socket queue (/proc/net/snmp)."""
+    lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()
+             if ln.startswith("Udp:")]
+    return int(lines[1][lines[0].index("RcvbufErrors")])
 
 
 class Hooks:
-    """An XDP (generic) + tcx egress program pair that can be attached and detached quickly."""
+    """Programs on the veth's hooks that can be attached and detached quickly: an ingress
+    program on XDP (generic, or native) or on tcx, and a tcx egress program."""
 
-    def __init__(self, v: Veth, xdp_fd: int, tc_fd: int, native: bool = False):
-        self.v, self.xdp_fd, self.tc_fd, self.native = v, xdp_fd, tc_fd, native
+    def __init__(self, v: Veth, in_fd: int, tc_fd: int, native: bool = False,
+                 tcx_in: bool = False):
+        self.v, self.in_fd, self.tc_fd, self.native = v, in_fd, tc_fd, native
+        self.tcx_in = tcx_in
         self.links: list[int] = []
 
     def attach(self) -> None:
         from flowscope.sensor import attach
 
-        flags = attach.XDP_FLAGS_DRV_MODE if self.native else attach.XDP_FLAGS_SKB_MODE
-        self.links.append(attach.link_create(self.xdp_fd, self.v.ifindex, attach.BPF_XDP,
-                                             flags))
+        if self.tcx_in:
+            self.links.append(attach.link_create(self.in_fd, self.v.ifindex,
+                                                 attach.BPF_TCX_INGRESS))
+        else:
+            flags = attach.XDP_FLAGS_DRV_MODE if self.native else attach.XDP_FLAGS_SKB_MODE
+            self.links.append(attach.link_create(self.in_fd, self.v.ifindex, attach.BPF_XDP,
+                                                 flags))
         self.links.append(attach.link_create(self.tc_fd, self.v.ifindex,
                                              attach.BPF_TCX_EGRESS))
 
@@ -639,10 +736,19 @@ class Hooks:
             os.close(self.links.pop())
 
 
+#: alternating slices: (name, label), in the order they come between "none" slices
+SLICES = (("empty", "empty XDP generic + tcx programs"),
+          ("empty_tcx", "empty programs on both tcx hooks"),
+          ("flowscope", "flowscope's XDP generic + TC programs"),
+          ("tcx", "flowscope's TC programs on both tcx hooks"),
+          ("native", "flowscope's XDP native + TC programs"))
+
+
 def alternating(v: Veth, args) -> dict:
     """One long sender run; slices with nothing / empty programs / flowscope's programs.
 
-    Order none, empty, none, flowscope, ...: every attached slice sits between two
+    Order none, empty, none, empty_tcx, none, flowscope, ... (``SLICES``): every attached
+    slice sits between two
     unattached ones, and its ratio is taken against their mean (host noise drifts over
     seconds, so adjacent slices share most of it). flowscope's programs are the ones the
     Sensor attaches (same build, default sizes); no userspace reads them here.
@@ -656,12 +762,15 @@ def alternating(v: Veth, args) -> dict:
     fs = None
     hooks = {}
     try:
-        hooks["empty"] = Hooks(v, eb.load_func(b"empty_xdp", bcc.BPF.XDP).fd,
-                               eb.load_func(b"empty_tc", bcc.BPF.SCHED_CLS).fd)
+        empty_tc = eb.load_func(b"empty_tc", bcc.BPF.SCHED_CLS).fd
+        hooks["empty"] = Hooks(v, eb.load_func(b"empty_xdp", bcc.BPF.XDP).fd, empty_tc)
+        hooks["empty_tcx"] = Hooks(v, empty_tc, empty_tc, tcx_in=True)
         fs = loader.load(tunables(SensorConfig(), TrackerConfig()))
         hooks["flowscope"] = Hooks(v, fs.xdp_fd, fs.tc_fd)
+        hooks["tcx"] = Hooks(v, fs.bpf.load_func(b"fs_tc_ingress", bcc.BPF.SCHED_CLS).fd,
+                             fs.tc_fd, tcx_in=True)
         hooks["native"] = Hooks(v, fs.xdp_fd, fs.tc_fd, native=True)
-        order = ("none", "empty", "none", "flowscope", "none", "native")
+        order = [x for name, _ in SLICES for x in ("none", name)]
         slices: list[tuple[str, float]] = []
 
         def during(end: float) -> None:
@@ -690,7 +799,7 @@ def alternating(v: Veth, args) -> dict:
             fs.close()
         eb.cleanup()
     out = {"slices": slices, "run": run}
-    for name in ("empty", "flowscope", "native"):
+    for name, _ in SLICES:
         ratios, rates = [], []
         for j, (n, r) in enumerate(slices):
             if n != name:
@@ -713,7 +822,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def run_flowscope(v: Veth, args, tmp: Path, rnd: int, mode: str = "generic") -> dict:
+def run_flowscope(v: Veth, args, tmp: Path, rnd: int, mode: str = "auto") -> dict:
     """``flowscope live`` on our veth end (pinned to CONSUMER_CPU) while the sender runs."""
     out, err = tmp / f"live{rnd}{mode}.jsonl", tmp / f"live{rnd}{mode}.err"
     if mode == "tc":  # ingress on tcx instead of XDP
@@ -724,6 +833,8 @@ def run_flowscope(v: Veth, args, tmp: Path, rnd: int, mode: str = "generic") -> 
         cfg = tmp / "nodrops.yaml"
         cfg.write_text("sensor:\n  drops: false\n  xdp_mode: generic\n")
         how = ["--config", str(cfg)]
+    elif mode == "auto":  # the default config (ingress auto: tcx on veth)
+        how = []
     else:
         how = ["--xdp-mode", mode]
     with open(err, "w") as errf:  # inherits part2's pinning to CONSUMER_CPU
@@ -768,7 +879,7 @@ def run_flowscope(v: Veth, args, tmp: Path, rnd: int, mode: str = "generic") -> 
 
 
 def part2(args) -> dict:
-    v = Veth()
+    v = Veth(args.sink)
     res = {"runs": {"none": [], **{m: [] for m in args.xdp_modes}}}
     tmp = Path(tempfile.mkdtemp(prefix="fs-bench-live-"))
     old_aff = os.sched_getaffinity(0)
@@ -780,7 +891,7 @@ def part2(args) -> dict:
             log(f"  veth: round {rnd + 1}/{args.rounds}, none ...")
             res["runs"]["none"].append(send_traffic(v, args, args.veth_seconds))
             for mode in args.xdp_modes:
-                log(f"  veth: round {rnd + 1}/{args.rounds}, flowscope live ({mode} XDP) ...")
+                log(f"  veth: round {rnd + 1}/{args.rounds}, flowscope live ({mode}) ...")
                 res["runs"][mode].append(run_flowscope(v, args, tmp, rnd, mode))
         log(f"  veth: alternating {args.slice:g} s slices for {args.alt_seconds:g} s ...")
         res["alt"] = alternating(v, args)
@@ -849,9 +960,9 @@ def report(args, r1: dict | None, r2: dict | None) -> int:
         print(f"Live veth: {FRAME_LEN}-byte UDP frames, {args.flows} flows, sendmmsg on AF_PACKET "
               f"in netns {r2['veth'][1]} (CPU {PRODUCER_CPU}; veth receive runs there too) -> "
               f"{r2['veth'][0]}; flowscope on CPU {CONSUMER_CPU}. Mpps = million packets/s "
-              f"received (rx_packets of {r2['veth'][0]}).")
+              f"received (rx_packets of {r2['veth'][0]}). Sink: {SINKS[args.sink]}.")
         print(f"Separate runs: {args.rounds} rounds x {args.veth_seconds:g} s, none and flowscope "
-              f"(XDP {', '.join(args.xdp_modes)}) alternating; median (min..max) over rounds; "
+              f"({', '.join(args.xdp_modes)}) alternating; median (min..max) over rounds; "
               f"ratios per round against that round's none run.")
         hdr = (f"{'configuration':<40}{'rx Mpps':>9}{'min':>7}{'max':>7}{'vs none':>9}"
                f"{'min':>7}{'max':>7}")
@@ -865,8 +976,8 @@ def report(args, r1: dict | None, r2: dict | None) -> int:
             pair = [f / n for f, n in zip(live, none)]
             ratio = statistics.median(live) / base
             fs_ratio = max(fs_ratio, ratio)
-            name = {"tc": "tcx ingress", "nodrops": "XDP generic, drops: false"}.get(
-                mode, "XDP " + mode)
+            name = {"tc": "ingress: tc", "nodrops": "XDP generic, drops: false",
+                    "auto": "default config"}.get(mode, "XDP " + mode)
             print(f"{'flowscope live, ' + name:<40}{_m(statistics.median(live)):>9}"
                   f"{_m(min(live)):>7}{_m(max(live)):>7}{ratio:>8.2f}x{min(pair):>6.2f}x"
                   f"{max(pair):>6.2f}x")
@@ -881,15 +992,13 @@ def report(args, r1: dict | None, r2: dict | None) -> int:
                 print(f"  {ln.strip()}")
         alt = r2.get("alt")
         if alt:
-            print(f"Alternating slices in one sender run ({args.slice:g} s each, order none, "
-                  f"empty, none, flowscope; ratio of each slice to the mean of the two none "
+            print(f"Alternating slices in one sender run ({args.slice:g} s each, a none slice "
+                  f"before each of the others; ratio of each slice to the mean of the two none "
                   f"slices around it; median (min..max)):")
             an = alt["none"]["rates"]
             print(f"{'none':<40}{_m(statistics.median(an)):>9}{_m(min(an)):>7}{_m(max(an)):>7}"
                   f"{1.0:>8.2f}x   {len(an)} slices")
-            for name, label in (("empty", "empty XDP generic + tcx programs"),
-                                ("flowscope", "flowscope's XDP generic + TC programs"),
-                                ("native", "flowscope's XDP native + TC programs")):
+            for name, label in SLICES:
                 d = alt[name]
                 if not d["ratios"]:
                     continue
@@ -901,12 +1010,15 @@ def report(args, r1: dict | None, r2: dict | None) -> int:
                 fr = statistics.median(alt["flowscope"]["ratios"])
                 er = statistics.median(alt["empty"]["ratios"])
                 nb = statistics.median(an)
-                print(f"  per packet at the none rate: hooks alone +{(1 / er - 1) * 1e9 / nb:.0f} "
-                      f"ns, flowscope's programs +{(1 / fr - 1) * 1e9 / nb:.0f} ns "
-                      f"(of {1e9 / nb:.0f} ns per packet)")
-                if alt["native"]["ratios"]:
-                    nr = statistics.median(alt["native"]["ratios"])
-                    print(f"  native XDP: flowscope's programs +{(1 / nr - 1) * 1e9 / nb:.0f} ns")
+                print(f"  per packet at the none rate ({1e9 / nb:.0f} ns): empty XDP generic + "
+                      f"tcx hooks +{(1 / er - 1) * 1e9 / nb:.0f} ns, flowscope's XDP generic + "
+                      f"TC programs +{(1 / fr - 1) * 1e9 / nb:.0f} ns")
+                for name, what in (("empty_tcx", "empty tcx hooks"),
+                                   ("tcx", "flowscope's programs on tcx"),
+                                   ("native", "flowscope's programs, native XDP")):
+                    if alt[name]["ratios"]:
+                        r = statistics.median(alt[name]["ratios"])
+                        print(f"  {what}: +{(1 / r - 1) * 1e9 / nb:.0f} ns")
         print(f"target flowscope live >= 0.9x of none (best mode): {fs_ratio:.2f}x -> "
               f"{'met' if fs_ratio >= 0.9 else 'NOT met'}")
         missed += fs_ratio < 0.9
@@ -925,6 +1037,9 @@ def report(args, r1: dict | None, r2: dict | None) -> int:
                 if r["sent"] != r["rx"] or r["rx_dropped"] or r["send_errors"]:
                     print(f"  note {cfg}: sent {r['sent']}, rx {r['rx']}, rx_dropped "
                           f"{r['rx_dropped']}, sendmmsg errors {r['send_errors']}")
+                if args.sink == "read" and r["sink_drops"]:
+                    print(f"  note {cfg}: the reader fell behind: {r['sink_drops']} datagrams "
+                          f"dropped at the socket (read {r['sink_read']})")
         missed += not all_ok
     return 1 if missed else 0
 
@@ -943,10 +1058,13 @@ def main() -> int:
     ap.add_argument("--slice", type=float, default=0.25, help="alternating slice length, s")
     ap.add_argument("--flows", type=int, default=16, help="UDP flows in the veth traffic")
     ap.add_argument("--only", choices=("ring", "veth"), help="run one part only")
-    ap.add_argument("--xdp-modes", default="generic,native",
-                    help="comma-separated sensor.xdp_mode values to run (default both); "
-                         "tc = sensor.ingress: tc (ingress on tcx, no XDP); nodrops = "
-                         "generic with sensor.drops: false (no drop tracer)")
+    ap.add_argument("--xdp-modes", default="auto,generic",
+                    help="comma-separated sensor modes to run (default auto,generic): auto = "
+                         "the default config (tcx ingress on veth); generic, native = "
+                         "--xdp-mode; tc = sensor.ingress: tc; nodrops = generic with "
+                         "sensor.drops: false (no drop tracer)")
+    ap.add_argument("--sink", choices=tuple(SINKS), default="full",
+                    help="what receives the frames (default full; see the module docstring)")
     args = ap.parse_args()
     args.xdp_modes = [m for m in args.xdp_modes.split(",") if m]
     q = args.quick
@@ -960,6 +1078,10 @@ def main() -> int:
             or not 1 <= args.rounds <= 20):
         ap.error("keep --ring-seconds/--veth-seconds in (0, 60], --alt-seconds in (0, 120], "
                  "--slice in [0.05, 5] and --rounds in [1, 20]")
+    bad = set(args.xdp_modes) - {"auto", "generic", "native", "tc", "nodrops"}
+    if bad:
+        ap.error(f"--xdp-modes: unknown {', '.join(sorted(bad))} (auto, generic, native, tc, "
+                 "nodrops)")
     if os.geteuid() != 0:
         ap.error("needs root (BPF, network namespaces)")
     if not {PRODUCER_CPU, CONSUMER_CPU} <= os.sched_getaffinity(0):
