@@ -442,6 +442,47 @@ def part1(args) -> dict:
 # ============================================================================================
 
 
+class IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class MsgHdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+
+
+class MMsgHdr(ctypes.Structure):
+    _fields_ = [("hdr", MsgHdr), ("len", ctypes.c_uint)]
+
+
+def reader_main(argv) -> int:
+    """--sink read: drains the UDP socket ``fd`` (inherited) with recvmmsg, busy (no wake-ups
+    on the sender's CPU), until SIGTERM or ``seconds``; prints the datagrams it took."""
+    fd, cpu, seconds = int(argv[0]), int(argv[1]), float(argv[2])
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    os.sched_setaffinity(0, {cpu})
+    vlen = 1024
+    buf = ctypes.create_string_buffer(64 * vlen)
+    iovs, msgs = (IoVec * vlen)(), (MMsgHdr * vlen)()
+    for i in range(vlen):
+        iovs[i].base, iovs[i].len = ctypes.addressof(buf) + 64 * i, 64
+        msgs[i].hdr.iov, msgs[i].hdr.iovlen = ctypes.addressof(iovs[i]), 1
+    rec = _libc.recvmmsg
+    rec.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+    got, end, ptr = 0, time.monotonic() + seconds, ctypes.addressof(msgs)
+    print("ready", flush=True)
+    while not stop and time.monotonic() < end:  # bounded in time and by SIGTERM
+        for _ in range(256):
+            n = rec(fd, ptr, vlen, socket.MSG_DONTWAIT, None)
+            if n > 0:
+                got += n
+    print(got, flush=True)
+    return 0
+
+
 def sender_main(argv) -> int:
     """Runs inside the netns: sendmmsg 60-byte UDP frames on an AF_PACKET socket."""
     p = json.loads(argv[0])
@@ -461,18 +502,6 @@ def sender_main(argv) -> int:
         ip = ip[:10] + struct.pack("!H", ~csum & 0xFFFF) + ip[12:]
         frames.append(dst_mac + src_mac + b"\x08\x00" + ip + udp)
     vlen = 1024
-
-    class IoVec(ctypes.Structure):
-        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-    class MsgHdr(ctypes.Structure):
-        _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
-                    ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
-                    ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                    ("flags", ctypes.c_int)]
-
-    class MMsgHdr(ctypes.Structure):
-        _fields_ = [("hdr", MsgHdr), ("len", ctypes.c_uint)]
 
     bufs = [ctypes.create_string_buffer(f, len(f)) for f in frames]
     iovs = (IoVec * vlen)()
@@ -521,40 +550,6 @@ SINKS = {"full": "a UDP socket that never reads (every frame dropped at its full
          "mirror": "frames for another MAC, freed in ip_rcv (OTHERHOST), as on a mirror port"}
 #: --sink mirror: the frames' destination, a MAC no interface here has
 MIRROR_DST_MAC = "02:00:5e:10:00:01"
-
-READER = r"""
-import ctypes, os, signal, socket, sys, time
-fd, cpu, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-stop = []
-signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-os.sched_setaffinity(0, {cpu})
-libc = ctypes.CDLL(None, use_errno=True)
-class IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-class MsgHdr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
-                ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
-                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                ("flags", ctypes.c_int)]
-class MMsgHdr(ctypes.Structure):
-    _fields_ = [("hdr", MsgHdr), ("len", ctypes.c_uint)]
-vlen = 1024
-buf = ctypes.create_string_buffer(64 * vlen)
-iovs, msgs = (IoVec * vlen)(), (MMsgHdr * vlen)()
-for i in range(vlen):
-    iovs[i].base, iovs[i].len = ctypes.addressof(buf) + 64 * i, 64
-    msgs[i].hdr.iov, msgs[i].hdr.iovlen = ctypes.addressof(iovs[i]), 1
-rec = libc.recvmmsg
-rec.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
-got, end, ptr = 0, time.monotonic() + seconds, ctypes.addressof(msgs)
-print("ready", flush=True)
-while not stop and time.monotonic() < end:  # bounded; busy: no wake-ups on the sender's CPU
-    for _ in range(256):
-        n = rec(fd, ptr, vlen, 0x40, None)  # MSG_DONTWAIT
-        if n > 0:
-            got += n
-print(got, flush=True)
-"""
 
 
 class Veth:
@@ -611,7 +606,8 @@ class Veth:
             return
         fd = self.sink.fileno()
         self.reader = subprocess.Popen(
-            [sys.executable, "-c", READER, str(fd), str(CONSUMER_CPU), str(seconds)],
+            [sys.executable, str(Path(__file__).resolve()), "--reader", str(fd),
+             str(CONSUMER_CPU), str(seconds)],
             pass_fds=(fd,), stdout=subprocess.PIPE, text=True)
         if self.reader.stdout.readline().strip() != "ready":
             raise RuntimeError("sink reader did not start")
@@ -1047,6 +1043,8 @@ def report(args, r1: dict | None, r2: dict | None) -> int:
 def main() -> int:
     if len(sys.argv) > 2 and sys.argv[1] == "--sender":
         return sender_main(sys.argv[2:])
+    if len(sys.argv) > 4 and sys.argv[1] == "--reader":
+        return reader_main(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="about 30 s instead of about 2 min")
     ap.add_argument("--rate", type=float, default=10e6, help="paced producer rate, events/s")
