@@ -10,6 +10,7 @@ up. The config limit tests at the end need no root.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -531,6 +532,17 @@ def test_auto_xdp_mode_is_generic_on_veth_only(net, monkeypatch):
         seen.clear()
         with attach.attach(m, ifname, xdp_mode="generic", egress=False, ingress="auto") as at:
             assert at.label == "xdp generic" and seen == ["generic"]
+        # a kernel without tcx (before 6.6) refuses the link: generic XDP then
+        def no_tcx(prog_fd, ifindex, attach_type, flags=0, relative=0):
+            if attach_type == attach.BPF_TCX_INGRESS:
+                seen.append("tcx")
+                raise OSError(errno.EINVAL, "tcx links unsupported")
+            return spy(prog_fd, ifindex, attach_type, flags, relative)
+
+        monkeypatch.setattr(attach, "link_create", no_tcx)
+        seen.clear()
+        with attach.attach(m, ifname, xdp_mode="auto", egress=False, ingress="auto") as at:
+            assert at.label == "xdp generic" and seen == ["tcx", "generic"]
     finally:
         m.close()
         sh("ip", "link", "del", br, check=False)
