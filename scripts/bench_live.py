@@ -29,8 +29,9 @@ Part 2 - live veth throughput.
   --format jsonl`` in each mode of --xdp-modes (default auto and generic: auto is the default
   config, which attaches a tcx ingress link on veth; generic and native pass --xdp-mode, so
   XDP in that mode; tc runs it with ``sensor.ingress: tc``; nodrops runs generic XDP with
-  ``sensor.drops: false``, no drop tracer) as a subprocess pinned to CPU 0; for flowscope, the ended flows' packets of that traffic are
-  checked against what the interface received while the sensor was attached, and the sensor
+  ``sensor.drops: false``, no drop tracer) as a subprocess pinned to CPU 0; for flowscope,
+  the ended flows' packets of that traffic are checked against what the interface received
+  while the sensor was attached, and the sensor
   process's CPU time (utime + stime, /proc/PID/stat) over the sender run is divided by the
   packets received: its CPU cost per packet at that rate.
   The rate on this kind of VM jumps between two levels (about 0.7 and 1.25 Mpps here) for
