@@ -16,11 +16,18 @@ tiny responder on port 53 (an A record for ``DNS_NAME``, NXDOMAIN for anything
 else), and a UDP datagram to a closed port (the peer's kernel drops it and
 answers ICMP port unreachable). Every wait has a timeout; the whole mix takes
 ~2 s.
+
+Both ends run on one CPU (the highest they may use; ``one_cpu``). A veth hands each packet to
+the receive path of the CPU that sent it, so a process that moved between CPUs mid-transfer
+would leave one direction's packets being received on two CPUs at once, in an order no single
+observation point defines: tcpdump's tap and the sensor's hooks could then see two segments
+of the bulk transfer in different orders, and count its out-of-order segments differently.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import select
 import socket
 import struct
@@ -341,7 +348,13 @@ def drive(a4: str, a6: str, ifname: str) -> None:
     time.sleep(0.3)  # let the last ACKs and replies land
 
 
+def one_cpu() -> None:
+    """Stay on the highest CPU this process may use (see the module docstring)."""
+    os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+
+
 if __name__ == "__main__":
+    one_cpu()
     if len(sys.argv) >= 4 and sys.argv[1] == "serve":
         serve(sys.argv[2], sys.argv[3])
     elif len(sys.argv) >= 5 and sys.argv[1] == "drive":
