@@ -137,19 +137,16 @@ def test_drops_count_to_their_flow_whatever_the_headers(drops_topo, case):
 
 def _frame_to(ifname: str, dst_mac: bytes, v4: str, port: int) -> bytes:
     """An Ethernet + IPv4 + UDP frame from our end of the pair to ``v4``:``port``."""
-    import struct
+    import importlib.util
+    from pathlib import Path
 
-    src_mac = bytes.fromhex(open(f"/sys/class/net/{ifname}/address").read().strip()
-                            .replace(":", ""))
-    src = socket.inet_aton(v4.rsplit(".", 1)[0] + ".1")  # veth_netns: ours is .1
-    payload = b"not for you"
-    udp = struct.pack("!HHHH", 40404, port, 8 + len(payload), 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, src,
-                     socket.inet_aton(v4))
-    s = sum(struct.unpack("!10H", ip))
-    s = (s & 0xFFFF) + (s >> 16)
-    ip = ip[:10] + struct.pack("!H", ~s & 0xFFFF) + ip[12:]
-    return dst_mac + src_mac + b"\x08\x00" + ip + udp
+    spec = importlib.util.spec_from_file_location(
+        "live_traffic", Path(__file__).resolve().parents[1] / "scripts" / "live_traffic.py")
+    lt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lt)
+    src = v4.rsplit(".", 1)[0] + ".1"  # veth_netns: ours is .1
+    ip = lt._ipv4(src, v4, 17, lt._udp(40404, port, b"not for you"))
+    return dst_mac + lt._mac(ifname) + b"\x08\x00" + ip
 
 
 def test_frames_for_another_host_are_no_drops(drops_topo):

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import os
 import socket
-import struct
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +26,7 @@ from bpf_helpers import require_bpf, sh, veth_netns
 from test_live_tunnels import _live_beside_tcpdump
 
 _seq = [0]
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 FIELDS = ("proto", "src_ip", "dst_ip", "src_port", "dst_port", "init_pkts", "resp_pkts",
           "init_bytes", "resp_bytes", "init_ip_bytes", "resp_ip_bytes", "vlan", "init_mac",
           "resp_mac")
@@ -52,28 +53,20 @@ int push_tag(struct __sk_buff *skb)
 }
 """
 
+#: run in the netns: tagged UDP frames from the peer to us (scripts/live_traffic.py's builders)
 SENDER = r"""
-import socket, struct, sys
-ifname, dst, src, a, b = sys.argv[1:6]
-def csum(h):
-    s = sum(struct.unpack("!%dH" % (len(h) // 2), h))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-def ipv4(sport, payload):
-    udp = struct.pack("!HHHH", sport, 9, 8 + len(payload), 0) + payload
-    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-                    socket.inet_aton(a), socket.inet_aton(b))
-    return h[:10] + struct.pack("!H", csum(h)) + h[12:] + udp
+import struct, sys
+sys.path.insert(0, sys.argv[1])
+from live_traffic import _ipv4, _raw_send, _udp
+ifname, dst, src, a, b = sys.argv[2:7]
 tags = {5001: [(0x8100, 5)], 5002: [(0x88a8, 6)], 5003: [(0x88a8, 7), (0x8100, 8)]}
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind((ifname, 0))
+frames = []
 for sport, stack in tags.items():
     l2 = bytes.fromhex(dst) + bytes.fromhex(src)
     for tpid, vid in stack:
         l2 += struct.pack("!HH", tpid, vid)
-    for _ in range(2):
-        s.send(l2 + b"\x08\x00" + ipv4(sport, b"tagged" * 4))
+    frames += [l2 + b"\x08\x00" + _ipv4(a, b, 17, _udp(sport, 9, b"tagged" * 4))] * 2
+_raw_send(ifname, frames)
 """
 
 
@@ -115,8 +108,8 @@ def test_tags_outside_the_frame_live_equal_offline(pair, tmp_path, ingress):
 
     def act():
         # ingress: tagged frames from the peer (the stack here drops them: no VLAN device)
-        r = sh("ip", "netns", "exec", ns, sys.executable, "-c", SENDER, peer, mac[ifname],
-               mac[peer], v4, here, check=False, timeout=30)
+        r = sh("ip", "netns", "exec", ns, sys.executable, "-c", SENDER, str(SCRIPTS), peer,
+               mac[ifname], mac[peer], v4, here, check=False, timeout=30)
         assert r.returncode == 0, r.stderr
         # egress: UDP from here, tagged on its way out by the program ahead of ours
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
