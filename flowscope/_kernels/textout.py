@@ -121,6 +121,10 @@ TUNS, TUN_LENS = _table([TUN_SLUGS.get(t, "other") for t in range(256)])
 QTYPES, QTYPE_LENS = _table([DNS_QTYPE_NAMES.get(n, "") for n in range(max(DNS_QTYPE_NAMES) + 1)])
 RCODES, RCODE_LENS = _table(list(DNS_RCODE_NAMES))
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
+#: "00" "01" ... "99": the digits of each number below 100
+DIGIT_PAIRS = np.frombuffer(b"".join(b"%02d" % d for d in range(100)), dtype=np.uint8).copy()
+#: 10 ** k for k = 0..19 (the powers a uint64 can hold)
+POW10 = np.array([10 ** k for k in range(20)], dtype=np.uint64)
 
 @inline_kernel
 def _row(buf, pos, tab, lens, i):
@@ -136,24 +140,30 @@ def _lit(buf, pos, i):
 
 
 @inline_kernel
+def _pair(buf, pos, d):
+    """The two digits of ``d`` (0..99) at ``buf[pos]``, ``buf[pos + 1]``."""
+    buf[pos] = DIGIT_PAIRS[2 * d]
+    buf[pos + 1] = DIGIT_PAIRS[2 * d + 1]
+
+
+@inline_kernel
 def _uint(buf, pos, v):
-    """Decimal digits of ``v`` (any uint64; int64 arguments must be >= 0)."""
+    """Decimal digits of ``v`` (any uint64; int64 arguments must be >= 0), two at a time."""
     v = np.uint64(v)
-    if v == 0:
-        buf[pos] = 48
-        return pos + 1
-    n = 0
-    t = v
-    while t > 0:
-        t //= np.uint64(10)
+    n = 1
+    while n < 20 and v >= POW10[n]:
         n += 1
-    end = pos + n
-    k = end - 1
-    while v > 0:
-        buf[k] = 48 + np.int64(v % np.uint64(10))
-        v //= np.uint64(10)
-        k -= 1
-    return end
+    k = pos + n
+    while v >= np.uint64(100):
+        q = v // np.uint64(100)
+        k -= 2
+        _pair(buf, k, np.int64(v - q * np.uint64(100)))
+        v = q
+    if v >= np.uint64(10):
+        _pair(buf, k - 2, np.int64(v))
+    else:
+        buf[k - 1] = 48 + np.int64(v)
+    return pos + n
 
 
 @kernel
@@ -165,9 +175,13 @@ def _secs(buf, pos, neg, mag):
     pos = _uint(buf, pos, mag // np.uint64(1_000_000_000))
     buf[pos] = 46  # '.'
     frac = np.int64(mag % np.uint64(1_000_000_000))
-    for k in range(9):
-        buf[pos + 9 - k] = 48 + frac % 10
-        frac //= 10
+    k = pos + 10
+    for _ in range(4):
+        q = frac // 100
+        k -= 2
+        _pair(buf, k, frac - q * 100)
+        frac = q
+    buf[pos + 1] = 48 + frac
     return pos + 10
 
 
