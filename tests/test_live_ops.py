@@ -746,3 +746,59 @@ def test_promiscuous_while_attached_and_never_after(net, tmp_path, end):
         assert _promiscuity(ifname) == 0
     finally:
         assert _stop(proc) == 0, err.read_text()
+
+
+# --- segmentation offloads ------------------------------------------------------------------
+
+
+def _ethtool_k(ifname: str) -> set[str]:
+    """The merging offloads ``ethtool -k`` shows on (the reference for attach.offloads_on)."""
+    names = {"large-receive-offload": "LRO", "generic-receive-offload": "GRO",
+             "tcp-segmentation-offload": "TSO", "generic-segmentation-offload": "GSO"}
+    on = set()
+    for line in sh("ethtool", "-k", ifname).stdout.splitlines():
+        key, _, val = line.partition(":")
+        if key.strip() in names and val.split() and val.split()[0] == "on":
+            on.add(names[key.strip()])
+    return on
+
+
+def test_offload_notice_names_what_merges_packets(net, tmp_path):
+    """GRO, LRO, TSO and GSO hand the hooks merged packets, each counted as one (as tcpdump on
+    the host shows them, not as the wire carries them): the sensor names the ones that are on
+    after its start-up line, with the ethtool command that turns them off, and says nothing
+    when they are off."""
+    from flowscope.sensor import attach
+
+    _ns, pair = net
+    ifname, _peer = pair()  # made with gso, tso and gro off
+    assert attach.offloads_on(ifname) == _ethtool_k(ifname) == set()
+    sh("ethtool", "-K", ifname, "gro", "on", "tso", "on", "gso", "on")
+    assert attach.offloads_on(ifname) == _ethtool_k(ifname) == {"GRO", "TSO", "GSO"}
+    err = tmp_path / "live.err"
+    proc = _live(["-i", ifname, "-o", os.devnull], err)
+    assert _stop(proc) == 0, err.read_text()
+    notes = [ln for ln in err.read_text().splitlines() if "offloads merge" in ln]
+    assert notes == [f"flowscope: {ifname}: GRO, TSO, GSO on: packets these offloads merge "
+                     f"count as one, as a capture on this host shows them, not as the wire "
+                     f"carries them (ethtool -K {ifname} gro off tso off gso off)"]
+    sh("ethtool", "-K", ifname, "gro", "off", "tso", "off", "gso", "off")
+    proc = _live(["-i", ifname, "-o", os.devnull], err)
+    assert _stop(proc) == 0, err.read_text()
+    text = err.read_text()
+    assert "Tracking flows on" in text and "offloads merge" not in text
+
+
+def test_native_xdp_counts_ingress_before_gro():
+    """Which offloads merge what a hook sees: native XDP runs before GRO (LRO still merges in
+    the NIC); tcx and generic XDP run after it; TSO and GSO only matter with an egress hook."""
+    from flowscope.sensor.attach import Attachment
+
+    every = {"LRO", "GRO", "TSO", "GSO"}
+    native = Attachment("eth9", 9, "native", "auto", xdp_link_fd=5, tc_link_fd=6, offloads=every)
+    assert native.merging == ["LRO", "TSO", "GSO"]
+    tcx = Attachment("eth9", 9, "auto", "auto", tci_link_fd=5, tc_link_fd=6, offloads=every)
+    assert tcx.merging == ["LRO", "GRO", "TSO", "GSO"]
+    generic = Attachment("eth9", 9, "generic", "xdp", xdp_link_fd=5, offloads={"GRO", "TSO"})
+    assert generic.merging == ["GRO"]
+    assert Attachment("eth9", 9, "auto", "tc", tci_link_fd=5, tc_link_fd=6).merging == []

@@ -52,6 +52,10 @@ SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 ETHTOOL_GDRVINFO = 3
+#: ethtool get commands of the offloads that hand the hooks merged packets (each answers an
+#: ethtool_value); LRO is a bit of ETHTOOL_GFLAGS
+ETHTOOL_GFLAGS, ETH_FLAG_LRO = 0x25, 1 << 15
+MERGING_OFFLOADS = (("LRO", ETHTOOL_GFLAGS), ("GRO", 0x2B), ("TSO", 0x1E), ("GSO", 0x23))
 #: Drivers whose native XDP runs on skbs the stack has already built (converted to an
 #: xdp_buff, through a NAPI ring of the driver's own): ``ingress: auto`` attaches tcx there
 #: and ``xdp_mode: auto`` generic XDP. On veth, native costs more per packet than generic
@@ -95,17 +99,39 @@ def ifindex_of(ifname: str) -> int:
     return socket.if_nametoindex(ifname)
 
 
-def driver_of(ifname: str) -> str:
-    """The interface's driver name (``ethtool -i``: ETHTOOL_GDRVINFO), "" when unknown."""
-    info = ctypes.create_string_buffer(struct.pack("=I", ETHTOOL_GDRVINFO), 196)
-    # struct ifreq: the name, then ifr_data (a pointer to ethtool_drvinfo); 40 bytes
-    ifr = struct.pack("16sP", ifname.encode()[:15], ctypes.addressof(info)).ljust(40, b"\0")
+def _ethtool(ifname: str, cmd: int, size: int) -> bytes | None:
+    """The answer to ethtool get command ``cmd`` (a ``size``-byte struct starting with the
+    command), None when the interface or its driver does not answer."""
+    data = ctypes.create_string_buffer(struct.pack("=I", cmd), size)
+    # struct ifreq: the name, then ifr_data (a pointer to the command's struct); 40 bytes
+    ifr = struct.pack("16sP", ifname.encode()[:15], ctypes.addressof(data)).ljust(40, b"\0")
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
     except OSError:
-        return ""
-    return info.raw[4:36].split(b"\0", 1)[0].decode("ascii", "replace")
+        return None
+    return data.raw
+
+
+def driver_of(ifname: str) -> str:
+    """The interface's driver name (``ethtool -i``: ETHTOOL_GDRVINFO), "" when unknown."""
+    info = _ethtool(ifname, ETHTOOL_GDRVINFO, 196)
+    return "" if info is None else info[4:36].split(b"\0", 1)[0].decode("ascii", "replace")
+
+
+def offloads_on(ifname: str) -> set[str]:
+    """Which of the offloads that merge packets are on (``ethtool -k``): "LRO" and "GRO"
+    (received segments joined before the stack, GRO also before TC and generic XDP), "TSO"
+    and "GSO" (the stack hands the device, and TC egress, segments up to 64 KB that the
+    wire carries as several packets). Offloads the driver does not report count as off."""
+    on = set()
+    for name, cmd in MERGING_OFFLOADS:
+        v = _ethtool(ifname, cmd, 8)
+        if v is not None:
+            data = struct.unpack_from("=I", v, 4)[0]
+            if (data & ETH_FLAG_LRO) if cmd == ETHTOOL_GFLAGS else data:
+                on.add(name)
+    return on
 
 
 @dataclass
@@ -123,6 +149,22 @@ class Attachment:
     tc_clsact: bool = False  # a pyroute2 filter we must delete
     promisc: object = None  # the packet socket whose membership holds promiscuous mode
     how: list[str] = field(default_factory=list)
+    offloads: set = field(default_factory=set)  # offloads_on() when attached
+
+    @property
+    def merging(self) -> list[str]:
+        """The offloads that hand our hooks merged packets (each counted as one, as a capture
+        on this host shows it, where the wire carried several): LRO and, unless native XDP
+        counts ingress (it runs before GRO), GRO on ingress; TSO and GSO on egress."""
+        native = self.xdp_mode == "native" and (self.xdp_link_fd >= 0
+                                                or self.xdp_netlink is not None)
+        hooks = {"LRO": self.ingress != "", "GRO": self.ingress != "" and not native,
+                 "TSO": self.egress, "GSO": self.egress}
+        return [name for name, _ in MERGING_OFFLOADS if name in self.offloads and hooks[name]]
+
+    @property
+    def egress(self) -> bool:
+        return self.tc_link_fd >= 0 or self.tc_clsact
 
     @property
     def label(self) -> str:
@@ -365,6 +407,7 @@ def attach(loaded: Loaded, ifname: str, xdp_mode: str = "generic", egress: bool 
         if promisc:
             at.promisc = promiscuous(at.ifindex)
             at.how.append("promiscuous")
+        at.offloads = offloads_on(ifname)
     except BaseException:
         at.detach()
         raise

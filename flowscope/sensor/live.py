@@ -391,6 +391,19 @@ class Sensor:
         """The interfaces and what is attached to each: ``eth0 (xdp native + tcx egress)``."""
         return ", ".join(f"{at.ifname} ({at.label})" for at in self.attachments)
 
+    def offload_notes(self) -> list[str]:
+        """One line per interface whose offloads hand the hooks merged packets
+        (``Attachment.merging``; docs/live.md, "Segmentation offloads")."""
+        out = []
+        for at in self.attachments:
+            names = at.merging
+            if names:
+                off = " ".join(f"{n.lower()} off" for n in names)
+                out.append(f"flowscope: {at.ifname}: {', '.join(names)} on: packets these "
+                           f"offloads merge count as one, as a capture on this host shows "
+                           f"them, not as the wire carries them (ethtool -K {at.ifname} {off})")
+        return out
+
     def _warm_sensor_paths(self) -> None:
         # the ring drain on an empty ring (nothing is attached yet); warmup() ran the row
         # builders

@@ -101,6 +101,8 @@ def run_live(config: Config, interfaces: Sequence[str], events: str = "ended",
             raise UsageError(f"live: cannot attach: {exc.strerror or exc}") from None
         print(f"Tracking flows on {sensor.describe()}... Ctrl-C to end.",
               file=sys.stderr, flush=True)
+        for line in sensor.offload_notes():
+            print(line, file=sys.stderr, flush=True)
         sensor.run(lambda: bool(stop), duration)
         if not sensor.attachments and not sconf.reattach and not stop:  # all interfaces gone
             status = EXIT_LOST
