@@ -793,6 +793,7 @@ def test_native_xdp_counts_ingress_before_gro():
     """Which offloads merge what a hook sees: native XDP runs before GRO (LRO still merges in
     the NIC); tcx and generic XDP run after it; TSO and GSO only matter with an egress hook."""
     from flowscope.sensor.attach import Attachment
+    from flowscope.sensor.live import offload_note
 
     every = {"LRO", "GRO", "TSO", "GSO"}
     native = Attachment("eth9", 9, "native", "auto", xdp_link_fd=5, tc_link_fd=6, offloads=every)
@@ -801,4 +802,9 @@ def test_native_xdp_counts_ingress_before_gro():
     assert tcx.merging == ["LRO", "GRO", "TSO", "GSO"]
     generic = Attachment("eth9", 9, "generic", "xdp", xdp_link_fd=5, offloads={"GRO", "TSO"})
     assert generic.merging == ["GRO"]
-    assert Attachment("eth9", 9, "auto", "tc", tci_link_fd=5, tc_link_fd=6).merging == []
+    none = Attachment("eth9", 9, "auto", "tc", tci_link_fd=5, tc_link_fd=6)
+    assert none.merging == []
+    # the line at start-up, and again when an interface that came back is attached
+    assert offload_note(native).endswith("(ethtool -K eth9 lro off tso off gso off)")
+    assert offload_note(native).startswith("flowscope: eth9: LRO, TSO, GSO on: ")
+    assert offload_note(none) == ""

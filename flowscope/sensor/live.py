@@ -224,6 +224,18 @@ class SensorStats:
             self.events_by_hook[key] = self.events_by_hook.get(key, 0) + c
 
 
+def offload_note(at) -> str:
+    """The line naming the offloads that hand ``at``'s hooks merged packets
+    (``Attachment.merging``; docs/live.md, "Segmentation offloads"), "" when none does."""
+    names = at.merging
+    if not names:
+        return ""
+    off = " ".join(f"{n.lower()} off" for n in names)
+    return (f"flowscope: {at.ifname}: {', '.join(names)} on: packets these offloads merge "
+            f"count as one, as a capture on this host shows them, not as the wire carries "
+            f"them (ethtool -K {at.ifname} {off})")
+
+
 class Sensor:
     """Attach to interfaces, turn kernel events into flow events, write them.
 
@@ -392,17 +404,8 @@ class Sensor:
         return ", ".join(f"{at.ifname} ({at.label})" for at in self.attachments)
 
     def offload_notes(self) -> list[str]:
-        """One line per interface whose offloads hand the hooks merged packets
-        (``Attachment.merging``; docs/live.md, "Segmentation offloads")."""
-        out = []
-        for at in self.attachments:
-            names = at.merging
-            if names:
-                off = " ".join(f"{n.lower()} off" for n in names)
-                out.append(f"flowscope: {at.ifname}: {', '.join(names)} on: packets these "
-                           f"offloads merge count as one, as a capture on this host shows "
-                           f"them, not as the wire carries them (ethtool -K {at.ifname} {off})")
-        return out
+        """One line per interface whose offloads hand the hooks merged packets."""
+        return [ln for ln in map(offload_note, self.attachments) if ln]
 
     def _warm_sensor_paths(self) -> None:
         # the ring drain on an empty ring (nothing is attached yet); warmup() ran the row
@@ -830,6 +833,9 @@ class Sensor:
         self.attachments.append(at)
         self._slots[at.ifindex] = self.ifnames.index(name)
         self.report(f"flowscope: interface {name} is back: tracking it again ({at.label})")
+        note = offload_note(at)
+        if note:
+            self.report(note)
 
     # ---- shutdown ----------------------------------------------------------------------
 
