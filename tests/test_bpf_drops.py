@@ -10,7 +10,6 @@ import os
 import socket
 import time
 
-import numpy as np
 import pytest
 
 from bpf_helpers import require_bpf, sh, veth_netns
