@@ -34,7 +34,12 @@ Part 2 - live veth throughput.
   --format jsonl`` in each mode of --xdp-modes (default auto and generic: auto is the default
   config, which attaches a tcx ingress link on veth; generic and native pass --xdp-mode, so
   XDP in that mode; tc runs it with ``sensor.ingress: tc``; nodrops runs generic XDP with
-  ``sensor.drops: false``, no drop tracer) as a subprocess pinned to CPU 0; for flowscope,
+  ``sensor.drops: false``, no drop tracer; tcx-nodrops the default config with
+  ``sensor.drops: false``) as a subprocess pinned to CPU 0; or, with no sensor process, only
+  programs on both tcx hooks (``empty``: programs that return at once; ``floor``: the floor
+  program of bench_kernel.py, the parser and one per-CPU counter; ``programs``: flowscope's TC
+  programs as the sensor loads them, without the drop tracer), the ladder from nothing to the
+  whole sensor; for flowscope,
   the ended flows' packets of that traffic are checked against what the interface received
   while the sensor was attached, and the sensor
   process's CPU time (utime + stime, /proc/PID/stat) over the sender run is divided by the
@@ -901,6 +906,10 @@ def run_flowscope(v: Veth, args, tmp: Path, rnd: int, mode: str = "auto") -> dic
         cfg = tmp / "nodrops.yaml"
         cfg.write_text("sensor:\n  drops: false\n  xdp_mode: generic\n")
         how = ["--config", str(cfg)]
+    elif mode == "tcx-nodrops":  # the default config without the drop tracer
+        cfg = tmp / "tcx-nodrops.yaml"
+        cfg.write_text("sensor:\n  drops: false\n")
+        how = ["--config", str(cfg)]
     elif mode == "auto":  # the default config (ingress auto: tcx on veth)
         how = []
     else:
@@ -946,24 +955,84 @@ def run_flowscope(v: Veth, args, tmp: Path, rnd: int, mode: str = "auto") -> dic
     return r
 
 
+#: runs with programs attached on both tcx hooks and no sensor process (--xdp-modes)
+HOOK_MODES = {"empty": "empty programs on both tcx hooks",
+              "floor": "floor program (parse + per-CPU count) on tcx",
+              "programs": "flowscope's TC programs on tcx, no process"}
+
+
+def hook_programs(v: Veth, modes) -> tuple[dict, list]:
+    """The ``HOOK_MODES`` asked for, loaded once: {mode: Hooks} and what to close after."""
+    from bench_kernel import FLOOR
+
+    from flowscope.config import SensorConfig, TrackerConfig
+    from flowscope.sensor import loader
+    from flowscope.sensor.settings import tunables
+
+    hooks, owned = {}, []
+    if not set(modes) & set(HOOK_MODES):
+        return hooks, owned
+    bcc = loader.import_bcc()
+    if "empty" in modes:
+        eb = bcc.BPF(text=EMPTY_PROGS.encode())
+        owned.append(eb.cleanup)
+        fd = eb.load_func(b"empty_tc", bcc.BPF.SCHED_CLS).fd
+        hooks["empty"] = Hooks(v, fd, fd, tcx_in=True)
+    if "floor" in modes:
+        tun = tunables(SensorConfig(), TrackerConfig())
+        src = (loader.inline_sources(["fs_parse.h"])
+               + "#include <uapi/linux/pkt_cls.h>\n" + FLOOR)
+        fb = bcc.BPF(text=src.encode(), cflags=loader.cflags_for(tun)
+                     + [f"-DFS_MAX_FLOWS={tun['max_flows']}"])
+        owned.append(fb.cleanup)
+        fd = fb.load_func(b"floor_tc", bcc.BPF.SCHED_CLS).fd
+        hooks["floor"] = Hooks(v, fd, fd, tcx_in=True)
+    if "programs" in modes:
+        fs = loader.load(tunables(SensorConfig(), TrackerConfig()))
+        owned.append(fs.close)
+        hooks["programs"] = Hooks(v, fs.bpf.load_func(b"fs_tc_ingress", bcc.BPF.SCHED_CLS).fd,
+                                  fs.tc_fd, tcx_in=True)
+    return hooks, owned
+
+
+def run_hooks(v: Veth, args, h: Hooks) -> dict:
+    """One sender run with ``h`` attached and no process reading its maps."""
+    h.attach()
+    try:
+        return send_traffic(v, args, args.veth_seconds)
+    finally:
+        h.detach()
+
+
 def part2(args) -> dict:
     v = Veth(args.sink, args.sender)
     res = {"runs": {"none": [], **{m: [] for m in args.xdp_modes}}}
     tmp = Path(tempfile.mkdtemp(prefix="fs-bench-live-"))
     old_aff = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {CONSUMER_CPU})
+    hooks, owned = {}, []
     try:
         v.open()
         res["veth"] = (v.a, v.ns, v.b)
+        hooks, owned = hook_programs(v, args.xdp_modes)
         for rnd in range(args.rounds):
             log(f"  veth: round {rnd + 1}/{args.rounds}, none ...")
             res["runs"]["none"].append(send_traffic(v, args, args.veth_seconds))
             for mode in args.xdp_modes:
+                if mode in hooks:
+                    log(f"  veth: round {rnd + 1}/{args.rounds}, {HOOK_MODES[mode]} ...")
+                    res["runs"][mode].append(run_hooks(v, args, hooks[mode]))
+                    continue
                 log(f"  veth: round {rnd + 1}/{args.rounds}, flowscope live ({mode}) ...")
                 res["runs"][mode].append(run_flowscope(v, args, tmp, rnd, mode))
-        log(f"  veth: alternating {args.slice:g} s slices for {args.alt_seconds:g} s ...")
-        res["alt"] = alternating(v, args)
+        if args.alt_seconds > 0:
+            log(f"  veth: alternating {args.slice:g} s slices for {args.alt_seconds:g} s ...")
+            res["alt"] = alternating(v, args)
     finally:
+        for h in hooks.values():
+            h.detach()
+        for close in owned:
+            close()
         os.sched_setaffinity(0, old_aff)
         v.close()
         for f in tmp.iterdir():
@@ -1032,23 +1101,29 @@ def report(args, r1: dict | None, r2: dict | None) -> int:
         print(f"Separate runs: {args.rounds} rounds x {args.veth_seconds:g} s, none and flowscope "
               f"({', '.join(args.xdp_modes)}) alternating; median (min..max) over rounds; "
               f"ratios per round against that round's none run.")
-        hdr = (f"{'configuration':<40}{'rx Mpps':>9}{'min':>7}{'max':>7}{'vs none':>9}"
+        hdr = (f"{'configuration':<46}{'rx Mpps':>9}{'min':>7}{'max':>7}{'vs none':>9}"
                f"{'min':>7}{'max':>7}")
         print(hdr)
         print("-" * len(hdr))
-        print(f"{'none (baseline)':<40}{_m(base):>9}{_m(min(none)):>7}{_m(max(none)):>7}"
+        print(f"{'none (baseline)':<46}{_m(base):>9}{_m(min(none)):>7}{_m(max(none)):>7}"
               f"{1.0:>8.2f}x")
         fs_ratio = 0.0
         for mode in args.xdp_modes:
             live = [r["rx_pps"] for r in runs[mode]]
             pair = [f / n for f, n in zip(live, none)]
             ratio = statistics.median(live) / base
+            if mode in HOOK_MODES:
+                print(f"{HOOK_MODES[mode]:<46}{_m(statistics.median(live)):>9}"
+                      f"{_m(min(live)):>7}{_m(max(live)):>7}{ratio:>8.2f}x{min(pair):>6.2f}x"
+                      f"{max(pair):>6.2f}x   +{(1 / ratio - 1) * 1e9 / base:.0f} ns/packet")
+                continue
             fs_ratio = max(fs_ratio, ratio)
             name = {"tc": "ingress: tc", "nodrops": "XDP generic, drops: false",
+                    "tcx-nodrops": "default, drops: false",
                     "auto": "default config"}.get(mode, "XDP " + mode)
-            print(f"{'flowscope live, ' + name:<40}{_m(statistics.median(live)):>9}"
+            print(f"{'flowscope live, ' + name:<46}{_m(statistics.median(live)):>9}"
                   f"{_m(min(live)):>7}{_m(max(live)):>7}{ratio:>8.2f}x{min(pair):>6.2f}x"
-                  f"{max(pair):>6.2f}x")
+                  f"{max(pair):>6.2f}x   +{(1 / ratio - 1) * 1e9 / base:.0f} ns/packet")
             ns = [1e9 * r["sensor_cpu_s"] / max(1, r["rx_while_attached"]) for r in runs[mode]]
             util = [r["sensor_cpu_s"] / (r["rx_while_attached"] / max(1.0, r["rx_pps"]))
                     for r in runs[mode]]
@@ -1091,7 +1166,8 @@ def report(args, r1: dict | None, r2: dict | None) -> int:
               f"{'met' if fs_ratio >= 0.9 else 'NOT met'}")
         missed += fs_ratio < 0.9
         all_ok = True
-        for i, (mode, r) in enumerate((m, r) for m in args.xdp_modes for r in runs[m]):
+        for i, (mode, r) in enumerate((m, r) for m in args.xdp_modes for r in runs[m]
+                                      if m not in HOOK_MODES):
             ok = (r["ended_pkts"] == r["rx_while_attached"] == r["sent"]
                   == r["kernel_packets"] and r["rx_dropped"] == 0)
             all_ok &= ok
@@ -1124,7 +1200,7 @@ def main() -> int:
     ap.add_argument("--veth-seconds", type=float, default=None, help="per veth run (default 3)")
     ap.add_argument("--rounds", type=int, default=None, help="veth rounds (default 5)")
     ap.add_argument("--alt-seconds", type=float, default=None,
-                    help="alternating-slices sender run (default 30)")
+                    help="alternating-slices sender run (default 30; 0: none)")
     ap.add_argument("--slice", type=float, default=0.25, help="alternating slice length, s")
     ap.add_argument("--flows", type=int, default=16, help="UDP flows in the veth traffic")
     ap.add_argument("--only", choices=("ring", "veth"), help="run one part only")
@@ -1132,7 +1208,10 @@ def main() -> int:
                     help="comma-separated sensor modes to run (default auto,generic): auto = "
                          "the default config (tcx ingress on veth); generic, native = "
                          "--xdp-mode; tc = sensor.ingress: tc; nodrops = generic with "
-                         "sensor.drops: false (no drop tracer)")
+                         "sensor.drops: false (no drop tracer); tcx-nodrops = the default "
+                         "config with sensor.drops: false; empty, floor, programs = no "
+                         "sensor process, only programs on both tcx hooks (empty ones, the "
+                         "floor program of bench_kernel.py, flowscope's TC programs)")
     ap.add_argument("--sink", choices=tuple(SINKS), default="full",
                     help="what receives the frames (default full; see the module docstring)")
     ap.add_argument("--sender", choices=tuple(SENDERS), default="socket",
@@ -1144,16 +1223,18 @@ def main() -> int:
     args.warm = min(0.5, args.ring_seconds / 3)
     args.veth_seconds = args.veth_seconds or (2.0 if q else 3.0)
     args.rounds = args.rounds or (1 if q else 5)
-    args.alt_seconds = args.alt_seconds or (6.0 if q else 30.0)
+    if args.alt_seconds is None:
+        args.alt_seconds = 6.0 if q else 30.0
     if (not 0 < args.ring_seconds <= 60 or not 0 < args.veth_seconds <= 60
-            or not 0 < args.alt_seconds <= 120 or not 0.05 <= args.slice <= 5
+            or not 0 <= args.alt_seconds <= 120 or not 0.05 <= args.slice <= 5
             or not 1 <= args.rounds <= 20):
         ap.error("keep --ring-seconds/--veth-seconds in (0, 60], --alt-seconds in (0, 120], "
-                 "--slice in [0.05, 5] and --rounds in [1, 20]")
-    bad = set(args.xdp_modes) - {"auto", "generic", "native", "tc", "nodrops"}
+                 "--slice in [0.05, 5] and --rounds in [1, 20]; --alt-seconds 0 skips the "
+                 "alternating slices")
+    known = ("auto", "generic", "native", "tc", "nodrops", "tcx-nodrops", *HOOK_MODES)
+    bad = set(args.xdp_modes) - set(known)
     if bad:
-        ap.error(f"--xdp-modes: unknown {', '.join(sorted(bad))} (auto, generic, native, tc, "
-                 "nodrops)")
+        ap.error(f"--xdp-modes: unknown {', '.join(sorted(bad))} ({', '.join(known)})")
     if os.geteuid() != 0:
         ap.error("needs root (BPF, network namespaces)")
     if not {PRODUCER_CPU, CONSUMER_CPU} <= os.sched_getaffinity(0):
