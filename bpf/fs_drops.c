@@ -1,19 +1,26 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fs_drops.c - the kernel's packet drops (raw tracepoint skb:kfree_skb), counted to their flow.
+ * fs_drops.c - the kernel's packet drops (tracepoint skb:kfree_skb), counted to their flow.
  *
  * Logic: 1) skip frees that are no drop (reason <= NOT_SPECIFIED: consumed, not dropped yet,
  * or a free that gives no reason) and frames addressed to another host (OTHERHOST: on a mirror
  * port or a promiscuous link every frame not for this host is freed so, and nothing was lost;
- * values from BTF, -1 when the kernel has no such reason); 2) read the dropped skb's IP header
- * and ports through bpf_probe_read_kernel at the offsets of struct sk_buff this kernel has (-D
- * flags from its BTF, flowscope/sensor/btf.py: there are no kernel headers to compile
- * against); 3) build the canonical key and, when fs_flows holds that flow, add the drop to it
+ * values from BTF, -1 when the kernel has no such reason); 2) read the dropped skb's fields
+ * and its device's ifindex, at the offsets of struct sk_buff and struct net_device this kernel
+ * has (-D flags from its BTF, flowscope/sensor/btf.py: there are no kernel headers to compile
+ * against), and its IP header and ports through bpf_probe_read_kernel; 3) build the canonical
+ * key and, when fs_flows holds that flow, add the drop to it
  * (per orientation, and to the majority vote of its reason); 4) count the drop by (interface,
  * reason) in fs_drop_counts when it belongs to a known flow or happened on a watched
  * interface. Drops of other packets are ignored: the host's unrelated traffic is not the
  * sensor's business.
  * Compiled only with -DFS_DROPS=1.
+ *
+ * Loaded as a BTF-typed tracepoint program (tp_btf; flowscope/sensor/loader.py
+ * load_tp_btf): the verifier knows args[0] is a struct sk_buff *, so the fields above are
+ * plain loads (one instruction each, a fault reads as 0) instead of helper calls, which cost
+ * tens of ns each on a VM (docs/benchmarks.md). Only the packet bytes, behind the untyped
+ * skb->head, still need bpf_probe_read_kernel.
  */
 #include "fs_shared.h"
 #include "fs_maps.h"
@@ -48,54 +55,28 @@ static __always_inline __u64 fs_be64(const __u8 *b)
 	return v;
 }
 
-/*
- * The four sk_buff fields read (dev, transport_header, network_header, head: 16-199 on 6.x)
- * come in one read of the span that holds them, when it fits FS_SKB_BLOCK, instead of four:
- * each read is a helper call, and a drop storm pays them per packet (with the ports taken
- * from the IP header's read, the program's run time per drop fell from 450-520 to 310-330 ns
- * here: docs/benchmarks.md).
- */
-#define FS_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define FS_MAX(a, b) ((a) > (b) ? (a) : (b))
-#define FS_SKB_LO                                                                                  \
-	FS_MIN(FS_MIN(FS_SKB_HEAD, FS_SKB_DEV),                                                    \
-	       FS_MIN(FS_SKB_NETWORK_HEADER, FS_SKB_TRANSPORT_HEADER))
-#define FS_SKB_SPAN                                                                                \
-	(FS_MAX(FS_MAX(FS_SKB_HEAD, FS_SKB_DEV) + 8,                                               \
-	        FS_MAX(FS_SKB_NETWORK_HEADER, FS_SKB_TRANSPORT_HEADER) + 2) -                      \
-	 FS_SKB_LO)
-#define FS_SKB_BLOCK 192
 /* IP header bytes read at once: an IPv6 header or an IPv4 one with options, and the ports
  * right after an IPv6 or option-less IPv4 header */
 #define FS_IP_READ 48
 
-int fs_kfree_skb(struct bpf_raw_tracepoint_args *ctx)
+/* A member of a BTF-typed struct, read with a plain load (the offset comes from the kernel's
+ * BTF; the verifier checks the access against the same BTF) */
+#define FS_BTF_READ(type, base, off) (*(type *)((char *)(base) + (off)))
+
+int fs_kfree_skb(__u64 *ctx)
 {
-	void *skb = (void *)ctx->args[0];
-	__u32 reason = (__u32)ctx->args[2];
+	void *skb = (void *)ctx[0];
+	__u32 reason = (__u32)ctx[2];
 	if (reason <= FS_DROP_NOT_SPECIFIED || reason == (__u32)FS_DROP_OTHERHOST ||
 	    reason == (__u32)FS_DROP_NS_OTHERHOST)
 		return 0;
-	unsigned char *head = 0;
-	void *dev = 0;
-	__u16 nh = FS_NO_HEADER, th = FS_NO_HEADER;
+	unsigned char *head = FS_BTF_READ(unsigned char *, skb, FS_SKB_HEAD);
+	void *dev = FS_BTF_READ(void *, skb, FS_SKB_DEV);
+	__u16 nh = FS_BTF_READ(__u16, skb, FS_SKB_NETWORK_HEADER);
+	__u16 th = FS_BTF_READ(__u16, skb, FS_SKB_TRANSPORT_HEADER);
 	__u32 ifindex = 0;
-#if FS_SKB_SPAN <= FS_SKB_BLOCK
-	__u8 blk[FS_SKB_BLOCK];
-	if (bpf_probe_read_kernel(blk, FS_SKB_SPAN, skb + FS_SKB_LO) == 0) {
-		__builtin_memcpy(&head, blk + (FS_SKB_HEAD - FS_SKB_LO), sizeof(head));
-		__builtin_memcpy(&dev, blk + (FS_SKB_DEV - FS_SKB_LO), sizeof(dev));
-		__builtin_memcpy(&nh, blk + (FS_SKB_NETWORK_HEADER - FS_SKB_LO), sizeof(nh));
-		__builtin_memcpy(&th, blk + (FS_SKB_TRANSPORT_HEADER - FS_SKB_LO), sizeof(th));
-	}
-#else
-	bpf_probe_read_kernel(&head, sizeof(head), skb + FS_SKB_HEAD);
-	bpf_probe_read_kernel(&dev, sizeof(dev), skb + FS_SKB_DEV);
-	bpf_probe_read_kernel(&nh, sizeof(nh), skb + FS_SKB_NETWORK_HEADER);
-	bpf_probe_read_kernel(&th, sizeof(th), skb + FS_SKB_TRANSPORT_HEADER);
-#endif
 	if (dev)
-		bpf_probe_read_kernel(&ifindex, sizeof(ifindex), dev + FS_NETDEV_IFINDEX);
+		ifindex = FS_BTF_READ(__u32, dev, FS_NETDEV_IFINDEX);
 	__u8 *watched = fs_watched.lookup(&ifindex);
 	struct fs_flow_key k = {};
 	struct fs_flow *f = 0;

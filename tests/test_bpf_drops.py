@@ -1,4 +1,4 @@
-"""Kernel drops (raw tracepoint skb:kfree_skb) counted to their flows and by reason.
+"""Kernel drops (tracepoint skb:kfree_skb) counted to their flows and by reason.
 
 Root + BPF: the programs are attached to our end of a veth pair whose other end is in a test
 netns; the drops are made there (a closed UDP port, an nftables drop rule), in the same kernel.
@@ -166,3 +166,51 @@ def test_frames_for_another_host_are_no_drops(drops_topo):
 
     other = {k for k, v in drop_reason_names().items() if v.endswith("OTHERHOST")}
     assert not other & {int(k["reason"]) for k in dk}
+
+
+def test_tracer_reads_the_skb_as_a_typed_tracepoint_program(drops_topo):
+    """The tracer is loaded as a BTF-typed tracepoint program, whose sk_buff and net_device
+    fields are plain loads; only the packet bytes behind skb->head take helper calls (the IP
+    header, its shorter retry, the ports after options). A raw tracepoint program would need a
+    helper call for every field (docs/live.md, "Kernel drops")."""
+    import ctypes
+
+    from flowscope.sensor import loader
+    from flowscope.sensor.ring import BPF_OBJ_GET_INFO_BY_FD, _InfoAttr
+
+    mod = drops_topo[0]
+    info = (ctypes.c_uint32 * 64)()
+    loader.bpf_syscall(BPF_OBJ_GET_INFO_BY_FD,
+                       _InfoAttr(bpf_fd=mod.fds["fs_kfree_skb"], info_len=ctypes.sizeof(info),
+                                 info=ctypes.addressof(info)))
+    assert info[0] == loader.BPF_PROG_TYPE_TRACING
+    insns = mod.bpf.dump_func(b"fs_kfree_skb")
+    probe_read_kernel = 113  # BPF_FUNC_probe_read_kernel
+    calls = [int.from_bytes(insns[i + 4:i + 8], "little", signed=True)
+             for i in range(0, len(insns), 8) if insns[i] == 0x85]  # BPF_JMP | BPF_CALL
+    assert calls.count(probe_read_kernel) == 3, calls
+
+
+def test_a_tracer_the_kernel_refuses_leaves_the_sensor_without_it(drops_topo, monkeypatch):
+    """A refused tracer is one line (the verifier's last) and a module without it, not a
+    failed start: Sensor.start reports the line and goes on (docs/live.md)."""
+    from flowscope.sensor import loader
+
+    mod = drops_topo[0]
+    with pytest.raises(OSError) as exc:
+        loader.load_tp_btf(mod.bpf.dump_func(b"fs_kfree_skb"), "fs_kfree_skb", 1)
+    msg = str(exc.value)
+    assert msg.startswith("[Errno") and "loading fs_kfree_skb:" in msg and "\n" not in msg
+
+    def refuse(insns, name, btf_id):
+        raise OSError(13, f"loading {name}: Permission denied")
+
+    monkeypatch.setattr(loader, "load_tp_btf", refuse)
+    other = loader.load({"max_flows": 1024, "drops": 1})
+    try:
+        assert not other.drops and "fs_kfree_skb" not in other.fds
+        assert other.drops_error == "[Errno 13] loading fs_kfree_skb: Permission denied"
+        other.attach_drops()  # nothing to attach
+        assert not other.drops_attached
+    finally:
+        other.close()

@@ -338,7 +338,7 @@ def test_no_leftovers_after_signal(topo, tmp_path, sig, how):
         mine = _link_ids_of(live.pid)
         ours = {i: t for i, t in _links().items() if i in mine}
         # ingress (tcx on veth by default, XDP on request), tcx egress and the drop tracer's
-        # raw tracepoint (sensor.drops, default on); older bpftools name tcx links 11
+        # tracepoint link (sensor.drops, default on); older bpftools name tcx links 11
         tcx = "tcx" if "tcx" in ours.values() else "11"
         want = [tcx, "xdp"] if how else [tcx, tcx]
         assert sorted(map(str, ours.values())) == sorted(want + ["raw_tracepoint"]), ours

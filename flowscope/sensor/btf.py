@@ -112,6 +112,14 @@ class Btf:
         kind, _n, size, _k, _e = self.types[mt]
         return at, (8 if kind == _PTR else size)
 
+    def tracepoint_id(self, tracepoint: str) -> int:
+        """Type id of ``btf_trace_<tracepoint>``, the typedef a BTF-typed tracepoint program
+        is loaded against (its arguments' types)."""
+        tid = self.by_name.get((_TYPEDEF, f"btf_trace_{tracepoint}"))
+        if tid is None:
+            raise BtfError(f"BTF: no tracepoint {tracepoint}")
+        return tid
+
     def enum_values(self, enum_name: str) -> dict[int, str]:
         """Value -> name of every member of ``enum enum_name``."""
         tid = self.by_name.get((_ENUM, enum_name)) or self.by_name.get((_ENUM64, enum_name))

@@ -342,12 +342,15 @@ class Sensor:
 
             try:
                 drop_tracer_cflags()
+                loader.drop_tracepoint_id()
                 self._drop_names = drop_reason_names()
             except BtfError as exc:
                 tun["drops"] = 0
                 self.report(f"flowscope: kernel drops not tracked: {exc}")
         self.loaded = load_quietly(loader, tun, tc_ingress=(
             "ingress" in self.config.hooks and self.config.ingress in ("auto", "tc")))
+        if tun.get("drops") and not self.loaded.drops:
+            self.report(f"flowscope: kernel drops not tracked: {self.loaded.drops_error}")
         try:
             maps.write_filter(self.loaded, self.tracker.config)
             self.ring = RingReader(self.loaded.events_fd)

@@ -175,22 +175,19 @@ class Loaded:
     counters_fd: int
     cflags: list[str]
     source: str = field(repr=False)
-    drops: bool = False  # the drop tracer is compiled in (fs_kfree_skb; attach_drops)
+    drops: bool = False  # the drop tracer is loaded (fds["fs_kfree_skb"]; attach_drops)
     drops_attached: bool = False
+    drops_error: str = ""  # why the drop tracer asked for could not be loaded (one line)
     # loaded by a child process (``load_detached``; ``bpf`` is None): name -> fd of every
     # map and program, all owned by this object
     fds: dict = field(default_factory=dict, repr=False)
     bcc_version: str = ""
 
     def attach_drops(self) -> None:
-        """Attach the drop tracer to the raw tracepoint skb:kfree_skb (detached with
-        ``close`` or when the process ends)."""
+        """Attach the drop tracer to the tracepoint skb:kfree_skb (detached with ``close`` or
+        when the process ends)."""
         if self.drops and not self.drops_attached:
-            if self.bpf is not None:
-                self.bpf.attach_raw_tracepoint(tp=b"kfree_skb", fn_name=b"fs_kfree_skb")
-            else:
-                self.fds["tp:kfree_skb"] = raw_tracepoint_open(self.fds["fs_kfree_skb"],
-                                                               b"kfree_skb")
+            self.fds["tp:kfree_skb"] = raw_tracepoint_open(self.fds["fs_kfree_skb"])
             self.drops_attached = True
 
     def map_fd(self, name: str) -> int:
@@ -262,6 +259,7 @@ def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
     bcc = import_bcc()
     cflags = build_cflags(tunables) + list(extra_cflags or [])  # BtfError without BTF
     drops = bool((tunables or {}).get("drops"))
+    tp_id = drop_tracepoint_id() if drops else 0
     src = program_source()
     try:
         b = bcc.BPF(text=src.encode(), cflags=cflags, debug=debug)
@@ -276,6 +274,13 @@ def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
         tc = b.load_func(b"fs_tc", bcc.BPF.SCHED_CLS)
         if int((tunables or {}).get("decapsulate", 1)):
             load_decap(b, bcc)
+        fds, error = {}, ""
+        if drops:
+            try:
+                fds["fs_kfree_skb"] = load_tp_btf(b.dump_func(b"fs_kfree_skb"),
+                                                  "fs_kfree_skb", tp_id)
+            except OSError as exc:
+                error = str(exc)
         return Loaded(
             bpf=b,
             xdp_fd=xdp.fd,
@@ -285,7 +290,9 @@ def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
             counters_fd=_map_fd(b, "fs_counters"),
             cflags=cflags,
             source=src,
-            drops=drops,
+            drops="fs_kfree_skb" in fds,
+            drops_error=error,
+            fds=fds,
         )
     except BaseException:
         b.cleanup()
@@ -329,7 +336,8 @@ def load_detached(tunables: dict | None = None, tc_ingress: bool = False) -> Loa
     drops = bool((tunables or {}).get("drops"))
     src = program_source()
     decap = bool(int((tunables or {}).get("decapsulate", 1)))
-    req = json.dumps({"source": src, "cflags": cflags, "drops": drops,
+    req = json.dumps({"source": src, "cflags": cflags,
+                      "drops": drop_tracepoint_id() if drops else 0,
                       "tc_ingress": tc_ingress, "decap": decap}).encode()
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with mine:
@@ -368,7 +376,8 @@ def load_detached(tunables: dict | None = None, tc_ingress: bool = False) -> Loa
     named = dict(zip(reply["names"], fds))
     return Loaded(bpf=None, xdp_fd=named["fs_xdp"], tc_fd=named["fs_tc"],
                   flows_fd=named["fs_flows"], events_fd=named["fs_events"],
-                  counters_fd=named["fs_counters"], cflags=cflags, source=src, drops=drops,
+                  counters_fd=named["fs_counters"], cflags=cflags, source=src,
+                  drops="fs_kfree_skb" in named, drops_error=reply.get("drops_error", ""),
                   fds=named, bcc_version=reply.get("bcc", ""))
 
 
@@ -392,12 +401,18 @@ def _child_main(sock_fd: int) -> None:
         progs = [("fs_xdp", bcc.BPF.XDP), ("fs_tc", bcc.BPF.SCHED_CLS)]
         if req["tc_ingress"]:
             progs.append(("fs_tc_ingress", bcc.BPF.SCHED_CLS))
-        if req["drops"]:
-            progs.append(("fs_kfree_skb", bcc.BPF.RAW_TRACEPOINT))
         names, fds = [], []
         for name, kind in progs:
             names.append(name)
             fds.append(b.load_func(name.encode(), kind).fd)
+        drops_error = ""
+        if req["drops"]:
+            try:
+                fds.append(load_tp_btf(b.dump_func(b"fs_kfree_skb"), "fs_kfree_skb",
+                                       req["drops"]))
+                names.append("fs_kfree_skb")
+            except OSError as exc:
+                drops_error = str(exc)
         maps = SENSOR_MAPS
         if req["decap"]:
             # the program arrays' entries live as long as a process holds the arrays: the
@@ -407,7 +422,8 @@ def _child_main(sock_fd: int) -> None:
         for name in maps:
             names.append(name)
             fds.append(_map_fd(b, name))
-        reply = {"ok": True, "names": names, "bcc": str(getattr(bcc, "__version__", ""))}
+        reply = {"ok": True, "names": names, "bcc": str(getattr(bcc, "__version__", "")),
+                 "drops_error": drops_error}
     except Exception as exc:  # noqa: BLE001 - BCC raises a bare Exception; reported as one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         reply = {"ok": False, "error": f"BPF compile failed ({first}); if the messages above "
@@ -417,7 +433,12 @@ def _child_main(sock_fd: int) -> None:
     sock.close()
 
 
+BPF_PROG_LOAD = 5
 BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_PROG_TYPE_TRACING = 26
+BPF_TRACE_RAW_TP = 23
+#: the tracepoint the drop tracer runs on
+DROP_TRACEPOINT = "kfree_skb"
 
 
 class _RawTpAttr(ctypes.Structure):
@@ -425,11 +446,65 @@ class _RawTpAttr(ctypes.Structure):
                 ("_pad", ctypes.c_uint32), ("cookie", ctypes.c_uint64)]
 
 
-def raw_tracepoint_open(prog_fd: int, name: bytes) -> int:
-    """Attach a raw tracepoint program; returns the fd that keeps it attached."""
-    buf = ctypes.create_string_buffer(name)
+class _ProgLoadAttr(ctypes.Structure):
+    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32),
+                ("insns", ctypes.c_uint64), ("license", ctypes.c_uint64),
+                ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
+                ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32),
+                ("prog_flags", ctypes.c_uint32), ("prog_name", ctypes.c_char * 16),
+                ("prog_ifindex", ctypes.c_uint32), ("expected_attach_type", ctypes.c_uint32),
+                ("prog_btf_fd", ctypes.c_uint32), ("func_info_rec_size", ctypes.c_uint32),
+                ("func_info", ctypes.c_uint64), ("func_info_cnt", ctypes.c_uint32),
+                ("line_info_rec_size", ctypes.c_uint32), ("line_info", ctypes.c_uint64),
+                ("line_info_cnt", ctypes.c_uint32), ("attach_btf_id", ctypes.c_uint32),
+                ("attach_btf_obj_fd", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+def raw_tracepoint_open(prog_fd: int, name: bytes | None = None) -> int:
+    """Attach a raw tracepoint program to ``name``, or a BTF-typed one (no name: the
+    tracepoint it was loaded for); returns the fd that keeps it attached."""
+    buf = ctypes.create_string_buffer(name) if name is not None else None
     return bpf_syscall(BPF_RAW_TRACEPOINT_OPEN,
-                       _RawTpAttr(name=ctypes.addressof(buf), prog_fd=prog_fd))
+                       _RawTpAttr(name=ctypes.addressof(buf) if buf is not None else 0,
+                                  prog_fd=prog_fd))
+
+
+def drop_tracepoint_id() -> int:
+    """BTF type id the drop tracer is loaded against (``btf_trace_kfree_skb``); BtfError
+    without BTF or without that tracepoint."""
+    from .btf import vmlinux  # noqa: PLC0415
+
+    return vmlinux().tracepoint_id(DROP_TRACEPOINT)
+
+
+def load_tp_btf(insns: bytes, name: str, btf_id: int) -> int:
+    """Load compiled instructions (map fds already in place, as BCC's ``dump_func`` gives
+    them) as a BTF-typed tracepoint program (``tp_btf``) for the tracepoint whose
+    ``btf_trace_*`` typedef is ``btf_id``; returns its fd.
+
+    BCC loads only raw tracepoints, whose arguments are plain numbers: every read through
+    them is a helper call. Typed, the verifier lets the program load struct members
+    directly. OSError names the verifier's last line on failure.
+    """
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(b"GPL")
+    attr = _ProgLoadAttr(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=len(insns) // 8,
+                         insns=ctypes.addressof(code), license=ctypes.addressof(lic),
+                         prog_name=name.encode()[:15], expected_attach_type=BPF_TRACE_RAW_TP,
+                         attach_btf_id=btf_id)
+    try:
+        return bpf_syscall(BPF_PROG_LOAD, attr)
+    except OSError as exc:
+        log = ctypes.create_string_buffer(1 << 20)
+        attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ctypes.addressof(log)
+        try:
+            fd = bpf_syscall(BPF_PROG_LOAD, attr)
+        except OSError:
+            lines = [ln for ln in log.value.decode(errors="replace").splitlines()
+                     if ln.strip() and not ln.startswith(("processed ", "verification time"))]
+            raise OSError(exc.errno, f"loading {name}: {os.strerror(exc.errno)}"
+                          + (f" ({lines[-1].strip()})" if lines else "")) from None
+        return fd  # passed with the log on: a transient failure
 
 
 def load_decap(b, bcc) -> None:
