@@ -4,6 +4,8 @@
 Everything runs through BPF_PROG_TEST_RUN and uses the kernel-reported ns per run:
   established  one packet of an existing TCP flow (a pure ACK: no event), repeat >= 1e6,
                median of --rounds calls;
+  udp stream   the same for a 60-byte UDP datagram of an existing flow (bench_live.py's
+               frames);
   new-flow     --new distinct flows, one run each (repeat=1), median;
   churn        --flows (default 100 k) flows created, then one run per flow in shuffled
                order (each touches a cold map entry), median.
@@ -81,6 +83,16 @@ def frame(i: int, flags: int = 0x10) -> bytes:
     return f + b"\0" * (64 - len(f))
 
 
+def udp_frame(i: int) -> bytes:
+    """60-byte Ethernet/IPv4/UDP frame of flow number i (18 bytes of payload), as
+    bench_live.py sends (10.x.y.z:port -> 10.255.0.1:9999)."""
+    src = ipaddress.IPv4Address(0x0A000000 + (i >> 10) + 1).packed
+    dst = ipaddress.IPv4Address("10.255.0.1").packed
+    udp = struct.pack("!HHHH", 40000 + (i & 1023), 9999, 26, 0) + bytes(18)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0, src, dst)
+    return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00" + ip + udp
+
+
 def median_repeat(fd: int, f: bytes, repeat: int, rounds: int) -> float:
     loader.prog_test_run(fd, f)  # create the flow / warm up
     return statistics.median(loader.prog_test_run(fd, f, repeat)[1] for _ in range(rounds))
@@ -135,6 +147,10 @@ def main() -> int:
             est = (median_repeat(ours[hook], f, args.repeat, args.rounds),
                    median_repeat(floor[hook], f, args.repeat, args.rounds))
             rows.append((hook, "established", *est))
+            u = udp_frame(0)
+            rows.append((hook, "udp stream",
+                         median_repeat(ours[hook], u, args.repeat, args.rounds),
+                         median_repeat(floor[hook], u, args.repeat, args.rounds)))
             m_off.bpf[b"fs_flows"].clear()
             m_slow.bpf[b"fs_flows"].clear()
             seq_rows.append((hook, median_repeat(ours_off[hook], f, args.repeat, args.rounds),
