@@ -83,14 +83,12 @@ def frame(i: int, flags: int = 0x10) -> bytes:
     return f + b"\0" * (64 - len(f))
 
 
-def udp_frame(i: int) -> bytes:
-    """60-byte Ethernet/IPv4/UDP frame of flow number i (18 bytes of payload), as
-    bench_live.py sends (10.x.y.z:port -> 10.255.0.1:9999)."""
-    src = ipaddress.IPv4Address(0x0A000000 + (i >> 10) + 1).packed
-    dst = ipaddress.IPv4Address("10.255.0.1").packed
-    udp = struct.pack("!HHHH", 40000 + (i & 1023), 9999, 26, 0) + bytes(18)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0, src, dst)
-    return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00" + ip + udp
+def udp_frame() -> bytes:
+    """The 60-byte Ethernet/IPv4/UDP frame bench_live.py sends (18 bytes of payload)."""
+    from bench_live import _frames
+
+    return _frames({"src_mac": "02:00:00:00:00:02", "dst_mac": "02:00:00:00:00:01",
+                    "src_ip": "10.0.0.1", "dst_ip": "10.255.0.1", "port": 9999, "flows": 1})[0]
 
 
 def median_repeat(fd: int, f: bytes, repeat: int, rounds: int) -> float:
@@ -147,7 +145,7 @@ def main() -> int:
             est = (median_repeat(ours[hook], f, args.repeat, args.rounds),
                    median_repeat(floor[hook], f, args.repeat, args.rounds))
             rows.append((hook, "established", *est))
-            u = udp_frame(0)
+            u = udp_frame()
             rows.append((hook, "udp stream",
                          median_repeat(ours[hook], u, args.repeat, args.rounds),
                          median_repeat(floor[hook], u, args.repeat, args.rounds)))
