@@ -337,7 +337,7 @@ def load_detached(tunables: dict | None = None, tc_ingress: bool = False) -> Loa
     src = program_source()
     decap = bool(int((tunables or {}).get("decapsulate", 1)))
     req = json.dumps({"source": src, "cflags": cflags,
-                      "drops": drop_tracepoint_id() if drops else 0,
+                      "drops_btf_id": drop_tracepoint_id() if drops else 0,
                       "tc_ingress": tc_ingress, "decap": decap}).encode()
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with mine:
@@ -406,10 +406,10 @@ def _child_main(sock_fd: int) -> None:
             names.append(name)
             fds.append(b.load_func(name.encode(), kind).fd)
         drops_error = ""
-        if req["drops"]:
+        if req["drops_btf_id"]:
             try:
                 fds.append(load_tp_btf(b.dump_func(b"fs_kfree_skb"), "fs_kfree_skb",
-                                       req["drops"]))
+                                       req["drops_btf_id"]))
                 names.append("fs_kfree_skb")
             except OSError as exc:
                 drops_error = str(exc)
@@ -460,13 +460,10 @@ class _ProgLoadAttr(ctypes.Structure):
                 ("attach_btf_obj_fd", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
 
 
-def raw_tracepoint_open(prog_fd: int, name: bytes | None = None) -> int:
-    """Attach a raw tracepoint program to ``name``, or a BTF-typed one (no name: the
-    tracepoint it was loaded for); returns the fd that keeps it attached."""
-    buf = ctypes.create_string_buffer(name) if name is not None else None
-    return bpf_syscall(BPF_RAW_TRACEPOINT_OPEN,
-                       _RawTpAttr(name=ctypes.addressof(buf) if buf is not None else 0,
-                                  prog_fd=prog_fd))
+def raw_tracepoint_open(prog_fd: int) -> int:
+    """Attach a BTF-typed tracepoint program to the tracepoint it was loaded for (no name);
+    returns the fd (a link) that keeps it attached."""
+    return bpf_syscall(BPF_RAW_TRACEPOINT_OPEN, _RawTpAttr(name=0, prog_fd=prog_fd))
 
 
 def drop_tracepoint_id() -> int:
