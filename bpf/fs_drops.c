@@ -67,9 +67,12 @@ int fs_kfree_skb(__u64 *ctx)
 {
 	void *skb = (void *)ctx[0];
 	__u32 reason = (__u32)ctx[2];
-	if (reason <= FS_DROP_NOT_SPECIFIED || reason == (__u32)FS_DROP_OTHERHOST ||
-	    reason == (__u32)FS_DROP_NS_OTHERHOST)
+	if (reason <= FS_DROP_NOT_SPECIFIED)
 		return 0;
+	if (reason == (__u32)FS_DROP_OTHERHOST || reason == (__u32)FS_DROP_NS_OTHERHOST) {
+		fs_drop_count(FS_CNT_OTHERHOST); /* for the sensor's mirror-port note */
+		return 0;
+	}
 	unsigned char *head = FS_BTF_READ(unsigned char *, skb, FS_SKB_HEAD);
 	void *dev = FS_BTF_READ(void *, skb, FS_SKB_DEV);
 	__u16 nh = FS_BTF_READ(__u16, skb, FS_SKB_NETWORK_HEADER);

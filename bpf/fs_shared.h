@@ -167,6 +167,9 @@ enum fs_counter {
 	FS_CNT_DNS = 24,         /* FS_EVR_DNS records submitted */
 	FS_CNT_DROPS = 25,       /* kernel drops (skb:kfree_skb) counted to a flow of the map */
 	FS_CNT_DROPS_OTHER = 26, /* kernel drops of watched interfaces matching no flow */
+	FS_CNT_OTHERHOST = 27,   /* frames the stack freed as addressed to another host
+				  * (OTHERHOST: a mirror port, a promiscuous link; host-wide),
+				  * which the drop tracer skips */
 	/* flow filter and sampling */
 	FS_CNT_FILTERED = 28,    /* packets of new flows the filter dropped (no entry made; held
 				  * fragments a dropped first fragment resolved included) */

@@ -166,6 +166,10 @@ FAMILIES = (
     Family("flowscope_kernel_drops_matched", "counter", "drops", ("match",),
            "Kernel drops counted, by what made them count: flow (a flow of the map) or "
            "interface (a watched interface, no known flow)."),
+    Family("flowscope_other_host_packets", "counter", "packets", (),
+           "Frames the host's stack freed as addressed to another host (OTHERHOST: a mirror "
+           "port or a promiscuous link, on any interface), which the drop tracer skips: no "
+           "drops, but each costs the tracer a call."),
 )
 
 #: Upper bounds (seconds) of the handshake RTT histogram buckets (+Inf added).
@@ -201,6 +205,7 @@ KERNEL = {
     Counter.DNS: ("flowscope_ring_dns_events", None),
     Counter.DROPS: ("flowscope_kernel_drops_matched", "flow"),
     Counter.DROPS_OTHER: ("flowscope_kernel_drops_matched", "interface"),
+    Counter.OTHERHOST: ("flowscope_other_host_packets", None),
 }
 _KERNEL_BY_NAME = {c.name.lower(): where for c, where in KERNEL.items()}
 

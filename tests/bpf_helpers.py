@@ -118,3 +118,19 @@ def wait_for(path, text: str, proc, limit: float = 60.0) -> None:
             raise AssertionError(f"exited {proc.returncode}: {path.read_text(errors='replace')}")
         time.sleep(0.05)
     raise AssertionError(f"no {text!r} in {path} after {limit} s")
+
+
+def frame_to(ifname: str, dst_mac: bytes, v4: str, port: int) -> bytes:
+    """An Ethernet + IPv4 + UDP frame from our end of a pair (``veth_netns``, ``_veth``: ours
+    is .1) to ``v4``:``port``, for a packet socket bound to ``ifname``; ``dst_mac`` another
+    host's makes the peer's stack free it as OTHERHOST."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "live_traffic", Path(__file__).resolve().parents[1] / "scripts" / "live_traffic.py")
+    lt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lt)
+    src = v4.rsplit(".", 1)[0] + ".1"
+    ip = lt._ipv4(src, v4, 17, lt._udp(40404, port, b"not for you"))
+    return dst_mac + lt._mac(ifname) + b"\x08\x00" + ip

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from bpf_helpers import free_subnet, require_bpf, sh, stop as _stop, wait_for
+from bpf_helpers import free_subnet, frame_to, require_bpf, sh, stop as _stop, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWSCOPE = [sys.executable, "-m", "flowscope"]
@@ -808,3 +808,44 @@ def test_native_xdp_counts_ingress_before_gro():
     assert offload_note(native).endswith("(ethtool -K eth9 lro off tso off gso off)")
     assert offload_note(native).startswith("flowscope: eth9: LRO, TSO, GSO on: ")
     assert offload_note(none) == ""
+
+
+def test_mirror_note_speaks_when_most_frames_are_for_other_hosts():
+    from flowscope.sensor.live import MIRROR_NOTE_FRAMES, mirror_note
+
+    n = MIRROR_NOTE_FRAMES
+    assert mirror_note({"packets": n - 1, "otherhost": n - 1}) == ""  # too few to matter
+    assert mirror_note({"packets": 2 * n, "otherhost": n - 1}) == ""  # not most
+    line = mirror_note({"packets": 2 * n, "otherhost": n})
+    assert line.startswith(f"flowscope: {n} frames were for other hosts, against {2 * n} ")
+    assert line.endswith("sensor.drops: false saves it")
+
+
+def test_mirror_note_on_a_link_of_frames_for_another_host(net, tmp_path):
+    """Frames to another MAC (as a mirror port carries) are freed by the receiving stack as
+    OTHERHOST: no drops, but the drop tracer is called for each; once most frames the hooks
+    saw were such, the sensor says so once, with the setting that saves it. A link of this
+    host's own traffic gets no such line."""
+    from flowscope.sensor.live import MIRROR_NOTE_FRAMES
+
+    ns, pair = net
+    ifname, peer = pair()
+    err = tmp_path / "live.err"
+    proc = _live(["-i", ifname, "-o", os.devnull], err)
+    try:
+        _udp(peer, 5301, 20)
+        time.sleep(1.5)  # a check or two of the counters
+        assert "frames were for other hosts" not in err.read_text()
+        frame = frame_to(ifname, b"\x02\x00\x00\x00\x00\x99", peer, 5302)
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as p:
+            p.bind((ifname, 0))
+            for _ in range(MIRROR_NOTE_FRAMES + 2000):  # bounded: ~12 k frames, < 1 s
+                p.send(frame)
+        end = time.monotonic() + 10
+        while "frames were for other hosts" not in err.read_text():
+            assert time.monotonic() < end, err.read_text()
+            time.sleep(0.1)
+    finally:
+        assert _stop(proc) == 0, err.read_text()
+    notes = [ln for ln in err.read_text().splitlines() if "frames were for other hosts" in ln]
+    assert len(notes) == 1 and "sensor.drops: false" in notes[0], notes

@@ -114,6 +114,7 @@ class Counter(IntEnum):
     DNS = 24
     DROPS = 25
     DROPS_OTHER = 26
+    OTHERHOST = 27
     # flow filter and sampling
     FILTERED = 28
     SAMPLED_OUT = 29

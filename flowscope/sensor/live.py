@@ -236,6 +236,24 @@ def offload_note(at) -> str:
             f"them (ethtool -K {at.ifname} {off})")
 
 
+#: frames the hooks must have seen before the mirror-port note can speak
+MIRROR_NOTE_FRAMES = 10_000
+
+
+def mirror_note(c: dict) -> str:
+    """The line saying that most frames were for other hosts, from the kernel counters ``c``
+    (``packets``: frames the hooks saw; ``otherhost``: frames the stack freed as addressed to
+    another host, host-wide), "" while they are few or not most (docs/live.md, "Kernel
+    drops")."""
+    seen, other = c["packets"], c["otherhost"]
+    if seen < MIRROR_NOTE_FRAMES or 2 * other < seen:
+        return ""
+    return (f"flowscope: {other} frames were for other hosts, against {seen} packets seen (a "
+            "mirror port or a promiscuous link): no drops, but the drop tracer is called for "
+            "each; where this host's own flows are not in that traffic, sensor.drops: false "
+            "saves it")
+
+
 class Sensor:
     """Attach to interfaces, turn kernel events into flow events, write them.
 
@@ -307,6 +325,7 @@ class Sensor:
         self._next_report = 0.0
         self._closed = False
         self._drop_names: dict[int, str] = {}
+        self._mirror_noted = False  # mirror_note said its line (once a run)
         self.metrics = None  # a flowscope.metrics.MetricsServer, updated about once a second
         self._next_metrics = 0.0
         self._next_flush = 0.0
@@ -498,6 +517,8 @@ class Sensor:
         if now >= self._next_ifcheck:
             self._next_ifcheck = now + IFACE_CHECK_INTERVAL
             self.check_interfaces()
+            if self.loaded.drops_attached and not self._mirror_noted:
+                self.note_mirror()
         if now >= self._next_flush:
             self._next_flush = now + FLUSH_INTERVAL
             flush = getattr(self.writer, "flush", None)
@@ -767,6 +788,15 @@ class Sensor:
         seen = seen[np.isin(seen, live)]
         self._seen[ifindex] = [seen]
         self._seen_n[ifindex] = len(seen)
+
+    def note_mirror(self) -> None:
+        """Say once when most frames were for other hosts (``mirror_note``)."""
+        from . import maps
+
+        line = mirror_note(maps.counters_dict(self.loaded.counters_fd))
+        if line:
+            self._mirror_noted = True
+            self.report(line)
 
     def check_interfaces(self) -> None:
         """End the flows of interfaces that disappeared; re-attach returning ones on request.
