@@ -517,7 +517,7 @@ class Sensor:
         if now >= self._next_ifcheck:
             self._next_ifcheck = now + IFACE_CHECK_INTERVAL
             self.check_interfaces()
-            if self.loaded.drops_attached and not self._mirror_noted:
+            if self.loaded is not None and self.loaded.drops_attached and not self._mirror_noted:
                 self.note_mirror()
         if now >= self._next_flush:
             self._next_flush = now + FLUSH_INTERVAL
