@@ -83,6 +83,15 @@ def frame(i: int, flags: int = 0x10) -> bytes:
     return f + b"\0" * (64 - len(f))
 
 
+def build_floor(bcc, max_flows: int):
+    """The floor program's BPF module (``floor_xdp``, ``floor_tc``), its map sized like the
+    flowscope build's."""
+    src = (loader.inline_sources(["fs_parse.h"])
+           + "#include <uapi/linux/pkt_cls.h>\n" + FLOOR)
+    return bcc.BPF(text=src.encode(), cflags=loader.cflags_for({"max_flows": max_flows})
+                   + [f"-DFS_MAX_FLOWS={max_flows}"])
+
+
 def udp_frame() -> bytes:
     """The 60-byte Ethernet/IPv4/UDP frame bench_live.py sends (18 bytes of payload)."""
     from bench_live import _frames
@@ -124,10 +133,7 @@ def main() -> int:
     m_off = loader.load({**tun, "tcp_seq": 0})
     m_slow = loader.load(tun, extra_cflags=["-DFS_FAST_PATH=0"])
     bcc = loader.import_bcc()
-    src = (loader.inline_sources(["fs_parse.h"])
-           + "#include <uapi/linux/pkt_cls.h>\n" + FLOOR)
-    fb = bcc.BPF(text=src.encode(), cflags=loader.cflags_for({"max_flows": args.max_flows})
-                 + [f"-DFS_MAX_FLOWS={args.max_flows}"])
+    fb = build_floor(bcc, args.max_flows)
     floor = {"XDP": fb.load_func(b"floor_xdp", bcc.BPF.XDP).fd,
              "TC": fb.load_func(b"floor_tc", bcc.BPF.SCHED_CLS).fd}
     ours = {"XDP": m.xdp_fd, "TC": m.tc_fd}

@@ -963,7 +963,7 @@ HOOK_MODES = {"empty": "empty programs on both tcx hooks",
 
 def hook_programs(v: Veth, modes) -> tuple[dict, list]:
     """The ``HOOK_MODES`` asked for, loaded once: {mode: Hooks} and what to close after."""
-    from bench_kernel import FLOOR
+    from bench_kernel import build_floor
 
     from flowscope.config import SensorConfig, TrackerConfig
     from flowscope.sensor import loader
@@ -979,11 +979,7 @@ def hook_programs(v: Veth, modes) -> tuple[dict, list]:
         fd = eb.load_func(b"empty_tc", bcc.BPF.SCHED_CLS).fd
         hooks["empty"] = Hooks(v, fd, fd, tcx_in=True)
     if "floor" in modes:
-        tun = tunables(SensorConfig(), TrackerConfig())
-        src = (loader.inline_sources(["fs_parse.h"])
-               + "#include <uapi/linux/pkt_cls.h>\n" + FLOOR)
-        fb = bcc.BPF(text=src.encode(), cflags=loader.cflags_for(tun)
-                     + [f"-DFS_MAX_FLOWS={tun['max_flows']}"])
+        fb = build_floor(bcc, tunables(SensorConfig(), TrackerConfig())["max_flows"])
         owned.append(fb.cleanup)
         fd = fb.load_func(b"floor_tc", bcc.BPF.SCHED_CLS).fd
         hooks["floor"] = Hooks(v, fd, fd, tcx_in=True)
@@ -1162,9 +1158,10 @@ def report(args, r1: dict | None, r2: dict | None) -> int:
                     if alt[name]["ratios"]:
                         r = statistics.median(alt[name]["ratios"])
                         print(f"  {what}: +{(1 / r - 1) * 1e9 / nb:.0f} ns")
-        print(f"target flowscope live >= 0.9x of none (best mode): {fs_ratio:.2f}x -> "
-              f"{'met' if fs_ratio >= 0.9 else 'NOT met'}")
-        missed += fs_ratio < 0.9
+        if set(args.xdp_modes) - set(HOOK_MODES):  # a sensor ran
+            print(f"target flowscope live >= 0.9x of none (best mode): {fs_ratio:.2f}x -> "
+                  f"{'met' if fs_ratio >= 0.9 else 'NOT met'}")
+            missed += fs_ratio < 0.9
         all_ok = True
         for i, (mode, r) in enumerate((m, r) for m in args.xdp_modes for r in runs[m]
                                       if m not in HOOK_MODES):

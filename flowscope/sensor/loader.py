@@ -276,11 +276,9 @@ def load(tunables: dict | None = None, extra_cflags: list[str] | None = None,
             load_decap(b, bcc)
         fds, error = {}, ""
         if drops:
-            try:
-                fds["fs_kfree_skb"] = load_tp_btf(b.dump_func(b"fs_kfree_skb"),
-                                                  "fs_kfree_skb", tp_id)
-            except OSError as exc:
-                error = str(exc)
+            fd, error = _load_drop_tracer(b, tp_id)
+            if fd is not None:
+                fds["fs_kfree_skb"] = fd
         return Loaded(
             bpf=b,
             xdp_fd=xdp.fd,
@@ -407,12 +405,10 @@ def _child_main(sock_fd: int) -> None:
             fds.append(b.load_func(name.encode(), kind).fd)
         drops_error = ""
         if req["drops_btf_id"]:
-            try:
-                fds.append(load_tp_btf(b.dump_func(b"fs_kfree_skb"), "fs_kfree_skb",
-                                       req["drops_btf_id"]))
+            fd, drops_error = _load_drop_tracer(b, req["drops_btf_id"])
+            if fd is not None:
+                fds.append(fd)
                 names.append("fs_kfree_skb")
-            except OSError as exc:
-                drops_error = str(exc)
         maps = SENSOR_MAPS
         if req["decap"]:
             # the program arrays' entries live as long as a process holds the arrays: the
@@ -472,6 +468,15 @@ def drop_tracepoint_id() -> int:
     from .btf import vmlinux  # noqa: PLC0415
 
     return vmlinux().tracepoint_id(DROP_TRACEPOINT)
+
+
+def _load_drop_tracer(b, btf_id: int) -> tuple[int | None, str]:
+    """``fs_kfree_skb`` of the compiled module ``b``, loaded typed: ``(fd, "")``, or
+    ``(None, why)`` when the kernel refuses it (the sensor then runs without it)."""
+    try:
+        return load_tp_btf(b.dump_func(b"fs_kfree_skb"), "fs_kfree_skb", btf_id), ""
+    except OSError as exc:
+        return None, str(exc)
 
 
 def load_tp_btf(insns: bytes, name: str, btf_id: int) -> int:
