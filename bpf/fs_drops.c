@@ -8,7 +8,7 @@
  * values from BTF, -1 when the kernel has no such reason); 2) read the dropped skb's fields
  * and its device's ifindex, at the offsets of struct sk_buff and struct net_device this kernel
  * has (-D flags from its BTF, flowscope/sensor/btf.py: there are no kernel headers to compile
- * against), and its IP header and ports through bpf_probe_read_kernel; 3) build the canonical
+ * against), and its IP header and ports (fs_drop_trace: two builds); 3) build the canonical
  * key and, when fs_flows holds that flow, add the drop to it
  * (per orientation, and to the majority vote of its reason); 4) count the drop by (interface,
  * reason) in fs_drop_counts when it belongs to a known flow or happened on a watched
@@ -19,8 +19,8 @@
  * Loaded as a BTF-typed tracepoint program (tp_btf; flowscope/sensor/loader.py
  * load_tp_btf): the verifier knows args[0] is a struct sk_buff *, so the fields above are
  * plain loads (one instruction each, a fault reads as 0) instead of helper calls, which cost
- * tens of ns each on a VM (docs/benchmarks.md). Only the packet bytes, behind the untyped
- * skb->head, still need bpf_probe_read_kernel.
+ * tens of ns each on a VM (docs/benchmarks.md). The packet bytes behind skb->head are plain
+ * loads too where the kernel allows it (fs_drop_trace).
  */
 #include "fs_shared.h"
 #include "fs_maps.h"
@@ -46,15 +46,6 @@ static __always_inline void fs_drop_count(__u32 idx)
 		*v += 1;
 }
 
-static __always_inline __u64 fs_be64(const __u8 *b)
-{
-	__u64 v = 0;
-#pragma unroll
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | b[i];
-	return v;
-}
-
 /* IP header bytes read at once: an IPv6 header or an IPv4 one with options, and the ports
  * right after an IPv6 or option-less IPv4 header */
 #define FS_IP_READ 48
@@ -63,7 +54,22 @@ static __always_inline __u64 fs_be64(const __u8 *b)
  * BTF; the verifier checks the access against the same BTF) */
 #define FS_BTF_READ(type, base, off) (*(type *)((char *)(base) + (off)))
 
-int fs_kfree_skb(__u64 *ctx)
+/* Big-endian fields at byte offset i of the IP header bytes ip */
+#define FS_IP16(ip, i) __builtin_bswap16(*(const __u16 *)((ip) + (i)))
+#define FS_IP32(ip, i) __builtin_bswap32(*(const __u32 *)((ip) + (i)))
+#define FS_IP64(ip, i) __builtin_bswap64(*(const __u64 *)((ip) + (i)))
+
+/*
+ * The tracer's body, in two builds (direct is a constant in each):
+ * direct 1 (fs_kfree_skb): the packet bytes are loaded through skb->head like the fields.
+ *   Kernels from 6.17 type a pointer to a primitive (head is an unsigned char *) read from a
+ *   typed struct as read-only untrusted memory: loads through it are plain loads that read 0
+ *   where they fault. Older verifiers refuse the program (head is a number there).
+ * direct 0 (fs_kfree_skb_probe): the bytes are copied with bpf_probe_read_kernel (one call for
+ *   the header, a shorter retry where the buffer may end sooner, one for the ports after
+ *   options), for those kernels. loader._load_drop_tracer tries the first, then this one.
+ */
+static __always_inline int fs_drop_trace(__u64 *ctx, const int direct)
 {
 	void *skb = (void *)ctx[0];
 	__u32 reason = (__u32)ctx[2];
@@ -84,35 +90,41 @@ int fs_kfree_skb(__u64 *ctx)
 	struct fs_flow_key k = {};
 	struct fs_flow *f = 0;
 	__u8 dir = 0;
-	__u8 ip[FS_IP_READ] = {};
-	/* 0: nothing read; 1: 40 bytes; 2: FS_IP_READ bytes */
+	__u64 buf[FS_IP_READ / 8] = {}; /* direct 0: the copied bytes (8-aligned loads) */
+	const __u8 *ip = (const __u8 *)buf;
+	/* bytes of ip that may be parsed: 0 (none), 40 or FS_IP_READ */
 	int got = 0;
 	if (head && nh != FS_NO_HEADER) {
-		if (bpf_probe_read_kernel(ip, FS_IP_READ, head + nh) == 0)
-			got = 2;
-		else if (bpf_probe_read_kernel(ip, 40, head + nh) == 0)
-			got = 1; /* the buffer may end sooner: the 40 bytes read before */
+		if (direct) {
+			ip = head + nh;
+			got = FS_IP_READ;
+		} else if (bpf_probe_read_kernel(buf, FS_IP_READ, head + nh) == 0) {
+			got = FS_IP_READ;
+		} else if (bpf_probe_read_kernel(buf, 40, head + nh) == 0) {
+			got = 40; /* the buffer may end sooner: the 40 bytes read before */
+		}
 	}
 	if (got) {
 		__u64 s_hi = 0, s_lo, d_hi = 0, d_lo;
 		__u8 proto;
 		__u32 l4 = 0; /* IP header length, when the transport header is unset */
 		int frag = 0;
-		if ((ip[0] >> 4) == 4) {
+		__u8 v = ip[0];
+		if ((v >> 4) == 4) {
 			k.l3 = FS_L3_IPV4;
 			proto = ip[9];
-			s_lo = ((__u64)ip[12] << 24) | (ip[13] << 16) | (ip[14] << 8) | ip[15];
-			d_lo = ((__u64)ip[16] << 24) | (ip[17] << 16) | (ip[18] << 8) | ip[19];
-			l4 = (ip[0] & 0xf) * 4;
-			frag = ((ip[6] & 0x1f) | ip[7]) != 0; /* a non-first fragment: no ports */
-		} else if ((ip[0] >> 4) == 6) {
+			s_lo = FS_IP32(ip, 12);
+			d_lo = FS_IP32(ip, 16);
+			l4 = (v & 0xf) * 4;
+			frag = (FS_IP16(ip, 6) & 0x1fff) != 0; /* a non-first fragment: no ports */
+		} else if ((v >> 4) == 6) {
 			k.l3 = FS_L3_IPV6;
-			proto = ip
-			        [6]; /* extension headers are not walked: such drops match no flow */
-			s_hi = fs_be64(ip + 8);
-			s_lo = fs_be64(ip + 16);
-			d_hi = fs_be64(ip + 24);
-			d_lo = fs_be64(ip + 32);
+			/* extension headers are not walked: such drops match no flow */
+			proto = ip[6];
+			s_hi = FS_IP64(ip, 8);
+			s_lo = FS_IP64(ip, 16);
+			d_hi = FS_IP64(ip, 24);
+			d_lo = FS_IP64(ip, 32);
 			l4 = 40;
 		} else {
 			goto count;
@@ -120,21 +132,24 @@ int fs_kfree_skb(__u64 *ctx)
 		__u16 sp = 0, dp = 0;
 		if (!frag &&
 		    (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP)) {
-			__u8 ports[4] = {};
 			__u32 at = (th != FS_NO_HEADER && th > nh) ? th : nh + l4;
 			__u32 rel = at - nh;
-			/* in the bytes read already after an option-less IPv4 or an IPv6 header
-			 * (constant indexes: the verifier needs no variable stack offset) */
-			if (rel == 20) {
-				sp = ((__u16)ip[20] << 8) | ip[21];
-				dp = ((__u16)ip[22] << 8) | ip[23];
-			} else if (rel == 40 && got == 2) {
-				sp = ((__u16)ip[40] << 8) | ip[41];
-				dp = ((__u16)ip[42] << 8) | ip[43];
-			} else if (bpf_probe_read_kernel(ports, sizeof(ports), head + at) == 0) {
-				sp = (ports[0] << 8) | ports[1];
-				dp = (ports[2] << 8) | ports[3];
+			__u32 ports = 0;
+			if (direct) {
+				ports = *(const __u32 *)(head + at);
+			} else if (rel == 20) {
+				/* in the bytes read already after an option-less IPv4 or an IPv6
+				 * header (constant offsets: the verifier allows no variable stack
+				 * offset) */
+				ports = *(const __u32 *)(ip + 20);
+			} else if (rel == 40 && got == FS_IP_READ) {
+				ports = *(const __u32 *)(ip + 40);
+			} else {
+				bpf_probe_read_kernel(&ports, sizeof(ports), head + at);
 			}
+			ports = __builtin_bswap32(ports);
+			sp = ports >> 16;
+			dp = ports & 0xffff;
 		}
 		/* the canonical key, as fs_flow.h builds it */
 		if (s_hi < d_hi || (s_hi == d_hi && (s_lo < d_lo || (s_lo == d_lo && sp <= dp)))) {
@@ -186,6 +201,16 @@ count:
 	else
 		fs_drop_counts.update(&dk, &one);
 	return 0;
+}
+
+int fs_kfree_skb(__u64 *ctx)
+{
+	return fs_drop_trace(ctx, 1);
+}
+
+int fs_kfree_skb_probe(__u64 *ctx)
+{
+	return fs_drop_trace(ctx, 0);
 }
 
 #endif /* FS_DROPS */

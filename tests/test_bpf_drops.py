@@ -16,10 +16,16 @@ from bpf_helpers import frame_to, require_bpf, sh, veth_netns
 
 
 @pytest.fixture
-def drops_topo():
+def drops_topo(request, monkeypatch):
+    """A module with the drop tracer attached; ``request.param`` (indirect) names the one
+    build of ``loader.DROP_TRACERS`` to load instead of the first the kernel takes."""
     require_bpf("ip", "nft")
     from flowscope.sensor import attach, loader, maps
     from flowscope.sensor import layout as L
+
+    build = getattr(request, "param", None)
+    if build is not None:
+        monkeypatch.setattr(loader, "DROP_TRACERS", (build,))
 
     with veth_netns(f"fsdr{os.getpid() % 10000}", 206, os.getpid() % 200 + 20) as (ifname, v4,
                                                                                     v6, ns):
@@ -108,11 +114,14 @@ def test_unrelated_drops_are_not_counted(drops_topo):
     assert int(dv.sum()) == 0
 
 
+@pytest.mark.parametrize("drops_topo", ["fs_kfree_skb", "fs_kfree_skb_probe"], indirect=True)
 @pytest.mark.parametrize("case", ["udp6", "udp4-ip-options", "tcp4-syn"])
 def test_drops_count_to_their_flow_whatever_the_headers(drops_topo, case):
     """The ports of a dropped packet come from the bytes read with its IP header (IPv6,
-    option-less IPv4) or from a read at its transport header (IPv4 with options, TCP)."""
+    option-less IPv4) or from a read at its transport header (IPv4 with options, TCP), in
+    both builds of the tracer (loads through skb->head, bpf_probe_read_kernel copies)."""
     mod, maps, L, ifname, v4, ns, idx, v6 = drops_topo
+    assert mod.drops, mod.drops_error  # the build asked for loaded (6.17+ for fs_kfree_skb)
     port = {"udp6": 9494, "udp4-ip-options": 9595, "tcp4-syn": 9696}[case]
     if case == "tcp4-syn":  # a closed port: the SYN is dropped (NO_SOCKET), answered by a RST
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
@@ -158,25 +167,46 @@ def test_frames_for_another_host_are_no_drops(drops_topo):
 
 def test_tracer_reads_the_skb_as_a_typed_tracepoint_program(drops_topo):
     """The tracer is loaded as a BTF-typed tracepoint program, whose sk_buff and net_device
-    fields are plain loads; only the packet bytes behind skb->head take helper calls (the IP
-    header, its shorter retry, the ports after options). A raw tracepoint program would need a
-    helper call for every field (docs/live.md, "Kernel drops")."""
+    fields are plain loads. On kernels >= 6.17 the packet bytes behind skb->head are plain
+    loads too (build fs_kfree_skb: no helper call reads anything); older verifiers refuse
+    that build and the loader takes fs_kfree_skb_probe, which copies them with three
+    bpf_probe_read_kernel calls (the IP header, its shorter retry, the ports after options).
+    A raw tracepoint program would need a helper call for every field (docs/live.md,
+    "Kernel drops")."""
     import ctypes
+    import os
 
     from flowscope.sensor import loader
     from flowscope.sensor.ring import BPF_OBJ_GET_INFO_BY_FD, _InfoAttr
 
     mod = drops_topo[0]
-    info = (ctypes.c_uint32 * 64)()
-    loader.bpf_syscall(BPF_OBJ_GET_INFO_BY_FD,
-                       _InfoAttr(bpf_fd=mod.fds["fs_kfree_skb"], info_len=ctypes.sizeof(info),
-                                 info=ctypes.addressof(info)))
-    assert info[0] == loader.BPF_PROG_TYPE_TRACING
-    insns = mod.bpf.dump_func(b"fs_kfree_skb")
-    probe_read_kernel = 113  # BPF_FUNC_probe_read_kernel
-    calls = [int.from_bytes(insns[i + 4:i + 8], "little", signed=True)
-             for i in range(0, len(insns), 8) if insns[i] == 0x85]  # BPF_JMP | BPF_CALL
-    assert calls.count(probe_read_kernel) == 3, calls
+
+    def info_of(fd):
+        info = (ctypes.c_uint32 * 64)()
+        loader.bpf_syscall(BPF_OBJ_GET_INFO_BY_FD,
+                           _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info),
+                                     info=ctypes.addressof(info)))
+        return info[0], bytes(info)[64:80].rstrip(b"\0").decode()  # type, name
+
+    def probe_reads(name):
+        insns = mod.bpf.dump_func(name)
+        return [int.from_bytes(insns[i + 4:i + 8], "little", signed=True)
+                for i in range(0, len(insns), 8)
+                if insns[i] == 0x85].count(113)  # BPF_JMP | BPF_CALL, BPF_FUNC_probe_read_kernel
+
+    kind, name = info_of(mod.fds["fs_kfree_skb"])
+    assert kind == loader.BPF_PROG_TYPE_TRACING
+    assert probe_reads(b"fs_kfree_skb") == 0
+    assert probe_reads(b"fs_kfree_skb_probe") == 3
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    assert name == ("fs_kfree_skb" if (major, minor) >= (6, 17) else "fs_kfree_skb_pr"), name
+    # the older kernels' build passes this verifier too
+    fd = loader.load_tp_btf(mod.bpf.dump_func(b"fs_kfree_skb_probe"), "fs_kfree_skb_probe",
+                            loader.drop_tracepoint_id())
+    try:
+        assert info_of(fd) == (loader.BPF_PROG_TYPE_TRACING, "fs_kfree_skb_pr")
+    finally:
+        os.close(fd)
 
 
 def test_a_tracer_the_kernel_refuses_leaves_the_sensor_without_it(drops_topo, monkeypatch):
@@ -197,7 +227,8 @@ def test_a_tracer_the_kernel_refuses_leaves_the_sensor_without_it(drops_topo, mo
     other = loader.load({"max_flows": 1024, "drops": 1})
     try:
         assert not other.drops and "fs_kfree_skb" not in other.fds
-        assert other.drops_error == "[Errno 13] loading fs_kfree_skb: Permission denied"
+        # both builds refused: the last one's refusal
+        assert other.drops_error == "[Errno 13] loading fs_kfree_skb_probe: Permission denied"
         other.attach_drops()  # nothing to attach
         assert not other.drops_attached
     finally:

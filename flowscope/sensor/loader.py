@@ -470,13 +470,23 @@ def drop_tracepoint_id() -> int:
     return vmlinux().tracepoint_id(DROP_TRACEPOINT)
 
 
+#: the drop tracer's builds, in the order tried (bpf/fs_drops.c): packet bytes loaded through
+#: skb->head (kernels >= 6.17), then copied with bpf_probe_read_kernel
+DROP_TRACERS = ("fs_kfree_skb", "fs_kfree_skb_probe")
+
+
 def _load_drop_tracer(b, btf_id: int) -> tuple[int | None, str]:
-    """``fs_kfree_skb`` of the compiled module ``b``, loaded typed: ``(fd, "")``, or
-    ``(None, why)`` when the kernel refuses it (the sensor then runs without it)."""
-    try:
-        return load_tp_btf(b.dump_func(b"fs_kfree_skb"), "fs_kfree_skb", btf_id), ""
-    except OSError as exc:
-        return None, str(exc)
+    """The drop tracer of the compiled module ``b``, loaded typed: ``(fd, "")`` for the
+    first build of ``DROP_TRACERS`` the kernel takes (its program name says which), or
+    ``(None, why)`` when it refuses both (the sensor then runs without it; ``why`` is the
+    last build's refusal)."""
+    why = ""
+    for name in DROP_TRACERS:
+        try:
+            return load_tp_btf(b.dump_func(name.encode()), name, btf_id), ""
+        except OSError as exc:
+            why = str(exc)
+    return None, why
 
 
 def load_tp_btf(insns: bytes, name: str, btf_id: int) -> int:
