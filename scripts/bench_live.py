@@ -906,6 +906,10 @@ def run_flowscope(v: Veth, args, tmp: Path, rnd: int, mode: str = "auto") -> dic
         cfg = tmp / "nodrops.yaml"
         cfg.write_text("sensor:\n  drops: false\n  xdp_mode: generic\n")
         how = ["--config", str(cfg)]
+    elif mode == "native-nodrops":  # native XDP without the drop tracer
+        cfg = tmp / "native-nodrops.yaml"
+        cfg.write_text("sensor:\n  drops: false\n  xdp_mode: native\n")
+        how = ["--config", str(cfg)]
     elif mode == "tcx-nodrops":  # the default config without the drop tracer
         cfg = tmp / "tcx-nodrops.yaml"
         cfg.write_text("sensor:\n  drops: false\n")
@@ -955,10 +959,14 @@ def run_flowscope(v: Veth, args, tmp: Path, rnd: int, mode: str = "auto") -> dic
     return r
 
 
-#: runs with programs attached on both tcx hooks and no sensor process (--xdp-modes)
+#: runs with programs attached and no sensor process (--xdp-modes): on both tcx hooks, or
+#: ingress on native XDP (-native)
 HOOK_MODES = {"empty": "empty programs on both tcx hooks",
               "floor": "floor program (parse + per-CPU count) on tcx",
-              "programs": "flowscope's TC programs on tcx, no process"}
+              "programs": "flowscope's TC programs on tcx, no process",
+              "empty-native": "empty XDP native + tcx egress programs",
+              "floor-native": "floor program on XDP native + tcx egress",
+              "programs-native": "flowscope's XDP native + TC, no process"}
 
 
 def hook_programs(v: Veth, modes) -> tuple[dict, list]:
@@ -973,21 +981,27 @@ def hook_programs(v: Veth, modes) -> tuple[dict, list]:
     if not set(modes) & set(HOOK_MODES):
         return hooks, owned
     bcc = loader.import_bcc()
-    if "empty" in modes:
+    want = {m.removesuffix("-native") for m in modes if m in HOOK_MODES}
+    fds = {}  # kind: (ingress XDP program, ingress tc program, egress tc program)
+    if "empty" in want:
         eb = bcc.BPF(text=EMPTY_PROGS.encode())
         owned.append(eb.cleanup)
         fd = eb.load_func(b"empty_tc", bcc.BPF.SCHED_CLS).fd
-        hooks["empty"] = Hooks(v, fd, fd, tcx_in=True)
-    if "floor" in modes:
+        fds["empty"] = (eb.load_func(b"empty_xdp", bcc.BPF.XDP).fd, fd, fd)
+    if "floor" in want:
         fb = build_floor(bcc, tunables(SensorConfig(), TrackerConfig())["max_flows"])
         owned.append(fb.cleanup)
         fd = fb.load_func(b"floor_tc", bcc.BPF.SCHED_CLS).fd
-        hooks["floor"] = Hooks(v, fd, fd, tcx_in=True)
-    if "programs" in modes:
+        fds["floor"] = (fb.load_func(b"floor_xdp", bcc.BPF.XDP).fd, fd, fd)
+    if "programs" in want:
         fs = loader.load(tunables(SensorConfig(), TrackerConfig()))
         owned.append(fs.close)
-        hooks["programs"] = Hooks(v, fs.bpf.load_func(b"fs_tc_ingress", bcc.BPF.SCHED_CLS).fd,
-                                  fs.tc_fd, tcx_in=True)
+        fds["programs"] = (fs.xdp_fd, fs.bpf.load_func(b"fs_tc_ingress", bcc.BPF.SCHED_CLS).fd,
+                           fs.tc_fd)
+    for mode in set(modes) & set(HOOK_MODES):
+        xdp, tc_in, tc_out = fds[mode.removesuffix("-native")]
+        hooks[mode] = (Hooks(v, xdp, tc_out, native=True) if mode.endswith("-native")
+                       else Hooks(v, tc_in, tc_out, tcx_in=True))
     return hooks, owned
 
 
@@ -1116,6 +1130,7 @@ def report(args, r1: dict | None, r2: dict | None) -> int:
             fs_ratio = max(fs_ratio, ratio)
             name = {"tc": "ingress: tc", "nodrops": "XDP generic, drops: false",
                     "tcx-nodrops": "default, drops: false",
+                    "native-nodrops": "XDP native, drops: false",
                     "auto": "default config"}.get(mode, "XDP " + mode)
             print(f"{'flowscope live, ' + name:<46}{_m(statistics.median(live)):>9}"
                   f"{_m(min(live)):>7}{_m(max(live)):>7}{ratio:>8.2f}x{min(pair):>6.2f}x"
@@ -1206,9 +1221,12 @@ def main() -> int:
                          "the default config (tcx ingress on veth); generic, native = "
                          "--xdp-mode; tc = sensor.ingress: tc; nodrops = generic with "
                          "sensor.drops: false (no drop tracer); tcx-nodrops = the default "
-                         "config with sensor.drops: false; empty, floor, programs = no "
-                         "sensor process, only programs on both tcx hooks (empty ones, the "
-                         "floor program of bench_kernel.py, flowscope's TC programs)")
+                         "config with sensor.drops: false; native-nodrops = native XDP "
+                         "with sensor.drops: false; empty, floor, programs = no sensor "
+                         "process, only programs on both tcx hooks (empty ones, the floor "
+                         "program of bench_kernel.py, flowscope's TC programs); "
+                         "empty-native, floor-native, programs-native = the same with the "
+                         "ingress program on native XDP")
     ap.add_argument("--sink", choices=tuple(SINKS), default="full",
                     help="what receives the frames (default full; see the module docstring)")
     ap.add_argument("--sender", choices=tuple(SENDERS), default="socket",
@@ -1228,7 +1246,8 @@ def main() -> int:
         ap.error("keep --ring-seconds/--veth-seconds in (0, 60], --alt-seconds in (0, 120], "
                  "--slice in [0.05, 5] and --rounds in [1, 20]; --alt-seconds 0 skips the "
                  "alternating slices")
-    known = ("auto", "generic", "native", "tc", "nodrops", "tcx-nodrops", *HOOK_MODES)
+    known = ("auto", "generic", "native", "tc", "nodrops", "tcx-nodrops", "native-nodrops",
+             *HOOK_MODES)
     bad = set(args.xdp_modes) - set(known)
     if bad:
         ap.error(f"--xdp-modes: unknown {', '.join(sorted(bad))} ({', '.join(known)})")
