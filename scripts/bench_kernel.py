@@ -3,7 +3,9 @@
 
 Everything runs through BPF_PROG_TEST_RUN and uses the kernel-reported ns per run:
   established  one packet of an existing TCP flow (a pure ACK: no event), repeat >= 1e6,
-               median of --rounds calls;
+               --rounds calls each of the build and of the floor, interleaved (ABBA: a
+               drift of the machine over the run falls on both); the ns are the medians of
+               each, the ratio the median of the per-round ratios;
   udp stream   the same for a 60-byte UDP datagram of an existing flow (bench_live.py's
                frames);
   new-flow     --new distinct flows, one run each (repeat=1), median;
@@ -100,9 +102,23 @@ def udp_frame() -> bytes:
                     "src_ip": "10.0.0.1", "dst_ip": "10.255.0.1", "port": 9999, "flows": 1})[0]
 
 
-def median_repeat(fd: int, f: bytes, repeat: int, rounds: int) -> float:
-    loader.prog_test_run(fd, f)  # create the flow / warm up
-    return statistics.median(loader.prog_test_run(fd, f, repeat)[1] for _ in range(rounds))
+def paired(fd: int, floor_fd: int, f: bytes, repeat: int,
+           rounds: int) -> tuple[float, float, float]:
+    """``fd`` and the floor on frame ``f``, ``repeat`` runs per call, ``rounds`` calls each,
+    interleaved in ABBA order: (median ns of fd, median ns of the floor, median of the
+    per-round ratios fd / floor). Each round's pair shares the machine's state of the
+    moment, which a ratio of two medians taken apart does not (this VM drifts by tens of
+    per cent within seconds)."""
+    for x in (fd, floor_fd):
+        loader.prog_test_run(x, f)  # create the flow / warm up
+    a, b, r = [], [], []
+    for i in range(rounds):
+        got = {x: loader.prog_test_run(x, f, repeat)[1]
+               for x in ((fd, floor_fd) if i % 2 == 0 else (floor_fd, fd))}
+        a.append(got[fd])
+        b.append(got[floor_fd])
+        r.append(got[fd] / max(1, got[floor_fd]))
+    return statistics.median(a), statistics.median(b), statistics.median(r)
 
 
 def median_each(fd: int, frames, ring: RingReader | None) -> float:
@@ -148,23 +164,22 @@ def main() -> int:
             m.bpf[b"fs_flows"].clear()
             fb[b"floor_flows"].clear()
             f = frame(0)
-            est = (median_repeat(ours[hook], f, args.repeat, args.rounds),
-                   median_repeat(floor[hook], f, args.repeat, args.rounds))
+            est = paired(ours[hook], floor[hook], f, args.repeat, args.rounds)
             rows.append((hook, "established", *est))
-            u = udp_frame()
             rows.append((hook, "udp stream",
-                         median_repeat(ours[hook], u, args.repeat, args.rounds),
-                         median_repeat(floor[hook], u, args.repeat, args.rounds)))
+                         *paired(ours[hook], floor[hook], udp_frame(), args.repeat,
+                                 args.rounds)))
             m_off.bpf[b"fs_flows"].clear()
             m_slow.bpf[b"fs_flows"].clear()
-            seq_rows.append((hook, median_repeat(ours_off[hook], f, args.repeat, args.rounds),
-                             *est,
-                             median_repeat(ours_slow[hook], f, args.repeat, args.rounds)))
+            seq_rows.append((hook, paired(ours_off[hook], floor[hook], f, args.repeat,
+                                          args.rounds), est,
+                             paired(ours_slow[hook], floor[hook], f, args.repeat,
+                                    args.rounds)))
             m.bpf[b"fs_flows"].clear()
             fb[b"floor_flows"].clear()
             frames = [frame(i) for i in range(1, args.new + 1)]
             new = (median_each(ours[hook], frames, ring), median_each(floor[hook], frames, None))
-            rows.append((hook, "new-flow", *new))
+            rows.append((hook, "new-flow", *new, new[0] / new[1]))
             m.bpf[b"fs_flows"].clear()
             fb[b"floor_flows"].clear()
             frames = [frame(i) for i in range(1, args.flows + 1)]
@@ -177,7 +192,7 @@ def main() -> int:
             rng.shuffle(frames)
             churn = (median_each(ours[hook], frames, ring),
                      median_each(floor[hook], frames, None))
-            rows.append((hook, f"churn {args.flows // 1000}k", *churn))
+            rows.append((hook, f"churn {args.flows // 1000}k", *churn, churn[0] / churn[1]))
         from flowscope.sensor import maps
 
         c = maps.counters_dict(m.counters_fd)
@@ -188,13 +203,13 @@ def main() -> int:
         m_off.close()
         m_slow.close()
     print(f"{'hook':<5}{'case':<14}{'flowscope ns':>14}{'floor ns':>10}{'ratio':>8}")
-    for hook, case, a, b in rows:
-        print(f"{hook:<5}{case:<14}{a:>14.0f}{b:>10.0f}{a / b:>8.2f}")
+    for hook, case, a, b, ratio in rows:
+        print(f"{hook:<5}{case:<14}{a:>14.0f}{b:>10.0f}{ratio:>8.2f}")
     print(f"\n{'hook':<5}{'established':<14}{'seq off':>9}{'seq on':>8}{'floor':>7}"
           f"{'off/floor':>10}{'on/floor':>10}{'on/off':>8}{'no fast':>9}{'/floor':>8}")
-    for hook, off, on, fl, slow in seq_rows:
-        print(f"{hook:<5}{'':<14}{off:>9.0f}{on:>8.0f}{fl:>7.0f}{off / fl:>10.2f}"
-              f"{on / fl:>10.2f}{on / off:>8.2f}{slow:>9.0f}{slow / fl:>8.2f}")
+    for hook, off, on, slow in seq_rows:  # each (ns, floor ns, ratio), paired with the floor
+        print(f"{hook:<5}{'':<14}{off[0]:>9.0f}{on[0]:>8.0f}{on[1]:>7.0f}{off[2]:>10.2f}"
+              f"{on[2]:>10.2f}{on[2] / off[2]:>8.2f}{slow[0]:>9.0f}{slow[2]:>8.2f}")
     print(f"counters: map_full={c['map_full']} ring_full={c['ring_full']} "
           f"events={c['events']}")
     return 0
