@@ -23,6 +23,7 @@
  * loads too where the kernel allows it (fs_drop_trace).
  */
 #include "fs_shared.h"
+#include "fs_parse.h"
 #include "fs_maps.h"
 
 #ifndef FS_DROPS
@@ -54,9 +55,10 @@ static __always_inline void fs_drop_count(__u32 idx)
  * BTF; the verifier checks the access against the same BTF) */
 #define FS_BTF_READ(type, base, off) (*(type *)((char *)(base) + (off)))
 
-/* Big-endian fields at byte offset i of the IP header bytes ip */
-#define FS_IP16(ip, i) __builtin_bswap16(*(const __u16 *)((ip) + (i)))
-#define FS_IP32(ip, i) __builtin_bswap32(*(const __u32 *)((ip) + (i)))
+/* Big-endian fields at byte offset i of the IP header bytes ip (fs_ntohs/fs_ntohl of
+ * fs_parse.h, and the 64-bit halves of an IPv6 address) */
+#define FS_IP16(ip, i) fs_ntohs(*(const __u16 *)((ip) + (i)))
+#define FS_IP32(ip, i) fs_ntohl(*(const __u32 *)((ip) + (i)))
 #define FS_IP64(ip, i) __builtin_bswap64(*(const __u64 *)((ip) + (i)))
 
 /*
@@ -147,7 +149,7 @@ static __always_inline int fs_drop_trace(__u64 *ctx, const int direct)
 			} else {
 				bpf_probe_read_kernel(&ports, sizeof(ports), head + at);
 			}
-			ports = __builtin_bswap32(ports);
+			ports = fs_ntohl(ports);
 			sp = ports >> 16;
 			dp = ports & 0xffff;
 		}
